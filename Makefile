@@ -1,0 +1,52 @@
+# Two commands: `make demo` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeds-installed
+EXTRAS := dev,openvino,litert
+SYSTEM_PACKAGES := openssh-server mosquitto
+
+.PHONY: demo test lint typecheck unit system-deps venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing edgeds[$(EXTRAS)] into $(VENV)"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "^WARNING: Location" || true
+	@set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+# sshd and mosquitto back the simulated devices and the broker in tests (Debian packages).
+system-deps:
+	@missing=""; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  $$SUDO systemctl disable --now ssh mosquitto >/dev/null 2>&1 || true; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check edgeds tests bench hil
+	$(BIN)/ruff format --check edgeds tests bench hil
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv system-deps
+	$(BIN)/ruff check edgeds tests bench hil
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+demo: venv system-deps
+	$(BIN)/python -m edgeds.demo
+
+bench: venv
+	$(BIN)/python bench/compile_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info

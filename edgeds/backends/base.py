@@ -1,0 +1,136 @@
+"""The backend contract: every inference library behind the same small interface.
+
+Lifecycle: ``Backend(options)`` is free (touches no library, no accelerator). ``compile``
+may be called on a constructed backend at any time and is stateless. ``open`` loads a
+compiled artifact and allocates what running needs (sessions, infer requests, interpreters,
+buffers per batch bucket); ``infer`` runs one batch; ``close`` releases everything and is
+idempotent. The context manager calls ``close``.
+
+Buffer ownership: arrays passed to ``infer`` are only read during the call. Arrays returned by
+``infer`` may alias buffers the backend owns and are valid only until the next ``infer`` or
+``close``: copy them if you keep them. Input validation, batching, padding to buckets and
+timing live in :mod:`edgeds.runtime`, not here.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from ..config import ModelCard
+
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+TensorDict = Mapping[str, np.ndarray]
+
+
+class BackendOptions(BaseModel):
+    """Base of each backend's options schema (the ``options:`` of a profile's backend entry)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output. ``shape`` uses -1 for variable dims (batch first)."""
+
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """What an opened artifact takes and returns. ``layout`` is the input layout (NCHW/NHWC)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    layout: str = "NCHW"
+    max_batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A compiled model on disk. ``path`` is the file ``open`` takes; ``files`` all it needs."""
+
+    backend: str
+    precision: Precision
+    path: Path
+    files: tuple[Path, ...]
+    layout: str = "NCHW"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Result of probing a backend on this machine."""
+
+    name: str
+    available: bool
+    version: str | None = None
+    reason: str | None = None
+    hint: str | None = None
+    devices: tuple[str, ...] = ()
+
+
+class Backend(abc.ABC):
+    """One inference library. See the module docstring for the lifecycle and buffer contract."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]]
+    precisions: ClassVar[tuple[Precision, ...]] = ("fp32",)
+    install_hint: ClassVar[str] = ""
+
+    def __init__(self, options: BackendOptions | Mapping[str, Any] | None = None) -> None:
+        if options is None:
+            options = self.Options()
+        elif not isinstance(options, BackendOptions):
+            options = self.Options.model_validate(dict(options))
+        self.options = options
+
+    @classmethod
+    @abc.abstractmethod
+    def probe(cls) -> Availability:
+        """Whether the library imports here, its version and the devices it sees."""
+
+    @abc.abstractmethod
+    def compile(
+        self,
+        model: Path,
+        card: ModelCard,
+        calib: Iterable[TensorDict],
+        out: Path,
+        precision: Precision = "fp32",
+    ) -> Artifact:
+        """Compile ``model`` into directory ``out`` at ``precision``; ``calib`` feeds INT8."""
+
+    @abc.abstractmethod
+    def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:
+        """Load ``artifact``, allocate for each batch size in ``buckets``."""
+
+    @abc.abstractmethod
+    def infer(self, inputs: TensorDict) -> TensorDict:
+        """Run one batch. Outputs may alias backend-owned buffers (see module docstring)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release everything ``open`` allocated. Idempotent."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,39 @@
+"""``edgeds doctor``: which backends work here, and how to install the missing ones."""
+
+from __future__ import annotations
+
+import typer
+
+from rich.markup import escape
+
+from ._output import JSON_OPTION, console, emit, table
+
+
+def doctor(as_json: bool = JSON_OPTION) -> None:
+    """Show Python, platform and each backend: available or not (why, how to install), version, devices."""
+    from ..doctor import diagnose
+
+    report = diagnose()
+
+    def human() -> None:
+        console.print(
+            f"edgeds {report.edgeds_version} · Python {report.python} · {report.platform} · "
+            f"{report.cpu_count} CPUs · local profile: [bold]{report.local_profile}[/]"
+        )
+        rows = [
+            [
+                b.name,
+                "[green]yes[/]" if b.available else "[red]no[/]",
+                b.version or "-",
+                ", ".join(b.devices) or "-",
+                "" if b.available else escape(f"{b.reason} → {b.hint}"),
+            ]
+            for b in report.backends
+        ]
+        console.print(table("Backends", ["backend", "available", "version", "devices", "reason / install"], rows))
+
+    emit(report, as_json, human)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)

@@ -1,0 +1,545 @@
+"""Frozen schemas for profiles, targets and model cards, and their YAML loading.
+
+Every schema rejects unknown keys. Every loading error is a :class:`~edgeds.errors.ConfigError`
+whose lines read ``file:line: field: message``. A profile may ``extends:`` another profile by
+name; the child's keys are merged over the parent's (mappings key by key, lists replaced).
+
+Lookup: a name is searched in ``$EDGEDS_PROFILES`` / ``$EDGEDS_TARGETS`` (os.pathsep
+separated), then ``./profiles`` / ``./targets``, then the directories shipped beside the
+package. A value containing ``/`` or ending in ``.yaml`` is taken as a path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import backends
+from .backends.base import Precision
+from .errors import ConfigError, NotFoundError
+from .yamlio import Loc, SourceMap, deep_merge, display_path, dotted, load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_NAME = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class Frozen(BaseModel):
+    """Base of every schema: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- profile
+
+
+class Hardware(Frozen):
+    """Facts about the device class a profile compiles for."""
+
+    description: str
+    arch: Literal["x86_64", "aarch64"]
+    cpu: str
+    cpu_cores: int = Field(ge=1)
+    memory_mb: int = Field(ge=64)
+    accelerators: tuple[str, ...] = ()
+    precisions: tuple[Precision, ...] = ("fp32",)
+
+
+class BackendEntry(Frozen):
+    """One link of the backend chain. ``precision`` overrides the profile's."""
+
+    name: str
+    precision: Precision | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in backends.names():
+            raise ValueError(f"unknown backend {value!r} (known: {', '.join(backends.names())})")
+        return value
+
+    def parsed_options(self) -> backends.BackendOptions:
+        """``options`` validated by the backend's own schema."""
+        return backends.options_schema(self.name).model_validate(self.options)
+
+
+class Batching(Frozen):
+    """Dynamic batching (Triton semantics, see FIELD_NOTES.md). Times in microseconds."""
+
+    max_batch_size: int = Field(default=8, ge=1)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = Field(default=0, ge=0)
+    max_queue_size: int = Field(default=1024, ge=1)
+    default_timeout_us: int | None = Field(default=None, ge=1)
+    priority_levels: int = Field(default=1, ge=1)
+    preserve_ordering: bool = False
+    buckets: tuple[int, ...] = Field(default=(), description="batch sizes compiled/allocated; default powers of 2")
+
+    @model_validator(mode="after")
+    def _sizes_within_max(self) -> Batching:
+        for field_name in ("preferred_batch_sizes", "buckets"):
+            for size in getattr(self, field_name):
+                if size < 1 or size > self.max_batch_size:
+                    raise ValueError(
+                        f"{field_name}: {size} is outside 1..max_batch_size ({self.max_batch_size})"
+                    )
+        return self
+
+    def bucket_sizes(self) -> tuple[int, ...]:
+        """Allocated batch sizes: ``buckets``, else powers of two up to and including the max."""
+        if self.buckets:
+            return tuple(sorted(set(self.buckets) | {self.max_batch_size}))
+        sizes = {1, self.max_batch_size}
+        size = 2
+        while size < self.max_batch_size:
+            sizes.add(size)
+            size *= 2
+        return tuple(sorted(sizes))
+
+
+class MemoryBudget(Frozen):
+    """Memory the engine may use on the device, in MiB."""
+
+    budget_mb: int = Field(ge=16)
+    workspace_mb: int | None = Field(default=None, ge=16, description="compiler scratch (TensorRT)")
+
+
+class AccuracyBudget(Frozen):
+    """What a compiled candidate must keep relative to the FP32 reference."""
+
+    max_top1_drop: float = Field(default=0.5, ge=0, le=100, description="percentage points")
+    min_top1_agreement: float = Field(default=0.98, ge=0, le=1)
+    min_cosine: float = Field(default=0.99, ge=0, le=1)
+    max_abs_error: float | None = Field(default=None, gt=0)
+
+
+class LatencyBudget(Frozen):
+    """Health-check bound used after a deploy, in milliseconds."""
+
+    p99_ms: float = Field(gt=0)
+
+
+class Profile(Frozen):
+    """A class of hardware and how to compile for it."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    name: str = Field(pattern=_NAME)
+    description: str
+    extends: str | None = None
+    hardware: Hardware
+    precision: Precision = "fp32"
+    backends: tuple[BackendEntry, ...] = Field(min_length=1)
+    batching: Batching = Batching()
+    memory: MemoryBudget
+    accuracy: AccuracyBudget = AccuracyBudget()
+    latency: LatencyBudget
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def chain(self) -> list[tuple[str, Precision, backends.BackendOptions]]:
+        """The backend chain as ``(name, precision, options)``, in order."""
+        return [(e.name, e.precision or self.precision, e.parsed_options()) for e in self.backends]
+
+
+# --------------------------------------------------------------------------- target
+
+
+class HostEntry(Frozen):
+    """One device of a target."""
+
+    name: str = Field(pattern=_NAME)
+    address: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    install_dir: str | None = None
+
+
+class SshConfig(Frozen):
+    """How edgeds reaches the devices. Key auth only; host keys pinned in ``known_hosts``."""
+
+    user: str = "edgeds"
+    key: str | None = Field(default=None, description="private key file; ~ expanded")
+    known_hosts: str | None = Field(default=None, description="pinned host keys; default beside the target")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class TlsConfig(Frozen):
+    """TLS for the MQTT connection. Paths; ~ expanded."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+class SpoolConfig(Frozen):
+    """Bounds of the on-device telemetry spool."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+
+
+class MqttConfig(Frozen):
+    """Broker connection. ``url`` None means the embedded broker (local target only)."""
+
+    url: str | None = Field(default=None, description="mqtt://host:port or mqtts://host:port")
+    protocol: Literal["5", "3.1.1"] = "5"
+    prefix: str = "edgeds"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    tls: TlsConfig | None = None
+    telemetry_interval_s: float = Field(default=5.0, gt=0)
+    spool: SpoolConfig = SpoolConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", value):
+            raise ValueError(f"must look like mqtt://host:port or mqtts://host:port, got {value!r}")
+        return value
+
+
+class RolloutPolicy(Frozen):
+    """Fleet rollout: canary first, then batches; abort past the failure threshold."""
+
+    canary: int = Field(default=1, ge=0)
+    batch: str = Field(default="25%", pattern=r"^(\d+|\d{1,3}%)$", description="hosts per batch: N or P%")
+    max_failures: str = Field(default="0", pattern=r"^(\d+|\d{1,3}%)$", description="abort above: N or P%")
+    parallelism: int = Field(default=8, ge=1)
+    host_timeout_s: float = Field(default=900.0, gt=0)
+
+
+class AgentConfig(Frozen):
+    """The on-device agent's HTTP endpoint."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+
+
+class InspectionStation(Frozen):
+    """One camera station run by the inspection agent."""
+
+    name: str = Field(pattern=_NAME)
+    source: str
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    uncertain_below: float = Field(default=0.5, ge=0, le=1)
+    alarm_consecutive_rejects: int | None = Field(default=None, ge=1)
+
+
+class Target(Frozen):
+    """Concrete devices and how to reach them."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    profile: str = Field(description="profile name, or 'auto' to detect this machine's")
+    local: bool = False
+    hosts: tuple[HostEntry, ...] = ()
+    ssh: SshConfig = SshConfig()
+    install_dir: str = "~/edgeds"
+    mqtt: MqttConfig = MqttConfig()
+    rollout: RolloutPolicy = RolloutPolicy()
+    agent: AgentConfig = AgentConfig()
+    inspection: tuple[InspectionStation, ...] = ()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _hosts_xor_local(self) -> Target:
+        if self.local and self.hosts:
+            raise ValueError("a local target has no hosts")
+        if not self.local and not self.hosts:
+            raise ValueError("a remote target needs at least one host (or set local: true)")
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("host names must be unique")
+        return self
+
+
+# --------------------------------------------------------------------------- model card
+
+
+class InputSpec(Frozen):
+    """How raw RGB uint8 images become the model's input tensor."""
+
+    name: str
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    height: int = Field(ge=1)
+    width: int = Field(ge=1)
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    scale: float = Field(default=1 / 255, gt=0, description="applied first")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: Literal["stretch", "letterbox"] = "stretch"
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v == 0 for v in value):
+            raise ValueError("std must not contain 0")
+        return value
+
+
+class OutputSpec(Frozen):
+    name: str
+    kind: Literal["logits", "probabilities"] = "logits"
+
+
+class DataSplit(Frozen):
+    """A split produced by the card's generator: ``seed``, ``count``, and its fingerprint."""
+
+    seed: int
+    count: int = Field(ge=1)
+    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class DataSource(Frozen):
+    """Where calibration and validation data come from."""
+
+    generator: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    validation: DataSplit
+    calibration: DataSplit
+
+
+class ReferenceFigures(Frozen):
+    fp32_top1: float = Field(ge=0, le=1)
+
+
+class ModelCard(Frozen):
+    """Metadata beside ``<model>.onnx``. Relative paths are relative to the card's directory."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    name: str = Field(pattern=_NAME)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    task: Literal["image-classification"]
+    description: str = ""
+    model: str
+    input: InputSpec
+    output: OutputSpec
+    labels: tuple[str, ...] = Field(min_length=2)
+    data: DataSource | None = None
+    samples: str | None = None
+    reference: ReferenceFigures | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    # Set by load_model_card; not part of the YAML.
+    _directory: Path = Path(".")
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def model_path(self) -> Path:
+        return self._directory / self.model
+
+    @property
+    def samples_dir(self) -> Path | None:
+        return self._directory / self.samples if self.samples else None
+
+
+# --------------------------------------------------------------------------- loading
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(error: Any) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound}, got {value!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {value!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "string_pattern_mismatch":
+        return f"{message}, got {value!r}"
+    return message
+
+
+Problem = tuple[Path | None, int | None, str, str]
+
+
+def _problem_order(problem: Problem) -> tuple[str, int]:
+    return (str(problem[0]), problem[1] or 0)
+
+
+def _validate(model: type[M], data: Any, smap: SourceMap, path: Path, loc_prefix: Loc = ()) -> M:
+    if not isinstance(data, dict):
+        raise ConfigError.single(path, 1, "", f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems: list[Problem] = []
+        for error in exc.errors():
+            loc = (*loc_prefix, *(p for p in error["loc"] if isinstance(p, (str, int))))
+            where_path, line = smap.where(loc)
+            problems.append((where_path or path, line, dotted(loc), _describe(error)))
+        raise ConfigError(sorted(problems, key=_problem_order)) from exc
+
+
+def _search_dirs(kind: str) -> list[Path]:
+    env = os.environ.get(f"EDGEDS_{kind.upper()}")
+    dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else []
+    dirs += [Path.cwd() / kind, REPO_ROOT / kind]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def _list(kind: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for directory in _search_dirs(kind):
+        for file in sorted(directory.glob("*.yaml")):
+            found.setdefault(file.stem, file)
+    return found
+
+
+def _resolve(kind: str, name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml")):
+        return Path(text)
+    known = _list(kind)
+    if text not in known:
+        raise NotFoundError(kind[:-1], text, sorted(known))
+    return known[text]
+
+
+def list_profiles() -> dict[str, Path]:
+    """Every profile name found on the search path, with its file."""
+    return _list("profiles")
+
+
+def list_targets() -> dict[str, Path]:
+    """Every target name found on the search path, with its file."""
+    return _list("targets")
+
+
+def _raw_profile(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], SourceMap]:
+    data, smap = load_yaml(path)
+    shown = display_path(path)
+    if not isinstance(data, dict):
+        raise ConfigError.single(shown, 1, "", "expected a mapping at the top level")
+    parent = data.get("extends")
+    if parent is None:
+        return data, smap
+    if not isinstance(parent, str):
+        raise ConfigError.single(shown, smap.where(("extends",))[1], "extends", "must be a profile name")
+    parent_path = _resolve("profiles", parent)
+    if parent_path.resolve() in seen:
+        raise ConfigError.single(shown, smap.where(("extends",))[1], "extends", f"cycle through {parent!r}")
+    base, base_map = _raw_profile(parent_path, (*seen, parent_path.resolve()))
+    base = {k: v for k, v in base.items() if k not in ("name", "description", "extends")}
+    merged = deep_merge(base, data)
+    return merged, smap.merged_over(SourceMap({k: v for k, v in base_map.entries.items() if k}))
+
+
+def _backend_option_problems(data: dict[str, Any], smap: SourceMap, path: Path) -> list[Problem]:
+    """Validate each known backend's ``options:`` with that backend's own schema."""
+    problems: list[Problem] = []
+    entries = data.get("backends")
+    if not isinstance(entries, list):
+        return problems
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("name") not in backends.names():
+            continue
+        options = entry.get("options") or {}
+        if not isinstance(options, dict):
+            continue
+        try:
+            backends.options_schema(entry["name"]).model_validate(options)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = ("backends", index, "options", *(p for p in error["loc"] if isinstance(p, (str, int))))
+                where_path, line = smap.where(loc)
+                problems.append((where_path or path, line, dotted(loc), _describe(error)))
+    return problems
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load and validate a profile by name or path (``extends:`` resolved)."""
+    path = _resolve("profiles", name_or_path)
+    data, smap = _raw_profile(path, (path.resolve(),))
+    shown = display_path(path)
+    option_problems = _backend_option_problems(data, smap, shown)
+    try:
+        profile = _validate(Profile, data, smap, shown)
+    except ConfigError as exc:
+        raise ConfigError(sorted(exc.problems + option_problems, key=_problem_order)) from exc
+    if option_problems:
+        raise ConfigError(option_problems)
+    return profile
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """Load and validate a target by name or path. ``local`` falls back to the embedded default."""
+    try:
+        path = _resolve("targets", name_or_path)
+    except NotFoundError:
+        if str(name_or_path) == "local":
+            return LOCAL_TARGET
+        raise
+    data, smap = load_yaml(path)
+    return _validate(Target, data, smap, display_path(path))
+
+
+def load_model_card(path: str | Path) -> ModelCard:
+    """Load a model card. ``path`` may be the YAML, the ONNX file beside it, or its directory."""
+    path = Path(path)
+    if path.is_dir():
+        cards = sorted(path.glob("*.yaml"))
+        if len(cards) != 1:
+            raise ConfigError.single(display_path(path), None, "", f"expected one model card *.yaml, found {len(cards)}")
+        path = cards[0]
+    elif path.suffix == ".onnx":
+        candidates = [path.with_suffix(".yaml"), *sorted(path.parent.glob("*.yaml"))]
+        card_path = next((c for c in candidates if c.is_file()), None)
+        if card_path is None:
+            raise ConfigError.single(display_path(path), None, "", "no model card (*.yaml) beside the ONNX file")
+        path = card_path
+    data, smap = load_yaml(path)
+    card = _validate(ModelCard, data, smap, display_path(path))
+    card._directory = path.parent
+    return card
+
+
+LOCAL_TARGET = Target.model_validate(
+    {
+        "name": "local",
+        "description": "this machine, no SSH (embedded default)",
+        "profile": "auto",
+        "local": True,
+        "install_dir": "~/.local/share/edgeds",
+    }
+)
+
+
+def detect_profile_name(machine: str | None = None, probe_tegra: Callable[[], bool] | None = None) -> str:
+    """The shipped profile that fits this machine (used by ``profile: auto``)."""
+    machine = machine or platform.machine()
+    is_tegra = probe_tegra() if probe_tegra else Path("/etc/nv_tegra_release").exists()
+    if is_tegra:
+        return "jetson-orin-nx"
+    if machine in ("aarch64", "arm64"):
+        return "raspberry-pi-5"
+    return "x86-cpu"
+
+
+def resolve_target_profile(target: Target) -> Profile:
+    """The profile a target uses, detecting this machine's for ``profile: auto``."""
+    name = detect_profile_name() if target.profile == "auto" else target.profile
+    return load_profile(name)

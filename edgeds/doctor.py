@@ -1,0 +1,36 @@
+"""What this machine can do: Python, platform, and every backend's availability."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
+
+from . import __version__, backends, config
+from .backends.base import Availability
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    edgeds_version: str
+    python: str
+    platform: str
+    machine: str
+    cpu_count: int
+    local_profile: str
+    backends: tuple[Availability, ...]
+
+
+def diagnose() -> DoctorReport:
+    """Probe every registered backend; never raises for a missing optional library."""
+    import os
+
+    return DoctorReport(
+        edgeds_version=__version__,
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        machine=platform.machine(),
+        cpu_count=os.cpu_count() or 1,
+        local_profile=config.detect_profile_name(),
+        backends=tuple(backends.probe(name) for name in backends.names()),
+    )

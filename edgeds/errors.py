@@ -1,0 +1,157 @@
+"""The one error tree of edgeds.
+
+Every error edgeds raises on purpose derives from :class:`EdgedsError`. Errors of vendor
+libraries (onnxruntime, openvino, paramiko, paho, ...) are caught at the module that owns
+that library and re-raised as one of these, with the original kept as ``__cause__``.
+
+::
+
+    EdgedsError
+    ├── ConfigError                  a profile / target / model card is malformed (file:line: field: why)
+    │   └── NotFoundError            a named profile / target / model does not exist
+    ├── DatasetError                 calibration / validation data missing or drifted
+    ├── BackendError
+    │   ├── BackendUnavailable       the backend's library is not importable here (install hint)
+    │   ├── UnsupportedPrecision     the backend cannot do the asked precision
+    │   └── InferenceError           the backend failed while running
+    ├── CompileError
+    │   ├── InvalidModel             the input is not a loadable ONNX model
+    │   ├── AccuracyGateFailed       no candidate passed the accuracy budget
+    │   └── ToolchainError           an external toolchain (onnx2tf, trtexec, ...) failed
+    ├── BundleError
+    │   └── BundleVerificationError  checksum / signature / listing mismatch, unsafe archive
+    ├── RequestError                 a request to the runtime is invalid (HTTP 400)
+    ├── ServiceUnavailable           queue full, request timed out, engine closing (HTTP 503)
+    ├── DeployError
+    │   ├── HostKeyError             unknown or changed SSH host key
+    │   ├── ConnectionFailed         the device cannot be reached
+    │   └── DeviceError              a step failed on the device
+    ├── TelemetryError               broker URL, TLS files, credentials
+    └── HilError                     a rig is misconfigured or a lease is held
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EdgedsError(Exception):
+    """Base of every error edgeds raises on purpose."""
+
+
+class ConfigError(EdgedsError):
+    """A YAML document does not match its schema.
+
+    ``str(err)`` reads ``<file>:<line>: <field>: <message>``, one line per problem.
+    """
+
+    def __init__(self, problems: list[tuple[Path | None, int | None, str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(self.format_problem(*p) for p in problems))
+
+    @staticmethod
+    def format_problem(path: Path | None, line: int | None, field: str, message: str) -> str:
+        where = str(path) if path is not None else "<input>"
+        if line is not None:
+            where = f"{where}:{line}"
+        return f"{where}: {field}: {message}" if field else f"{where}: {message}"
+
+    @classmethod
+    def single(cls, path: Path | None, line: int | None, field: str, message: str) -> ConfigError:
+        return cls([(path, line, field, message)])
+
+
+class NotFoundError(ConfigError):
+    """A named profile, target or model card does not exist."""
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        hint = f" (known: {', '.join(known)})" if known else ""
+        super().__init__([(None, None, "", f"no {kind} named {name!r}{hint}")])
+        self.kind = kind
+        self.name = name
+
+
+class DatasetError(EdgedsError):
+    """Calibration or validation data is missing, unreadable or has drifted."""
+
+
+class BackendError(EdgedsError):
+    """A backend failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend's library cannot be imported here. ``hint`` says how to install it."""
+
+    def __init__(self, backend: str, reason: str, hint: str) -> None:
+        super().__init__(f"backend {backend!r} is not available: {reason}. Install with: {hint}")
+        self.backend = backend
+        self.reason = reason
+        self.hint = hint
+
+
+class UnsupportedPrecision(BackendError):
+    """The backend cannot compile or run the asked precision."""
+
+
+class InferenceError(BackendError):
+    """The backend raised while running a batch."""
+
+
+class CompileError(EdgedsError):
+    """Compiling a model failed."""
+
+
+class InvalidModel(CompileError):
+    """The model file is not a loadable ONNX model."""
+
+
+class AccuracyGateFailed(CompileError):
+    """No candidate passed the profile's accuracy budget."""
+
+
+class ToolchainError(CompileError):
+    """An external toolchain failed or is not installed."""
+
+
+class BundleError(EdgedsError):
+    """A bundle cannot be built or read."""
+
+
+class BundleVerificationError(BundleError):
+    """A bundle failed verification. ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class RequestError(EdgedsError):
+    """A request to the runtime is invalid (maps to HTTP 400)."""
+
+
+class ServiceUnavailable(EdgedsError):
+    """The runtime cannot take the request now (maps to HTTP 503)."""
+
+
+class DeployError(EdgedsError):
+    """A deployment step failed."""
+
+
+class HostKeyError(DeployError):
+    """A device presented an unknown or changed SSH host key."""
+
+
+class ConnectionFailed(DeployError):
+    """A device could not be reached."""
+
+
+class DeviceError(DeployError):
+    """A step failed on the device."""
+
+
+class TelemetryError(EdgedsError):
+    """Telemetry is misconfigured (broker URL, TLS files, credentials)."""
+
+
+class HilError(EdgedsError):
+    """A hardware-in-the-loop rig is misconfigured or busy."""

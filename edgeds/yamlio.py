@@ -1,0 +1,125 @@
+"""YAML loading that remembers where every value came from.
+
+:func:`load_yaml` returns the plain data together with a :class:`SourceMap` that maps each
+location (a tuple of keys and list indices) to the file and line it was written on, so that
+schema errors can be reported as ``file:line: field: message``. Duplicate keys and YAML merge
+keys are rejected: both silently hide a value in PyYAML's default loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class SourceMap:
+    """Where each location of a loaded document was written: ``loc -> (file, line)``."""
+
+    entries: dict[Loc, tuple[Path, int]] = field(default_factory=dict)
+
+    def where(self, loc: Loc) -> tuple[Path | None, int | None]:
+        """File and line of ``loc``, or of its nearest written ancestor."""
+        for end in range(len(loc), -1, -1):
+            hit = self.entries.get(tuple(loc[:end]))
+            if hit is not None:
+                return hit
+        return None, None
+
+    def merged_over(self, base: SourceMap) -> SourceMap:
+        """This map's entries laid over ``base``'s (used by ``extends:``)."""
+        return SourceMap({**base.entries, **self.entries})
+
+
+def display_path(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def load_yaml(path: Path) -> tuple[Any, SourceMap]:
+    """Read ``path`` and return ``(data, source_map)``. Raises :class:`ConfigError`."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError.single(shown, None, "", "file not found") from exc
+    except OSError as exc:
+        raise ConfigError.single(shown, None, "", f"cannot read: {exc.strerror}") from exc
+    return parse_yaml(text, shown)
+
+
+def parse_yaml(text: str, path: Path) -> tuple[Any, SourceMap]:
+    """Parse ``text`` (read from ``path``, used in messages) with a source map."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError.single(path, line, "", f"invalid YAML: {problem}") from exc
+    smap = SourceMap()
+    if node is None:
+        return None, smap
+    smap.entries[()] = (path, node.start_mark.line + 1)
+    return _construct(node, (), smap, path), smap
+
+
+_scalar_constructor = yaml.constructor.SafeConstructor()
+
+
+def _construct(node: yaml.Node, loc: Loc, smap: SourceMap, path: Path) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise ConfigError.single(path, line, _dotted(loc), "YAML merge keys (<<) are not supported")
+            key = _construct(key_node, loc, smap, path)
+            if not isinstance(key, (str, int)):
+                raise ConfigError.single(path, line, _dotted(loc), f"keys must be strings, got {key!r}")
+            if key in out:
+                raise ConfigError.single(path, line, _dotted((*loc, key)), "duplicate key")
+            smap.entries[(*loc, key)] = (path, line)
+            out[key] = _construct(value_node, (*loc, key), smap, path)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            smap.entries[(*loc, index)] = (path, item.start_mark.line + 1)
+            items.append(_construct(item, (*loc, index), smap, path))
+        return items
+    return _scalar_constructor.construct_object(node, deep=True)
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def dotted(loc: Loc) -> str:
+    """``("backends", 0, "name")`` -> ``"backends[0].name"``."""
+    return _dotted(loc)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: mappings merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
