@@ -18,10 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import backends
-from .backends.base import Precision
+from .backends.base import BackendOptions, Precision
 from .errors import ConfigError, NotFoundError
 from .yamlio import Loc, SourceMap, deep_merge, display_path, dotted, load_yaml
 
@@ -64,7 +72,7 @@ class BackendEntry(Frozen):
             raise ValueError(f"unknown backend {value!r} (known: {', '.join(backends.names())})")
         return value
 
-    def parsed_options(self) -> backends.BackendOptions:
+    def parsed_options(self) -> BackendOptions:
         """``options`` validated by the backend's own schema."""
         return backends.options_schema(self.name).model_validate(self.options)
 
@@ -81,15 +89,14 @@ class Batching(Frozen):
     preserve_ordering: bool = False
     buckets: tuple[int, ...] = Field(default=(), description="batch sizes compiled/allocated; default powers of 2")
 
-    @model_validator(mode="after")
-    def _sizes_within_max(self) -> Batching:
-        for field_name in ("preferred_batch_sizes", "buckets"):
-            for size in getattr(self, field_name):
-                if size < 1 or size > self.max_batch_size:
-                    raise ValueError(
-                        f"{field_name}: {size} is outside 1..max_batch_size ({self.max_batch_size})"
-                    )
-        return self
+    @field_validator("preferred_batch_sizes", "buckets")
+    @classmethod
+    def _sizes_within_max(cls, sizes: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        maximum = info.data.get("max_batch_size")
+        for size in sizes:
+            if size < 1 or (maximum is not None and size > maximum):
+                raise ValueError(f"{size} is outside 1..max_batch_size ({maximum})")
+        return sizes
 
     def bucket_sizes(self) -> tuple[int, ...]:
         """Allocated batch sizes: ``buckets``, else powers of two up to and including the max."""
@@ -142,7 +149,7 @@ class Profile(Frozen):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    def chain(self) -> list[tuple[str, Precision, backends.BackendOptions]]:
+    def chain(self) -> list[tuple[str, Precision, BackendOptions]]:
         """The backend chain as ``(name, precision, options)``, in order."""
         return [(e.name, e.precision or self.precision, e.parsed_options()) for e in self.backends]
 
@@ -503,7 +510,9 @@ def load_model_card(path: str | Path) -> ModelCard:
     if path.is_dir():
         cards = sorted(path.glob("*.yaml"))
         if len(cards) != 1:
-            raise ConfigError.single(display_path(path), None, "", f"expected one model card *.yaml, found {len(cards)}")
+            raise ConfigError.single(
+                display_path(path), None, "", f"expected one model card *.yaml, found {len(cards)}"
+            )
         path = cards[0]
     elif path.suffix == ".onnx":
         candidates = [path.with_suffix(".yaml"), *sorted(path.parent.glob("*.yaml"))]

@@ -51,10 +51,11 @@ class ConfigError(EdgedsError):
 
     @staticmethod
     def format_problem(path: Path | None, line: int | None, field: str, message: str) -> str:
-        where = str(path) if path is not None else "<input>"
-        if line is not None:
-            where = f"{where}:{line}"
-        return f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        parts = [str(path) if path is not None else None]
+        if path is not None and line is not None:
+            parts[0] = f"{path}:{line}"
+        parts += [field or None, message]
+        return ": ".join(p for p in parts if p)
 
     @classmethod
     def single(cls, path: Path | None, line: int | None, field: str, message: str) -> ConfigError:

@@ -67,6 +67,9 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, SourceMap]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem = f"{problem} ({context} started at line {context_mark.line + 1})"
         raise ConfigError.single(path, line, "", f"invalid YAML: {problem}") from exc
     smap = SourceMap()
     if node is None:
@@ -89,15 +92,15 @@ def _construct(node: yaml.Node, loc: Loc, smap: SourceMap, path: Path) -> Any:
             if not isinstance(key, (str, int)):
                 raise ConfigError.single(path, line, _dotted(loc), f"keys must be strings, got {key!r}")
             if key in out:
-                raise ConfigError.single(path, line, _dotted((*loc, key)), "duplicate key")
-            smap.entries[(*loc, key)] = (path, line)
-            out[key] = _construct(value_node, (*loc, key), smap, path)
+                raise ConfigError.single(path, line, _dotted(loc + (key,)), "duplicate key")
+            smap.entries[loc + (key,)] = (path, line)
+            out[key] = _construct(value_node, loc + (key,), smap, path)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, item in enumerate(node.value):
-            smap.entries[(*loc, index)] = (path, item.start_mark.line + 1)
-            items.append(_construct(item, (*loc, index), smap, path))
+            smap.entries[loc + (index,)] = (path, item.start_mark.line + 1)
+            items.append(_construct(item, loc + (index,), smap, path))
         return items
     return _scalar_constructor.construct_object(node, deep=True)
 

@@ -30,7 +30,9 @@ def backend_class(name: str) -> type[Backend]:
     try:
         target = _REGISTRY[name]
     except KeyError as exc:
-        raise ConfigError.single(None, None, "backend", f"unknown backend {name!r} (known: {', '.join(names())})") from exc
+        raise ConfigError.single(
+            None, None, "backend", f"unknown backend {name!r} (known: {', '.join(names())})"
+        ) from exc
     module_name, _, class_name = target.partition(":")
     cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return cls
@@ -55,4 +57,4 @@ def create(name: str, options: BackendOptions | dict[str, Any] | None = None) ->
     return cls(options)
 
 
-__all__ = ["Availability", "Backend", "backend_class", "create", "names", "options_schema", "probe"]
+__all__ = ["Availability", "Backend", "BackendOptions", "backend_class", "create", "names", "options_schema", "probe"]

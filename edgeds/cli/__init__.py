@@ -12,6 +12,7 @@ import pkgutil
 import sys
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import EdgedsError
@@ -53,21 +54,9 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point: run the app, turning :class:`EdgedsError` into a one-line message and exit 2."""
+    """Entry point. An :class:`EdgedsError` becomes a one-line message on stderr and exit status 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except EdgedsError as exc:
-        console_err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        console_err.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.syntax import Syntax
 
@@ -15,7 +17,7 @@ targets_app = typer.Typer(help="List and show deploy targets (targets/*.yaml).",
 @profiles_app.command("list")
 def profiles_list(as_json: bool = JSON_OPTION) -> None:
     """List every profile on the search path with its backend chain."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, path in config.list_profiles().items():
         profile = config.load_profile(path)
         rows.append(
@@ -35,7 +37,10 @@ def profiles_list(as_json: bool = JSON_OPTION) -> None:
             table(
                 "Profiles",
                 ["name", "backend chain", "max batch", "memory MiB", "description"],
-                [[r["name"], " → ".join(r["chain"]), r["max_batch_size"], r["memory_budget_mb"], r["description"]] for r in rows],
+                [
+                    [r["name"], " → ".join(r["chain"]), r["max_batch_size"], r["memory_budget_mb"], r["description"]]
+                    for r in rows
+                ],
             )
         ),
     )
@@ -58,7 +63,7 @@ def targets_list(as_json: bool = JSON_OPTION) -> None:
     targets = [config.load_target(path) for path in found.values()]
     if "local" not in found:
         targets.insert(0, config.LOCAL_TARGET)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": t.name,
             "profile": t.profile,

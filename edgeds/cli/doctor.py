@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from rich.markup import escape
 
 from ._output import JSON_OPTION, console, emit, table
