@@ -1,0 +1,5 @@
+"""``python -m edgeds`` is the ``edgeds`` command."""
+
+from .cli import main
+
+main()
