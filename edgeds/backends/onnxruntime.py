@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,19 +36,32 @@ class OnnxRuntimeOptions(BackendOptions):
     execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     allow_spinning: bool = Field(default=False, description="thread spinning burns small CPUs")
+    cpu_mem_arena: bool = Field(default=True, description="ONNX Runtime's CPU arena (off: steadier RSS, slower)")
     quantization: Literal["static", "dynamic"] = "static"
     per_channel: bool = True
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """One bucket's IOBinding and the arrays bound to it (owned by the backend)."""
+
+    binding: Any
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     Options = OnnxRuntimeOptions
-    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8")
     install_hint = "pip install onnxruntime"
 
     def __init__(self, options: OnnxRuntimeOptions | dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self._session: Any = None
+        self._output_names: list[str] = []
+        self._run_options: Any = None
+        self._bound: dict[int, _Bound | None] = {}
 
     @classmethod
     def probe(cls) -> Availability:
@@ -55,9 +69,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError as exc:
             return Availability(cls.name, False, reason=str(exc), hint=cls.install_hint)
-        return Availability(
-            cls.name, True, version=ort.__version__, devices=tuple(ort.get_available_providers())
-        )
+        return Availability(cls.name, True, version=ort.__version__, devices=tuple(ort.get_available_providers()))
 
     def compile(
         self,
@@ -67,40 +79,112 @@ class OnnxRuntimeBackend(Backend):
         out: Path,
         precision: Precision = "fp32",
     ) -> Artifact:
-        raise NotImplementedError("compile lands with the compile issue")
+        from ..compile.toolchains import onnxruntime as toolchain
+
+        return toolchain.compile(self.options, model, card, calib, out, precision)
 
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:
+        """Create the session and, per bucket, an IOBinding over preallocated input/output arrays.
+
+        Inputs and outputs are bound once; :meth:`infer` on a bucket's own staging arrays
+        (:meth:`staging_inputs`) copies nothing and returns the bucket's output arrays, which the
+        next ``infer`` on that bucket overwrites.
+        """
         import onnxruntime as ort
 
+        self.close()
         opts: OnnxRuntimeOptions = self.options  # type: ignore[assignment]
         so = ort.SessionOptions()
         if opts.intra_op_num_threads is not None:
             so.intra_op_num_threads = opts.intra_op_num_threads
         so.inter_op_num_threads = opts.inter_op_num_threads
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts.allow_spinning else "0")
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.enable_cpu_mem_arena = opts.cpu_mem_arena
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[opts.graph_optimization_level]
+        spin = "1" if opts.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         try:
-            self._session = ort.InferenceSession(str(artifact), so, providers=list(opts.execution_providers))
+            session = ort.InferenceSession(str(artifact), so, providers=list(opts.execution_providers))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime cannot load {artifact}: {exc}") from exc
 
         def spec(arg: Any) -> TensorSpec:
-            dims = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+            dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
             return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, "float32"), dims)
 
-        return IOSpec(
-            inputs=tuple(spec(a) for a in self._session.get_inputs()),
-            outputs=tuple(spec(a) for a in self._session.get_outputs()),
-        )
+        inputs = tuple(spec(a) for a in session.get_inputs())
+        outputs = tuple(spec(a) for a in session.get_outputs())
+        self._session = session
+        self._output_names = [o.name for o in outputs]
+        self._run_options = ort.RunOptions()
+        self._bound = {}
+        for bucket in sorted(set(int(b) for b in buckets)):
+            self._bound[bucket] = self._bind(session, bucket, inputs, outputs)
+        return IOSpec(inputs=inputs, outputs=outputs, layout="NCHW", max_batch_size=max(buckets))
+
+    @staticmethod
+    def _bind(session: Any, bucket: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> _Bound | None:
+        """Preallocate and bind one bucket; None when a non-batch dim is unknown (plain run)."""
+
+        def shaped(spec: TensorSpec) -> tuple[int, ...] | None:
+            fixed, rest = spec.shape[:1], spec.shape[1:]
+            if any(d < 0 for d in rest) or (fixed and fixed[0] not in (-1, bucket)):
+                return None
+            return (bucket, *rest)
+
+        shapes_in = [shaped(s) for s in inputs]
+        shapes_out = [shaped(s) for s in outputs]
+        if any(s is None for s in shapes_in) or any(s is None for s in shapes_out):
+            return None
+        binding = session.io_binding()
+        in_arrays: dict[str, np.ndarray] = {}
+        out_arrays: dict[str, np.ndarray] = {}
+        for spec_in, shape in zip(inputs, shapes_in, strict=True):
+            assert shape is not None
+            array = np.zeros(shape, dtype=np.dtype(spec_in.dtype))
+            binding.bind_input(spec_in.name, "cpu", 0, array.dtype, list(shape), array.ctypes.data)
+            in_arrays[spec_in.name] = array
+        for spec_out, shape in zip(outputs, shapes_out, strict=True):
+            assert shape is not None
+            array = np.zeros(shape, dtype=np.dtype(spec_out.dtype))
+            binding.bind_output(spec_out.name, "cpu", 0, array.dtype, list(shape), array.ctypes.data)
+            out_arrays[spec_out.name] = array
+        return _Bound(binding, in_arrays, out_arrays)
+
+    def staging_inputs(self, batch: int) -> dict[str, np.ndarray]:
+        """The input arrays bound for bucket ``batch`` (see :class:`edgeds.runtime.buffers.StagingBackend`)."""
+        bound = self._bound.get(batch)
+        return dict(bound.inputs) if bound is not None else {}
 
     def infer(self, inputs: TensorDict) -> TensorDict:
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise BackendError("infer() before open()")
+        batch = next(iter(inputs.values())).shape[0] if inputs else 0
+        bound = self._bound.get(batch)
         try:
-            names = [o.name for o in self._session.get_outputs()]
-            results = self._session.run(names, dict(inputs))
+            if bound is None:
+                results = session.run(self._output_names, dict(inputs), self._run_options)
+                return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
+            for name, array in inputs.items():
+                target = bound.inputs.get(name)
+                if target is None:
+                    raise BackendError(f"unknown input {name!r}")
+                if array is not target:
+                    np.copyto(target, array, casting="no")
+            session.run_with_iobinding(bound.binding, self._run_options)
+        except BackendError:
+            raise
         except Exception as exc:
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
-        return {name: np.asarray(value) for name, value in zip(names, results)}
+        return bound.outputs
 
     def close(self) -> None:
+        self._bound = {}
         self._session = None

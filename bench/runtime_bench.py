@@ -1,0 +1,729 @@
+"""Runtime benchmark: edgeds serve vs the bare engine, the in-process batcher, and peer servers.
+
+One command runs everything side by side on this machine and writes JSON + Markdown::
+
+    .venv/bin/python bench/runtime_bench.py [--duration 10] [--threads 2] [--skip-peers]
+
+For the shipped model (models/surface-defect/model.onnx; a MobileNet-shaped stand-in with random
+weights if it is not there, said in the report) compiled by ``edgeds.compile`` for the x86-cpu
+profile at FP32 and INT8 (ONNX Runtime), it measures:
+
+* the bare engine floor (ONNX Runtime + IOBinding, batch 1..8, no batcher), before and after the
+  server runs; the best of all is the denominator (conservative);
+* the in-process batcher at concurrency 8 (``Engine.submit``);
+* ``edgeds serve`` (a separate process) at concurrency 8 over binary OIP, and over OIP JSON;
+* peers, each in its own virtual environment created here (``bench/peers/.venv-*``, git-ignored),
+  same ONNX file, same intra-op threads, same load generator, loopback, concurrency 8:
+  BentoML (adaptive batching, its JSON API), Seldon MLServer (OIP JSON, adaptive batching),
+  plain FastAPI + ONNX Runtime (binary OIP payload, no batching);
+* memory: the server's RSS growth over 20,000 requests after warm-up, and a tracemalloc check
+  of the engine path (in-process).
+
+The load generator runs in this process and shares the 2 cores with the server under test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ROOT / "bench" / "peers"
+PEER_PACKAGES = {
+    "fastapi": ["fastapi", "uvicorn", "onnxruntime", "numpy"],
+    "bentoml": ["bentoml", "onnxruntime", "numpy"],
+    "mlserver": ["mlserver", "onnxruntime", "numpy"],
+}
+sys.path.insert(0, str(ROOT))
+
+from edgeds import bench as lib  # noqa: E402
+from edgeds.config import Batching  # noqa: E402
+from edgeds.runtime import Engine  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def rss_tree(pid: int) -> int:
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+# ---------------------------------------------------------------------- model + bundles
+
+
+def prepare_model(work: Path) -> tuple[Path, bool]:
+    """The shipped model, or a MobileNet-shaped stand-in with the tiny model's card."""
+    shipped = ROOT / "models" / "surface-defect" / "model.onnx"
+    if shipped.exists():
+        return shipped, True
+    from edgeds.compile.tiny import write_tiny_model
+    from edgeds.runtime.testing import mobilenet_like
+
+    model = write_tiny_model(work / "standin")
+    mobilenet_like(model)
+    return model, False
+
+
+def compile_bundle(model: Path, precision: str, out: Path) -> Path:
+    from edgeds.compile.pipeline import compile_model
+
+    result = compile_model(model, "x86-cpu", precision=precision, out=out)  # type: ignore[arg-type]
+    if result.backend != "onnxruntime":
+        raise RuntimeError(f"the x86-cpu chain picked {result.backend}, not onnxruntime")
+    return result.bundle
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def floor(artifact: Path, threads: int, duration: float, sample: np.ndarray) -> dict[str, Any]:
+    from edgeds.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend({"intra_op_num_threads": threads})
+    backend.open(artifact, list(range(1, 9)))
+
+    def feed(n: int) -> dict[str, np.ndarray]:
+        arrays = backend.staging_inputs(n)
+        arrays["input"][...] = sample
+        return arrays
+
+    try:
+        return lib.engine_floor(backend, feed, list(range(1, 9)), duration_s=duration / 4)
+    finally:
+        backend.close()
+
+
+def in_process(artifact: Path, threads: int, batching: Batching, duration: float, sample: np.ndarray) -> dict[str, Any]:
+    engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=batching).start()
+    try:
+        client = lib.EngineClient(engine, {"input": sample})
+        before = engine.stats()
+        result = lib.summarize(lib.closed_loop(client, 8, duration, warmup_s=1.0))
+        result.update(lib.batch_stats_delta(before, engine.stats()))
+        result["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)  # open + warm every bucket
+        result["tracemalloc"] = tracemalloc_check(engine, sample)
+        return result
+    finally:
+        engine.close()
+
+
+def tracemalloc_check(engine: Engine, sample: np.ndarray, requests: int = 2000) -> dict[str, Any]:
+    """Python-heap allocations on the engine path (submit -> batch -> views -> release)."""
+    assert engine.pool is not None
+    for _ in range(200):
+        r = engine.submit({"input": sample})
+        r.wait()
+        r.release()
+    slots = engine.pool.slots_allocated
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    for _ in range(requests):
+        r = engine.submit({"input": sample})
+        r.wait()
+        r.release()
+    current, peak = tracemalloc.get_traced_memory()
+    snapshot = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    big = [s for s in snapshot.statistics("lineno") if s.size >= sample.nbytes]
+    return {
+        "requests": requests,
+        "sample_bytes": int(sample.nbytes),
+        "peak_over_base_bytes": int(peak - base),
+        "retained_bytes": int(current - base),
+        "allocations_of_a_sample_or_more": [str(s) for s in big[:5]],
+        "pool_slots_grown": engine.pool.slots_allocated - slots,
+        "no_per_request_tensor": bool(peak - base < sample.nbytes and engine.pool.slots_allocated == slots),
+    }
+
+
+def measure_http(
+    client: lib.HttpClient, duration: float, pid: int, url: str | None = None, model: str | None = None
+) -> dict[str, Any]:
+    before = lib.stats_snapshot(url, model) if url and model else None
+    with lib.ResourceMonitor(pid) as monitor:
+        result = lib.summarize(lib.closed_loop(client, 8, duration, warmup_s=1.0))
+    result["resources"] = monitor.report()
+    if before is not None and url and model:
+        result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
+    client.close()
+    return result
+
+
+def serve_edgeds(
+    bundle: Path,
+    threads: int,
+    duration: float,
+    sample: np.ndarray,
+    rss_requests: int,
+    batching: Batching | None = None,
+    full: bool = True,
+) -> dict[str, Any]:
+    """``edgeds serve`` in its own process; binary OIP at c=8 (+ JSON, RSS growth and a bad request if ``full``)."""
+    port = free_port()
+    cmd = [str(ROOT / ".venv" / "bin" / "edgeds"), "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
+    if batching is not None:
+        cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
+        cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v2/health/ready", 60, proc)
+        model = lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
+        path = f"/v2/models/{model}/infer"
+        body, headers = lib.oip_binary_body("input", sample)
+        out: dict[str, Any] = {
+            "binary": measure_http(
+                lib.HttpClient("127.0.0.1", port, path, body, headers), duration, proc.pid, url, model
+            )
+        }
+        if not full:
+            return out
+        body, headers = lib.oip_json_body("input", sample)
+        out["json"] = measure_http(
+            lib.HttpClient("127.0.0.1", port, path, body, headers), duration, proc.pid, url, model
+        )
+        bad = lib.HttpClient(
+            "127.0.0.1", port, path, b'{"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1]}]}'
+        )
+        out["bad_request_status"] = bad()
+        out["still_serving_status"] = lib.HttpClient("127.0.0.1", port, path, body, headers)()
+        return out
+    finally:
+        stop(proc)
+
+
+def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray, requests: int) -> dict[str, Any]:
+    """RSS growth of a server that only ever sees binary requests (nothing else inflates its heap)."""
+    proc, port, model = start_serve(bundle, threads, batching)
+    try:
+        body, headers = lib.oip_binary_body("input", sample)
+        client = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
+        return rss_growth(client, proc.pid, requests)
+    finally:
+        stop(proc)
+
+
+def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 5000) -> dict[str, Any]:
+    """RSS of the server after ``warmup`` requests, then after each tenth of ``requests`` more (c=8)."""
+    lib.closed_loop(client, 8, 1e9, warmup_s=0.0, max_queries=warmup)
+    time.sleep(0.5)
+    before = rss_tree(pid)
+    series = []
+    ok = 0
+    step = max(1, requests // 10)
+    done = 0
+    while done < requests:
+        chunk = min(step, requests - done)
+        samples = lib.closed_loop(client, 8, 1e9, warmup_s=0.0, max_queries=chunk)
+        ok += sum(1 for st in samples.status if st == 200)
+        done += chunk
+        series.append(round(rss_tree(pid) / 2**20, 2))
+    time.sleep(0.5)
+    after = rss_tree(pid)
+    client.close()
+    return {
+        "warmup_requests": warmup,
+        "requests": requests,
+        "ok": ok,
+        "rss_before_mb": round(before / 2**20, 2),
+        "rss_after_mb": round(after / 2**20, 2),
+        "rss_series_mb": series,
+        "rss_growth_mib": round((after - before) / 2**20, 3),
+        "rss_max_over_before_mib": round(max(series) - before / 2**20, 3),
+    }
+
+
+def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``edgeds serve`` in its own process group; returns (process, port, model name) once ready."""
+    port = free_port()
+    cmd = [str(ROOT / ".venv" / "bin" / "edgeds"), "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
+    if batching is not None:
+        cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
+        cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v2/health/ready", 60, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port, lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
+
+
+def paired(
+    artifact: Path, bundle: Path, threads: int, tuned: Batching, sample: np.ndarray, windows: int, window_s: float
+) -> dict[str, Any]:
+    """Interleaved windows of bare floor (best bucket), in-process batcher (c=8) and serve (c=8, binary OIP).
+
+    On a shared machine the load from other processes drifts by 2x within minutes; comparing each
+    window with the floor measured right before it cancels most of that drift. Ratios are the
+    medians of the per-window ratios.
+    """
+    from edgeds.backends.onnxruntime import OnnxRuntimeBackend
+
+    best = tuned.max_batch_size
+    backend = OnnxRuntimeBackend({"intra_op_num_threads": threads})
+    backend.open(artifact, [best])
+    feed = backend.staging_inputs(best)
+    feed["input"][...] = sample
+    engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=tuned).start()
+    proc, port, model = start_serve(bundle, threads, tuned)
+    body, headers = lib.oip_binary_body("input", sample)
+    http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
+    inproc = lib.EngineClient(engine, {"input": sample})
+    import psutil
+
+    me, server = psutil.Process(), psutil.Process(proc.pid)
+
+    def cpu(p: Any) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
+    rows: list[dict[str, float]] = []
+    try:
+        for _ in range(windows):
+            n, t0, c0 = 0, time.perf_counter(), cpu(me)
+            while time.perf_counter() - t0 < window_s:
+                backend.infer(feed)
+                n += 1
+            floor_sps = n * best / (time.perf_counter() - t0)
+            floor_eff = n * best / max(1e-9, cpu(me) - c0)
+            c0 = cpu(me)
+            e = lib.summarize(lib.closed_loop(inproc, 8, window_s, warmup_s=0.0))
+            inproc_eff = e["ok"] / max(1e-9, cpu(me) - c0)
+            c0 = cpu(server)
+            h = lib.summarize(lib.closed_loop(http, 8, window_s, warmup_s=0.0))
+            serve_eff = h["ok"] / max(1e-9, cpu(server) - c0)
+            rows.append(
+                {
+                    "floor": round(floor_sps, 2),
+                    "in_process": e["samples_per_s"],
+                    "serve": h["samples_per_s"],
+                    "in_process_ratio": round(e["samples_per_s"] / floor_sps, 3),
+                    "serve_ratio": round(h["samples_per_s"] / floor_sps, 3),
+                    # samples per CPU-second: robust to other processes taking the cores
+                    "floor_per_cpu_s": round(floor_eff, 2),
+                    "in_process_per_cpu_s": round(inproc_eff, 2),
+                    "serve_per_cpu_s": round(serve_eff, 2),
+                    "in_process_cpu_ratio": round(inproc_eff / floor_eff, 3),
+                    "serve_cpu_ratio": round(serve_eff / floor_eff, 3),
+                }
+            )
+            log(f"  window: {rows[-1]}")
+    finally:
+        http.close()
+        stop(proc)
+        engine.close()
+        backend.close()
+    return {
+        "windows": rows,
+        "window_s": window_s,
+        "batch": best,
+        "serve_ratio_median": round(float(np.median([r["serve_ratio"] for r in rows])), 3),
+        "serve_cpu_ratio_median": round(float(np.median([r["serve_cpu_ratio"] for r in rows])), 3),
+        "in_process_cpu_ratio_median": round(float(np.median([r["in_process_cpu_ratio"] for r in rows])), 3),
+        "in_process_ratio_median": round(float(np.median([r["in_process_ratio"] for r in rows])), 3),
+        "serve_ratio_of_means": round(
+            float(np.mean([r["serve"] for r in rows]) / np.mean([r["floor"] for r in rows])), 3
+        ),
+        "in_process_ratio_of_means": round(
+            float(np.mean([r["in_process"] for r in rows]) / np.mean([r["floor"] for r in rows])), 3
+        ),
+    }
+
+
+# ---------------------------------------------------------------------- peers
+
+
+def ensure_venv(name: str) -> Path | str:
+    """The peer's venv (created and installed on first use); a string says why it is unavailable."""
+    venv = PEERS / f".venv-{name}"
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    if stamp.exists():
+        return python
+    log(f"creating {venv} ({', '.join(PEER_PACKAGES[name])})")
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PEER_PACKAGES[name]],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+        return f"pip install failed: {' | '.join(tail)}"
+    except subprocess.TimeoutExpired:
+        return "pip install timed out"
+    stamp.write_text("ok\n")
+    return python
+
+
+def peer_version(python: Path, package: str) -> str:
+    code = f"from importlib.metadata import version; print(version({package!r}))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def run_peer(
+    name: str, artifact: Path, threads: int, duration: float, sample: np.ndarray, work: Path
+) -> dict[str, Any]:
+    python = ensure_venv(name)
+    if isinstance(python, str):
+        return {"error": python}
+    bin_dir = python.parent
+    port = free_port()
+    env = {
+        **os.environ,
+        "EDGEDS_PEER_MODEL": str(artifact),
+        "EDGEDS_PEER_THREADS": str(threads),
+        "EDGEDS_PEER_MAX_BATCH": "8",
+        "EDGEDS_PEER_MAX_LATENCY_MS": "1000",
+        "PYTHONPATH": str(PEERS),
+        "OMP_NUM_THREADS": str(threads),
+    }
+    if name == "fastapi":
+        cmd = [
+            str(bin_dir / "uvicorn"),
+            "fastapi_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        ready, path = "/v2/health/ready", "/v2/models/peer/infer"
+        body, headers = lib.oip_binary_body("input", sample)
+        protocol = "binary OIP payload (same bytes as edgeds), JSON response, no batching"
+    elif name == "bentoml":
+        cmd = [
+            str(bin_dir / "bentoml"),
+            "serve",
+            "bentoml_service:Classifier",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        ready, path = "/readyz", "/predict"
+        body, headers = json.dumps({"x": sample.tolist()}).encode(), {"Content-Type": "application/json"}
+        protocol = "BentoML JSON API, adaptive batching (max_batch_size 8, max_latency_ms 1000)"
+    else:
+        model_dir = work / "mlserver" / "peer"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (work / "mlserver" / "settings.json").write_text(
+            json.dumps(
+                {
+                    "http_port": port,
+                    "grpc_port": free_port(),
+                    "metrics_port": free_port(),
+                    "parallel_workers": 0,
+                    "host": "127.0.0.1",
+                }
+            )
+        )
+        (model_dir / "model-settings.json").write_text(
+            json.dumps(
+                {
+                    "name": "peer",
+                    "implementation": "mlserver_runtime.OnnxModel",
+                    "max_batch_size": 8,
+                    "max_batch_time": 0.001,
+                }
+            )
+        )
+        cmd = [str(bin_dir / "mlserver"), "start", str(work / "mlserver")]
+        ready, path = "/v2/models/peer/ready", "/v2/models/peer/infer"
+        body, headers = lib.oip_json_body("input", sample)
+        protocol = (
+            "OIP JSON (MLServer has no binary extension over REST), adaptive batching (8, 1 ms), parallel_workers 0"
+        )
+    log_file = work / f"{name}.log"
+    with open(log_file, "wb") as fh:
+        proc = subprocess.Popen(cmd, cwd=PEERS, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready}", 120, proc)
+        client = lib.HttpClient("127.0.0.1", port, path, body, headers)
+        if client() != 200:
+            return {"error": f"a valid request failed; see {log_file}"}
+        result = measure_http(client, duration, proc.pid)
+        result["protocol"] = protocol
+        result["version"] = peer_version(
+            python, {"fastapi": "fastapi", "bentoml": "bentoml", "mlserver": "mlserver"}[name]
+        )
+        return result
+    except RuntimeError as exc:
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
+        return {"error": f"{exc}: {' | '.join(tail)}"}
+    finally:
+        stop(proc)
+
+
+# ---------------------------------------------------------------------- report
+
+
+def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
+    pair = entry["paired"]
+    serve_bin = entry["serve"]["binary"]
+    out: dict[str, Any] = {
+        "best_batch": pair["batch"],
+        "serve_binary_over_floor": pair["serve_ratio_median"],
+        "in_process_over_floor": pair["in_process_ratio_median"],
+    }
+    out["serve_ok"] = out["serve_binary_over_floor"] >= 0.85
+    out["in_process_ok"] = out["in_process_over_floor"] >= 0.95
+    for peer in ("bentoml", "mlserver", "fastapi"):
+        p = entry.get("peers", {}).get(peer, {})
+        if p.get("samples_per_s"):
+            out[f"vs_{peer}_throughput"] = round(serve_bin["samples_per_s"] / p["samples_per_s"], 2)
+            out[f"vs_{peer}_lower_p99"] = serve_bin["p99_ms"] < p["p99_ms"]
+    mem = entry["serve"]["memory"]
+    out["rss_growth_ok"] = mem["rss_growth_mib"] <= 1.0
+    out["tracemalloc_ok"] = entry["in_process"]["tracemalloc"]["no_per_request_tensor"]
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# edgeds runtime benchmark",
+        "",
+        f"- model: `{report['model']}` "
+        f"({'shipped' if report['shipped_model'] else 'STAND-IN: MobileNet-shaped, random weights'})",
+        f"- machine: {report['environment']['cpu']}, {report['environment']['cores']} cores; "
+        f"intra-op threads {report['threads']}; duration {report['duration_s']} s per run; concurrency 8; loopback",
+        "- the load generator runs on the same cores as the server under test",
+        "",
+    ]
+    for precision, entry in report["results"].items():
+        if "error" in entry:
+            lines += [f"## ONNX Runtime {precision.upper()}", "", f"skipped: {entry['error']}", ""]
+            continue
+        v = entry["verdicts"]
+        scans = entry["floor"]
+        lines += [
+            f"## ONNX Runtime {precision.upper()}",
+            "",
+            "Engine floor scans (bare ONNX Runtime + IOBinding, samples/s by batch size): "
+            + "; ".join(", ".join(f"b{r['batch']}={r['samples_per_s']}" for r in scan["per_batch"]) for scan in scans),
+            "",
+            f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']}, "
+            "then in-process c=8, then serve c=8):",
+            "",
+            "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | in-process / floor "
+            "| serve / floor | samples per CPU-s: floor / in-process / serve | CPU-normalized in-process, serve |",
+            "|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {i + 1} | {r['floor']} | {r['in_process']} | {r['serve']} | {r['in_process_ratio']} "
+                f"| {r['serve_ratio']} | {r['floor_per_cpu_s']} / {r['in_process_per_cpu_s']} / {r['serve_per_cpu_s']} "
+                f"| {r['in_process_cpu_ratio']}, {r['serve_cpu_ratio']} |"
+                for i, r in enumerate(entry["paired"]["windows"])
+            ),
+            "",
+            f"CPU-normalized (samples per CPU-second of the measured process; serve = the server process only, "
+            f"not the load generator): in-process / floor median **{entry['paired']['in_process_cpu_ratio_median']}**, "
+            f"serve / floor median **{entry['paired']['serve_cpu_ratio_median']}**.",
+            "",
+            f"Longer runs ({report['duration_s']} s, c=8) side by side; 'x floor' is relative to the best floor scan "
+            f"({max(sc['best_samples_per_s'] for sc in scans)} samples/s):",
+            "",
+            "| system | protocol | samples/s | x floor | p50 ms | p99 ms | mean batch | errors | CPU % | RSS peak MB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        best = max(sc["best_samples_per_s"] for sc in scans)
+
+        def row(name: str, proto: str, r: dict[str, Any], best: float = best) -> str:
+            res = r.get("resources", {})
+            return (
+                f"| {name} | {proto} | {r.get('samples_per_s')} | {round(r.get('samples_per_s', 0) / best, 3)} | "
+                f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r.get('mean_batch_size', '-')} | {r.get('errors')} | "
+                f"{res.get('cpu_percent', '-')} | {res.get('rss_peak_mb', '-')} |"
+            )
+
+        lines.append(row("edgeds in-process batcher", "Engine.submit", entry["in_process"]))
+        lines.append(row("edgeds serve", "binary OIP", entry["serve"]["binary"]))
+        lines.append(row("edgeds serve", "OIP JSON", entry["serve"]["json"]))
+        lines.append(row("edgeds serve, bundle batching", "binary OIP", entry["serve_bundle_batching"]["binary"]))
+        for peer, r in entry.get("peers", {}).items():
+            if "error" in r:
+                lines.append(f"| {peer} | - | not run: {r['error']} | | | | | | | |")
+            else:
+                lines.append(row(f"{peer} {r.get('version', '')}", r["protocol"], r))
+        mem = entry["serve"]["memory"]
+        tm = entry["in_process"]["tracemalloc"]
+        lines += [
+            "",
+            f"- batcher for the ratios: max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
+            f"(the floor's best bucket), max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
+            f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
+            f"{entry['batching']['preferred_batch_sizes']} / {entry['batching']['max_queue_delay_us']} us",
+            f"- serve (binary OIP, c=8) / floor at best batch, median of paired windows = "
+            f"**{v['serve_binary_over_floor']}** (ratio of means {entry['paired']['serve_ratio_of_means']}; "
+            "target >= 0.85: "
+            f"{'PASS' if v['serve_ok'] else 'FAIL'})",
+            f"- in-process batcher (c=8) / floor, median of paired windows = **{v['in_process_over_floor']}** "
+            f"(ratio of means {entry['paired']['in_process_ratio_of_means']}; target >= 0.95: "
+            f"{'PASS' if v['in_process_ok'] else 'FAIL'})",
+        ]
+        for peer in ("bentoml", "mlserver", "fastapi"):
+            if f"vs_{peer}_throughput" in v:
+                lines.append(
+                    f"- vs {peer}: {v[f'vs_{peer}_throughput']}x throughput, lower p99: {v[f'vs_{peer}_lower_p99']}"
+                )
+        lines += [
+            f"- RSS growth over {mem['requests']} requests after {mem['warmup_requests']} warm-up: "
+            f"**{mem['rss_growth_mib']} MiB** ({mem['rss_before_mb']} -> {mem['rss_after_mb']} MB; target <= 1 MiB: "
+            f"{'PASS' if v['rss_growth_ok'] else 'FAIL'})",
+            f"- tracemalloc over {tm['requests']} in-process requests: peak {tm['peak_over_base_bytes']} B over base, "
+            f"retained {tm['retained_bytes']} B, one sample = {tm['sample_bytes']} B, pool slots grown "
+            f"{tm['pool_slots_grown']} -> no per-request tensor: {'PASS' if tm['no_per_request_tensor'] else 'FAIL'}",
+            f"- bad request answered {entry['serve']['bad_request_status']}, "
+            f"next valid one {entry['serve']['still_serving_status']}",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads for every system")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--peers", default="bentoml,mlserver,fastapi", help="comma list; empty for none")
+    ap.add_argument("--rss-requests", type=int, default=20000)
+    ap.add_argument("--windows", type=int, default=8, help="paired floor / in-process / serve windows")
+    ap.add_argument("--window", type=float, default=2.0, help="seconds per paired window")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    peers = [p for p in args.peers.split(",") if p]
+    with tempfile.TemporaryDirectory(prefix="edgeds-rtbench-") as tmp:
+        work = Path(tmp)
+        model, shipped = prepare_model(work)
+        log(f"model {model} ({'shipped' if shipped else 'stand-in'})")
+        report: dict[str, Any] = {
+            "model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else model.name,
+            "shipped_model": shipped,
+            "threads": args.threads,
+            "duration_s": args.duration,
+            "environment": lib.environment(model, {"intra_op_num_threads": args.threads}),
+            "results": {},
+        }
+        for precision in args.precisions.split(","):
+            log(f"compiling {precision}")
+            try:
+                bundle = compile_bundle(model, precision, work / f"bundle-{precision}")
+            except Exception as exc:
+                report["results"][precision] = {"error": f"compile failed: {type(exc).__name__}: {exc}"}
+                continue
+            from edgeds.bundle import load_bundle
+
+            with load_bundle(bundle, verify=False) as b:
+                artifact = b.artifact_path
+                batching = Batching.model_validate(
+                    {k: v for k, v in b.manifest.batching.items() if k in Batching.model_fields}
+                )
+                golden, _ = b.golden()
+            sample = np.ascontiguousarray(golden[:1].astype(np.float32))
+            entry: dict[str, Any] = {
+                "artifact_sha256": lib.environment(artifact)["model_sha256"],
+                "batching": batching.model_dump(mode="json"),
+            }
+            log(f"{precision}: engine floor")
+            entry["floor"] = [floor(artifact, args.threads, args.duration, sample)]
+            # the engine runs bucket sizes (powers of two; odd batches are padded up), so the batcher is
+            # tuned to the best bucket; the strict best over every batch size stays in the table
+            per_batch = {r["batch"]: r["samples_per_s"] for r in entry["floor"][0]["per_batch"]}
+            best = max((b for b in (1, 2, 4, 8) if b in per_batch), key=lambda b: per_batch[b])
+            # the floor's best batch as max and preferred size: full batches form at concurrency 8
+            tuned = Batching(
+                max_batch_size=best,
+                preferred_batch_sizes=(best,),
+                max_queue_delay_us=0 if best == 1 else 5000,
+                max_queue_size=batching.max_queue_size,
+            )
+            entry["tuned_batching"] = tuned.model_dump(mode="json")
+            log(f"{precision}: in-process batcher (max_batch_size {best} = the floor's best batch)")
+            entry["in_process"] = in_process(artifact, args.threads, tuned, args.duration, sample)
+            log(f"{precision}: edgeds serve (binary, JSON, {args.rss_requests} requests for RSS)")
+            entry["serve"] = serve_edgeds(bundle, args.threads, args.duration, sample, args.rss_requests, tuned)
+            log(f"{precision}: RSS of a fresh edgeds serve over {args.rss_requests} binary requests after warm-up")
+            entry["serve"]["memory"] = rss_fresh(bundle, args.threads, tuned, sample, args.rss_requests)
+            log(f"{precision}: edgeds serve with the bundle's own batching")
+            entry["serve_bundle_batching"] = serve_edgeds(
+                bundle, args.threads, args.duration, sample, 0, None, full=False
+            )
+            entry["peers"] = {}
+            for peer in peers:
+                log(f"{precision}: peer {peer}")
+                entry["peers"][peer] = run_peer(peer, artifact, args.threads, args.duration, sample, work)
+            log(f"{precision}: paired windows (floor / in-process / serve)")
+            entry["paired"] = paired(artifact, bundle, args.threads, tuned, sample, args.windows, args.window)
+            log(f"{precision}: engine floor scan again")
+            entry["floor"].append(floor(artifact, args.threads, args.duration, sample))
+            entry["verdicts"] = verdicts(entry)
+            report["results"][precision] = entry
+            log(f"{precision}: {json.dumps(entry['verdicts'])}")
+        (args.out / "runtime_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "runtime_bench.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,671 @@
+"""LoadGen-style scenarios against an engine in-process or a server over HTTP.
+
+Scenarios (MLPerf names): engine floor (the bare backend at batch 1..N, no batcher), SingleStream
+(one query at a time; p90), MultiStream (8 concurrent samples per query; p99 of the query), Server
+(Poisson arrivals, open loop; the highest QPS whose p99 stays under a bound), Offline (throughput
+at high concurrency) and a closed-loop concurrency sweep.
+
+Every latency comes from raw per-request timestamps (``time.perf_counter``); percentiles are
+computed from them, never averaged. Warm-up requests are excluded and the first inference is
+reported separately. The load generator runs in this process: on a small machine it shares the
+cores with the server, and the report says so.
+
+Transports: :class:`EngineClient` (``Engine.submit``), :class:`HttpClient` (raw keep-alive
+HTTP/1.1 with a prebuilt request, one connection per worker; binary OIP, OIP JSON or any body
+that a peer takes). Both are thread-safe through per-thread state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+# ---------------------------------------------------------------------- clients
+
+
+class Client(Protocol):
+    """Sends one query (the same payload every time); returns the HTTP-like status."""
+
+    def __call__(self) -> int: ...
+
+
+class EngineClient:
+    """In-process: ``engine.submit`` + wait + release (what the server does minus HTTP)."""
+
+    def __init__(self, engine: Any, inputs: Mapping[str, np.ndarray]) -> None:
+        self.engine = engine
+        self.inputs = dict(inputs)
+
+    def __call__(self) -> int:
+        from .errors import RequestError, ServiceUnavailable
+
+        try:
+            request = self.engine.submit(self.inputs)
+            request.wait()
+            request.release()
+            return 200
+        except ServiceUnavailable:
+            return 503
+        except RequestError:
+            return 400
+
+
+class HttpClient:
+    """Raw HTTP/1.1 over keep-alive sockets, pooled: a call takes an idle connection or opens one.
+
+    Connections outlive the threads that used them, so consecutive runs with new worker threads
+    reuse them (a server sees no connection churn from the load generator).
+    """
+
+    def __init__(self, host: str, port: int, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+        for key, value in (headers or {}).items():
+            head += f"{key}: {value}\r\n"
+        self.request = head.encode("latin-1") + b"\r\n" + body
+        self.address = (host, port)
+        self._idle: list[tuple[socket.socket, Any]] = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> tuple[socket.socket, Any]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        sock = socket.create_connection(self.address, timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, sock.makefile("rb")
+
+    def _give(self, conn: tuple[socket.socket, Any]) -> None:
+        with self._lock:
+            self._idle.append(conn)
+
+    @staticmethod
+    def _drop(conn: tuple[socket.socket, Any]) -> None:
+        conn[1].close()
+        conn[0].close()
+
+    def __call__(self) -> int:
+        for attempt in (0, 1):
+            conn = self._take()
+            sock, reader = conn
+            try:
+                sock.sendall(self.request)
+                status_line = reader.readline()
+                if not status_line:
+                    raise ConnectionError("closed")
+                status = int(status_line.split()[1])
+                length = 0
+                close = False
+                chunked = False
+                while True:
+                    line = reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    key, _, value = line.decode("latin-1").partition(":")
+                    key = key.strip().lower()
+                    if key == "content-length":
+                        length = int(value)
+                    elif key == "connection" and value.strip().lower() == "close":
+                        close = True
+                    elif key == "transfer-encoding" and "chunked" in value.lower():
+                        chunked = True
+                if chunked:
+                    while True:
+                        size = int(reader.readline().split(b";")[0], 16)
+                        reader.read(size + 2)
+                        if size == 0:
+                            break
+                elif length:
+                    reader.read(length)
+                if close:
+                    self._drop(conn)
+                else:
+                    self._give(conn)
+                return status
+            except (OSError, ValueError, IndexError):
+                self._drop(conn)
+                if attempt:
+                    return 599
+        return 599
+
+    def close(self) -> None:
+        """Close the idle connections (connections in use are closed by their callers' errors)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._drop(conn)
+
+
+def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension OIP request for one input (outputs in binary), as ``tritonclient`` sends."""
+    from .runtime.server import oip_datatype
+
+    header: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(x.shape),
+                "datatype": oip_datatype(x.dtype.name),
+                "parameters": {"binary_data_size": x.nbytes},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    if output is not None:
+        header["outputs"] = [{"name": output, "parameters": {"binary_data": True}}]
+    head = json.dumps(header).encode()
+    return head + np.ascontiguousarray(x).tobytes(), {
+        "Inference-Header-Content-Length": str(len(head)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+def oip_json_body(name: str, x: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A plain-JSON OIP request (what MLServer takes)."""
+    from .runtime.server import oip_datatype
+
+    body = {
+        "inputs": [
+            {"name": name, "shape": list(x.shape), "datatype": oip_datatype(x.dtype.name), "data": x.ravel().tolist()}
+        ]
+    }
+    return json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Samples:
+    """Raw per-request records: start, end (perf_counter seconds), status."""
+
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    status: list[int] = field(default_factory=list)
+
+    def add(self, start: float, end: float, status: int) -> None:
+        self.starts.append(start)
+        self.ends.append(end)
+        self.status.append(status)
+
+    def merge(self, other: Samples) -> None:
+        self.starts.extend(other.starts)
+        self.ends.extend(other.ends)
+        self.status.extend(other.status)
+
+
+def summarize(samples: Samples, samples_per_query: int = 1) -> dict[str, Any]:
+    """Percentiles (ms) from raw timestamps, throughput, errors."""
+    if not samples.starts:
+        return {"queries": 0}
+    starts = np.asarray(samples.starts)
+    ends = np.asarray(samples.ends)
+    status = np.asarray(samples.status)
+    ok = status == 200
+    lat = (ends - starts)[ok] * 1000.0
+    span = float(ends.max() - starts.min()) or 1e-9
+    out: dict[str, Any] = {
+        "queries": len(starts),
+        "ok": int(ok.sum()),
+        "errors": int((~ok).sum()),
+        "status_503": int((status == 503).sum()),
+        "duration_s": round(span, 4),
+        "qps": round(float(ok.sum()) / span, 2),
+        "samples_per_s": round(float(ok.sum()) * samples_per_query / span, 2),
+    }
+    if len(lat):
+        for name, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p99.9", 99.9)):
+            out[f"{name}_ms"] = round(float(np.percentile(lat, q)), 3)
+        out["max_ms"] = round(float(lat.max()), 3)
+        out["mean_ms"] = round(float(lat.mean()), 3)
+    return out
+
+
+class ResourceMonitor:
+    """Samples CPU% and RSS of a process (psutil) every ``interval`` seconds."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid or os.getpid())
+        self.interval = interval
+        self.rss: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._cpu_start = 0.0
+        self._t_start = 0.0
+        self.cpu_percent = 0.0
+
+    def _times(self) -> float:
+        total = 0.0
+        for proc in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except Exception:  # a child may exit meanwhile
+                continue
+        return total
+
+    def _rss(self) -> int:
+        total = 0
+        for proc in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except Exception:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.rss.append(self._rss())
+
+    def __enter__(self) -> ResourceMonitor:
+        self._cpu_start = self._times()
+        self._t_start = time.perf_counter()
+        self.rss.append(self._rss())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.rss.append(self._rss())
+        elapsed = time.perf_counter() - self._t_start
+        self.cpu_percent = 100.0 * (self._times() - self._cpu_start) / elapsed if elapsed > 0 else 0.0
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "cpu_percent": round(self.cpu_percent, 1),
+            "rss_peak_mb": round(max(self.rss) / 2**20, 2) if self.rss else None,
+            "rss_steady_mb": round(float(np.median(self.rss[len(self.rss) // 2 :])) / 2**20, 2) if self.rss else None,
+        }
+
+
+# ---------------------------------------------------------------------- load patterns
+
+
+def closed_loop(
+    client: Callable[[], int],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+    max_queries: int | None = None,
+) -> Samples:
+    """``concurrency`` workers send back to back for ``duration_s`` after ``warmup_s`` (excluded)."""
+    results = [Samples() for _ in range(concurrency)]
+    start_gate = threading.Barrier(concurrency + 1)
+    t_measure = [0.0]
+    t_end = [0.0]
+    budget = [max_queries]
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        mine = results[index]
+        start_gate.wait()
+        while True:
+            now = time.perf_counter()
+            if now >= t_end[0]:
+                return
+            if budget[0] is not None:
+                with lock:
+                    if budget[0] <= 0:
+                        return
+                    budget[0] -= 1
+            status = client()
+            end = time.perf_counter()
+            if now >= t_measure[0]:
+                mine.add(now, end, status)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    now = time.perf_counter()
+    t_measure[0] = now + warmup_s
+    t_end[0] = now + warmup_s + duration_s
+    start_gate.wait()
+    for t in threads:
+        t.join()
+    merged = Samples()
+    for r in results:
+        merged.merge(r)
+    return merged
+
+
+def poisson_open_loop(
+    client: Callable[[], int], qps: float, duration_s: float, workers: int = 32, seed: int = 0
+) -> tuple[Samples, float]:
+    """Open loop: arrivals at exponential gaps; latency counts from the *scheduled* arrival.
+
+    Returns the samples and the offered rate. ``workers`` bounds outstanding queries; when all are
+    busy, arrivals wait (and that wait is part of their latency, as in LoadGen's Server scenario).
+    """
+    rng = random.Random(seed)
+    arrivals: list[float] = []
+    t = 0.0
+    while t < duration_s:
+        t += rng.expovariate(qps)
+        arrivals.append(t)
+    arrivals.pop()
+    samples = [Samples() for _ in range(workers)]
+    index = [0]
+    lock = threading.Lock()
+    t0 = time.perf_counter() + 0.05
+
+    def worker(w: int) -> None:
+        mine = samples[w]
+        while True:
+            with lock:
+                i = index[0]
+                if i >= len(arrivals):
+                    return
+                index[0] = i + 1
+            scheduled = t0 + arrivals[i]
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            status = client()
+            mine.add(scheduled, time.perf_counter(), status)
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(workers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    merged = Samples()
+    for s in samples:
+        merged.merge(s)
+    return merged, len(arrivals) / duration_s
+
+
+# ---------------------------------------------------------------------- scenarios
+
+
+def engine_floor(
+    backend: Any, inputs_for: Callable[[int], Mapping[str, np.ndarray]], batches: Sequence[int], duration_s: float = 2.0
+) -> dict[str, Any]:
+    """Bare backend (no batcher, no copies beyond the backend's own): samples/s per batch size."""
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        feed = inputs_for(batch)
+        backend.infer(feed)
+        lat: list[float] = []
+        end = time.perf_counter() + duration_s
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            backend.infer(feed)
+            lat.append(time.perf_counter() - t)
+        arr = np.asarray(lat) * 1000
+        rows.append(
+            {
+                "batch": batch,
+                "iterations": len(lat),
+                "samples_per_s": round(batch * len(lat) / float(np.sum(arr) / 1000), 2),
+                "p50_ms": round(float(np.percentile(arr, 50)), 3),
+                "p99_ms": round(float(np.percentile(arr, 99)), 3),
+            }
+        )
+    best = max(rows, key=lambda r: r["samples_per_s"])
+    return {"per_batch": rows, "best_batch": best["batch"], "best_samples_per_s": best["samples_per_s"]}
+
+
+def single_stream(client: Callable[[], int], duration_s: float) -> dict[str, Any]:
+    return summarize(closed_loop(client, 1, duration_s))
+
+
+def multi_stream(client: Callable[[], int], duration_s: float, samples_per_query: int = 8) -> dict[str, Any]:
+    """Each query is ``samples_per_query`` concurrent single-sample requests; latency = the slowest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = Samples()
+    with ThreadPoolExecutor(samples_per_query) as pool:
+        end = time.perf_counter() + duration_s
+        list(pool.map(lambda _: client(), range(samples_per_query)))  # warm-up
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            statuses = list(pool.map(lambda _: client(), range(samples_per_query)))
+            queries.add(t, time.perf_counter(), 200 if all(s == 200 for s in statuses) else max(statuses))
+    return summarize(queries, samples_per_query)
+
+
+def server_scenario(
+    client: Callable[[], int],
+    p99_bound_ms: float,
+    start_qps: float,
+    duration_s: float = 3.0,
+    steps: int = 6,
+    workers: int = 32,
+) -> dict[str, Any]:
+    """Highest Poisson QPS with p99 <= bound, no errors and achieved >= 95 % of offered (bisection)."""
+    runs: list[dict[str, Any]] = []
+    low, high = 0.0, None
+    qps = start_qps
+    for _ in range(steps):
+        samples, offered = poisson_open_loop(client, qps, duration_s, workers=workers)
+        summary = summarize(samples)
+        summary["offered_qps"] = round(offered, 2)
+        ok = (
+            summary.get("errors", 1) == 0
+            and summary.get("p99_ms", float("inf")) <= p99_bound_ms
+            and summary.get("qps", 0) >= 0.95 * offered
+        )
+        summary["meets_bound"] = ok
+        runs.append(summary)
+        if ok:
+            low = qps
+            qps = qps * 2 if high is None else (qps + high) / 2
+        else:
+            high = qps
+            qps = (low + qps) / 2 if low else qps / 2
+    best = max((r for r in runs if r["meets_bound"]), key=lambda r: r["offered_qps"], default=None)
+    return {"p99_bound_ms": p99_bound_ms, "runs": runs, "max_qps_under_bound": best["offered_qps"] if best else 0.0}
+
+
+def offline(client: Callable[[], int], concurrency: int, duration_s: float) -> dict[str, Any]:
+    return summarize(closed_loop(client, concurrency, duration_s))
+
+
+def concurrency_sweep(client: Callable[[], int], levels: Sequence[int], duration_s: float) -> list[dict[str, Any]]:
+    out = []
+    for level in levels:
+        summary = summarize(closed_loop(client, level, duration_s))
+        summary["concurrency"] = level
+        out.append(summary)
+    return out
+
+
+# ---------------------------------------------------------------------- environment
+
+
+def environment(model: Path | None = None, threads: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """CPU, cores, versions, git sha, thread settings, model hash."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for pkg in ("edgeds", "numpy", "onnxruntime", "openvino", "ai-edge-litert"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    env: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_sha": sha or None,
+        "threads": dict(threads or {}),
+        "note": "the load generator runs on the same cores as the server",
+    }
+    if model is not None and Path(model).is_file():
+        env["model"] = str(model)
+        env["model_sha256"] = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    return env
+
+
+def batch_stats_delta(before: Any, after: Any) -> dict[str, Any]:
+    """Mean batch size and histogram between two :class:`EngineStats` snapshots."""
+    executions = after.execution_count - before.execution_count
+    samples = after.inference_count - before.inference_count
+    hist = {k: v - before.batch_sizes.get(k, 0) for k, v in after.batch_sizes.items()}
+    return {
+        "mean_batch_size": round(samples / executions, 3) if executions else 0.0,
+        "batch_histogram": {str(k): v for k, v in sorted(hist.items()) if v},
+    }
+
+
+# ---------------------------------------------------------------------- orchestration
+
+SCENARIOS = ("floor", "single", "multi", "server", "offline", "sweep")
+
+
+def http_json(url: str, timeout: float = 10.0) -> Any:
+    """GET ``url`` and decode JSON (loopback servers only)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def stats_snapshot(url: str, model: str) -> Any:
+    """An EngineStats-like view of ``GET /v2/models/{model}/stats`` (for batch-size deltas)."""
+    from types import SimpleNamespace
+
+    data = http_json(f"{url}/v2/models/{model}/stats")["model_stats"][0]
+    hist = {int(b["batch_size"]): int(b["count"]) for b in data.get("batch_stats", [])}
+    return SimpleNamespace(
+        execution_count=int(data["execution_count"]), inference_count=int(data["inference_count"]), batch_sizes=hist
+    )
+
+
+def run_benchmark(
+    *,
+    engine: Any = None,
+    url: str | None = None,
+    model: str | None = None,
+    sample: np.ndarray,
+    input_name: str,
+    scenarios: Sequence[str] = SCENARIOS,
+    duration_s: float = 3.0,
+    concurrency: Sequence[int] = (1, 2, 4, 8, 16),
+    p99_bound_ms: float = 50.0,
+    floor_backend: Any = None,
+    max_batch: int = 8,
+    server_pid: int | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Run ``scenarios`` against an in-process ``engine`` or a server at ``url``; a JSON-able report.
+
+    ``sample`` is one sample with its batch dim (``[1, ...]``). ``floor_backend`` (opened with buckets
+    1..max_batch) gives the engine floor; it is skipped over HTTP unless given.
+    """
+    report: dict[str, Any] = {"transport": "in-process" if engine is not None else "http", "scenarios": {}}
+    if engine is not None:
+        client: Callable[[], int] = EngineClient(engine, {input_name: sample})
+
+        def snapshot() -> Any:
+            return engine.stats()
+
+        pid = os.getpid()
+    else:
+        assert url is not None and model is not None
+        host, _, port = url.removeprefix("http://").partition(":")
+        body, headers = oip_binary_body(input_name, sample)
+        client = HttpClient(host, int(port or 80), f"/v2/models/{model}/infer", body, headers)
+
+        def snapshot() -> Any:
+            return stats_snapshot(url, model)
+
+        pid = server_pid or os.getpid()
+    start = time.perf_counter()
+    status = client()
+    report["first_query_s"] = round(time.perf_counter() - start, 4)
+    if status != 200:
+        raise RuntimeError(f"the target answered {status} to a valid request")
+    out = report["scenarios"]
+
+    def measured(name: str, fn: Callable[[], Any]) -> None:
+        progress(name)
+        before = snapshot()
+        with ResourceMonitor(pid) as monitor:
+            result = fn()
+        entry = result if isinstance(result, dict) else {"runs": result}
+        entry.update(batch_stats_delta(before, snapshot()))
+        entry["resources"] = monitor.report()
+        out[name] = entry
+
+    if "floor" in scenarios and floor_backend is not None:
+        progress("floor")
+        staged = getattr(floor_backend, "staging_inputs", None)
+
+        def feed(n: int) -> Mapping[str, np.ndarray]:
+            arrays = dict(staged(n)) if staged is not None else {}
+            if not arrays:
+                arrays = {input_name: np.repeat(sample, n, axis=0)}
+            else:
+                arrays[input_name][...] = sample
+            return arrays
+
+        out["floor"] = engine_floor(floor_backend, feed, list(range(1, max_batch + 1)), duration_s=duration_s / 2)
+    if "single" in scenarios:
+        measured("single", lambda: single_stream(client, duration_s))
+    if "multi" in scenarios:
+        measured("multi", lambda: multi_stream(client, duration_s))
+    if "offline" in scenarios:
+        measured("offline", lambda: offline(client, max(16, 2 * max_batch), duration_s))
+    if "sweep" in scenarios:
+        measured("sweep", lambda: concurrency_sweep(client, concurrency, duration_s))
+    if "server" in scenarios:
+        start_qps = max(10.0, 0.5 * float(out.get("offline", {}).get("qps", 50.0)))
+        measured("server", lambda: server_scenario(client, p99_bound_ms, start_qps, duration_s))
+    if isinstance(client, HttpClient):
+        client.close()
+    return report
+
+
+__all__ = [
+    "SCENARIOS",
+    "EngineClient",
+    "HttpClient",
+    "ResourceMonitor",
+    "Samples",
+    "batch_stats_delta",
+    "closed_loop",
+    "concurrency_sweep",
+    "engine_floor",
+    "environment",
+    "multi_stream",
+    "offline",
+    "oip_binary_body",
+    "oip_json_body",
+    "poisson_open_loop",
+    "run_benchmark",
+    "server_scenario",
+    "single_stream",
+    "summarize",
+]

@@ -1,0 +1,198 @@
+"""``edgeds bench``: LoadGen-style scenarios against a bundle in-process or a server over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._output import JSON_OPTION, console, console_err, emit, table
+
+
+def bench(
+    bundle: Annotated[Path | None, typer.Argument(help="Bundle to benchmark in-process (omit with --url).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Benchmark a running server instead, e.g. http://127.0.0.1:8000")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name on the server (default: the only one).")] = None,
+    scenarios: Annotated[str, typer.Option(help="Comma list of floor,single,multi,server,offline,sweep.")] = (
+        "floor,single,multi,server,offline,sweep"
+    ),
+    duration: Annotated[float, typer.Option(help="Seconds per measured run (warm-up excluded).")] = 3.0,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels of the sweep.")] = "1,2,4,8,16",
+    p99_ms: Annotated[float, typer.Option(help="p99 bound of the Server scenario (ms).")] = 50.0,
+    threads: Annotated[int | None, typer.Option(help="Backend CPU threads (in-process).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Engine floor (batch 1..N), SingleStream, MultiStream, Server (Poisson), Offline and a concurrency sweep.
+
+    Raw per-request timestamps give p50..p99.9/max; warm-up is excluded; the report carries the
+    environment (CPU, versions, git sha, threads, model hash), batch-size histograms, CPU% and RSS.
+    The load generator shares the machine's cores with what it measures.
+    """
+    import numpy as np
+
+    from .. import bench as lib
+    from ..errors import ConfigError
+
+    wanted = [s.strip() for s in scenarios.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(lib.SCENARIOS))
+    if unknown:
+        raise ConfigError.single(None, None, "--scenarios", f"unknown scenario(s) {unknown}")
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+
+    def progress(name: str) -> None:
+        console_err.print(f"[dim]running {name}...[/]")
+
+    if url is not None:
+        url = url.rstrip("/")
+        if model is None:
+            served = [m["name"] for m in lib.http_json(f"{url}/v2/models/stats")["model_stats"]]
+            if len(served) != 1:
+                raise ConfigError.single(None, None, "--model", f"the server serves {served}: pick one")
+            model = served[0]
+        meta = lib.http_json(f"{url}/v2/models/{model}")
+        config = lib.http_json(f"{url}/v2/models/{model}/config")
+        spec = meta["inputs"][0]
+        from ..runtime.server import OIP_TO_NUMPY
+
+        sample = np.random.default_rng(0).random((1, *spec["shape"][1:])).astype(OIP_TO_NUMPY[spec["datatype"]])
+        report = lib.run_benchmark(
+            url=url,
+            model=model,
+            sample=sample,
+            input_name=spec["name"],
+            scenarios=wanted,
+            duration_s=duration,
+            concurrency=levels,
+            p99_bound_ms=p99_ms,
+            max_batch=int(config.get("max_batch_size", 8)),
+            progress=progress,
+        )
+        report["environment"] = lib.environment()
+        report["config"] = {"url": url, "model": model, "batching": config.get("dynamic_batching")}
+    else:
+        if bundle is None:
+            raise typer.BadParameter("give a BUNDLE or --url")
+        report = _bench_bundle(bundle, wanted, duration, levels, p99_ms, threads, progress)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, as_json, lambda: _human(report))
+
+
+def _bench_bundle(
+    bundle: Path,
+    wanted: list[str],
+    duration: float,
+    levels: list[int],
+    p99_ms: float,
+    threads: int | None,
+    progress: Any,
+) -> dict[str, Any]:
+    import numpy as np
+
+    from .. import backends
+    from .. import bench as lib
+    from ..bundle import load_bundle
+    from ..runtime.engine import Engine, thread_options
+
+    with load_bundle(bundle, verify=False) as loaded:
+        manifest = loaded.manifest
+        options = {**manifest.backend_options, **thread_options(manifest.backend, threads)}
+        engine = Engine.from_bundle(loaded, options=options)
+        with engine:
+            assert engine.io is not None
+            spec = engine.io.inputs[0]
+            inputs, _ = loaded.golden()
+            sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
+            max_batch = engine.batching.max_batch_size
+            floor_backend = None
+            if "floor" in wanted:
+                floor_backend = backends.create(manifest.backend, options)
+                floor_backend.open(loaded.artifact_path, list(range(1, max_batch + 1)))
+            try:
+                report = lib.run_benchmark(
+                    engine=engine,
+                    sample=sample,
+                    input_name=spec.name,
+                    scenarios=wanted,
+                    duration_s=duration,
+                    concurrency=levels,
+                    p99_bound_ms=p99_ms,
+                    floor_backend=floor_backend,
+                    max_batch=max_batch,
+                    progress=progress,
+                )
+            finally:
+                if floor_backend is not None:
+                    floor_backend.close()
+            report["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)
+            report["config"] = {
+                "bundle": str(bundle),
+                "backend": manifest.backend,
+                "precision": manifest.precision,
+                "backend_options": options,
+                "batching": engine.batching.model_dump(mode="json"),
+            }
+        report["environment"] = lib.environment(loaded.artifact_path, {"backend_options": options})
+    return report
+
+
+def _human(report: dict[str, Any]) -> None:
+    scen = report["scenarios"]
+    if "floor" in scen:
+        floor = scen["floor"]
+        console.print(
+            table(
+                "Engine floor (bare backend)",
+                ["batch", "samples/s", "p50 ms", "p99 ms"],
+                [[r["batch"], r["samples_per_s"], r["p50_ms"], r["p99_ms"]] for r in floor["per_batch"]],
+            )
+        )
+    rows = []
+    for name in ("single", "multi", "offline"):
+        if name in scen:
+            s = scen[name]
+            rows.append(
+                [
+                    name,
+                    s.get("qps"),
+                    s.get("samples_per_s"),
+                    s.get("p50_ms"),
+                    s.get("p90_ms"),
+                    s.get("p99_ms"),
+                    s.get("mean_batch_size"),
+                    s.get("errors"),
+                ]
+            )
+    for s in scen.get("sweep", {}).get("runs", []):
+        rows.append(
+            [
+                f"c={s['concurrency']}",
+                s.get("qps"),
+                s.get("samples_per_s"),
+                s.get("p50_ms"),
+                s.get("p90_ms"),
+                s.get("p99_ms"),
+                "",
+                s.get("errors"),
+            ]
+        )
+    if rows:
+        console.print(
+            table(
+                f"Scenarios ({report['transport']})",
+                ["scenario", "qps", "samples/s", "p50", "p90", "p99", "mean batch", "errors"],
+                rows,
+            )
+        )
+    if "server" in scen:
+        s = scen["server"]
+        console.print(f"Server scenario: {s['max_qps_under_bound']} QPS with p99 <= {s['p99_bound_ms']} ms (Poisson)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

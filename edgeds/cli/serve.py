@@ -1,0 +1,105 @@
+"""``edgeds serve BUNDLE``: serve a bundle over the Open Inference Protocol (KServe v2) on HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._output import JSON_OPTION, console, console_err, emit
+
+
+def batching_overrides(
+    base: Any, max_batch: int | None, delay_us: int | None, queue: int | None, preferred: str | None
+) -> Any:
+    """``base`` (a Batching) with the CLI's overrides applied (re-validated)."""
+    from ..config import Batching
+
+    data = base.model_dump()
+    if max_batch is not None:
+        data["max_batch_size"] = max_batch
+        data["buckets"] = tuple(b for b in data.get("buckets", ()) if b <= max_batch)
+        data["preferred_batch_sizes"] = tuple(b for b in data.get("preferred_batch_sizes", ()) if b <= max_batch)
+    if delay_us is not None:
+        data["max_queue_delay_us"] = delay_us
+    if queue is not None:
+        data["max_queue_size"] = queue
+    if preferred is not None:
+        data["preferred_batch_sizes"] = tuple(int(p) for p in preferred.split(",") if p.strip())
+    return Batching.model_validate(data)
+
+
+def load_engine(
+    bundle_path: Path,
+    key: Path | None,
+    verify: bool,
+    threads: int | None,
+    max_batch: int | None = None,
+    delay_us: int | None = None,
+    queue: int | None = None,
+    preferred: str | None = None,
+) -> Any:
+    """Load (and verify) a bundle and return a started engine for it."""
+    from ..bundle import load_bundle
+    from ..config import Batching
+    from ..runtime.engine import Engine, thread_options
+
+    with load_bundle(bundle_path, key, verify=verify and key is not None) as bundle:
+        raw = {k: v for k, v in dict(bundle.manifest.batching or {}).items() if k in Batching.model_fields}
+        batching = batching_overrides(Batching.model_validate(raw), max_batch, delay_us, queue, preferred)
+        engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
+        return engine.start()
+
+
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="ed25519 public key: verify the bundle first.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the backend (default: its own).")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Override max_batch_size.")] = None,
+    delay_us: Annotated[int | None, typer.Option(help="Override max_queue_delay_us.")] = None,
+    queue: Annotated[int | None, typer.Option(help="Override max_queue_size (503 beyond).")] = None,
+    preferred: Annotated[str | None, typer.Option(help="Override preferred batch sizes, e.g. 4,8.")] = None,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body (MiB); larger gets 400.")] = 64.0,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Serve BUNDLE: health, metadata, config, stats, infer (JSON and binary tensors) and /metrics.
+
+    Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
+    """
+    from ..runtime.server import InferenceServer
+
+    with console_err.status("loading the bundle and warming every batch bucket..."):
+        engine = load_engine(bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred)
+    server = InferenceServer(engine, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20)).start()
+    info = {
+        "url": server.url,
+        "model": engine.name,
+        "version": engine.version,
+        "backend": engine.backend.name,
+        "buckets": list(engine.batching.bucket_sizes()),
+        "first_inference_s": round(engine.first_inference_s or 0.0, 3),
+    }
+    emit(
+        info,
+        as_json,
+        lambda: console.print(
+            f"serving [bold]{engine.name}[/] v{engine.version} ({engine.backend.name}) at {server.url}/v2 "
+            f"- buckets {info['buckets']} - Ctrl-C to stop"
+        ),
+    )
+    import sys
+
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.stop(close_engines=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

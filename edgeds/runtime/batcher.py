@@ -1,0 +1,306 @@
+"""Dynamic batcher with Triton's semantics (see FIELD_NOTES.md).
+
+Two layers:
+
+* :class:`BatchQueue` is the pure policy: no threads, no clock of its own (every call takes
+  ``now_ns``), so its invariants are property-tested with a simulated clock.
+* :class:`DynamicBatcher` drives a queue with one worker thread: it forms a batch only when the
+  previous one has finished executing (the engine is free), so under load the queue grows while
+  the engine is busy and batches grow by themselves even with ``max_queue_delay_us == 0``.
+
+Rules (Triton's):
+
+* Batch size counts samples (the first dim), a request is never split, and requests batch together
+  only when their ``key`` (non-batch shapes) matches.
+* The queue is walked in priority order (level 1 first, FIFO within a level). A batch is always
+  a *prefix* of that order: the walk stops at the first request that does not fit or does not
+  match, so no request overtakes an earlier one of the same or a higher level.
+* If a prefix totals a preferred size (``preferred_batch_sizes``, default ``[max_batch_size]``)
+  the largest such prefix is sent at once. Otherwise the whole prefix is sent when it is full,
+  when the next request cannot join it, when ``max_queue_delay_us`` is 0, or when the oldest
+  pending request has waited ``max_queue_delay_us``; else the batcher waits until then.
+* ``max_queue_size`` (requests) full -> :class:`QueueFull` at once (HTTP 503).
+* Per-request ``timeout_us`` can only shorten ``default_timeout_us``; a request still queued at its
+  deadline is rejected with :class:`QueueTimeout` (HTTP 503).
+* Priority ``0`` means the default level, which is the lowest (``priority_levels``); level 1 is
+  the highest, as in Triton.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, TypeVar
+
+from ..config import Batching
+from ..errors import RequestError, ServiceUnavailable
+
+T = TypeVar("T")
+
+
+class QueueFull(ServiceUnavailable):
+    """The queue holds ``max_queue_size`` requests."""
+
+
+class QueueTimeout(ServiceUnavailable):
+    """A request reached its timeout while still queued."""
+
+
+class Pending(Generic[T]):
+    """One queued request: ``size`` samples of shape ``key``; times in ns of the caller's clock."""
+
+    __slots__ = ("arrival_ns", "deadline_ns", "done", "item", "key", "level", "seq", "size")
+
+    def __init__(
+        self, item: T, size: int, key: Hashable, level: int, arrival_ns: int, deadline_ns: int | None, seq: int
+    ) -> None:
+        self.item = item
+        self.size = size
+        self.key = key
+        self.level = level
+        self.arrival_ns = arrival_ns
+        self.deadline_ns = deadline_ns
+        self.seq = seq
+        self.done = False  # taken into a batch or expired (lazy deletion)
+
+
+class BatchQueue(Generic[T]):
+    """Triton batching policy over explicit timestamps. Not thread-safe: callers hold a lock."""
+
+    def __init__(self, config: Batching) -> None:
+        self.config = config
+        self.max_batch = config.max_batch_size
+        self.preferred = frozenset(config.preferred_batch_sizes or (config.max_batch_size,))
+        self.delay_ns = config.max_queue_delay_us * 1000
+        self._levels: list[deque[Pending[T]]] = [deque() for _ in range(config.priority_levels)]
+        self._deadlines: list[tuple[int, int, Pending[T]]] = []
+        self._live = 0
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def push(
+        self,
+        item: T,
+        size: int,
+        now_ns: int,
+        key: Hashable = None,
+        priority: int = 0,
+        timeout_us: int | None = None,
+    ) -> Pending[T]:
+        """Queue ``item`` (``size`` samples). Raises :class:`QueueFull` or :class:`RequestError`."""
+        if size < 1 or size > self.max_batch:
+            raise RequestError(f"batch size {size} is outside 1..{self.max_batch}")
+        levels = len(self._levels)
+        if priority < 0 or priority > levels:
+            raise RequestError(f"priority {priority} is outside 0..{levels}")
+        if self._live >= self.config.max_queue_size:
+            raise QueueFull(f"exceeds maximum queue size ({self.config.max_queue_size})")
+        timeout = self.config.default_timeout_us
+        if timeout_us is not None and timeout_us > 0 and (timeout is None or timeout_us < timeout):
+            timeout = timeout_us
+        deadline = now_ns + timeout * 1000 if timeout is not None else None
+        level = (priority or levels) - 1
+        pending = Pending(item, size, key, level, now_ns, deadline, self._seq)
+        self._seq += 1
+        self._levels[level].append(pending)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, pending.seq, pending))
+        self._live += 1
+        return pending
+
+    def expire(self, now_ns: int) -> list[Pending[T]]:
+        """Remove and return the requests whose deadline has passed."""
+        expired: list[Pending[T]] = []
+        heap = self._deadlines
+        while heap and (heap[0][2].done or heap[0][0] <= now_ns):
+            _, _, pending = heapq.heappop(heap)
+            if not pending.done:
+                pending.done = True
+                self._live -= 1
+                expired.append(pending)
+        return expired
+
+    def _walk(self) -> Iterator[Pending[T]]:
+        for queue in self._levels:
+            while queue and queue[0].done:
+                queue.popleft()
+            for pending in queue:
+                if not pending.done:
+                    yield pending
+
+    def next_batch(self, now_ns: int) -> list[Pending[T]] | None:
+        """The batch to run now (engine free), or None to wait (see :meth:`wake_at`).
+
+        Call :meth:`expire` first so that no expired request is batched.
+        """
+        if self._live == 0:
+            return None
+        chosen: list[Pending[T]] = []
+        total = 0
+        preferred_len = 0
+        blocked = False
+        key: Hashable = None
+        for pending in self._walk():
+            if chosen and pending.key != key:
+                blocked = True
+                break
+            if total + pending.size > self.max_batch:
+                blocked = True
+                break
+            if not chosen:
+                key = pending.key
+            chosen.append(pending)
+            total += pending.size
+            if total in self.preferred:
+                preferred_len = len(chosen)
+            if total == self.max_batch:
+                break
+        if not chosen:
+            return None
+        if preferred_len:
+            chosen = chosen[:preferred_len]
+        elif not (
+            total == self.max_batch or blocked or self.delay_ns == 0 or now_ns - self._oldest_arrival() >= self.delay_ns
+        ):
+            return None
+        for pending in chosen:
+            pending.done = True
+        self._live -= len(chosen)
+        return chosen
+
+    def _oldest_arrival(self) -> int:
+        return min(q[0].arrival_ns for q in self._levels if q)
+
+    def wake_at(self) -> int | None:
+        """When the decision of :meth:`next_batch` or :meth:`expire` may change without a new push."""
+        if self._live == 0:
+            return None
+        times: list[int] = []
+        if self.delay_ns:
+            for queue in self._levels:
+                while queue and queue[0].done:
+                    queue.popleft()
+            times.append(self._oldest_arrival() + self.delay_ns)
+        heap = self._deadlines
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        if heap:
+            times.append(heap[0][0])
+        return min(times) if times else None
+
+    def drain_all(self) -> list[Pending[T]]:
+        """Remove and return every queued request (engine closing)."""
+        out = [p for p in self._walk()]
+        for pending in out:
+            pending.done = True
+        for queue in self._levels:
+            queue.clear()
+        self._deadlines.clear()
+        self._live = 0
+        return out
+
+
+Execute = Callable[[list[Pending[T]]], None]
+Reject = Callable[[Pending[T], Exception], None]
+
+
+class DynamicBatcher(Generic[T]):
+    """Runs :class:`BatchQueue` with one worker thread that calls ``execute(batch)``.
+
+    ``execute`` runs on the worker thread; a new batch is formed only after it returns.
+    ``reject(pending, error)`` is called (on the worker, or on the caller for :meth:`close`) for
+    requests that expire in the queue or are dropped on close. ``on_idle`` is signalled through
+    :meth:`wait_idle`.
+    """
+
+    def __init__(self, config: Batching, execute: Execute[T], reject: Reject[T], name: str = "batcher") -> None:
+        self.queue: BatchQueue[T] = BatchQueue(config)
+        self._execute = execute
+        self._reject = reject
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = False
+        self._idle = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, item: T, size: int, key: Hashable = None, priority: int = 0, timeout_us: int | None = None
+    ) -> Pending[T]:
+        """Queue one request; raises :class:`QueueFull`, :class:`RequestError` or, after close, ServiceUnavailable."""
+        with self._cond:
+            if self._stopping:
+                raise ServiceUnavailable("engine is closing")
+            pending = self.queue.push(item, size, time.monotonic_ns(), key, priority, timeout_us)
+            if self._idle:  # a busy worker looks at the queue when its batch is done: no wake-up needed
+                self._cond.notify_all()
+        return pending
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            batch: list[Pending[T]] | None = None
+            with cond:
+                while True:
+                    if self._stopping:
+                        return
+                    now = time.monotonic_ns()
+                    expired = self.queue.expire(now)
+                    if expired:
+                        break
+                    batch = self.queue.next_batch(now)
+                    if batch is not None:
+                        break
+                    wake = self.queue.wake_at()
+                    if not self.queue:
+                        cond.notify_all()  # idle: wake drain waiters
+                    self._idle = True
+                    cond.wait(None if wake is None else max(0.0, (wake - now) / 1e9))
+                    self._idle = False
+                if not expired:
+                    self._busy = True
+            if expired:
+                for pending in expired:
+                    self._reject(pending, QueueTimeout("request timed out in the queue"))
+                continue
+            if batch is None:
+                continue
+            try:
+                self._execute(batch)
+            finally:
+                with cond:
+                    self._busy = False
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the queue is empty and no batch is executing; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self.queue or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining if remaining is None else min(remaining, 0.05))
+        return True
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self.queue)
+
+    def close(self) -> None:
+        """Stop the worker (after the batch in flight) and reject what is still queued."""
+        with self._cond:
+            self._stopping = True
+            dropped = self.queue.drain_all()
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        for pending in dropped:
+            self._reject(pending, ServiceUnavailable("engine is closing"))
+
+
+__all__ = ["BatchQueue", "DynamicBatcher", "Pending", "QueueFull", "QueueTimeout"]

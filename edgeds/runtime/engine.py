@@ -1,0 +1,480 @@
+"""Engine = backend + buffer pool + dynamic batcher + statistics.
+
+Lifecycle: ``Engine(...)`` is free; :meth:`Engine.start` opens the backend, allocates the pool
+(one input set per bucket), runs one warm-up batch per bucket and starts the batcher's worker.
+:meth:`Engine.drain` stops accepting (``submit`` raises :class:`EngineDraining`), lets every
+queued and in-flight request finish, then closes. :meth:`Engine.close` rejects what is queued.
+
+Request path: :meth:`Engine.submit` validates the inputs (names, dtype, non-batch shape, batch
+size; :class:`~edgeds.errors.RequestError` otherwise) and queues them *without copying*: the
+caller must not modify its arrays until the request completes. The worker copies each request's
+rows straight into the bucket's pooled input, runs the backend, copies the used output rows into
+a pooled :class:`~edgeds.runtime.buffers.OutputSlot` and gives every request a view of its rows.
+``InferRequest.outputs`` are those views: call :meth:`InferRequest.release` once they have been
+serialized (or use :meth:`Engine.infer`, which returns copies). An unreleased request is
+released when it is garbage-collected.
+
+Zero-downtime swap (used by the server and the agent): start the new engine, point new traffic at
+it, then ``old.drain()``; requests already submitted to the old engine finish there. See
+:meth:`edgeds.runtime.server.InferenceServer.swap_model`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from _thread import allocate_lock as _allocate_lock
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..backends.base import Backend, BackendOptions, IOSpec, TensorSpec
+from ..config import Batching
+from ..errors import EdgedsError, InferenceError, RequestError, ServiceUnavailable
+from .batcher import DynamicBatcher, Pending, QueueFull, QueueTimeout
+from .buffers import BufferPool, OutputSlot, StagingBackend
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
+
+
+_THREAD_OPTION = {"onnxruntime": "intra_op_num_threads", "openvino": "inference_num_threads", "litert": "num_threads"}
+
+
+def thread_options(backend: str, threads: int | None) -> dict[str, Any]:
+    """The backend option that sets its CPU thread count (empty when None or not applicable)."""
+    key = _THREAD_OPTION.get(backend)
+    return {key: threads} if key and threads else {}
+
+
+class EngineDraining(ServiceUnavailable):
+    """The engine is draining or closed: the caller should use the engine that replaced it."""
+
+
+class InferRequest:
+    """One request in flight. ``outputs`` are views into a pooled slot until :meth:`release`."""
+
+    __slots__ = (
+        "__weakref__",
+        "_callback",
+        "_event",
+        "_released",
+        "_slot",
+        "batch",
+        "error",
+        "inputs",
+        "outputs",
+        "seq",
+    )
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        batch: int,
+        callback: Callable[[InferRequest], None] | None,
+    ) -> None:
+        self.inputs = inputs
+        self.batch = batch
+        self.outputs: dict[str, np.ndarray] = {}
+        self.error: Exception | None = None
+        self.seq = -1
+        self._slot: OutputSlot | None = None
+        self._released = False
+        self._callback = callback
+        # a bare lock held until completion: cheaper than an Event (no Condition per wait)
+        self._event: Any = None
+        if callback is None:
+            self._event = _allocate_lock()
+            self._event.acquire()
+
+    def _finish(self) -> None:
+        if self._callback is not None:
+            self._callback(self)
+        elif self._event is not None:
+            self._event.release()
+
+    def wait(self, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Block until done (once); the output views, or raise the request's error."""
+        if self._event is None:
+            raise RuntimeError("wait() on a request submitted with a callback")
+        if not self._event.acquire(timeout=-1 if timeout is None else timeout):
+            raise ServiceUnavailable("timed out waiting for the engine")
+        self._event.release()
+        if self.error is not None:
+            raise self.error
+        return self.outputs
+
+    def release(self) -> None:
+        """Give the output views back to the pool. Idempotent."""
+        if not self._released:
+            self._released = True
+            slot, self._slot = self._slot, None
+            self.outputs = {}
+            if slot is not None:
+                slot.release()
+
+    def __del__(self) -> None:
+        if not self._released and self._slot is not None:
+            self.release()
+
+
+@dataclass
+class EngineStats:
+    """Cumulative counters (Triton's): request-level times summed per request, in µs."""
+
+    success: int = 0
+    failure: int = 0
+    inference_count: int = 0  # samples
+    execution_count: int = 0  # batches
+    queue_us: float = 0.0
+    compute_input_us: float = 0.0
+    compute_infer_us: float = 0.0
+    compute_output_us: float = 0.0
+    last_inference_ms: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # samples per execution -> executions
+    buckets: dict[int, int] = field(default_factory=dict)  # bucket used -> executions
+    rejected_queue_full: int = 0
+    rejected_timeout: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.inference_count / self.execution_count if self.execution_count else 0.0
+
+
+class Engine:
+    """A served model. Construct from (backend, artifact, options, batching) or :meth:`from_bundle`."""
+
+    def __init__(
+        self,
+        backend: str | Backend,
+        artifact: Path | str,
+        *,
+        options: BackendOptions | Mapping[str, Any] | None = None,
+        batching: Batching | None = None,
+        name: str = "model",
+        version: str = "1",
+        labels: tuple[str, ...] = (),
+        warmup: bool = True,
+    ) -> None:
+        if isinstance(backend, str):
+            from .. import backends
+
+            backend = backends.create(backend, dict(options) if isinstance(options, Mapping) else options)
+        self.backend = backend
+        self.artifact = Path(artifact)
+        self.batching = batching or Batching()
+        self.name = name
+        self.version = version
+        self.labels = labels
+        self._warmup = warmup
+        self._state = "new"  # new -> ready -> draining -> closed
+        self._lock = threading.Lock()
+        self._admit = threading.Lock()
+        self._stats = EngineStats()
+        self._order_lock = threading.Lock()
+        self._ordered: dict[int, InferRequest] = {}
+        self._next_seq = 0
+        self.io: IOSpec | None = None
+        self.pool: BufferPool | None = None
+        self._batcher: DynamicBatcher[InferRequest] | None = None
+        self._inputs: dict[str, TensorSpec] = {}
+        self._dtypes: dict[str, np.dtype[Any]] = {}
+        self.first_inference_s: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        batching: Batching | None = None,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Engine:
+        """An engine for a loaded bundle: backend, options, artifact and batching from its manifest.
+
+        ``options`` are merged over the manifest's ``backend_options`` (e.g. thread counts);
+        ``batching`` replaces the manifest's batching. The engine is not started. Name, version
+        and labels default to the manifest's model name, bundle version and labels.
+        """
+        manifest = bundle.manifest
+        if batching is None:
+            raw = dict(manifest.batching or {})
+            batching = Batching.model_validate({k: v for k, v in raw.items() if k in Batching.model_fields})
+        kwargs.setdefault("name", manifest.model.name)
+        kwargs.setdefault("version", str(manifest.version))
+        kwargs.setdefault("labels", tuple(manifest.labels or ()))
+        merged = dict(manifest.backend_options or {})
+        if manifest.device and manifest.backend == "openvino":
+            merged.setdefault("device", manifest.device)
+        merged.update(options or {})
+        return cls(manifest.backend, bundle.artifact_path, options=merged, batching=batching, **kwargs)
+
+    @property
+    def ready(self) -> bool:
+        return self._state == "ready"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def start(self) -> Engine:
+        """Open the backend, allocate the pool, warm every bucket, start the batcher."""
+        if self._state != "new":
+            raise EdgedsError(f"engine already {self._state}")
+        buckets = self.batching.bucket_sizes()
+        started = time.perf_counter()
+        self.io = self.backend.open(self.artifact, buckets)
+        try:
+            self._inputs = {spec.name: spec for spec in self.io.inputs}
+            self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
+            staging = self.backend if isinstance(self.backend, StagingBackend) else None
+            self.pool = BufferPool(self.io.inputs, buckets, staging)
+            if self._warmup:
+                for bucket in self.pool.buckets:
+                    self.backend.infer(self.pool.inputs(bucket))
+        except BaseException:
+            self.backend.close()
+            raise
+        # open + the first inference of every bucket (seconds)
+        self.first_inference_s = time.perf_counter() - started
+        self._batcher = DynamicBatcher(self.batching, self._execute, self._reject, name=f"engine-{self.name}")
+        self._state = "ready"
+        return self
+
+    def __enter__(self) -> Engine:
+        if self._state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Stop accepting, finish queued and in-flight requests, then close. False if it timed out."""
+        with self._admit, self._lock:
+            if self._state in ("closed", "new"):
+                self._state = "closed"
+                return True
+            self._state = "draining"
+        assert self._batcher is not None
+        finished = self._batcher.wait_idle(timeout)
+        self.close()
+        return finished
+
+    def close(self) -> None:
+        """Reject what is queued, stop the worker, release the backend. Idempotent."""
+        with self._lock:
+            if self._state == "closed" and self._batcher is None:
+                return
+            self._state = "closed"
+            batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
+        self.backend.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """Check ``inputs`` against the model; return the batch size. Raises RequestError."""
+        if self.io is None:
+            raise ServiceUnavailable("engine not started")
+        specs = self._inputs
+        if len(inputs) != len(specs) or any(name not in specs for name in inputs):
+            unknown = sorted(set(inputs) - set(specs))
+            missing = sorted(set(specs) - set(inputs))
+            what = f"unknown input(s) {unknown}" if unknown else f"missing input(s) {missing}"
+            raise RequestError(f"{what}; the model takes {sorted(specs)}")
+        batch = -1
+        for name, array in inputs.items():
+            spec = specs[name]
+            if not isinstance(array, np.ndarray):
+                raise RequestError(f"input {name!r} is not an array")
+            if array.dtype != self._dtypes[name]:
+                raise RequestError(f"input {name!r} has dtype {array.dtype}, the model takes {spec.dtype}")
+            if array.ndim != len(spec.shape) or any(
+                want >= 0 and got != want for got, want in zip(array.shape[1:], spec.shape[1:], strict=True)
+            ):
+                raise RequestError(
+                    f"input {name!r} has shape {list(array.shape)}, the model takes "
+                    f"{[d if d >= 0 else -1 for d in spec.shape]}"
+                )
+            if batch not in (-1, array.shape[0]):
+                raise RequestError("inputs disagree on the batch size")
+            batch = array.shape[0]
+        if batch < 1 or batch > self.batching.max_batch_size:
+            raise RequestError(f"batch size {batch} is outside 1..{self.batching.max_batch_size}")
+        return batch
+
+    def submit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        priority: int = 0,
+        timeout_us: int | None = None,
+        callback: Callable[[InferRequest], None] | None = None,
+    ) -> InferRequest:
+        """Validate and queue one request (arrays are read later, not copied now).
+
+        ``callback(request)`` runs on the engine's worker thread when it completes; without one,
+        use :meth:`InferRequest.wait`. Raises RequestError (400), QueueFull / EngineDraining (503).
+        """
+        if self._state != "ready":
+            raise EngineDraining(f"model {self.name!r} is {self._state}")
+        try:
+            batch = self.validate(inputs)
+        except RequestError:
+            with self._lock:
+                self._stats.failure += 1
+            raise
+        request = InferRequest(inputs, batch, callback)
+        try:
+            # admission and the draining flag are ordered: a request is either refused with
+            # EngineDraining (the caller retries on the replacement) or queued before drain waits
+            with self._admit:
+                batcher = self._batcher
+                if self._state != "ready" or batcher is None:
+                    raise EngineDraining(f"model {self.name!r} is {self._state}")
+                pending = batcher.submit(request, batch, None, priority, timeout_us)
+        except EngineDraining:
+            raise
+        except ServiceUnavailable as exc:
+            with self._lock:
+                self._stats.failure += 1
+                if isinstance(exc, QueueFull):
+                    self._stats.rejected_queue_full += 1
+            if not isinstance(exc, QueueFull):  # the batcher is closing
+                raise EngineDraining(str(exc)) from exc
+            raise
+        except RequestError:
+            with self._lock:
+                self._stats.failure += 1
+            raise
+        request.seq = pending.seq
+        return request
+
+    def infer(
+        self, inputs: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Submit, wait, and return *copies* of the outputs (convenience; allocates)."""
+        request = self.submit(inputs, priority=priority, timeout_us=timeout_us)
+        try:
+            views = request.wait()
+            return {name: np.array(view) for name, view in views.items()}
+        finally:
+            request.release()
+
+    # ------------------------------------------------------------------ worker
+
+    def _execute(self, batch: list[Pending[InferRequest]]) -> None:
+        pool, backend = self.pool, self.backend
+        assert pool is not None
+        t0 = time.monotonic_ns()
+        rows = 0
+        for pending in batch:
+            rows += pending.size
+        bucket = pool.bucket_for(rows)
+        buffers = pool.inputs(bucket)
+        offset = 0
+        for pending in batch:
+            request = pending.item
+            end = offset + pending.size
+            for name, array in request.inputs.items():
+                buffers[name][offset:end] = array
+            offset = end
+        t1 = time.monotonic_ns()
+        try:
+            outputs = backend.infer(buffers)
+        except Exception as exc:  # a backend failure fails this batch, not the engine
+            error = exc if isinstance(exc, EdgedsError) else InferenceError(f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self._stats.failure += len(batch)
+            for pending in batch:
+                pending.item.error = error
+                pending.item.inputs = {}
+                self._publish(pending.item)
+            return
+        t2 = time.monotonic_ns()
+        slot = pool.acquire(bucket, outputs)
+        for name, array in outputs.items():
+            slot.outputs[name][:rows] = array[:rows]
+        slot.lease(len(batch))
+        offset = 0
+        for pending in batch:
+            request = pending.item
+            end = offset + pending.size
+            request.outputs = {name: array[offset:end] for name, array in slot.outputs.items()}
+            request._slot = slot
+            request.inputs = {}
+            offset = end
+        t3 = time.monotonic_ns()
+        n = len(batch)
+        with self._lock:
+            stats = self._stats
+            stats.success += n
+            stats.inference_count += rows
+            stats.execution_count += 1
+            for pending in batch:
+                stats.queue_us += (t0 - pending.arrival_ns) / 1000.0 if pending.arrival_ns else 0.0
+            stats.compute_input_us += n * (t1 - t0) / 1000.0
+            stats.compute_infer_us += n * (t2 - t1) / 1000.0
+            stats.compute_output_us += n * (t3 - t2) / 1000.0
+            stats.last_inference_ms = int(time.time() * 1000)
+            stats.batch_sizes[rows] = stats.batch_sizes.get(rows, 0) + 1
+            stats.buckets[bucket] = stats.buckets.get(bucket, 0) + 1
+        for pending in batch:
+            self._publish(pending.item)
+
+    def _reject(self, pending: Pending[InferRequest], error: Exception) -> None:
+        with self._lock:
+            self._stats.failure += 1
+            if isinstance(error, QueueTimeout):
+                self._stats.rejected_timeout += 1
+        pending.item.error = error
+        pending.item.inputs = {}
+        self._publish(pending.item)
+
+    def _publish(self, request: InferRequest) -> None:
+        if not self.batching.preserve_ordering:
+            request._finish()
+            return
+        ready: list[InferRequest] = []
+        with self._order_lock:
+            self._ordered[request.seq] = request
+            while self._next_seq in self._ordered:
+                ready.append(self._ordered.pop(self._next_seq))
+                self._next_seq += 1
+        for item in ready:
+            item._finish()
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the cumulative statistics."""
+        with self._lock:
+            s = self._stats
+            return EngineStats(
+                s.success,
+                s.failure,
+                s.inference_count,
+                s.execution_count,
+                s.queue_us,
+                s.compute_input_us,
+                s.compute_infer_us,
+                s.compute_output_us,
+                s.last_inference_ms,
+                dict(s.batch_sizes),
+                dict(s.buckets),
+                s.rejected_queue_full,
+                s.rejected_timeout,
+            )
+
+    def queue_depth(self) -> int:
+        batcher = self._batcher
+        return batcher.depth() if batcher is not None else 0
+
+
+__all__ = ["Engine", "EngineDraining", "EngineStats", "InferRequest", "thread_options"]

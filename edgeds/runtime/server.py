@@ -1,0 +1,970 @@
+"""Open Inference Protocol (KServe v2) over HTTP/1.1, plus Triton's config/stats and Prometheus.
+
+Standard library only (asyncio streams + json + numpy): one event-loop thread parses requests,
+validates them through the engine and awaits the engine's completion; the engine's worker
+thread runs the batches. Loopback (127.0.0.1) by default.
+
+Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}``,
+``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``/v2/models/stats``,
+``/metrics``; ``POST /v2/models/{m}/infer`` (``/versions/{v}/`` accepted everywhere), JSON or the
+binary tensor extension (``Inference-Header-Content-Length``, ``binary_data_size``, binary outputs
+with ``binary_data`` / ``binary_data_output``).
+
+Errors are non-200 with ``{"error": "..."}``: 400 for a bad request (unknown model / input /
+output, wrong shape or dtype, malformed JSON or binary header, body over ``max_body_bytes``),
+503 when the queue is full, a request times out or the model is being replaced, 404 for an
+unknown path. The connection stays usable after a 400 whenever the body could be read.
+
+Responses are serialized straight from the engine's output views, which are released right
+after. Model replacement without downtime: :meth:`InferenceServer.swap_model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import EdgedsError, RequestError, ServiceUnavailable
+from .engine import Engine, EngineDraining, InferRequest
+
+_loads: Callable[[bytes | memoryview], Any]
+_dumps: Callable[[Any], bytes]
+try:  # a JSON body of one 160x160 image is ~1.5 MB of text: orjson parses it ~2-3x faster
+    from orjson import dumps as _dumps
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a dependency; stdlib fallback
+
+    def _loads(data: bytes | memoryview) -> Any:
+        return json.loads(bytes(data))
+
+    def _dumps(data: Any) -> bytes:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+_DISCARD_LIMIT = 1024 * 1024 * 1024
+_HEADER_LIMIT = 64 * 1024
+_INITIAL_BUFFER = 64 * 1024
+_BUFFER_POOL = 32  # idle connection buffers kept for reuse
+
+OIP_TO_NUMPY: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
+NUMPY_TO_OIP = {v: k for k, v in OIP_TO_NUMPY.items()}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required"}
+_REASONS[500] = "Internal Server Error"
+_REASONS[503] = "Service Unavailable"
+
+
+class HttpError(Exception):
+    """An error answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SwapReport:
+    """Outcome of :meth:`InferenceServer.swap_model` (times in seconds)."""
+
+    model: str
+    old_version: str | None
+    new_version: str
+    drained: bool
+    drain_s: float
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    header_length: int | None = None
+
+
+def _json_response(status: int, payload: Any) -> _Response:
+    return _Response(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _error(status: int, message: str) -> _Response:
+    return _json_response(status, {"error": message})
+
+
+def oip_datatype(dtype: str) -> str:
+    """KServe v2 datatype of a numpy dtype name (``float32`` -> ``FP32``)."""
+    return NUMPY_TO_OIP.get(dtype, "BYTES")
+
+
+class InferenceServer:
+    """Serves started :class:`Engine` objects, keyed by ``engine.name``.
+
+    Run it with :meth:`start` (background thread; returns once listening) or
+    :meth:`serve_forever` (blocks until SIGINT/SIGTERM or :meth:`stop`). The server does not own
+    the engines' lifetime unless ``close_engines`` is passed to :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        engines: Engine | Iterable[Engine],
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+        name: str = "edgeds",
+        switch_interval_s: float | None = 0.0005,
+    ) -> None:
+        engines = [engines] if isinstance(engines, Engine) else list(engines)
+        self._models: dict[str, Engine] = {e.name: e for e in engines}
+        self.host = host
+        self.port = port
+        self.max_body_bytes = max_body_bytes
+        self.name = name
+        self.switch_interval_s = switch_interval_s
+        self._completions: list[
+            tuple[InferRequest, Engine, Any, list[tuple[str, bool]], Callable[[_Response], None]]
+        ] = []
+        self._completions_lock = threading.Lock()
+        self._wake_pending = False
+        self._free_buffers: list[bytearray] = []  # loop thread only
+        self._swap_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped: asyncio.Event | None = None
+        self._start_error: BaseException | None = None
+        self._started_at = time.time()
+
+    # ------------------------------------------------------------------ models
+
+    @property
+    def models(self) -> Mapping[str, Engine]:
+        return self._models
+
+    def add_model(self, engine: Engine) -> None:
+        """Serve a started engine under ``engine.name`` (replaces nothing; see :meth:`swap_model`)."""
+        with self._swap_lock:
+            if engine.name in self._models:
+                raise EdgedsError(f"model {engine.name!r} is already served; use swap_model")
+            self._models = {**self._models, engine.name: engine}
+
+    def remove_model(self, name: str, drain_timeout_s: float = 30.0) -> bool:
+        """Stop routing to ``name`` and drain it (in-flight requests finish). True if drained in time."""
+        with self._swap_lock:
+            old = self._models.get(name)
+            self._models = {k: v for k, v in self._models.items() if k != name}
+        return old.drain(drain_timeout_s) if old is not None else True
+
+    def swap_model(self, new: Engine, drain_timeout_s: float = 30.0) -> SwapReport:
+        """Zero-downtime replacement: route ``new.name`` to ``new`` (already started), then drain the old.
+
+        New requests go to ``new`` from the moment of the swap; requests already queued or running
+        on the old engine finish there (a request that raced into the old engine while it began
+        draining is retried on ``new``). Blocks the caller until the old engine is drained and
+        closed. For memory-constrained devices, call :meth:`remove_model` first and
+        :meth:`add_model` after (the gap is the caller's to report).
+        """
+        if not new.ready:
+            raise EdgedsError(f"swap_model needs a started engine (new engine is {new.state})")
+        with self._swap_lock:
+            old = self._models.get(new.name)
+            self._models = {**self._models, new.name: new}
+        started = time.perf_counter()
+        drained = old.drain(drain_timeout_s) if old is not None and old is not new else True
+        return SwapReport(
+            new.name, old.version if old is not None else None, new.version, drained, time.perf_counter() - started
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> InferenceServer:
+        """Listen on a background thread; returns once the socket is bound (``self.port`` is set).
+
+        Lowers the interpreter's GIL switch interval to ``switch_interval_s`` (when smaller than the
+        current one): the engine's worker must get the GIL back as soon as a batch finishes, not
+        after the event loop's 5 ms default slice.
+        """
+        if self.switch_interval_s and sys.getswitchinterval() > self.switch_interval_s:
+            sys.setswitchinterval(self.switch_interval_s)
+        # everything loaded so far (libraries, models) is long-lived: keep it out of the GC's scans,
+        # which otherwise walk hundreds of thousands of objects every few thousand requests
+        gc.collect()
+        gc.freeze()
+        self._thread = threading.Thread(target=self._thread_main, name="oip-server", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise EdgedsError(f"cannot listen on {self.host}:{self.port}: {self._start_error}")
+        return self
+
+    def _thread_main(self) -> None:
+        with contextlib.suppress(BaseException):
+            asyncio.run(self._main())
+        self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        try:
+            self._server = await self._loop.create_server(
+                lambda: _Connection(self), self.host, self.port, reuse_address=True
+            )
+        except OSError as exc:
+            self._start_error = exc
+            self._ready.set()
+            raise
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        self._ready.set()
+        async with self._server:
+            await self._stopped.wait()
+
+    def serve_forever(self) -> None:
+        """Start (unless started) and block until SIGINT/SIGTERM or :meth:`stop`."""
+        if self._thread is None:
+            self.start()
+        done = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: done.set())
+        while not done.is_set() and self._thread is not None and self._thread.is_alive():
+            done.wait(0.5)
+        self.stop()
+
+    def stop(self, close_engines: bool = False, drain_timeout_s: float = 10.0) -> None:
+        """Stop listening; optionally drain and close the engines."""
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopped.set)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if close_engines:
+            for engine in list(self._models.values()):
+                engine.drain(drain_timeout_s)
+
+    def _take_buffer(self) -> bytearray:
+        """A connection buffer: a recycled one (already grown to the usual request size) or a new one."""
+        pool = self._free_buffers
+        return pool.pop() if pool else bytearray(_INITIAL_BUFFER)
+
+    def _give_buffer(self, buf: bytearray) -> None:
+        # recycling keeps RSS flat when clients reconnect (no malloc churn of body-sized buffers)
+        if len(self._free_buffers) < _BUFFER_POOL and len(buf) <= 2 * self.max_body_bytes + _INITIAL_BUFFER:
+            self._free_buffers.append(buf)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # ------------------------------------------------------------------ HTTP
+
+    # ------------------------------------------------------------------ routing
+
+    async def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview) -> _Response:
+        path = target.split("?", 1)[0].rstrip("/") or "/"
+        parts = path.split("/")[1:]
+        try:
+            if parts[:1] == ["v2"] and len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
+                name = parts[2]
+                rest = parts[3:]
+                version = None
+                if rest[:1] == ["versions"] and len(rest) >= 2:
+                    version, rest = rest[1], rest[2:]
+                action = rest[0] if rest else ""
+                if len(rest) > 1:
+                    raise HttpError(404, f"not found: {path}")
+                if action == "infer":  # POST infer takes the fast path in _Connection
+                    raise HttpError(405, "use POST for infer")
+                if method != "GET":
+                    raise HttpError(405, f"use GET for {path}")
+                engine = self._engine(name, version)
+                if action == "":
+                    return _json_response(200, self._metadata(engine))
+                if action == "ready":
+                    return _json_response(200 if engine.ready else 400, {"ready": engine.ready})
+                if action == "config":
+                    return _json_response(200, self._config(engine))
+                if action == "stats":
+                    return _json_response(200, {"model_stats": [self._model_stats(engine)]})
+                raise HttpError(404, f"not found: {path}")
+            if method != "GET":
+                raise HttpError(405, f"use GET for {path}")
+            if path == "/v2/health/live":
+                return _json_response(200, {"live": True})
+            if path == "/v2/health/ready":
+                ready = bool(self._models) and all(e.ready for e in self._models.values())
+                return _json_response(200 if ready else 400, {"ready": ready})
+            if path == "/v2":
+                return _json_response(
+                    200,
+                    {
+                        "name": self.name,
+                        "version": __version__,
+                        "extensions": ["binary_tensor_data", "statistics", "model_configuration"],
+                    },
+                )
+            if path == "/v2/models/stats":
+                return _json_response(200, {"model_stats": [self._model_stats(e) for e in self._models.values()]})
+            if path == "/metrics":
+                return _Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            raise HttpError(404, f"not found: {path}")
+        except HttpError as exc:
+            return _error(exc.status, str(exc))
+        except RequestError as exc:
+            return _error(400, str(exc))
+        except ServiceUnavailable as exc:
+            return _error(503, str(exc))
+        except Exception as exc:  # the server keeps serving whatever one request does
+            return _error(500, f"{type(exc).__name__}: {exc}")
+
+    def _engine(self, name: str, version: str | None) -> Engine:
+        engine = self._models.get(name)
+        if engine is None:
+            raise HttpError(400, f"unknown model {name!r} (served: {sorted(self._models)})")
+        if version not in (None, "", engine.version):
+            raise HttpError(400, f"unknown version {version!r} of model {name!r} (served: {engine.version!r})")
+        return engine
+
+    # ------------------------------------------------------------------ infer
+
+    def _infer(
+        self,
+        name: str,
+        version: str | None,
+        headers: dict[str, str],
+        body: bytes | memoryview,
+        finish: Callable[[_Response], None],
+    ) -> None:
+        """Parse, validate and queue one infer request; ``finish(response)`` runs on the loop thread.
+
+        Raises HttpError / RequestError / ServiceUnavailable for a request refused before queueing.
+        Completions from the engine's worker are handed to the loop in bulk: one wake-up per
+        batch, not one per request.
+        """
+        engine = self._engine(name, version)
+        if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+            raise HttpError(400, f"unsupported Content-Encoding {headers['content-encoding']!r}")
+        request, inputs = _parse_infer(body, headers.get("inference-header-content-length"))
+        params = request.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise HttpError(400, "'parameters' must be an object")
+        wanted = _requested_outputs(request, engine, bool(params.get("binary_data_output", False)))
+        priority = _int_param(params, "priority") or 0
+        timeout_us = _int_param(params, "timeout")
+        request_id = request.get("id")
+        for _ in range(3):
+            target = engine
+
+            def done(req: InferRequest, target: Engine = target) -> None:  # on the engine's worker
+                self._complete(req, target, request_id, wanted, finish)
+
+            try:
+                engine.submit(inputs, priority=priority, timeout_us=timeout_us, callback=done)
+                return
+            except EngineDraining:
+                replacement = self._models.get(name)
+                if replacement is None or replacement is engine:
+                    raise
+                engine = replacement
+
+    def _complete(
+        self,
+        req: InferRequest,
+        engine: Engine,
+        request_id: Any,
+        wanted: list[tuple[str, bool]],
+        finish: Callable[[_Response], None],
+    ) -> None:
+        loop = self._loop
+        with self._completions_lock:
+            self._completions.append((req, engine, request_id, wanted, finish))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
+                loop.call_soon_threadsafe(self._drain_completions)
+
+    def _drain_completions(self) -> None:
+        with self._completions_lock:
+            items = list(self._completions)
+            self._completions.clear()
+            self._wake_pending = False
+        for req, engine, request_id, wanted, finish in items:
+            try:
+                if req.error is None:
+                    response = _infer_response(engine, request_id, req.outputs, wanted)
+                elif isinstance(req.error, RequestError):
+                    response = _error(400, str(req.error))
+                elif isinstance(req.error, ServiceUnavailable):
+                    response = _error(503, str(req.error))
+                else:
+                    response = _error(500, f"{type(req.error).__name__}: {req.error}")
+            except Exception as exc:
+                response = _error(500, f"{type(exc).__name__}: {exc}")
+            finally:
+                req.release()  # the views were serialized into the response (or not needed)
+            finish(response)
+
+    def _start_infer(
+        self, path: str, headers: dict[str, str], body: memoryview, finish: Callable[[_Response], None]
+    ) -> bool:
+        """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
+        parts = path.split("?", 1)[0].rstrip("/").split("/")
+        if len(parts) == 5 and parts[4] == "infer":
+            version = None
+        elif len(parts) == 7 and parts[4] == "versions" and parts[6] == "infer":
+            version = parts[5]
+        else:
+            return False
+        if parts[1] != "v2" or parts[2] != "models" or parts[3] == "stats":
+            return False
+        try:
+            self._infer(parts[3], version, headers, body, finish)
+        except HttpError as exc:
+            finish(_error(exc.status, str(exc)))
+        except RequestError as exc:
+            finish(_error(400, str(exc)))
+        except ServiceUnavailable as exc:
+            finish(_error(503, str(exc)))
+        except Exception as exc:  # the server keeps serving whatever one request does
+            finish(_error(500, f"{type(exc).__name__}: {exc}"))
+        return True
+
+    # ------------------------------------------------------------------ metadata
+
+    def _metadata(self, engine: Engine) -> dict[str, Any]:
+        io = engine.io
+        assert io is not None
+
+        def tensor(spec: Any) -> dict[str, Any]:
+            shape = [-1, *[d if d >= 0 else -1 for d in spec.shape[1:]]]
+            return {"name": spec.name, "datatype": oip_datatype(spec.dtype), "shape": shape}
+
+        return {
+            "name": engine.name,
+            "versions": [engine.version],
+            "platform": f"edgeds_{engine.backend.name}",
+            "inputs": [tensor(s) for s in io.inputs],
+            "outputs": [tensor(s) for s in io.outputs],
+        }
+
+    def _config(self, engine: Engine) -> dict[str, Any]:
+        io = engine.io
+        assert io is not None
+        b = engine.batching
+
+        def tensor(spec: Any) -> dict[str, Any]:
+            return {
+                "name": spec.name,
+                "data_type": f"TYPE_{oip_datatype(spec.dtype)}",
+                "dims": [d if d >= 0 else -1 for d in spec.shape[1:]],
+            }
+
+        dynamic: dict[str, Any] = {
+            "preferred_batch_size": list(b.preferred_batch_sizes),
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+            "preserve_ordering": b.preserve_ordering,
+            "priority_levels": b.priority_levels,
+            "default_priority_level": b.priority_levels,
+            "default_queue_policy": {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": b.default_timeout_us or 0,
+                "allow_timeout_override": True,
+                "max_queue_size": b.max_queue_size,
+            },
+        }
+        return {
+            "name": engine.name,
+            "platform": f"edgeds_{engine.backend.name}",
+            "backend": engine.backend.name,
+            "version_policy": {"specific": {"versions": [engine.version]}},
+            "max_batch_size": b.max_batch_size,
+            "input": [tensor(s) for s in io.inputs],
+            "output": [tensor(s) for s in io.outputs],
+            "dynamic_batching": dynamic,
+            "instance_group": [{"name": engine.name, "kind": "KIND_CPU", "count": 1}],
+            "parameters": {"buckets": {"string_value": ",".join(str(s) for s in b.bucket_sizes())}},
+        }
+
+    def _model_stats(self, engine: Engine) -> dict[str, Any]:
+        s = engine.stats()
+
+        def dur(count: int, us: float) -> dict[str, Any]:
+            return {"count": count, "ns": int(us * 1000), "us": round(us, 3)}
+
+        return {
+            "name": engine.name,
+            "version": engine.version,
+            "last_inference": s.last_inference_ms,
+            "inference_count": s.inference_count,
+            "execution_count": s.execution_count,
+            "inference_stats": {
+                "success": dur(s.success, s.queue_us + s.compute_input_us + s.compute_infer_us + s.compute_output_us),
+                "fail": dur(s.failure, 0.0),
+                "queue": dur(s.success, s.queue_us),
+                "compute_input": dur(s.success, s.compute_input_us),
+                "compute_infer": dur(s.success, s.compute_infer_us),
+                "compute_output": dur(s.success, s.compute_output_us),
+            },
+            "batch_stats": [{"batch_size": size, "count": count} for size, count in sorted(s.batch_sizes.items())],
+            "rejected": {"queue_full": s.rejected_queue_full, "timeout": s.rejected_timeout},
+            "queue_depth": engine.queue_depth(),
+        }
+
+    def _metrics(self) -> str:
+        lines: list[str] = []
+
+        def family(metric: str, kind: str, help_text: str, values: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {metric} {help_text}")
+            lines.append(f"# TYPE {metric} {kind}")
+            lines.extend(f"{metric}{{{labels}}} {value:g}" for labels, value in values)
+
+        engines = list(self._models.values())
+        stats = [(f'model="{e.name}",version="{e.version}"', e, e.stats()) for e in engines]
+        family(
+            "nv_inference_request_success", "counter", "Successful requests", [(lb, s.success) for lb, _, s in stats]
+        )
+        family("nv_inference_request_failure", "counter", "Failed requests", [(lb, s.failure) for lb, _, s in stats])
+        family("nv_inference_count", "counter", "Inferences (samples)", [(lb, s.inference_count) for lb, _, s in stats])
+        family(
+            "nv_inference_exec_count",
+            "counter",
+            "Executions (batches)",
+            [(lb, s.execution_count) for lb, _, s in stats],
+        )
+        for key, what in (
+            ("queue_us", "queue"),
+            ("compute_input_us", "compute_input"),
+            ("compute_infer_us", "compute_infer"),
+            ("compute_output_us", "compute_output"),
+        ):
+            family(
+                f"nv_inference_{what}_duration_us",
+                "counter",
+                f"Cumulative {what} time in microseconds",
+                [(lb, getattr(s, key)) for lb, _, s in stats],
+            )
+        family("edgeds_queue_depth", "gauge", "Requests waiting", [(lb, e.queue_depth()) for lb, e, _ in stats])
+        family(
+            "edgeds_model_ready",
+            "gauge",
+            "1 when the model takes requests",
+            [(lb, float(e.ready)) for lb, e, _ in stats],
+        )
+        lines.append("# HELP edgeds_batch_size Samples per execution")
+        lines.append("# TYPE edgeds_batch_size histogram")
+        for lb, e, s in stats:
+            cumulative = 0
+            total = 0
+            for size in e.batching.bucket_sizes():
+                cumulative = sum(c for b, c in s.batch_sizes.items() if b <= size)
+                lines.append(f'edgeds_batch_size_bucket{{{lb},le="{size}"}} {cumulative}')
+            total = sum(b * c for b, c in s.batch_sizes.items())
+            lines.append(f'edgeds_batch_size_bucket{{{lb},le="+Inf"}} {s.execution_count}')
+            lines.append(f"edgeds_batch_size_sum{{{lb}}} {total}")
+            lines.append(f"edgeds_batch_size_count{{{lb}}} {s.execution_count}")
+        family("edgeds_process_resident_memory_bytes", "gauge", "RSS of the server process", [("", _rss_bytes())])
+        family(
+            "edgeds_uptime_seconds", "gauge", "Seconds since the server started", [("", time.time() - self._started_at)]
+        )
+        return "\n".join(lines).replace("{}", "") + "\n"
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One HTTP/1.1 keep-alive connection, parsed in place in a buffer owned by the connection.
+
+    The socket is read with ``recv_into`` straight into ``_buf``; a request body is handed on as a
+    memoryview of it (binary tensors become numpy views of the received bytes, copied once, into
+    the engine's pooled bucket). While a request is in flight nothing is parsed or compacted, so the
+    bytes its views point at cannot be overwritten; the buffer grows only when a larger request arrives, so
+    steady-state traffic allocates nothing per request for the payload.
+    """
+
+    def __init__(self, server: InferenceServer) -> None:
+        self._server = server
+        self._buf = server._take_buffer()
+        self._start = 0  # first unparsed byte
+        self._end = 0  # end of received data
+        self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
+        self._discard = 0  # bytes of an oversized body still to drop
+        self._busy = False
+        self._processing = False
+        self._pending: tuple[str, str, bool, dict[str, str], int] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if not self._busy:  # no request views point into it: the next connection reuses it
+            self._server._give_buffer(self._buf)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._end == len(self._buf):
+            self._make_room(max(_INITIAL_BUFFER, self._need))
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    # -- buffer management
+
+    def _make_room(self, want: int) -> None:
+        """Free space after ``_end``: drop parsed bytes, and grow to hold ``want`` unparsed bytes.
+
+        While a request is in flight its body (before ``_start``) must stay intact, so the unparsed
+        tail then moves to a fresh buffer instead of being compacted in place (clients that wait for
+        the answer before sending again never get here).
+        """
+        used = self._end - self._start
+        size = len(self._buf)
+        if used + _INITIAL_BUFFER // 4 > size or want > size or self._busy:
+            size = max(size * 2, want + _INITIAL_BUFFER // 4)
+        if size != len(self._buf) or self._start:
+            # a new buffer (views of the old one, if any, keep it alive until they are dropped)
+            fresh = bytearray(size) if size != len(self._buf) else self._buf
+            if fresh is self._buf:
+                self._buf[:used] = self._buf[self._start : self._end]
+            else:
+                fresh[:used] = self._buf[self._start : self._end]
+                self._buf = fresh
+            self._start, self._end = 0, used
+
+    # -- parsing
+
+    def _process(self) -> None:
+        if self._processing:  # re-entered from a request answered synchronously: the outer loop goes on
+            return
+        self._processing = True
+        try:
+            self._parse_loop()
+        finally:
+            self._processing = False
+
+    def _parse_loop(self) -> None:
+        transport = self._transport
+        while transport is not None and not self._busy and not transport.is_closing():
+            if self._discard:
+                dropped = min(self._discard, self._end - self._start)
+                self._start += dropped
+                self._discard -= dropped
+                if self._discard:
+                    self._reset_if_empty()
+                    return
+                continue
+            if self._pending is None:
+                if not self._parse_head():
+                    return
+                continue
+            method, target, keep_alive, headers, length = self._pending
+            if self._end - self._start < length:
+                self._need = length
+                return
+            body = memoryview(self._buf)[self._start : self._start + length]
+            self._start += length
+            self._pending = None
+            self._need = 0
+            self._busy = True  # nothing is parsed (or compacted over this body) until it is answered
+            if method == "POST":
+
+                def finish(response: _Response, keep_alive: bool = keep_alive, body: memoryview = body) -> None:
+                    self._finish(response, keep_alive, body)
+
+                if self._server._start_infer(target, headers, body, finish):
+                    continue  # answered already (an error) -> parse on; queued -> _busy ends the loop
+            asyncio.get_running_loop().create_task(self._respond(method, target, keep_alive, headers, body))
+            return
+
+    def _parse_head(self) -> bool:
+        """Parse one request head if complete; False when more bytes are needed (or on close)."""
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n", self._start, self._end)
+        if end < 0:
+            if self._end - self._start > _HEADER_LIMIT:
+                self._reply(_error(400, "request header too large"), keep_alive=False)
+                return False
+            self._reset_if_empty()
+            return False
+        head = bytes(buf[self._start : end + 4])
+        self._start = end + 4
+        try:
+            method, target, keep_alive, headers = _parse_head(head)
+        except HttpError as exc:
+            self._reply(_error(exc.status, str(exc)), keep_alive=False)
+            return False
+        if headers.get("transfer-encoding", "").lower() not in ("", "identity"):
+            self._reply(_error(411, "send the body with a Content-Length (chunked is not supported)"), keep_alive=False)
+            return False
+        raw = headers.get("content-length", "0")
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError(raw)
+        except ValueError:
+            self._reply(_error(400, f"bad Content-Length {raw!r}"), keep_alive=False)
+            return False
+        limit = self._server.max_body_bytes
+        expect = headers.get("expect", "").lower() == "100-continue"
+        if length > limit:
+            message = f"request body of {length} bytes exceeds the limit of {limit} bytes"
+            if expect or length > _DISCARD_LIMIT:
+                self._reply(_error(400, message), keep_alive=False)
+                return False
+            self._discard = length  # read and drop it, then answer, so the client sees the 400
+            self._reply(_error(400, message), keep_alive=keep_alive)
+            return True
+        if expect and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._pending = (method, target, keep_alive, headers, length)
+        return True
+
+    def _reset_if_empty(self) -> None:
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    # -- responses
+
+    async def _respond(
+        self, method: str, target: str, keep_alive: bool, headers: dict[str, str], body: memoryview
+    ) -> None:
+        try:
+            response = await self._server._dispatch(method, target, headers, body)
+        except Exception as exc:  # the connection must survive whatever one request does
+            response = _error(500, f"{type(exc).__name__}: {exc}")
+        self._finish(response, keep_alive, body)
+
+    def _finish(self, response: _Response, keep_alive: bool, body: memoryview) -> None:
+        """Answer the request in flight and go on reading (loop thread)."""
+        with contextlib.suppress(BufferError):  # a view may outlive the request (e.g. in a traceback)
+            body.release()
+        self._busy = False
+        self._reply(response, keep_alive)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._reset_if_empty()
+            self._process()
+
+    def _reply(self, response: _Response, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        status = response.status
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
+        )
+        if response.header_length is not None:
+            head += f"Inference-Header-Content-Length: {response.header_length}\r\n"
+        if not keep_alive:
+            head += "Connection: close\r\n"
+        transport.write(head.encode("latin-1") + b"\r\n" + response.body)
+        if not keep_alive:
+            transport.close()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _parse_head(head: bytes) -> tuple[str, str, bool, dict[str, str]]:
+    try:
+        text = head.decode("latin-1")
+        request_line, *header_lines = text.split("\r\n")
+        method, target, version = request_line.split(" ")
+    except ValueError:
+        raise HttpError(400, "malformed request line") from None
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise HttpError(400, f"malformed header line {line[:80]!r}")
+        headers[key.strip().lower()] = value.strip()
+    connection = headers.get("connection", "").lower()
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    return method, target, keep_alive, headers
+
+
+def _int_param(params: Mapping[str, Any], key: str) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise HttpError(400, f"parameter {key!r} must be a non-negative integer")
+    return value
+
+
+def _parse_infer(body: bytes | memoryview, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Decode an infer request (JSON, or JSON header + binary tensors) into numpy arrays (views of ``body``)."""
+    if header_length is not None:
+        try:
+            json_len = int(header_length)
+        except ValueError:
+            raise HttpError(400, f"malformed Inference-Header-Content-Length {header_length!r}") from None
+        if json_len < 0 or json_len > len(body):
+            raise HttpError(400, f"Inference-Header-Content-Length {json_len} is outside the body of {len(body)} bytes")
+    else:
+        json_len = len(body)
+    try:
+        request = _loads(body[:json_len] if json_len != len(body) else body)
+    except (UnicodeDecodeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise HttpError(400, f"malformed JSON request: {exc}") from None
+    if not isinstance(request, dict):
+        raise HttpError(400, "the request must be a JSON object")
+    specs = request.get("inputs")
+    if not isinstance(specs, list) or not specs:
+        raise HttpError(400, "'inputs' must be a non-empty list")
+    offset = json_len
+    inputs: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise HttpError(400, "each input must be an object")
+        name, shape, datatype = spec.get("name"), spec.get("shape"), spec.get("datatype")
+        if not isinstance(name, str):
+            raise HttpError(400, "input without a 'name'")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise HttpError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
+        if not isinstance(datatype, str):
+            raise HttpError(400, f"input {name!r}: missing 'datatype'")
+        dtype_name = OIP_TO_NUMPY.get(datatype)
+        if dtype_name is None:
+            raise HttpError(400, f"input {name!r}: datatype {datatype!r} is not supported by this server")
+        dtype = np.dtype(dtype_name).newbyteorder("<")
+        count = 1
+        for d in shape:
+            count *= d
+        params = spec.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise HttpError(400, f"input {name!r}: 'binary_data_size' must be a non-negative integer")
+            if size != count * dtype.itemsize:
+                raise HttpError(
+                    400,
+                    f"input {name!r}: binary_data_size {size} does not match shape {shape} of {datatype} "
+                    f"({count * dtype.itemsize} bytes)",
+                )
+            if offset + size > len(body):
+                raise HttpError(400, f"input {name!r}: binary data runs past the end of the body")
+            array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+            offset += size
+        else:
+            if "data" not in spec:
+                raise HttpError(400, f"input {name!r}: neither 'data' nor 'binary_data_size'")
+            try:
+                array = np.asarray(spec["data"], dtype=dtype)
+            except (TypeError, ValueError) as exc:
+                raise HttpError(400, f"input {name!r}: data is not {datatype}: {exc}") from None
+            if array.size != count:
+                raise HttpError(400, f"input {name!r}: {array.size} elements do not match shape {shape}")
+            array = array.reshape(shape)
+        if not array.dtype.isnative:  # big-endian hosts only
+            array = array.astype(array.dtype.newbyteorder("="))
+        if name in inputs:
+            raise HttpError(400, f"input {name!r} given twice")
+        inputs[name] = array
+    if offset != len(body):
+        raise HttpError(400, f"{len(body) - offset} bytes of binary data are not claimed by any input")
+    return request, inputs
+
+
+def _requested_outputs(request: Mapping[str, Any], engine: Engine, binary_default: bool) -> list[tuple[str, bool]]:
+    io = engine.io
+    assert io is not None
+    known = [s.name for s in io.outputs]
+    outputs = request.get("outputs")
+    if outputs is None:
+        return [(name, binary_default) for name in known]
+    if not isinstance(outputs, list):
+        raise HttpError(400, "'outputs' must be a list")
+    wanted: list[tuple[str, bool]] = []
+    for out in outputs:
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise HttpError(400, "each requested output must be an object with a 'name'")
+        if out["name"] not in known:
+            raise HttpError(400, f"unknown output {out['name']!r} (the model returns {known})")
+        params = out.get("parameters") or {}
+        binary = bool(params.get("binary_data", binary_default)) if isinstance(params, dict) else binary_default
+        wanted.append((out["name"], binary))
+    return wanted
+
+
+def _infer_response(
+    engine: Engine, request_id: Any, outputs: Mapping[str, np.ndarray], wanted: list[tuple[str, bool]]
+) -> _Response:
+    described: list[dict[str, Any]] = []
+    blobs: list[Any] = []
+    for name, binary in wanted:
+        view = outputs[name]
+        entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(view.dtype.name), "shape": list(view.shape)}
+        if binary:
+            if not view.flags.c_contiguous:
+                view = np.ascontiguousarray(view)
+            blob = view.data.cast("B")
+            entry["parameters"] = {"binary_data_size": blob.nbytes}
+            blobs.append(blob)
+        else:
+            entry["data"] = view.ravel().tolist()
+        described.append(entry)
+    payload: dict[str, Any] = {"model_name": engine.name, "model_version": engine.version}
+    if request_id is not None:
+        payload["id"] = request_id
+    payload["outputs"] = described
+    header = _dumps(payload)
+    if not blobs:
+        return _Response(200, header)
+    # One join reads the pooled views directly; the views are released right after.
+    return _Response(200, b"".join([header, *blobs]), "application/octet-stream", len(header))
+
+
+def _rss_bytes() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/statm", "rb") as fh:
+            return float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+__all__ = ["DEFAULT_MAX_BODY", "HttpError", "InferenceServer", "SwapReport", "oip_datatype"]

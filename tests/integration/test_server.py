@@ -1,0 +1,274 @@
+"""The OIP server over loopback, driven by the real ``tritonclient.http`` client and raw HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeds.config import Batching
+from edgeds.runtime import Engine, InferenceServer
+from edgeds.runtime.testing import tiny_classifier
+
+ort = pytest.importorskip("onnxruntime")
+httpclient = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+SIZE = 32
+MAX_BODY = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_classifier(tmp_path_factory.mktemp("m") / "tiny.onnx", size=SIZE)
+
+
+def start_engine(model: Path, version: str = "1", **batching: object) -> Engine:
+    config = Batching.model_validate({"max_batch_size": 8, **batching})
+    return Engine(
+        "onnxruntime", model, options={"intra_op_num_threads": 1}, batching=config, name="tiny", version=version
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def server(model: Path) -> Iterator[InferenceServer]:
+    srv = InferenceServer(start_engine(model), port=0, max_body_bytes=MAX_BODY).start()
+    yield srv
+    srv.stop(close_engines=True)
+
+
+@pytest.fixture
+def client(server: InferenceServer) -> Iterator[object]:
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    yield c
+    c.close()
+
+
+def sample(n: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, SIZE, SIZE), dtype=np.float32)
+
+
+def ref(model: Path, x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return out
+
+
+def raw(server: InferenceServer, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def test_health_and_metadata(client, server: InferenceServer) -> None:
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
+    meta = client.get_model_metadata("tiny")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, SIZE, SIZE]}]
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 5]}]
+    config = client.get_model_config("tiny")
+    assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [3, SIZE, SIZE]
+    status, body, _ = raw(server, "GET", "/v2")
+    info = json.loads(body)
+    assert status == 200 and "binary_tensor_data" in info["extensions"]
+    assert raw(server, "GET", "/v2/models/nope/ready")[0] != 200
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_matches_reference(client, model: Path, binary: bool) -> None:
+    x = sample(3, seed=int(binary))
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    out = httpclient.InferRequestedOutput("logits", binary_data=binary)
+    result = client.infer("tiny", [inp], outputs=[out], request_id="r1")
+    np.testing.assert_allclose(result.as_numpy("logits"), ref(model, x), rtol=1e-5, atol=1e-5)
+    assert result.get_response()["id"] == "r1"
+
+
+def test_default_tritonclient_call_and_stats(client, server: InferenceServer, model: Path) -> None:
+    x = sample(1, seed=5)
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("tiny", [inp])  # binary in, binary_data_output out
+    np.testing.assert_allclose(result.as_numpy("logits"), ref(model, x), rtol=1e-5, atol=1e-5)
+    stats = client.get_inference_statistics("tiny")["model_stats"][0]
+    assert stats["inference_count"] >= 1 and stats["execution_count"] >= 1
+    assert stats["inference_stats"]["compute_infer"]["ns"] > 0
+    status, body, _ = raw(server, "GET", "/metrics")
+    text = body.decode()
+    assert status == 200 and 'nv_inference_count{model="tiny",version="1"}' in text
+    assert "edgeds_batch_size_bucket" in text
+
+
+def _binary_body(x: np.ndarray, header: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(header).encode()
+    return head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def _good_header(x: np.ndarray) -> dict[str, object]:
+    return {
+        "inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+        ]
+    }
+
+
+BAD_REQUESTS = {
+    "unknown model": ("/v2/models/nope/infer", "good", None),
+    "unknown input": ("/v2/models/tiny/infer", "rename", None),
+    "wrong shape": ("/v2/models/tiny/infer", "shape", None),
+    "wrong dtype": ("/v2/models/tiny/infer", "dtype", None),
+    "header length past body": ("/v2/models/tiny/infer", "good", "99999999"),
+    "header length not a number": ("/v2/models/tiny/infer", "good", "abc"),
+    "header length cuts the json": ("/v2/models/tiny/infer", "good", "7"),
+    "binary size mismatch": ("/v2/models/tiny/infer", "size", None),
+    "unknown output": ("/v2/models/tiny/infer", "output", None),
+    "malformed json": ("/v2/models/tiny/infer", "json", None),
+    "body over limit": ("/v2/models/tiny/infer", "big", None),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_400_and_server_keeps_serving(client, server: InferenceServer, case: str) -> None:
+    path, variant, header_len = BAD_REQUESTS[case]
+    x = sample(1)
+    header = _good_header(x)
+    spec = header["inputs"][0]  # type: ignore[index]
+    if variant == "rename":
+        spec["name"] = "image"
+    elif variant == "shape":
+        spec["shape"] = [1, 3, SIZE // 2, SIZE * 2]
+    elif variant == "dtype":
+        x = x.astype(np.float64)
+        spec["datatype"] = "FP64"
+        spec["parameters"]["binary_data_size"] = x.nbytes
+    elif variant == "size":
+        spec["parameters"]["binary_data_size"] = x.nbytes - 4
+    elif variant == "output":
+        header["outputs"] = [{"name": "probabilities"}]
+    elif variant == "big":
+        x = np.zeros((8, 3, SIZE * 4, SIZE * 2), np.float32)  # 768 KiB > 256 KiB limit
+        spec["shape"] = list(x.shape)
+        spec["parameters"]["binary_data_size"] = x.nbytes
+    body, headers = _binary_body(x, header)
+    if variant == "json":
+        body, headers = b'{"inputs": [', {}
+    if header_len is not None:
+        headers["Inference-Header-Content-Length"] = header_len
+    status, payload, _ = raw(server, "POST", path, body, headers)
+    assert status == 400, payload
+    assert isinstance(json.loads(payload)["error"], str)
+    # still serving
+    good = sample(1, seed=9)
+    inp = httpclient.InferInput("input", list(good.shape), "FP32")
+    inp.set_data_from_numpy(good)
+    assert client.infer("tiny", [inp]).as_numpy("logits").shape == (1, 5)
+
+
+def test_tritonclient_sees_400_for_wrong_dtype(client) -> None:
+    x = sample(1).astype(np.float64)
+    inp = httpclient.InferInput("input", list(x.shape), "FP64")
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException, match="dtype"):
+        client.infer("tiny", [inp])
+
+
+def test_queue_full_and_timeout_get_503(model: Path) -> None:
+    engine = start_engine(model, max_queue_delay_us=400_000, preferred_batch_sizes=(8,), max_queue_size=1)
+    srv = InferenceServer(engine, port=0).start()
+    try:
+        x = sample(1)
+        body, headers = _binary_body(x, _good_header(x))
+        first: list[int] = []
+        t = threading.Thread(target=lambda: first.append(raw(srv, "POST", "/v2/models/tiny/infer", body, headers)[0]))
+        t.start()
+        deadline = time.time() + 10
+        while engine.queue_depth() < 1 and time.time() < deadline:  # the first request waits for its batch
+            time.sleep(0.01)
+        status, payload, _ = raw(srv, "POST", "/v2/models/tiny/infer", body, headers)
+        assert status == 503 and "maximum queue size" in json.loads(payload)["error"]
+        t.join()
+        assert first == [200]
+        timed = _good_header(x)
+        timed["parameters"] = {"timeout": 1000}
+        body, headers = _binary_body(x, timed)
+        status, payload, _ = raw(srv, "POST", "/v2/models/tiny/infer", body, headers)
+        assert status == 503 and "timed out" in json.loads(payload)["error"]
+        assert raw(srv, "GET", "/v2/health/live")[0] == 200
+    finally:
+        srv.stop(close_engines=True)
+
+
+def test_swap_model_without_dropping_requests(model: Path) -> None:
+    srv = InferenceServer(start_engine(model, version="1"), port=0).start()
+    errors: list[str] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{srv.port}")
+        x = sample(1)
+        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        while not stop.is_set():
+            try:
+                versions.append(c.infer("tiny", [inp]).get_response()["model_version"])
+            except Exception as exc:
+                errors.append(str(exc))
+        c.close()
+
+    threads = [threading.Thread(target=traffic) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        _wait_for(lambda: versions.count("1") >= 5)
+        report = srv.swap_model(start_engine(model, version="2"))
+        _wait_for(lambda: versions.count("2") >= 5)
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        srv.stop(close_engines=True)
+    assert errors == []
+    assert report.drained and report.old_version == "1" and report.new_version == "2"
+    assert "1" in versions and versions[-1] == "2"
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> None:
+    """Many requests in one send (HTTP/1.1 pipelining), bad ones included: every one answered, in order."""
+    import socket
+
+    x = sample(1, seed=3)
+    body, headers = _binary_body(x, _good_header(x))
+    good = (
+        f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+        f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
+    ).encode() + body
+    bad = b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+    stream = bad * 1500 + good + bad * 10 + b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(stream)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 1512:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "connection closed early"
+            data += chunk
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+    assert statuses == [400] * 1500 + [200] + [400] * 10 + [200]
