@@ -165,6 +165,7 @@ class HostEntry(Frozen):
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     install_dir: str | None = None
+    agent_host: str | None = Field(default=None, description="address the agent binds here; default agent.http_host")
 
 
 class SshConfig(Frozen):
@@ -227,6 +228,9 @@ class AgentConfig(Frozen):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    swap_mode: Literal["zero_downtime", "unload_first"] = Field(
+        default="zero_downtime", description="unload_first: memory-constrained devices; the gap is reported"
+    )
 
 
 class InspectionStation(Frozen):
@@ -237,6 +241,17 @@ class InspectionStation(Frozen):
     thresholds: dict[str, float] = Field(default_factory=dict)
     uncertain_below: float = Field(default=0.5, ge=0, le=1)
     alarm_consecutive_rejects: int | None = Field(default=None, ge=1)
+    model: str | None = Field(default=None, description="bundle or model for this station; None = the agent's")
+    accept_classes: tuple[str, ...] = Field(default=("ok",), min_length=1, description="classes that pass")
+    fps: float | None = Field(default=None, gt=0, description="pace a file source like a camera; None = as read")
+    queue_size: int = Field(default=8, ge=1, description="frames buffered between the source and the engine")
+    queue_policy: Literal["drop_oldest", "drop_newest", "block"] | None = Field(
+        default=None, description="when the queue is full; None = drop_oldest for live/paced sources, else block"
+    )
+    save_rejects: bool = True
+    rejects_budget_mb: int = Field(default=512, ge=1, description="disk budget of saved rejected frames")
+    rejects_format: Literal["jpg", "png"] = Field(default="jpg", description="jpg (quality 95) or lossless png")
+    ledger_max_mb: int = Field(default=256, ge=1, description="bound of the station's JSONL ledger files")
 
 
 class Target(Frozen):

@@ -1,0 +1,277 @@
+"""The on-device process (``edgeds agent``): serve ``current``, reload without dropping requests.
+
+Lifecycle: on start the agent takes ``run/agent.pid`` (refusing if another live agent holds
+it), rolls back an activation that was never committed (:func:`edgeds.deploy.device.recover`,
+so a device killed mid-deploy converges to its committed release), starts the Open Inference
+Protocol server and loads the release ``current`` points at. ``SIGHUP`` asks for a reload:
+the new release is loaded into a new engine while the old one keeps serving, then swapped in
+and the old engine drained (requests in flight finish on it). A release that fails to load
+leaves the old one serving and is reported ``failed``. ``SIGTERM``/``SIGINT`` stop cleanly.
+
+The agent reports through ``run/agent.json`` (atomic rewrites): ``state`` (starting, idle,
+loading, serving, failed), ``release`` (serving), ``attempted`` (last release tried),
+``generation`` (bumped after each reload request is handled), ``error``, ``http``. The deploy
+step waits on that file after its SIGHUP.
+
+Telemetry is optional: with a broker configured in ``agent-config.json`` the agent embeds
+:class:`edgeds.telemetry.publisher.TelemetryPublisher`; without one, or when it cannot start,
+the agent runs without telemetry and says so in its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .deploy.device import Store, agent_pid, recover
+
+log = logging.getLogger("edgeds.agent")
+
+CONFIG_FILE = "agent-config.json"
+
+
+class Agent:
+    """One agent over one install dir. :meth:`run` blocks until stopped."""
+
+    def __init__(self, root: str | Path, http_host: str | None = None, http_port: int | None = None) -> None:
+        self.store = Store(root)
+        config = self._config()
+        self.http_host = http_host or str(config.get("http_host", "127.0.0.1"))
+        self.http_port = int(http_port if http_port is not None else config.get("http_port", 8000))
+        self.device_id = str(config.get("device_id") or os.uname().nodename)
+        self.mqtt: dict[str, Any] | None = config.get("mqtt")
+        self.unload_first = config.get("swap_mode") == "unload_first"
+        self._reload = threading.Event()
+        self._stop = threading.Event()
+        self._status: dict[str, Any] = {
+            "state": "starting",
+            "release": None,
+            "attempted": None,
+            "generation": 0,
+            "error": None,
+        }
+        self._server: Any = None
+        self._engine: Any = None
+        self._serving: str | None = None
+        self._publisher: Any = None
+        self._step_server: Any = None
+
+    def _config(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.store.root / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _write_status(self, **changes: Any) -> None:
+        self._status.update(changes)
+        self._status.update(
+            pid=os.getpid(), http=f"{self.http_host}:{self.http_port}", ts=time.time(), agent_version=__version__
+        )
+        path = self.store.run_dir / "agent.json"
+        tmp = path.with_name(f".agent.json.{os.getpid()}")
+        tmp.write_text(json.dumps(self._status))
+        os.replace(tmp, path)
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def _load(self, release: str) -> Any:
+        from .bundle import load_bundle
+        from .runtime.engine import Engine
+
+        bundle = load_bundle(self.store.releases / release, verify=False)
+        try:
+            return Engine.from_bundle(bundle).start()
+        finally:
+            bundle.close()
+
+    def _activate_current(self) -> None:
+        """Serve whatever ``current`` points at (no-op if already served)."""
+        release = self.store.current_id()
+        generation = int(self._status["generation"]) + 1
+        if release == self._serving:
+            self._write_status(
+                generation=generation, attempted=release, state="serving" if release else "idle", error=None
+            )
+            return
+        if release is None:
+            if self._engine is not None:
+                self._server.remove_model(self._engine.name)
+            self._engine, self._serving = None, None
+            self._write_status(generation=generation, attempted=None, state="idle", release=None, error=None)
+            return
+        self._write_status(state="loading", attempted=release)
+        started = time.perf_counter()
+        old = self._engine
+        gap_started = None
+        if self.unload_first and old is not None:
+            # Memory-constrained mode: free the old engine first; requests get 503 until the new one serves.
+            gap_started = time.perf_counter()
+            self._server.remove_model(old.name)
+            self._engine, old = None, None
+        try:
+            engine = self._load(release)
+        except Exception as exc:
+            log.error("release %s failed to load: %s", release, exc)
+            self._write_status(generation=generation, state="failed", error=f"{type(exc).__name__}: {exc}")
+            if gap_started is not None and self._serving is not None:
+                with contextlib.suppress(Exception):  # put the previous release back
+                    self._engine = self._load(self._serving)
+                    self._server.add_model(self._engine)
+            return
+        load_s = round(time.perf_counter() - started, 3)
+        if old is not None and old.name == engine.name:
+            report = self._server.swap_model(engine)
+            log.info(
+                "swapped %s -> %s, old engine drained in %.3fs (complete: %s)",
+                self._serving,
+                release,
+                report.drain_s,
+                report.drained,
+            )
+        else:
+            self._server.add_model(engine)
+            if old is not None:
+                self._server.remove_model(old.name)
+        self._engine, self._serving = engine, release
+        gap_s = round(time.perf_counter() - gap_started, 3) if gap_started is not None else 0.0
+        if gap_started is not None:
+            log.warning("unload-first swap: not serving for %.3fs", gap_s)
+        self._write_status(
+            generation=generation, state="serving", release=release, error=None, load_s=load_s, gap_s=gap_s
+        )
+        self._publish("deploy", {"event": "serving", "release": release, "load_s": load_s})
+
+    # -- telemetry -----------------------------------------------------------------------------
+
+    def _start_telemetry(self) -> None:
+        if not self.mqtt or not self.mqtt.get("url"):
+            log.warning("no MQTT broker configured for this device: running without telemetry")
+            return
+        try:
+            from .config import MqttConfig
+            from .telemetry.publisher import TelemetryPublisher
+
+            config = MqttConfig.model_validate(self.mqtt)
+            self._publisher = TelemetryPublisher(
+                config,
+                self.device_id,
+                self.store.root / "telemetry" / "spool.db",
+                __version__,
+                metrics_source=self._metrics,
+            ).start()
+            log.info("telemetry to %s as %s", config.url, self.device_id)
+        except Exception as exc:  # telemetry must never stop the agent from serving
+            log.warning("telemetry disabled: %s", exc)
+            self._publisher = None
+
+    def _metrics(self) -> dict[str, Any]:
+        engine = self._engine
+        if engine is None:
+            return {"agent": {"release": None}}
+        stats = engine.stats()
+        data = stats.__dict__ if hasattr(stats, "__dict__") else {}
+        return {
+            "agent": {"release": self._serving},
+            "inference": {k: v for k, v in data.items() if isinstance(v, (int, float))},
+        }
+
+    def _publish(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                self._publisher.publish(kind, payload, deploy_id=payload.get("release"))
+
+    # -- step server ---------------------------------------------------------------------------
+
+    def _start_step_server(self) -> None:
+        """Start :func:`edgeds.deploy.device.serve` as a child: deploy steps then fork from a process
+        that has edgeds imported instead of starting an interpreter each (it exits with us)."""
+        import subprocess
+        import sys
+
+        try:
+            self._step_server = subprocess.Popen(
+                [sys.executable, "-m", "edgeds.deploy.device", "serve", "--root", str(self.store.root)],
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.store.root),
+            )
+        except OSError as exc:
+            log.warning("no step server (deploy steps start their own interpreter): %s", exc)
+            self._step_server = None
+
+    # -- main ----------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._reload.set()
+
+    def _take_pid_file(self) -> None:
+        self.store.ensure()
+        other = agent_pid(self.store)
+        if other is not None and other != os.getpid():
+            from .errors import DeviceError
+
+            raise DeviceError(f"another agent (pid {other}) is running for {self.store.root}")
+        pid_path = self.store.run_dir / "agent.pid"
+        tmp = pid_path.with_name(f".agent.pid.{os.getpid()}")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, pid_path)
+
+    def run(self, install_signals: bool = True) -> None:
+        from .runtime.server import InferenceServer
+
+        if install_signals:  # before the pid file: a deploy SIGHUPs only pids found there
+            signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+        self._take_pid_file()
+        self._start_step_server()
+        recovered = recover(self.store)
+        if recovered:
+            log.warning("rolled back an uncommitted activation: %s", recovered)
+        self._server = InferenceServer([], host=self.http_host, port=self.http_port).start()
+        self.http_port = self._server.port  # port 0 picks a free one
+        self._write_status(state="starting")
+        log.info("listening on %s:%s", self.http_host, self.http_port)
+        self._start_telemetry()
+        self._activate_current()
+        try:
+            while not self._stop.is_set():
+                if self._reload.wait(5.0):
+                    self._reload.clear()
+                    if self._stop.is_set():
+                        break
+                    self._activate_current()
+                else:
+                    self._write_status()
+        finally:
+            self._write_status(state="stopped")
+            if self._step_server is not None:
+                self._step_server.terminate()
+            self._server.stop(close_engines=True)
+            if self._publisher is not None:
+                with contextlib.suppress(Exception):
+                    self._publisher.stop()
+            with contextlib.suppress(OSError):
+                pid_path = self.store.run_dir / "agent.pid"
+                if pid_path.read_text().strip() == str(os.getpid()):
+                    pid_path.unlink()
+
+
+def run_agent(root: str | Path, http_host: str | None = None, http_port: int | None = None) -> None:
+    """Run the agent in the foreground (what the service runs)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Agent(root, http_host, http_port).run()

@@ -1,0 +1,153 @@
+"""``edgeds deploy [MODEL | BUNDLE] --target T``: compile if needed, then a verified, atomic fleet rollout."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from ._output import JSON_OPTION, console, console_err, emit, table
+
+STATUS_STYLE = {
+    "SUCCEEDED": "green",
+    "REJECTED": "red",
+    "FAILED_NO_STATE_CHANGE": "yellow",
+    "FAILED_ROLLBACK_COMPLETE": "yellow",
+    "FAILED_UNABLE_TO_ROLLBACK": "bold red",
+}
+
+
+@contextmanager
+def host_progress(hosts: list[str], enabled: bool) -> Iterator[Any]:
+    """One rich bar per host (stderr): phase text, upload bytes as the bar."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        yield lambda host, event, data: None
+        return
+    bars = Progress(
+        TextColumn("{task.fields[host]:<16}"),
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=console_err,
+    )
+    tasks = {h: bars.add_task("waiting", total=None, host=h) for h in hosts}
+    lock = threading.Lock()
+
+    def update(host: str, event: str, data: dict[str, Any]) -> None:
+        with lock:
+            task = tasks[host]
+            if event == "upload_bytes":
+                bars.update(task, completed=data["done"], total=data["total"] or None)
+            elif event == "done":
+                bars.update(task, description=str(data.get("status")))
+            else:
+                bars.update(task, description=event)
+
+    with bars:
+        yield update
+
+
+def _bundle_source(source: Path, target_profile: str, key: Path | None, version: int | None) -> Path:
+    if source.is_dir() or source.suffix == ".tar":
+        return source
+    if source.suffix == ".onnx":
+        from ..compile import compile_model
+        from ..config import detect_profile_name
+
+        profile = detect_profile_name() if target_profile == "auto" else target_profile
+        console_err.print(f"compiling {source} for profile {profile} ...")
+        result = compile_model(source, profile, key=key, version=version)
+        return Path(result.bundle)
+    raise typer.BadParameter(f"{source} is neither a bundle (directory or .tar) nor an ONNX model")
+
+
+def _describe(bundle_path: Path) -> tuple[str | None, int | None]:
+    from ..deploy.host import LocalBundle
+    from ..errors import BundleError
+
+    try:
+        bundle = LocalBundle.open(bundle_path)
+    except BundleError:
+        return None, None
+    bundle.close()
+    return bundle.name, bundle.version
+
+
+def deploy(
+    source: Annotated[Path, typer.Argument(help="A bundle (directory or .tar), or an ONNX model to compile first.")],
+    target: str = typer.Option(..., "--target", "-t", help="Target name or YAML path."),
+    hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Signing key when compiling a model.")] = None,
+    version: int | None = typer.Option(None, "--version", help="Bundle version when compiling a model."),
+    requests: int = typer.Option(50, "--requests", help="Health check: requests for the p99 bound."),
+    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Accept a version not newer."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Upload what each device lacks, verify there, flip `current`, reload the agent, health-check, commit.
+
+    Canary first, then batches (the target's rollout policy). Each host ends SUCCEEDED,
+    FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, FAILED_UNABLE_TO_ROLLBACK or REJECTED.
+    Exit code 1 unless every host SUCCEEDED.
+    """
+    from ..deploy.rollout import deploy_bundle
+    from ..deploy.targets import host_plans, resolve_target
+
+    loaded, path = resolve_target(target)
+    plans = host_plans(loaded, path, hosts or None)
+    bundle_path = _bundle_source(source, loaded.profile, key, version)
+    apply: dict[str, Any] = {"health": {"requests": requests}}
+    options: dict[str, Any] = {"allow_downgrade": allow_downgrade, "apply": apply}
+    with host_progress([p.host.name for p in plans], console_err.is_terminal) as progress:
+        result = deploy_bundle(plans, bundle_path, loaded.rollout, options=options, progress=progress)
+    model, bundle_version = _describe(bundle_path)
+
+    data = {
+        "bundle": str(bundle_path),
+        "model": model,
+        "version": bundle_version,
+        "aborted": result.aborted,
+        "abort_reason": result.abort_reason,
+        "waves": result.waves,
+        "seconds": result.seconds,
+        "counts": result.counts(),
+        "hosts": result.hosts,
+    }
+
+    def human() -> None:
+        rows = [
+            [
+                h.host,
+                f"[{STATUS_STYLE.get(h.status, '')}]{h.status}[/]",
+                h.release or "",
+                "yes" if h.already_installed else "",
+                h.uploaded_bytes,
+                f"{h.seconds:.1f}s",
+                escape(h.message[:120]),
+            ]
+            for h in result.hosts
+        ]
+        console.print(
+            table(
+                f"Deploy {model} v{bundle_version} to {loaded.name}",
+                ["host", "status", "release", "already", "uploaded B", "time", "message"],
+                rows,
+            )
+        )
+        if result.aborted:
+            console.print(f"[bold red]rollout aborted:[/] {escape(result.abort_reason)}")
+
+    emit(data, as_json, human)
+    if not result.succeeded:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)

@@ -1,0 +1,143 @@
+"""``edgeds device setup|probe``: prepare devices (agent environment, publisher key, service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._output import JSON_OPTION, console, console_err, emit, table
+
+device_app = typer.Typer(help="Prepare and inspect devices of a target.", no_args_is_help=True)
+
+
+@device_app.command("setup")
+def setup(
+    target: str = typer.Option(..., "--target", "-t", help="Target name or YAML path."),
+    hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Bundle publisher key (PEM) to trust.")
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option("--wheelhouse", help="Directory of wheels to install offline (devices without a package index)."),
+    ] = None,
+    python: str | None = typer.Option(
+        None,
+        "--python",
+        help="Use this interpreter on the device instead of creating a venv (sim rigs sharing packages).",
+    ),
+    no_start: bool = typer.Option(False, "--no-start", help="Install, but do not start the agent service."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Probe each device, install the agent (wheel + venv), trust the publisher key, start the service.
+
+    Hosts run in parallel (the target's rollout.parallelism). Idempotent: re-running updates the
+    environment and leaves a running agent running.
+    """
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..deploy.setup import build_wheel, setup_host
+    from ..deploy.targets import host_plans, resolve_target
+
+    loaded, path = resolve_target(target)
+    plans = host_plans(loaded, path, hosts or None)
+    key = public_key.read_bytes() if public_key else None
+    with tempfile.TemporaryDirectory(prefix="edgeds-wheel-") as tmp:
+        wheel = build_wheel(Path(tmp)) if python is None else None
+
+        def note(host: str, event: str, data: dict[str, Any]) -> None:
+            console_err.print(f"{host}: {event} {data if data else ''}")
+
+        with ThreadPoolExecutor(max_workers=max(1, min(loaded.rollout.parallelism, len(plans)))) as pool:
+            results = list(
+                pool.map(
+                    lambda plan: setup_host(
+                        loaded,
+                        plan,
+                        wheel=wheel,
+                        public_key=key,
+                        python=python,
+                        wheelhouse=wheelhouse,
+                        start_agent=not no_start,
+                        progress=note,
+                    ),
+                    plans,
+                )
+            )
+
+    def human() -> None:
+        rows = [
+            [
+                r.host,
+                "ok" if r.ok else "FAILED",
+                r.probe.get("arch", ""),
+                r.probe.get("python", ""),
+                r.environment,
+                r.service,
+                f"{r.installed_seconds:.1f}s",
+                r.message,
+            ]
+            for r in results
+        ]
+        console.print(
+            table(
+                "Device setup", ["host", "result", "arch", "python", "environment", "service", "time", "message"], rows
+            )
+        )
+
+    emit(results, as_json, human)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@device_app.command("probe")
+def probe(
+    target: str = typer.Option(..., "--target", "-t", help="Target name or YAML path."),
+    hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Arch, OS, Python, disk, memory, importable backends, GPU/TensorRT/JetPack of each device."""
+    from ..deploy.host import open_session
+    from ..deploy.setup import probe_host
+    from ..deploy.targets import host_plans, resolve_target
+
+    loaded, path = resolve_target(target)
+    out: dict[str, Any] = {}
+    for plan in host_plans(loaded, path, hosts or None):
+        session = open_session(plan)
+        try:
+            out[plan.host.name] = probe_host(session)
+        finally:
+            session.conn.close()
+
+    def human() -> None:
+        rows = [
+            [
+                name,
+                p["arch"],
+                p["os"],
+                p["python"],
+                p["memory_mb"],
+                p["disk_free_mb"],
+                ", ".join(b for b, ok in p["backends"].items() if ok),
+                p.get("gpu") or "-",
+                p.get("jetpack_l4t") or "-",
+            ]
+            for name, p in out.items()
+        ]
+        console.print(
+            table(
+                "Devices",
+                ["host", "arch", "os", "python", "mem MiB", "free disk MiB", "backends", "gpu", "jetpack"],
+                rows,
+            )
+        )
+
+    emit(out, as_json, human)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(device_app, name="device")

@@ -1,0 +1,1065 @@
+"""What runs ON the device: object store, verified releases, atomic switch, rollback, status.
+
+Invoked over SSH as ``<python> -m edgeds.deploy.device <command> --root <install_dir>`` (through
+:data:`RELAY`, which forks the step from the agent's step server when one runs) with a JSON request
+on stdin; writes ONE JSON result object on stdout and progress events (JSON lines
+``{"event": ...}``) on stderr. Exit code 0 whenever a result was written (the result says
+whether the step worked). The same functions are used in-process by the unit tests.
+
+Layout under the install dir ``D``::
+
+    objects/<sha256>        content-addressed files, verified on ingest, read-only
+    incoming/<sha256>       uploads not yet verified (``.part`` while in transfer)
+    releases/<id>/          a staged, verified release (hard links into objects/ + manifest)
+    current -> releases/<id>    flipped with a temp symlink + os.replace, never delete-then-create
+    state.json              committed / previous release, pending activation, history
+    trust/*.pub             ed25519 public keys bundles must be signed with
+    run/agent.pid, run/agent.json   the agent's pid and what it serves (written by the agent)
+    lock                    flock held by every state-changing step
+
+Guarantees: nothing reaches ``current`` before the signature, every sha256, the listing,
+the device compatibility, the monotonic version and the disk precheck passed. Every step is
+idempotent: re-running ``apply`` after an interruption resumes (objects already ingested and
+releases already staged are reused). An activation that is not committed is rolled back by
+:func:`recover` (run by the agent on start and by every step), so a device always converges to
+its last committed release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+# Final status of one deployment (FIELD_NOTES "Deploy and update guarantees").
+SUCCEEDED = "SUCCEEDED"
+FAILED_NO_STATE_CHANGE = "FAILED_NO_STATE_CHANGE"
+FAILED_ROLLBACK_COMPLETE = "FAILED_ROLLBACK_COMPLETE"
+FAILED_UNABLE_TO_ROLLBACK = "FAILED_UNABLE_TO_ROLLBACK"
+REJECTED = "REJECTED"
+STATUSES = (SUCCEEDED, FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, FAILED_UNABLE_TO_ROLLBACK, REJECTED)
+
+BACKEND_MODULES = {
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai_edge_litert",
+    "tensorrt": "tensorrt",
+}
+MIB = 1024 * 1024
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class Rejected(Exception):
+    """The bundle must not be installed here. ``reason`` is a short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class StepFailed(Exception):
+    """A step failed on the device (I/O, agent, health)."""
+
+
+def _quiet(event: str, data: dict[str, Any]) -> None:
+    return None
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_relative(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path and path != "."
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class DeviceState:
+    """``state.json``: what is committed, what was before it, and an activation in progress."""
+
+    committed: str | None = None
+    previous: str | None = None
+    pending: dict[str, Any] | None = None
+    failed: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Store:
+    """The install dir of one device. Cheap to construct; creates its directories lazily."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(os.path.expanduser(str(root)))
+        self.objects = self.root / "objects"
+        self.incoming = self.root / "incoming"
+        self.releases = self.root / "releases"
+        self.current = self.root / "current"
+        self.state_path = self.root / "state.json"
+        self.trust = self.root / "trust"
+        self.run_dir = self.root / "run"
+
+    def ensure(self) -> None:
+        for directory in (self.root, self.objects, self.incoming, self.releases, self.trust, self.run_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, blocking: bool = True) -> Iterator[bool]:
+        """Hold the device lock (flock). Yields False if ``blocking`` is off and it is taken."""
+        self.ensure()
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def load_state(self) -> DeviceState:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return DeviceState()
+        return DeviceState(**{k: v for k, v in data.items() if k in DeviceState.__dataclass_fields__})
+
+    def save_state(self, state: DeviceState) -> None:
+        state.history = state.history[-50:]
+        _write_atomic(self.state_path, json.dumps(asdict(state), indent=2).encode())
+
+    def current_id(self) -> str | None:
+        try:
+            target = os.readlink(self.current)
+        except OSError:
+            return None
+        return PurePosixPath(target).name
+
+    def flip(self, release_id: str | None) -> None:
+        """Point ``current`` at ``releases/<id>`` atomically (``None`` removes the link)."""
+        if release_id is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.current.unlink()
+            _fsync_dir(self.root)
+            return
+        if not (self.releases / release_id / "manifest.json").is_file():
+            raise StepFailed(f"release {release_id} is not staged")
+        tmp = self.root / f".current.tmp-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(f"releases/{release_id}", tmp)
+        os.replace(tmp, self.current)
+        _fsync_dir(self.root)
+
+    # -- trust --------------------------------------------------------------------------------
+
+    def trusted_keys(self) -> list[Any]:
+        from ..bundle import load_public_key
+        from ..errors import BundleError
+
+        keys = []
+        if self.trust.is_dir():
+            for path in sorted(self.trust.glob("*.pub")):
+                with contextlib.suppress(BundleError):
+                    keys.append(load_public_key(path))
+        return keys
+
+    def add_trusted_key(self, name: str, pem: bytes) -> bool:
+        from ..bundle import load_public_key
+
+        load_public_key(pem)  # refuse garbage
+        self.ensure()
+        path = self.trust / f"{name}.pub"
+        if path.exists() and path.read_bytes() == pem:
+            return False
+        _write_atomic(path, pem)
+        return True
+
+    # -- releases -----------------------------------------------------------------------------
+
+    def release_manifest(self, release_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.releases / release_id / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def list_releases(self) -> list[str]:
+        if not self.releases.is_dir():
+            return []
+        return sorted(p.name for p in self.releases.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def agent_status(self) -> dict[str, Any]:
+        """The agent's own status file plus whether its pid is alive."""
+        try:
+            data: dict[str, Any] = json.loads((self.run_dir / "agent.json").read_text())
+        except (OSError, ValueError):
+            data = {}
+        pid = agent_pid(self)
+        data["running"] = pid is not None
+        data["pid"] = pid
+        return data
+
+
+def agent_pid(store: Store) -> int | None:
+    try:
+        pid = int((store.run_dir / "agent.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def release_id_for(manifest_bytes: bytes, name: str, version: int) -> str:
+    digest = hashlib.sha256(manifest_bytes).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return f"{safe}-v{version}-{digest}"
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass
+class Candidate:
+    """A manifest offered to the device, with its signature (bytes as received)."""
+
+    manifest_bytes: bytes
+    signature: bytes | None
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> Candidate:
+        manifest = request.get("manifest")
+        if not isinstance(manifest, str):
+            raise Rejected("malformed_manifest", "request carries no manifest")
+        sig = request.get("signature")
+        return cls(manifest.encode(), sig.encode() if isinstance(sig, str) else None)
+
+
+def _signature_bytes(raw: bytes) -> bytes:
+    if len(raw) == 64:
+        return raw
+    try:
+        sig = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Rejected("bad_signature", "manifest.sig is neither 64 raw bytes nor hex") from exc
+    if len(sig) != 64:
+        raise Rejected("bad_signature", f"manifest.sig holds {len(sig)} bytes, expected 64")
+    return sig
+
+
+def _machine() -> str:
+    machine = platform.machine()
+    return {"arm64": "aarch64", "amd64": "x86_64", "AMD64": "x86_64"}.get(machine, machine)
+
+
+def _memory_mb() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        return None
+    return None
+
+
+def verify_candidate(store: Store, candidate: Candidate) -> Any:
+    """Signature, schema, paths, compatibility: raise :class:`Rejected` or return the Manifest."""
+    from cryptography.exceptions import InvalidSignature
+    from pydantic import ValidationError
+
+    from ..bundle import Manifest
+
+    keys = store.trusted_keys()
+    if not keys:
+        raise Rejected("no_trusted_key", f"no publisher key in {store.trust}; run `edgeds device setup`")
+    if not candidate.signature:
+        raise Rejected("unsigned", "the bundle has no manifest.sig")
+    sig = _signature_bytes(candidate.signature)
+    for key in keys:
+        try:
+            key.verify(sig, candidate.manifest_bytes)
+            break
+        except InvalidSignature:
+            continue
+    else:
+        raise Rejected("bad_signature", "manifest.sig does not verify under any trusted key")
+    try:
+        manifest = Manifest.model_validate_json(candidate.manifest_bytes)
+    except ValidationError as exc:
+        raise Rejected("malformed_manifest", str(exc).splitlines()[0]) from exc
+    for entry in manifest.files:
+        if not _safe_relative(entry.path) or entry.path in ("manifest.json", "manifest.sig"):
+            raise Rejected("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
+    if manifest.artifact not in {f.path for f in manifest.files}:
+        raise Rejected("missing_file", f"artifact {manifest.artifact!r} is not listed")
+    req = manifest.requirements
+    if req.arch not in ("any", _machine()):
+        raise Rejected("incompatible_device", f"bundle is for {req.arch}, this device is {_machine()}")
+    for backend in (*req.backends, manifest.backend):
+        module = BACKEND_MODULES.get(backend, backend)
+        if importlib.util.find_spec(module) is None:
+            raise Rejected("incompatible_device", f"backend {backend!r} ({module}) is not importable here")
+    if manifest.recipe is not None and importlib.util.find_spec("tensorrt") is None:
+        raise Rejected("incompatible_device", "bundle carries a TensorRT recipe but tensorrt is missing")
+    memory = _memory_mb()
+    if memory is not None and req.min_memory_mb > memory:
+        raise Rejected("incompatible_device", f"needs {req.min_memory_mb} MiB memory, device has {memory}")
+    total = sum(f.size for f in manifest.files)
+    if req.max_bundle_bytes is not None and total > req.max_bundle_bytes:
+        raise Rejected("oversized", f"bundle holds {total} bytes, limit {req.max_bundle_bytes}")
+    return manifest
+
+
+def _check_version(store: Store, manifest: Any, release_id: str, allow_downgrade: bool) -> None:
+    state = store.load_state()
+    if state.committed is None or state.committed == release_id:
+        return
+    current = store.release_manifest(state.committed)
+    if current is None or current.get("model", {}).get("name") != manifest.model.name:
+        return
+    if manifest.version <= int(current.get("version", -1)) and not allow_downgrade:
+        raise Rejected(
+            "downgrade",
+            f"version {manifest.version} is not newer than the committed {current.get('version')} ({state.committed})",
+        )
+
+
+def missing_objects(store: Store, manifest: Any) -> list[dict[str, Any]]:
+    """Files of the manifest the device does not hold yet (by sha256), each once."""
+    seen: set[str] = set()
+    missing = []
+    for entry in manifest.files:
+        if entry.sha256 in seen or (store.objects / entry.sha256).is_file():
+            continue
+        seen.add(entry.sha256)
+        missing.append({"sha256": entry.sha256, "size": entry.size, "path": entry.path})
+    return missing
+
+
+def _disk_precheck(store: Store, manifest: Any, missing: list[dict[str, Any]]) -> dict[str, int]:
+    store.ensure()
+    usage = shutil.disk_usage(store.root)
+    need = sum(m["size"] for m in missing) + manifest.requirements.min_disk_mb * MIB
+    if usage.free < need:
+        raise Rejected(
+            "insufficient_disk",
+            f"needs {need // MIB} MiB free (upload {sum(m['size'] for m in missing) // MIB} MiB + "
+            f"min_disk_mb {manifest.requirements.min_disk_mb}), device has {usage.free // MIB} MiB",
+        )
+    return {"free_bytes": usage.free, "need_bytes": need}
+
+
+def plan(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+    """Every check that needs no upload: says REJECTED, already installed, or what to upload."""
+    store.ensure()
+    recover(store)
+    try:
+        candidate = Candidate.from_request(request)
+        manifest = verify_candidate(store, candidate)
+        release_id = release_id_for(candidate.manifest_bytes, manifest.model.name, manifest.version)
+        state = store.load_state()
+        if state.committed == release_id and store.current_id() == release_id:
+            return {"status": "already_installed", "release": release_id}
+        _check_version(store, manifest, release_id, bool(request.get("allow_downgrade")))
+        missing = missing_objects(store, manifest)
+        disk = _disk_precheck(store, manifest, missing)
+    except Rejected as exc:
+        emit("rejected", {"reason": exc.reason, "message": exc.message})
+        # Lack of disk is the device's state, not the bundle's fault: failed at precheck, nothing changed.
+        final = FAILED_NO_STATE_CHANGE if exc.reason == "insufficient_disk" else REJECTED
+        return {"status": final, "reason": exc.reason, "message": exc.message}
+    return {
+        "status": "ready",
+        "release": release_id,
+        "committed": store.load_state().committed,
+        "missing": missing,
+        "upload_bytes": sum(m["size"] for m in missing),
+        "incoming": str(store.incoming),
+        "disk": disk,
+    }
+
+
+# --------------------------------------------------------------------------- install
+
+
+def ingest(store: Store, manifest: Any, emit: Emit = _quiet) -> int:
+    """Move verified uploads from incoming/ into objects/; return how many were ingested."""
+    count = 0
+    for entry in manifest.files:
+        obj = store.objects / entry.sha256
+        if obj.is_file():
+            continue
+        upload = store.incoming / entry.sha256
+        if not upload.is_file():
+            raise StepFailed(f"{entry.path} ({entry.sha256[:12]}) was not uploaded")
+        size = upload.stat().st_size
+        actual = sha256_file(upload) if size == entry.size else None
+        if actual != entry.sha256:
+            for other in manifest.files:  # the whole upload is rejected: keep none of it
+                with contextlib.suppress(FileNotFoundError):
+                    (store.incoming / other.sha256).unlink()
+            got = f"sha256 {actual[:16]}..." if actual else f"size {size}"
+            raise Rejected(
+                "checksum_mismatch",
+                f"{entry.path}: uploaded {got}, manifest says sha256 {entry.sha256[:16]}... size {entry.size}",
+            )
+        upload.chmod(0o444)
+        os.replace(upload, obj)
+        count += 1
+    if count:
+        _fsync_dir(store.objects)
+    emit("ingested", {"objects": count})
+    return count
+
+
+def stage(store: Store, candidate: Candidate, manifest: Any, release_id: str, emit: Emit = _quiet) -> Path:
+    """Build ``releases/<id>`` from objects and verify every file in it; reuse a finished one."""
+    final = store.releases / release_id
+    if (final / "manifest.json").is_file() and (final / ".verified").is_file():
+        emit("staged", {"release": release_id, "reused": True})
+        return final
+    staging = store.releases / f".{release_id}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for entry in manifest.files:
+        dest = staging / entry.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(store.objects / entry.sha256, dest)
+        except OSError:
+            shutil.copyfile(store.objects / entry.sha256, dest)
+    (staging / "manifest.json").write_bytes(candidate.manifest_bytes)
+    (staging / "manifest.sig").write_bytes(candidate.signature or b"")
+    verify_release_dir(staging, manifest)
+    (staging / ".verified").write_text(f"{_now()}\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    _fsync_dir(store.releases)
+    emit("staged", {"release": release_id, "reused": False})
+    return final
+
+
+def verify_release_dir(root: Path, manifest: Any) -> None:
+    """Every listed file present with its sha256; nothing unlisted; no links."""
+    listed = {e.path for e in manifest.files} | {"manifest.json", "manifest.sig", ".verified"}
+    for entry in manifest.files:
+        path = root / entry.path
+        if path.is_symlink() or not path.is_file():
+            raise Rejected("missing_file", f"{entry.path} missing in the staged release")
+        if sha256_file(path) != entry.sha256:
+            raise Rejected("checksum_mismatch", f"{entry.path}: staged file does not match its sha256")
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel not in listed:
+                raise Rejected("unlisted_file", f"{rel} is in the release but not in the manifest")
+
+
+def build_engine(store: Store, release_id: str, emit: Emit = _quiet) -> dict[str, Any]:
+    """Build (or find cached) the TensorRT engine for a staged release carrying a recipe.
+
+    Runs before the flip; the engine lands in the same per-device cache ``edgeds engine build``
+    uses, keyed by the device fingerprint, so the agent's TensorRT backend finds it.
+    """
+    from ..bundle import load_bundle
+    from ..compile.toolchains import tensorrt
+    from ..datasets import cache_dir
+
+    emit("engine_build", {"release": release_id})
+    try:
+        with load_bundle(store.releases / release_id, verify=False) as bundle:
+            engine, built = tensorrt.ensure_engine(bundle.artifact_path, cache_dir() / "tensorrt", bundle.card)
+    except Exception as exc:
+        raise StepFailed(f"building the TensorRT engine failed: {exc}") from exc
+    emit("engine_ready", {"engine": str(engine), "built": built})
+    return {"engine": str(engine), "built": built}
+
+
+# --------------------------------------------------------------------------- agent + health
+
+
+def reload_agent(store: Store, release_id: str | None, timeout: float, emit: Emit = _quiet) -> dict[str, Any]:
+    """SIGHUP the agent and wait until it serves ``release_id`` (or reports failing to)."""
+    pid = agent_pid(store)
+    if pid is None:
+        return {"agent": "not_running"}
+    before = store.agent_status().get("generation", 0)
+    os.kill(pid, signal.SIGHUP)
+    emit("reload_sent", {"pid": pid, "release": release_id})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = store.agent_status()
+        if not status["running"]:
+            raise StepFailed(f"the agent (pid {pid}) died while loading {release_id}")
+        if status.get("generation", 0) > before and status.get("attempted") == release_id:
+            if status.get("state") == "serving" and status.get("release") == release_id:
+                return {"agent": "serving", "load_s": status.get("load_s")}
+            if status.get("state") in ("failed", "serving", "idle"):
+                raise StepFailed(f"the agent failed to load {release_id}: {status.get('error')}")
+        time.sleep(0.05)
+    raise StepFailed(f"the agent did not load {release_id} within {timeout:.0f}s")
+
+
+def _agent_url(store: Store) -> str | None:
+    status = store.agent_status()
+    http = status.get("http")
+    return f"http://{http}" if http and status.get("running") else None
+
+
+def _http(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol: float, min_cos: float) -> None:
+    import numpy as np
+
+    for name, ref in golden.items():
+        got = outputs.get(name)
+        if got is None:
+            raise StepFailed(f"golden check: output {name!r} missing")
+        got = np.asarray(got, dtype=np.float64).reshape(ref.shape)
+        ref64 = ref.astype(np.float64)
+        if not np.allclose(got, ref64, atol=atol, rtol=rtol):
+            worst = float(np.max(np.abs(got - ref64)))
+            raise StepFailed(f"golden check: {name} differs by up to {worst:.4g} (atol {atol}, rtol {rtol})")
+        denom = float(np.linalg.norm(got) * np.linalg.norm(ref64)) or 1.0
+        cosine = float(np.sum(got * ref64)) / denom
+        if cosine < min_cos:
+            raise StepFailed(f"golden check: cosine {cosine:.5f} < {min_cos}")
+
+
+def health_check(store: Store, release_id: str, options: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+    """Agent ready, golden outputs within tolerance, p99 under the bound over N requests.
+
+    Without a running agent the release is checked in-process instead (open the artifact with
+    its backend and run the golden batch); the result says which was done.
+    """
+    import numpy as np
+
+    root = store.releases / release_id
+    manifest = json.loads((root / "manifest.json").read_text())
+    golden = manifest["golden"]
+    inputs = np.load(root / golden["inputs"], allow_pickle=False)
+    with np.load(root / golden["outputs"], allow_pickle=False) as npz:
+        expected = {k: npz[k] for k in npz.files}
+    tol = (float(golden["atol"]), float(golden["rtol"]), float(golden["min_cosine"]))
+    bound = options.get("p99_ms") or (manifest.get("profile", {}).get("latency", {}) or {}).get("p99_ms")
+    url = _agent_url(store)
+    if url is None:
+        from .. import backends
+
+        backend = backends.create(manifest["backend"], manifest.get("backend_options") or {})
+        try:
+            backend.open(root / manifest["artifact"], buckets=(int(inputs.shape[0]),))
+            name = manifest["io"]["inputs"][0]["name"]
+            outputs = {k: np.array(v) for k, v in backend.infer({name: inputs}).items()}
+        except Exception as exc:
+            raise StepFailed(f"release does not load/run in-process: {exc}") from exc
+        finally:
+            backend.close()
+        _compare(outputs, expected, *tol)
+        return {"mode": "in_process", "golden": "ok"}
+    model = manifest["model"]["name"]
+    code, _ = _http(f"{url}/v2/health/ready")
+    if code != 200:
+        raise StepFailed(f"agent not ready (HTTP {code})")
+    code, _ = _http(f"{url}/v2/models/{model}/ready")
+    if code != 200:
+        raise StepFailed(f"model {model} not ready (HTTP {code})")
+    in_name = manifest["io"]["inputs"][0]["name"]
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def infer(batch: Any) -> dict[str, Any]:
+        """One OIP request with the binary tensor extension (JSON outputs), on a kept-alive connection."""
+        raw = np.ascontiguousarray(batch, dtype=np.float32).tobytes()
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": in_name,
+                        "shape": list(batch.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ]
+            }
+        ).encode()
+        conn.request(
+            "POST",
+            f"/v2/models/{model}/infer",
+            body=header + raw,
+            headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        )
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise StepFailed(f"infer returned HTTP {response.status}: {payload[:200]!r}")
+        reply = json.loads(payload)
+        return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in reply["outputs"]}
+
+    _compare(infer(inputs), expected, *tol)
+    emit("golden_ok", {"release": release_id})
+    count = int(options.get("requests", 50))
+    one = inputs[:1]
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        infer(one)
+        latencies.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] if latencies else 0.0
+    result = {"mode": "agent", "golden": "ok", "requests": count, "p99_ms": round(p99, 3), "bound_ms": bound}
+    if bound is not None and count and p99 > float(bound):
+        raise StepFailed(f"p99 {p99:.1f} ms over {count} requests exceeds the bound {bound} ms")
+    return result
+
+
+# --------------------------------------------------------------------------- apply / rollback
+
+
+def recover(store: Store) -> dict[str, Any] | None:
+    """Roll back an activation that was never committed (nobody holds the lock).
+
+    Returns what was done, or None when there was nothing to do or a step is in progress.
+    """
+    state = store.load_state()
+    if state.pending is None and (state.committed is None or store.current_id() == state.committed):
+        return None
+    with store.locked(blocking=False) as got:
+        if not got:
+            return None
+        state = store.load_state()
+        pending, target = state.pending, state.committed
+        if pending is None and store.current_id() == target:
+            return None
+        if target is not None and not (store.releases / target).is_dir():
+            target = None
+        store.flip(target)
+        if pending is not None:
+            state.failed.append(pending["id"])
+            state.history.append({"event": "recovered", "from": pending["id"], "to": target, "ts": _now()})
+        state.pending = None
+        store.save_state(state)
+        return {"rolled_back": pending["id"] if pending else None, "current": target}
+
+
+def _rollback_to(store: Store, target: str | None, options: dict[str, Any], emit: Emit) -> str:
+    """Flip back to ``target`` and make the agent serve it; the final status to report."""
+    try:
+        store.flip(target)
+        emit("flipped_back", {"release": target})
+        if target is not None and agent_pid(store) is not None:
+            reload_agent(store, target, float(options.get("reload_timeout_s", 120)), emit)
+    except (StepFailed, OSError) as exc:
+        emit("rollback_failed", {"error": str(exc)})
+        return FAILED_UNABLE_TO_ROLLBACK
+    return FAILED_ROLLBACK_COMPLETE
+
+
+def apply(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+    """Install (ingest + stage + verify), activate, reload, health-check, then commit or roll back."""
+    store.ensure()
+    recover(store)
+    options = dict(request.get("options") or {})
+    with store.locked():
+        try:
+            candidate = Candidate.from_request(request)
+            manifest = verify_candidate(store, candidate)
+            release_id = release_id_for(candidate.manifest_bytes, manifest.model.name, manifest.version)
+            state = store.load_state()
+            if state.committed == release_id and store.current_id() == release_id:
+                return {"status": SUCCEEDED, "release": release_id, "already_installed": True}
+            _check_version(store, manifest, release_id, bool(request.get("allow_downgrade")))
+            _disk_precheck(store, manifest, [])
+            ingest(store, manifest, emit)
+            stage(store, candidate, manifest, release_id, emit)
+            if manifest.recipe is not None:
+                build_engine(store, release_id, emit)
+        except Rejected as exc:
+            emit("rejected", {"reason": exc.reason, "message": exc.message})
+            return {"status": REJECTED, "reason": exc.reason, "message": exc.message}
+        except (StepFailed, OSError) as exc:
+            return {"status": FAILED_NO_STATE_CHANGE, "message": str(exc)}
+
+        previous = state.committed
+        state.pending = {"id": release_id, "from": previous, "ts": _now()}
+        store.save_state(state)
+        details: dict[str, Any] = {"release": release_id, "previous": previous}
+        try:
+            store.flip(release_id)
+            emit("flipped", {"release": release_id})
+            if options.get("crash_after_flip"):  # test hook: die like a power cut after the flip
+                os._exit(9)
+            details["reload"] = reload_agent(store, release_id, float(options.get("reload_timeout_s", 120)), emit)
+            if not options.get("skip_health"):
+                details["health"] = health_check(store, release_id, options.get("health") or {}, emit)
+                emit("healthy", details["health"])
+        except (StepFailed, OSError, Exception) as exc:
+            emit("activation_failed", {"error": str(exc)})
+            status = _rollback_to(store, previous, options, emit)
+            state = store.load_state()
+            state.pending = None
+            state.failed.append(release_id)
+            state.history.append({"event": "rolled_back", "from": release_id, "to": previous, "ts": _now()})
+            store.save_state(state)
+            return {"status": status, "message": str(exc), **details}
+        state = store.load_state()
+        state.previous, state.committed, state.pending = previous, release_id, None
+        state.history.append({"event": "committed", "id": release_id, "version": manifest.version, "ts": _now()})
+        store.save_state(state)
+        emit("committed", {"release": release_id})
+        return {"status": SUCCEEDED, **details}
+
+
+def rollback(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+    """Make ``to`` (default: the previous committed release) current and committed."""
+    store.ensure()
+    recover(store)
+    options = dict(request.get("options") or {})
+    with store.locked():
+        state = store.load_state()
+        target = request.get("to") or state.previous
+        if target is None:
+            return {"status": FAILED_NO_STATE_CHANGE, "message": "no previous release to roll back to"}
+        if not (store.releases / target / ".verified").is_file():
+            return {"status": FAILED_NO_STATE_CHANGE, "message": f"release {target} is not on the device"}
+        if target == state.committed:
+            return {"status": SUCCEEDED, "release": target, "already_installed": True}
+        old = state.committed
+        try:
+            store.flip(target)
+            reload = reload_agent(store, target, float(options.get("reload_timeout_s", 120)), emit)
+        except (StepFailed, OSError) as exc:
+            status = _rollback_to(store, old, options, emit)
+            return {"status": status, "message": str(exc)}
+        state.previous, state.committed = old, target
+        state.history.append({"event": "rollback", "id": target, "from": old, "ts": _now()})
+        store.save_state(state)
+        return {"status": SUCCEEDED, "release": target, "previous": old, "reload": reload}
+
+
+def prune(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+    """Keep the newest ``keep`` releases (plus current/committed/previous); drop unreferenced objects."""
+    keep = max(1, int(request.get("keep", 3)))
+    with store.locked():
+        state = store.load_state()
+        releases = store.list_releases()
+        protected = {x for x in (state.committed, state.previous, store.current_id()) if x}
+        by_age = sorted(releases, key=lambda r: (store.releases / r).stat().st_mtime, reverse=True)
+        keepers = set(by_age[:keep]) | protected
+        removed = [r for r in releases if r not in keepers]
+        for release in removed:
+            shutil.rmtree(store.releases / release, ignore_errors=True)
+        referenced: set[str] = set()
+        for release in keepers:
+            manifest = store.release_manifest(release) or {}
+            referenced |= {f["sha256"] for f in manifest.get("files", [])}
+        dropped = 0
+        for obj in store.objects.iterdir() if store.objects.is_dir() else []:
+            if obj.name not in referenced:
+                obj.unlink()
+                dropped += 1
+        for part in store.incoming.iterdir() if store.incoming.is_dir() else []:
+            part.unlink()
+        return {"status": "ok", "removed": removed, "kept": sorted(keepers), "objects_removed": dropped}
+
+
+def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = _quiet) -> dict[str, Any]:
+    """Current, committed and previous release, pending activation, releases, agent."""
+    state = store.load_state()
+    current = store.current_id()
+
+    def describe(release: str | None) -> dict[str, Any] | None:
+        if release is None:
+            return None
+        manifest = store.release_manifest(release) or {}
+        return {
+            "id": release,
+            "model": manifest.get("model", {}).get("name"),
+            "model_version": manifest.get("model", {}).get("version"),
+            "version": manifest.get("version"),
+            "backend": manifest.get("backend"),
+            "precision": manifest.get("precision"),
+        }
+
+    agent = store.agent_status()
+    url = _agent_url(store)
+    if url is not None:
+        with contextlib.suppress(OSError, ValueError):
+            agent["ready"] = _http(f"{url}/v2/health/ready", timeout=3)[0] == 200
+    return {
+        "current": describe(current),
+        "committed": state.committed,
+        "previous": describe(state.previous),
+        "pending": state.pending,
+        "consistent": state.pending is None and current == state.committed,
+        "releases": store.list_releases(),
+        "failed": state.failed[-10:],
+        "agent": agent,
+    }
+
+
+def trust(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+    added = store.add_trusted_key(str(request.get("name", "publisher")), str(request["key"]).encode())
+    return {"status": "ok", "added": added}
+
+
+def probe(store: Store, request: dict[str, Any] | None = None, emit: Emit = _quiet) -> dict[str, Any]:
+    """Arch, OS, Python, disk, memory, importable backends, GPU / TensorRT / JetPack fingerprint."""
+    os_release: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            key, _, value = line.partition("=")
+            os_release[key] = value.strip('"')
+    store.root.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(store.root)
+    backends = {name: importlib.util.find_spec(module) is not None for name, module in BACKEND_MODULES.items()}
+    tegra = None
+    with contextlib.suppress(OSError):
+        tegra = Path("/etc/nv_tegra_release").read_text().splitlines()[0]
+    gpu = None
+    with contextlib.suppress(OSError):
+        gpu = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+    tensorrt_version = None
+    if backends["tensorrt"]:
+        with contextlib.suppress(Exception):
+            import importlib.metadata as md
+
+            tensorrt_version = md.version("tensorrt")
+    return {
+        "arch": _machine(),
+        "os": os_release.get("PRETTY_NAME", platform.platform()),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "cpu_count": os.cpu_count(),
+        "memory_mb": _memory_mb(),
+        "disk_free_mb": usage.free // MIB,
+        "disk_total_mb": usage.total // MIB,
+        "backends": backends,
+        "gpu": gpu,
+        "tensorrt": tensorrt_version,
+        "jetpack_l4t": tegra,
+        "systemd": Path("/run/systemd/system").is_dir(),
+        "install_dir": str(store.root),
+    }
+
+
+# --------------------------------------------------------------------------- step launcher
+
+# Run by ``<install_dir>/bin/python -S -c RELAY <root> <python> ARGS...`` over SSH: hands this
+# process's stdin/stdout/stderr to the device's step server (``serve``, started by the agent with
+# edgeds already imported), which forks a child that runs ``main(ARGS)`` on them; the relay exits
+# with the child's exit code. Without a step server it execs ``<python> -m edgeds.deploy.device
+# ARGS`` instead. Either way the step sees the same stdin/stdout/stderr and arguments.
+RELAY = r"""
+import json, os, socket, sys
+root, py, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.path.join(root, "run", "device.sock"))
+    socket.send_fds(s, [json.dumps(args).encode()], [0, 1, 2])
+except OSError:
+    os.execv(py, [py, "-m", "edgeds.deploy.device", *args])
+data = b""
+while True:
+    chunk = s.recv(64)
+    if not chunk:
+        break
+    data += chunk
+sys.exit(int(data) if data.strip().lstrip(b"-").isdigit() else 1)
+"""
+
+
+def step_argv(python: str, root: str, args: list[str]) -> list[str]:
+    """The command line that runs ``python -m edgeds.deploy.device ARGS`` on the device, via the
+    step server when one is up (see :data:`RELAY`)."""
+    return [python, "-S", "-c", RELAY, root, python, *args]
+
+
+def serve(root: str | Path) -> int:
+    """The step server: import once, fork per step. Exits when its parent (the agent) goes away.
+
+    Listens on ``run/device.sock`` (mode 0600: only the device user). Each connection carries the
+    step's arguments and its three file descriptors (SCM_RIGHTS); a forked child runs
+    :func:`main` on them and sends back its exit code.
+    """
+    import socket
+    import traceback
+
+    from .. import bundle as _bundle  # noqa: F401  (the point: import before forking)
+
+    store = Store(root)
+    store.ensure()
+    path = store.run_dir / "device.sock"
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    server.listen(32)
+    server.settimeout(1.0)
+    parent = os.getppid()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    try:
+        while os.getppid() == parent:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(10)
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+                args = [str(a) for a in json.loads(message)]
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:  # the step
+                code = 1
+                try:
+                    server.close()
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for number, fd in enumerate(fds):
+                        os.dup2(fd, number)
+                        os.close(fd)
+                    code = main(args)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    with contextlib.suppress(Exception):
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                    with contextlib.suppress(Exception):
+                        conn.settimeout(10)
+                        conn.sendall(str(code).encode())
+                    os._exit(0)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if server.getsockname() == str(path):
+                path.unlink()
+        server.close()
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Store, dict[str, Any], Emit], dict[str, Any]]] = {
+    "plan": plan,
+    "apply": apply,
+    "rollback": rollback,
+    "prune": prune,
+    "status": status,
+    "trust": trust,
+    "probe": probe,
+    "recover": lambda store, request, emit: {"recovered": recover(store)},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgeds.deploy.device COMMAND --root DIR [--json]`` with the request on stdin."""
+    parser = argparse.ArgumentParser(prog="edgeds.deploy.device", description=main.__doc__)
+    parser.add_argument("command", choices=[*sorted(COMMANDS), "session", "serve"])
+    parser.add_argument("--root", required=True, help="install dir on the device")
+    parser.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.root)
+    store = Store(args.root)
+
+    def emit(event: str, data: dict[str, Any]) -> None:
+        sys.stderr.write(json.dumps({"event": event, **data}) + "\n")
+        sys.stderr.flush()
+
+    def run(command: str, request: dict[str, Any]) -> None:
+        try:
+            result = COMMANDS[command](store, request, emit)
+        except Exception as exc:  # the controller maps this to DeviceError
+            result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+    if args.command == "session":
+        # One process for several steps (saves an interpreter start per step): one JSON request
+        # per line ``{"command": ..., "request": {...}}``, one JSON result line each, until EOF.
+        for line in sys.stdin:
+            if line.strip():
+                message = json.loads(line)
+                run(str(message.get("command")), dict(message.get("request") or {}))
+        return 0
+    raw = sys.stdin.read() if not sys.stdin.isatty() else ""
+    run(args.command, json.loads(raw) if raw.strip() else {})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

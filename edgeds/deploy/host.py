@@ -1,0 +1,319 @@
+"""One host, seen from here: plan -> upload the missing objects -> apply; plus status/rollback/prune.
+
+Every device-side step runs ``<install_dir>/bin/python -m edgeds.deploy.device`` (that wrapper is
+written by ``edgeds device setup``) with a JSON request on stdin; a deploy keeps one such process
+(``session``) for plan and apply, so the device starts one interpreter per deploy. A lost connection before
+``apply`` started changes nothing on the device (FAILED_NO_STATE_CHANGE; the retry resumes the
+upload). A lost connection during ``apply`` is resolved by reconnecting once and reading the
+device's state (an uncommitted activation is rolled back by the device itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError, BundleVerificationError, ConnectionFailed, DeployError, DeviceError, HostKeyError
+from . import device as dev
+from .ssh import Connection, connect
+from .targets import HostPlan
+
+Progress = Callable[[str, str, dict[str, Any]], None]  # (host, event, data)
+
+
+def _no_progress(host: str, event: str, data: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class HostResult:
+    """The outcome of one host. ``status`` is one of :data:`edgeds.deploy.device.STATUSES`."""
+
+    host: str
+    status: str
+    release: str | None = None
+    previous: str | None = None
+    message: str = ""
+    reason: str | None = None
+    already_installed: bool = False
+    uploaded_bytes: int = 0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LocalBundle:
+    """A bundle on this machine, ready to offer: manifest bytes, signature, sha256 -> local file.
+
+    Nothing is verified here (the device does it); a ``.tar`` is extracted safely (unsafe
+    members raise :class:`BundleVerificationError` before anything is written).
+    """
+
+    root: Path
+    manifest_bytes: bytes
+    signature: bytes | None
+    files: dict[str, Path]
+    name: str
+    version: int
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> LocalBundle:
+        from ..bundle import MANIFEST, SIGNATURE, extract_bundle, read_manifest
+
+        path = Path(path)
+        tmp = None
+        if path.is_file():
+            tmp = tempfile.TemporaryDirectory(prefix="edgeds-deploy-")
+            try:
+                root = extract_bundle(path, tmp.name)
+            except BaseException:
+                tmp.cleanup()
+                raise
+        elif path.is_dir():
+            root = path
+        else:
+            raise BundleError(f"no bundle at {path}")
+        manifest = read_manifest(root)
+        sig_path = root / SIGNATURE
+        files = {entry.sha256: root / entry.path for entry in manifest.files}
+        for sha, local in files.items():
+            if not local.is_file():
+                raise BundleVerificationError("missing_file", f"{local} (sha256 {sha[:12]}) is missing")
+        return cls(
+            root=root,
+            manifest_bytes=(root / MANIFEST).read_bytes(),
+            signature=sig_path.read_bytes() if sig_path.is_file() else None,
+            files=files,
+            name=manifest.model.name,
+            version=manifest.version,
+            _tmp=tmp,
+        )
+
+    def request(self, **extra: Any) -> dict[str, Any]:
+        sig = None
+        if self.signature is not None:
+            sig = self.signature.hex() if len(self.signature) == 64 else self.signature.decode(errors="replace")
+        return {"manifest": self.manifest_bytes.decode(), "signature": sig, **extra}
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class DeviceSession:
+    """An SSH connection plus where edgeds lives on that device."""
+
+    def __init__(self, plan: HostPlan, conn: Connection) -> None:
+        self.plan = plan
+        self.conn = conn
+        install_dir = plan.install_dir
+        if install_dir.startswith("~"):
+            home = conn.run(["sh", "-c", 'printf %s "$HOME"'], timeout=30).stdout.decode()
+            install_dir = home + install_dir[1:]
+        self.install_dir = install_dir.rstrip("/")
+        self.python = f"{self.install_dir}/bin/python"
+
+    def call(
+        self,
+        command: str,
+        request: dict[str, Any] | None = None,
+        *,
+        timeout: float = 300.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run one device command; its JSON result (raises :class:`DeviceError` if there is none)."""
+
+        def line(text: str) -> None:
+            if on_event is not None and text.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    on_event(json.loads(text))
+
+        argv = dev.step_argv(self.python, self.install_dir, [command, "--root", self.install_dir, "--json"])
+        result = self.conn.run(argv, stdin=json.dumps(request or {}).encode(), timeout=timeout, on_stderr_line=line)
+        out = result.stdout.decode(errors="replace").strip().splitlines()
+        try:
+            data: dict[str, Any] = json.loads(out[-1])
+        except (IndexError, ValueError) as exc:
+            hint = ""
+            if result.exit_code == 127 or b"No such file" in result.stderr:
+                hint = " (is the agent installed? run `edgeds device setup`)"
+            raise DeviceError(
+                f"{self.plan.host.name}: `{command}` gave no result (exit {result.exit_code}){hint}: "
+                f"{result.stderr.decode(errors='replace')[-500:]}"
+            ) from exc
+        if data.get("status") == "error":
+            raise DeviceError(f"{self.plan.host.name}: `{command}` failed: {data.get('error')}")
+        return data
+
+
+class StepRunner:
+    """One device process (``device session``) answering several steps; progress events streamed."""
+
+    def __init__(self, session: DeviceSession, on_event: Callable[[dict[str, Any]], None]) -> None:
+        def line(text: str) -> None:
+            if text.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    on_event(json.loads(text))
+
+        argv = dev.step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
+        self.name = session.plan.host.name
+        self.process = session.conn.start(argv, on_stderr_line=line)
+
+    def call(self, command: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        raw = self.process.request(json.dumps({"command": command, "request": request}).encode(), timeout)
+        try:
+            data: dict[str, Any] = json.loads(raw)
+        except ValueError as exc:
+            raise DeviceError(f"{self.name}: `{command}` answered garbage: {raw[:200]!r}") from exc
+        if data.get("status") == "error":
+            raise DeviceError(f"{self.name}: `{command}` failed: {data.get('error')}")
+        return data
+
+    def close(self) -> None:
+        self.process.close()
+
+
+def open_session(plan: HostPlan) -> DeviceSession:
+    conn = connect(plan.endpoint)
+    try:
+        return DeviceSession(plan, conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def deploy_host(
+    plan: HostPlan,
+    bundle: LocalBundle,
+    *,
+    options: dict[str, Any] | None = None,
+    progress: Progress = _no_progress,
+    timeout: float = 900.0,
+    cancel: threading.Event | None = None,
+) -> HostResult:
+    """Deploy ``bundle`` to one host. Never raises for device/network failures: see the result.
+
+    ``options``: ``allow_downgrade`` (bool) and ``apply`` (dict passed to the device's apply:
+    ``health`` {requests, p99_ms}, ``reload_timeout_s``, ``skip_health``).
+    """
+    name = plan.host.name
+    started = time.monotonic()
+    deadline = started + timeout
+    result = HostResult(name, dev.FAILED_NO_STATE_CHANGE)
+    session: DeviceSession | None = None
+    applying = False
+    committed_before: str | None = None
+    watchdog: threading.Timer | None = None
+    downgrade = bool((options or {}).get("allow_downgrade"))
+    try:
+        progress(name, "connecting", {})
+        session = open_session(plan)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), session.conn.close)
+        watchdog.daemon = True
+        watchdog.start()
+        progress(name, "planning", {})
+
+        def on_event(event: dict[str, Any]) -> None:
+            progress(name, str(event.get("event")), event)
+
+        steps = StepRunner(session, on_event)
+        planned = steps.call("plan", bundle.request(allow_downgrade=downgrade), timeout=120)
+        committed_before = planned.get("committed")
+        if planned["status"] in (dev.REJECTED, dev.FAILED_NO_STATE_CHANGE):
+            result.status, result.reason, result.message = planned["status"], planned.get("reason"), planned["message"]
+            return result
+        if planned["status"] == "already_installed":
+            result.status, result.release, result.already_installed = dev.SUCCEEDED, planned["release"], True
+            result.message = "already installed"
+            progress(name, "already_installed", {"release": planned["release"]})
+            return result
+        result.release = planned["release"]
+        missing = planned["missing"]
+        total = int(planned["upload_bytes"])
+        progress(name, "uploading", {"objects": len(missing), "bytes": total})
+        done_before = 0
+        for obj in missing:
+            if cancel is not None and cancel.is_set():
+                raise ConnectionFailed(f"{name}: cancelled")
+            local = bundle.files[obj["sha256"]]
+            base = done_before
+
+            def tick(done: int, size: int, base: int = base) -> None:
+                progress(name, "upload_bytes", {"done": base + done, "total": total})
+
+            result.uploaded_bytes += session.conn.upload(local, f"{planned['incoming']}/{obj['sha256']}", progress=tick)
+            done_before += int(obj["size"])
+        progress(name, "applying", {"release": planned["release"]})
+        applying = True
+        request = bundle.request(allow_downgrade=downgrade, options=(options or {}).get("apply", {}))
+        applied = steps.call("apply", request, timeout=max(1.0, deadline - time.monotonic()))
+        result.status = applied["status"]
+        result.previous = applied.get("previous")
+        result.reason = applied.get("reason")
+        result.message = applied.get("message", "")
+        result.already_installed = bool(applied.get("already_installed"))
+        result.details = {k: applied[k] for k in ("health", "reload") if k in applied}
+        return result
+    except HostKeyError as exc:
+        result.status, result.reason, result.message = dev.FAILED_NO_STATE_CHANGE, "host_key", str(exc)
+        return result
+    except (BundleVerificationError, BundleError) as exc:
+        result.status, result.message = dev.REJECTED, str(exc)
+        result.reason = getattr(exc, "reason", "bundle")
+        return result
+    except DeployError as exc:
+        result.message = str(exc)
+        if applying:
+            result.status, result.message = _after_lost_apply(plan, result.release, committed_before, str(exc))
+        return result
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        if session is not None:
+            session.conn.close()
+        result.seconds = round(time.monotonic() - started, 3)
+        progress(name, "done", {"status": result.status})
+
+
+def _after_lost_apply(plan: HostPlan, release: str | None, before: str | None, error: str) -> tuple[str, str]:
+    """The connection dropped during apply: reconnect once and let the device's state decide."""
+    try:
+        session = open_session(plan)
+    except DeployError as exc:
+        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; device unreachable afterwards, state unknown: {exc}"
+    try:
+        for _ in range(20):  # an apply still running holds the lock; recover waits for it
+            state = session.call("status", timeout=60)
+            if state.get("pending") is None:
+                break
+            session.call("recover", timeout=60)
+            time.sleep(0.5)
+        if state.get("committed") == release and state.get("consistent"):
+            return dev.SUCCEEDED, f"connection dropped after commit ({error})"
+        if state.get("committed") == before and state.get("consistent"):
+            return dev.FAILED_ROLLBACK_COMPLETE, f"{error}; device back on its committed release {before}"
+        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; device state: {state}"
+    except DeployError as exc:
+        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; then {exc}"
+    finally:
+        session.conn.close()
+
+
+def host_command(
+    plan: HostPlan, command: str, request: dict[str, Any] | None = None, timeout: float = 300.0
+) -> dict[str, Any]:
+    """Run one device command (status, rollback, prune, probe, trust) on a host."""
+    session = open_session(plan)
+    try:
+        return session.call(command, request or {}, timeout=timeout)
+    finally:
+        session.conn.close()

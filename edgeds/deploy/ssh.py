@@ -1,0 +1,440 @@
+"""SSH to devices: the only module that imports paramiko (fabric is not used).
+
+Security contract:
+- Host keys come only from the target's pinned ``known_hosts`` file; unknown hosts are
+  refused with paramiko's ``RejectPolicy`` (fabric would silently auto-add them), a changed
+  key raises :class:`~edgeds.errors.HostKeyError`. System/user known_hosts are not read.
+- Key auth only: the target's key file; no agent, no password, ``look_for_keys`` off.
+- Every network wait has a timeout (connect, banner, auth, each command, each transfer).
+
+Errors: paramiko and socket errors are mapped here to :class:`HostKeyError` or
+:class:`ConnectionFailed`; a command exceeding its timeout raises :class:`ConnectionFailed` too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConnectionFailed, DeployError, HostKeyError
+
+ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one device. Paths are absolute on this machine."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    key_path: Path | None
+    known_hosts: Path
+    connect_timeout_s: float = 10.0
+
+    @property
+    def host_id(self) -> str:
+        """The known_hosts name of the device: ``addr`` on port 22, ``[addr]:port`` otherwise."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A device's SSH host key as presented on the wire."""
+
+    host_id: str
+    key_type: str
+    base64: str
+
+    @property
+    def fingerprint(self) -> str:
+        """OpenSSH style ``SHA256:...`` fingerprint."""
+        digest = hashlib.sha256(base64.b64decode(self.base64)).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+    def known_hosts_line(self) -> str:
+        return f"{self.host_id} {self.key_type} {self.base64}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _map_error(endpoint: Endpoint, exc: BaseException) -> DeployError:
+    import paramiko
+
+    where = f"{endpoint.name} ({endpoint.user}@{endpoint.host_id})"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyError(
+            f"{where}: HOST KEY CHANGED: got {exc.key.get_name()} "
+            f"{HostKey(endpoint.host_id, exc.key.get_name(), exc.key.get_base64()).fingerprint}, pinned "
+            f"{HostKey(endpoint.host_id, exc.expected_key.get_name(), exc.expected_key.get_base64()).fingerprint}"
+            f" in {endpoint.known_hosts}. Refusing to connect (possible man-in-the-middle); if the device was "
+            "reinstalled, remove its line and run `edgeds enroll` again."
+        )
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return HostKeyError(
+            f"{where}: host key is not pinned in {endpoint.known_hosts}; run `edgeds enroll --target ...` first"
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return ConnectionFailed(f"{where}: key authentication failed: {exc}")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ConnectionFailed(f"{where}: timed out: {exc}")
+    return ConnectionFailed(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _load_pinned(known_hosts: Path) -> Any:
+    import paramiko
+
+    keys = paramiko.HostKeys()
+    if known_hosts.exists():
+        try:
+            keys.load(str(known_hosts))
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostKeyError(f"cannot read pinned host keys {known_hosts}: {exc}") from exc
+    return keys
+
+
+class Connection:
+    """One authenticated SSH connection to a device. Thread-compatible, not thread-safe.
+
+    Use as a context manager; :meth:`close` is idempotent.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        import paramiko
+
+        self.endpoint = endpoint
+        self._client = paramiko.SSHClient()
+        # Never the system or user known_hosts: only the target's pinned file.
+        pinned = _load_pinned(endpoint.known_hosts)
+        for hostname, entries in pinned.items():
+            for key_type, key in entries.items():
+                self._client.get_host_keys().add(hostname, key_type, key)
+        self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._sftp: Any = None
+        timeout = endpoint.connect_timeout_s
+        try:
+            self._client.connect(
+                endpoint.address,
+                port=endpoint.port,
+                username=endpoint.user,
+                key_filename=str(endpoint.key_path) if endpoint.key_path else None,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                channel_timeout=timeout,
+            )
+        except Exception as exc:
+            self._client.close()
+            raise _map_error(endpoint, exc) from exc
+        transport = self._client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(5)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float = 120.0,
+        on_stderr_line: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` (quoted here) on the device; stdout/stderr collected.
+
+        ``on_stderr_line`` is called for each complete stderr line as it arrives (progress).
+        Raises :class:`ConnectionFailed` on a dropped connection or after ``timeout`` seconds.
+        """
+        command = " ".join(shlex.quote(a) for a in argv)
+        try:
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active():
+                raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
+            chan = transport.open_session(timeout=self.endpoint.connect_timeout_s)
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            pending = b""
+            deadline = time.monotonic() + timeout
+            while True:
+                progressed = False
+                if chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                    progressed = True
+                if chan.recv_stderr_ready():
+                    chunk = chan.recv_stderr(1 << 16)
+                    err += chunk
+                    progressed = True
+                    if on_stderr_line is not None:
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            on_stderr_line(line.decode(errors="replace"))
+                if progressed:
+                    continue
+                if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                    break
+                if not transport.is_active():
+                    raise ConnectionFailed(f"{self.endpoint.name}: connection lost while running {argv[:3]}")
+                if time.monotonic() > deadline:
+                    chan.close()
+                    raise ConnectionFailed(f"{self.endpoint.name}: {argv[:3]} did not finish in {timeout:.0f}s")
+                time.sleep(0.005)
+            code = chan.recv_exit_status()
+            chan.close()
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.endpoint, exc) from exc
+        return CommandResult(code, bytes(out), bytes(err))
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _sftp_client(self) -> Any:
+        if self._sftp is None:
+            try:
+                self._sftp = self._client.open_sftp()
+                self._sftp.get_channel().settimeout(self.endpoint.connect_timeout_s * 3)
+            except Exception as exc:
+                raise _map_error(self.endpoint, exc) from exc
+        return self._sftp
+
+    def upload(
+        self,
+        local: Path,
+        remote: str,
+        *,
+        progress: ProgressFn | None = None,
+        chunk: int = 256 * 1024,
+    ) -> int:
+        """Upload ``local`` to ``remote`` via ``remote + '.part'``, resuming a previous partial upload.
+
+        The part file is renamed (POSIX rename) to ``remote`` only when complete. Returns the
+        bytes sent in this call (0 when ``remote`` already exists with the right size).
+        """
+        sftp = self._sftp_client()
+        size = local.stat().st_size
+        part = remote + ".part"
+        try:
+            with contextlib.suppress(OSError):
+                if sftp.stat(remote).st_size == size:
+                    return 0
+            offset = 0
+            with contextlib.suppress(OSError):
+                offset = sftp.stat(part).st_size
+            if offset > size:
+                sftp.remove(part)
+                offset = 0
+            sent = 0
+            with local.open("rb") as src, sftp.open(part, "ab" if offset else "wb") as dst:
+                dst.set_pipelined(True)
+                src.seek(offset)
+                done = offset
+                while True:
+                    data = src.read(chunk)
+                    if not data:
+                        break
+                    dst.write(data)
+                    done += len(data)
+                    sent += len(data)
+                    if progress is not None:
+                        progress(done, size)
+            sftp.posix_rename(part, remote)
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.endpoint, exc) from exc
+        return sent
+
+    def start(self, argv: Sequence[str], on_stderr_line: Callable[[str], None] | None = None) -> RemoteProcess:
+        """Start ``argv`` on the device and keep its stdin open for line-based requests."""
+        command = " ".join(shlex.quote(a) for a in argv)
+        try:
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active():
+                raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
+            chan = transport.open_session(timeout=self.endpoint.connect_timeout_s)
+            chan.exec_command(command)
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.endpoint, exc) from exc
+        return RemoteProcess(self.endpoint, chan, on_stderr_line)
+
+    def write_file(self, remote: str, data: bytes) -> None:
+        """Write small ``data`` to ``remote`` atomically (temp + rename)."""
+        sftp = self._sftp_client()
+        try:
+            with sftp.open(remote + ".tmp", "wb") as handle:
+                handle.write(data)
+            sftp.posix_rename(remote + ".tmp", remote)
+        except Exception as exc:
+            raise _map_error(self.endpoint, exc) from exc
+
+    def makedirs(self, remote: str) -> None:
+        result = self.run(["mkdir", "-p", remote], timeout=30)
+        if result.exit_code != 0:
+            raise ConnectionFailed(f"{self.endpoint.name}: mkdir {remote}: {result.stderr.decode()[-300:]}")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._sftp is not None:
+                self._sftp.close()
+        self._sftp = None
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RemoteProcess:
+    """A command running on the device that answers one stdout line per stdin line."""
+
+    def __init__(self, endpoint: Endpoint, chan: Any, on_stderr_line: Callable[[str], None] | None) -> None:
+        self.endpoint = endpoint
+        self._chan = chan
+        self._on_stderr = on_stderr_line
+        self._out = b""
+        self._err = b""
+
+    def request(self, line: bytes, timeout: float) -> bytes:
+        """Send one line, return the next stdout line. :class:`ConnectionFailed` on death or timeout."""
+        chan = self._chan
+        try:
+            chan.sendall(line.rstrip(b"\n") + b"\n")
+            deadline = time.monotonic() + timeout
+            while b"\n" not in self._out:
+                progressed = False
+                if chan.recv_ready():
+                    self._out += chan.recv(1 << 16)
+                    progressed = True
+                if chan.recv_stderr_ready():
+                    self._err += chan.recv_stderr(1 << 16)
+                    *lines, self._err = self._err.split(b"\n")
+                    if self._on_stderr is not None:
+                        for text in lines:
+                            self._on_stderr(text.decode(errors="replace"))
+                    progressed = True
+                if progressed:
+                    continue
+                if chan.exit_status_ready() or chan.closed or chan.eof_received:
+                    raise ConnectionFailed(
+                        f"{self.endpoint.name}: the device process ended without answering "
+                        f"(exit {chan.recv_exit_status() if chan.exit_status_ready() else '?'}): "
+                        f"{self._err.decode(errors='replace')[-300:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise ConnectionFailed(f"{self.endpoint.name}: no answer in {timeout:.0f}s")
+                time.sleep(0.005)
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.endpoint, exc) from exc
+        answer, _, self._out = self._out.partition(b"\n")
+        return answer
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._chan.shutdown_write()
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+
+def connect(endpoint: Endpoint) -> Connection:
+    """Open an authenticated connection (host key checked against the pinned file)."""
+    return Connection(endpoint)
+
+
+# --------------------------------------------------------------------------- host keys
+
+
+def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> HostKey:
+    """The host key a device presents (no authentication; nothing trusted yet)."""
+    import paramiko
+
+    host_id = address if port == 22 else f"[{address}]:{port}"
+    endpoint = Endpoint(host_id, address, port, "-", None, Path("/dev/null"), timeout)
+    sock: socket.socket | None = None
+    transport: Any = None
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = timeout
+        done = threading.Event()
+        transport.start_client(event=done, timeout=timeout)
+        done.wait(timeout)
+        key = transport.get_remote_server_key()
+    except Exception as exc:
+        raise _map_error(endpoint, exc) from exc
+    finally:
+        if transport is not None:
+            transport.close()
+        if sock is not None:
+            sock.close()
+    return HostKey(host_id, key.get_name(), key.get_base64())
+
+
+def pinned_keys(known_hosts: Path, host_id: str) -> list[HostKey]:
+    """The keys pinned for ``host_id`` in ``known_hosts``."""
+    keys = _load_pinned(known_hosts)
+    found = keys.lookup(host_id) or {}
+    return [HostKey(host_id, key_type, key.get_base64()) for key_type, key in found.items()]
+
+
+def pin_host_key(known_hosts: Path, key: HostKey) -> bool:
+    """Pin ``key``; True if added, False if already pinned. A different pinned key of the same
+    type raises :class:`HostKeyError` (never replaced silently)."""
+    for existing in pinned_keys(known_hosts, key.host_id):
+        if existing.key_type == key.key_type:
+            if existing.base64 == key.base64:
+                return False
+            raise HostKeyError(
+                f"{key.host_id}: HOST KEY CHANGED: device presents {key.fingerprint}, {known_hosts} pins "
+                f"{existing.fingerprint}. Refusing to re-pin; remove the old line by hand if the device was "
+                "reinstalled."
+            )
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    with known_hosts.open("a") as handle:
+        handle.write(key.known_hosts_line() + "\n")
+    return True
+
+
+__all__ = [
+    "CommandResult",
+    "Connection",
+    "Endpoint",
+    "HostKey",
+    "RemoteProcess",
+    "connect",
+    "fetch_host_key",
+    "pin_host_key",
+    "pinned_keys",
+]

@@ -1,0 +1,148 @@
+"""Simulated devices for the deploy tests: real sshd per device, agent running, publisher key trusted.
+
+Each ``rig`` is a fresh :class:`edgeds.sim.devices.SimFleet` set up through the real
+``setup_host`` path (probe, environment, trust, service), except that the agent environment is
+the shared interpreter of :meth:`SimFleet.device_python` instead of a venv per device (the venv
+path is exercised once, in test_device_setup.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeds.bundle import generate_keypair
+from edgeds.config import Target
+from edgeds.deploy.host import HostResult, LocalBundle, deploy_host, host_command
+from edgeds.deploy.setup import setup_host
+from edgeds.deploy.targets import HostPlan, host_plans, resolve_target
+from edgeds.sim.bundles import make_bundle
+from edgeds.sim.devices import SSHD, SimDevice, SimFleet
+
+pytestmark = pytest.mark.integration
+
+if not SSHD.exists():  # pragma: no cover - CI installs it with `make system-deps`
+    pytest.skip("openssh-server (/usr/sbin/sshd) is not installed", allow_module_level=True)
+
+_versions = itertools.count(10)
+
+
+@dataclass
+class Keys:
+    private: Path
+    public: Path
+
+
+@dataclass
+class Rig:
+    fleet: SimFleet
+    target: Target
+    target_path: Path
+    plans: list[HostPlan]
+    keys: Keys
+    work: Path
+
+    @property
+    def devices(self) -> list[SimDevice]:
+        return self.fleet.devices
+
+    def bundle(self, **kwargs: Any) -> Path:
+        """A fresh signed bundle with the next (monotonic) version unless ``version`` is given."""
+        version = kwargs.pop("version", None) or next(_versions)
+        key = kwargs.pop("private_key", self.keys.private)
+        out = self.work / f"bundle-{version}-{time.monotonic_ns()}"
+        return make_bundle(out, version, key, **kwargs)
+
+    def deploy(self, bundle: Path, index: int = 0, **kwargs: Any) -> HostResult:
+        local = LocalBundle.open(bundle)
+        try:
+            return deploy_host(self.plans[index], local, **kwargs)
+        finally:
+            local.close()
+
+    def status(self, index: int = 0) -> dict[str, Any]:
+        return host_command(self.plans[index], "status")
+
+    def current(self, index: int = 0) -> str | None:
+        link = self.devices[index].install_dir / "current"
+        return Path(link.readlink()).name if link.is_symlink() else None
+
+    def agent(self, index: int = 0) -> dict[str, Any]:
+        import json
+
+        return dict(json.loads((self.devices[index].install_dir / "run" / "agent.json").read_text()))
+
+    def wait_agent(
+        self, index: int = 0, release: str | None = None, timeout: float = 30.0, not_pid: int | None = None
+    ) -> dict[str, Any]:
+        """Wait until the device's agent (a pid other than ``not_pid``) is alive and serving ``release``."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            pid = self.devices[index].agent_pid()
+            try:
+                last = self.agent(index)
+            except (OSError, ValueError):
+                last = {}
+            fresh = pid is not None and pid != not_pid and last.get("pid") == pid
+            wanted = release is None or last.get("release") == release
+            if fresh and wanted and last.get("state") in ("serving", "idle"):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"agent did not serve {release} in {timeout}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    directory = tmp_path_factory.mktemp("keys")
+    private, public = generate_keypair(directory)
+    return Keys(private, public)
+
+
+def _make_rig(count: int, keys: Keys, work: Path, start_agent: bool = True) -> Iterator[Rig]:
+    with SimFleet(count) as fleet:
+        target, path = resolve_target(str(fleet.target_path))
+        assert path is not None
+        plans = host_plans(target, path)
+        python = str(fleet.device_python())
+        with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+            results = list(
+                pool.map(
+                    lambda plan: setup_host(
+                        target,
+                        plan,
+                        wheel=None,
+                        public_key=keys.public.read_bytes(),
+                        python=python,
+                        start_agent=start_agent,
+                    ),
+                    plans,
+                )
+            )
+        for result in results:
+            assert result.ok, result.message
+        yield Rig(fleet, target, path, plans, keys, work)
+        for device in fleet.devices:  # keep the agent log of a failing test visible in -rA output
+            log = device.install_dir / "logs" / "agent.log"
+            if log.exists():
+                shutil.copy(log, work / f"{device.name}-agent.log")
+
+
+@pytest.fixture
+def rig(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
+    """One simulated device with its agent running and nothing deployed."""
+    yield from _make_rig(1, keys, tmp_path)
+
+
+@pytest.fixture
+def rig3(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
+    """Three simulated devices with agents running."""
+    yield from _make_rig(3, keys, tmp_path)
