@@ -27,6 +27,7 @@ that library and re-raised as one of these, with the original kept as ``__cause_
     │   ├── ConnectionFailed         the device cannot be reached
     │   └── DeviceError              a step failed on the device
     ├── TelemetryError               broker URL, TLS files, credentials
+    ├── InspectionError              a frame source cannot be opened, a ledger cannot be written
     └── HilError                     a rig is misconfigured or a lease is held
 """
 
@@ -152,6 +153,10 @@ class DeviceError(DeployError):
 
 class TelemetryError(EdgedsError):
     """Telemetry is misconfigured (broker URL, TLS files, credentials)."""
+
+
+class InspectionError(EdgedsError):
+    """The inspection pipeline cannot run: a source that cannot be opened, an unwritable ledger."""
 
 
 class HilError(EdgedsError):

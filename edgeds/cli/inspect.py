@@ -1,0 +1,143 @@
+"""``edgeds inspect``: run the factory inspection pipeline on one source, here, and summarize it.
+
+The run is in-process on this machine with the target's profile (batching, ONNX Runtime
+options). On a device the same pipeline runs inside ``edgeds agent`` for the stations listed in
+the target's ``inspection:`` (see :func:`edgeds.inspection.start_stations`); ``--station`` reuses
+one of those stations' thresholds here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._output import JSON_OPTION, console, console_err, emit
+
+
+def _parse_thresholds(values: list[str]) -> dict[str, float]:
+    from ..errors import ConfigError
+
+    out: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            out[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError.single(None, None, "--threshold", f"expected CLASS=PROBABILITY, got {value!r}")
+    return out
+
+
+def inspect_command(
+    source: Annotated[
+        str,
+        typer.Option("--source", "-s", help="Directory of images, video file, camera index (V4L2) or rtsp:// URL."),
+    ],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name or path (its profile is used).")] = "local",
+    bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="Bundle directory or .tar to run.")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="ONNX model (card beside it), run through ONNX Runtime FP32.")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Require the bundle's signature under this key.")
+    ] = None,
+    station: Annotated[
+        str | None, typer.Option("--station", help="Use this station's settings from the target's inspection:.")
+    ] = None,
+    threshold: Annotated[
+        list[str] | None, typer.Option("--threshold", help="Per-class reject/accept threshold CLASS=P (repeatable).")
+    ] = None,
+    uncertain_below: Annotated[
+        float | None, typer.Option("--uncertain-below", help="Default threshold: below it a frame is uncertain.")
+    ] = None,
+    alarm: Annotated[
+        int | None, typer.Option("--alarm", help="Raise the line alarm after N consecutive rejects.")
+    ] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Pace a file source at this rate, like a camera.")] = None,
+    queue_size: Annotated[int | None, typer.Option("--queue-size", help="Frames buffered before the engine.")] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Full-queue policy: drop_oldest, drop_newest or block.")
+    ] = None,
+    truth: Annotated[
+        str | None,
+        typer.Option("--truth", help="Ground truth per frame: 'validation' (the card's split) or a labels .npy."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Ledger and rejected frames (default ./inspection).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Frames -> preprocessing -> engine (dynamic batcher) -> accept/reject/uncertain -> ledger; print a summary."""
+    import numpy as np
+
+    from ..config import InspectionStation, load_target, resolve_target_profile
+    from ..errors import ConfigError
+    from ..inspection.runner import inspect_source as run
+    from ..inspection.runner import open_engine
+
+    if policy is not None and policy not in ("drop_oldest", "drop_newest", "block"):
+        raise ConfigError.single(None, None, "--policy", f"must be drop_oldest, drop_newest or block, got {policy!r}")
+    tgt = load_target(target)
+    profile = resolve_target_profile(tgt)
+    config = InspectionStation(name="station-1", source=source)
+    if station is not None:
+        found = next((s for s in tgt.inspection if s.name == station), None)
+        if found is None:
+            known = [s.name for s in tgt.inspection]
+            raise ConfigError.single(None, None, "--station", f"target {tgt.name!r} has no station {station!r} {known}")
+        config = found.model_copy(update={"source": source})
+    updates: dict[str, Any] = {}
+    if threshold:
+        updates["thresholds"] = {**config.thresholds, **_parse_thresholds(threshold)}
+    if uncertain_below is not None:
+        updates["uncertain_below"] = uncertain_below
+    if alarm is not None:
+        updates["alarm_consecutive_rejects"] = alarm
+    if updates:
+        config = InspectionStation.model_validate({**config.model_dump(), **updates})
+
+    with open_engine(bundle=bundle, model=model, profile=profile, public_key=public_key) as loaded:
+        labels = None
+        if truth == "validation":
+            from ..datasets import load_split
+
+            labels = load_split(loaded.card, "validation")[1]
+        elif truth is not None:
+            try:
+                labels = np.asarray(np.load(truth, allow_pickle=False), dtype=np.int64).reshape(-1)
+            except (OSError, ValueError, EOFError) as exc:
+                raise ConfigError.single(None, None, "--truth", f"cannot read labels from {truth}: {exc}") from exc
+        if not as_json:
+            console_err.print(f"inspecting [bold]{source}[/] with {loaded.description} (profile {profile.name})")
+
+        def progress(stats: dict[str, Any]) -> None:
+            if not as_json and console_err.is_terminal:
+                console_err.print(
+                    f"  {stats['processed']} frames, {stats['fps_recent']:.0f} fps, {stats['dropped']} dropped",
+                    end="\r",
+                )
+
+        summary = run(
+            source,
+            loaded.engine,
+            loaded.card,
+            layout=loaded.layout,
+            station=config,
+            truth=labels,
+            state_dir=state_dir or Path("inspection"),
+            fps=fps,
+            queue_size=queue_size,
+            queue_policy=policy,  # type: ignore[arg-type]
+            timeout_s=timeout,
+            on_progress=progress,
+        )
+
+    emit(summary, as_json, lambda: summary.render(console))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_command)
