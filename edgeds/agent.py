@@ -63,6 +63,8 @@ class Agent:
         self._serving: str | None = None
         self._publisher: Any = None
         self._step_server: Any = None
+        self._recorder: Any = None  # InferenceRecorder once telemetry runs
+        self._model_version: str | None = None
 
     def _config(self) -> dict[str, Any]:
         try:
@@ -91,7 +93,10 @@ class Agent:
 
         bundle = load_bundle(self.store.releases / release, verify=False)
         try:
-            return Engine.from_bundle(bundle).start()
+            self._model_version = bundle.manifest.model.version
+            engine = Engine.from_bundle(bundle)
+            engine.recorder = self._recorder
+            return engine.start()
         finally:
             bundle.close()
 
@@ -144,6 +149,8 @@ class Agent:
             if old is not None:
                 self._server.remove_model(old.name)
         self._engine, self._serving = engine, release
+        if self._recorder is not None:
+            self._recorder.set_model_load_time(load_s)
         gap_s = round(time.perf_counter() - gap_started, 3) if gap_started is not None else 0.0
         if gap_started is not None:
             log.warning("unload-first swap: not serving for %.3fs", gap_s)
@@ -160,9 +167,11 @@ class Agent:
             return
         try:
             from .config import MqttConfig
+            from .telemetry.metrics import InferenceRecorder
             from .telemetry.publisher import TelemetryPublisher
 
             config = MqttConfig.model_validate(self.mqtt)
+            self._recorder = InferenceRecorder(queue_depth=self._queue_depth)
             self._publisher = TelemetryPublisher(
                 config,
                 self.device_id,
@@ -175,16 +184,17 @@ class Agent:
             log.warning("telemetry disabled: %s", exc)
             self._publisher = None
 
-    def _metrics(self) -> dict[str, Any]:
+    def _queue_depth(self) -> int:
         engine = self._engine
-        if engine is None:
-            return {"agent": {"release": None}}
-        stats = engine.stats()
-        data = stats.__dict__ if hasattr(stats, "__dict__") else {}
-        return {
-            "agent": {"release": self._serving},
-            "inference": {k: v for k, v in data.items() if isinstance(v, (int, float))},
-        }
+        return int(engine.queue_depth()) if engine is not None else 0
+
+    def _metrics(self) -> dict[str, Any]:
+        """Extra sections of each periodic telemetry message (host metrics are the publisher's)."""
+        deploy = {"release": self._serving, "model_version": self._model_version if self._serving else None}
+        data: dict[str, Any] = {"agent": {"release": self._serving, "state": self._status["state"]}, "deploy": deploy}
+        if self._recorder is not None:
+            data["inference"] = self._recorder.snapshot()
+        return data
 
     def _publish(self, kind: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:

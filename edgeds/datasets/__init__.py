@@ -49,6 +49,14 @@ def _generator(spec: str) -> Generator:
     return func
 
 
+def _cached(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    try:
+        with np.load(path) as cached:
+            return cached["images"], cached["labels"]
+    except (OSError, ValueError, KeyError):
+        return None, None
+
+
 def load_split(card: ModelCard, split: Split) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 [N,H,W,3] RGB, labels int64 [N])`` of ``split``, fingerprint-checked."""
     if card.data is None:
@@ -56,14 +64,9 @@ def load_split(card: ModelCard, split: Split) -> tuple[np.ndarray, np.ndarray]:
     spec = getattr(card.data, split)
     size = card.input.height
     path = cache_dir() / "datasets" / f"{card.name}-{split}-{spec.seed}-{spec.count}-{size}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as cached:
-                images, labels = cached["images"], cached["labels"]
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # a torn cache file is regenerated below
-            return load_split(card, split)
-    else:
+    images, labels = _cached(path)
+    if images is None or labels is None or fingerprint(images, labels) != spec.fingerprint:
+        # No cache, a torn one, or one written by an older generator: generate afresh.
         images, labels = _generator(card.data.generator)(spec.seed, spec.count, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -73,7 +76,7 @@ def load_split(card: ModelCard, split: Split) -> tuple[np.ndarray, np.ndarray]:
     if actual != spec.fingerprint:
         raise DatasetError(
             f"{split} data of {card.name!r} drifted: the generator produced {actual[:19]}..., "
-            f"the model card records {spec.fingerprint[:19]}... (cache: {path}). "
+            f"the model card records {spec.fingerprint[:19]}... "
             "Regenerate the card with the model's train.py if the generator changed on purpose."
         )
     return images, labels.astype(np.int64)

@@ -27,7 +27,7 @@ from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -144,6 +144,18 @@ class EngineStats:
         return self.inference_count / self.execution_count if self.execution_count else 0.0
 
 
+class LatencyRecorder(Protocol):
+    """Receives per-request latencies (seconds, arrival to outputs ready) of each executed batch.
+
+    Called on the engine's worker thread: it must not block (e.g.
+    :class:`edgeds.telemetry.metrics.InferenceRecorder`, which only appends to a deque).
+    """
+
+    def record(self, latencies_s: list[float], batch_size: int) -> None: ...
+
+    def record_error(self, count: int = 1) -> None: ...
+
+
 class Engine:
     """A served model. Construct from (backend, artifact, options, batching) or :meth:`from_bundle`."""
 
@@ -174,6 +186,7 @@ class Engine:
         self._lock = threading.Lock()
         self._admit = threading.Lock()
         self._stats = EngineStats()
+        self.recorder: LatencyRecorder | None = None  # set by the agent for telemetry
         self._order_lock = threading.Lock()
         self._ordered: dict[int, InferRequest] = {}
         self._next_seq = 0
@@ -392,6 +405,8 @@ class Engine:
             error = exc if isinstance(exc, EdgedsError) else InferenceError(f"{type(exc).__name__}: {exc}")
             with self._lock:
                 self._stats.failure += len(batch)
+            if self.recorder is not None:
+                self.recorder.record_error(len(batch))
             for pending in batch:
                 pending.item.error = error
                 pending.item.inputs = {}
@@ -425,6 +440,9 @@ class Engine:
             stats.last_inference_ms = int(time.time() * 1000)
             stats.batch_sizes[rows] = stats.batch_sizes.get(rows, 0) + 1
             stats.buckets[bucket] = stats.buckets.get(bucket, 0) + 1
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.record([(t3 - p.arrival_ns) / 1e9 for p in batch if p.arrival_ns], rows)
         for pending in batch:
             self._publish(pending.item)
 
