@@ -7,7 +7,7 @@ STAMP := $(VENV)/.edgeds-installed
 EXTRAS := dev,openvino,litert
 SYSTEM_PACKAGES := openssh-server mosquitto
 
-.PHONY: demo test lint typecheck unit system-deps venv clean bench
+.PHONY: demo test lint typecheck unit system-deps venv clean bench toolchains
 
 venv: $(STAMP)
 
@@ -37,13 +37,18 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv system-deps
+test: venv system-deps toolchains
 	$(BIN)/ruff check edgeds tests bench hil
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 demo: venv system-deps
 	$(BIN)/python -m edgeds.demo
+
+# The LiteRT compile toolchain (onnx2tf + TensorFlow, every package pinned) in its own venv under
+# the cache dir: ~1.5 min the first time, a no-op afterwards.
+toolchains: venv
+	$(BIN)/edgeds toolchain install litert
 
 bench: venv
 	$(BIN)/python bench/compile_bench.py

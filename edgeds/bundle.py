@@ -1,0 +1,605 @@
+"""Bundles: what is shipped to a device, built, signed, verified and loaded here.
+
+A bundle is a directory (or a ``.tar`` of one)::
+
+    manifest.json        the :class:`Manifest` (UTF-8 JSON)
+    manifest.sig         ed25519 signature over the exact bytes of manifest.json (hex text or 64 raw bytes)
+    model-card.yaml      copy of the model card
+    artifacts/...        the backend's files; ``manifest.artifact`` is the one the backend opens
+    golden/inputs.npy    a preprocessed input batch (in the artifact's layout)
+    golden/outputs.npz   the outputs THIS artifact gives for it, keyed by output name
+
+Every file except ``manifest.json`` and ``manifest.sig`` is listed in ``manifest.files`` with
+its sha256 and size. :func:`verify_bundle` raises :class:`~edgeds.errors.BundleVerificationError`
+whose ``reason`` is one of :data:`REASONS`. Verification order: archive safety, signature
+(over the raw bytes, before the JSON is trusted), manifest schema, then every listed file,
+then files nobody listed. Bundles hold regular files and directories only: links are refused.
+
+A ``.tar`` is read with the semantics of :mod:`tarfile`'s ``data`` filter: members with
+absolute paths, ``..`` components or links are rejected (``unsafe_archive``) before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import ModelCard, load_model_card
+from .errors import BundleError, BundleVerificationError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+CARD = "model-card.yaml"
+GOLDEN_INPUTS = "golden/inputs.npy"
+GOLDEN_OUTPUTS = "golden/outputs.npz"
+REASONS = (
+    "checksum_mismatch",
+    "unlisted_file",
+    "missing_file",
+    "bad_signature",
+    "unsigned",
+    "unsafe_archive",
+    "malformed_manifest",
+)
+
+PrivateKeyLike = Ed25519PrivateKey | str | Path
+PublicKeyLike = Ed25519PublicKey | str | Path | bytes
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRef(_Frozen):
+    name: str
+    version: str
+
+
+class FileEntry(_Frozen):
+    """One file of the bundle: POSIX path relative to the bundle root, sha256 hex, size in bytes."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class TensorInfo(_Frozen):
+    """An input or output; ``-1`` marks a variable dimension (batch first)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class IOInfo(_Frozen):
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+
+class Requirements(_Frozen):
+    """What a device must offer to install the bundle."""
+
+    arch: str
+    backends: tuple[str, ...]
+    min_memory_mb: int = Field(ge=0)
+    min_disk_mb: int = Field(ge=0)
+    max_bundle_bytes: int | None = Field(default=None, ge=1)
+
+
+class GoldenInfo(_Frozen):
+    """The on-device conformance check: outputs must match within atol/rtol and min_cosine."""
+
+    inputs: str = GOLDEN_INPUTS
+    outputs: str = GOLDEN_OUTPUTS
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+    min_cosine: float = Field(ge=0, le=1)
+
+
+class AccuracyInfo(_Frozen):
+    """Gate figures of the shipped artifact vs the FP32 reference (top-1 as fractions, drop in points)."""
+
+    reference_top1: float | None = None
+    top1: float | None = None
+    top1_drop: float | None = None
+    agreement: float | None = None
+    cosine: float | None = None
+    max_abs_error: float | None = None
+
+
+class Manifest(_Frozen):
+    """``manifest.json``. ``version`` is monotonic per model name: devices refuse a lower one."""
+
+    schema_version: Literal[1] = 1
+    model: ModelRef
+    version: int = Field(ge=0)
+    created_at: str
+    backend: str
+    precision: Literal["fp32", "fp16", "int8"]
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    device: str | None = None
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    artifact: str
+    recipe: dict[str, Any] | None = None
+    profile: dict[str, Any] = Field(default_factory=dict)
+    batching: dict[str, Any] = Field(default_factory=dict)
+    io: IOInfo
+    labels: tuple[str, ...] = ()
+    tools: dict[str, str] = Field(default_factory=dict)
+    files: tuple[FileEntry, ...] = ()
+    requirements: Requirements
+    golden: GoldenInfo
+    accuracy: AccuracyInfo = AccuracyInfo()
+
+    def to_json_bytes(self) -> bytes:
+        """The canonical bytes written to ``manifest.json`` (sorted keys, 2-space indent, LF)."""
+        return (json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def generate_keypair(directory: str | Path, name: str = "edgeds") -> tuple[Path, Path]:
+    """Write a new ed25519 key pair: ``<name>.key`` (PKCS#8 PEM, mode 0600) and ``<name>.pub`` (PEM).
+
+    Refuses to overwrite an existing private key.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = directory / f"{name}.key", directory / f"{name}.pub"
+    if private_path.exists():
+        raise BundleError(f"{private_path} already exists; refusing to overwrite a private key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private_path, public_path
+
+
+def load_private_key(key: PrivateKeyLike) -> Ed25519PrivateKey:
+    """An ed25519 private key from a key object or a file (PKCS#8 PEM, or 32 raw bytes)."""
+    if isinstance(key, Ed25519PrivateKey):
+        return key
+    path = Path(key)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read private key {path}: {exc}") from exc
+    try:
+        if len(data) == 32:
+            return Ed25519PrivateKey.from_private_bytes(data)
+        loaded = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path} is not an unencrypted ed25519 private key: {exc}") from exc
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise BundleError(f"{path} holds a {type(loaded).__name__}, not an ed25519 private key")
+    return loaded
+
+
+def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
+    """An ed25519 public key from a key object, raw 32 bytes, or a file (PEM, 32 raw bytes or 64 hex chars)."""
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, bytes):
+        data, where = key, "<bytes>"
+    else:
+        path = Path(key)
+        try:
+            data, where = path.read_bytes(), str(path)
+        except OSError as exc:
+            raise BundleError(f"cannot read public key {path}: {exc}") from exc
+    try:
+        if len(data) == 32:
+            return Ed25519PublicKey.from_public_bytes(data)
+        stripped = data.strip()
+        if len(stripped) == 64 and all(c in b"0123456789abcdefABCDEF" for c in stripped):
+            return Ed25519PublicKey.from_public_bytes(bytes.fromhex(stripped.decode()))
+        loaded = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{where} is not an ed25519 public key: {exc}") from exc
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise BundleError(f"{where} holds a {type(loaded).__name__}, not an ed25519 public key")
+    return loaded
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Every non-directory entry under ``root`` (links included, not followed), sorted."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            yield base / name
+        for name in dirnames:
+            if (base / name).is_symlink():
+                yield base / name
+
+
+def _safe_relative(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+
+
+def _file_entries(root: Path) -> list[FileEntry]:
+    entries = []
+    for file in _walk_files(root):
+        rel = file.relative_to(root).as_posix()
+        if rel in (MANIFEST, SIGNATURE):
+            continue
+        if file.is_symlink() or not file.is_file():
+            raise BundleError(f"{file}: bundles hold regular files only")
+        entries.append(FileEntry(path=rel, sha256=sha256_file(file), size=file.stat().st_size))
+    return entries
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC timestamp with seconds precision, as written to ``created_at``."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- build / sign
+
+
+def build_bundle(
+    out: str | Path,
+    *,
+    manifest: Mapping[str, Any],
+    artifacts: Mapping[str, Path],
+    card_file: Path,
+    golden_inputs: np.ndarray,
+    golden_outputs: Mapping[str, np.ndarray],
+    private_key: PrivateKeyLike | None = None,
+) -> Path:
+    """Write a bundle directory at ``out`` (must not exist or be empty) and return it.
+
+    ``manifest`` holds every :class:`Manifest` field except ``files`` (computed here) and
+    ``golden.inputs/outputs`` (fixed paths). ``artifacts`` maps a path relative to
+    ``artifacts/`` to the source file to copy. ``manifest["artifact"]`` may be given relative
+    to ``artifacts/`` or to the bundle root. Signed when ``private_key`` is given.
+    """
+    root = Path(out)
+    if root.exists() and any(root.iterdir()):
+        raise BundleError(f"{root} exists and is not empty")
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, source in artifacts.items():
+        if not _safe_relative(rel):
+            raise BundleError(f"artifact path {rel!r} must be relative without '..'")
+        dest = root / "artifacts" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    shutil.copyfile(card_file, root / CARD)
+    (root / "golden").mkdir(exist_ok=True)
+    np.save(root / GOLDEN_INPUTS, np.ascontiguousarray(golden_inputs), allow_pickle=False)
+    outputs: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in golden_outputs.items()}
+    np.savez(root / GOLDEN_OUTPUTS, **outputs)
+
+    data = dict(manifest)
+    artifact = str(data["artifact"])
+    if not artifact.startswith("artifacts/"):
+        artifact = f"artifacts/{artifact}"
+    if not (root / artifact).exists():
+        raise BundleError(f"manifest artifact {artifact!r} is not among the bundle's files")
+    data["artifact"] = artifact
+    golden = dict(data.get("golden") or {})
+    golden.update(inputs=GOLDEN_INPUTS, outputs=GOLDEN_OUTPUTS)
+    data["golden"] = golden
+    data.setdefault("created_at", utc_now())
+    data["files"] = [e.model_dump() for e in _file_entries(root)]
+    try:
+        parsed = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise BundleError(f"invalid manifest: {exc}") from exc
+    (root / MANIFEST).write_bytes(parsed.to_json_bytes())
+    if private_key is not None:
+        sign_bundle(root, private_key)
+    return root
+
+
+def sign_bundle(path: str | Path, private_key: PrivateKeyLike) -> Path:
+    """Write ``manifest.sig`` (hex of the raw 64-byte ed25519 signature) for a bundle directory."""
+    root = Path(path)
+    key = load_private_key(private_key)
+    signature = key.sign((root / MANIFEST).read_bytes())
+    (root / SIGNATURE).write_text(signature.hex() + "\n")
+    return root / SIGNATURE
+
+
+def pack_bundle(path: str | Path, tar_path: str | Path) -> Path:
+    """Pack a bundle directory into a reproducible ``.tar`` (sorted, mtime 0, root-owned)."""
+    root, tar_path = Path(path), Path(tar_path)
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for file in sorted(_walk_files(root), key=lambda p: p.relative_to(root).as_posix()):
+            if file.is_symlink() or not file.is_file():
+                raise BundleError(f"{file}: bundles hold regular files only")
+            info = tarfile.TarInfo(file.relative_to(root).as_posix())
+            info.size = file.stat().st_size
+            info.mode = 0o644
+            info.mtime = 0
+            with file.open("rb") as handle:
+                tar.addfile(info, handle)
+    return tar_path
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    name = member.name
+    if name.startswith("/") or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+        raise BundleVerificationError("unsafe_archive", f"member {name!r} has an absolute path or '..'")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        escapes = target.startswith("/") or not (dest / Path(name).parent / target).resolve().is_relative_to(
+            dest.resolve()
+        )
+        kind = "escaping link" if escapes else "link"
+        raise BundleVerificationError("unsafe_archive", f"member {name!r} is a {kind} to {target!r}")
+    if not (member.isfile() or member.isdir()):
+        raise BundleVerificationError("unsafe_archive", f"member {name!r} is not a regular file or directory")
+    data_filter = getattr(tarfile, "data_filter", None)
+    if data_filter is not None:
+        try:
+            data_filter(member, str(dest))
+        except tarfile.FilterError as exc:
+            raise BundleVerificationError("unsafe_archive", f"member {name!r}: {exc}") from exc
+
+
+def extract_bundle(tar_path: str | Path, dest: str | Path) -> Path:
+    """Safely extract a bundle ``.tar`` into ``dest``; returns the bundle root inside it.
+
+    Every member is checked before anything is written (``unsafe_archive`` on absolute paths,
+    ``..``, links or special files); extraction then runs with the ``data`` filter. A tar
+    whose files sit under one top-level directory is accepted too.
+    """
+    tar_path, dest = Path(tar_path), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, dest)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - Python without PEP 706; members were checked above
+                tar.extractall(dest, members=members)
+    except tarfile.TarError as exc:
+        raise BundleVerificationError("unsafe_archive", f"{tar_path} is not a readable tar: {exc}") from exc
+    if (dest / MANIFEST).is_file():
+        return dest
+    children = [c for c in dest.iterdir()]
+    if len(children) == 1 and (children[0] / MANIFEST).is_file():
+        return children[0]
+    return dest
+
+
+# --------------------------------------------------------------------------- verify / load
+
+
+def _read_signature(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if len(raw) == 64:
+        return raw
+    try:
+        sig = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleVerificationError("bad_signature", f"{SIGNATURE} is neither 64 raw bytes nor hex") from exc
+    if len(sig) != 64:
+        raise BundleVerificationError("bad_signature", f"{SIGNATURE} holds {len(sig)} bytes, expected 64")
+    return sig
+
+
+def read_manifest(root: Path) -> Manifest:
+    """Parse ``root/manifest.json`` (no signature or file checks); ``malformed_manifest`` on failure."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleVerificationError("malformed_manifest", f"{root} has no {MANIFEST}")
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise BundleVerificationError(
+            "malformed_manifest", f"{MANIFEST}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
+        ) from exc
+
+
+def _verify_dir(root: Path, public_key: PublicKeyLike | None) -> Manifest:
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleVerificationError("malformed_manifest", f"{root} has no {MANIFEST}")
+    if public_key is not None:
+        key = load_public_key(public_key)
+        sig_path = root / SIGNATURE
+        if not sig_path.is_file():
+            raise BundleVerificationError("unsigned", f"{root} has no {SIGNATURE}")
+        try:
+            key.verify(_read_signature(sig_path), manifest_path.read_bytes())
+        except InvalidSignature as exc:
+            raise BundleVerificationError(
+                "bad_signature", f"{SIGNATURE} does not match {MANIFEST} under the given public key"
+            ) from exc
+    manifest = read_manifest(root)
+    listed: set[str] = set()
+    for entry in manifest.files:
+        if not _safe_relative(entry.path) or entry.path in (MANIFEST, SIGNATURE):
+            raise BundleVerificationError("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
+        file = root / entry.path
+        listed.add(entry.path)
+        if file.is_symlink():
+            raise BundleVerificationError("unsafe_archive", f"{entry.path} is a link")
+        if not file.is_file():
+            raise BundleVerificationError("missing_file", f"{entry.path} is listed in the manifest but missing")
+        size = file.stat().st_size
+        if size != entry.size:
+            raise BundleVerificationError(
+                "checksum_mismatch", f"{entry.path}: size {size} bytes, manifest says {entry.size}"
+            )
+        actual = sha256_file(file)
+        if actual != entry.sha256:
+            raise BundleVerificationError(
+                "checksum_mismatch", f"{entry.path}: sha256 {actual[:16]}..., manifest says {entry.sha256[:16]}..."
+            )
+    for file in _walk_files(root):
+        rel = file.relative_to(root).as_posix()
+        if rel in (MANIFEST, SIGNATURE) and not file.is_symlink():
+            continue
+        if file.is_symlink():
+            raise BundleVerificationError("unsafe_archive", f"{rel} is a link; bundles hold regular files only")
+        if rel not in listed:
+            raise BundleVerificationError("unlisted_file", f"{rel} is in the bundle but not in the manifest")
+        if not stat.S_ISREG(file.stat().st_mode):
+            raise BundleVerificationError("unsafe_archive", f"{rel} is not a regular file")
+    if manifest.artifact not in listed:
+        raise BundleVerificationError("missing_file", f"artifact {manifest.artifact!r} is not listed")
+    return manifest
+
+
+def verify_bundle(path: str | Path, public_key: PublicKeyLike | None) -> Manifest:
+    """Verify a bundle directory or ``.tar`` and return its manifest.
+
+    With ``public_key`` the signature is required (``unsigned`` / ``bad_signature``); with
+    ``None`` only integrity is checked (checksums, listing, archive safety), not authenticity.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _verify_dir(path, public_key)
+    if not path.is_file():
+        raise BundleError(f"no bundle at {path}")
+    with tempfile.TemporaryDirectory(prefix="edgeds-verify-") as tmp:
+        return _verify_dir(extract_bundle(path, tmp), public_key)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle. For a ``.tar`` the files live in a temporary extraction that
+    :meth:`close` (or the context manager) removes; a directory bundle is used in place."""
+
+    root: Path
+    manifest: Manifest
+    card: ModelCard
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def artifact_path(self) -> Path:
+        """The file the backend opens."""
+        return self.root / self.manifest.artifact
+
+    def golden(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(inputs, {output name: reference outputs})`` for the conformance check."""
+        inputs = np.load(self.root / self.manifest.golden.inputs, allow_pickle=False)
+        with np.load(self.root / self.manifest.golden.outputs, allow_pickle=False) as npz:
+            outputs = {name: npz[name] for name in npz.files}
+        return inputs, outputs
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_bundle(path: str | Path, public_key: PublicKeyLike | None = None, verify: bool = True) -> Bundle:
+    """Load a bundle directory or ``.tar``; verified first unless ``verify`` is False (see :func:`verify_bundle`)."""
+    path = Path(path)
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if path.is_dir():
+        root = path
+    elif path.is_file():
+        tmp = tempfile.TemporaryDirectory(prefix="edgeds-bundle-")
+        try:
+            root = extract_bundle(path, tmp.name)
+        except BaseException:
+            tmp.cleanup()
+            raise
+    else:
+        raise BundleError(f"no bundle at {path}")
+    try:
+        manifest = _verify_dir(root, public_key) if verify else read_manifest(root)
+        card = load_model_card(root / CARD)
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    return Bundle(root=root, manifest=manifest, card=card, _tmp=tmp)
+
+
+def describe(manifest: Manifest) -> dict[str, Any]:
+    """A short summary of a manifest for ``edgeds bundle show``."""
+    total = sum(f.size for f in manifest.files)
+    return {
+        "model": f"{manifest.model.name} {manifest.model.version}",
+        "version": manifest.version,
+        "created_at": manifest.created_at,
+        "backend": manifest.backend,
+        "precision": manifest.precision,
+        "device": manifest.device,
+        "layout": manifest.layout,
+        "artifact": manifest.artifact,
+        "files": len(manifest.files),
+        "bytes": total,
+        "tools": dict(manifest.tools),
+        "accuracy": manifest.accuracy.model_dump(),
+        "requirements": manifest.requirements.model_dump(),
+    }
+
+
+__all__ = [
+    "REASONS",
+    "Bundle",
+    "FileEntry",
+    "Manifest",
+    "build_bundle",
+    "describe",
+    "extract_bundle",
+    "generate_keypair",
+    "load_bundle",
+    "load_private_key",
+    "load_public_key",
+    "pack_bundle",
+    "read_manifest",
+    "sha256_file",
+    "sign_bundle",
+    "verify_bundle",
+]

@@ -1,0 +1,83 @@
+"""``edgeds compile``: ONNX model + profile -> gated, signed bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    pass
+
+if TYPE_CHECKING:
+    from ..backends.base import Precision
+
+from ._output import JSON_OPTION, console, console_err, emit, table
+
+
+def compile_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model file; its model card (*.yaml) sits beside it.")],
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile name or path (profiles/*.yaml).")],
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, fp16 or int8; overrides the profile.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Bundle directory to write (default dist/...).")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Bypass the compile cache (neither read nor write).")
+    ] = False,
+    key: Annotated[Path | None, typer.Option("--key", help="ed25519 private key to sign the bundle with.")] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Walk the profile's backend chain, quantize behind the accuracy gate, write a bundle and show the report."""
+    from ..compile import compile_model
+    from ..compile.report import COLUMNS
+    from ..errors import AccuracyGateFailed, UnsupportedPrecision
+    from ._progress import progress_callback
+
+    if precision is not None and precision not in ("fp32", "fp16", "int8"):
+        raise UnsupportedPrecision(f"unknown precision {precision!r} (fp32, fp16 or int8)")
+    with progress_callback(console_err.is_terminal) as progress:
+        try:
+            result = compile_model(
+                model,
+                profile,
+                precision=cast("Precision | None", precision),
+                out=out,
+                use_cache=not no_cache,
+                progress=progress,
+                key=key,  # type: ignore[arg-type]
+            )
+        except AccuracyGateFailed as exc:
+            report = getattr(exc, "report", None)
+            if report is not None:
+                emit(
+                    report.as_dict(),
+                    as_json,
+                    lambda: console.print(
+                        table(
+                            "Compile report (no candidate passed)",
+                            COLUMNS,
+                            [[escape(c) for c in r] for r in report.rows()],
+                        )
+                    ),
+                )
+            raise
+
+    def human() -> None:
+        rows: list[list[Any]] = [[escape(c) for c in r] for r in result.report.rows()]
+        console.print(table(f"Compile report: {result.report.model} for {result.report.profile}", COLUMNS, rows))
+        signed = "signed" if result.signed else "unsigned (pass --key to sign)"
+        console.print(
+            f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, {signed}) "
+            f"in {result.report.seconds:.1f} s"
+        )
+
+    emit(result.as_dict(), as_json, human)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compile")(compile_command)

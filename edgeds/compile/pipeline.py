@@ -1,0 +1,614 @@
+"""``compile_model``: walk a profile's backend chain, gate every candidate, write a bundle.
+
+For each ``(backend, precision, options)`` of the chain, in order: skip the backend when its
+toolchain or runtime is not available here (the report says why); otherwise try the asked
+precision and, when it fails the accuracy gate, fall back: INT8 -> INT8 with the most
+sensitive nodes kept in float (per-node error scan, two rounds) -> FP16 (if the profile's
+hardware does FP16) -> FP32. The first candidate that passes wins and is written as a bundle.
+A backend whose artifact is built on the device (TensorRT) is not gated here: its attempt is
+``deferred`` and the device checks the golden outputs after building.
+
+Every attempt is cached (see :mod:`edgeds.compile.cache`): a second identical compile opens no
+toolchain and runs no inference. ``progress(task, done, total)`` is called while calibrating,
+converting and evaluating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .. import __version__, backends
+from ..backends.base import Artifact, BackendOptions, Precision
+from ..bundle import build_bundle, load_private_key
+from ..config import ModelCard, Profile, load_model_card, load_profile
+from ..errors import (
+    AccuracyGateFailed,
+    BackendError,
+    BundleError,
+    CompileError,
+    InvalidModel,
+    ToolchainError,
+    UnsupportedPrecision,
+)
+from . import data as data_mod
+from . import toolchains
+from .cache import CompileCache, cache_key
+from .gate import GateResult, Outputs, evaluate, judge, run_batches
+from .onnxmodel import ModelInfo, inspect_model
+from .report import Attempt, CompileReport, CompileResult
+
+Progress = Callable[[str, int, int | None], None]
+CACHE_FORMAT = 1
+GOLDEN_COUNT = 8
+EVAL_BATCH = 16
+MIXED_FRACTIONS = (0.1, 0.3)
+
+
+def _no_progress(task: str, done: int, total: int | None) -> None:
+    return None
+
+
+@dataclass
+class _Candidate:
+    """An evaluated artifact living in ``root`` (a cache entry or a work dir)."""
+
+    root: Path
+    artifact: Path
+    files: list[Path]
+    layout: str
+    metadata: dict[str, Any]
+    gate: GateResult | None
+    golden_outputs: Outputs
+    cached: bool
+
+
+def _golden_tolerance(precision: str, reference: Outputs) -> tuple[float, float, float]:
+    """``(atol, rtol, min_cosine)`` for the device's conformance check against this artifact."""
+    span = max((float(np.abs(v).max(initial=0.0)) for v in reference.values()), default=1.0)
+    if precision == "fp32":
+        return max(1e-4, 1e-3 * span), 1e-3, 0.9999
+    if precision == "fp16":
+        return max(1e-3, 2e-2 * span), 2e-2, 0.999
+    return max(1e-2, 5e-2 * span), 5e-2, 0.99
+
+
+def _fallback_plan(precision: Precision, hardware: tuple[Precision, ...], tc: ModuleType) -> list[str]:
+    plan: list[str] = [precision]
+    if precision == "int8":
+        if tc.SUPPORTS_MIXED:
+            plan += [f"int8-mixed-{i}" for i in range(len(MIXED_FRACTIONS))]
+        if "fp16" in tc.PRECISIONS and "fp16" in hardware:
+            plan.append("fp16")
+        plan.append("fp32")
+    elif precision == "fp16":
+        plan.append("fp32")
+    return plan
+
+
+class _Compiler:
+    def __init__(
+        self,
+        info: ModelInfo,
+        card: ModelCard,
+        profile: Profile,
+        cache: CompileCache,
+        progress: Progress,
+        validation: data_mod.ImageSet,
+        calibration: data_mod.ImageSet,
+        work: Path,
+    ) -> None:
+        self.info, self.card, self.profile, self.cache, self.progress = info, card, profile, cache, progress
+        self.validation, self.calibration, self.work = validation, calibration, work
+        self._inputs: dict[str, np.ndarray] = {}
+        self._calib: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._reference: Outputs | None = None
+        self._scan: list[str] | None = None
+
+    # ---------------------------------------------------------------- data
+    def inputs(self, layout: str) -> np.ndarray:
+        if layout not in self._inputs:
+            self._inputs[layout] = data_mod.preprocess_all(self.card, self.validation.images, layout)
+        return self._inputs[layout]
+
+    def calib_batches(self, layout: str = "NCHW") -> list[dict[str, np.ndarray]]:
+        """Preprocessed calibration batches (computed once per layout)."""
+        if layout not in self._calib:
+            self.progress("calibration data", 0, len(self.calibration))
+            batches = data_mod.batches(self.card, self.calibration.images, batch=8, layout=layout)
+            self.progress("calibration data", len(self.calibration), len(self.calibration))
+            self._calib[layout] = [dict(b) for b in batches]
+        return self._calib[layout]
+
+    def reference(self) -> Outputs:
+        """FP32 outputs of the original model on the validation inputs (ONNX Runtime), cached."""
+        if self._reference is not None:
+            return self._reference
+        versions = toolchains.module("onnxruntime").tool_versions()
+        key = cache_key(
+            {
+                "kind": "reference",
+                "f": CACHE_FORMAT,
+                "model": self.info.sha256,
+                "validation": self.validation.fingerprint,
+                "tools": versions,
+            }
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            self._reference = CompileCache.arrays(hit[0], "reference")
+            return self._reference
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        session = ort.InferenceSession(str(self.info.path), so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        x = self.inputs("NCHW")
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for start in range(0, len(x), EVAL_BATCH):
+            for name, value in zip(
+                names, session.run(names, {self.card.input.name: x[start : start + EVAL_BATCH]}), strict=True
+            ):
+                parts[name].append(np.asarray(value, dtype=np.float32))
+            self.progress("FP32 reference", min(start + EVAL_BATCH, len(x)), len(x))
+        self._reference = {n: np.concatenate(p) for n, p in parts.items()}
+        self.cache.put(key, self._empty(), {"kind": "reference"}, {"reference": self._reference})
+        return self._reference
+
+    # ---------------------------------------------------------------- mixed precision
+    def sensitive_nodes(self) -> list[str]:
+        """Nodes ranked by the error they add under INT8 (ORT QDQ scan), most sensitive first."""
+        if self._scan is not None:
+            return self._scan
+        ort_tc = toolchains.module("onnxruntime")
+        key = cache_key(
+            {
+                "kind": "scan",
+                "f": CACHE_FORMAT,
+                "model": self.info.sha256,
+                "calibration": self.calibration.fingerprint,
+                "validation": self.validation.fingerprint,
+                "tools": ort_tc.tool_versions(),
+            }
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            self._scan = [str(n) for n in hit[1]["nodes"]]
+            return self._scan
+        from . import sensitivity
+
+        self.progress("per-node error scan", 0, 3)
+        scan_dir = self.work / "scan"
+        scan_dir.mkdir(exist_ok=True)
+        pre = ort_tc.preprocess_for_quantization(self.info.path, scan_dir / "pre.onnx")
+        quant = ort_tc.quantize_int8(pre, scan_dir / "qdq.onnx", self.calib_batches())
+        self.progress("per-node error scan", 1, 3)
+        feeds = {self.card.input.name: self.inputs("NCHW")[:32]}
+        errors = sensitivity.scan(pre, quant, feeds)
+        self.progress("per-node error scan", 2, 3)
+        self._scan = [e.node for e in errors]
+        self.cache.put(
+            key, self._empty(), {"kind": "scan", "nodes": self._scan, "errors": [e.__dict__ for e in errors]}, {}
+        )
+        self.progress("per-node error scan", 3, 3)
+        return self._scan
+
+    def _empty(self) -> Path:
+        empty = self.work / "empty"
+        empty.mkdir(exist_ok=True)
+        return empty
+
+    def mixed_exclusions(self, round_index: int) -> list[str]:
+        from . import sensitivity
+
+        ranked = self.sensitive_nodes()
+        count = max(1, math.ceil(MIXED_FRACTIONS[round_index] * len(ranked)))
+        pre = self.work / "scan" / "pre.onnx"
+        if not pre.is_file():
+            pre = toolchains.module("onnxruntime").preprocess_for_quantization(
+                self.info.path, self._empty() / "pre.onnx"
+            )
+        return sensitivity.exclusion_set(pre, ranked[:count], set(ranked))
+
+    # ---------------------------------------------------------------- one attempt
+    def attempt(
+        self, name: str, options: BackendOptions, precision: Precision, tc: ModuleType, exclude: list[str]
+    ) -> _Candidate:
+        opts = options.model_dump(mode="json")
+        key = cache_key(
+            {
+                "kind": "attempt",
+                "f": CACHE_FORMAT,
+                "model": self.info.sha256,
+                "backend": name,
+                "options": opts,
+                "precision": precision,
+                "exclude": sorted(exclude),
+                "tools": tc.tool_versions(),
+                "toolchain_code": _source_hash(tc),
+                "calibration": self.calibration.fingerprint if precision == "int8" else None,
+                "validation": self.validation.fingerprint,
+                "edgeds": __version__,
+            }
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            entry, meta = hit
+            root = entry / "artifacts"
+            cached_gate = judge(GateResult.from_dict(meta["gate"]), self.profile.accuracy) if meta.get("gate") else None
+            return _Candidate(
+                root,
+                root / meta["artifact"],
+                [root / f for f in meta["files"]],
+                meta["layout"],
+                meta["metadata"],
+                cached_gate,
+                CompileCache.arrays(entry, "golden"),
+                True,
+            )
+        out = Path(tempfile.mkdtemp(prefix=f"{name}-{precision}-", dir=self.work))
+        # every toolchain gets the calibration batches: litert converts all precisions in one calibrated run
+        calib = self.calib_batches("NCHW") if len(self.calibration) and not tc.DEFERRED_GATE else []
+        if tc.DEFERRED_GATE:
+            artifact = tc.compile(
+                options,
+                self.info.path,
+                self.card,
+                calib,
+                out,
+                precision,
+                exclude_nodes=exclude,
+                calibration_images=self.calibration.images,
+                max_batch=self.profile.batching.max_batch_size,
+                opt_batch=max(self.profile.batching.preferred_batch_sizes or (self.profile.batching.max_batch_size,)),
+            )
+        else:
+            self.progress(f"converting {name} {precision}", 0, 1)
+            artifact = tc.compile(options, self.info.path, self.card, calib, out, precision, exclude_nodes=exclude)
+            self.progress(f"converting {name} {precision}", 1, 1)
+        gate: GateResult | None
+        if tc.DEFERRED_GATE:
+            gate = None
+            golden = {k: v[:GOLDEN_COUNT] for k, v in self.reference().items()}
+        else:
+            outputs = self.run_candidate(name, options, artifact, tc)
+            gate = evaluate(
+                self.reference(), outputs, self.validation.labels, self.profile.accuracy, self.card.output.name
+            )
+            golden = {k: v[:GOLDEN_COUNT] for k, v in outputs.items()}
+        rel_files = [str(p.relative_to(out)) for p in artifact.files]
+        meta = {
+            "artifact": str(artifact.path.relative_to(out)),
+            "files": rel_files,
+            "layout": artifact.layout,
+            "metadata": {k: v for k, v in artifact.metadata.items() if k != "preprocessed_model"},
+            "gate": gate.as_dict() if gate else None,
+            "precision": precision,
+        }
+        stored = self.cache.put(key, out, meta, {"golden": golden})
+        root = stored / "artifacts" if self.cache.enabled else out
+        return _Candidate(
+            root,
+            root / meta["artifact"],
+            [root / f for f in rel_files],
+            artifact.layout,
+            meta["metadata"],
+            gate,
+            golden,
+            False,
+        )
+
+    def run_candidate(self, name: str, options: BackendOptions, artifact: Artifact, tc: ModuleType) -> Outputs:
+        """Outputs of ``artifact`` on the validation inputs through the backend's own runtime."""
+        x = self.inputs(artifact.layout)
+        task = f"evaluating {name} {artifact.precision}"
+
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            self.progress(task, done[0], len(x))
+
+        with backends.create(name, options) as backend:
+            spec = backend.open(artifact.path, buckets=(EVAL_BATCH,))
+            input_name = spec.inputs[0].name if spec.inputs else self.card.input.name
+            return self._align(run_batches(backend, x, input_name, EVAL_BATCH, advance))
+
+    def _align(self, outputs: Outputs) -> Outputs:
+        """Key outputs by the ONNX model's output names (converters rename them; order is kept)."""
+        names = [o.name for o in self.info.outputs]
+        if set(outputs) == set(names) or len(outputs) != len(names):
+            return outputs
+        return {name: value for name, value in zip(names, outputs.values(), strict=True)}
+
+
+def _source_hash(module: ModuleType) -> str:
+    """Hash of a toolchain module's source: changing how edgeds compiles invalidates the cache."""
+    path = Path(str(module.__file__))
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _size(files: list[Path]) -> int:
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def _default_out(card: ModelCard, profile: Profile) -> Path:
+    return Path("dist") / f"{card.name}-{card.version}-{profile.name}"
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists():
+        if (out / "manifest.json").is_file():
+            shutil.rmtree(out)  # an earlier bundle: replaced
+        elif out.is_dir() and any(out.iterdir()):
+            raise BundleError(f"{out} exists, is not empty and is not a bundle; choose another -o")
+
+
+def compile_model(
+    model: str | Path,
+    profile: str | Path | Profile,
+    *,
+    precision: Precision | None = None,
+    out: str | Path | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+    key: str | Path | None = None,
+    version: int | None = None,
+    calibration_images: np.ndarray | None = None,
+    validation_limit: int | None = None,
+    calibration_limit: int | None = None,
+    cache_root: Path | None = None,
+) -> CompileResult:
+    """Compile ``model`` (ONNX, model card beside it) for ``profile`` and write a bundle to ``out``.
+
+    ``precision`` overrides the profile's (and every chain entry's). ``key`` signs the bundle
+    (ed25519 private key file). ``calibration_images`` (uint8 [N,H,W,3]) replace the card's
+    calibration split; ``validation_limit`` / ``calibration_limit`` use only the first N
+    images of the splits. Raises :class:`InvalidModel`, :class:`ConfigError` (profile, unknown
+    backend), :class:`UnsupportedPrecision`, :class:`DatasetError` (missing data) and
+    :class:`AccuracyGateFailed` (with ``.report``) when no candidate passes.
+    """
+    started = time.perf_counter()
+    progress = progress or _no_progress
+    info = inspect_model(model)
+    card = load_model_card(info.path)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    names = {o.name for o in info.outputs}
+    if card.output.name not in names or card.input.name not in {i.name for i in info.inputs}:
+        raise InvalidModel(
+            f"{info.path}: the model card names input {card.input.name!r} / output {card.output.name!r}, the model has "
+            f"inputs {[i.name for i in info.inputs]} and outputs {sorted(names)}"
+        )
+    chain = prof.chain()
+    hardware = prof.hardware.precisions
+    if precision is not None and precision not in hardware:
+        raise UnsupportedPrecision(
+            f"profile {prof.name!r} hardware does not do {precision} (it lists {', '.join(hardware)})"
+        )
+    plan: list[tuple[str, Precision, BackendOptions]] = []
+    for name, entry_precision, options in chain:
+        want = precision or entry_precision
+        supported = toolchains.module(name).PRECISIONS
+        if want not in supported:
+            raise UnsupportedPrecision(f"backend {name!r} cannot compile {want} (supported: {', '.join(supported)})")
+        check = getattr(toolchains.module(name), "check_precision", None)
+        if check is not None:
+            check(options, want)
+        plan.append((name, want, options))
+    needs_int8 = any(p == "int8" for _, p, _ in plan)
+    validation = data_mod.load_images(card, "validation", validation_limit)
+    if calibration_images is not None:
+        calibration = data_mod.custom_images(calibration_images)
+    elif needs_int8:
+        calibration = data_mod.load_images(card, "calibration", calibration_limit)
+    else:
+        calibration = data_mod.ImageSet(validation.images[:0], validation.labels[:0], "none")
+    if needs_int8 and len(calibration) == 0:
+        raise CompileError("INT8 needs calibration data")
+    cache = CompileCache(cache_root, enabled=use_cache)
+    report = CompileReport(str(info.path), info.sha256, prof.name, len(validation), len(calibration))
+    out_path = Path(out) if out is not None else _default_out(card, prof)
+    private = load_private_key(key) if key is not None else None
+
+    with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
+        compiler = _Compiler(info, card, prof, cache, progress, validation, calibration, Path(tmp))
+        chosen: tuple[str, Precision, BackendOptions, _Candidate, ModuleType] | None = None
+        for name, want, options in plan:
+            tc = toolchains.module(name)
+            device = getattr(options, "device", None)
+            why = _unavailable(name, tc)
+            if why is not None:
+                report.attempts.append(Attempt(name, want, want, "skipped", why, device=device))
+                continue
+            int8_errored = False
+            for variant in _fallback_plan(want, hardware, tc):
+                prec: Precision = "int8" if variant.startswith("int8") else variant  # type: ignore[assignment]
+                shown = "int8-mixed" if variant.startswith("int8-mixed") else variant
+                if shown == "int8-mixed" and int8_errored:
+                    continue  # mixed precision cannot help when INT8 itself did not compile or run
+                t0 = time.perf_counter()
+                exclude: list[str] = []
+                try:
+                    if variant.startswith("int8-mixed-"):
+                        exclude = compiler.mixed_exclusions(int(variant.rsplit("-", 1)[1]))
+                    vopts = getattr(tc, "runtime_options", lambda o, _p: o)(options, prec)
+                    cand = compiler.attempt(name, vopts, prec, tc, exclude)
+                except (CompileError, BackendError) as exc:
+                    if isinstance(exc, ToolchainError):
+                        report.attempts.append(Attempt(name, prec, shown, "skipped", str(exc), device=device))
+                        break
+                    int8_errored = int8_errored or variant == "int8"
+                    report.attempts.append(
+                        Attempt(
+                            name,
+                            prec,
+                            shown,
+                            "error",
+                            str(exc).splitlines()[0][:300],
+                            seconds=time.perf_counter() - t0,
+                            excluded_nodes=exclude,
+                            device=device,
+                        )
+                    )
+                    continue
+                attempt = Attempt(
+                    name,
+                    prec,
+                    shown,
+                    "passed",
+                    accuracy=cand.gate.as_dict() if cand.gate else None,
+                    size_bytes=_size(cand.files),
+                    seconds=time.perf_counter() - t0,
+                    cached=cand.cached,
+                    excluded_nodes=exclude,
+                    device=device,
+                )
+                if cand.gate is None:
+                    attempt.outcome = "deferred"
+                    attempt.reason = "built and checked on the device (golden outputs = FP32 reference)"
+                elif not cand.gate.passed:
+                    attempt.outcome = "failed"
+                    attempt.reason = "; ".join(cand.gate.failures)
+                if exclude and attempt.outcome != "failed":
+                    attempt.reason = f"{len(exclude)} most sensitive node(s) kept in float"
+                elif exclude:
+                    attempt.reason = f"{len(exclude)} node(s) in float: {attempt.reason}"
+                report.attempts.append(attempt)
+                if attempt.outcome in ("passed", "deferred"):
+                    report.selected = len(report.attempts) - 1
+                    chosen = (name, prec, vopts, cand, tc)
+                    break
+            if chosen is not None:
+                break
+        if report.attempts and compiler._reference is not None:
+            report.reference_top1 = float(
+                (compiler._reference[card.output.name].argmax(axis=1) == validation.labels).mean()
+            )
+        report.seconds = time.perf_counter() - started
+        if chosen is None:
+            error = AccuracyGateFailed(
+                "no backend of profile "
+                f"{prof.name!r} produced an artifact that passes the accuracy budget: "
+                + "; ".join(f"{a.backend}/{a.variant}: {a.outcome} ({a.reason})" for a in report.attempts)
+            )
+            error.report = report  # type: ignore[attr-defined]
+            raise error
+        name, prec, options, cand, tc = chosen
+        _prepare_out(out_path)
+        _write_bundle(out_path, info, card, prof, name, prec, options, cand, tc, compiler, report, private, version)
+    report.seconds = time.perf_counter() - started
+    return CompileResult(out_path, report, name, prec, private is not None)
+
+
+def _unavailable(name: str, tc: ModuleType) -> str | None:
+    """Why ``name`` cannot be compiled and gated here, or None."""
+    avail = tc.available()
+    if not avail.available:
+        return f"toolchain not available: {avail.reason}" + (f" ({avail.hint})" if avail.hint else "")
+    if tc.DEFERRED_GATE:
+        return None
+    runtime = backends.probe(name)
+    if not runtime.available:
+        return f"runtime not available here to run the accuracy gate: {runtime.reason}"
+    return None
+
+
+def _write_bundle(
+    out: Path,
+    info: ModelInfo,
+    card: ModelCard,
+    prof: Profile,
+    name: str,
+    precision: Precision,
+    options: BackendOptions,
+    cand: _Candidate,
+    tc: ModuleType,
+    compiler: _Compiler,
+    report: CompileReport,
+    private: Any,
+    version: int | None,
+) -> None:
+    golden_inputs = compiler.inputs(cand.layout)[:GOLDEN_COUNT]
+    atol, rtol, min_cos = _golden_tolerance(precision, cand.golden_outputs)
+    gate = cand.gate
+    io_meta = cand.metadata.get("io")
+    if io_meta is None:
+
+        def shape(spec_shape: tuple[int, ...]) -> list[int]:
+            return list(spec_shape)
+
+        io_meta = {
+            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": shape(s.shape)} for s in info.inputs],
+            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": shape(s.shape)} for s in info.outputs],
+        }
+    artifacts = {str(f.relative_to(cand.root)): f for f in cand.files}
+    tools = {**tc.tool_versions(), "edgeds": __version__}
+    total = sum(f.stat().st_size for f in cand.files)
+    batching = prof.batching.model_dump(mode="json")
+    batching["buckets"] = list(prof.batching.bucket_sizes())
+    manifest: dict[str, Any] = {
+        "model": {"name": card.name, "version": card.version},
+        "version": version if version is not None else int(time.time()),
+        "backend": name,
+        "precision": precision,
+        "backend_options": options.model_dump(mode="json"),
+        "device": cand.metadata.get("device"),
+        "layout": cand.layout,
+        "artifact": str(cand.artifact.relative_to(cand.root)),
+        "recipe": cand.metadata.get("recipe"),
+        "profile": prof.model_dump(mode="json", by_alias=True),
+        "batching": batching,
+        "io": io_meta,
+        "labels": list(card.labels),
+        "tools": tools,
+        "requirements": {
+            "arch": prof.hardware.arch,
+            "backends": [name],
+            "min_memory_mb": prof.memory.budget_mb,
+            "min_disk_mb": max(1, math.ceil(3 * total / 2**20)),
+        },
+        "golden": {"atol": atol, "rtol": rtol, "min_cosine": min_cos},
+        "accuracy": (
+            {
+                "reference_top1": gate.reference_top1,
+                "top1": gate.top1,
+                "top1_drop": gate.top1_drop,
+                "agreement": gate.agreement,
+                "cosine": gate.min_cosine,
+                "max_abs_error": gate.max_abs_error,
+            }
+            if gate
+            else {"reference_top1": report.reference_top1}
+        ),
+    }
+    card_file = card.directory / _card_file_name(card)
+    build_bundle(
+        out,
+        manifest=manifest,
+        artifacts=artifacts,
+        card_file=card_file,
+        golden_inputs=golden_inputs,
+        golden_outputs=cand.golden_outputs,
+        private_key=private,
+    )
+
+
+def _card_file_name(card: ModelCard) -> str:
+    for candidate in sorted(card.directory.glob("*.yaml")):
+        try:
+            if load_model_card(candidate).name == card.name:
+                return candidate.name
+        except Exception:  # other YAML beside the model that is not a card
+            continue
+    raise BundleError(f"cannot find the model card file of {card.name!r} in {card.directory}")

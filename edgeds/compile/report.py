@@ -1,0 +1,104 @@
+"""What a compile did: every backend and precision tried, the outcome, and why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Outcome = Literal["passed", "failed", "skipped", "error", "deferred"]
+
+
+@dataclass
+class Attempt:
+    """One backend at one precision (``variant`` is ``int8``, ``int8-mixed``, ``fp16`` or ``fp32``)."""
+
+    backend: str
+    precision: str
+    variant: str
+    outcome: Outcome
+    reason: str | None = None
+    accuracy: dict[str, Any] | None = None
+    size_bytes: int | None = None
+    seconds: float = 0.0
+    cached: bool = False
+    excluded_nodes: list[str] = field(default_factory=list)
+    device: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CompileReport:
+    model: str
+    model_sha256: str
+    profile: str
+    validation_samples: int
+    calibration_samples: int
+    reference_top1: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    selected: int | None = None  # index into attempts
+    seconds: float = 0.0
+
+    @property
+    def winner(self) -> Attempt | None:
+        return self.attempts[self.selected] if self.selected is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "profile": self.profile,
+            "validation_samples": self.validation_samples,
+            "calibration_samples": self.calibration_samples,
+            "reference_top1": self.reference_top1,
+            "attempts": [a.as_dict() for a in self.attempts],
+            "selected": self.winner.as_dict() if self.winner else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def rows(self) -> list[list[str]]:
+        """Table rows: backend, precision, outcome, top-1, drop, agreement, cosine, size, time, note."""
+        rows = []
+        for index, a in enumerate(self.attempts):
+            acc = a.accuracy or {}
+            mark = " ✔" if index == self.selected else ""
+            rows.append(
+                [
+                    a.backend + (f" ({a.device})" if a.device else ""),
+                    a.variant,
+                    a.outcome + mark,
+                    f"{acc['top1'] * 100:.2f}%" if "top1" in acc else "",
+                    f"{acc['top1_drop']:+.2f}" if "top1_drop" in acc else "",
+                    f"{acc['agreement']:.4f}" if "agreement" in acc else "",
+                    f"{acc['min_cosine']:.4f}" if "min_cosine" in acc else "",
+                    f"{a.size_bytes / 1e6:.2f} MB" if a.size_bytes else "",
+                    ("cached" if a.cached else f"{a.seconds:.1f} s"),
+                    a.reason or "",
+                ]
+            )
+        return rows
+
+
+@dataclass
+class CompileResult:
+    """The outcome of :func:`edgeds.compile.compile_model`: the bundle written and the report."""
+
+    bundle: Path
+    report: CompileReport
+    backend: str
+    precision: str
+    signed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle),
+            "backend": self.backend,
+            "precision": self.precision,
+            "signed": self.signed,
+            "report": self.report.as_dict(),
+        }
+
+
+COLUMNS = ["backend", "precision", "outcome", "top-1", "drop pts", "agreement", "cosine", "size", "time", "why"]

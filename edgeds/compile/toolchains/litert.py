@@ -1,0 +1,385 @@
+"""LiteRT compile step: ONNX -> TFLite with onnx2tf, inside an isolated toolchain venv.
+
+onnx2tf needs TensorFlow and pins old numpy, so it lives in its own virtual environment that
+edgeds creates and pins (:func:`install`, ``edgeds toolchain install litert``) under
+``$EDGEDS_TOOLCHAINS/litert`` (default ``cache_dir()/toolchains/litert``); every package is
+pinned (:data:`LOCK`) and installed with ``--no-deps``. The conversion runs as a subprocess of
+that venv with no internet: the sample calibration file onnx2tf would otherwise download
+(``calibration_image_sample_data_20x128x128x3_float32.npy``) is written into its working
+directory from OUR calibration data, our calibration tensor is passed with ``-cind``, and
+HTTP(S) proxies point to a closed loopback port so any download attempt fails at once.
+
+One onnx2tf run yields FP32, FP16 and INT8 files; the run is cached (model sha256 +
+calibration fingerprint + lock) so falling back from INT8 to FP16 converts nothing again.
+INT8 is full-integer post-training quantization (per-channel) calibrated on our data; with
+the ``xnnpack`` delegate the INT8 model keeps float32 input/output (quantize/dequantize at
+the edges), with NPU delegates (``qnn``, ``nnapi``) the input/output are int8 too and their
+scale/zero point are recorded. The layout becomes NHWC; the artifact metadata records it (the
+manifest's ``layout``) and the TFLite tensor names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...backends.base import Artifact, Availability, BackendOptions, Precision, TensorDict
+from ...datasets import cache_dir
+from ...errors import ToolchainError, UnsupportedPrecision
+from . import package_version
+
+if TYPE_CHECKING:
+    from ...config import ModelCard
+
+SUPPORTS_MIXED = False
+DEFERRED_GATE = False
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+ONNX2TF_VERSION = "1.29.24"
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+CONVERT_TIMEOUT_S = 1800
+_FILES = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite"}
+
+# Every package of the toolchain venv, resolved once for Python 3.10-3.12 on Linux (onnx2tf
+# 1.29.24 pins TensorFlow 2.19.0 and numpy 1.26.4). Installed with --no-deps.
+LOCK: tuple[str, ...] = (
+    "absl-py==2.5.1",
+    "ai-edge-litert==2.1.0",
+    "astunparse==1.6.3",
+    "backports.strenum==1.2.8",
+    "certifi==2026.10.18",
+    "charset-normalizer==3.5.2",
+    "coloredlogs==15.0.1",
+    "flatbuffers==25.12.19",
+    "gast==0.7.0",
+    "google-pasta==0.2.0",
+    "grpcio==1.85.1",
+    "h5py==3.11.0",
+    "humanfriendly==10.0",
+    "idna==3.20",
+    "json2onnx==2.0.3",
+    "keras==3.15.1",
+    "libclang==18.1.1",
+    "Markdown==3.11.3",
+    "markdown-it-py==4.3.0",
+    "MarkupSafe==3.0.4",
+    "mdurl==0.1.2",
+    "ml_dtypes==0.5.1",
+    "mpmath==1.3.0",
+    "namex==0.1.0",
+    "numpy==1.26.4",
+    "onnx==1.19.1",
+    "onnx2json==2.0.4",
+    "onnx2tf==1.29.24",
+    "onnx_graphsurgeon==0.5.8",
+    "onnxoptimizer==0.4.2",
+    "onnxruntime==1.23.0",
+    "onnxsim==0.4.36",
+    "opencv-python==4.11.0.86",
+    "opt_einsum==3.4.0",
+    "optree==0.20.0",
+    "packaging==26.3",
+    "protobuf==4.25.5",
+    "psutil==5.9.5",
+    "Pygments==2.21.0",
+    "requests==2.32.5",
+    "rich==15.0.0",
+    "sam4onnx==2.0.0",
+    "sbi4onnx==1.0.7",
+    "scc4onnx==1.0.7",
+    "scs4onnx==1.0.18",
+    "sde4onnx==1.0.0",
+    "sed4onnx==1.0.5",
+    "simple_onnx_processing_tools==1.1.32",
+    "sio4onnx==1.0.3",
+    "sit4onnx==1.0.10",
+    "six==1.17.0",
+    "sna4onnx==1.0.6",
+    "snc4onnx==1.0.14",
+    "snd4onnx==1.1.7",
+    "sne4onnx==2.0.1",
+    "sng4onnx==2.0.1",
+    "soa4onnx==1.0.5",
+    "soc4onnx==1.0.2",
+    "sod4onnx==1.0.0",
+    "sog4onnx==1.0.17",
+    "sor4onnx==1.0.7",
+    "spo4onnx==1.0.5",
+    "ssc4onnx==1.0.8",
+    "ssi4onnx==1.0.4",
+    "svs4onnx==1.0.0",
+    "sympy==1.14.0",
+    "tensorboard==2.19.0",
+    "tensorboard-data-server==0.7.2",
+    "tensorflow==2.19.0",
+    "tensorflow-io-gcs-filesystem==0.37.1",
+    "termcolor==3.3.0",
+    "tf_keras==2.19.0",
+    "tqdm==4.70.1",
+    "typing_extensions==4.16.0",
+    "urllib3==2.8.0",
+    "Werkzeug==3.1.9",
+    "wrapt==2.5.2",
+)
+
+
+def toolchain_dir() -> Path:
+    """``$EDGEDS_TOOLCHAINS/litert``, default ``cache_dir()/toolchains/litert``."""
+    root = os.environ.get("EDGEDS_TOOLCHAINS")
+    return (Path(root) if root else cache_dir() / "toolchains") / "litert"
+
+
+def lock_hash() -> str:
+    return hashlib.sha256("\n".join(LOCK).encode()).hexdigest()[:16]
+
+
+def _venv_python(root: Path) -> Path:
+    return root / "venv" / "bin" / "python"
+
+
+def installed(root: Path | None = None) -> bool:
+    """Whether the toolchain venv exists and matches :data:`LOCK`."""
+    root = root or toolchain_dir()
+    try:
+        stamp = json.loads((root / "installed.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(stamp.get("lock") == lock_hash() and _venv_python(root).exists())
+
+
+def install(root: Path | None = None, python: str | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Create (or re-create) the pinned toolchain venv; a no-op when it is already installed."""
+    root = root or toolchain_dir()
+    if installed(root):
+        return root
+    say = log or (lambda _line: None)
+    root.mkdir(parents=True, exist_ok=True)
+    venv = root / "venv"
+    if venv.exists():
+        shutil.rmtree(venv)
+    (root / "installed.json").unlink(missing_ok=True)
+    interpreter = python or sys.executable
+    say(f"creating {venv} with {interpreter}")
+    steps = [
+        [interpreter, "-m", "venv", str(venv)],
+    ]
+    lock_file = root / "requirements.lock"
+    lock_file.write_text("\n".join(LOCK) + "\n")
+    pip = [str(_venv_python(root)), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    steps.append([*pip, "--no-deps", "-r", str(lock_file)])
+    for step in steps:
+        say(" ".join(step[:6]) + (" ..." if len(step) > 6 else ""))
+        proc = subprocess.run(step, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolchainError(f"installing the litert toolchain failed at {step[:5]}: {proc.stderr[-2000:]}")
+    check = subprocess.run(
+        [
+            str(_venv_python(root)),
+            "-c",
+            "import onnx2tf, tensorflow; print(onnx2tf.__version__, tensorflow.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if check.returncode != 0:
+        raise ToolchainError(f"the litert toolchain does not import: {check.stderr[-2000:]}")
+    (root / "installed.json").write_text(json.dumps({"lock": lock_hash(), "versions": check.stdout.split()}))
+    return root
+
+
+def available() -> Availability:
+    if not installed():
+        return Availability(
+            "litert",
+            False,
+            reason=f"the onnx2tf toolchain is not installed ({toolchain_dir()})",
+            hint="edgeds toolchain install litert",
+        )
+    return Availability("litert", True, version=f"onnx2tf {ONNX2TF_VERSION}")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"onnx2tf": ONNX2TF_VERSION, "tensorflow": "2.19.0", "toolchain_lock": lock_hash()}
+    runtime = package_version("ai-edge-litert")
+    if runtime:
+        versions["ai-edge-litert"] = runtime
+    return versions
+
+
+def offline_env() -> dict[str, str]:
+    """Environment for the conversion subprocess: proxies to a closed loopback port (no internet)."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    dead = "http://127.0.0.1:9"
+    env.update(
+        HTTP_PROXY=dead,
+        HTTPS_PROXY=dead,
+        http_proxy=dead,
+        https_proxy=dead,
+        ALL_PROXY=dead,
+        NO_PROXY="",
+        no_proxy="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="-1",
+        PYTHONNOUSERSITE="1",
+    )
+    return env
+
+
+def _sample_file(calib_nhwc: np.ndarray, card: ModelCard) -> np.ndarray:
+    """onnx2tf's sample calibration file (20x128x128x3 float32 in [0,1]) made from our images."""
+    from PIL import Image
+
+    spec = card.input
+    mul = np.asarray(spec.std, np.float32) / np.float32(spec.scale)
+    add = np.asarray(spec.mean, np.float32) / np.float32(spec.scale)
+    raw = np.clip(calib_nhwc[:20] * mul + add, 0, 255).astype(np.uint8)  # undo our normalization
+    images = [np.asarray(Image.fromarray(img).resize((128, 128))) for img in raw]
+    while len(images) < 20:
+        images.append(images[len(images) % len(raw)])
+    return (np.stack(images).astype(np.float32) / 255.0).astype(np.float32)
+
+
+def convert(model: Path, card: ModelCard, calib_nhwc: np.ndarray, work: Path) -> Path:
+    """Run onnx2tf once (FP32, FP16, INT8) into ``work/out``; returns that directory."""
+    root = toolchain_dir()
+    if not installed(root):
+        raise ToolchainError(f"the litert toolchain is not installed ({root}); run: edgeds toolchain install litert")
+    work.mkdir(parents=True, exist_ok=True)
+    # onnx2tf rewrites its input file in place (simplified graph): it only ever sees a copy
+    source = work / "model.onnx"  # onnx2tf names its outputs after the input file: model_*.tflite
+    shutil.copyfile(model, source)
+    np.save(work / "calib.npy", calib_nhwc.astype(np.float32))
+    np.save(work / SAMPLE_FILE, _sample_file(calib_nhwc, card))
+    zeros = "[[[[" + ",".join(["0.0"] * 3) + "]]]]"
+    ones = "[[[[" + ",".join(["1.0"] * 3) + "]]]]"
+    cmd = [
+        str(root / "venv" / "bin" / "onnx2tf"),
+        "-i",
+        str(source),
+        "-o",
+        str(work / "out"),
+        "-oiqt",
+        "-qt",
+        "per-channel",
+        "-cind",
+        card.input.name,
+        str(work / "calib.npy"),
+        zeros,
+        ones,
+        "-n",
+    ]
+    proc = subprocess.run(cmd, cwd=work, env=offline_env(), capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    (work / "onnx2tf.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not (work / "out" / _FILES["fp32"]).is_file():
+        tail = (proc.stdout + proc.stderr)[-1500:]
+        raise ToolchainError(f"onnx2tf failed (exit {proc.returncode}); log: {work / 'onnx2tf.log'}\n{tail}")
+    return work / "out"
+
+
+def _conversion(model: Path, card: ModelCard, calib: Iterable[TensorDict]) -> Path:
+    """The cached onnx2tf output directory for this model + calibration data."""
+    batches = [np.asarray(b[card.input.name]) for b in calib]
+    if not batches:
+        raise ToolchainError("the litert conversion needs calibration data (INT8 is produced in the same run)")
+    nchw = np.concatenate(batches)
+    nhwc = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)) if card.input.layout == "NCHW" else nchw
+    digest = hashlib.sha256(model.read_bytes())
+    digest.update(nhwc.tobytes())
+    digest.update(lock_hash().encode())
+    key = digest.hexdigest()
+    final = cache_dir() / "compile" / "litert-conversions" / key
+    if (final / _FILES["fp32"]).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="onnx2tf-", dir=final.parent) as tmp:
+        out = convert(model, card, nhwc, Path(tmp))
+        for extra in ("saved_model.pb", "variables", "assets", "fingerprint.pb"):
+            target = out / extra
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        shutil.copyfile(Path(tmp) / "onnx2tf.log", out / "onnx2tf.log")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(out, final)
+    return final
+
+
+def _io_details(path: Path) -> dict[str, Any]:
+    """Input/output names, dtypes and shapes as the LiteRT backend opens the file ({} without it)."""
+    from ... import backends
+
+    if not backends.probe("litert").available:
+        return {}
+    with backends.create("litert") as backend:
+        spec = backend.open(path, buckets=(1,))
+
+    def info(t: Any) -> dict[str, Any]:
+        return {"tflite_name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+
+    return {"inputs": [info(t) for t in spec.inputs], "outputs": [info(t) for t in spec.outputs]}
+
+
+def compile(
+    options: BackendOptions,
+    model: Path,
+    card: ModelCard,
+    calib: Iterable[TensorDict],
+    out: Path,
+    precision: Precision = "fp32",
+    *,
+    exclude_nodes: Sequence[str] = (),
+) -> Artifact:
+    """Write ``out/model.tflite`` at ``precision`` (NHWC). See the module docstring."""
+    if precision not in PRECISIONS:
+        raise UnsupportedPrecision(f"litert cannot compile {precision!r} (supported: {', '.join(PRECISIONS)})")
+    if exclude_nodes:
+        raise UnsupportedPrecision("the litert toolchain cannot keep single nodes in float (no mixed precision)")
+    calib = list(calib)
+    if not calib:
+        from ..data import batches as make_batches
+        from ..data import load_images
+
+        calib = list(make_batches(card, load_images(card, "calibration").images, layout="NCHW"))
+    converted = _conversion(model, card, calib)
+    delegate = str(getattr(options, "delegate", "xnnpack"))
+    if precision == "int8":
+        name = "model_full_integer_quant.tflite" if delegate in ("qnn", "nnapi") else "model_integer_quant.tflite"
+    else:
+        name = _FILES[precision]
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "model.tflite"
+    shutil.copyfile(converted / name, target)
+    details = _io_details(target)
+    io = {
+        "inputs": [
+            {"name": card.input.name, "dtype": d["dtype"], "shape": d["shape"]} for d in details.get("inputs", [])
+        ],
+        "outputs": [
+            {"name": card.output.name if i == 0 else d["tflite_name"], "dtype": d["dtype"], "shape": d["shape"]}
+            for i, d in enumerate(details.get("outputs", []))
+        ],
+    }
+    meta: dict[str, Any] = {
+        "converter": f"onnx2tf {ONNX2TF_VERSION}",
+        "source_file": name,
+        "delegate": delegate,
+        "tflite_io": details,
+    }
+    if details:
+        meta["io"] = io
+    if precision == "int8":
+        meta.update(
+            quantization="full-integer-ptq", per_channel=True, io_dtype="int8" if "full_integer" in name else "float32"
+        )
+    return Artifact("litert", precision, target, (target,), layout="NHWC", metadata=meta)

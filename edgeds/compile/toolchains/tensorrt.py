@@ -1,0 +1,385 @@
+"""TensorRT: a build recipe compiled here, the engine built on the device (TensorRT 10 API).
+
+Engines are specific to a GPU and a TensorRT version, so :func:`compile` writes no engine: it
+writes a :class:`Recipe` (the ONNX model, precision, min/opt/max shape per dynamic input,
+workspace limit, DLA core + GPU fallback, INT8 calibrator and calibration images) into the
+bundle. On the device ``edgeds engine build`` calls :func:`ensure_engine`, which computes the
+device fingerprint (model sha256, TensorRT version, GPU compute capability, JetPack/L4T,
+precision, shape profile, DLA core), returns the cached engine for it or builds one with
+:func:`build_engine` and stores it, with a per-device timing cache and (INT8) calibration cache.
+
+Only :func:`build_engine` and :func:`DeviceFacts.detect` import ``tensorrt`` / ``cuda``; the
+recipe, fingerprint and cache layout are plain Python and tested everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...backends.base import Artifact, Availability, BackendOptions, Precision, TensorDict
+from ...errors import BackendUnavailable, CompileError, ToolchainError, UnsupportedPrecision
+from . import package_version
+
+if TYPE_CHECKING:
+    from ...config import ModelCard
+
+SUPPORTS_MIXED = False
+DEFERRED_GATE = True
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+RECIPE_FILE = "recipe.json"
+L4T_RELEASE = Path("/etc/nv_tegra_release")
+
+
+class ShapeProfile(BaseModel):
+    """min/opt/max shape of one input for the optimization profile."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+class Recipe(BaseModel):
+    """How to build the engine on the device; paths are relative to the recipe's directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: Literal[1] = 1
+    onnx: str
+    onnx_sha256: str
+    precision: Precision
+    inputs: tuple[ShapeProfile, ...]
+    workspace_mb: int = Field(ge=16)
+    dla_core: int | None = None
+    gpu_fallback: bool = True
+    builder_optimization_level: int = Field(default=3, ge=0, le=5)
+    calibrator: Literal["entropy2", "minmax"] = "entropy2"
+    calibration: str | None = Field(default=None, description="uint8 [N,H,W,3] RGB images (.npy)")
+    calibration_cache: str | None = None
+    calibration_batch: int = Field(default=8, ge=1)
+    version_compatible: bool = False
+    hardware_compatibility: Literal["none", "ampere_plus"] = "none"
+
+    def shape_key(self) -> str:
+        return ";".join(f"{p.name}:{p.min}/{p.opt}/{p.max}" for p in self.inputs)
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What an engine is specific to, besides the recipe."""
+
+    tensorrt_version: str
+    compute_capability: str  # "8.7"
+    l4t: str | None  # "36.4.0" on Jetson, None elsewhere
+    gpu_name: str = ""
+
+    @classmethod
+    def detect(cls, device: int = 0) -> DeviceFacts:
+        """Facts of this machine's GPU ``device`` (needs tensorrt and cuda-python)."""
+        try:
+            import tensorrt as trt
+            from cuda.bindings import runtime as cudart
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "tensorrt", str(exc), "pip install 'edgeds[tensorrt]' (on a device with an NVIDIA GPU)"
+            ) from exc
+        err, props = cudart.cudaGetDeviceProperties(device)
+        if int(err) != 0:
+            raise BackendUnavailable("tensorrt", f"cudaGetDeviceProperties failed ({err})", "check the CUDA driver")
+        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+        return cls(trt.__version__, f"{props.major}.{props.minor}", read_l4t(), name.strip("\x00 "))
+
+
+def parse_l4t(text: str) -> str | None:
+    """``36.4.0`` from ``/etc/nv_tegra_release`` ("# R36 (release), REVISION: 4.0, ...")."""
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def read_l4t(path: Path = L4T_RELEASE) -> str | None:
+    try:
+        return parse_l4t(path.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+def device_fingerprint(recipe: Recipe, facts: DeviceFacts) -> str:
+    """Hex sha256 keying an engine: model, TensorRT version, GPU, L4T, precision, shapes, DLA core, flags."""
+    parts = {
+        "onnx_sha256": recipe.onnx_sha256,
+        "tensorrt": facts.tensorrt_version,
+        "compute_capability": facts.compute_capability,
+        "l4t": facts.l4t,
+        "precision": recipe.precision,
+        "shapes": recipe.shape_key(),
+        "dla_core": recipe.dla_core,
+        "gpu_fallback": recipe.gpu_fallback,
+        "workspace_mb": recipe.workspace_mb,
+        "opt_level": recipe.builder_optimization_level,
+        "calibrator": recipe.calibrator if recipe.precision == "int8" else None,
+        "version_compatible": recipe.version_compatible,
+        "hardware_compatibility": recipe.hardware_compatibility,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def timing_cache_key(facts: DeviceFacts) -> str:
+    """Timing caches are shared by every model on one GPU + TensorRT version (+ L4T)."""
+    text = f"{facts.tensorrt_version}|{facts.compute_capability}|{facts.l4t}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EnginePaths:
+    engine: Path
+    timing_cache: Path
+    calibration_cache: Path
+    info: Path
+
+
+def engine_paths(cache_root: Path, recipe: Recipe, facts: DeviceFacts) -> EnginePaths:
+    """Where the engine for ``recipe`` on this device lives under ``cache_root``."""
+    key = device_fingerprint(recipe, facts)
+    base = cache_root / "engines" / key[:2] / key
+    calib_key = hashlib.sha256(f"{recipe.onnx_sha256}|{recipe.calibrator}|{recipe.shape_key()}".encode()).hexdigest()
+    return EnginePaths(
+        engine=base / "model.plan",
+        timing_cache=cache_root / "timing" / f"{timing_cache_key(facts)}.cache",
+        calibration_cache=cache_root / "calibration" / f"{calib_key[:32]}.cache",
+        info=base / "engine.json",
+    )
+
+
+def load_recipe(path: Path) -> Recipe:
+    try:
+        return Recipe.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ToolchainError(f"{path} is not a TensorRT build recipe: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- compile (here)
+
+
+def available() -> Availability:
+    """Recipes need only the ONNX file: compiling for TensorRT works on any machine."""
+    return Availability("tensorrt", True, version="recipe (engine built on the device)")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"recipe_schema": "1"}
+    trt = package_version("tensorrt")
+    if trt:
+        versions["tensorrt"] = trt
+    return versions
+
+
+def shape_profiles(model: Path, max_batch: int, opt_batch: int) -> tuple[ShapeProfile, ...]:
+    """min/opt/max per input: batch 1 / ``opt_batch`` / ``max_batch`` for the dynamic batch dim."""
+    from ..onnxmodel import inspect_model
+
+    profiles = []
+    for spec in inspect_model(model).inputs:
+        if any(d < 0 for d in spec.shape[1:]):
+            raise CompileError(f"input {spec.name!r} has dynamic non-batch dims {spec.shape}: give static shapes")
+        rest = tuple(spec.shape[1:])
+        profiles.append(ShapeProfile(name=spec.name, min=(1, *rest), opt=(opt_batch, *rest), max=(max_batch, *rest)))
+    return tuple(profiles)
+
+
+def check_precision(options: BackendOptions, precision: Precision) -> None:
+    """:class:`UnsupportedPrecision` when these options cannot run ``precision`` (a DLA core needs FP16/INT8)."""
+    if getattr(options, "dla_core", None) is not None and precision == "fp32":
+        raise UnsupportedPrecision("a DLA core runs FP16 or INT8 only; use precision fp16/int8 or dla_core: null")
+
+
+def compile(
+    options: BackendOptions,
+    model: Path,
+    card: ModelCard,
+    calib: Iterable[TensorDict],
+    out: Path,
+    precision: Precision = "fp32",
+    *,
+    exclude_nodes: Sequence[str] = (),
+    calibration_images: np.ndarray | None = None,
+    max_batch: int = 16,
+    opt_batch: int | None = None,
+) -> Artifact:
+    """Write ``out/recipe.json`` + ``out/model.onnx`` (+ ``out/calibration.npy`` for INT8)."""
+    from ..onnxmodel import file_sha256
+
+    if precision not in PRECISIONS:
+        raise UnsupportedPrecision(f"tensorrt cannot build {precision!r} (supported: {', '.join(PRECISIONS)})")
+    if exclude_nodes:
+        raise UnsupportedPrecision("tensorrt recipes do not keep single nodes in float here")
+    check_precision(options, precision)
+    dla = getattr(options, "dla_core", None)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, out / "model.onnx")
+    files = [out / "model.onnx"]
+    calibration = None
+    if precision == "int8":
+        if calibration_images is None:
+            from ..data import load_images
+
+            calibration_images = load_images(card, "calibration").images
+        if len(calibration_images) == 0:
+            raise CompileError("TensorRT INT8 needs calibration images")
+        np.save(out / "calibration.npy", np.ascontiguousarray(calibration_images, dtype=np.uint8))
+        files.append(out / "calibration.npy")
+        calibration = "calibration.npy"
+    recipe = Recipe(
+        onnx="model.onnx",
+        onnx_sha256=file_sha256(model),
+        precision=precision,
+        inputs=shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2)),
+        workspace_mb=int(getattr(options, "workspace_mb", 1024)),
+        dla_core=dla,
+        gpu_fallback=bool(getattr(options, "gpu_fallback", True)),
+        builder_optimization_level=int(getattr(options, "builder_optimization_level", 3)),
+        calibrator=getattr(options, "calibrator", "entropy2"),
+        calibration=calibration,
+        version_compatible=bool(getattr(options, "version_compatible", False)),
+        hardware_compatibility=getattr(options, "hardware_compatibility", "none"),
+    )
+    (out / RECIPE_FILE).write_text(recipe.model_dump_json(indent=2))
+    files.insert(0, out / RECIPE_FILE)
+    return Artifact(
+        "tensorrt",
+        precision,
+        out / RECIPE_FILE,
+        tuple(files),
+        layout="NCHW",
+        metadata={"recipe": recipe.model_dump(mode="json")},
+    )
+
+
+# --------------------------------------------------------------------------- build (on the device)
+
+
+def ensure_engine(recipe_path: Path, cache_root: Path, card: ModelCard, rebuild: bool = False) -> tuple[Path, bool]:
+    """The engine for ``recipe_path`` on this device: ``(path, built_now)``. Builds when not cached."""
+    recipe = load_recipe(recipe_path)
+    facts = DeviceFacts.detect()
+    paths = engine_paths(cache_root, recipe, facts)
+    if paths.engine.is_file() and not rebuild:
+        return paths.engine, False
+    plan = build_engine(recipe, recipe_path.parent, card, paths)
+    paths.engine.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.engine.with_suffix(".tmp")
+    tmp.write_bytes(plan)
+    os.replace(tmp, paths.engine)
+    paths.info.write_text(json.dumps({"recipe": recipe.model_dump(mode="json"), "device": facts.__dict__}, indent=2))
+    return paths.engine, True
+
+
+def build_engine(recipe: Recipe, recipe_dir: Path, card: ModelCard, paths: EnginePaths) -> bytes:
+    """Build and serialize the engine with the TensorRT 10 builder API; returns the plan bytes."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(recipe_dir / recipe.onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ToolchainError(f"TensorRT cannot parse {recipe.onnx}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.workspace_mb << 20)
+    config.builder_optimization_level = recipe.builder_optimization_level
+    if recipe.precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers without INT8 kernels
+    profile = builder.create_optimization_profile()
+    for shape in recipe.inputs:
+        profile.set_shape(shape.name, shape.min, shape.opt, shape.max)
+    config.add_optimization_profile(profile)
+    calibrator = None
+    if recipe.precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_calibration_profile(profile)
+        calibrator = _make_calibrator(trt, recipe, recipe_dir, card, paths.calibration_cache)
+        config.int8_calibrator = calibrator
+    if recipe.dla_core is not None:
+        if builder.num_DLA_cores <= recipe.dla_core:
+            raise ToolchainError(f"DLA core {recipe.dla_core} requested, this device has {builder.num_DLA_cores}")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = recipe.dla_core
+        if recipe.gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if recipe.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if recipe.hardware_compatibility == "ampere_plus":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    timing_bytes = paths.timing_cache.read_bytes() if paths.timing_cache.is_file() else b""
+    timing_cache = config.create_timing_cache(timing_bytes)
+    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ToolchainError("TensorRT failed to build the engine (see the TensorRT log above)")
+    paths.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    paths.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    if calibrator is not None:
+        calibrator.free()
+    return bytes(plan)
+
+
+def _make_calibrator(trt: Any, recipe: Recipe, recipe_dir: Path, card: ModelCard, cache_file: Path) -> Any:
+    """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``) over the recipe's images,
+    preprocessed with the model card, staged through one device buffer (cuda-python)."""
+    from cuda.bindings import runtime as cudart
+
+    from ..data import preprocess_all
+
+    images = np.load(recipe_dir / recipe.calibration) if recipe.calibration else np.empty((0,))
+    data = preprocess_all(card, images, "NCHW") if len(images) else np.empty((0,), np.float32)
+    base = trt.IInt8EntropyCalibrator2 if recipe.calibrator == "entropy2" else trt.IInt8MinMaxCalibrator
+    batch = recipe.calibration_batch
+    nbytes = int(np.prod((batch, *data.shape[1:]))) * 4 if len(data) else 4
+
+    class Calibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.position = 0
+            err, self.device_ptr = cudart.cudaMalloc(nbytes)
+            if int(err) != 0:
+                raise ToolchainError(f"cudaMalloc({nbytes}) failed: {err}")
+
+        def get_batch_size(self) -> int:
+            return batch
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.position + batch > len(data):
+                return None
+            chunk = np.ascontiguousarray(data[self.position : self.position + batch], dtype=np.float32)
+            self.position += batch
+            (err,) = cudart.cudaMemcpy(
+                self.device_ptr, chunk.ctypes.data, chunk.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            )
+            if int(err) != 0:
+                raise ToolchainError(f"cudaMemcpy failed: {err}")
+            return [int(self.device_ptr)]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache_file.read_bytes() if cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_bytes(bytes(cache))
+
+        def free(self) -> None:
+            if self.device_ptr:
+                cudart.cudaFree(self.device_ptr)
+                self.device_ptr = 0
+
+    return Calibrator()

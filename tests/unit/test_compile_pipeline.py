@@ -1,0 +1,156 @@
+"""compile_model end to end on a tiny model: selection, gate, fallback chain, bundle, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeds.bundle import generate_keypair, load_bundle, verify_bundle
+from edgeds.compile import compile_model
+from edgeds.compile.tiny import write_tiny_model
+from edgeds.errors import (
+    AccuracyGateFailed,
+    ConfigError,
+    DatasetError,
+    InvalidModel,
+    UnsupportedPrecision,
+)
+
+from . import _compile_fixtures as fx
+
+# fixtures shared with the other compile tests
+cache_env, tiny, profiles = fx.cache_env, fx.tiny, fx.profiles
+profile = fx.profile
+
+pytestmark = pytest.mark.usefixtures("cache_env")
+
+
+def test_ort_int8_passes_and_writes_a_signed_bundle(tiny: Path, profiles: Path, tmp_path: Path) -> None:
+    private, public = generate_keypair(tmp_path / "keys")
+    seen: set[str] = set()
+    result = compile_model(
+        tiny, profiles / "tiny-ort.yaml", out=tmp_path / "b", key=private, progress=lambda t, d, n: seen.add(t)
+    )
+    assert (result.backend, result.precision, result.signed) == ("onnxruntime", "int8", True)
+    winner = result.report.winner
+    assert winner is not None and winner.outcome == "passed" and winner.variant == "int8"
+    assert winner.accuracy is not None and winner.accuracy["agreement"] >= 0.93
+    assert {"calibration data", "FP32 reference", "converting onnxruntime int8", "evaluating onnxruntime int8"} <= seen
+    manifest = verify_bundle(result.bundle, public)
+    assert manifest.backend == "onnxruntime" and manifest.precision == "int8" and manifest.layout == "NCHW"
+    assert manifest.profile["name"] == "tiny-ort"
+    assert manifest.batching["buckets"] == [1, 2, 4, 8]
+    assert manifest.requirements.arch == "x86_64" and manifest.requirements.backends == ("onnxruntime",)
+    assert manifest.tools["onnxruntime"] and manifest.accuracy.agreement == winner.accuracy["agreement"]
+    assert manifest.io.inputs[0].name == "input" and manifest.io.outputs[0].shape == (-1, 5)
+    with load_bundle(result.bundle, public) as bundle:
+        inputs, outputs = bundle.golden()
+        assert inputs.shape == (8, 3, 160, 160) and outputs["logits"].shape == (8, 5)
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(bundle.artifact_path), providers=["CPUExecutionProvider"])
+        again = session.run(None, {"input": inputs})[0]
+        np.testing.assert_allclose(again, outputs["logits"], atol=manifest.golden.atol, rtol=manifest.golden.rtol)
+        assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(str(bundle.artifact_path)).graph.node}
+
+
+def test_useless_calibration_fails_the_gate_and_the_fallback_is_reported(
+    tiny: Path, profiles: Path, tmp_path: Path
+) -> None:
+    constant = np.full((16, 160, 160, 3), 128, np.uint8)
+    result = compile_model(tiny, profiles / "tiny-ort.yaml", out=tmp_path / "b", calibration_images=constant)
+    chain = [(a.variant, a.outcome) for a in result.report.attempts]
+    assert chain == [("int8", "failed"), ("int8-mixed", "failed"), ("int8-mixed", "failed"), ("fp32", "passed")]
+    first, mixed = result.report.attempts[0], result.report.attempts[1]
+    assert first.reason and "agreement" in first.reason
+    assert first.accuracy is not None and first.accuracy["agreement"] < 0.5
+    assert mixed.excluded_nodes and "in float" in (mixed.reason or "")
+    assert result.precision == "fp32"
+    assert json.loads(json.dumps(result.as_dict()))["report"]["attempts"][0]["outcome"] == "failed"
+
+
+def test_unavailable_backend_is_skipped_with_the_reason(
+    tiny: Path, profiles: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEDS_TOOLCHAINS", str(tmp_path / "no-toolchains"))
+    result = compile_model(tiny, profiles / "tiny-chain.yaml", out=tmp_path / "b", precision="fp32")
+    skipped = result.report.attempts[0]
+    assert (skipped.backend, skipped.outcome) == ("litert", "skipped")
+    assert skipped.reason and "edgeds toolchain install litert" in skipped.reason
+    assert result.backend == "onnxruntime"
+
+
+def test_nothing_passing_raises_with_the_report(tiny: Path, tmp_path: Path) -> None:
+    # this machine has no NPU: every candidate fails to open, the error carries the whole report
+    npu = profile(tmp_path, "npu", "x86-cpu", "backends:\n  - name: openvino\n    options: {device: NPU}\n")
+    with pytest.raises(AccuracyGateFailed, match="openvino/int8: error") as info:
+        compile_model(tiny, npu, out=tmp_path / "b")
+    report = info.value.report  # type: ignore[attr-defined]
+    assert [a.variant for a in report.attempts] == ["int8", "fp32"]  # no mixed rounds after an INT8 error
+    assert all(a.outcome == "error" and a.reason for a in report.attempts)
+    assert not (tmp_path / "b").exists()
+
+
+def test_not_onnx_is_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"\x00garbage, not protobuf" * 3)
+    with pytest.raises(InvalidModel, match="not a valid ONNX model"):
+        compile_model(bogus, "x86-cpu", out=tmp_path / "b")
+    with pytest.raises(InvalidModel, match="no such file"):
+        compile_model(tmp_path / "missing.onnx", "x86-cpu")
+
+
+def test_precision_the_profile_or_backend_cannot_do(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedPrecision, match="does not do fp16"):
+        compile_model(tiny, "x86-cpu", precision="fp16", out=tmp_path / "b")
+    dla = profile(tmp_path, "dla", "jetson-orin-nx", "backends:\n  - name: tensorrt\n    options: {dla_core: 0}\n")
+    with pytest.raises(UnsupportedPrecision, match="DLA"):
+        compile_model(tiny, dla, precision="fp32", out=tmp_path / "c")
+
+
+def test_missing_calibration_data_is_a_clear_error(tmp_path: Path) -> None:
+    model = write_tiny_model(tmp_path / "nodata", with_data=False)
+    with pytest.raises(DatasetError, match="no data: section"):
+        compile_model(model, "x86-cpu", out=tmp_path / "b")
+
+
+def test_profile_naming_an_unknown_backend(tiny: Path, tmp_path: Path) -> None:
+    bad = profile(tmp_path, "bad", "x86-cpu", "backends:\n  - name: tflite-micro\n")
+    with pytest.raises(ConfigError, match=r"unknown backend 'tflite-micro'") as info:
+        compile_model(tiny, bad, out=tmp_path / "b")
+    assert "bad.yaml:" in str(info.value)
+
+
+def test_tensorrt_profile_writes_a_recipe_bundle(tiny: Path, tmp_path: Path) -> None:
+    result = compile_model(tiny, "jetson-orin-nx", out=tmp_path / "b")
+    attempt = result.report.winner
+    assert attempt is not None and attempt.outcome == "deferred" and result.backend == "tensorrt"
+    manifest = verify_bundle(result.bundle, None)
+    assert manifest.recipe is not None and manifest.recipe["precision"] == "int8"
+    assert manifest.recipe["inputs"][0]["max"] == [16, 3, 160, 160]
+    assert manifest.recipe["workspace_mb"] == 2048 and manifest.artifact == "artifacts/recipe.json"
+    assert {"artifacts/model.onnx", "artifacts/calibration.npy"} <= {f.path for f in manifest.files}
+
+
+def test_litert_bundle_is_nhwc_and_reproduces_its_golden_outputs(tiny: Path, tmp_path: Path) -> None:
+    from edgeds import backends
+    from edgeds.compile.toolchains import litert
+
+    if not litert.installed() or not backends.probe("litert").available:
+        pytest.skip("litert toolchain or runtime not installed (make toolchains)")
+    lite = profile(tmp_path, "lite", "raspberry-pi-5", "backends:\n  - name: litert\n" + fx.BUDGET)
+    result = compile_model(tiny, lite, out=tmp_path / "b")
+    assert (result.backend, result.precision) == ("litert", "int8")
+    with load_bundle(result.bundle) as bundle:
+        assert bundle.manifest.layout == "NHWC" and bundle.artifact_path.suffix == ".tflite"
+        assert bundle.manifest.io.inputs[0].shape == (-1, 160, 160, 3)
+        inputs, outputs = bundle.golden()
+        assert inputs.shape == (8, 160, 160, 3)
+        with backends.create("litert", {}) as runner:
+            spec = runner.open(bundle.artifact_path, buckets=(8,))
+            got = np.array(next(iter(runner.infer({spec.inputs[0].name: inputs}).values())))
+        golden = bundle.manifest.golden
+        np.testing.assert_allclose(got, outputs["logits"], atol=golden.atol, rtol=golden.rtol)
