@@ -91,16 +91,18 @@ def _construct(node: yaml.Node, loc: Loc, smap: SourceMap, path: Path) -> Any:
             key = _construct(key_node, loc, smap, path)
             if not isinstance(key, (str, int)):
                 raise ConfigError.single(path, line, _dotted(loc), f"keys must be strings, got {key!r}")
+            child: Loc = (*loc, key)
             if key in out:
-                raise ConfigError.single(path, line, _dotted(loc + (key,)), "duplicate key")
-            smap.entries[loc + (key,)] = (path, line)
-            out[key] = _construct(value_node, loc + (key,), smap, path)
+                raise ConfigError.single(path, line, _dotted(child), "duplicate key")
+            smap.entries[child] = (path, line)
+            out[key] = _construct(value_node, child, smap, path)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, item in enumerate(node.value):
-            smap.entries[loc + (index,)] = (path, item.start_mark.line + 1)
-            items.append(_construct(item, loc + (index,), smap, path))
+            element: Loc = (*loc, index)
+            smap.entries[element] = (path, item.start_mark.line + 1)
+            items.append(_construct(item, element, smap, path))
         return items
     return _scalar_constructor.construct_object(node, deep=True)
 

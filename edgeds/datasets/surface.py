@@ -26,12 +26,15 @@ import hashlib
 import math
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["LABELS", "generate", "render", "fingerprint"]
+__all__ = ["LABELS", "fingerprint", "generate", "render", "render_with_region"]
 
 LABELS: tuple[str, ...] = ("ok", "scratch", "pit", "crack", "stain")
 
 _F = np.float32
+_Arr = npt.NDArray[np.float32]
+_Box = tuple[slice, slice]
 _GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -51,7 +54,8 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _s(v: float) -> np.float32:
     """A Python scalar rounded to 1e-6, as float32 (safe to mix into arrays)."""
-    return _F(round(float(v), 6))
+    out: np.float32 = np.float32(round(float(v), 6))
+    return out
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -72,8 +76,7 @@ def _interp_axis(n: int, cells: int, smooth: bool) -> tuple[np.ndarray, np.ndarr
     return i0, f
 
 
-def _value_noise(rng: np.random.Generator, h: int, w: int, cy: int, cx: int,
-                 smooth: bool = True) -> np.ndarray:
+def _value_noise(rng: np.random.Generator, h: int, w: int, cy: int, cx: int, smooth: bool = True) -> np.ndarray:
     """Bilinear (smoothstep) value noise in [0, 1): a (cy+1)x(cx+1) grid upsampled."""
     g = rng.random((cy + 1, cx + 1), dtype=np.float32)
     ix, fx = _interp_axis(w, cx, smooth)
@@ -83,13 +86,13 @@ def _value_noise(rng: np.random.Generator, h: int, w: int, cy: int, cx: int,
     rows = a + (b - a) * fx[None, :]
     top = rows[iy, :]
     bot = rows[iy + 1, :]
-    return top + (bot - top) * fy[:, None]
+    out: _Arr = top + (bot - top) * fy[:, None]
+    return out
 
 
-def _noise_1d(rng: np.random.Generator, coord: np.ndarray, lo: float, hi: float,
-              period: float) -> np.ndarray:
+def _noise_1d(rng: np.random.Generator, coord: np.ndarray, lo: float, hi: float, period: float) -> np.ndarray:
     """Linear-interpolated 1-D value noise evaluated at an arbitrary coordinate field."""
-    n = int(math.ceil((hi - lo) / period)) + 2
+    n = math.ceil((hi - lo) / period) + 2
     tab = rng.random(n, dtype=np.float32) - _F(0.5)
     p = (coord - _s(lo)) * _s(1.0 / period)
     p = np.clip(p, _F(0.0), _F(n - 1.001))
@@ -97,21 +100,22 @@ def _noise_1d(rng: np.random.Generator, coord: np.ndarray, lo: float, hi: float,
     f = p - i0
     i0 = i0.astype(np.intp)
     a = tab[i0]
-    return a + (tab[i0 + 1] - a) * f
+    out: _Arr = a + (tab[i0 + 1] - a) * f
+    return out
 
 
-def _box(y0: float, x0: float, y1: float, x1: float, size: int, margin: float):
-    ya = max(0, int(math.floor(min(y0, y1) - margin)))
-    yb = min(size, int(math.ceil(max(y0, y1) + margin)) + 1)
-    xa = max(0, int(math.floor(min(x0, x1) - margin)))
-    xb = min(size, int(math.ceil(max(x0, x1) + margin)) + 1)
+def _box(y0: float, x0: float, y1: float, x1: float, size: int, margin: float) -> _Box | None:
+    """Pixel window around a segment's bounding box plus margin, clipped to the image."""
+    ya = max(0, math.floor(min(y0, y1) - margin))
+    yb = min(size, math.ceil(max(y0, y1) + margin) + 1)
+    xa = max(0, math.floor(min(x0, x1) - margin))
+    xb = min(size, math.ceil(max(x0, x1) + margin) + 1)
     if ya >= yb or xa >= xb:
         return None
     return slice(ya, yb), slice(xa, xb)
 
 
-def _seg_d2(Y: np.ndarray, X: np.ndarray, y0: float, x0: float, y1: float,
-            x1: float) -> tuple[np.ndarray, np.ndarray]:
+def _seg_d2(Y: np.ndarray, X: np.ndarray, y0: float, x0: float, y1: float, x1: float) -> tuple[np.ndarray, np.ndarray]:
     """Squared distance from each (Y, X) to segment (y0,x0)-(y1,x1), and the param t."""
     y0, x0, y1, x1 = (round(v, 6) for v in (y0, x0, y1, x1))
     dy, dx = y1 - y0, x1 - x0
@@ -127,7 +131,7 @@ def _seg_d2(Y: np.ndarray, X: np.ndarray, y0: float, x0: float, y1: float,
 # --------------------------------------------------------------------------- surfaces
 
 
-def _surface(rng: np.random.Generator, size: int):
+def _surface(rng: np.random.Generator, size: int) -> tuple[_Arr, np.ndarray, int, float | None]:
     """Returns (shade [S,S] around 1.0, colour (3,), material id, brushing angle or None)."""
     yy, xx = _grid(size)
     material = int(rng.integers(0, 3))  # 0 brushed metal, 1 plastic, 2 blasted/cast metal
@@ -163,17 +167,17 @@ def _surface(rng: np.random.Generator, size: int):
         grain = rng.random((size + 1, size + 1), dtype=np.float32)
         grain = (grain[:-1, :-1] + grain[1:, :-1] + grain[:-1, 1:] + grain[1:, 1:]) * _F(0.25)
         shade = shade + (grain - _F(0.5)) * _s(_u(rng, 0.04, 0.14))
-        peel = rng.integers(14, 30)
+        peel = int(rng.integers(14, 30))
         shade = shade + (_value_noise(rng, size, size, peel, peel) - _F(0.5)) * _s(_u(rng, 0.01, 0.05))
     else:
         fine = rng.random((size, size), dtype=np.float32) - _F(0.5)
         shade = shade + fine * _s(_u(rng, 0.05, 0.16))
-        cells = rng.integers(25, 45)
+        cells = int(rng.integers(25, 45))
         shade = shade + (_value_noise(rng, size, size, cells, cells, smooth=False) - _F(0.5)) * _s(_u(rng, 0.03, 0.09))
     return shade, col, material, brush
 
 
-def _lighting(rng: np.random.Generator, size: int, material: int):
+def _lighting(rng: np.random.Generator, size: int, material: int) -> tuple[_Arr, _Arr | None]:
     """Multiplicative illumination [S,S] and an additive specular band [S,S]."""
     yy, xx = _grid(size)
     h = size * 0.5
@@ -202,14 +206,19 @@ def _lighting(rng: np.random.Generator, size: int, material: int):
 # --------------------------------------------------------------------------- defects
 
 
-def _scratch(rng: np.random.Generator, shade: np.ndarray, size: int,
-             brush: float | None) -> None:
+def _mark(region: np.ndarray | None, box: _Box, strength: np.ndarray) -> None:
+    """Record where a defect is (max-combined strength in [0, 1]); no rng draws."""
+    if region is not None:
+        np.maximum(region[box], np.minimum(strength, _F(1.0)), out=region[box])
+
+
+def _scratch(
+    rng: np.random.Generator, shade: np.ndarray, size: int, brush: float | None, region: np.ndarray | None = None
+) -> None:
     yy, xx = _grid(size)
     n = 1 if rng.random() < 0.8 else 2
-    if brush is None:
-        ang = _u(rng, 0.0, math.pi)
-    else:  # at least ~17 degrees off the brushing direction
-        ang = brush + _u(rng, 0.3, math.pi - 0.3)
+    # on brushed metal: at least ~17 degrees off the brushing direction
+    ang = _u(rng, 0.0, math.pi) if brush is None else brush + _u(rng, 0.3, math.pi - 0.3)
     for k in range(n):
         length = _u(rng, 0.35, 0.9) * size
         if k:
@@ -218,7 +227,7 @@ def _scratch(rng: np.random.Generator, shade: np.ndarray, size: int,
         cy, cx = _u(rng, 0.2, 0.8) * size, _u(rng, 0.2, 0.8) * size
         y0, x0 = cy - s * length / 2, cx - c * length / 2
         y1, x1 = cy + s * length / 2, cx + c * length / 2
-        w = _u(rng, 0.55, 1.5)
+        w = _u(rng, 0.7, 1.6)
         box = _box(y0, x0, y1, x1, size, 4 * w + 3)
         if box is None:
             continue
@@ -228,11 +237,12 @@ def _scratch(rng: np.random.Generator, shade: np.ndarray, size: int,
         prof = q * q
         taper = np.minimum(np.minimum(t, _F(1.0) - t) * _s(_u(rng, 4.0, 12.0)), _F(1.0))
         wob = _F(0.75) + _F(0.5) * _value_noise(rng, Y.shape[0], Y.shape[1], 3, 3)
-        amp = _u(rng, 0.12, 0.3) * (1.0 if rng.random() < 0.65 else -1.0)
+        amp = _u(rng, 0.15, 0.35) * (1.0 if rng.random() < 0.65 else -1.0)
         shade[box] += prof * taper * wob * _s(amp)
+        _mark(region, box, prof * taper)
 
 
-def _pit(rng: np.random.Generator, shade: np.ndarray, size: int) -> None:
+def _pit(rng: np.random.Generator, shade: np.ndarray, size: int, region: np.ndarray | None = None) -> None:
     yy, xx = _grid(size)
     n = int(rng.integers(1, 5))
     lc, ls = _dir(_u(rng, 0.0, 2 * math.pi))  # light direction (shared)
@@ -245,6 +255,7 @@ def _pit(rng: np.random.Generator, shade: np.ndarray, size: int) -> None:
             cx = min(max(cx0 + _u(rng, -25, 25), 4.0), size - 5.0)
         r = _u(rng, 1.8, 4.5)
         box = _box(cy, cx, cy, cx, size, 3 * r + 3)
+        assert box is not None  # the centre is inside the image
         Y, X = yy[box], xx[box]
         dy = Y - _s(cy)
         dx = X - _s(cx)
@@ -258,11 +269,13 @@ def _pit(rng: np.random.Generator, shade: np.ndarray, size: int) -> None:
         hl = _u(rng, 0.15, 0.45)
         # inside: the wall facing away from the light is brighter than the other
         inner = core * side * _s(-0.5 * depth)
-        shade[box] = (shade[box] * (_F(1.0) - _s(depth) * core + inner)
-                      + ring * np.maximum(_F(0.2) + _F(0.8) * side, _F(0.0)) * _s(hl))
+        shade[box] = shade[box] * (_F(1.0) - _s(depth) * core + inner) + ring * np.maximum(
+            _F(0.2) + _F(0.8) * side, _F(0.0)
+        ) * _s(hl)
+        _mark(region, box, np.maximum(core, ring))
 
 
-def _crack(rng: np.random.Generator, shade: np.ndarray, size: int) -> None:
+def _crack(rng: np.random.Generator, shade: np.ndarray, size: int, region: np.ndarray | None = None) -> None:
     yy, xx = _grid(size)
     mask = np.zeros((size, size), dtype=np.float32)
     w0 = _u(rng, 0.5, 1.1)
@@ -280,8 +293,14 @@ def _crack(rng: np.random.Generator, shade: np.ndarray, size: int) -> None:
                 q = _F(1.0) / (_F(1.0) + d2 * _s(1.0 / (ww * ww)))
                 np.maximum(mask[box], q * q, out=mask[box])
             if depth < 2 and rng.random() < 0.18:
-                walk(y1, x1, ang + _u(rng, 0.5, 1.2) * (1 if rng.random() < 0.5 else -1),
-                     int(rng.integers(2, 6)), ww * 0.8, depth + 1)
+                walk(
+                    y1,
+                    x1,
+                    ang + _u(rng, 0.5, 1.2) * (1 if rng.random() < 0.5 else -1),
+                    int(rng.integers(2, 6)),
+                    ww * 0.8,
+                    depth + 1,
+                )
             y, x = y1, x1
             if not (-5 < y < size + 5 and -5 < x < size + 5):
                 break
@@ -293,6 +312,7 @@ def _crack(rng: np.random.Generator, shade: np.ndarray, size: int) -> None:
         walk(y, x, ang + math.pi, int(rng.integers(3, 9)), w0 * 0.9, 1)
     depth = _u(rng, 0.45, 0.85)
     shade *= _F(1.0) - mask * _s(depth)
+    _mark(region, (slice(None), slice(None)), mask)
 
 
 # absolute stain colours (linear-ish RGB in [0, 1])
@@ -306,13 +326,16 @@ _STAIN_COLOURS = (
 )
 
 
-def _stain(rng: np.random.Generator, rgb: np.ndarray, size: int, col: np.ndarray) -> None:
+def _stain(
+    rng: np.random.Generator, rgb: np.ndarray, size: int, col: np.ndarray, region: np.ndarray | None = None
+) -> None:
     yy, xx = _grid(size)
     cy, cx = _u(rng, 0.2, 0.8) * size, _u(rng, 0.2, 0.8) * size
     r = _u(rng, 10.0, 32.0)
     ex = _u(rng, 0.65, 1.5)  # ellipticity
     c, s = _dir(_u(rng, 0.0, math.pi))
     box = _box(cy, cx, cy, cx, size, 2.6 * r * max(ex, 1.0) + 2)
+    assert box is not None  # the centre is inside the image
     Y, X = yy[box], xx[box]
     dy = Y - _s(cy)
     dx = X - _s(cx)
@@ -329,14 +352,14 @@ def _stain(rng: np.random.Generator, rgb: np.ndarray, size: int, col: np.ndarray
         e = q - _F(1.0)
         m = m + _F(0.6) / (_F(1.0) + e * e * _F(25.0))
     # a stain colour that differs visibly from the surface colour
-    cands = [k for k, sc in enumerate(_STAIN_COLOURS)
-             if sum(abs(sc[j] - float(col[j])) for j in range(3)) > 0.35]
+    cands = [k for k, sc in enumerate(_STAIN_COLOURS) if sum(abs(sc[j] - float(col[j])) for j in range(3)) > 0.45]
     k = int(cands[int(rng.integers(0, len(cands)))]) if cands else 2
     sc = np.array(_STAIN_COLOURS[k]) + rng.uniform(-0.05, 0.05, 3)
-    strength = _s(_u(rng, 0.3, 0.7))
+    strength = _s(_u(rng, 0.35, 0.7))
+    _mark(region, box, m)
     m = m * strength
     for ch in range(3):
-        sub = rgb[box + (ch,)]
+        sub = rgb[box[0], box[1], ch]
         sub += (_s(sc[ch]) - sub) * m
 
 
@@ -348,27 +371,45 @@ def _blur121(a: np.ndarray) -> np.ndarray:
     p = np.concatenate([a[:, :1], a, a[:, -1:]], axis=1)
     a = (p[:, :-2] + p[:, 1:-1] * _F(2.0) + p[:, 2:]) * _F(0.25)
     p = np.concatenate([a[:1], a, a[-1:]], axis=0)
-    return (p[:-2] + p[1:-1] * _F(2.0) + p[2:]) * _F(0.25)
+    out: _Arr = (p[:-2] + p[1:-1] * _F(2.0) + p[2:]) * _F(0.25)
+    return out
 
 
-def render(seed: int, index: int, size: int = 160) -> tuple[np.ndarray, int]:
+def render(seed: int, index: int, size: int = 160) -> tuple[npt.NDArray[np.uint8], int]:
     """One image (uint8 [size, size, 3] RGB) and its label, from rng([seed, index])."""
+    img, label, _ = _render(seed, index, size, False)
+    return img, label
+
+
+def render_with_region(seed: int, index: int, size: int = 160) -> tuple[npt.NDArray[np.uint8], int, _Arr]:
+    """Like :func:`render`, plus a float32 [size, size] map in [0, 1] of where the defect is.
+
+    The map is all zeros for ``ok``. Computing it draws nothing from the rng, so the
+    image is identical to :func:`render`'s. Useful for localisation targets.
+    """
+    img, label, region = _render(seed, index, size, True)
+    assert region is not None
+    return img, label, region
+
+
+def _render(seed: int, index: int, size: int, with_region: bool) -> tuple[npt.NDArray[np.uint8], int, _Arr | None]:
     rng = np.random.default_rng([int(seed), int(index)])
     label = int(index) % len(LABELS)
+    region = np.zeros((size, size), dtype=np.float32) if with_region else None
 
     shade, col, material, brush = _surface(rng, size)
     if label == 1:
-        _scratch(rng, shade, size, brush)
+        _scratch(rng, shade, size, brush, region)
     elif label == 2:
-        _pit(rng, shade, size)
+        _pit(rng, shade, size, region)
     elif label == 3:
-        _crack(rng, shade, size)
+        _crack(rng, shade, size, region)
 
     light, spec = _lighting(rng, size, material)
     lit = shade * light
     rgb = lit[:, :, None] * col.astype(np.float32)[None, None, :]
     if label == 4:
-        _stain(rng, rgb, size, col)
+        _stain(rng, rgb, size, col, region)
     if spec is not None:
         rgb = rgb + spec[:, :, None]
 
@@ -382,8 +423,8 @@ def render(seed: int, index: int, size: int = 160) -> tuple[np.ndarray, int]:
     sigma = _u(rng, 0.003, 0.025)
     nz = rng.random((3, size, size, 3), dtype=np.float32)
     rgb = rgb + (nz[0] + nz[1] + nz[2] - _F(1.5)) * _s(2.0 * sigma)
-    img = np.floor(np.clip(rgb * _F(255.0) + _F(0.5), _F(0.0), _F(255.0)))
-    return img.astype(np.uint8), label
+    img = np.floor(np.clip(rgb * _F(255.0) + _F(0.5), _F(0.0), _F(255.0))).astype(np.uint8)
+    return img, label, region
 
 
 def generate(seed: int, count: int, size: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -401,7 +442,6 @@ def generate(seed: int, count: int, size: int = 160) -> tuple[np.ndarray, np.nda
 def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     """sha256 over the uint8 pixels followed by the little-endian int64 labels."""
     h = hashlib.sha256(
-        np.ascontiguousarray(images, dtype=np.uint8).tobytes()
-        + np.ascontiguousarray(labels, dtype="<i8").tobytes()
+        np.ascontiguousarray(images, dtype=np.uint8).tobytes() + np.ascontiguousarray(labels, dtype="<i8").tobytes()
     )
     return "sha256:" + h.hexdigest()
