@@ -135,6 +135,7 @@ class Manifest(_Frozen):
     model: ModelRef
     version: int = Field(ge=0)
     created_at: str
+    expires_at: str | None = Field(default=None, description="ISO 8601 UTC; devices refuse the bundle after it")
     backend: str
     precision: Literal["fp32", "fp16", "int8"]
     backend_options: dict[str, Any] = Field(default_factory=dict)

@@ -30,6 +30,9 @@ def compile_command(
         bool, typer.Option("--no-cache", help="Bypass the compile cache (neither read nor write).")
     ] = False,
     key: Annotated[Path | None, typer.Option("--key", help="ed25519 private key to sign the bundle with.")] = None,
+    valid_days: Annotated[
+        float | None, typer.Option("--valid-days", min=0, help="Devices refuse the bundle this many days from now.")
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Walk the profile's backend chain, quantize behind the accuracy gate, write a bundle and show the report."""
@@ -50,6 +53,7 @@ def compile_command(
                 use_cache=not no_cache,
                 progress=progress,
                 key=key,  # type: ignore[arg-type]
+                valid_days=valid_days,
             )
         except AccuracyGateFailed as exc:
             report = getattr(exc, "report", None)

@@ -365,6 +365,7 @@ def compile_model(
     progress: Progress | None = None,
     key: str | Path | None = None,
     version: int | None = None,
+    valid_days: float | None = None,
     calibration_images: np.ndarray | None = None,
     validation_limit: int | None = None,
     calibration_limit: int | None = None,
@@ -373,7 +374,8 @@ def compile_model(
     """Compile ``model`` (ONNX, model card beside it) for ``profile`` and write a bundle to ``out``.
 
     ``precision`` overrides the profile's (and every chain entry's). ``key`` signs the bundle
-    (ed25519 private key file). ``calibration_images`` (uint8 [N,H,W,3]) replace the card's
+    (ed25519 private key file); devices refuse it ``valid_days`` after now when given.
+    ``calibration_images`` (uint8 [N,H,W,3]) replace the card's
     calibration split; ``validation_limit`` / ``calibration_limit`` use only the first N
     images of the splits. Raises :class:`InvalidModel`, :class:`ConfigError` (profile, unknown
     backend), :class:`UnsupportedPrecision`, :class:`DatasetError` (missing data) and
@@ -506,7 +508,15 @@ def compile_model(
             raise error
         name, prec, options, cand, tc = chosen
         _prepare_out(out_path)
-        _write_bundle(out_path, info, card, prof, name, prec, options, cand, tc, compiler, report, private, version)
+        expires_at = None
+        if valid_days is not None:
+            import datetime as dt
+
+            expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=valid_days)
+            expires_at = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        _write_bundle(
+            out_path, info, card, prof, name, prec, options, cand, tc, compiler, report, private, version, expires_at
+        )
     report.seconds = time.perf_counter() - started
     return CompileResult(out_path, report, name, prec, private is not None)
 
@@ -538,6 +548,7 @@ def _write_bundle(
     report: CompileReport,
     private: Any,
     version: int | None,
+    expires_at: str | None = None,
 ) -> None:
     golden_inputs = compiler.inputs(cand.layout)[:GOLDEN_COUNT]
     atol, rtol, min_cos = _golden_tolerance(precision, cand.golden_outputs)
@@ -560,6 +571,7 @@ def _write_bundle(
     manifest: dict[str, Any] = {
         "model": {"name": card.name, "version": card.version},
         "version": version if version is not None else int(time.time()),
+        "expires_at": expires_at,
         "backend": name,
         "precision": precision,
         "backend_options": options.model_dump(mode="json"),

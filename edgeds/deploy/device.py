@@ -346,6 +346,8 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
             raise Rejected("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
     if manifest.artifact not in {f.path for f in manifest.files}:
         raise Rejected("missing_file", f"artifact {manifest.artifact!r} is not listed")
+    if manifest.expires_at is not None and _expired(manifest.expires_at):
+        raise Rejected("expired", f"the bundle expired at {manifest.expires_at}")
     req = manifest.requirements
     if req.arch not in ("any", _machine()):
         raise Rejected("incompatible_device", f"bundle is for {req.arch}, this device is {_machine()}")
@@ -362,6 +364,19 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     if req.max_bundle_bytes is not None and total > req.max_bundle_bytes:
         raise Rejected("oversized", f"bundle holds {total} bytes, limit {req.max_bundle_bytes}")
     return manifest
+
+
+def _expired(expires_at: str) -> bool:
+    """Whether the ISO 8601 ``expires_at`` lies in the past (naive times are UTC)."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Rejected("malformed_manifest", f"expires_at is not an ISO 8601 time: {expires_at!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when <= dt.datetime.now(dt.timezone.utc)
 
 
 def _check_version(store: Store, manifest: Any, release_id: str, allow_downgrade: bool) -> None:

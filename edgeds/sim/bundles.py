@@ -69,6 +69,7 @@ def make_bundle(
     p99_ms: float = 1000.0,
     min_disk_mb: int = 1,
     max_batch_size: int = 8,
+    expires_at: str | None = None,
 ) -> Path:
     """Build a (signed when ``private_key``) bundle directory at ``out``."""
     from ..bundle import build_bundle
@@ -116,6 +117,7 @@ def make_bundle(
                 "min_disk_mb": min_disk_mb,
             },
             "golden": {"atol": 1e-4, "rtol": 1e-3, "min_cosine": 0.999},
+            "expires_at": expires_at,
         }
         return build_bundle(
             out,

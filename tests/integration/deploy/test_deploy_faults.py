@@ -83,11 +83,13 @@ def test_bad_bundles_are_rejected_before_activation(rig: Rig, tmp_path: Path) ->
     other_private, _ = generate_keypair(tmp_path / "other")
     wrong_key = rig.bundle(private_key=other_private)
     older = rig.bundle(version=1)
+    expired = rig.bundle(expires_at="2020-01-01T00:00:00Z")
     cases: dict[str, tuple[Any, str]] = {
         "flipped byte": (rig.deploy(flipped), "checksum_mismatch"),
         "unsigned": (rig.deploy(unsigned), "unsigned"),
         "wrong key": (rig.deploy(wrong_key), "bad_signature"),
         "older version": (rig.deploy(older), "downgrade"),
+        "expired": (rig.deploy(expired), "expired"),
     }
     escaping = _escaping_tar(rig.bundle(), tmp_path / "evil.tar")
     tar_result = deploy_bundle(rig.plans, escaping, rig.target.rollout)
