@@ -31,14 +31,14 @@ system-deps:
 	fi
 
 lint: venv
-	$(BIN)/ruff check edgeds tests bench hil
-	$(BIN)/ruff format --check edgeds tests bench hil
+	$(BIN)/ruff check edgeds tests bench
+	$(BIN)/ruff format --check edgeds tests bench
 
 typecheck: venv
 	$(BIN)/mypy
 
 test: venv system-deps toolchains
-	$(BIN)/ruff check edgeds tests bench hil
+	$(BIN)/ruff check edgeds tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
