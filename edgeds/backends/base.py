@@ -101,7 +101,6 @@ class Backend(abc.ABC):
     def probe(cls) -> Availability:
         """Whether the library imports here, its version and the devices it sees."""
 
-    @abc.abstractmethod
     def compile(
         self,
         model: Path,
@@ -110,7 +109,15 @@ class Backend(abc.ABC):
         out: Path,
         precision: Precision = "fp32",
     ) -> Artifact:
-        """Compile ``model`` into directory ``out`` at ``precision``; ``calib`` feeds INT8."""
+        """Compile ``model`` into directory ``out`` at ``precision``; ``calib`` feeds INT8.
+
+        Delegates to ``edgeds.compile.toolchains.<name>``: compile-time libraries (quantizers,
+        converters, builders) are imported there, runtime libraries in this backend's module.
+        """
+        from ..compile import toolchains
+
+        artifact: Artifact = toolchains.module(self.name).compile(self.options, model, card, calib, out, precision)
+        return artifact
 
     @abc.abstractmethod
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:

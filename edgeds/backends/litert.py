@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from .base import Artifact, Availability, Backend, BackendOptions, IOSpec, Precision, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
 
 if TYPE_CHECKING:
-    from ..config import ModelCard
+    pass
 
 
 class LiteRtOptions(BackendOptions):
@@ -47,18 +47,6 @@ class LiteRtBackend(Backend):
         except PackageNotFoundError:
             ver = None
         return Availability(cls.name, True, version=ver, devices=("CPU (XNNPACK)",))
-
-    def compile(
-        self,
-        model: Path,
-        card: ModelCard,
-        calib: Iterable[TensorDict],
-        out: Path,
-        precision: Precision = "fp32",
-    ) -> Artifact:
-        from ..compile.toolchains import litert as toolchain
-
-        return toolchain.compile(self.options, model, card, calib, out, precision)
 
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:
         """One interpreter per bucket, its inputs resized to the bucket and tensors allocated once.

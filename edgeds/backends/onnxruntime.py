@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,10 +11,10 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import BackendError, InferenceError
-from .base import Artifact, Availability, Backend, BackendOptions, IOSpec, Precision, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
 
 if TYPE_CHECKING:
-    from ..config import ModelCard
+    pass
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -70,18 +70,6 @@ class OnnxRuntimeBackend(Backend):
         except ImportError as exc:
             return Availability(cls.name, False, reason=str(exc), hint=cls.install_hint)
         return Availability(cls.name, True, version=ort.__version__, devices=tuple(ort.get_available_providers()))
-
-    def compile(
-        self,
-        model: Path,
-        card: ModelCard,
-        calib: Iterable[TensorDict],
-        out: Path,
-        precision: Precision = "fp32",
-    ) -> Artifact:
-        from ..compile.toolchains import onnxruntime as toolchain
-
-        return toolchain.compile(self.options, model, card, calib, out, precision)
 
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:
         """Create the session and, per bucket, an IOBinding over preallocated input/output arrays.

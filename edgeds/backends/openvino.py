@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from .base import Artifact, Availability, Backend, BackendOptions, IOSpec, Precision, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
 
 if TYPE_CHECKING:
-    from ..config import ModelCard
+    pass
 
 _DEVICE = re.compile(r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:[A-Z0-9.,]+)?|(HETERO|MULTI):[A-Z0-9.]+(,[A-Z0-9.]+)*)$")
 
@@ -60,18 +60,6 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # a broken plugin must not break doctor
             return Availability(cls.name, False, version=ov.get_version(), reason=str(exc), hint=cls.install_hint)
         return Availability(cls.name, True, version=ov.get_version(), devices=devices)
-
-    def compile(
-        self,
-        model: Path,
-        card: ModelCard,
-        calib: Iterable[TensorDict],
-        out: Path,
-        precision: Precision = "fp32",
-    ) -> Artifact:
-        from ..compile.toolchains import openvino as toolchain
-
-        return toolchain.compile(self.options, model, card, calib, out, precision)
 
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:
         """Compile one static-shape model per bucket and reuse its infer requests.

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from .base import Artifact, Availability, Backend, BackendOptions, IOSpec, Precision, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
 
 if TYPE_CHECKING:
-    from ..config import ModelCard
+    pass
 
 
 class TensorRtOptions(BackendOptions):
@@ -58,18 +58,6 @@ class TensorRtBackend(Backend):
                 cls.name, False, version=trt.__version__, reason="no CUDA device", hint=cls.install_hint
             )
         return Availability(cls.name, True, version=trt.__version__, devices=tuple(f"cuda:{i}" for i in range(count)))
-
-    def compile(
-        self,
-        model: Path,
-        card: ModelCard,
-        calib: Iterable[TensorDict],
-        out: Path,
-        precision: Precision = "fp32",
-    ) -> Artifact:
-        from ..compile.toolchains import tensorrt as toolchain
-
-        return toolchain.compile(self.options, model, card, calib, out, precision)
 
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:
         """Deserialize the plan; per bucket one execution context (input shapes set once), device
