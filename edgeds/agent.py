@@ -196,6 +196,13 @@ class Agent:
             data["inference"] = self._recorder.snapshot()
         return data
 
+    def _prometheus(self) -> str:
+        """The latest telemetry sample (host, inference, deploy) as Prometheus gauges for /metrics."""
+        from .telemetry.metrics import to_prometheus
+
+        payload = self._publisher.last_payload if self._publisher is not None else None
+        return to_prometheus(payload, labels={"device": self.device_id}) if payload else ""
+
     def _publish(self, kind: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:
             with contextlib.suppress(Exception):
@@ -257,6 +264,7 @@ class Agent:
         self._write_status(state="starting")
         log.info("listening on %s:%s", self.http_host, self.http_port)
         self._start_telemetry()
+        self._server.extra_metrics = self._prometheus
         self._activate_current()
         try:
             while not self._stop.is_set():

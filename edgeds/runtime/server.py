@@ -140,6 +140,8 @@ class InferenceServer:
     ) -> None:
         engines = [engines] if isinstance(engines, Engine) else list(engines)
         self._models: dict[str, Engine] = {e.name: e for e in engines}
+        # Appended to /metrics (Prometheus text); the agent exposes its telemetry figures here.
+        self.extra_metrics: Callable[[], str] | None = None
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
@@ -595,7 +597,14 @@ class InferenceServer:
         family(
             "edgeds_uptime_seconds", "gauge", "Seconds since the server started", [("", time.time() - self._started_at)]
         )
-        return "\n".join(lines).replace("{}", "") + "\n"
+        text = "\n".join(lines).replace("{}", "") + "\n"
+        extra = self.extra_metrics
+        if extra is not None:
+            try:
+                text += extra()
+            except Exception as exc:  # extra figures must never break /metrics
+                text += f"# edgeds extra metrics unavailable: {type(exc).__name__}\n"
+        return text
 
 
 class _Connection(asyncio.BufferedProtocol):

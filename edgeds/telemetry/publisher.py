@@ -81,6 +81,7 @@ class TelemetryPublisher:
         self.spool_path = Path(spool_path).expanduser()
         self.agent_version = agent_version
         self.metrics_source = metrics_source
+        self.last_payload: dict[str, Any] | None = None  # the latest periodic sample (for /metrics)
         self.interval_s = mqtt_config.telemetry_interval_s if interval_s is None else interval_s
         self.boot_id = str(uuid.uuid4())
         self.max_inflight = max_inflight
@@ -262,6 +263,7 @@ class TelemetryPublisher:
             except Exception as exc:
                 payload["metrics_error"] = f"{type(exc).__name__}: {exc}"
         payload["telemetry"] = self.stats()
+        self.last_payload = payload
         try:
             spool.append("telemetry", "telemetry", envelope.dumps_payload(payload), boot_id=self.boot_id)
         except TelemetryError as exc:
