@@ -22,7 +22,6 @@ written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ModelCard, load_model_card
 from .errors import BundleError, BundleVerificationError
+from .hashing import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -229,15 +229,6 @@ def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

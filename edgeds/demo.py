@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__, backends, config
 from .cli._output import table
@@ -115,9 +115,8 @@ def trip(model: Path, work: Path, console: Console) -> bool:
     """Stages 3-7 (compile -> deploy -> agent -> inspection -> monitor); True when all went well."""
     import subprocess
 
-    import yaml
-
     from .bundle import generate_keypair
+    from .cli._progress import progress_callback
     from .compile import compile_model
     from .deploy.rollout import deploy_bundle
     from .deploy.setup import setup_host
@@ -133,16 +132,7 @@ def trip(model: Path, work: Path, console: Console) -> bool:
     private_key, public_key = generate_keypair(work / "keys")
 
     console.rule(f"compile for {profile.name}")
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def on_progress(task: str, done: int, total: int | None) -> None:
-            if task not in tasks:
-                tasks[task] = progress.add_task(task, total=total)
-            progress.update(tasks[task], completed=done, total=total)
-
+    with progress_callback() as on_progress:
         result = compile_model(model, profile, out=work / "bundle", key=private_key, progress=on_progress)
     from .compile.report import COLUMNS
 
@@ -222,7 +212,6 @@ def trip(model: Path, work: Path, console: Console) -> bool:
             )
             console.print(monitor.stdout.rstrip() or monitor.stderr.rstrip())
             ok &= monitor.returncode == 0
-            (work / "target.yaml").write_text(yaml.safe_dump({"target": str(target_path)}))
     console.rule("cleaned up: device, agent and broker stopped")
     return ok
 

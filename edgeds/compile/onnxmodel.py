@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends.base import TensorSpec
 from ..errors import InvalidModel
+from ..hashing import sha256_file
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool"}
 
@@ -23,14 +23,6 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     op_types: frozenset[str]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def inspect_model(path: str | Path) -> ModelInfo:
@@ -57,7 +49,7 @@ def inspect_model(path: str | Path) -> ModelInfo:
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return ModelInfo(
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256_file(path),
         size=path.stat().st_size,
         opset=opset,
         inputs=tuple(spec(v) for v in model.graph.input if v.name not in initializers),

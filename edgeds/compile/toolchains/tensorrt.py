@@ -217,7 +217,7 @@ def compile(
     opt_batch: int | None = None,
 ) -> Artifact:
     """Write ``out/recipe.json`` + ``out/model.onnx`` (+ ``out/calibration.npy`` for INT8)."""
-    from ..onnxmodel import file_sha256
+    from ...hashing import sha256_file
 
     if precision not in PRECISIONS:
         raise UnsupportedPrecision(f"tensorrt cannot build {precision!r} (supported: {', '.join(PRECISIONS)})")
@@ -241,7 +241,7 @@ def compile(
         calibration = "calibration.npy"
     recipe = Recipe(
         onnx="model.onnx",
-        onnx_sha256=file_sha256(model),
+        onnx_sha256=sha256_file(model),
         precision=precision,
         inputs=shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2)),
         workspace_mb=int(getattr(options, "workspace_mb", 1024)),
