@@ -47,8 +47,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..hashing import sha256_file
-
 # Final status of one deployment (FIELD_NOTES "Deploy and update guarantees").
 SUCCEEDED = "SUCCEEDED"
 FAILED_NO_STATE_CHANGE = "FAILED_NO_STATE_CHANGE"
@@ -105,6 +103,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file. Kept here (not imported from edgeds.hashing): ``probe`` runs this
+    module as a standalone script on a device that has no edgeds installed yet."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _safe_relative(path: str) -> bool:
