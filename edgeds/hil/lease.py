@@ -68,6 +68,21 @@ def _orphaned(held: dict[str, object]) -> bool:
     return False
 
 
+def _create(path: Path, body: dict[str, object], token: str) -> bool:
+    """Publish a complete lease file at ``path`` unless one exists. The body is written to a temp
+    file first and hard-linked into place, so no reader ever sees a half-written lease (an empty
+    file would read as stale and be taken over)."""
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    tmp.write_text(json.dumps(body))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _try(path: Path, owner: str, ttl_s: float) -> Lease | None:
     now = time.time()
     token = uuid.uuid4().hex
@@ -81,23 +96,18 @@ def _try(path: Path, owner: str, ttl_s: float) -> Lease | None:
         "expires_at": expires_at,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        held = read(path)
-        expires = held.get("expires_at", 0.0) if held else 0.0
-        if held is not None and isinstance(expires, (int, float)) and expires > now and not _orphaned(held):
-            return None
-        # stale: rename it away (atomic; only one racer succeeds), then retry the exclusive create
-        with contextlib.suppress(OSError):
-            os.replace(path, path.with_name(f".{path.name}.stale.{token}"))
-            path.with_name(f".{path.name}.stale.{token}").unlink()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return None
-    with os.fdopen(fd, "w") as handle:
-        json.dump(body, handle)
+    if _create(path, body, token):
+        return Lease(path, owner, token, expires_at)
+    held = read(path)
+    expires = held.get("expires_at", 0.0) if held else 0.0
+    if held is not None and isinstance(expires, (int, float)) and expires > now and not _orphaned(held):
+        return None
+    # stale: rename it away (atomic; only one racer succeeds), then retry the exclusive create
+    with contextlib.suppress(OSError):
+        os.replace(path, path.with_name(f".{path.name}.stale.{token}"))
+        path.with_name(f".{path.name}.stale.{token}").unlink()
+    if not _create(path, body, token):
+        return None
     return Lease(path, owner, token, expires_at)
 
 
