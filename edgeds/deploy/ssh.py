@@ -296,6 +296,22 @@ class Connection:
         if result.exit_code != 0:
             raise ConnectionFailed(f"{self.endpoint.name}: mkdir {remote}: {result.stderr.decode()[-300:]}")
 
+    def is_active(self) -> bool:
+        """Whether the SSH transport is still up (False after the device dropped it)."""
+        transport = self._client.get_transport()
+        return bool(transport is not None and transport.is_active())
+
+    # -- port forwarding -----------------------------------------------------------------------
+
+    def forward(self, remote_host: str, remote_port: int) -> LocalForward:
+        """Forward a loopback port of this machine to ``remote_host:remote_port`` as seen from the
+        device (``ssh -L``): how the HIL runner reaches an agent bound to the device's loopback.
+        The forward lives until :meth:`LocalForward.close` or until this connection closes."""
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
+        return LocalForward(self.endpoint, transport, remote_host, remote_port)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -312,6 +328,91 @@ class Connection:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.close()
+
+
+class LocalForward:
+    """``127.0.0.1:<port>`` here -> ``remote_host:remote_port`` from the device, through SSH.
+
+    One thread accepts; each accepted connection gets a ``direct-tcpip`` channel and a thread
+    copying bytes both ways until either side closes. :meth:`close` stops accepting and closes
+    every open pair. Idempotent.
+    """
+
+    def __init__(self, endpoint: Endpoint, transport: Any, remote_host: str, remote_port: int) -> None:
+        self.endpoint = endpoint
+        self.remote = (remote_host, remote_port)
+        self._transport = transport
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self._closed = threading.Event()
+        self._open: set[Any] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name=f"ssh-forward-{endpoint.name}", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                chan = self._transport.open_channel("direct-tcpip", self.remote, peer, timeout=10.0)
+            except Exception:
+                client.close()  # the device refused (nothing listening there): the client sees EOF
+                continue
+            with self._lock:
+                self._open.update((client, chan))
+            threading.Thread(target=self._pump, args=(client, chan), daemon=True).start()
+
+    def _pump(self, client: socket.socket, chan: Any) -> None:
+        import select
+
+        try:
+            while not self._closed.is_set():
+                ready, _, _ = select.select([client, chan], [], [], 0.5)
+                if client in ready:
+                    data = client.recv(1 << 16)
+                    if not data:
+                        break
+                    chan.sendall(data)
+                if chan in ready:
+                    data = chan.recv(1 << 16)
+                    if not data:
+                        break
+                    client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open.discard(client)
+                self._open.discard(chan)
+            with contextlib.suppress(Exception):
+                chan.close()
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            pending, self._open = list(self._open), set()
+        for end in pending:
+            with contextlib.suppress(Exception):
+                end.close()
+        self._thread.join(2.0)
+
+    def __enter__(self) -> LocalForward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

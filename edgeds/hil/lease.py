@@ -1,14 +1,22 @@
-"""Leases: a lock file (JSON: owner, pid, acquired_at, expires_at) that gives one run a device or rig.
+"""Leases: a lock file (JSON: owner, host, pid, token, acquired_at, expires_at) that gives one run
+a device or a rig.
 
-Taking a lease is an ``O_CREAT|O_EXCL`` create, so two runs racing for the same file cannot both
-win. A lease whose ``expires_at`` has passed is stale, and so is one taken on this machine by a process
-that no longer exists: a stale lease is removed and taken over. A busy lease
-makes :func:`acquire` wait up to ``wait_s`` (polling) and then raise
-:class:`~edgeds.errors.HilError`. :func:`acquire_all` takes several leases in a fixed (sorted)
-order and gives back the ones it already took when one is busy: a run holds all or none.
+The same algorithm runs on two kinds of file system, behind :class:`LeaseFiles`:
+:class:`LocalFiles` (this machine: the rig lease, sim devices) and :class:`SshFiles` (a real
+device's install dir, over the SSH connection the run already holds). Times are the file
+system's own clock (the device's ``date``), so a skewed driver clock cannot expire a lease early.
 
-For the simulated rig the files are local paths (a device's install dir, or the rig's lease dir);
-for real devices the same JSON would be written over SSH (not implemented here).
+* Taking a lease publishes a complete file atomically and exclusively (temp file, then a hard
+  link, which fails when the name exists): two racers can never both win, and no reader ever
+  sees a half-written lease.
+* A lease whose ``expires_at`` has passed is stale, and so is one taken on this machine by a
+  process that no longer exists. Taking over a stale lease is serialized by a short-lived
+  ``<lease>.takeover`` lock: its holder re-reads the lease, checks it is still the stale one it
+  judged (same token), renames it away and creates its own. A takeover lock older than
+  :data:`TAKEOVER_TTL_S` is itself stale (a crash mid-takeover).
+* :func:`acquire` waits up to ``wait_s`` for a busy lease, then raises
+  :class:`~edgeds.errors.HilError` naming the holder. :func:`acquire_all` takes several in a
+  fixed (sorted) order and gives back what it took when one is busy: a run holds all or none.
 """
 
 from __future__ import annotations
@@ -16,42 +24,173 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import socket
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from ..errors import HilError
+from ..errors import EdgedsError, HilError
+
+if TYPE_CHECKING:
+    from ..deploy.ssh import Connection
+
+TAKEOVER_TTL_S = 30.0
+
+
+class LeaseFiles(Protocol):
+    """The few file operations a lease needs; paths are strings on that file system."""
+
+    where: str  # for messages: "local" or the device name
+
+    def now(self) -> float: ...
+
+    def create(self, path: str, body: str) -> bool:
+        """Publish ``body`` at ``path`` completely and atomically unless ``path`` exists."""
+        ...
+
+    def read(self, path: str) -> str | None:
+        """The file's text, or None when it does not exist."""
+        ...
+
+    def rename(self, src: str, dst: str) -> bool:
+        """Atomic rename; False when ``src`` does not exist."""
+        ...
+
+    def remove(self, path: str) -> None: ...
+
+
+class LocalFiles:
+    """This machine's file system."""
+
+    where = "local"
+
+    def now(self) -> float:
+        return time.time()
+
+    def create(self, path: str, body: str) -> bool:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(body)
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read(self, path: str) -> str | None:
+        try:
+            return Path(path).read_text()
+        except FileNotFoundError:
+            return None
+
+    def rename(self, src: str, dst: str) -> bool:
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def remove(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+class SshFiles:
+    """A device's file system over SSH (POSIX ``sh``), one short remote command per operation.
+
+    ``conn`` is an open :class:`~edgeds.deploy.ssh.Connection` or a callable returning the live
+    one (so a lease can still be released after the run reconnected, e.g. after a network cut).
+    The connection stays the caller's.
+    """
+
+    def __init__(self, conn: Connection | Callable[[], Connection], name: str) -> None:
+        self._conn = conn
+        self.where = name
+
+    def _sh(self, script: str, *, stdin: bytes | None = None) -> tuple[int, str]:
+        conn = self._conn() if callable(self._conn) else self._conn
+        result = conn.run(["sh", "-c", script], stdin=stdin, timeout=30.0)
+        return result.exit_code, result.stdout.decode(errors="replace")
+
+    def now(self) -> float:
+        _, out = self._sh("date +%s")
+        try:
+            return float(out.strip())
+        except ValueError as exc:
+            raise HilError(f"{self.where}: cannot read the device clock (date +%s: {out.strip()!r})") from exc
+
+    def create(self, path: str, body: str) -> bool:
+        q = shlex.quote(path)
+        tmp = shlex.quote(f"{path}.{uuid.uuid4().hex}.tmp")
+        script = (
+            f'mkdir -p "$(dirname {q})" && cat > {tmp} || exit 3; '
+            f"if ln {tmp} {q} 2>/dev/null; then rc=0; elif [ -e {q} ]; then rc=1; else rc=2; fi; "
+            f"rm -f {tmp}; exit $rc"
+        )
+        code, _ = self._sh(script, stdin=body.encode())
+        if code in (0, 1):
+            return code == 0
+        raise HilError(f"{self.where}: cannot write the lease file {path} (is its directory writable?)")
+
+    def read(self, path: str) -> str | None:
+        q = shlex.quote(path)
+        code, out = self._sh(f"if [ -e {q} ]; then cat {q}; else exit 4; fi")
+        if code == 4:
+            return None
+        if code != 0:
+            raise HilError(f"{self.where}: cannot read the lease file {path}")
+        return out
+
+    def rename(self, src: str, dst: str) -> bool:
+        code, _ = self._sh(f"mv -f {shlex.quote(src)} {shlex.quote(dst)} 2>/dev/null")
+        return code == 0
+
+    def remove(self, path: str) -> None:
+        self._sh(f"rm -f {shlex.quote(path)}")
 
 
 @dataclass(frozen=True)
 class Lease:
-    path: Path
+    """A lease this run holds. :meth:`release` gives it back (only while it is still ours)."""
+
+    files: LeaseFiles
+    path: str
     owner: str
     token: str
     expires_at: float
 
     def release(self) -> None:
         """Remove the lock file if it is still ours (a lease taken over after expiry is left alone)."""
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.path.read_text()).get("token") == self.token:
-                self.path.unlink()
+        with contextlib.suppress(EdgedsError, OSError, ValueError):
+            held = _parse(self.files.read(self.path))
+            if held is not None and held.get("token") == self.token:
+                self.files.remove(self.path)
 
 
 def default_owner() -> str:
     return f"{os.environ.get('USER', 'edgeds')}@{socket.gethostname()}:{os.getpid()}"
 
 
-def read(path: Path) -> dict[str, object] | None:
-    """The lease at ``path``, or None when free (an unreadable file counts as stale)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+def _parse(text: str | None) -> dict[str, object] | None:
+    """The lease in ``text``; None when there is no file. Unreadable content counts as stale."""
+    if text is None:
         return None
-    except (OSError, ValueError):
+    try:
+        data = json.loads(text)
+    except ValueError:
         return {"expires_at": 0.0}
     return data if isinstance(data, dict) else {"expires_at": 0.0}
+
+
+def read(path: str | Path, files: LeaseFiles | None = None) -> dict[str, object] | None:
+    """The lease at ``path`` (None when free)."""
+    return _parse((files or LocalFiles()).read(str(path)))
 
 
 def _orphaned(held: dict[str, object]) -> bool:
@@ -68,72 +207,105 @@ def _orphaned(held: dict[str, object]) -> bool:
     return False
 
 
-def _create(path: Path, body: dict[str, object], token: str) -> bool:
-    """Publish a complete lease file at ``path`` unless one exists. The body is written to a temp
-    file first and hard-linked into place, so no reader ever sees a half-written lease (an empty
-    file would read as stale and be taken over)."""
-    tmp = path.with_name(f".{path.name}.{token}.tmp")
-    tmp.write_text(json.dumps(body))
+def _stale(held: dict[str, object], now: float) -> bool:
+    expires = held.get("expires_at", 0.0)
+    return not isinstance(expires, (int, float)) or expires <= now or _orphaned(held)
+
+
+def _take_over(files: LeaseFiles, path: str, judged: dict[str, object], now: float) -> None:
+    """Move the stale lease ``judged`` out of the way, serialized with other racers."""
+    lock = f"{path}.takeover"
+    body = json.dumps({"owner": default_owner(), "expires_at": now + TAKEOVER_TTL_S})
+    if not files.create(lock, body):
+        held = _parse(files.read(lock))
+        if held is None or not _stale(held, now):
+            return  # another racer is taking it over: retry later
+        aside = f"{lock}.stale.{uuid.uuid4().hex}"
+        if files.rename(lock, aside):
+            files.remove(aside)
+        if not files.create(lock, body):
+            return
     try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
+        current = _parse(files.read(path))
+        if current is None or current.get("token") != judged.get("token") or not _stale(current, now):
+            return  # released or renewed meanwhile
+        aside = f"{path}.stale.{uuid.uuid4().hex}"
+        if files.rename(path, aside):
+            moved = _parse(files.read(aside))
+            if moved is not None and moved.get("token") != judged.get("token"):
+                files.create(path, files.read(aside) or "")  # not the stale one: put it back
+            files.remove(aside)
     finally:
-        tmp.unlink(missing_ok=True)
+        files.remove(lock)
 
 
-def _try(path: Path, owner: str, ttl_s: float) -> Lease | None:
-    now = time.time()
+def _try(files: LeaseFiles, path: str, owner: str, ttl_s: float) -> Lease | None:
+    now = files.now()
     token = uuid.uuid4().hex
     expires_at = now + ttl_s
-    body = {
-        "owner": owner,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "token": token,
-        "acquired_at": now,
-        "expires_at": expires_at,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if _create(path, body, token):
-        return Lease(path, owner, token, expires_at)
-    held = read(path)
-    expires = held.get("expires_at", 0.0) if held else 0.0
-    if held is not None and isinstance(expires, (int, float)) and expires > now and not _orphaned(held):
+    body = json.dumps(
+        {
+            "owner": owner,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": token,
+            "acquired_at": now,
+            "expires_at": expires_at,
+        }
+    )
+    if files.create(path, body):
+        return Lease(files, path, owner, token, expires_at)
+    held = _parse(files.read(path))
+    if held is not None and not _stale(held, now):
         return None
-    # stale: rename it away (atomic; only one racer succeeds), then retry the exclusive create
-    with contextlib.suppress(OSError):
-        os.replace(path, path.with_name(f".{path.name}.stale.{token}"))
-        path.with_name(f".{path.name}.stale.{token}").unlink()
-    if not _create(path, body, token):
-        return None
-    return Lease(path, owner, token, expires_at)
+    if held is not None:
+        _take_over(files, path, held, now)
+    if files.create(path, body):
+        return Lease(files, path, owner, token, expires_at)
+    return None
 
 
-def acquire(path: Path, owner: str, ttl_s: float, wait_s: float = 0.0, poll_s: float = 0.2) -> Lease:
+def acquire(
+    path: str | Path,
+    owner: str,
+    ttl_s: float,
+    wait_s: float = 0.0,
+    poll_s: float = 0.2,
+    files: LeaseFiles | None = None,
+) -> Lease:
     """Take the lease at ``path``; wait up to ``wait_s`` while it is held; HilError when still busy."""
+    files = files or LocalFiles()
     deadline = time.monotonic() + wait_s
     while True:
-        lease = _try(path, owner, ttl_s)
+        lease = _try(files, str(path), owner, ttl_s)
         if lease is not None:
             return lease
         if time.monotonic() >= deadline:
-            held = read(path) or {}
+            held = _parse(files.read(str(path))) or {}
+            where = "" if files.where == "local" else f"{files.where}:"
             raise HilError(
-                f"{path} is leased by {held.get('owner', '?')} until {held.get('expires_at', '?')} "
+                f"{where}{path} is leased by {held.get('owner', '?')} until {held.get('expires_at', '?')} "
                 f"(waited {wait_s:g} s)"
             )
         time.sleep(poll_s)
 
 
-def acquire_all(paths: list[Path], owner: str, ttl_s: float, wait_s: float = 0.0) -> list[Lease]:
-    """All leases or none (sorted order avoids two runs deadlocking on each other's halves)."""
+def acquire_all(
+    paths: Sequence[tuple[LeaseFiles, str]] | Sequence[Path], owner: str, ttl_s: float, wait_s: float = 0.0
+) -> list[Lease]:
+    """All leases or none (sorted order avoids two runs deadlocking on each other's halves).
+
+    ``paths``: local paths, or ``(files, path)`` pairs (e.g. one :class:`SshFiles` per device).
+    """
+    pairs: list[tuple[LeaseFiles, str]] = [
+        (LocalFiles(), str(p)) if isinstance(p, Path) else p
+        for p in paths  # type: ignore[misc]
+    ]
     taken: list[Lease] = []
     deadline = time.monotonic() + wait_s
     try:
-        for path in sorted(paths):
-            taken.append(acquire(path, owner, ttl_s, max(0.0, deadline - time.monotonic())))
+        for files, path in sorted(pairs, key=lambda fp: (fp[0].where, fp[1])):
+            taken.append(acquire(path, owner, ttl_s, max(0.0, deadline - time.monotonic()), files=files))
     except HilError:
         for lease in taken:
             lease.release()

@@ -1,15 +1,23 @@
-"""``edgeds hil run``: set up -> deploy -> conformance -> perf -> reliability -> telemetry -> report.
+"""``edgeds hil run``: leases -> set up -> deploy -> conformance -> perf -> reliability ->
+telemetry -> report. One suite for both kinds of rig:
 
-This implementation drives SIMULATED rigs (``sim:`` in the rig YAML): for the run it starts
-mosquitto (persistent) and N sshd devices on loopback, installs the agent through the real
-``setup_host`` path, deploys a signed bundle with ``deploy_bundle`` and talks to each device's
-agent over HTTP (OIP) on ``127.0.10.N:8000``. Rigs naming a real ``target`` are refused with
-:class:`~edgeds.errors.HilError` (the schema and leases are ready for them; the SSH lease and the
-hook-driven fault matrix are not).
+* a real rig (``target:``): the target's devices over SSH. They must have been set up once with
+  ``edgeds device setup`` (agent running, publisher key trusted); the run checks that, deploys
+  ``--bundle`` (required: it is the release being gated) and subscribes to the target's broker.
+* a simulated rig (``sim:``): for the run, mosquitto (persistent) and N sshd devices on
+  loopback are started, the agent is installed through the real ``setup_host`` path, and a tiny
+  signed bundle is made unless ``--bundle`` is given. Everything is removed afterwards.
 
-Leases: the rig lease (``<lease_dir>/<rig>.lease``) is taken first, so two runs of one rig never
-overlap; then one lease per device in its install dir (``hil.lease``). A busy rig makes the run
-wait up to ``rig.lease_wait_s`` and then raise HilError.
+From then on both go through the same code (:func:`_gate`): each device is a
+:class:`~.devices.RigDevice` (SSH session, agent status from the device's ``status`` step, the
+agent's HTTP directly or through an SSH port forward) and faults go through
+:class:`~.devices.Faults` (the rig's hooks; sshd stop and broker stop on the sim rig).
+
+Leases: the rig lease (``<lease_dir>/<rig>.lease`` on this machine) is taken first, so two runs
+of one rig from this machine never overlap; then one lease per device in its install dir
+(``hil.lease``, written over SSH, so runs from different machines or rigs sharing a device
+exclude each other too), before anything is changed on it. A busy lease makes the run wait up to
+``rig.lease_wait_s`` and then raise HilError.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +36,12 @@ import numpy as np
 
 from ..errors import HilError
 from . import lease as leases
+from .devices import Faults, RigDevice, wait_until
 from .rig import Rig
 
 if TYPE_CHECKING:
     from ..config import Target
     from ..deploy.targets import HostPlan
-    from ..sim.broker import Mosquitto
-    from ..sim.devices import SimDevice, SimFleet
 
 SUITES = ("conformance", "perf", "reliability", "soak")
 DEFAULT_SUITES = ("conformance", "perf", "reliability")
@@ -144,24 +150,6 @@ def _perf(result: RunResult, name: str, base: str, sample: np.ndarray, duration_
     return summary
 
 
-def _agent_serves(device: SimDevice, release: str) -> bool:
-    """Whether the device's agent reports serving ``release`` (its ``run/agent.json``)."""
-    try:
-        agent = json.loads((device.install_dir / "run" / "agent.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(agent.get("release") == release and agent.get("state") == "serving")
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def run_rig(
     rig: Rig,
     suites: list[str] | tuple[str, ...] = DEFAULT_SUITES,
@@ -176,42 +164,60 @@ def run_rig(
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
         raise HilError(f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}")
-    if rig.sim is None:
-        raise HilError(f"rig {rig.name} names real devices (target {rig.target}): only simulated rigs run here yet")
+    if rig.sim is None and bundle is None:
+        raise HilError(f"rig {rig.name} has real devices: give the bundle to gate (--bundle)")
+    if bundle is not None and not Path(bundle).exists():
+        raise HilError(f"no bundle at {bundle}")
     owner = leases.default_owner()
     rig_lease = leases.acquire(lease_dir / f"{rig.name}.lease", owner, rig.lease_ttl_s, rig.lease_wait_s)
+    work.mkdir(parents=True, exist_ok=True)
     try:
-        return _run_sim(rig, list(suites), bundle, work, perf_seconds, owner, progress)
+        if rig.sim is not None:
+            return _run_sim(rig, list(suites), bundle, work, perf_seconds, owner, progress)
+        assert bundle is not None
+        return _run_target(rig, list(suites), bundle, perf_seconds, owner, progress)
     finally:
         rig_lease.release()
+
+
+def _run_target(rig: Rig, suites: list[str], bundle: Path, perf_s: float, owner: str, progress: Progress) -> RunResult:
+    from ..deploy.targets import host_plans, resolve_target
+
+    assert rig.target is not None
+    target, path = resolve_target(rig.target)
+    plans = host_plans(target, path)
+
+    def check_setup(devices: list[RigDevice], result: RunResult) -> bool:
+        ok = True
+        for device in devices:
+            try:
+                agent = device.agent()
+            except Exception as exc:
+                result.add("setup", device.name, "agent running", f"error: {exc}", False)
+                ok = False
+                continue
+            running = bool(agent.get("running"))
+            note = "" if running else "run `edgeds device setup` for this target first"
+            result.add("setup", device.name, "agent running", agent.get("state"), running, note)
+            ok &= running
+        return ok
+
+    return _gate(rig, suites, target, plans, bundle, Faults(rig.hooks), check_setup, perf_s, owner, progress)
 
 
 def _run_sim(
     rig: Rig, suites: list[str], bundle: Path | None, work: Path, perf_s: float, owner: str, progress: Progress
 ) -> RunResult:
-    from ..bundle import generate_keypair, load_bundle
-    from ..config import MqttConfig
-    from ..deploy.rollout import deploy_bundle
+    from ..bundle import generate_keypair
     from ..deploy.setup import setup_host
     from ..deploy.targets import host_plans, resolve_target
     from ..sim.broker import Mosquitto
     from ..sim.bundles import make_bundle
     from ..sim.devices import SimFleet
-    from ..telemetry.envelope import decode, split_topic
-    from ..telemetry.mqtt import Message, MqttSubscriber, resolve_settings
-    from ..telemetry.view import FleetView
 
     assert rig.sim is not None
-    work.mkdir(parents=True, exist_ok=True)
-    result = RunResult(rig.name, suites, time.time())
-    expect = rig.expectation()
     private, public = generate_keypair(work / "keys")
     bundle = bundle or make_bundle(work / "bundle-1", 1, private)
-    messages: list[tuple[str, bytes, bool]] = []
-
-    def on_message(message: Message) -> None:
-        messages.append((message.topic, message.payload, message.retain))
-
     with Mosquitto(persistence=True, directory=work / "broker") as broker:
         progress(f"mosquitto on {broker.url}; starting {rig.sim.devices} simulated devices")
         with SimFleet(rig.sim.devices, profile=rig.sim.profile, mqtt_url=broker.url) as fleet:
@@ -219,96 +225,142 @@ def _run_sim(
             target, path = resolve_target(str(target_path))
             plans = host_plans(target, path)
             python = str(fleet.device_python())
-            progress("set up: installing the agent on every device")
-            with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-                setups = list(
-                    pool.map(
-                        lambda plan: setup_host(
-                            target, plan, wheel=None, public_key=public.read_bytes(), python=python
-                        ),
-                        plans,
+
+            def setup(devices: list[RigDevice], result: RunResult) -> bool:
+                progress("set up: installing the agent on every device")
+                with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+                    setups = list(
+                        pool.map(
+                            lambda plan: setup_host(
+                                target, plan, wheel=None, public_key=public.read_bytes(), python=python
+                            ),
+                            plans,
+                        )
                     )
-                )
-            for plan, setup in zip(plans, setups, strict=True):
-                result.add("setup", plan.host.name, "ok", setup.message or "ok", setup.ok)
-            if not all(s.ok for s in setups):
-                return result
-            device_leases = leases.acquire_all(
-                [d.install_dir / "hil.lease" for d in fleet.devices], owner, rig.lease_ttl_s
-            )
-            settings = resolve_settings(MqttConfig(url=broker.url, protocol="3.1.1"))
-            subscriber = MqttSubscriber(
-                settings, ["edgeds/#"], on_message, client_id=f"hil-{rig.name}", persistent=True
-            ).start()
+                for plan, done in zip(plans, setups, strict=True):
+                    result.add("setup", plan.host.name, "ok", done.message or "ok", done.ok)
+                return all(s.ok for s in setups)
+
+            def second_bundle() -> Path:
+                return make_bundle(work / "bundle-2", 2, private)
+
+            faults = Faults(rig.hooks, sim={d.name: d for d in fleet.devices}, broker=broker)
+            return _gate(rig, suites, target, plans, bundle, faults, setup, perf_s, owner, progress, second_bundle)
+
+
+def _gate(
+    rig: Rig,
+    suites: list[str],
+    target: Target,
+    plans: list[HostPlan],
+    bundle: Path,
+    faults: Faults,
+    setup: Callable[[list[RigDevice], RunResult], bool],
+    perf_s: float,
+    owner: str,
+    progress: Progress,
+    second_bundle: Callable[[], Path] | None = None,
+) -> RunResult:
+    """The suite proper, on devices that can be reached over SSH (see the module docstring)."""
+    from ..bundle import load_bundle
+    from ..deploy.rollout import deploy_bundle
+    from ..telemetry.mqtt import Message, MqttSubscriber, resolve_settings
+
+    result = RunResult(rig.name, suites, time.time())
+    expect = rig.expectation()
+    messages: list[tuple[str, bytes, bool]] = []
+
+    def on_message(message: Message) -> None:
+        messages.append((message.topic, message.payload, message.retain))
+
+    devices = [RigDevice(plan, target.agent.http_host, target.agent.http_port) for plan in plans]
+    device_leases: list[leases.Lease] = []
+    subscriber: Any = None
+    try:
+        progress(f"leases: locking {len(devices)} device(s) for {owner}")
+        for device in devices:
             try:
-                progress("deploy")
-                rollout = deploy_bundle(plans, bundle, target.rollout)
-                for host in rollout.hosts:
-                    result.add("deploy", host.host, "SUCCEEDED", host.status, host.status == "SUCCEEDED")
-                    result.devices.setdefault(host.host, {})["release"] = host.release
-                if not rollout.succeeded:
-                    return result
-                opened = load_bundle(bundle, verify=False)
-                manifest = opened.manifest
-                opened.close()
-                sample = np.zeros((1, *[int(d) for d in manifest.io.inputs[0].shape[1:]]), dtype=np.float32)
-                for device in fleet.devices:
-                    base = f"http://{device.address}:8000"
-                    info = result.devices.setdefault(device.name, {})
-                    agent = json.loads((device.install_dir / "run" / "agent.json").read_text())
-                    info["load_s"] = agent.get("load_s")
-                    if expect.max_model_load_s is not None:
-                        load_s = agent.get("load_s")
-                        result.add(
-                            "max_model_load_s",
-                            device.name,
-                            f"<= {expect.max_model_load_s:g} s",
-                            load_s,
-                            None if load_s is None else float(load_s) <= expect.max_model_load_s,
-                        )
-                    if expect.max_accuracy_drop is not None:
-                        drop = manifest.accuracy.top1_drop if manifest.accuracy else None
-                        result.add(
-                            "max_accuracy_drop",
-                            device.name,
-                            f"<= {expect.max_accuracy_drop:g} points",
-                            drop,
-                            None if drop is None else float(drop) <= expect.max_accuracy_drop,
-                            "" if drop is not None else "the bundle records no accuracy (not measured)",
-                        )
-                    if "conformance" in suites:
-                        progress(f"conformance on {device.name}")
-                        _conformance(result, device.name, base, bundle)
-                    if "perf" in suites or "soak" in suites:
-                        progress(f"perf on {device.name}")
-                        seconds = perf_s * (10 if "soak" in suites else 1)
-                        summary = _perf(result, device.name, base, sample, seconds)
-                        info["perf"] = summary
-                        if expect.min_fps is not None:
-                            fps = summary.get("samples_per_s", 0.0)
-                            result.add("min_fps", device.name, f">= {expect.min_fps:g}", fps, fps >= expect.min_fps)
-                        if expect.max_p99_ms is not None:
-                            p99 = summary.get("p99_ms")
-                            result.add(
-                                "max_p99_ms",
-                                device.name,
-                                f"<= {expect.max_p99_ms:g} ms",
-                                p99,
-                                None if p99 is None else p99 <= expect.max_p99_ms,
-                            )
-                if "reliability" in suites:
-                    _reliability(result, rig, fleet, plans, broker, private, target, progress)
-                progress("telemetry: waiting for a last report from every device")
-                time.sleep(1.5)
-            finally:
-                subscriber.stop()
-                for held in device_leases:
-                    held.release()
-    view = FleetView()
+                device.open()
+            except Exception as exc:
+                result.add("reachable", device.name, "ssh", f"error: {exc}", False)
+        if not result.passed:
+            return result
+        device_leases = leases.acquire_all([d.lease_files() for d in devices], owner, rig.lease_ttl_s, rig.lease_wait_s)
+        if not setup(devices, result):
+            return result
+        if target.mqtt.url:
+            settings = resolve_settings(target.mqtt)
+            subscriber = MqttSubscriber(
+                settings, [f"{target.mqtt.prefix}/#"], on_message, client_id=f"hil-{rig.name}-{owner}", persistent=False
+            ).start()
+        progress("deploy")
+        rollout = deploy_bundle(plans, bundle, target.rollout)
+        for host in rollout.hosts:
+            result.add("deploy", host.host, "SUCCEEDED", host.status, host.status == "SUCCEEDED")
+            result.devices.setdefault(host.host, {})["release"] = host.release
+        if not rollout.succeeded:
+            return result
+        opened = load_bundle(bundle, verify=False)
+        manifest = opened.manifest
+        opened.close()
+        sample = np.zeros((1, *[int(d) for d in manifest.io.inputs[0].shape[1:]]), dtype=np.float32)
+        for device in devices:
+            info = result.devices.setdefault(device.name, {})
+            release = info.get("release")
+            wait_until(lambda device=device, release=release: device.serving(release), 60.0, 0.5)
+            agent = device.agent()
+            info["load_s"] = agent.get("load_s")
+            base = device.base_url
+            _at_most(result, "max_model_load_s", device.name, expect.max_model_load_s, "s", agent.get("load_s"))
+            drop = manifest.accuracy.top1_drop if manifest.accuracy else None
+            missing = "the bundle records no accuracy (not measured)"
+            _at_most(result, "max_accuracy_drop", device.name, expect.max_accuracy_drop, "points", drop, missing)
+            if "conformance" in suites:
+                progress(f"conformance on {device.name}")
+                _conformance(result, device.name, base, bundle)
+            if "perf" in suites or "soak" in suites:
+                progress(f"perf on {device.name}")
+                seconds = perf_s * (10 if "soak" in suites else 1)
+                summary = _perf(result, device.name, base, sample, seconds)
+                info["perf"] = summary
+                if expect.min_fps is not None:
+                    fps = summary.get("samples_per_s", 0.0)
+                    result.add("min_fps", device.name, f">= {expect.min_fps:g}", fps, fps >= expect.min_fps)
+                _at_most(result, "max_p99_ms", device.name, expect.max_p99_ms, "ms", summary.get("p99_ms"))
+        if "reliability" in suites:
+            _reliability(result, devices, plans, bundle, target, faults, progress, second_bundle)
+        if subscriber is not None:
+            progress("telemetry: waiting for a last report from every device")
+            time.sleep(max(1.5, 2 * target.mqtt.telemetry_interval_s))
+    finally:
+        if subscriber is not None:
+            subscriber.stop()
+        failing = {c.device for c in result.checks if c.passed is False}
+        for device in devices:
+            if device.name in failing:
+                console = faults.console(device)
+                if console is not None:
+                    result.devices.setdefault(device.name, {})["console"] = console
+        for held in device_leases:
+            held.release()
+        for device in devices:
+            device.close()
+    _collect_telemetry(result, messages, target.mqtt.prefix, expect.max_temperature_c)
+    result.seconds = round(time.time() - result.started_at, 2)
+    return result
+
+
+def _collect_telemetry(
+    result: RunResult, messages: list[tuple[str, bytes, bool]], prefix: str, max_temperature_c: float | None
+) -> None:
+    from ..telemetry.envelope import decode, split_topic
+    from ..telemetry.view import FleetView
+
+    view = FleetView(prefix=prefix)
     seqs: dict[str, set[int]] = {}
     for topic, payload, retained in messages:
         row = view.update(topic, payload)
-        where = split_topic("edgeds", topic)
+        where = split_topic(prefix, topic)
         if row is None or where is None:
             continue
         try:
@@ -329,84 +381,105 @@ def _run_sim(
     for device_id, got in seqs.items():
         complete = len(got) == max(got) - min(got) + 1
         result.add("telemetry_seqs_complete", device_id, "no gap", f"{len(got)} of {max(got) - min(got) + 1}", complete)
-    if expect.max_temperature_c is not None:
-        for device_id in seqs:
-            temps = [t for _, t in result.temperature.get(device_id, [])]
-            hottest = max(temps) if temps else None
-            result.add(
-                "max_temperature_c",
-                device_id,
-                f"<= {expect.max_temperature_c:g} °C",
-                hottest,
-                None if hottest is None else hottest <= expect.max_temperature_c,
-                "" if temps else "no temperature sensor reported (not measured)",
-            )
-    result.seconds = round(time.time() - result.started_at, 2)
-    return result
+    for device_id in seqs:
+        temps = [t for _, t in result.temperature.get(device_id, [])]
+        missing = "no temperature sensor reported (not measured)"
+        _at_most(result, "max_temperature_c", device_id, max_temperature_c, "°C", max(temps, default=None), missing)
+
+
+def _at_most(
+    result: RunResult, name: str, device: str, bound: float | None, unit: str, measured: Any, missing: str = ""
+) -> None:
+    """Add an upper-bound check (none when the rig sets no bound; n/a when nothing was measured)."""
+    if bound is None:
+        return
+    ok = None if measured is None else float(measured) <= bound
+    result.add(name, device, f"<= {bound:g} {unit}", measured, ok, missing if measured is None else "")
 
 
 def _reliability(
     result: RunResult,
-    rig: Rig,
-    fleet: SimFleet,
+    devices: list[RigDevice],
     plans: list[HostPlan],
-    broker: Mosquitto,
-    private: Path,
+    bundle: Path,
     target: Target,
+    faults: Faults,
     progress: Progress,
+    second_bundle: Callable[[], Path] | None,
 ) -> None:
-    """The fault matrix that makes sense on the sim rig (power cycle only with a hook: skipped here)."""
-    from ..deploy.host import host_command
+    """The fault matrix: network cut, agent kill, broker outage, rollback, power cycle (each where
+    the rig can inject it; otherwise reported as skipped)."""
     from ..deploy.rollout import deploy_bundle
-    from ..sim.bundles import make_bundle
 
-    device, plan = fleet.devices[0], plans[0]
-    base = f"http://{device.address}:8000"
-    progress(f"reliability: network cut on {device.name} (sshd stopped)")
-    device.kill()
-    try:
-        host_command(plan, "status", timeout=10.0)
-        unreachable = False
-    except Exception:
-        unreachable = True
-    serving = _serves(base)
-    device.start()
-    try:
-        back = bool(host_command(plan, "status", timeout=20.0))
-    except Exception:
-        back = False
-    result.add(
-        "network_cut",
-        device.name,
-        "unreachable, keeps serving, reachable again",
-        {"unreachable": unreachable, "serving": serving, "back": back},
-        unreachable and serving and back,
-    )
+    device = devices[0]
+    release = result.devices.get(device.name, {}).get("release")
+    if faults.can_cut_network(device):
+        progress(f"reliability: network cut on {device.name}")
+        pid = device.agent().get("pid")
+        faults.cut_network(device)
+        try:
+            unreachable = not device.reachable(timeout=10.0)
+            serving_during = _serves(device.base_url) if device.name in faults.sim else None
+        finally:
+            faults.restore_network(device)
+        back = wait_until(device.reachable, 120.0, 1.0)
+        same_agent = back and device.agent().get("pid") == pid and device.serving(release)
+        measured: Any = {"unreachable": unreachable, "back": back, "agent_kept_serving": same_agent}
+        if serving_during is not None:
+            measured["served_during_cut"] = serving_during
+        ok = unreachable and back and same_agent and serving_during is not False
+        result.add("network_cut", device.name, "unreachable, keeps serving, reachable again", measured, ok)
+    else:
+        result.add("network_cut", device.name, "hook", "no network_cut/network_restore hooks", None, "skipped")
 
     progress(f"reliability: agent kill on {device.name}")
-    old = device.agent_pid()
-    device.kill_agent()
-    restarted = _wait(lambda: device.agent_pid() not in (None, old) and _serves(base), 30.0)
-    result.add("agent_restart", device.name, "new agent serves within 30 s", device.agent_pid(), restarted)
+    old = device.kill_agent()
+    restarted = wait_until(lambda: device.agent().get("pid") not in (None, old) and device.serving(release), 60.0, 0.5)
+    result.add("agent_restart", device.name, "new agent serves within 60 s", device.agent().get("pid"), restarted)
 
-    progress("reliability: broker outage (3 s)")
-    broker.stop()
-    time.sleep(3.0)
-    broker.start()
-    time.sleep(3.0)  # spooled telemetry drains; seq completeness is checked with the telemetry
+    if faults.can_stop_broker():
+        progress("reliability: broker outage (3 s)")
+        faults.broker_outage(3.0)
+        time.sleep(3.0)  # spooled telemetry drains; seq completeness is checked with the telemetry
+    else:
+        result.add("broker_outage", "*", "broker", "not this run's broker", None, "skipped on real rigs")
 
-    progress("reliability: deploy v2 then roll back")
-    before = {d.name: (d.install_dir / "current").readlink().name for d in fleet.devices}
-    second = make_bundle(fleet.base_dir / "bundle-2", 2, private)
-    rollout = deploy_bundle(plans, second, target.rollout)
-    for d, p in zip(fleet.devices, plans, strict=True):
+    progress("reliability: rollback")
+    if second_bundle is not None:  # sim: deploy a v2 everywhere, then roll every device back
+        rollout = deploy_bundle(plans, second_bundle(), target.rollout)
+        for d in devices:
+            before = result.devices.get(d.name, {}).get("release")
+            try:
+                d.session.call("rollback", {}, timeout=60.0)
+            except Exception as exc:
+                result.add("rollback", d.name, "back on the gated release", f"error: {exc}", False)
+                continue
+            ok = rollout.succeeded and wait_until(lambda d=d, before=before: d.serving(before), 30.0, 0.3)
+            result.add("rollback", d.name, "back on the gated release", d.agent().get("release"), ok)
+    else:  # real: back to the device's previous release, then forward to the gated one again
+        previous = (device.status().get("previous") or {}).get("id")
+        if previous is None:
+            result.add("rollback", device.name, "previous release", "none on the device", None, "skipped")
+        else:
+            try:
+                device.session.call("rollback", {}, timeout=120.0)
+                back_ok = wait_until(lambda: device.serving(previous), 120.0, 0.5)
+                forward = deploy_bundle([device.plan], bundle, target.rollout)
+                ok = back_ok and forward.succeeded and wait_until(lambda: device.serving(release), 120.0, 0.5)
+                measured = {"rolled_back_to": previous, "served": back_ok, "redeployed": forward.succeeded}
+            except Exception as exc:
+                ok, measured = False, f"error: {exc}"
+            result.add("rollback", device.name, "previous release serves, then the gated one again", measured, ok)
+
+    if faults.can_power_cycle():
+        progress(f"reliability: power cycle on {device.name}")
+        started = time.monotonic()
         try:
-            host_command(p, "rollback", {}, timeout=60.0)
+            faults.power_cycle(device)
+            ok = wait_until(device.reachable, 600.0, 2.0) and wait_until(lambda: device.serving(release), 600.0, 1.0)
+            measured = {"serving_again_s": round(time.monotonic() - started, 1)} if ok else "not serving after 600 s"
         except Exception as exc:
-            result.add("rollback", d.name, "back on the first release", f"error: {exc}", False)
-            continue
-        now = (d.install_dir / "current").readlink().name
-        ok = rollout.succeeded and now == before[d.name] and _wait(partial(_agent_serves, d, now), 30.0)
-        result.add("rollback", d.name, "back on the first release", now, ok)
-    if rig.hooks.power_cycle is None:
+            ok, measured = False, f"error: {exc}"
+        result.add("power_cycle", device.name, "serving the release again", measured, ok)
+    else:
         result.add("power_cycle", "*", "hook", "no power_cycle hook", None, "skipped: the rig has no hook")
