@@ -16,6 +16,12 @@ step waits on that file after its SIGHUP.
 Telemetry is optional: with a broker configured in ``agent-config.json`` the agent embeds
 :class:`edgeds.telemetry.publisher.TelemetryPublisher`; without one, or when it cannot start,
 the agent runs without telemetry and says so in its log.
+
+Inspection: the target's ``inspection:`` stations (copied into ``agent-config.json`` by
+``edgeds device setup``) start once a release serves and follow its swaps
+(:class:`edgeds.inspection.service.StationService`); their fps, drops and decisions are in every
+telemetry message and in ``run/agent.json``. A station that cannot start is reported there and
+never stops the agent from serving.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class Agent:
         self._step_server: Any = None
         self._recorder: Any = None  # InferenceRecorder once telemetry runs
         self._model_version: str | None = None
+        self._interface: tuple[Any, str] | None = None  # (card, layout) of the release being loaded
+        self._stations_config: list[Any] = list(config.get("inspection") or [])
+        self._inspection: Any = None  # StationService once a release serves
 
     def _config(self) -> dict[str, Any]:
         try:
@@ -77,6 +86,9 @@ class Agent:
 
     def _write_status(self, **changes: Any) -> None:
         self._status.update(changes)
+        if self._inspection is not None:
+            with contextlib.suppress(Exception):
+                self._status["inspection"] = self._inspection_summary()
         self._status.update(
             pid=os.getpid(), http=f"{self.http_host}:{self.http_port}", ts=time.time(), agent_version=__version__
         )
@@ -94,6 +106,7 @@ class Agent:
         bundle = load_bundle(self.store.releases / release, verify=False)
         try:
             self._model_version = bundle.manifest.model.version
+            self._interface = (bundle.card, bundle.manifest.layout)
             engine = Engine.from_bundle(bundle)
             engine.recorder = self._recorder
             return engine.start()
@@ -154,10 +167,33 @@ class Agent:
         gap_s = round(time.perf_counter() - gap_started, 3) if gap_started is not None else 0.0
         if gap_started is not None:
             log.warning("unload-first swap: not serving for %.3fs", gap_s)
+        self._start_inspection()
         self._write_status(
             generation=generation, state="serving", release=release, error=None, load_s=load_s, gap_s=gap_s
         )
         self._publish("deploy", {"event": "serving", "release": release, "load_s": load_s})
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def _start_inspection(self) -> None:
+        """Start (or follow a swap with) the target's inspection stations; never fatal."""
+        if not self._stations_config or self._interface is None:
+            return
+        try:
+            if self._inspection is None:
+                from .config import InspectionStation
+                from .inspection.service import StationService
+
+                stations = [InspectionStation.model_validate(s) for s in self._stations_config]
+                interval = float((self.mqtt or {}).get("telemetry_interval_s") or 5.0)
+                self._inspection = StationService(
+                    stations, lambda: self._engine, self.store, publisher=self._publisher, stats_interval_s=interval
+                )
+            card, layout = self._interface
+            self._inspection.ensure(card, layout)
+        except Exception as exc:
+            log.error("inspection stations not started: %s", exc)
+            self._status["inspection_error"] = f"{type(exc).__name__}: {exc}"
 
     # -- telemetry -----------------------------------------------------------------------------
 
@@ -194,7 +230,15 @@ class Agent:
         data: dict[str, Any] = {"agent": {"release": self._serving, "state": self._status["state"]}, "deploy": deploy}
         if self._recorder is not None:
             data["inference"] = self._recorder.snapshot()
+        if self._inspection is not None:
+            data["inspection"] = self._inspection_summary()
         return data
+
+    def _inspection_summary(self) -> dict[str, Any]:
+        """Per station: fps, drops, corrupt frames, decisions (the telemetry/status view)."""
+        keys = ("fps", "fps_recent", "processed", "dropped", "corrupt", "errors", "connected", "decisions", "alarms")
+        stations = {s["station"]: {k: s[k] for k in keys} for s in self._inspection.stats()}
+        return {"stations": stations, "errors": self._inspection.errors()}
 
     def _prometheus(self) -> str:
         """The latest telemetry sample (host, inference, deploy) as Prometheus gauges for /metrics."""
@@ -276,6 +320,9 @@ class Agent:
                 else:
                     self._write_status()
         finally:
+            if self._inspection is not None:
+                with contextlib.suppress(Exception):
+                    self._inspection.stop()
             self._write_status(state="stopped")
             if self._step_server is not None:
                 self._step_server.terminate()

@@ -189,6 +189,7 @@ def write_agent_config(session: DeviceSession, target: Target, plan: HostPlan) -
         "http_port": target.agent.http_port,
         "swap_mode": target.agent.swap_mode,
         "mqtt": target.mqtt.model_dump(mode="json") if target.mqtt.url else None,
+        "inspection": [station.model_dump(mode="json") for station in target.inspection],
     }
     session.conn.write_file(f"{session.install_dir}/agent-config.json", json.dumps(config, indent=2).encode())
 

@@ -26,6 +26,7 @@ from .pipeline import InspectionPipeline, Publisher, QueuePolicy
 from .sources import Frame, FrameSource, open_source
 
 if TYPE_CHECKING:
+    from ..bundle import PublicKeyLike
     from ..runtime.engine import Engine
 
 
@@ -115,7 +116,7 @@ def open_engine(
     bundle: str | Path | None = None,
     model: str | Path | None = None,
     profile: Profile | None = None,
-    public_key: str | Path | None = None,
+    public_key: PublicKeyLike | None = None,
     verify: bool = True,
 ) -> LoadedModel:
     """Start an engine for ``bundle`` (verified against ``public_key``) or ``model``.

@@ -107,8 +107,18 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return Keys(private, public)
 
 
-def _make_rig(count: int, keys: Keys, work: Path, start_agent: bool = True) -> Iterator[Rig]:
-    with SimFleet(count) as fleet:
+def _make_rig(
+    count: int,
+    keys: Keys,
+    work: Path,
+    start_agent: bool = True,
+    mqtt_url: str | None = None,
+    **target_overrides: Any,
+) -> Iterator[Rig]:
+    """``target_overrides`` replace top-level keys of the fleet's target YAML (e.g. ``inspection``)."""
+    with SimFleet(count, mqtt_url=mqtt_url) as fleet:
+        if target_overrides:
+            fleet.write_target(**target_overrides)
         target, path = resolve_target(str(fleet.target_path))
         assert path is not None
         plans = host_plans(target, path)
