@@ -128,6 +128,20 @@ def compile_bundle(model: Path, precision: str, out: Path) -> Path:
 
 # ---------------------------------------------------------------------- measurements
 
+CONCURRENCY = 8
+PIPELINE_TOLERANCE = 0.95
+
+
+def pipelined_batch(per_batch: dict[int, float], best: int, concurrency: int) -> int:
+    """The batcher's size for a closed loop of ``concurrency`` clients: the best bucket of at most
+    half the concurrency (two batches in the pipeline) when its floor is within 5 % (the run-to-run
+    noise here) of the best bucket's, else the best bucket itself."""
+    halves = [b for b in (1, 2, 4, 8) if b in per_batch and b <= concurrency // 2]
+    if not halves:
+        return best
+    candidate = max(halves, key=lambda b: per_batch[b])
+    return candidate if per_batch[candidate] >= PIPELINE_TOLERANCE * per_batch[best] else best
+
 
 def floor(artifact: Path, threads: int, duration: float, sample: np.ndarray) -> dict[str, Any]:
     from edgeds.backends.onnxruntime import OnnxRuntimeBackend
@@ -151,7 +165,7 @@ def in_process(artifact: Path, threads: int, batching: Batching, duration: float
     try:
         client = lib.EngineClient(engine, {"input": sample})
         before = engine.stats()
-        result = lib.summarize(lib.closed_loop(client, 8, duration, warmup_s=1.0))
+        result = lib.summarize(lib.closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
         result.update(lib.batch_stats_delta(before, engine.stats()))
         result["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)  # open + warm every bucket
         result["tracemalloc"] = tracemalloc_check(engine, sample)
@@ -195,7 +209,7 @@ def measure_http(
 ) -> dict[str, Any]:
     before = lib.stats_snapshot(url, model) if url and model else None
     with lib.ResourceMonitor(pid) as monitor:
-        result = lib.summarize(lib.closed_loop(client, 8, duration, warmup_s=1.0))
+        result = lib.summarize(lib.closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
     result["resources"] = monitor.report()
     if before is not None and url and model:
         result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
@@ -259,7 +273,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
 
 def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 5000) -> dict[str, Any]:
     """RSS of the server after ``warmup`` requests, then after each tenth of ``requests`` more (c=8)."""
-    lib.closed_loop(client, 8, 1e9, warmup_s=0.0, max_queries=warmup)
+    lib.closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=warmup)
     time.sleep(0.5)
     before = rss_tree(pid)
     series = []
@@ -268,7 +282,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     done = 0
     while done < requests:
         chunk = min(step, requests - done)
-        samples = lib.closed_loop(client, 8, 1e9, warmup_s=0.0, max_queries=chunk)
+        samples = lib.closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=chunk)
         ok += sum(1 for st in samples.status if st == 200)
         done += chunk
         series.append(round(rss_tree(pid) / 2**20, 2))
@@ -305,9 +319,17 @@ def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[
 
 
 def paired(
-    artifact: Path, bundle: Path, threads: int, tuned: Batching, sample: np.ndarray, windows: int, window_s: float
+    artifact: Path,
+    bundle: Path,
+    threads: int,
+    tuned: Batching,
+    sample: np.ndarray,
+    windows: int,
+    window_s: float,
+    floor_batch: int,
 ) -> dict[str, Any]:
-    """Interleaved windows of bare floor (best bucket), in-process batcher (c=8) and serve (c=8, binary OIP).
+    """Interleaved windows of bare floor (at ``floor_batch``, the best bucket), in-process batcher
+    (c=8) and serve (c=8, binary OIP), both with the ``tuned`` batching.
 
     On a shared machine the load from other processes drifts by 2x within minutes; comparing each
     window with the floor measured right before it cancels most of that drift. Ratios are the
@@ -315,7 +337,7 @@ def paired(
     """
     from edgeds.backends.onnxruntime import OnnxRuntimeBackend
 
-    best = tuned.max_batch_size
+    best = floor_batch
     backend = OnnxRuntimeBackend({"intra_op_num_threads": threads})
     backend.open(artifact, [best])
     feed = backend.staging_inputs(best)
@@ -343,10 +365,10 @@ def paired(
             floor_sps = n * best / (time.perf_counter() - t0)
             floor_eff = n * best / max(1e-9, cpu(me) - c0)
             c0 = cpu(me)
-            e = lib.summarize(lib.closed_loop(inproc, 8, window_s, warmup_s=0.0))
+            e = lib.summarize(lib.closed_loop(inproc, CONCURRENCY, window_s, warmup_s=0.0))
             inproc_eff = e["ok"] / max(1e-9, cpu(me) - c0)
             c0 = cpu(server)
-            h = lib.summarize(lib.closed_loop(http, 8, window_s, warmup_s=0.0))
+            h = lib.summarize(lib.closed_loop(http, CONCURRENCY, window_s, warmup_s=0.0))
             serve_eff = h["ok"] / max(1e-9, cpu(server) - c0)
             rows.append(
                 {
@@ -523,6 +545,7 @@ def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
     serve_bin = entry["serve"]["binary"]
     out: dict[str, Any] = {
         "best_batch": pair["batch"],
+        "batcher_max_batch": entry["tuned_batching"]["max_batch_size"],
         "serve_binary_over_floor": pair["serve_ratio_median"],
         "in_process_over_floor": pair["in_process_ratio_median"],
     }
@@ -609,7 +632,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"- batcher for the ratios: max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
-            f"(the floor's best bucket), max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
+            f"(the best bucket <= concurrency/2 within 5 % of the floor's best bucket, "
+            f"{entry.get('floor_best_batch')}, which every ratio divides by), "
+            f"max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
             f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
             f"{entry['batching']['preferred_batch_sizes']} / {entry['batching']['max_queue_delay_us']} us",
             f"- serve (binary OIP, c=8) / floor at best batch, median of paired windows = "
@@ -690,15 +715,19 @@ def main() -> int:
             # tuned to the best bucket; the strict best over every batch size stays in the table
             per_batch = {r["batch"]: r["samples_per_s"] for r in entry["floor"][0]["per_batch"]}
             best = max((b for b in (1, 2, 4, 8) if b in per_batch), key=lambda b: per_batch[b])
-            # the floor's best batch as max and preferred size: full batches form at concurrency 8
+            batch = pipelined_batch(per_batch, best, CONCURRENCY)
+            # full batches of `batch` form at concurrency 8; with batch <= 4 the next batch gathers
+            # while the current one runs (with batch 8 = concurrency the engine idles while the
+            # clients turn around). The floor in every ratio stays the best bucket's.
             tuned = Batching(
-                max_batch_size=best,
-                preferred_batch_sizes=(best,),
-                max_queue_delay_us=0 if best == 1 else 5000,
+                max_batch_size=batch,
+                preferred_batch_sizes=(batch,),
+                max_queue_delay_us=0 if batch == 1 else 5000,
                 max_queue_size=batching.max_queue_size,
             )
             entry["tuned_batching"] = tuned.model_dump(mode="json")
-            log(f"{precision}: in-process batcher (max_batch_size {best} = the floor's best batch)")
+            entry["floor_best_batch"] = best
+            log(f"{precision}: in-process batcher (max_batch_size {batch}; the floor's best bucket is {best})")
             entry["in_process"] = in_process(artifact, args.threads, tuned, args.duration, sample)
             log(f"{precision}: edgeds serve (binary, JSON, {args.rss_requests} requests for RSS)")
             entry["serve"] = serve_edgeds(bundle, args.threads, args.duration, sample, args.rss_requests, tuned)
@@ -713,7 +742,9 @@ def main() -> int:
                 log(f"{precision}: peer {peer}")
                 entry["peers"][peer] = run_peer(peer, artifact, args.threads, args.duration, sample, work)
             log(f"{precision}: paired windows (floor / in-process / serve)")
-            entry["paired"] = paired(artifact, bundle, args.threads, tuned, sample, args.windows, args.window)
+            entry["paired"] = paired(
+                artifact, bundle, args.threads, tuned, sample, args.windows, args.window, floor_batch=best
+            )
             log(f"{precision}: engine floor scan again")
             entry["floor"].append(floor(artifact, args.threads, args.duration, sample))
             entry["verdicts"] = verdicts(entry)
