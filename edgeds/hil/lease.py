@@ -119,11 +119,15 @@ class SshFiles:
         return result.exit_code, result.stdout.decode(errors="replace")
 
     def now(self) -> float:
-        _, out = self._sh("date +%s")
-        try:
-            return float(out.strip())
-        except ValueError as exc:
-            raise HilError(f"{self.where}: cannot read the device clock (date +%s: {out.strip()!r})") from exc
+        """The device's clock in seconds (sub-second where ``date`` has ``%N``; BusyBox may not)."""
+        _, out = self._sh("date +%s.%N; date +%s")
+        lines = out.split()
+        for text in lines:
+            try:
+                return float(text)
+            except ValueError:
+                continue
+        raise HilError(f"{self.where}: cannot read the device clock (date +%s: {out.strip()!r})")
 
     def create(self, path: str, body: str) -> bool:
         q = shlex.quote(path)

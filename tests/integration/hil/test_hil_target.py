@@ -11,6 +11,7 @@ the device's previous release and forward again, and the power cycle is the rig'
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,12 +150,11 @@ def test_ssh_lease_expires_and_is_taken_over(devices: Devices) -> None:
     try:
         files = lease.SshFiles(session.conn, "dev")
         path = f"{session.install_dir}/leases-test/x.lease"
-        stale = lease.acquire(path, "crashed-run", ttl_s=1.0, files=files)
-        with pytest.raises(HilError):
+        assert abs(files.now() - time.time()) < 5  # the device's clock (same machine here)
+        stale = lease.acquire(path, "crashed-run", ttl_s=3.0, files=files)
+        with pytest.raises(HilError, match="leased by crashed-run"):
             lease.acquire(path, "run-b", ttl_s=60, files=files)
-        import time
-
-        time.sleep(2.1)  # the device clock has whole seconds
+        time.sleep(3.2)
         taken = lease.acquire(path, "run-b", ttl_s=60, files=files)
         stale.release()  # not ours any more: left alone
         assert (lease.read(path, files) or {}).get("owner") == "run-b"
