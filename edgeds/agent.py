@@ -148,6 +148,9 @@ class Agent:
                     self._server.add_model(self._engine)
             return
         load_s = round(time.perf_counter() - started, 3)
+        if self._inspection is not None and self._interface is not None:
+            with contextlib.suppress(Exception):  # stations of a changed interface stop before the swap
+                self._inspection.before_swap(*self._interface)
         if old is not None and old.name == engine.name:
             report = self._server.swap_model(engine)
             log.info(
@@ -167,11 +170,11 @@ class Agent:
         gap_s = round(time.perf_counter() - gap_started, 3) if gap_started is not None else 0.0
         if gap_started is not None:
             log.warning("unload-first swap: not serving for %.3fs", gap_s)
-        self._start_inspection()
         self._write_status(
             generation=generation, state="serving", release=release, error=None, load_s=load_s, gap_s=gap_s
         )
         self._publish("deploy", {"event": "serving", "release": release, "load_s": load_s})
+        self._start_inspection()  # after the status: a deploy waiting on it never waits on the stations
 
     # -- inspection ----------------------------------------------------------------------------
 

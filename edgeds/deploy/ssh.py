@@ -127,6 +127,7 @@ class Connection:
                 self._client.get_host_keys().add(hostname, key_type, key)
         self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self._sftp: Any = None
+        self._forwards: list[LocalForward] = []
         timeout = endpoint.connect_timeout_s
         try:
             self._client.connect(
@@ -310,11 +311,16 @@ class Connection:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
-        return LocalForward(self.endpoint, transport, remote_host, remote_port)
+        forward = LocalForward(self.endpoint, transport, remote_host, remote_port)
+        self._forwards.append(forward)
+        return forward
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
+        for forward in self._forwards:
+            forward.close()
+        self._forwards = []
         with contextlib.suppress(Exception):
             if self._sftp is not None:
                 self._sftp.close()
@@ -374,20 +380,23 @@ class LocalForward:
     def _pump(self, client: socket.socket, chan: Any) -> None:
         import select
 
+        sources: list[Any] = [client, chan]
         try:
             while not self._closed.is_set():
-                ready, _, _ = select.select([client, chan], [], [], 0.5)
+                ready, _, _ = select.select(sources, [], [], 0.5)
                 if client in ready:
                     data = client.recv(1 << 16)
-                    if not data:
-                        break
-                    chan.sendall(data)
+                    if data:
+                        chan.sendall(data)
+                    else:  # the client is done sending: pass the half-close on, keep reading replies
+                        chan.shutdown_write()
+                        sources.remove(client)
                 if chan in ready:
                     data = chan.recv(1 << 16)
                     if not data:
                         break
                     client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             pass
         finally:
             with self._lock:

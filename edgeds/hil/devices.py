@@ -10,7 +10,7 @@ Faults (:class:`Faults`): the network cut is the rig's ``network_cut``/``network
 hooks on real rigs and stopping the device's sshd on the sim rig; the power cycle is the
 ``power_cycle`` hook (none on the sim rig); the broker outage is only possible where the run
 owns the broker (the sim rig). Hook commands run on this machine through ``sh -c`` with
-``{host}`` (device name) and ``{address}`` replaced.
+``{host}`` (device name) and ``{address}`` replaced by shell-quoted values.
 """
 
 from __future__ import annotations
@@ -160,8 +160,16 @@ class Faults:
         self.sim = sim or {}
         self.broker = broker
 
+    @staticmethod
+    def _command(template: str, device: RigDevice) -> str:
+        """The hook's shell line: ``{host}``/``{address}`` replaced by shell-quoted values (other
+        braces, e.g. ``${VAR}`` or awk's ``{print}``, are left alone)."""
+        return template.replace("{host}", shlex.quote(device.name)).replace(
+            "{address}", shlex.quote(device.plan.endpoint.address)
+        )
+
     def _hook(self, command: str, device: RigDevice, timeout: float = 120.0) -> None:
-        line = command.format(host=device.name, address=device.plan.endpoint.address)
+        line = self._command(command, device)
         proc = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise HilError(f"hook {line!r} failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-300:]}")
@@ -206,11 +214,11 @@ class Faults:
         """The last lines the serial console hook prints within ``seconds`` (for a failing device)."""
         if self.hooks.serial_console is None:
             return None
-        line = self.hooks.serial_console.format(host=device.name, address=device.plan.endpoint.address)
+        line = self._command(self.hooks.serial_console, device)
         try:
             proc = subprocess.run(
-                f"timeout {seconds:g} sh -c {shlex.quote(line)}", shell=True, capture_output=True, text=True
+                ["timeout", f"{seconds:g}", "sh", "-c", line], capture_output=True, text=True, timeout=seconds + 10
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             return f"serial console hook failed: {exc}"
         return (proc.stdout + proc.stderr)[-4000:]

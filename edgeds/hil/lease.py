@@ -38,7 +38,7 @@ from ..errors import EdgedsError, HilError
 if TYPE_CHECKING:
     from ..deploy.ssh import Connection
 
-TAKEOVER_TTL_S = 30.0
+TAKEOVER_TTL_S = 300.0  # well above one remote command's timeout (30 s): a live takeover never looks stale
 
 
 class LeaseFiles(Protocol):
@@ -61,6 +61,10 @@ class LeaseFiles(Protocol):
         ...
 
     def remove(self, path: str) -> None: ...
+
+    def remove_if_contains(self, path: str, token: str) -> None:
+        """Remove ``path`` when its text contains ``token`` (one step where the file system allows)."""
+        ...
 
 
 class LocalFiles:
@@ -99,6 +103,11 @@ class LocalFiles:
 
     def remove(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
+
+    def remove_if_contains(self, path: str, token: str) -> None:
+        text = self.read(path)
+        if text is not None and token in text:
+            self.remove(path)
 
 
 class SshFiles:
@@ -144,7 +153,8 @@ class SshFiles:
 
     def read(self, path: str) -> str | None:
         q = shlex.quote(path)
-        code, out = self._sh(f"if [ -e {q} ]; then cat {q}; else exit 4; fi")
+        # a lease released between the test and the read is simply gone (4), not an error
+        code, out = self._sh(f"cat {q} 2>/dev/null || {{ [ -e {q} ] && exit 5; exit 4; }}")
         if code == 4:
             return None
         if code != 0:
@@ -157,6 +167,10 @@ class SshFiles:
 
     def remove(self, path: str) -> None:
         self._sh(f"rm -f {shlex.quote(path)}")
+
+    def remove_if_contains(self, path: str, token: str) -> None:
+        q = shlex.quote(path)
+        self._sh(f"grep -qF {shlex.quote(token)} {q} 2>/dev/null && rm -f {q}; true")
 
 
 @dataclass(frozen=True)
@@ -172,9 +186,7 @@ class Lease:
     def release(self) -> None:
         """Remove the lock file if it is still ours (a lease taken over after expiry is left alone)."""
         with contextlib.suppress(EdgedsError, OSError, ValueError):
-            held = _parse(self.files.read(self.path))
-            if held is not None and held.get("token") == self.token:
-                self.files.remove(self.path)
+            self.files.remove_if_contains(self.path, self.token)  # tokens are unique uuid4 hex
 
 
 def default_owner() -> str:
@@ -216,31 +228,39 @@ def _stale(held: dict[str, object], now: float) -> bool:
     return not isinstance(expires, (int, float)) or expires <= now or _orphaned(held)
 
 
+def _move_aside(files: LeaseFiles, path: str, judged: dict[str, object]) -> None:
+    """Rename ``path`` away if it is still the file ``judged`` (same token); a file that turns out
+    to be another one (replaced in between) is put back."""
+    aside = f"{path}.stale.{uuid.uuid4().hex}"
+    if not files.rename(path, aside):
+        return
+    text = files.read(aside)
+    moved = _parse(text)
+    if moved is not None and moved.get("token") != judged.get("token") and text:
+        files.create(path, text)
+    files.remove(aside)
+
+
 def _take_over(files: LeaseFiles, path: str, judged: dict[str, object], now: float) -> None:
-    """Move the stale lease ``judged`` out of the way, serialized with other racers."""
+    """Move the stale lease ``judged`` out of the way, serialized with other racers by a takeover
+    lock (itself a small lease, with a token, taken over the same way when it is stale)."""
     lock = f"{path}.takeover"
-    body = json.dumps({"owner": default_owner(), "expires_at": now + TAKEOVER_TTL_S})
+    token = uuid.uuid4().hex
+    body = json.dumps({"owner": default_owner(), "token": token, "expires_at": now + TAKEOVER_TTL_S})
     if not files.create(lock, body):
         held = _parse(files.read(lock))
         if held is None or not _stale(held, now):
             return  # another racer is taking it over: retry later
-        aside = f"{lock}.stale.{uuid.uuid4().hex}"
-        if files.rename(lock, aside):
-            files.remove(aside)
+        _move_aside(files, lock, held)
         if not files.create(lock, body):
             return
     try:
         current = _parse(files.read(path))
         if current is None or current.get("token") != judged.get("token") or not _stale(current, now):
             return  # released or renewed meanwhile
-        aside = f"{path}.stale.{uuid.uuid4().hex}"
-        if files.rename(path, aside):
-            moved = _parse(files.read(aside))
-            if moved is not None and moved.get("token") != judged.get("token"):
-                files.create(path, files.read(aside) or "")  # not the stale one: put it back
-            files.remove(aside)
+        _move_aside(files, path, judged)
     finally:
-        files.remove(lock)
+        files.remove_if_contains(lock, token)
 
 
 def _try(files: LeaseFiles, path: str, owner: str, ttl_s: float) -> Lease | None:

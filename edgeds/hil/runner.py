@@ -307,7 +307,10 @@ def _gate(
         for device in devices:
             info = result.devices.setdefault(device.name, {})
             release = info.get("release")
-            wait_until(lambda device=device, release=release: device.serving(release), 60.0, 0.5)
+            serving = wait_until(lambda device=device, release=release: device.serving(release), 60.0, 0.5)
+            if not serving:
+                result.add("serving", device.name, f"serves {release} within 60 s", device.agent().get("state"), False)
+                continue
             agent = device.agent()
             info["load_s"] = agent.get("load_s")
             base = device.base_url
@@ -335,16 +338,19 @@ def _gate(
     finally:
         if subscriber is not None:
             subscriber.stop()
-        failing = {c.device for c in result.checks if c.passed is False}
-        for device in devices:
-            if device.name in failing:
-                console = faults.console(device)
-                if console is not None:
-                    result.devices.setdefault(device.name, {})["console"] = console
         for held in device_leases:
             held.release()
         for device in devices:
             device.close()
+        failing = {c.device for c in result.checks if c.passed is False}
+        for device in devices:
+            if device.name in failing:
+                try:
+                    console = faults.console(device)
+                except Exception as exc:  # the report must still be written
+                    console = f"serial console hook failed: {exc}"
+                if console is not None:
+                    result.devices.setdefault(device.name, {})["console"] = console
     _collect_telemetry(result, messages, target.mqtt.prefix, expect.max_temperature_c)
     result.seconds = round(time.time() - result.started_at, 2)
     return result
@@ -416,8 +422,8 @@ def _reliability(
     if faults.can_cut_network(device):
         progress(f"reliability: network cut on {device.name}")
         pid = device.agent().get("pid")
-        faults.cut_network(device)
         try:
+            faults.cut_network(device)
             unreachable = not device.reachable(timeout=10.0)
             serving_during = _serves(device.base_url) if device.name in faults.sim else None
         finally:
@@ -474,12 +480,18 @@ def _reliability(
     if faults.can_power_cycle():
         progress(f"reliability: power cycle on {device.name}")
         started = time.monotonic()
+        before = device.agent().get("pid")
         try:
             faults.power_cycle(device)
-            ok = wait_until(device.reachable, 600.0, 2.0) and wait_until(lambda: device.serving(release), 600.0, 1.0)
-            measured = {"serving_again_s": round(time.monotonic() - started, 1)} if ok else "not serving after 600 s"
+
+            def rebooted() -> bool:  # a power cycle restarts the agent: a new pid serving the release
+                return device.agent().get("pid") not in (None, before) and device.serving(release)
+
+            ok = wait_until(device.reachable, 600.0, 2.0) and wait_until(rebooted, 600.0, 1.0)
+            elapsed = round(time.monotonic() - started, 1)
+            measured = {"serving_again_s": elapsed, "agent_pid": [before, device.agent().get("pid")]}
         except Exception as exc:
             ok, measured = False, f"error: {exc}"
-        result.add("power_cycle", device.name, "serving the release again", measured, ok)
+        result.add("power_cycle", device.name, "a new agent serves the release again", measured, ok)
     else:
         result.add("power_cycle", "*", "hook", "no power_cycle hook", None, "skipped: the rig has no hook")

@@ -4,8 +4,12 @@ Lifecycle: construction is free (nothing opened). :meth:`StationService.ensure` 
 agent after every activation; the first call opens the sources and starts the stations, later
 calls restart the shared stations only when the served model's input or labels changed (a plain
 model swap is followed without a restart: shared stations resubmit to whatever engine the
-agent's callable returns now, while the old engine drains). :meth:`StationService.stop` stops
-every station, closes their ledgers and the engines the service opened itself. Idempotent.
+agent's callable returns now, while the old engine drains). For such a change the agent calls
+:meth:`StationService.before_swap` first, which stops them before the new engine takes traffic.
+A restart reopens the sources: a file or directory source is read again from its start (its
+decisions are recorded again, counters start from zero); cameras and streams simply continue.
+:meth:`StationService.stop` stops every station, closes their ledgers and the engines the
+service opened itself. Idempotent.
 
 Which engine a station uses:
 
@@ -74,6 +78,15 @@ class StationService:
         return station
 
     # -- lifecycle ------------------------------------------------------------------------------
+
+    def before_swap(self, card: ModelCard, layout: str) -> None:
+        """Call before the agent points its traffic at a new engine: shared stations whose model
+        input or labels change are stopped now (restarted by :meth:`ensure`), so no frame prepared
+        for the old model reaches the new one and no decision carries the old labels."""
+        if self._shared is not None and (card.input, card.labels, layout) != self._shared_key:
+            self._shared.stop()
+            self._shared = None
+            self._shared_key = None
 
     def ensure(self, card: ModelCard, layout: str) -> None:
         """Start what is not running yet; restart shared stations if the served model's interface changed."""
@@ -152,15 +165,21 @@ class StationService:
         raise BundleError(f"{model}: does not verify under any trusted key: {last}") from last
 
     def stop(self) -> None:
-        if self._shared is not None:
-            self._shared.stop()
-            self._shared = None
-            self._shared_key = None
-        for pipeline, loaded in self._own:
-            pipeline.stop()
+        """Stop every pipeline and close the engines opened here; one failure does not stop the rest."""
+        shared, self._shared, self._shared_key = self._shared, None, None
+        own, self._own = self._own, []
+        for pipeline in [shared] if shared is not None else []:
+            try:
+                pipeline.stop()
+            except Exception as exc:
+                log.warning("inspection: stopping the shared stations failed: %s", exc)
+        for pipeline, loaded in own:
+            try:
+                pipeline.stop()
+            except Exception as exc:
+                log.warning("inspection: stopping a station failed: %s", exc)
             with contextlib.suppress(EdgedsError, OSError):
                 loaded.close()
-        self._own = []
 
     # -- reporting ------------------------------------------------------------------------------
 

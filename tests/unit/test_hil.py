@@ -122,3 +122,17 @@ def test_lease_of_a_dead_process_is_stale(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     assert json.loads(path.read_text())["owner"] == "x"  # left behind by a run that died
     assert lease.acquire(path, "y", ttl_s=60).owner == "y"
+
+
+def test_hook_placeholders_are_shell_quoted_and_other_braces_left_alone(tmp_path: Path) -> None:
+    from edgeds.config import HostEntry
+    from edgeds.deploy.ssh import Endpoint
+    from edgeds.deploy.targets import HostPlan
+    from edgeds.hil.devices import Faults, RigDevice
+
+    endpoint = Endpoint("box; rm -rf /", "192.0.2.7", 22, "edgeds", None, tmp_path / "known_hosts")
+    plan = HostPlan(HostEntry(name="box-1", address="192.0.2.7"), endpoint, "/opt/edgeds")
+    device = RigDevice(plan, "127.0.0.1", 8000)
+    device.name = "box; rm -rf /"
+    line = Faults._command("relay {host} ${PORT:-1} {address} | awk '{print $1}'", device)
+    assert line == "relay 'box; rm -rf /' ${PORT:-1} 192.0.2.7 | awk '{print $1}'"

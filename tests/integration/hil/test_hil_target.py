@@ -81,7 +81,11 @@ def _rig(devices: Devices, tmp_path: Path, **extra: object) -> Path:
         "target": str(devices.target_path),
         "device_class": "box",
         "expectations": {"box": {"min_fps": 5, "max_p99_ms": 5000, "max_model_load_s": 60}},
-        "hooks": {"power_cycle": f"echo {{host}} {{address}} >> {tmp_path / 'power.log'}"},
+        # "power cycle": note the call, then kill the agent as a reboot would (its supervisor restarts it)
+        "hooks": {
+            "power_cycle": f"echo {{host}} {{address}} >> {tmp_path / 'power.log'}; "
+            f"kill -9 $(cat {devices.fleet.devices[0].install_dir / 'run' / 'agent.pid'})"
+        },
         **extra,
     }
     path = tmp_path / "rig.yaml"
@@ -113,6 +117,8 @@ def test_target_rig_runs_the_whole_suite_over_ssh(devices: Devices, tmp_path: Pa
         assert checks[(name, device)].passed, name
     assert checks[("rollback", device)].measured["rolled_back_to"].startswith("tiny-v1-")
     assert (tmp_path / "power.log").read_text().split() == [device, devices.fleet.devices[0].address]
+    before, after = checks[("power_cycle", device)].measured["agent_pid"]
+    assert before != after  # the check waited for a new agent, not just a reachable device
     assert checks[("network_cut", device)].passed is None  # no hooks on this rig: skipped, not faked
     assert ("telemetry_seqs_complete", device) in checks
     status = json.loads((devices.fleet.devices[0].install_dir / "run" / "agent.json").read_text())
