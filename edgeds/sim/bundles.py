@@ -52,7 +52,7 @@ task: image-classification
 model: model.onnx
 input: {{name: input, layout: NCHW, height: 160, width: 160}}
 output: {{name: logits}}
-labels: [ok, scratch, pit, crack, stain]
+labels: [{labels}]
 """
 
 
@@ -70,15 +70,18 @@ def make_bundle(
     min_disk_mb: int = 1,
     max_batch_size: int = 8,
     expires_at: str | None = None,
+    labels: tuple[str, ...] = LABELS,
 ) -> Path:
-    """Build a (signed when ``private_key``) bundle directory at ``out``."""
+    """Build a (signed when ``private_key``) bundle directory at ``out``; ``labels``: five class names."""
     from ..bundle import build_bundle
 
     with tempfile.TemporaryDirectory(prefix="edgeds-simbundle-") as tmp_name:
         tmp = Path(tmp_name)
         model = tiny_model(tmp / "model.onnx", seed if seed is not None else version)
         card = tmp / "card.yaml"
-        card.write_text(CARD.format(name=name, patch=version))
+        if len(labels) != 5:
+            raise ValueError(f"the sim model has 5 outputs, got {len(labels)} labels")
+        card.write_text(CARD.format(name=name, patch=version, labels=", ".join(labels)))
         rng = np.random.default_rng(1234)
         inputs = rng.random((2, 3, 160, 160), dtype=np.float32)
         import onnxruntime as ort
@@ -108,7 +111,7 @@ def make_bundle(
                 "inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 3, 160, 160]}],
                 "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, 5]}],
             },
-            "labels": list(LABELS),
+            "labels": list(labels),
             "tools": {"edgeds-sim": "1"},
             "requirements": {
                 "arch": platform.machine(),

@@ -18,6 +18,7 @@ from PIL import Image
 
 from edgeds.datasets.surface import generate
 from edgeds.sim.broker import Mosquitto, mosquitto_binary
+from edgeds.sim.bundles import LABELS
 from tests.integration.telemetry.conftest import Consumer, wait_until
 
 from .conftest import Keys, Rig, _make_rig
@@ -89,7 +90,19 @@ def test_agent_runs_the_targets_stations(inspecting_rig: Rig, broker: Mosquitto)
         assert wait_until(lambda: any("line-1" in str(p.get("inspection")) for p in periodic()), 30), periodic()
     finally:
         consumer.sub.stop()
-    ledgers = list((device.install_dir / "inspection" / "ledger").glob("*.jsonl"))
-    records = [json.loads(line) for path in ledgers for line in path.read_text().splitlines()]
-    decided = [r for r in records if "decision" in r]
-    assert len(decided) == FRAMES, records[:3]
+
+    def decided() -> list[dict[str, object]]:
+        ledgers = sorted((device.install_dir / "inspection" / "ledger").glob("*.jsonl"))
+        records = [json.loads(line) for path in ledgers for line in path.read_text().splitlines()]
+        return [r for r in records if "decision" in r]
+
+    assert len(decided()) == FRAMES, decided()[:3]
+    assert {r["class"] for r in decided()} <= set(LABELS)
+
+    # a release whose labels differ: the station restarts on it (the directory is read again)
+    relabelled = ("ok", "dent", "burr", "smear", "chip")
+    result = rig.deploy(rig.bundle(labels=relabelled))
+    assert result.status == "SUCCEEDED", result
+    assert wait_until(lambda: len(decided()) == 2 * FRAMES, 60), len(decided())
+    assert {r["class"] for r in decided()[FRAMES:]} <= set(relabelled)
+    assert {r["class"] for r in decided()[FRAMES:]} - {"ok"}, "the new labels are used"
