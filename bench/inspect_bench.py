@@ -49,17 +49,9 @@ from edgeds.config import ModelCard, load_profile  # noqa: E402
 from edgeds.inspection import inspect_source, open_engine, write_video  # noqa: E402
 from edgeds.inspection.prep import FramePreprocessor  # noqa: E402
 from edgeds.runtime.engine import Engine, InferRequest  # noqa: E402
+from edgeds.runtime.testing import write_tiny_card  # noqa: E402
 
 SHIPPED = REPO / "models" / "surface-defect" / "model.onnx"
-TINY_CARD = """schema: 1
-name: tiny
-version: 0.1.0
-task: image-classification
-model: model.onnx
-input: {name: input, layout: NCHW, height: 160, width: 160, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}
-output: {name: logits}
-labels: [ok, scratch, pit, crack, stain]
-"""
 
 
 def _standin(path: Path) -> Path:
@@ -116,7 +108,7 @@ def _model(tmp: Path) -> tuple[Path, str]:
     directory = tmp / "standin"
     directory.mkdir()
     _standin(directory / "model.onnx")
-    (directory / "standin.yaml").write_text(TINY_CARD.replace("name: tiny", "name: standin"))
+    write_tiny_card(directory, "standin")
     return directory / "model.onnx", "random-weight stand-in with the shipped architecture (shipped model absent)"
 
 

@@ -13,6 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
+TINY_CARD = """schema: 1
+name: {name}
+version: 0.1.0
+task: image-classification
+model: {model}
+input: {{name: input, layout: NCHW, height: 160, width: 160, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
+output: {{name: logits}}
+labels: [ok, scratch, pit, crack, stain]
+"""
+
+
+def write_tiny_card(directory: Path | str, name: str = "tiny", model: str = "model.onnx") -> Path:
+    """``<directory>/<name>.yaml``: a model card for a 160x160 NCHW five-class ``model`` next to it
+    (the shipped model's labels and normalization)."""
+    path = Path(directory) / f"{name}.yaml"
+    path.write_text(TINY_CARD.format(name=name, model=model))
+    return path
+
 
 def _weights(seed: int, classes: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -33,21 +33,12 @@ from edgeds.inspection import (
     write_video,
 )
 from edgeds.runtime import Engine
-from edgeds.runtime.testing import tiny_classifier
+from edgeds.runtime.testing import tiny_classifier, write_tiny_card
 
 pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
 SHIPPED = REPO_ROOT / "models" / "surface-defect"
-TINY_CARD = """schema: 1
-name: tiny
-version: 0.1.0
-task: image-classification
-model: model.onnx
-input: {name: input, layout: NCHW, height: 160, width: 160, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}
-output: {name: logits}
-labels: [ok, scratch, pit, crack, stain]
-"""
 
 
 def shipped_card() -> ModelCard | None:
@@ -72,7 +63,7 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> ModelCard:
         return shipped
     directory = tmp_path_factory.mktemp("tiny")
     tiny_classifier(directory / "model.onnx")
-    (directory / "tiny.yaml").write_text(TINY_CARD)
+    write_tiny_card(directory)
     return load_model_card(directory / "tiny.yaml")
 
 

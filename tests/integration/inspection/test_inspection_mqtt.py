@@ -21,24 +21,14 @@ from tests.integration.telemetry.conftest import Consumer, wait_until
 pytestmark = pytest.mark.integration
 pytest.importorskip("cv2")
 
-TINY_CARD = """schema: 1
-name: tiny
-version: 0.1.0
-task: image-classification
-model: model.onnx
-input: {name: input, layout: NCHW, height: 160, width: 160, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}
-output: {name: logits}
-labels: [ok, scratch, pit, crack, stain]
-"""
-
 
 def test_every_decision_reaches_the_broker(tmp_path: Path) -> None:
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (make system-deps)")
-    from edgeds.runtime.testing import tiny_classifier
+    from edgeds.runtime.testing import tiny_classifier, write_tiny_card
 
     tiny_classifier(tmp_path / "model.onnx")
-    (tmp_path / "tiny.yaml").write_text(TINY_CARD)
+    write_tiny_card(tmp_path)
     card = load_model_card(tmp_path / "tiny.yaml")
     images, labels = generate(77, 60, 160)
     write_video(images, tmp_path / "line.avi")
