@@ -222,21 +222,13 @@ def serve_edgeds(
     threads: int,
     duration: float,
     sample: np.ndarray,
-    rss_requests: int,
     batching: Batching | None = None,
     full: bool = True,
 ) -> dict[str, Any]:
-    """``edgeds serve`` in its own process; binary OIP at c=8 (+ JSON, RSS growth and a bad request if ``full``)."""
-    port = free_port()
-    cmd = [str(ROOT / ".venv" / "bin" / "edgeds"), "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
-    if batching is not None:
-        cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
-        cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    """``edgeds serve`` in its own process; binary OIP at c=8 (+ JSON and a bad request if ``full``)."""
+    proc, port, model = start_serve(bundle, threads, batching)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/v2/health/ready", 60, proc)
-        model = lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
         path = f"/v2/models/{model}/infer"
         body, headers = lib.oip_binary_body("input", sample)
         out: dict[str, Any] = {
@@ -729,14 +721,12 @@ def main() -> int:
             entry["floor_best_batch"] = best
             log(f"{precision}: in-process batcher (max_batch_size {batch}; the floor's best bucket is {best})")
             entry["in_process"] = in_process(artifact, args.threads, tuned, args.duration, sample)
-            log(f"{precision}: edgeds serve (binary, JSON, {args.rss_requests} requests for RSS)")
-            entry["serve"] = serve_edgeds(bundle, args.threads, args.duration, sample, args.rss_requests, tuned)
+            log(f"{precision}: edgeds serve (binary, JSON, a bad request)")
+            entry["serve"] = serve_edgeds(bundle, args.threads, args.duration, sample, tuned)
             log(f"{precision}: RSS of a fresh edgeds serve over {args.rss_requests} binary requests after warm-up")
             entry["serve"]["memory"] = rss_fresh(bundle, args.threads, tuned, sample, args.rss_requests)
             log(f"{precision}: edgeds serve with the bundle's own batching")
-            entry["serve_bundle_batching"] = serve_edgeds(
-                bundle, args.threads, args.duration, sample, 0, None, full=False
-            )
+            entry["serve_bundle_batching"] = serve_edgeds(bundle, args.threads, args.duration, sample, None, full=False)
             entry["peers"] = {}
             for peer in peers:
                 log(f"{precision}: peer {peer}")

@@ -151,6 +151,15 @@ class Connection:
 
     # -- commands ------------------------------------------------------------------------------
 
+    def _exec(self, argv: Sequence[str]) -> tuple[Any, Any]:
+        """A new session channel running ``argv`` (quoted here), and the transport it is on."""
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
+        chan = transport.open_session(timeout=self.endpoint.connect_timeout_s)
+        chan.exec_command(" ".join(shlex.quote(a) for a in argv))
+        return chan, transport
+
     def run(
         self,
         argv: Sequence[str],
@@ -164,13 +173,8 @@ class Connection:
         ``on_stderr_line`` is called for each complete stderr line as it arrives (progress).
         Raises :class:`ConnectionFailed` on a dropped connection or after ``timeout`` seconds.
         """
-        command = " ".join(shlex.quote(a) for a in argv)
         try:
-            transport = self._client.get_transport()
-            if transport is None or not transport.is_active():
-                raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
-            chan = transport.open_session(timeout=self.endpoint.connect_timeout_s)
-            chan.exec_command(command)
+            chan, transport = self._exec(argv)
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
@@ -269,13 +273,8 @@ class Connection:
 
     def start(self, argv: Sequence[str], on_stderr_line: Callable[[str], None] | None = None) -> RemoteProcess:
         """Start ``argv`` on the device and keep its stdin open for line-based requests."""
-        command = " ".join(shlex.quote(a) for a in argv)
         try:
-            transport = self._client.get_transport()
-            if transport is None or not transport.is_active():
-                raise ConnectionFailed(f"{self.endpoint.name}: connection is closed")
-            chan = transport.open_session(timeout=self.endpoint.connect_timeout_s)
-            chan.exec_command(command)
+            chan, _ = self._exec(argv)
         except DeployError:
             raise
         except Exception as exc:
