@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +30,36 @@ if TYPE_CHECKING:
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 TensorDict = Mapping[str, np.ndarray]
+_Bucket = TypeVar("_Bucket")
+
+
+def bucket_for(buckets: Mapping[int, _Bucket], inputs: TensorDict) -> _Bucket:
+    """The opened bucket for the batch size of ``inputs`` (what every backend's ``infer`` starts with).
+
+    Raises :class:`~edgeds.errors.BackendError` before ``open()`` or for a batch size not opened.
+    """
+    from ..errors import BackendError
+
+    if not buckets:
+        raise BackendError("infer() before open()")
+    batch = next(iter(inputs.values())).shape[0] if inputs else 0
+    bucket = buckets.get(batch)
+    if bucket is None:
+        raise BackendError(f"batch {batch} is not an opened bucket {sorted(buckets)}")
+    return bucket
+
+
+def copy_inputs(targets: Mapping[str, np.ndarray], inputs: TensorDict) -> None:
+    """Copy each input into its preallocated staging array (nothing to do when the caller already
+    wrote there, e.g. the engine's pooled buffers). BackendError for an unknown input name."""
+    from ..errors import BackendError
+
+    for name, array in inputs.items():
+        target = targets.get(name)
+        if target is None:
+            raise BackendError(f"unknown input {name!r}")
+        if array is not target:
+            np.copyto(target, array, casting="no")
 
 
 class BackendOptions(BaseModel):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, bucket_for
 
 if TYPE_CHECKING:
     pass
@@ -124,12 +124,7 @@ class LiteRtBackend(Backend):
 
         from ..errors import BackendError, InferenceError
 
-        if not self._buckets:
-            raise BackendError("infer() before open()")
-        batch = next(iter(inputs.values())).shape[0] if inputs else 0
-        bucket = self._buckets.get(batch)
-        if bucket is None:
-            raise BackendError(f"batch {batch} is not an opened bucket {sorted(self._buckets)}")
+        bucket = bucket_for(self._buckets, inputs)
         interp = bucket.interpreter
         try:
             for name, array in inputs.items():

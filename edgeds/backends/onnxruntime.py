@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import BackendError, InferenceError
-from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, copy_inputs
 
 if TYPE_CHECKING:
     pass
@@ -160,12 +160,7 @@ class OnnxRuntimeBackend(Backend):
             if bound is None:
                 results = session.run(self._output_names, dict(inputs), self._run_options)
                 return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
-            for name, array in inputs.items():
-                target = bound.inputs.get(name)
-                if target is None:
-                    raise BackendError(f"unknown input {name!r}")
-                if array is not target:
-                    np.copyto(target, array, casting="no")
+            copy_inputs(bound.inputs, inputs)
             session.run_with_iobinding(bound.binding, self._run_options)
         except BackendError:
             raise

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, bucket_for, copy_inputs
 
 if TYPE_CHECKING:
     pass
@@ -144,21 +144,11 @@ class OpenVinoBackend(Backend):
         return dict(bucket.inputs) if bucket is not None else {}
 
     def infer(self, inputs: TensorDict) -> TensorDict:
-        import numpy as np
+        from ..errors import InferenceError
 
-        from ..errors import BackendError, InferenceError
-
-        if not self._buckets:
-            raise BackendError("infer() before open()")
-        batch = next(iter(inputs.values())).shape[0] if inputs else 0
-        bucket = self._buckets.get(batch)
-        if bucket is None:
-            raise BackendError(f"batch {batch} is not an opened bucket {sorted(self._buckets)}")
+        bucket = bucket_for(self._buckets, inputs)
+        copy_inputs(bucket.inputs, inputs)
         try:
-            for name, array in inputs.items():
-                target = bucket.inputs[name]
-                if array is not target:
-                    np.copyto(target, array, casting="no")
             if len(bucket.requests) == 1:
                 bucket.requests[0].infer()
             else:
@@ -166,8 +156,6 @@ class OpenVinoBackend(Backend):
                     request.start_async()
                 for request in bucket.requests:
                     request.wait()
-        except KeyError as exc:
-            raise BackendError(f"unknown input {exc}") from exc
         except Exception as exc:
             raise InferenceError(f"openvino failed: {exc}") from exc
         return bucket.outputs

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec
+from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, bucket_for, copy_inputs
 
 if TYPE_CHECKING:
     pass
@@ -156,26 +156,14 @@ class TensorRtBackend(Backend):
         return dict(bucket.host_inputs) if bucket is not None else {}
 
     def infer(self, inputs: TensorDict) -> TensorDict:
-        import numpy as np
+        from ..errors import InferenceError
 
-        from ..errors import BackendError, InferenceError
-
-        if not self._buckets:
-            raise BackendError("infer() before open()")
-        batch = next(iter(inputs.values())).shape[0] if inputs else 0
-        bucket = self._buckets.get(batch)
-        if bucket is None:
-            raise BackendError(f"batch {batch} is not an opened bucket {sorted(self._buckets)}")
+        bucket = bucket_for(self._buckets, inputs)
         cudart = _cudart()
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         stream = self._stream
-        for name, array in inputs.items():
-            target = bucket.host_inputs.get(name)
-            if target is None:
-                raise BackendError(f"unknown input {name!r}")
-            if array is not target:
-                np.copyto(target, array, casting="no")
+        copy_inputs(bucket.host_inputs, inputs)
         try:
             for dst, src, nbytes in bucket.transfers_in:
                 _check(cudart.cudaMemcpyAsync(dst, src, nbytes, h2d, stream))
