@@ -420,18 +420,28 @@ def _disk_precheck(store: Store, manifest: Any, missing: list[dict[str, Any]]) -
     return {"free_bytes": usage.free, "need_bytes": need}
 
 
+def _admit(store: Store, request: dict[str, Any]) -> tuple[Candidate, Any, str, DeviceState, bool]:
+    """What plan and apply both check first: the candidate verifies, its release id, the device state,
+    and whether it already is the committed, current release (else its version must be acceptable).
+    Raises :class:`Rejected`."""
+    candidate = Candidate.from_request(request)
+    manifest = verify_candidate(store, candidate)
+    release_id = release_id_for(candidate.manifest_bytes, manifest.model.name, manifest.version)
+    state = store.load_state()
+    installed = state.committed == release_id and store.current_id() == release_id
+    if not installed:
+        _check_version(store, manifest, release_id, bool(request.get("allow_downgrade")))
+    return candidate, manifest, release_id, state, installed
+
+
 def plan(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
     """Every check that needs no upload: says REJECTED, already installed, or what to upload."""
     store.ensure()
     recover(store)
     try:
-        candidate = Candidate.from_request(request)
-        manifest = verify_candidate(store, candidate)
-        release_id = release_id_for(candidate.manifest_bytes, manifest.model.name, manifest.version)
-        state = store.load_state()
-        if state.committed == release_id and store.current_id() == release_id:
+        _, manifest, release_id, _, installed = _admit(store, request)
+        if installed:
             return {"status": "already_installed", "release": release_id}
-        _check_version(store, manifest, release_id, bool(request.get("allow_downgrade")))
         missing = missing_objects(store, manifest)
         disk = _disk_precheck(store, manifest, missing)
     except Rejected as exc:
@@ -743,13 +753,9 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[st
     options = dict(request.get("options") or {})
     with store.locked():
         try:
-            candidate = Candidate.from_request(request)
-            manifest = verify_candidate(store, candidate)
-            release_id = release_id_for(candidate.manifest_bytes, manifest.model.name, manifest.version)
-            state = store.load_state()
-            if state.committed == release_id and store.current_id() == release_id:
+            candidate, manifest, release_id, state, installed = _admit(store, request)
+            if installed:
                 return {"status": SUCCEEDED, "release": release_id, "already_installed": True}
-            _check_version(store, manifest, release_id, bool(request.get("allow_downgrade")))
             _disk_precheck(store, manifest, [])
             ingest(store, manifest, emit)
             stage(store, candidate, manifest, release_id, emit)
