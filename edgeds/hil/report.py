@@ -78,23 +78,21 @@ def plots(result: RunResult, out: Path) -> list[Path]:
         ax.legend()
     save(fig, PLOTS[0])
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for device, series in sorted(result.throughput.items()):
-        ax.plot([t for t, _ in series], [v for _, v in series], marker=".", label=device)
-    ax.set(xlabel="time since perf start (s)", ylabel="requests/s", title="Throughput over time")
-    ax.grid(True, alpha=0.3)
-    if result.throughput:
-        ax.legend()
-    save(fig, PLOTS[1])
+    def over_time(data: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str) -> Any:
+        """One line per device of (seconds, value) samples."""
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for device, series in sorted(data.items()):
+            ax.plot([t for t, _ in series], [v for _, v in series], marker=".", label=device)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(True, alpha=0.3)
+        if data:
+            ax.legend()
+        return fig, ax
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for device, series in sorted(result.temperature.items()):
-        ax.plot([t for t, _ in series], [v for _, v in series], marker=".", label=device)
-    ax.set(xlabel="time since run start (s)", ylabel="°C", title="Hottest sensor over time (telemetry)")
-    ax.grid(True, alpha=0.3)
-    if result.temperature:
-        ax.legend()
-    else:
+    fig, _ = over_time(result.throughput, "time since perf start (s)", "requests/s", "Throughput over time")
+    save(fig, PLOTS[1])
+    fig, ax = over_time(result.temperature, "time since run start (s)", "°C", "Hottest sensor over time (telemetry)")
+    if not result.temperature:
         ax.text(0.5, 0.5, "no device reported a temperature sensor", ha="center", va="center", transform=ax.transAxes)
     save(fig, PLOTS[2])
     return written
