@@ -88,6 +88,12 @@ class Batching(Frozen):
     priority_levels: int = Field(default=1, ge=1)
     preserve_ordering: bool = False
     buckets: tuple[int, ...] = Field(default=(), description="batch sizes compiled/allocated; default powers of 2")
+    instances: int = Field(
+        default=1,
+        ge=1,
+        description="concurrent executions (Triton's instance_group count): each instance has its own "
+        "backend, input pool and worker, and the backend's CPU threads are split among them",
+    )
 
     @field_validator("preferred_batch_sizes", "buckets")
     @classmethod

@@ -11,7 +11,12 @@ from ._output import JSON_OPTION, console, console_err, emit
 
 
 def batching_overrides(
-    base: Any, max_batch: int | None, delay_us: int | None, queue: int | None, preferred: str | None
+    base: Any,
+    max_batch: int | None,
+    delay_us: int | None,
+    queue: int | None,
+    preferred: str | None,
+    instances: int | None = None,
 ) -> Any:
     """``base`` (a Batching) with the CLI's overrides applied (re-validated)."""
     from ..config import Batching
@@ -27,6 +32,8 @@ def batching_overrides(
         data["max_queue_size"] = queue
     if preferred is not None:
         data["preferred_batch_sizes"] = tuple(int(p) for p in preferred.split(",") if p.strip())
+    if instances is not None:
+        data["instances"] = instances
     return Batching.model_validate(data)
 
 
@@ -39,6 +46,7 @@ def load_engine(
     delay_us: int | None = None,
     queue: int | None = None,
     preferred: str | None = None,
+    instances: int | None = None,
 ) -> Any:
     """Load (and verify) a bundle and return a started engine for it."""
     from ..bundle import load_bundle
@@ -47,7 +55,7 @@ def load_engine(
 
     with load_bundle(bundle_path, key, verify=verify and key is not None) as bundle:
         raw = {k: v for k, v in dict(bundle.manifest.batching or {}).items() if k in Batching.model_fields}
-        batching = batching_overrides(Batching.model_validate(raw), max_batch, delay_us, queue, preferred)
+        batching = batching_overrides(Batching.model_validate(raw), max_batch, delay_us, queue, preferred, instances)
         engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
         return engine.start()
 
@@ -64,6 +72,14 @@ def serve(
     delay_us: Annotated[int | None, typer.Option(help="Override max_queue_delay_us.")] = None,
     queue: Annotated[int | None, typer.Option(help="Override max_queue_size (503 beyond).")] = None,
     preferred: Annotated[str | None, typer.Option(help="Override preferred batch sizes, e.g. 4,8.")] = None,
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Concurrent executions (Triton's instance_group count); --threads is split among them. "
+            "On a small CPU, one instance per core avoids intra-op stalls.",
+        ),
+    ] = None,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MiB); larger gets 400.")] = 64.0,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -74,7 +90,7 @@ def serve(
     from ..runtime.server import InferenceServer
 
     with console_err.status("loading the bundle and warming every batch bucket..."):
-        engine = load_engine(bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred)
+        engine = load_engine(bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred, instances)
     server = InferenceServer(engine, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20)).start()
     info = {
         "url": server.url,
@@ -82,6 +98,7 @@ def serve(
         "version": engine.version,
         "backend": engine.backend.name,
         "buckets": list(engine.batching.bucket_sizes()),
+        "instances": engine.batching.instances,
         "first_inference_s": round(engine.first_inference_s or 0.0, 3),
     }
     emit(
@@ -89,7 +106,7 @@ def serve(
         as_json,
         lambda: console.print(
             f"serving [bold]{engine.name}[/] v{engine.version} ({engine.backend.name}) at {server.url}/v2 "
-            f"- buckets {info['buckets']} - Ctrl-C to stop"
+            f"- buckets {info['buckets']} - {info['instances']} instance(s) - Ctrl-C to stop"
         ),
     )
     import sys

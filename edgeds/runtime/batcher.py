@@ -4,9 +4,10 @@ Two layers:
 
 * :class:`BatchQueue` is the pure policy: no threads, no clock of its own (every call takes
   ``now_ns``), so its invariants are property-tested with a simulated clock.
-* :class:`DynamicBatcher` drives a queue with one worker thread: it forms a batch only when the
-  previous one has finished executing (the engine is free), so under load the queue grows while
-  the engine is busy and batches grow by themselves even with ``max_queue_delay_us == 0``.
+* :class:`DynamicBatcher` drives a queue with one worker thread per engine instance (Triton's
+  ``instance_group`` count): a worker forms a batch only when its previous one has finished
+  executing (its instance is free), so under load the queue grows while the instances are busy
+  and batches grow by themselves even with ``max_queue_delay_us == 0``.
 
 Rules (Triton's):
 
@@ -205,29 +206,40 @@ class BatchQueue(Generic[T]):
         return out
 
 
-Execute = Callable[[list[Pending[T]]], None]
+Execute = Callable[[list[Pending[T]], int], None]
 Reject = Callable[[Pending[T], Exception], None]
 
 
 class DynamicBatcher(Generic[T]):
-    """Runs :class:`BatchQueue` with one worker thread that calls ``execute(batch)``.
+    """Runs :class:`BatchQueue` with ``workers`` threads; worker ``i`` calls ``execute(batch, i)``.
 
-    ``execute`` runs on the worker thread; a new batch is formed only after it returns.
-    ``reject(pending, error)`` is called (on the worker, or on the caller for :meth:`close`) for
-    requests that expire in the queue or are dropped on close. ``on_idle`` is signalled through
-    :meth:`wait_idle`.
+    ``execute`` runs on the worker's thread; that worker forms its next batch only after it
+    returns, so at most ``workers`` batches execute at once (one per engine instance).
+    ``reject(pending, error)`` is called (on a worker, or on the caller for :meth:`close`) for
+    requests that expire in the queue or are dropped on close. :meth:`wait_idle` waits until the
+    queue is empty and no batch executes.
     """
 
-    def __init__(self, config: Batching, execute: Execute[T], reject: Reject[T], name: str = "batcher") -> None:
+    def __init__(
+        self, config: Batching, execute: Execute[T], reject: Reject[T], name: str = "batcher", workers: int = 1
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"a batcher needs at least one worker, got {workers}")
         self.queue: BatchQueue[T] = BatchQueue(config)
         self._execute = execute
         self._reject = reject
-        self._cond = threading.Condition(threading.Lock())
-        self._busy = False
-        self._idle = False
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # workers wait here for requests
+        self._drained = threading.Condition(lock)  # wait_idle waits here
+        self._busy = 0  # workers executing a batch
+        self._idle = 0  # workers waiting on the condition
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=name if workers == 1 else f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self, item: T, size: int, key: Hashable = None, priority: int = 0, timeout_us: int | None = None
@@ -238,10 +250,10 @@ class DynamicBatcher(Generic[T]):
                 raise ServiceUnavailable("engine is closing")
             pending = self.queue.push(item, size, time.monotonic_ns(), key, priority, timeout_us)
             if self._idle:  # a busy worker looks at the queue when its batch is done: no wake-up needed
-                self._cond.notify_all()
+                self._cond.notify()
         return pending
 
-    def _run(self) -> None:
+    def _run(self, worker: int) -> None:
         cond = self._cond
         while True:
             batch: list[Pending[T]] | None = None
@@ -257,13 +269,15 @@ class DynamicBatcher(Generic[T]):
                     if batch is not None:
                         break
                     wake = self.queue.wake_at()
-                    if not self.queue:
-                        cond.notify_all()  # idle: wake drain waiters
-                    self._idle = True
+                    if not self.queue and not self._busy:
+                        self._drained.notify_all()
+                    self._idle += 1
                     cond.wait(None if wake is None else max(0.0, (wake - now) / 1e9))
-                    self._idle = False
+                    self._idle -= 1
                 if not expired:
-                    self._busy = True
+                    self._busy += 1
+                    if self._idle and self.queue:  # more work than this worker took: wake a free one
+                        cond.notify()
             if expired:
                 for pending in expired:
                     self._reject(pending, QueueTimeout("request timed out in the queue"))
@@ -271,20 +285,22 @@ class DynamicBatcher(Generic[T]):
             if batch is None:
                 continue
             try:
-                self._execute(batch)
+                self._execute(batch, worker)
             finally:
                 with cond:
-                    self._busy = False
+                    self._busy -= 1
+                    if not self._busy and not self.queue:
+                        self._drained.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the queue is empty and no batch is executing; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._drained:
             while self.queue or self._busy:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining if remaining is None else min(remaining, 0.05))
+                self._drained.wait(remaining if remaining is None else min(remaining, 0.05))
         return True
 
     def depth(self) -> int:
@@ -292,13 +308,16 @@ class DynamicBatcher(Generic[T]):
             return len(self.queue)
 
     def close(self) -> None:
-        """Stop the worker (after the batch in flight) and reject what is still queued."""
+        """Stop the workers (after their batches in flight) and reject what is still queued."""
         with self._cond:
             self._stopping = True
             dropped = self.queue.drain_all()
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._drained.notify_all()
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join()
         for pending in dropped:
             self._reject(pending, ServiceUnavailable("engine is closing"))
 

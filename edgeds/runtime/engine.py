@@ -2,6 +2,9 @@
 
 Lifecycle: ``Engine(...)`` is free; :meth:`Engine.start` opens the backend, allocates the pool
 (one input set per bucket), runs one warm-up batch per bucket and starts the batcher's worker.
+With ``batching.instances = N`` (Triton's ``instance_group`` count) it opens N backends, each
+with its own pool, a worker each and ``threads // N`` of the CPU threads (see
+:func:`instance_options`): N batches execute at once, so no instance waits on another's threads.
 :meth:`Engine.drain` stops accepting (``submit`` raises :class:`EngineDraining`), lets every
 queued and in-flight request finish, then closes. :meth:`Engine.close` rejects what is queued.
 
@@ -21,6 +24,7 @@ it, then ``old.drain()``; requests already submitted to the old engine finish th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from _thread import allocate_lock as _allocate_lock
@@ -48,6 +52,21 @@ def thread_options(backend: str, threads: int | None) -> dict[str, Any]:
     """The backend option that sets its CPU thread count (empty when None or not applicable)."""
     key = _THREAD_OPTION.get(backend)
     return {key: threads} if key and threads else {}
+
+
+def instance_options(backend: Backend, instances: int) -> list[BackendOptions]:
+    """Per-instance options: the backend's thread count (None = one per core) split among ``instances``.
+
+    Every instance gets at least one thread; a remainder goes to the first instances. Backends
+    without a CPU thread option (TensorRT) get the same options for every instance.
+    """
+    options = backend.options
+    key = _THREAD_OPTION.get(backend.name)
+    if instances == 1 or key is None or not hasattr(options, key):
+        return [options] * instances
+    total = getattr(options, key) or os.cpu_count() or 1
+    share, extra = divmod(total, instances)
+    return [options.model_copy(update={key: max(1, share + (1 if i < extra else 0))}) for i in range(instances)]
 
 
 class EngineDraining(ServiceUnavailable):
@@ -136,6 +155,7 @@ class EngineStats:
     last_inference_ms: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # samples per execution -> executions
     buckets: dict[int, int] = field(default_factory=dict)  # bucket used -> executions
+    instance_executions: dict[int, int] = field(default_factory=dict)  # instance index -> executions
     rejected_queue_full: int = 0
     rejected_timeout: int = 0
 
@@ -191,7 +211,8 @@ class Engine:
         self._ordered: dict[int, InferRequest] = {}
         self._next_seq = 0
         self.io: IOSpec | None = None
-        self.pool: BufferPool | None = None
+        self.backends: list[Backend] = [backend]  # one per instance once started
+        self.pools: list[BufferPool] = []  # one per instance, parallel to backends
         self._batcher: DynamicBatcher[InferRequest] | None = None
         self._inputs: dict[str, TensorSpec] = {}
         self._dtypes: dict[str, np.dtype[Any]] = {}
@@ -239,22 +260,33 @@ class Engine:
         if self._state != "new":
             raise EdgedsError(f"engine already {self._state}")
         buckets = self.batching.bucket_sizes()
+        instances = self.batching.instances
+        if instances > 1:
+            kind = type(self.backend)
+            self.backends = [kind(options) for options in instance_options(self.backend, instances)]
+            self.backend = self.backends[0]
         started = time.perf_counter()
-        self.io = self.backend.open(self.artifact, buckets)
         try:
+            ios = [backend.open(self.artifact, buckets) for backend in self.backends]
+            for backend, io in zip(self.backends, ios, strict=True):
+                staging = backend if isinstance(backend, StagingBackend) else None
+                pool = BufferPool(io.inputs, buckets, staging)
+                self.pools.append(pool)
+                if self._warmup:
+                    for bucket in pool.buckets:
+                        backend.infer(pool.inputs(bucket))
+            self.io = ios[0]
             self._inputs = {spec.name: spec for spec in self.io.inputs}
             self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
-            staging = self.backend if isinstance(self.backend, StagingBackend) else None
-            self.pool = BufferPool(self.io.inputs, buckets, staging)
-            if self._warmup:
-                for bucket in self.pool.buckets:
-                    self.backend.infer(self.pool.inputs(bucket))
         except BaseException:
-            self.backend.close()
+            for backend in self.backends:
+                backend.close()
             raise
-        # open + the first inference of every bucket (seconds)
+        # open + the first inference of every bucket, for every instance (seconds)
         self.first_inference_s = time.perf_counter() - started
-        self._batcher = DynamicBatcher(self.batching, self._execute, self._reject, name=f"engine-{self.name}")
+        self._batcher = DynamicBatcher(
+            self.batching, self._execute, self._reject, name=f"engine-{self.name}", workers=instances
+        )
         self._state = "ready"
         return self
 
@@ -287,7 +319,8 @@ class Engine:
             batcher, self._batcher = self._batcher, None
         if batcher is not None:
             batcher.close()
-        self.backend.close()
+        for backend in self.backends:
+            backend.close()
 
     # ------------------------------------------------------------------ requests
 
@@ -382,9 +415,8 @@ class Engine:
 
     # ------------------------------------------------------------------ worker
 
-    def _execute(self, batch: list[Pending[InferRequest]]) -> None:
-        pool, backend = self.pool, self.backend
-        assert pool is not None
+    def _execute(self, batch: list[Pending[InferRequest]], instance: int) -> None:
+        pool, backend = self.pools[instance], self.backends[instance]
         t0 = time.monotonic_ns()
         rows = 0
         for pending in batch:
@@ -440,6 +472,7 @@ class Engine:
             stats.last_inference_ms = int(time.time() * 1000)
             stats.batch_sizes[rows] = stats.batch_sizes.get(rows, 0) + 1
             stats.buckets[bucket] = stats.buckets.get(bucket, 0) + 1
+            stats.instance_executions[instance] = stats.instance_executions.get(instance, 0) + 1
         recorder = self.recorder
         if recorder is not None:
             recorder.record([(t3 - p.arrival_ns) / 1e9 for p in batch if p.arrival_ns], rows)
@@ -486,6 +519,7 @@ class Engine:
                 s.last_inference_ms,
                 dict(s.batch_sizes),
                 dict(s.buckets),
+                dict(s.instance_executions),
                 s.rejected_queue_full,
                 s.rejected_timeout,
             )
@@ -495,4 +529,4 @@ class Engine:
         return batcher.depth() if batcher is not None else 0
 
 
-__all__ = ["Engine", "EngineDraining", "EngineStats", "InferRequest", "thread_options"]
+__all__ = ["Engine", "EngineDraining", "EngineStats", "InferRequest", "instance_options", "thread_options"]

@@ -512,7 +512,13 @@ class InferenceServer:
             "input": [tensor(s) for s in io.inputs],
             "output": [tensor(s) for s in io.outputs],
             "dynamic_batching": dynamic,
-            "instance_group": [{"name": engine.name, "kind": "KIND_CPU", "count": 1}],
+            "instance_group": [
+                {
+                    "name": engine.name,
+                    "kind": "KIND_GPU" if engine.backend.name == "tensorrt" else "KIND_CPU",
+                    "count": b.instances,
+                }
+            ],
             "parameters": {"buckets": {"string_value": ",".join(str(s) for s in b.bucket_sizes())}},
         }
 
@@ -537,6 +543,7 @@ class InferenceServer:
                 "compute_output": dur(s.success, s.compute_output_us),
             },
             "batch_stats": [{"batch_size": size, "count": count} for size, count in sorted(s.batch_sizes.items())],
+            "instance_executions": {str(i): n for i, n in sorted(s.instance_executions.items())},
             "rejected": {"queue_full": s.rejected_queue_full, "timeout": s.rejected_timeout},
             "queue_depth": engine.queue_depth(),
         }

@@ -76,23 +76,28 @@ def reference() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(params=_params())
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     name: str = request.param
+    eng, layout = _open(name, tmp_path, Batching(max_batch_size=8, buckets=BUCKETS))
+    yield eng, layout
+    eng.close()
+
+
+def _open(name: str, tmp_path: Path, batching: Batching, threads: int = 1) -> tuple[Engine, Any]:
     availability = backends.probe(name)
     if not availability.available:
         pytest.skip(f"{name} not available here: {availability.reason}")
     build, options, layout = CASES[name]
     if name == "tensorrt":  # needs an engine built on this GPU by the compile step
         pytest.skip("tensorrt conformance needs a plan built on this GPU (edgeds compile --profile jetson-*)")
-    artifact = build(tmp_path)
-    eng = Engine(name, artifact, options=options, batching=Batching(max_batch_size=8, buckets=BUCKETS), name="m")
+    options = {k: (threads if k.endswith("threads") else v) for k, v in options.items()}
+    eng = Engine(name, build(tmp_path), options=options, batching=batching, name="m")
     eng.start()
-    yield eng, layout
-    eng.close()
+    return eng, layout
 
 
 def test_every_bucket_matches_reference(engine: Any, reference: tuple[np.ndarray, np.ndarray]) -> None:
     eng, layout = engine
     x, y = reference
-    assert eng.pool.buckets == BUCKETS
+    assert eng.pools[0].buckets == BUCKETS
     for n in BUCKETS:
         out = eng.infer({"input": layout(x[:n])})
         np.testing.assert_allclose(out["logits"], y[:n], atol=ATOL, rtol=RTOL)
@@ -114,13 +119,50 @@ def test_backend_outputs_alias_pooled_buffers(engine: Any, reference: tuple[np.n
     eng, layout = engine
     x, y = reference
     backend = eng.backend
-    staged = eng.pool.inputs(4)
+    staged = eng.pools[0].inputs(4)
     staged["input"][...] = layout(x[:4])
     first = backend.infer(staged)["logits"]
     np.testing.assert_allclose(first, y[:4], atol=ATOL, rtol=RTOL)
     second = backend.infer(staged)["logits"]
     # the backend hands back its own preallocated buffers: same memory every call
     assert np.shares_memory(first, second)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_instances_split_threads_and_agree(name: str, tmp_path: Path, reference: tuple[np.ndarray, np.ndarray]) -> None:
+    """Two instances (2 threads split 1 + 1): concurrent requests reach both, results stay exact."""
+    import threading
+
+    eng, layout = _open(name, tmp_path, Batching(max_batch_size=2, buckets=(1, 2), instances=2), threads=2)
+    x, y = reference
+    errors: list[BaseException] = []
+
+    def client(start: int) -> None:
+        try:
+            for i in range(40):
+                n = 1 + (i + start) % 2
+                row = (i + start) % (len(x) - 1)
+                out = eng.infer({"input": layout(x[row : row + n])})["logits"]
+                np.testing.assert_allclose(out, y[row : row + n], atol=ATOL, rtol=RTOL)
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    try:
+        assert len(eng.backends) == 2 and len(eng.pools) == 2
+        assert eng.backends[0] is not eng.backends[1]
+        key = next(k for k in CASES[name][1] if k.endswith("threads"))
+        assert [getattr(b.options, key) for b in eng.backends] == [1, 1]
+        threads = [threading.Thread(target=client, args=(s,)) for s in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = eng.stats()
+    finally:
+        eng.close()
+    assert not errors, errors[0]
+    assert stats.success == 240 and stats.failure == 0
+    assert set(stats.instance_executions) == {0, 1}  # both instances executed batches
 
 
 @pytest.fixture(scope="module")

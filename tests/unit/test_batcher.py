@@ -225,7 +225,7 @@ def test_threaded_batcher_grows_batches_while_busy() -> None:
     gate = threading.Event()
     busy = threading.Event()
 
-    def execute(batch: list[Pending[int]]) -> None:
+    def execute(batch: list[Pending[int]], worker: int) -> None:
         busy.set()
         gate.wait(5)
         executed.append([p.item for p in batch])
@@ -250,7 +250,7 @@ def test_threaded_batcher_times_out_queued_requests() -> None:
     errors: list[Exception] = []
     release = threading.Event()
     batcher: DynamicBatcher[int] = DynamicBatcher(
-        Batching(max_batch_size=1), lambda b: release.wait(2), lambda p, e: errors.append(e)
+        Batching(max_batch_size=1), lambda b, w: release.wait(2), lambda p, e: errors.append(e)
     )
     try:
         batcher.submit(0, 1)
@@ -262,3 +262,45 @@ def test_threaded_batcher_times_out_queued_requests() -> None:
     finally:
         batcher.close()
     assert len(errors) == 1 and isinstance(errors[0], QueueTimeout)
+
+
+def test_threaded_batcher_runs_one_batch_per_free_worker() -> None:
+    """Two workers (two engine instances): two batches execute at once, a third waits for a free one."""
+    gate = threading.Event()
+    lock = threading.Lock()
+    running: set[int] = set()
+    peak = 0
+    executed: list[tuple[int, list[int]]] = []
+
+    def execute(batch: list[Pending[int]], worker: int) -> None:
+        nonlocal peak
+        with lock:
+            running.add(worker)
+            peak = max(peak, len(running))
+        gate.wait(5)
+        with lock:
+            running.discard(worker)
+            executed.append((worker, [p.item for p in batch]))
+
+    batcher: DynamicBatcher[int] = DynamicBatcher(Batching(max_batch_size=2), execute, lambda p, e: None, workers=2)
+    try:
+        for i in range(6):
+            batcher.submit(i, 1)
+        deadline = time.monotonic() + 5
+        while peak < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert peak == 2  # both workers hold a batch while the gate is closed
+        assert batcher.depth() >= 2  # the rest waits: no third batch without a free worker
+        gate.set()
+        assert batcher.wait_idle(5)
+    finally:
+        batcher.close()
+    assert peak == 2
+    assert {w for w, _ in executed} == {0, 1}
+    assert sorted(i for _, items in executed for i in items) == list(range(6))  # nothing lost or repeated
+    assert all(len(items) <= 2 for _, items in executed)
+
+
+def test_batcher_needs_a_worker() -> None:
+    with pytest.raises(ValueError):
+        DynamicBatcher(Batching(), lambda b, w: None, lambda p, e: None, workers=0)

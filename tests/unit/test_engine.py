@@ -108,12 +108,11 @@ def test_preserve_ordering_publishes_in_arrival_order(model: Path) -> None:
 def test_steady_state_allocates_no_tensors(model: Path) -> None:
     x = np.random.default_rng(3).random((1, 3, 32, 32), dtype=np.float32)
     with make(model) as engine:
-        assert engine.pool is not None
         for _ in range(50):  # warm-up: slots and caches
             r = engine.submit({"input": x})
             r.wait()
             r.release()
-        slots = engine.pool.slots_allocated
+        slots = engine.pools[0].slots_allocated
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
@@ -125,7 +124,7 @@ def test_steady_state_allocates_no_tensors(model: Path) -> None:
             current, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert engine.pool.slots_allocated == slots
+        assert engine.pools[0].slots_allocated == slots
     # one input sample is 12 KiB: a per-request copy would show up in the peak
     assert peak - base < x.nbytes
     assert current - base < 64 * 1024
