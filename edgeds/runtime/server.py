@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -147,9 +147,7 @@ class InferenceServer:
         self.max_body_bytes = max_body_bytes
         self.name = name
         self.switch_interval_s = switch_interval_s
-        self._completions: list[
-            tuple[InferRequest, Engine, Any, list[tuple[str, bool]], Callable[[_Response], None]]
-        ] = []
+        self._completions: list[tuple[_Response, Callable[[_Response], None]]] = []
         self._completions_lock = threading.Lock()
         self._wake_pending = False
         self._free_buffers: list[bytearray] = []  # loop thread only
@@ -404,35 +402,43 @@ class InferenceServer:
         wanted: list[tuple[str, bool]],
         finish: Callable[[_Response], None],
     ) -> None:
-        loop = self._loop
+        """Serialize the response on the engine's worker and send it from there when the connection
+        allows (:meth:`_Reply.from_worker`); otherwise hand it to the loop, one wake-up per batch."""
+        try:
+            if req.error is None:
+                response = _infer_response(engine, request_id, req.outputs, wanted)
+            elif isinstance(req.error, RequestError):
+                response = _error(400, str(req.error))
+            elif isinstance(req.error, ServiceUnavailable):
+                response = _error(503, str(req.error))
+            else:
+                response = _error(500, f"{type(req.error).__name__}: {req.error}")
+        except Exception as exc:
+            response = _error(500, f"{type(exc).__name__}: {exc}")
+        finally:
+            req.release()  # the views were serialized into the response (or not needed)
+        if isinstance(finish, _Reply) and finish.from_worker(response):
+            return
         with self._completions_lock:
-            self._completions.append((req, engine, request_id, wanted, finish))
+            self._completions.append((response, finish))
             if self._wake_pending:
                 return
             self._wake_pending = True
+        self._call_on_loop(self._drain_completions)
+
+    def _call_on_loop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop thread (from any thread); dropped once the loop has closed."""
+        loop = self._loop
         if loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
-                loop.call_soon_threadsafe(self._drain_completions)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback)
 
     def _drain_completions(self) -> None:
         with self._completions_lock:
             items = list(self._completions)
             self._completions.clear()
             self._wake_pending = False
-        for req, engine, request_id, wanted, finish in items:
-            try:
-                if req.error is None:
-                    response = _infer_response(engine, request_id, req.outputs, wanted)
-                elif isinstance(req.error, RequestError):
-                    response = _error(400, str(req.error))
-                elif isinstance(req.error, ServiceUnavailable):
-                    response = _error(503, str(req.error))
-                else:
-                    response = _error(500, f"{type(req.error).__name__}: {req.error}")
-            except Exception as exc:
-                response = _error(500, f"{type(exc).__name__}: {exc}")
-            finally:
-                req.release()  # the views were serialized into the response (or not needed)
+        for response, finish in items:
             finish(response)
 
     def _start_infer(
@@ -622,6 +628,13 @@ class _Connection(asyncio.BufferedProtocol):
     the engine's pooled bucket). While a request is in flight nothing is parsed or compacted, so the
     bytes its views point at cannot be overwritten; the buffer grows only when a larger request arrives, so
     steady-state traffic allocates nothing per request for the payload.
+
+    Threads: everything runs on the loop thread except :meth:`_answer_from_worker`, which an engine
+    worker calls to send an infer response itself (saving the loop a wake-up per request). It writes
+    to the socket only while ``_wlock`` is held and ``_fd`` is open; ``connection_lost`` (which
+    asyncio calls *before* it closes the socket) invalidates ``_fd`` under the same lock, so a worker
+    never writes to a closed or reused descriptor. While a request is in flight the loop writes
+    nothing to the connection, so the worker's bytes cannot interleave with the loop's.
     """
 
     def __init__(self, server: InferenceServer) -> None:
@@ -635,23 +648,30 @@ class _Connection(asyncio.BufferedProtocol):
         self._processing = False
         self._pending: tuple[str, str, bool, dict[str, str], int] | None = None
         self._transport: asyncio.Transport | None = None
+        self._wlock = threading.Lock()
+        self._fd = -1  # the socket's descriptor for workers' writes; -1 once the connection is lost
 
     # -- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a stream transport (its methods are all this protocol uses)
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._fd = sock.fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
+            self._fd = -1
         self._transport = None
         if not self._busy:  # no request views point into it: the next connection reuses it
             self._server._give_buffer(self._buf)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if not self._busy and self._start == self._end:
+            self._start = self._end = 0  # all parsed and answered (maybe by a worker): start over
         if self._end == len(self._buf):
             self._make_room(max(_INITIAL_BUFFER, self._need))
         return memoryview(self._buf)[self._end :]
@@ -721,13 +741,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._pending = None
             self._need = 0
             self._busy = True  # nothing is parsed (or compacted over this body) until it is answered
-            if method == "POST":
-
-                def finish(response: _Response, keep_alive: bool = keep_alive, body: memoryview = body) -> None:
-                    self._finish(response, keep_alive, body)
-
-                if self._server._start_infer(target, headers, body, finish):
-                    continue  # answered already (an error) -> parse on; queued -> _busy ends the loop
+            if method == "POST" and self._server._start_infer(target, headers, body, _Reply(self, keep_alive, body)):
+                continue  # answered already (an error) -> parse on; queued -> _busy ends the loop
             asyncio.get_running_loop().create_task(self._respond(method, target, keep_alive, headers, body))
             return
 
@@ -791,10 +806,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _finish(self, response: _Response, keep_alive: bool, body: memoryview) -> None:
         """Answer the request in flight and go on reading (loop thread)."""
+        self._reply(response, keep_alive)
+        self._finish_after_reply(body)
+
+    def _finish_after_reply(self, body: memoryview) -> None:
         with contextlib.suppress(BufferError):  # a view may outlive the request (e.g. in a traceback)
             body.release()
         self._busy = False
-        self._reply(response, keep_alive)
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self._reset_if_empty()
@@ -804,21 +822,83 @@ class _Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        status = response.status
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-        )
-        if response.header_length is not None:
-            head += f"Inference-Header-Content-Length: {response.header_length}\r\n"
-        if not keep_alive:
-            head += "Connection: close\r\n"
-        transport.write(head.encode("latin-1") + b"\r\n" + response.body)
+        transport.write(_http_bytes(response, keep_alive))
         if not keep_alive:
             transport.close()
 
+    def _answer_from_worker(self, response: _Response, keep_alive: bool, body: memoryview) -> bool:
+        """Send the in-flight request's response from an engine worker thread; False = the loop must.
+
+        Only a complete keep-alive response on a connection with nothing queued in the transport is
+        sent here (anything else keeps the loop's ordering). Once sent, the connection stops being
+        busy; bytes that arrived meanwhile (a pipelining client) are parsed on the loop.
+        """
+        if not keep_alive:
+            return False
+        data = _http_bytes(response, keep_alive)
+        with self._wlock:
+            transport = self._transport
+            if self._fd < 0 or transport is None or transport.is_closing() or transport.get_write_buffer_size():
+                return False
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return False  # the peer is gone: the loop sees it and closes the connection
+            if sent < len(data):  # the socket buffer is full (rare for a response): the loop sends the rest
+                rest = data[sent:]
+                self._server._call_on_loop(lambda: self._send_rest(rest, body))
+                return True
+            with contextlib.suppress(BufferError):
+                body.release()
+            self._busy = False
+            waiting = self._end > self._start
+        if waiting:
+            self._server._call_on_loop(self._process)
+        return True
+
+    def _send_rest(self, rest: bytes, body: memoryview) -> None:
+        """Loop thread: the tail of a response a worker began, then go on as after any answer."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(rest)
+        self._finish_after_reply(body)
+
+
+class _Reply:
+    """Where one infer response goes: :meth:`from_worker` tries the engine worker's thread, calling
+    the object answers on the loop (both once, and only one of them)."""
+
+    __slots__ = ("body", "connection", "keep_alive")
+
+    def __init__(self, connection: _Connection, keep_alive: bool, body: memoryview) -> None:
+        self.connection = connection
+        self.keep_alive = keep_alive
+        self.body = body
+
+    def __call__(self, response: _Response) -> None:
+        self.connection._finish(response, self.keep_alive, self.body)
+
+    def from_worker(self, response: _Response) -> bool:
+        return self.connection._answer_from_worker(response, self.keep_alive, self.body)
+
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _http_bytes(response: _Response, keep_alive: bool) -> bytes:
+    """Status line, headers and body of ``response`` as sent on the wire."""
+    status = response.status
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
+    )
+    if response.header_length is not None:
+        head += f"Inference-Header-Content-Length: {response.header_length}\r\n"
+    if not keep_alive:
+        head += "Connection: close\r\n"
+    return head.encode("latin-1") + b"\r\n" + response.body
 
 
 def _parse_head(head: bytes) -> tuple[str, str, bool, dict[str, str]]:

@@ -272,3 +272,44 @@ def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> No
             data += chunk
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
     assert statuses == [400] * 1500 + [200] + [400] * 10 + [200]
+
+
+def test_two_instances_answer_concurrent_clients(model: Path) -> None:
+    """``instances=2``: the config shows the instance group, both instances execute, every answer is right.
+
+    Responses are written by the engine workers themselves; 8 keep-alive clients, each sending its next
+    request as soon as the previous answer arrives, check that nothing is lost, stalled or crossed.
+    """
+    srv = InferenceServer(start_engine(model, max_batch_size=2, instances=2), port=0).start()
+    errors: list[BaseException] = []
+    try:
+        status, body, _ = raw(srv, "GET", "/v2/models/tiny/config")
+        assert status == 200
+        assert json.loads(body)["instance_group"][0]["count"] == 2
+
+        def run_client(seed: int) -> None:
+            try:
+                c = httpclient.InferenceServerClient(f"127.0.0.1:{srv.port}")
+                try:
+                    for i in range(25):
+                        x = sample(1 + (seed + i) % 2, seed=seed * 100 + i)
+                        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+                        inp.set_data_from_numpy(x)
+                        got = c.infer("tiny", [inp]).as_numpy("logits")
+                        np.testing.assert_allclose(got, ref(model, x), atol=1e-4, rtol=1e-4)
+                finally:
+                    c.close()
+            except BaseException as exc:  # surfaced in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run_client, args=(s,)) for s in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[0]
+        stats = json.loads(raw(srv, "GET", "/v2/models/tiny/stats")[1])["model_stats"][0]
+        assert stats["inference_stats"]["success"]["count"] == 200
+        assert set(stats["instance_executions"]) == {"0", "1"}
+    finally:
+        srv.stop(close_engines=True)
