@@ -8,8 +8,10 @@ For the shipped model (models/surface-defect/model.onnx; a MobileNet-shaped stan
 weights if it is not there, said in the report) compiled by ``edgeds.compile`` for the x86-cpu
 profile at FP32 and INT8 (ONNX Runtime), it measures:
 
-* the bare engine floor (ONNX Runtime + IOBinding, batch 1..8, no batcher), before and after the
-  server runs; the best of all is the denominator (conservative);
+* the bare engine floor (ONNX Runtime + IOBinding, batch 1..8, no batcher) for each instance layout of
+  the same threads (one session with all of them, and one single-thread session per thread running
+  at once), before and after the server runs; the best layout and batch is the denominator, and the
+  batcher and the server run with that layout (Triton's instance_group count);
 * the in-process batcher at concurrency 8 (``Engine.submit``);
 * ``edgeds serve`` (a separate process) at concurrency 8 over binary OIP, and over OIP JSON;
 * peers, each in its own virtual environment created here (``bench/peers/.venv-*``, git-ignored),
@@ -133,8 +135,8 @@ PIPELINE_TOLERANCE = 0.95
 
 
 def pipelined_batch(per_batch: dict[int, float], best: int, concurrency: int) -> int:
-    """The batcher's size for a closed loop of ``concurrency`` clients: the best bucket of at most
-    half the concurrency (two batches in the pipeline) when its floor is within 5 % (the run-to-run
+    """The batcher's size for a closed loop of ``concurrency`` clients per instance: the best bucket
+    of at most half that (two batches in the pipeline) when its floor is within 5 % (the run-to-run
     noise here) of the best bucket's, else the best bucket itself."""
     halves = [b for b in (1, 2, 4, 8) if b in per_batch and b <= concurrency // 2]
     if not halves:
@@ -143,21 +145,53 @@ def pipelined_batch(per_batch: dict[int, float], best: int, concurrency: int) ->
     return candidate if per_batch[candidate] >= PIPELINE_TOLERANCE * per_batch[best] else best
 
 
-def floor(artifact: Path, threads: int, duration: float, sample: np.ndarray) -> dict[str, Any]:
+def open_instances(artifact: Path, threads: int, instances: int, buckets: list[int]) -> list[Any]:
+    """``instances`` bare ONNX Runtime sessions sharing ``threads`` the way the engine splits them."""
     from edgeds.backends.onnxruntime import OnnxRuntimeBackend
+    from edgeds.runtime.engine import instance_options
 
-    backend = OnnxRuntimeBackend({"intra_op_num_threads": threads})
-    backend.open(artifact, list(range(1, 9)))
-
-    def feed(n: int) -> dict[str, np.ndarray]:
-        arrays = backend.staging_inputs(n)
-        arrays["input"][...] = sample
-        return arrays
-
+    template = OnnxRuntimeBackend({"intra_op_num_threads": threads})
+    opened: list[Any] = []
     try:
-        return lib.engine_floor(backend, feed, list(range(1, 9)), duration_s=duration / 4)
+        for options in instance_options(template, instances):
+            opened.append(OnnxRuntimeBackend(options))
+            opened[-1].open(artifact, buckets)
+    except BaseException:
+        for backend in opened:
+            backend.close()
+        raise
+    return opened
+
+
+def staged_feed(backend: Any, n: int, sample: np.ndarray) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = backend.staging_inputs(n)
+    arrays["input"][...] = sample
+    return arrays
+
+
+def floor(artifact: Path, threads: int, duration: float, sample: np.ndarray, instances: int = 1) -> dict[str, Any]:
+    opened = open_instances(artifact, threads, instances, list(range(1, 9)))
+    try:
+        return lib.engine_floor(
+            opened, lambda b, n: staged_feed(b, n, sample), list(range(1, 9)), duration_s=duration / 4
+        )
     finally:
-        backend.close()
+        for backend in opened:
+            backend.close()
+
+
+def layouts(threads: int) -> list[int]:
+    """Instance counts to scan: one session with every thread, and one single-thread session per thread."""
+    return sorted({1, threads})
+
+
+def best_layout(scans: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scan (one instance layout) with the highest floor, counting only bucket sizes."""
+
+    def best_bucket(scan: dict[str, Any]) -> float:
+        return max(r["samples_per_s"] for r in scan["per_batch"] if r["batch"] in (1, 2, 4, 8))
+
+    return max(scans, key=best_bucket)
 
 
 def in_process(artifact: Path, threads: int, batching: Batching, duration: float, sample: np.ndarray) -> dict[str, Any]:
@@ -176,12 +210,15 @@ def in_process(artifact: Path, threads: int, batching: Batching, duration: float
 
 def tracemalloc_check(engine: Engine, sample: np.ndarray, requests: int = 2000) -> dict[str, Any]:
     """Python-heap allocations on the engine path (submit -> batch -> views -> release)."""
-    assert engine.pool is not None
+
+    def grown() -> int:
+        return sum(pool.slots_allocated for pool in engine.pools)
+
     for _ in range(200):
         r = engine.submit({"input": sample})
         r.wait()
         r.release()
-    slots = engine.pool.slots_allocated
+    slots = grown()
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
@@ -199,8 +236,8 @@ def tracemalloc_check(engine: Engine, sample: np.ndarray, requests: int = 2000) 
         "peak_over_base_bytes": int(peak - base),
         "retained_bytes": int(current - base),
         "allocations_of_a_sample_or_more": [str(s) for s in big[:5]],
-        "pool_slots_grown": engine.pool.slots_allocated - slots,
-        "no_per_request_tensor": bool(peak - base < sample.nbytes and engine.pool.slots_allocated == slots),
+        "pool_slots_grown": grown() - slots,
+        "no_per_request_tensor": bool(peak - base < sample.nbytes and grown() == slots),
     }
 
 
@@ -300,6 +337,7 @@ def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[
     if batching is not None:
         cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
         cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
+        cmd += ["--instances", str(batching.instances)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -320,20 +358,17 @@ def paired(
     window_s: float,
     floor_batch: int,
 ) -> dict[str, Any]:
-    """Interleaved windows of bare floor (at ``floor_batch``, the best bucket), in-process batcher
-    (c=8) and serve (c=8, binary OIP), both with the ``tuned`` batching.
+    """Interleaved windows of bare floor (at ``floor_batch``, the best bucket, with the ``tuned``
+    instance layout), in-process batcher (c=8) and serve (c=8, binary OIP), both with the ``tuned``
+    batching.
 
     On a shared machine the load from other processes drifts by 2x within minutes; comparing each
     window with the floor measured right before it cancels most of that drift. Ratios are the
     medians of the per-window ratios.
     """
-    from edgeds.backends.onnxruntime import OnnxRuntimeBackend
-
     best = floor_batch
-    backend = OnnxRuntimeBackend({"intra_op_num_threads": threads})
-    backend.open(artifact, [best])
-    feed = backend.staging_inputs(best)
-    feed["input"][...] = sample
+    bare = open_instances(artifact, threads, tuned.instances, [best])
+    feeds = [staged_feed(b, best, sample) for b in bare]
     engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=tuned).start()
     proc, port, model = start_serve(bundle, threads, tuned)
     body, headers = lib.oip_binary_body("input", sample)
@@ -350,11 +385,9 @@ def paired(
     rows: list[dict[str, float]] = []
     try:
         for _ in range(windows):
-            n, t0, c0 = 0, time.perf_counter(), cpu(me)
-            while time.perf_counter() - t0 < window_s:
-                backend.infer(feed)
-                n += 1
-            floor_sps = n * best / (time.perf_counter() - t0)
+            c0 = cpu(me)
+            floor_sps, lat = lib.floor_window(bare, feeds, best, window_s)
+            n = len(lat)
             floor_eff = n * best / max(1e-9, cpu(me) - c0)
             c0 = cpu(me)
             e = lib.summarize(lib.closed_loop(inproc, CONCURRENCY, window_s, warmup_s=0.0))
@@ -382,11 +415,13 @@ def paired(
         http.close()
         stop(proc)
         engine.close()
-        backend.close()
+        for backend in bare:
+            backend.close()
     return {
         "windows": rows,
         "window_s": window_s,
         "batch": best,
+        "instances": tuned.instances,
         "serve_ratio_median": round(float(np.median([r["serve_ratio"] for r in rows])), 3),
         "serve_cpu_ratio_median": round(float(np.median([r["serve_cpu_ratio"] for r in rows])), 3),
         "in_process_cpu_ratio_median": round(float(np.median([r["in_process_cpu_ratio"] for r in rows])), 3),
@@ -537,6 +572,7 @@ def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
     serve_bin = entry["serve"]["binary"]
     out: dict[str, Any] = {
         "best_batch": pair["batch"],
+        "instances": pair.get("instances", 1),
         "batcher_max_batch": entry["tuned_batching"]["max_batch_size"],
         "serve_binary_over_floor": pair["serve_ratio_median"],
         "in_process_over_floor": pair["in_process_ratio_median"],
@@ -574,11 +610,17 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"## ONNX Runtime {precision.upper()}",
             "",
-            "Engine floor scans (bare ONNX Runtime + IOBinding, samples/s by batch size): "
-            + "; ".join(", ".join(f"b{r['batch']}={r['samples_per_s']}" for r in scan["per_batch"]) for scan in scans),
+            f"Engine floor scans (bare ONNX Runtime + IOBinding, {report['threads']} threads split among the "
+            "instances, which run at once; samples/s by batch size):",
             "",
-            f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']}, "
-            "then in-process c=8, then serve c=8):",
+            *(
+                f"- {scan.get('instances', 1)} instance(s): "
+                + ", ".join(f"b{r['batch']}={r['samples_per_s']}" for r in scan["per_batch"])
+                for scan in scans
+            ),
+            "",
+            f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']} "
+            f"with {entry['paired'].get('instances', 1)} instance(s), then in-process c=8, then serve c=8):",
             "",
             "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | in-process / floor "
             "| serve / floor | samples per CPU-s: floor / in-process / serve | CPU-normalized in-process, serve |",
@@ -623,8 +665,9 @@ def markdown(report: dict[str, Any]) -> str:
         tm = entry["in_process"]["tracemalloc"]
         lines += [
             "",
-            f"- batcher for the ratios: max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
-            f"(the best bucket <= concurrency/2 within 5 % of the floor's best bucket, "
+            f"- batcher for the ratios: {entry['tuned_batching'].get('instances', 1)} instance(s) (the floor's "
+            f"best layout), max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
+            f"(the best bucket <= half the clients per instance within 5 % of the floor's best bucket, "
             f"{entry.get('floor_best_batch')}, which every ratio divides by), "
             f"max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
             f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
@@ -701,25 +744,34 @@ def main() -> int:
                 "artifact_sha256": lib.environment(artifact)["model_sha256"],
                 "batching": batching.model_dump(mode="json"),
             }
-            log(f"{precision}: engine floor")
-            entry["floor"] = [floor(artifact, args.threads, args.duration, sample)]
+            entry["floor"] = []
+            for instances in layouts(args.threads):
+                log(f"{precision}: engine floor, {instances} instance(s) sharing {args.threads} threads")
+                entry["floor"].append(floor(artifact, args.threads, args.duration, sample, instances))
             # the engine runs bucket sizes (powers of two; odd batches are padded up), so the batcher is
-            # tuned to the best bucket; the strict best over every batch size stays in the table
-            per_batch = {r["batch"]: r["samples_per_s"] for r in entry["floor"][0]["per_batch"]}
+            # tuned to the best bucket of the best layout; the strict best over every batch size stays
+            # in the table
+            layout = best_layout(entry["floor"])
+            per_batch = {r["batch"]: r["samples_per_s"] for r in layout["per_batch"]}
             best = max((b for b in (1, 2, 4, 8) if b in per_batch), key=lambda b: per_batch[b])
-            batch = pipelined_batch(per_batch, best, CONCURRENCY)
-            # full batches of `batch` form at concurrency 8; with batch <= 4 the next batch gathers
-            # while the current one runs (with batch 8 = concurrency the engine idles while the
-            # clients turn around). The floor in every ratio stays the best bucket's.
+            batch = pipelined_batch(per_batch, best, CONCURRENCY // layout["instances"])
+            # full batches of `batch` form at concurrency 8; with batch <= half the clients per
+            # instance the next batch gathers while the current one runs (with batch = clients the
+            # engine idles while they turn around). The floor in every ratio stays the best bucket's.
             tuned = Batching(
                 max_batch_size=batch,
                 preferred_batch_sizes=(batch,),
                 max_queue_delay_us=0 if batch == 1 else 5000,
                 max_queue_size=batching.max_queue_size,
+                instances=layout["instances"],
             )
             entry["tuned_batching"] = tuned.model_dump(mode="json")
             entry["floor_best_batch"] = best
-            log(f"{precision}: in-process batcher (max_batch_size {batch}; the floor's best bucket is {best})")
+            entry["floor_best_instances"] = layout["instances"]
+            log(
+                f"{precision}: in-process batcher ({tuned.instances} instance(s), max_batch_size {batch}; "
+                f"the floor's best bucket is {best})"
+            )
             entry["in_process"] = in_process(artifact, args.threads, tuned, args.duration, sample)
             log(f"{precision}: edgeds serve (binary, JSON, a bad request)")
             entry["serve"] = serve_edgeds(bundle, args.threads, args.duration, sample, tuned)
@@ -735,8 +787,9 @@ def main() -> int:
             entry["paired"] = paired(
                 artifact, bundle, args.threads, tuned, sample, args.windows, args.window, floor_batch=best
             )
-            log(f"{precision}: engine floor scan again")
-            entry["floor"].append(floor(artifact, args.threads, args.duration, sample))
+            for instances in layouts(args.threads):
+                log(f"{precision}: engine floor again, {instances} instance(s)")
+                entry["floor"].append(floor(artifact, args.threads, args.duration, sample, instances))
             entry["verdicts"] = verdicts(entry)
             report["results"][precision] = entry
             log(f"{precision}: {json.dumps(entry['verdicts'])}")

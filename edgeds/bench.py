@@ -393,31 +393,72 @@ def poisson_open_loop(
 
 
 def engine_floor(
-    backend: Any, inputs_for: Callable[[int], Mapping[str, np.ndarray]], batches: Sequence[int], duration_s: float = 2.0
+    backends: Any,
+    inputs_for: Callable[[Any, int], Mapping[str, np.ndarray]],
+    batches: Sequence[int],
+    duration_s: float = 2.0,
 ) -> dict[str, Any]:
-    """Bare backend (no batcher, no copies beyond the backend's own): samples/s per batch size."""
+    """Bare backends (no batcher, no copies beyond the backend's own): samples/s per batch size.
+
+    ``backends`` is one opened backend, or several (engine instances, each with its share of the
+    threads) that run back to back in a thread each, all at once: samples/s is their sum.
+    ``inputs_for(backend, batch)`` gives the arrays to feed that backend (e.g. its staging inputs).
+    """
+    group = list(backends) if isinstance(backends, (list, tuple)) else [backends]
     rows: list[dict[str, Any]] = []
     for batch in batches:
-        feed = inputs_for(batch)
-        backend.infer(feed)
-        lat: list[float] = []
-        end = time.perf_counter() + duration_s
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            backend.infer(feed)
-            lat.append(time.perf_counter() - t)
+        feeds = [inputs_for(backend, batch) for backend in group]
+        samples_per_s, lat = floor_window(group, feeds, batch, duration_s)
         arr = np.asarray(lat) * 1000
         rows.append(
             {
                 "batch": batch,
                 "iterations": len(lat),
-                "samples_per_s": round(batch * len(lat) / float(np.sum(arr) / 1000), 2),
+                "samples_per_s": round(samples_per_s, 2),
                 "p50_ms": round(float(np.percentile(arr, 50)), 3),
                 "p99_ms": round(float(np.percentile(arr, 99)), 3),
             }
         )
     best = max(rows, key=lambda r: r["samples_per_s"])
-    return {"per_batch": rows, "best_batch": best["batch"], "best_samples_per_s": best["samples_per_s"]}
+    return {
+        "instances": len(group),
+        "per_batch": rows,
+        "best_batch": best["batch"],
+        "best_samples_per_s": best["samples_per_s"],
+    }
+
+
+def floor_window(
+    backends: Sequence[Any], feeds: Sequence[Mapping[str, np.ndarray]], batch: int, duration_s: float
+) -> tuple[float, list[float]]:
+    """Run each backend on its feed back to back for ``duration_s`` (one warm-up call each first).
+
+    Returns (samples/s summed over the backends, every call's latency in seconds). One backend
+    runs on the calling thread; several run on a thread each, all at once.
+    """
+    for backend, feed in zip(backends, feeds, strict=True):
+        backend.infer(feed)
+    latencies: list[list[float]] = [[] for _ in backends]
+
+    def loop(index: int, end: float) -> None:
+        backend, feed, lat = backends[index], feeds[index], latencies[index]
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            backend.infer(feed)
+            lat.append(time.perf_counter() - t)
+
+    end = time.perf_counter() + duration_s
+    if len(backends) == 1:
+        loop(0, end)
+    else:
+        threads = [threading.Thread(target=loop, args=(i, end)) for i in range(len(backends))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    # each backend's rate over the time it spent inferring, summed
+    rate = sum(batch * len(lat) / sum(lat) for lat in latencies if lat)
+    return rate, [x for lat in latencies for x in lat]
 
 
 def single_stream(client: Callable[[], int], duration_s: float) -> dict[str, Any]:
@@ -574,15 +615,15 @@ def run_benchmark(
     duration_s: float = 3.0,
     concurrency: Sequence[int] = (1, 2, 4, 8, 16),
     p99_bound_ms: float = 50.0,
-    floor_backend: Any = None,
+    floor_backends: Sequence[Any] = (),
     max_batch: int = 8,
     server_pid: int | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Run ``scenarios`` against an in-process ``engine`` or a server at ``url``; a JSON-able report.
 
-    ``sample`` is one sample with its batch dim (``[1, ...]``). ``floor_backend`` (opened with buckets
-    1..max_batch) gives the engine floor; it is skipped over HTTP unless given.
+    ``sample`` is one sample with its batch dim (``[1, ...]``). ``floor_backends`` (opened with buckets
+    1..max_batch; one per engine instance) give the engine floor; it is skipped unless given.
     """
     report: dict[str, Any] = {"transport": "in-process" if engine is not None else "http", "scenarios": {}}
     if engine is not None:
@@ -619,11 +660,11 @@ def run_benchmark(
         entry["resources"] = monitor.report()
         out[name] = entry
 
-    if "floor" in scenarios and floor_backend is not None:
+    if "floor" in scenarios and floor_backends:
         progress("floor")
-        staged = getattr(floor_backend, "staging_inputs", None)
 
-        def feed(n: int) -> Mapping[str, np.ndarray]:
+        def feed(backend: Any, n: int) -> Mapping[str, np.ndarray]:
+            staged = getattr(backend, "staging_inputs", None)
             arrays = dict(staged(n)) if staged is not None else {}
             if not arrays:
                 arrays = {input_name: np.repeat(sample, n, axis=0)}
@@ -631,7 +672,7 @@ def run_benchmark(
                 arrays[input_name][...] = sample
             return arrays
 
-        out["floor"] = engine_floor(floor_backend, feed, list(range(1, max_batch + 1)), duration_s=duration_s / 2)
+        out["floor"] = engine_floor(floor_backends, feed, list(range(1, max_batch + 1)), duration_s=duration_s / 2)
     if "single" in scenarios:
         measured("single", lambda: single_stream(client, duration_s))
     if "multi" in scenarios:
@@ -659,6 +700,7 @@ __all__ = [
     "concurrency_sweep",
     "engine_floor",
     "environment",
+    "floor_window",
     "multi_stream",
     "offline",
     "oip_binary_body",

@@ -24,6 +24,10 @@ def bench(
     concurrency: Annotated[str, typer.Option(help="Concurrency levels of the sweep.")] = "1,2,4,8,16",
     p99_ms: Annotated[float, typer.Option(help="p99 bound of the Server scenario (ms).")] = 50.0,
     threads: Annotated[int | None, typer.Option(help="Backend CPU threads (in-process).")] = None,
+    instances: Annotated[
+        int | None,
+        typer.Option(min=1, help="Engine instances in-process (threads split among them); the floor runs as many."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -77,7 +81,7 @@ def bench(
     else:
         if bundle is None:
             raise typer.BadParameter("give a BUNDLE or --url")
-        report = _bench_bundle(bundle, wanted, duration, levels, p99_ms, threads, progress)
+        report = _bench_bundle(bundle, wanted, duration, levels, p99_ms, threads, instances, progress)
     if out is not None:
         out.write_text(json.dumps(report, indent=2) + "\n")
     emit(report, as_json, lambda: _human(report))
@@ -90,6 +94,7 @@ def _bench_bundle(
     levels: list[int],
     p99_ms: float,
     threads: int | None,
+    instances: int | None,
     progress: Any,
 ) -> dict[str, Any]:
     import numpy as np
@@ -97,22 +102,30 @@ def _bench_bundle(
     from .. import backends
     from .. import bench as lib
     from ..bundle import load_bundle
-    from ..runtime.engine import Engine, thread_options
+    from ..config import Batching
+    from ..runtime.engine import Engine, instance_options, thread_options
 
     with load_bundle(bundle, verify=False) as loaded:
         manifest = loaded.manifest
         options = {**manifest.backend_options, **thread_options(manifest.backend, threads)}
-        engine = Engine.from_bundle(loaded, options=options)
+        batching = Batching.model_validate(
+            {k: v for k, v in dict(manifest.batching or {}).items() if k in Batching.model_fields}
+        )
+        if instances is not None:
+            batching = batching.model_copy(update={"instances": instances})
+        engine = Engine.from_bundle(loaded, batching=batching, options=options)
         with engine:
             assert engine.io is not None
             spec = engine.io.inputs[0]
             inputs, _ = loaded.golden()
             sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
             max_batch = engine.batching.max_batch_size
-            floor_backend = None
-            if "floor" in wanted:
-                floor_backend = backends.create(manifest.backend, options)
-                floor_backend.open(loaded.artifact_path, list(range(1, max_batch + 1)))
+            floor_backends: list[Any] = []
+            if "floor" in wanted:  # the same instances with the same thread split as the engine
+                template = backends.create(manifest.backend, options)
+                for instance in instance_options(template, engine.batching.instances):
+                    floor_backends.append(backends.create(manifest.backend, instance))
+                    floor_backends[-1].open(loaded.artifact_path, list(range(1, max_batch + 1)))
             try:
                 report = lib.run_benchmark(
                     engine=engine,
@@ -122,13 +135,13 @@ def _bench_bundle(
                     duration_s=duration,
                     concurrency=levels,
                     p99_bound_ms=p99_ms,
-                    floor_backend=floor_backend,
+                    floor_backends=floor_backends,
                     max_batch=max_batch,
                     progress=progress,
                 )
             finally:
-                if floor_backend is not None:
-                    floor_backend.close()
+                for backend in floor_backends:
+                    backend.close()
             report["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)
             report["config"] = {
                 "bundle": str(bundle),
@@ -147,7 +160,7 @@ def _human(report: dict[str, Any]) -> None:
         floor = scen["floor"]
         console.print(
             table(
-                "Engine floor (bare backend)",
+                f"Engine floor (bare backend, {floor.get('instances', 1)} instance(s) at once)",
                 ["batch", "samples/s", "p50 ms", "p99 ms"],
                 [[r["batch"], r["samples_per_s"], r["p50_ms"], r["p99_ms"]] for r in floor["per_batch"]],
             )

@@ -100,3 +100,18 @@ def test_run_on_image_and_npy(bundle: Path, tmp_path: Path) -> None:
     assert len(preds) == 2
     full = json.loads(runner.invoke(app, ["run", str(bundle), "--input", str(png), "--json", "--top", "5"]).output)
     assert abs(sum(p["score"] for p in full["predictions"][0]) - 1.0) < 1e-6  # softmax over every label
+
+
+def test_bench_in_process_floor_with_two_instances(bundle: Path, tmp_path: Path) -> None:
+    """``edgeds bench BUNDLE --instances 2``: the floor runs two bare sessions at once, one thread each."""
+    out = tmp_path / "report.json"
+    args = ["bench", str(bundle), "--scenarios", "floor,single", "--duration", "0.4", "--threads", "2"]
+    result = CliRunner().invoke(app, [*args, "--instances", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    floor = report["scenarios"]["floor"]
+    assert floor["instances"] == 2
+    assert [r["batch"] for r in floor["per_batch"]] == list(range(1, len(floor["per_batch"]) + 1))
+    assert all(r["samples_per_s"] > 0 and r["iterations"] > 0 for r in floor["per_batch"])
+    assert report["config"]["batching"]["instances"] == 2
+    assert report["scenarios"]["single"]["ok"] > 0

@@ -22,3 +22,12 @@ def test_half_the_concurrency_when_it_is_as_fast_else_the_best_bucket() -> None:
     assert pick({1: 400.0, 2: 450.0, 4: 500.0, 8: 600.0}, 8, 8) == 8  # b8 clearly better: keep it
     assert pick({1: 400.0, 2: 520.0, 4: 500.0, 8: 530.0}, 8, 8) == 2  # the best of the halves
     assert pick({1: 400.0, 2: 450.0}, 2, 1) == 2  # no bucket fits half of concurrency 1
+
+
+def test_the_best_layout_is_the_highest_bucket_floor_of_any_instance_count() -> None:
+    bench = _runtime_bench()
+    one = {"instances": 1, "per_batch": [{"batch": 4, "samples_per_s": 1200.0}, {"batch": 3, "samples_per_s": 1600.0}]}
+    two = {"instances": 2, "per_batch": [{"batch": 1, "samples_per_s": 1450.0}, {"batch": 2, "samples_per_s": 1480.0}]}
+    # batch 3 is not a bucket (the engine pads it to 4), so it cannot make one instance the best
+    assert bench.best_layout([one, two]) is two
+    assert bench.layouts(2) == [1, 2] and bench.layouts(1) == [1]
