@@ -644,7 +644,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._end = 0  # end of received data
         self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
         self._discard = 0  # bytes of an oversized body still to drop
-        self._busy = False
+        self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
+        self._in_flight = False  # its body's views may be alive: do not compact over them
         self._processing = False
         self._pending: tuple[str, str, bool, dict[str, str], int] | None = None
         self._transport: asyncio.Transport | None = None
@@ -666,11 +667,11 @@ class _Connection(asyncio.BufferedProtocol):
         with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
             self._fd = -1
         self._transport = None
-        if not self._busy:  # no request views point into it: the next connection reuses it
+        if not self._in_flight:  # no request views point into it: the next connection reuses it
             self._server._give_buffer(self._buf)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if not self._busy and self._start == self._end:
+        if not self._in_flight and self._start == self._end:
             self._start = self._end = 0  # all parsed and answered (maybe by a worker): start over
         if self._end == len(self._buf):
             self._make_room(max(_INITIAL_BUFFER, self._need))
@@ -694,17 +695,16 @@ class _Connection(asyncio.BufferedProtocol):
         """
         used = self._end - self._start
         size = len(self._buf)
-        if used + _INITIAL_BUFFER // 4 > size or want > size or self._busy:
+        if used + _INITIAL_BUFFER // 4 > size or want > size:
             size = max(size * 2, want + _INITIAL_BUFFER // 4)
-        if size != len(self._buf) or self._start:
+        if size != len(self._buf) or self._in_flight:
             # a new buffer (views of the old one, if any, keep it alive until they are dropped)
-            fresh = bytearray(size) if size != len(self._buf) else self._buf
-            if fresh is self._buf:
-                self._buf[:used] = self._buf[self._start : self._end]
-            else:
-                fresh[:used] = self._buf[self._start : self._end]
-                self._buf = fresh
-            self._start, self._end = 0, used
+            fresh = bytearray(size)
+            fresh[:used] = self._buf[self._start : self._end]
+            self._buf = fresh
+        elif self._start:
+            self._buf[:used] = self._buf[self._start : self._end]
+        self._start, self._end = 0, used
 
     # -- parsing
 
@@ -740,7 +740,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._start += length
             self._pending = None
             self._need = 0
-            self._busy = True  # nothing is parsed (or compacted over this body) until it is answered
+            self._busy = self._in_flight = True  # nothing is parsed (or compacted over this body) until answered
             if method == "POST" and self._server._start_infer(target, headers, body, _Reply(self, keep_alive, body)):
                 continue  # answered already (an error) -> parse on; queued -> _busy ends the loop
             asyncio.get_running_loop().create_task(self._respond(method, target, keep_alive, headers, body))
@@ -812,7 +812,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _finish_after_reply(self, body: memoryview) -> None:
         with contextlib.suppress(BufferError):  # a view may outlive the request (e.g. in a traceback)
             body.release()
-        self._busy = False
+        self._busy = self._in_flight = False
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self._reset_if_empty()
@@ -829,9 +829,11 @@ class _Connection(asyncio.BufferedProtocol):
     def _answer_from_worker(self, response: _Response, keep_alive: bool, body: memoryview) -> bool:
         """Send the in-flight request's response from an engine worker thread; False = the loop must.
 
-        Only a complete keep-alive response on a connection with nothing queued in the transport is
-        sent here (anything else keeps the loop's ordering). Once sent, the connection stops being
-        busy; bytes that arrived meanwhile (a pipelining client) are parsed on the loop.
+        Only a keep-alive response on a connection with nothing queued in the transport is sent here
+        (anything else keeps the loop's ordering). The body's views are done with before the bytes
+        leave (the client may send its next request at once, and the loop may then reuse the
+        buffer); once all is sent the connection stops being busy, and bytes that arrived meanwhile
+        (a pipelining client, or one quicker than this thread) are parsed on the loop.
         """
         if not keep_alive:
             return False
@@ -840,6 +842,9 @@ class _Connection(asyncio.BufferedProtocol):
             transport = self._transport
             if self._fd < 0 or transport is None or transport.is_closing() or transport.get_write_buffer_size():
                 return False
+            with contextlib.suppress(BufferError):
+                body.release()
+            self._in_flight = False
             try:
                 sent = os.write(self._fd, data)
             except BlockingIOError:
@@ -850,8 +855,6 @@ class _Connection(asyncio.BufferedProtocol):
                 rest = data[sent:]
                 self._server._call_on_loop(lambda: self._send_rest(rest, body))
                 return True
-            with contextlib.suppress(BufferError):
-                body.release()
             self._busy = False
             waiting = self._end > self._start
         if waiting:
