@@ -12,7 +12,8 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
   the same threads (one session with all of them, and one single-thread session per thread running
   at once), before and after the server runs; the best layout and batch is the denominator, and the
   batcher and the server run with that layout (Triton's instance_group count);
-* the in-process batcher at concurrency 8 (``Engine.submit``);
+* the in-process batcher at concurrency 8 (``Engine.submit``; completion callbacks submit the next
+  request, and for comparison the same from 8 blocking client threads);
 * ``edgeds serve`` (a separate process) at concurrency 8 over binary OIP, and over OIP JSON;
 * peers, each in its own virtual environment created here (``bench/peers/.venv-*``, git-ignored),
   same ONNX file, same intra-op threads, same load generator, loopback, concurrency 8:
@@ -21,7 +22,9 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
 * memory: the server's RSS growth over 20,000 requests after warm-up, and a tracemalloc check
   of the engine path (in-process).
 
-The load generator runs in this process and shares the 2 cores with the server under test.
+The load generator runs in this process and shares the 2 cores with the server under test. Over
+HTTP it is one thread driving 8 keep-alive connections with a selector (``http_closed_loop``), the
+same for edgeds and every peer; each connection sends its next request when its response is in.
 """
 
 from __future__ import annotations
@@ -197,10 +200,12 @@ def best_layout(scans: list[dict[str, Any]]) -> dict[str, Any]:
 def in_process(artifact: Path, threads: int, batching: Batching, duration: float, sample: np.ndarray) -> dict[str, Any]:
     engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=batching).start()
     try:
-        client = lib.EngineClient(engine, {"input": sample})
         before = engine.stats()
-        result = lib.summarize(lib.closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
+        result = lib.summarize(lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, duration, warmup_s=1.0))
         result.update(lib.batch_stats_delta(before, engine.stats()))
+        # the same load from 8 client threads that block on their requests (thread wake-ups included)
+        client = lib.EngineClient(engine, {"input": sample})
+        result["client_threads"] = lib.summarize(lib.closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
         result["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)  # open + warm every bucket
         result["tracemalloc"] = tracemalloc_check(engine, sample)
         return result
@@ -246,7 +251,7 @@ def measure_http(
 ) -> dict[str, Any]:
     before = lib.stats_snapshot(url, model) if url and model else None
     with lib.ResourceMonitor(pid) as monitor:
-        result = lib.summarize(lib.closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
+        result = lib.summarize(lib.http_closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
     result["resources"] = monitor.report()
     if before is not None and url and model:
         result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
@@ -302,7 +307,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
 
 def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 5000) -> dict[str, Any]:
     """RSS of the server after ``warmup`` requests, then after each tenth of ``requests`` more (c=8)."""
-    lib.closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=warmup)
+    lib.http_closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=warmup)
     time.sleep(0.5)
     before = rss_tree(pid)
     series = []
@@ -311,7 +316,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     done = 0
     while done < requests:
         chunk = min(step, requests - done)
-        samples = lib.closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=chunk)
+        samples = lib.http_closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=chunk)
         ok += sum(1 for st in samples.status if st == 200)
         done += chunk
         series.append(round(rss_tree(pid) / 2**20, 2))
@@ -359,7 +364,8 @@ def paired(
     floor_batch: int,
 ) -> dict[str, Any]:
     """Interleaved windows of bare floor (at ``floor_batch``, the best bucket, with the ``tuned``
-    instance layout), in-process batcher (c=8) and serve (c=8, binary OIP), both with the ``tuned``
+    instance layout), in-process batcher (c=8, completion callbacks submit the next request) and serve
+    (c=8, binary OIP, one load-generator thread per connection), both with the ``tuned``
     batching.
 
     On a shared machine the load from other processes drifts by 2x within minutes; comparing each
@@ -373,7 +379,6 @@ def paired(
     proc, port, model = start_serve(bundle, threads, tuned)
     body, headers = lib.oip_binary_body("input", sample)
     http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
-    inproc = lib.EngineClient(engine, {"input": sample})
     import psutil
 
     me, server = psutil.Process(), psutil.Process(proc.pid)
@@ -390,10 +395,10 @@ def paired(
             n = len(lat)
             floor_eff = n * best / max(1e-9, cpu(me) - c0)
             c0 = cpu(me)
-            e = lib.summarize(lib.closed_loop(inproc, CONCURRENCY, window_s, warmup_s=0.0))
+            e = lib.summarize(lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, window_s, warmup_s=0.0))
             inproc_eff = e["ok"] / max(1e-9, cpu(me) - c0)
             c0 = cpu(server)
-            h = lib.summarize(lib.closed_loop(http, CONCURRENCY, window_s, warmup_s=0.0))
+            h = lib.summarize(lib.http_closed_loop(http, CONCURRENCY, window_s, warmup_s=0.0))
             serve_eff = h["ok"] / max(1e-9, cpu(server) - c0)
             rows.append(
                 {
@@ -620,7 +625,8 @@ def markdown(report: dict[str, Any]) -> str:
             ),
             "",
             f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']} "
-            f"with {entry['paired'].get('instances', 1)} instance(s), then in-process c=8, then serve c=8):",
+            f"with {entry['paired'].get('instances', 1)} instance(s), then in-process c=8 driven by completion "
+            "callbacks, then serve c=8):",
             "",
             "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | in-process / floor "
             "| serve / floor | samples per CPU-s: floor / in-process / serve | CPU-normalized in-process, serve |",
@@ -652,7 +658,11 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{res.get('cpu_percent', '-')} | {res.get('rss_peak_mb', '-')} |"
             )
 
-        lines.append(row("edgeds in-process batcher", "Engine.submit", entry["in_process"]))
+        lines.append(row("edgeds in-process batcher", "Engine.submit, callbacks", entry["in_process"]))
+        if "client_threads" in entry["in_process"]:
+            lines.append(
+                row("edgeds in-process batcher", "Engine.submit, 8 threads", entry["in_process"]["client_threads"])
+            )
         lines.append(row("edgeds serve", "binary OIP", entry["serve"]["binary"]))
         lines.append(row("edgeds serve", "OIP JSON", entry["serve"]["json"]))
         lines.append(row("edgeds serve, bundle batching", "binary OIP", entry["serve_bundle_batching"]["binary"]))

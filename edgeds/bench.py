@@ -148,6 +148,97 @@ class HttpClient:
             self._drop(conn)
 
 
+def http_closed_loop(
+    client: HttpClient,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+    max_queries: int | None = None,
+) -> Samples:
+    """The closed loop of :func:`closed_loop` over ``client``'s request, driven by one thread.
+
+    ``concurrency`` keep-alive connections each send the next request as soon as the previous
+    response is complete; a selector waits on all of them. Without a thread per connection, the
+    load generator takes less of the CPU it shares with the server under test (no thread
+    wake-ups or GIL hand-offs per response). Connections go back to ``client``'s pool.
+    """
+    import selectors
+
+    samples = Samples()
+    selector = selectors.DefaultSelector()
+    conns = [client._take() for _ in range(concurrency)]
+    start = time.perf_counter()
+    t_measure, t_end = start + warmup_s, start + warmup_s + duration_s
+    budget = max_queries
+    pending: dict[int, tuple[float, bytearray]] = {}  # fileno -> (request start, bytes received)
+
+    def send(sock: socket.socket) -> bool:
+        nonlocal budget
+        now = time.perf_counter()
+        if now >= t_end or budget == 0:
+            return False
+        if budget is not None:
+            budget -= 1
+        pending[sock.fileno()] = (now, bytearray())
+        sock.sendall(client.request)
+        return True
+
+    by_fd = {sock.fileno(): sock for sock, _ in conns}
+    live = 0
+    for sock, _ in conns:
+        if send(sock):
+            selector.register(sock, selectors.EVENT_READ)
+            live += 1
+    try:
+        while live:
+            for key, _ in selector.select(timeout=60):
+                sock = by_fd[key.fd]
+                began, data = pending[key.fd]
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    chunk = b""
+                fields: dict[str, str] = {"connection": "close"}
+                if not chunk:  # the server dropped the connection: a failed request, then a new one
+                    status = 599
+                else:
+                    data += chunk
+                    head_end = data.find(b"\r\n\r\n")
+                    if head_end < 0:
+                        continue
+                    head = data[:head_end].decode("latin-1").split("\r\n")
+                    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+                    if "chunked" in fields.get("transfer-encoding", "").lower():
+                        if not data.endswith(b"0\r\n\r\n"):  # the last chunk
+                            continue
+                    elif len(data) < head_end + 4 + int(fields.get("content-length", "0")):
+                        continue
+                    status = int(head[0].split()[1])
+                if began >= t_measure:
+                    samples.add(began, time.perf_counter(), status)
+                del pending[key.fd]
+                if fields.get("connection", "").lower() == "close":  # the server ends it: open another
+                    selector.unregister(sock)
+                    index = next(i for i, (s, _) in enumerate(conns) if s is sock)
+                    client._drop(conns[index])
+                    conns[index] = client._take()
+                    sock = conns[index][0]
+                    by_fd[sock.fileno()] = sock
+                    selector.register(sock, selectors.EVENT_READ)
+                if not send(sock):
+                    selector.unregister(sock)
+                    live -= 1
+    except BaseException:
+        for conn in conns:
+            client._drop(conn)
+        raise
+    finally:
+        selector.close()
+    for conn in conns:
+        client._give(conn)
+    return samples
+
+
 def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tuple[bytes, dict[str, str]]:
     """A binary-extension OIP request for one input (outputs in binary), as ``tritonclient`` sends."""
     from .runtime.server import oip_datatype
@@ -199,6 +290,15 @@ class Samples:
         self.starts.append(start)
         self.ends.append(end)
         self.status.append(status)
+
+    def peak_in_flight(self) -> int:
+        """The most requests outstanding at once (the concurrency the load really had)."""
+        events = sorted([(t, 1) for t in self.starts] + [(t, -1) for t in self.ends])
+        level = peak = 0
+        for _, step in events:  # at equal times an end (-1) sorts before a start
+            level += step
+            peak = max(peak, level)
+        return peak
 
     def merge(self, other: Samples) -> None:
         self.starts.extend(other.starts)
@@ -294,6 +394,69 @@ class ResourceMonitor:
 
 
 # ---------------------------------------------------------------------- load patterns
+
+
+def engine_closed_loop(
+    engine: Any,
+    inputs: Mapping[str, np.ndarray],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+) -> Samples:
+    """In-process closed loop without client threads: ``concurrency`` requests stay in flight, and
+    each completion callback (on the engine's worker) records its request and submits the next.
+
+    This is how an in-process producer that reacts at once (a camera pipeline) drives the engine;
+    it measures the batcher and engine without the wake-ups of ``concurrency`` blocked threads.
+    """
+    from .errors import RequestError, ServiceUnavailable
+
+    samples = Samples()
+    lock = threading.Lock()
+    done = threading.Event()
+    live = [concurrency]
+    start = time.perf_counter()
+    t_measure, t_end = start + warmup_s, start + warmup_s + duration_s
+    starts: dict[int, float] = {}
+
+    def stop_slot() -> None:
+        with lock:
+            live[0] -= 1
+            if live[0] == 0:
+                done.set()
+
+    def submit(slot: int) -> None:
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                stop_slot()
+                return
+            starts[slot] = now
+            try:
+                engine.submit(inputs, callback=lambda request, slot=slot: finished(slot, request))
+                return
+            except ServiceUnavailable:
+                status = 503
+            except RequestError:
+                status = 400
+            if now >= t_measure:
+                with lock:
+                    samples.add(now, time.perf_counter(), status)
+
+    def finished(slot: int, request: Any) -> None:
+        end = time.perf_counter()
+        status = 200 if request.error is None else 503 if isinstance(request.error, ServiceUnavailable) else 500
+        request.release()
+        began = starts[slot]
+        if began >= t_measure:
+            with lock:
+                samples.add(began, end, status)
+        submit(slot)
+
+    for slot in range(concurrency):
+        submit(slot)
+    done.wait(warmup_s + duration_s + 60.0)
+    return samples
 
 
 def closed_loop(
@@ -698,9 +861,11 @@ __all__ = [
     "batch_stats_delta",
     "closed_loop",
     "concurrency_sweep",
+    "engine_closed_loop",
     "engine_floor",
     "environment",
     "floor_window",
+    "http_closed_loop",
     "multi_stream",
     "offline",
     "oip_binary_body",

@@ -313,3 +313,19 @@ def test_two_instances_answer_concurrent_clients(model: Path) -> None:
         assert set(stats["instance_executions"]) == {"0", "1"}
     finally:
         srv.stop(close_engines=True)
+
+
+def test_selector_load_generator_sends_exactly_its_budget(server: InferenceServer) -> None:
+    """``bench.http_closed_loop``: one thread, 4 connections, 60 queries: 60 answers, <= 4 in flight."""
+    from edgeds.bench import HttpClient, http_closed_loop, oip_binary_body
+
+    body, headers = oip_binary_body("input", sample(1))
+    client = HttpClient("127.0.0.1", server.port, "/v2/models/tiny/infer", body, headers)
+    try:
+        samples = http_closed_loop(client, 4, 60.0, warmup_s=0.0, max_queries=60)
+        again = http_closed_loop(client, 4, 0.2, warmup_s=0.0)  # the pooled connections are reused
+    finally:
+        client.close()
+    assert len(samples.starts) == 60 and set(samples.status) == {200}
+    assert len(again.starts) > 0 and set(again.status) == {200}
+    assert samples.peak_in_flight() <= 4

@@ -141,3 +141,17 @@ def test_drain_finishes_in_flight_and_refuses_new(model: Path) -> None:
     with pytest.raises(EngineDraining):
         engine.submit({"input": x})
     assert engine.stats().success == 5
+
+
+def test_callback_closed_loop_keeps_the_concurrency_and_loses_nothing(model: Path) -> None:
+    """``bench.engine_closed_loop``: at most ``concurrency`` requests in flight, every one answered 200."""
+    from edgeds.bench import engine_closed_loop
+
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    with make(model, max_batch_size=4, instances=2) as engine:
+        samples = engine_closed_loop(engine, {"input": x}, concurrency=4, duration_s=0.4, warmup_s=0.1)
+        stats = engine.stats()
+        assert engine.queue_depth() == 0
+    assert len(samples.starts) > 20 and set(samples.status) == {200}
+    assert stats.success >= len(samples.starts) and stats.failure == 0
+    assert samples.peak_in_flight() <= 4
