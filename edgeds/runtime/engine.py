@@ -11,8 +11,10 @@ queued and in-flight request finish, then closes. :meth:`Engine.close` rejects w
 Request path: :meth:`Engine.submit` validates the inputs (names, dtype, non-batch shape, batch
 size; :class:`~edgeds.errors.RequestError` otherwise) and queues them *without copying*: the
 caller must not modify its arrays until the request completes. The worker copies each request's
-rows straight into the bucket's pooled input, runs the backend, copies the used output rows into
-a pooled :class:`~edgeds.runtime.buffers.OutputSlot` and gives every request a view of its rows.
+rows straight into the bucket's pooled input (a batch that is one request filling its bucket
+goes to the backend as the request's own arrays, which it binds in place or copies), runs the
+backend, copies the used output rows into a pooled :class:`~edgeds.runtime.buffers.OutputSlot`
+and gives every request a view of its rows.
 ``InferRequest.outputs`` are those views: call :meth:`InferRequest.release` once they have been
 serialized (or use :meth:`Engine.infer`, which returns copies). An unreleased request is
 released when it is garbage-collected.
@@ -422,14 +424,19 @@ class Engine:
         for pending in batch:
             rows += pending.size
         bucket = pool.bucket_for(rows)
-        buffers = pool.inputs(bucket)
-        offset = 0
-        for pending in batch:
-            request = pending.item
-            end = offset + pending.size
-            for name, array in request.inputs.items():
-                buffers[name][offset:end] = array
-            offset = end
+        if len(batch) == 1 and rows == bucket:
+            # one request that fills its bucket: the backend reads the request's own arrays (ONNX
+            # Runtime binds aligned ones in place, the others copy them into their staging inputs)
+            buffers = batch[0].item.inputs
+        else:
+            buffers = pool.inputs(bucket)
+            offset = 0
+            for pending in batch:
+                request = pending.item
+                end = offset + pending.size
+                for name, array in request.inputs.items():
+                    buffers[name][offset:end] = array
+                offset = end
         t1 = time.monotonic_ns()
         try:
             outputs = backend.infer(buffers)

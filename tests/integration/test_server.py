@@ -329,3 +329,22 @@ def test_selector_load_generator_sends_exactly_its_budget(server: InferenceServe
     assert len(samples.starts) == 60 and set(samples.status) == {200}
     assert len(again.starts) > 0 and set(again.status) == {200}
     assert samples.peak_in_flight() <= 4
+
+
+def test_binary_tensors_reach_onnxruntime_without_a_copy(model: Path) -> None:
+    """A client that sends alike requests gets its tensor received 64-byte aligned and bound in place."""
+    engine = start_engine(model, max_batch_size=1)
+    srv = InferenceServer(engine, port=0).start()
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{srv.port}")
+    try:
+        for i in range(4):
+            x = sample(1, seed=i)
+            inp = httpclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            np.testing.assert_allclose(c.infer("tiny", [inp]).as_numpy("logits"), ref(model, x), atol=1e-4, rtol=1e-4)
+        bound = engine.backends[0]._bound[1]  # white box: the memory the last inference read
+        assert bound.addresses["input"] != bound.inputs["input"].ctypes.data
+        assert bound.addresses["input"] % 64 == 0
+    finally:
+        c.close()
+        srv.stop(close_engines=True)
