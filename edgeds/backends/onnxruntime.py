@@ -190,8 +190,10 @@ class OnnxRuntimeBackend(Backend):
             if staged is None:
                 raise BackendError(f"unknown input {name!r}")
             target = staged
+            # ndarray.ctypes.data, not __array_interface__: numpy 2.4 keeps ~10 bytes per distinct
+            # address asked through the latter (1.9 MB after 30,000 requests in a server)
             if array is not staged:
-                address = array.__array_interface__["data"][0]
+                address = array.ctypes.data
                 if (
                     address % _ALIGN == 0
                     and array.flags.c_contiguous
@@ -201,7 +203,7 @@ class OnnxRuntimeBackend(Backend):
                     target = array
                 else:
                     copy_inputs(bound.inputs, {name: array})
-            address = target.__array_interface__["data"][0]
+            address = target.ctypes.data
             if bound.addresses[name] != address:
                 bound.binding.bind_input(name, "cpu", 0, target.dtype, list(target.shape), address)
                 bound.addresses[name] = address

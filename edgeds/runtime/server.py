@@ -901,7 +901,7 @@ class _Reply:
 
 def _address(buf: bytearray) -> int:
     """Memory address of ``buf``'s first byte (the view is dropped at once: ``buf`` stays resizable)."""
-    return int(np.frombuffer(buf, dtype=np.uint8).__array_interface__["data"][0]) if buf else 0
+    return int(np.frombuffer(buf, dtype=np.uint8).ctypes.data) if buf else 0
 
 
 def _http_bytes(response: _Response, keep_alive: bool) -> bytes:
