@@ -183,6 +183,8 @@ def http_closed_loop(
         sock.sendall(client.request)
         return True
 
+    for sock, _ in conns:  # plain blocking calls: with a timeout, Python polls before every send and recv
+        sock.settimeout(None)
     by_fd = {sock.fileno(): sock for sock, _ in conns}
     live = 0
     for sock, _ in conns:
@@ -191,7 +193,10 @@ def http_closed_loop(
             live += 1
     try:
         while live:
-            for key, _ in selector.select(timeout=60):
+            events = selector.select(timeout=60)
+            if not events:
+                raise TimeoutError(f"no response from {client.address} for 60 s")
+            for key, _ in events:
                 sock = by_fd[key.fd]
                 began, data = pending[key.fd]
                 try:
@@ -223,6 +228,7 @@ def http_closed_loop(
                     client._drop(conns[index])
                     conns[index] = client._take()
                     sock = conns[index][0]
+                    sock.settimeout(None)
                     by_fd[sock.fileno()] = sock
                     selector.register(sock, selectors.EVENT_READ)
                 if not send(sock):
@@ -234,8 +240,9 @@ def http_closed_loop(
         raise
     finally:
         selector.close()
-    for conn in conns:
-        client._give(conn)
+    for sock, reader in conns:
+        sock.settimeout(60)
+        client._give((sock, reader))
     return samples
 
 
