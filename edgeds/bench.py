@@ -17,6 +17,7 @@ that a peer takes). Both are thread-safe through per-thread state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -180,7 +181,8 @@ def http_closed_loop(
         if budget is not None:
             budget -= 1
         pending[sock.fileno()] = (now, bytearray())
-        sock.sendall(client.request)
+        with contextlib.suppress(OSError):  # a reset shows as the empty read that follows: a 599
+            sock.sendall(client.request)
         return True
 
     for sock, _ in conns:  # plain blocking calls: with a timeout, Python polls before every send and recv
@@ -216,9 +218,15 @@ def http_closed_loop(
                     if "chunked" in fields.get("transfer-encoding", "").lower():
                         if not data.endswith(b"0\r\n\r\n"):  # the last chunk
                             continue
-                    elif len(data) < head_end + 4 + int(fields.get("content-length", "0")):
-                        continue
-                    status = int(head[0].split()[1])
+                        status = int(head[0].split()[1])
+                    else:
+                        try:
+                            length = int(fields.get("content-length", "0"))
+                            status = int(head[0].split()[1])
+                        except (ValueError, IndexError):  # not HTTP: a failed request
+                            length, status, fields["connection"] = 0, 599, "close"
+                        if len(data) < head_end + 4 + length:
+                            continue
                 if began >= t_measure:
                     samples.add(began, time.perf_counter(), status)
                 del pending[key.fd]
@@ -433,36 +441,42 @@ def engine_closed_loop(
                 done.set()
 
     def submit(slot: int) -> None:
-        while True:
-            now = time.perf_counter()
-            if now >= t_end:
-                stop_slot()
-                return
-            starts[slot] = now
-            try:
-                engine.submit(inputs, callback=lambda request, slot=slot: finished(slot, request))
-                return
-            except ServiceUnavailable:
-                status = 503
-            except RequestError:
-                status = 400
-            if now >= t_measure:
-                with lock:
-                    samples.add(now, time.perf_counter(), status)
+        now = time.perf_counter()
+        if now >= t_end:
+            stop_slot()
+            return
+        starts[slot] = now
+        status = 500
+        try:
+            engine.submit(inputs, callback=lambda request, slot=slot: finished(slot, request))
+            return
+        except ServiceUnavailable:  # queue full or engine closing: this slot stops (no retry spin)
+            status = 503
+        except RequestError:
+            status = 400
+        except Exception:  # never raise into the engine's worker thread
+            status = 500
+        if now >= t_measure:
+            with lock:
+                samples.add(now, time.perf_counter(), status)
+        stop_slot()
 
     def finished(slot: int, request: Any) -> None:
-        end = time.perf_counter()
-        status = 200 if request.error is None else 503 if isinstance(request.error, ServiceUnavailable) else 500
-        request.release()
-        began = starts[slot]
-        if began >= t_measure:
-            with lock:
-                samples.add(began, end, status)
-        submit(slot)
+        try:
+            end = time.perf_counter()
+            status = 200 if request.error is None else 503 if isinstance(request.error, ServiceUnavailable) else 500
+            request.release()
+            began = starts[slot]
+            if began >= t_measure:
+                with lock:
+                    samples.add(began, end, status)
+        finally:
+            submit(slot)
 
     for slot in range(concurrency):
         submit(slot)
-    done.wait(warmup_s + duration_s + 60.0)
+    if not done.wait(warmup_s + duration_s + 60.0):
+        raise TimeoutError(f"{live[0]} of {concurrency} requests still unanswered 60 s after the run")
     return samples
 
 
@@ -610,12 +624,17 @@ def floor_window(
         backend.infer(feed)
     latencies: list[list[float]] = [[] for _ in backends]
 
+    errors: list[BaseException] = []
+
     def loop(index: int, end: float) -> None:
         backend, feed, lat = backends[index], feeds[index], latencies[index]
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            backend.infer(feed)
-            lat.append(time.perf_counter() - t)
+        try:
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                backend.infer(feed)
+                lat.append(time.perf_counter() - t)
+        except BaseException as exc:  # re-raised on the calling thread
+            errors.append(exc)
 
     end = time.perf_counter() + duration_s
     if len(backends) == 1:
@@ -626,6 +645,8 @@ def floor_window(
             thread.start()
         for thread in threads:
             thread.join()
+    if errors:
+        raise errors[0]
     # each backend's rate over the time it spent inferring, summed
     rate = sum(batch * len(lat) / sum(lat) for lat in latencies if lat)
     return rate, [x for lat in latencies for x in lat]

@@ -184,7 +184,10 @@ class OnnxRuntimeBackend(Backend):
     def _bind_inputs(bound: _Bound, inputs: TensorDict) -> None:
         """Point the bucket's binding at each input: a caller's C-contiguous, 64-byte aligned array of
         the bucket's shape in place (no copy; it must stay untouched until ``infer`` returns), any
-        other array copied into the staging input."""
+        other array copied into the staging input. Every input must be given: a binding left alone
+        could still point at a previous caller's array."""
+        if len(inputs) != len(bound.inputs) or any(name not in inputs for name in bound.inputs):
+            raise BackendError(f"infer() needs exactly the inputs {sorted(bound.inputs)}, got {sorted(inputs)}")
         for name, array in inputs.items():
             staged = bound.inputs.get(name)
             if staged is None:

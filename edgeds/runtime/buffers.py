@@ -5,7 +5,8 @@ Ownership and lifetime:
 * **Inputs.** One set of input arrays per bucket size, allocated once in the constructor. When the
   backend offers staging buffers (:class:`StagingBackend`: e.g. ONNX Runtime's IOBinding inputs
   bound once, OpenVINO's shared-memory tensors), the pool *uses those arrays* so that request
-  rows are copied exactly once, straight into memory the backend reads. Only the engine's worker
+  rows are copied at most once, straight into memory the backend reads (a batch of one request
+  that fills its bucket skips the pool: the engine hands the request's arrays to the backend). Only the engine's worker
   thread writes them, between two ``infer`` calls.
 * **Outputs.** A backend's outputs alias its own buffers and are overwritten by its next
   ``infer``. The engine copies the used rows into an :class:`OutputSlot` of the bucket and hands

@@ -26,6 +26,7 @@ it, then ``old.drain()``; requests already submitted to the old engine finish th
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from ..bundle import Bundle
 
 
+_log = logging.getLogger(__name__)
+
 _THREAD_OPTION = {"onnxruntime": "intra_op_num_threads", "openvino": "inference_num_threads", "litert": "num_threads"}
 
 
@@ -66,7 +69,7 @@ def instance_options(backend: Backend, instances: int) -> list[BackendOptions]:
     key = _THREAD_OPTION.get(backend.name)
     if instances == 1 or key is None or not hasattr(options, key):
         return [options] * instances
-    total = getattr(options, key) or os.cpu_count() or 1
+    total = getattr(options, key) or len(os.sched_getaffinity(0)) or 1
     share, extra = divmod(total, instances)
     return [options.model_copy(update={key: max(1, share + (1 if i < extra else 0))}) for i in range(instances)]
 
@@ -263,27 +266,29 @@ class Engine:
             raise EdgedsError(f"engine already {self._state}")
         buckets = self.batching.bucket_sizes()
         instances = self.batching.instances
+        template = self.backends[0]  # as constructed: the total thread count
+        backends = [template]
         if instances > 1:
-            kind = type(self.backend)
-            self.backends = [kind(options) for options in instance_options(self.backend, instances)]
-            self.backend = self.backends[0]
+            backends = [type(template)(options) for options in instance_options(template, instances)]
         started = time.perf_counter()
+        pools: list[BufferPool] = []
         try:
-            ios = [backend.open(self.artifact, buckets) for backend in self.backends]
-            for backend, io in zip(self.backends, ios, strict=True):
+            ios = [backend.open(self.artifact, buckets) for backend in backends]
+            for backend, io in zip(backends, ios, strict=True):
                 staging = backend if isinstance(backend, StagingBackend) else None
                 pool = BufferPool(io.inputs, buckets, staging)
-                self.pools.append(pool)
+                pools.append(pool)
                 if self._warmup:
                     for bucket in pool.buckets:
                         backend.infer(pool.inputs(bucket))
-            self.io = ios[0]
-            self._inputs = {spec.name: spec for spec in self.io.inputs}
-            self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
         except BaseException:
-            for backend in self.backends:
+            for backend in backends:
                 backend.close()
             raise
+        self.backends, self.backend, self.pools = backends, backends[0], pools
+        self.io = ios[0]
+        self._inputs = {spec.name: spec for spec in self.io.inputs}
+        self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
         # open + the first inference of every bucket, for every instance (seconds)
         self.first_inference_s = time.perf_counter() - started
         self._batcher = DynamicBatcher(
@@ -449,7 +454,7 @@ class Engine:
             for pending in batch:
                 pending.item.error = error
                 pending.item.inputs = {}
-                self._publish(pending.item)
+                self._publish(pending)
             return
         t2 = time.monotonic_ns()
         slot = pool.acquire(bucket, outputs)
@@ -484,7 +489,7 @@ class Engine:
         if recorder is not None:
             recorder.record([(t3 - p.arrival_ns) / 1e9 for p in batch if p.arrival_ns], rows)
         for pending in batch:
-            self._publish(pending.item)
+            self._publish(pending)
 
     def _reject(self, pending: Pending[InferRequest], error: Exception) -> None:
         with self._lock:
@@ -493,20 +498,32 @@ class Engine:
                 self._stats.rejected_timeout += 1
         pending.item.error = error
         pending.item.inputs = {}
-        self._publish(pending.item)
+        self._publish(pending)
 
-    def _publish(self, request: InferRequest) -> None:
+    def _publish(self, pending: Pending[InferRequest]) -> None:
+        """Complete a request (in arrival order with ``preserve_ordering``). The sequence number comes
+        from the batcher's record: the submitting thread may not have copied it onto the request yet."""
+        request = pending.item
+        request.seq = pending.seq
         if not self.batching.preserve_ordering:
-            request._finish()
+            self._finish(request)
             return
         ready: list[InferRequest] = []
         with self._order_lock:
-            self._ordered[request.seq] = request
+            self._ordered[pending.seq] = request
             while self._next_seq in self._ordered:
                 ready.append(self._ordered.pop(self._next_seq))
                 self._next_seq += 1
         for item in ready:
-            item._finish()
+            self._finish(item)
+
+    @staticmethod
+    def _finish(request: InferRequest) -> None:
+        """Wake the waiter or run the callback; a failing callback is logged and never stops the worker."""
+        try:
+            request._finish()
+        except Exception:
+            _log.exception("a completion callback failed (the engine goes on)")
 
     # ------------------------------------------------------------------ introspection
 

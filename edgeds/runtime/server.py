@@ -363,11 +363,12 @@ class InferenceServer:
         body: bytes | memoryview,
         finish: Callable[[_Response], None],
     ) -> None:
-        """Parse, validate and queue one infer request; ``finish(response)`` runs on the loop thread.
+        """Parse, validate and queue one infer request; its response goes to ``finish``.
 
         Raises HttpError / RequestError / ServiceUnavailable for a request refused before queueing.
-        Completions from the engine's worker are handed to the loop in bulk: one wake-up per
-        batch, not one per request.
+        The engine's worker serializes the response and, when ``finish`` is a connection's
+        :class:`_Reply` that allows it, sends it itself; otherwise ``finish(response)`` runs on the
+        loop thread, with completions handed over in bulk (one wake-up per batch).
         """
         engine = self._engine(name, version)
         if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
@@ -394,6 +395,7 @@ class InferenceServer:
                 if replacement is None or replacement is engine:
                     raise
                 engine = replacement
+        raise ServiceUnavailable(f"model {name!r} was replaced three times while this request was queued; retry")
 
     def _complete(
         self,
@@ -625,10 +627,12 @@ class _Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 keep-alive connection, parsed in place in a buffer owned by the connection.
 
     The socket is read with ``recv_into`` straight into ``_buf``; a request body is handed on as a
-    memoryview of it (binary tensors become numpy views of the received bytes, copied once, into
-    the engine's pooled bucket). While a request is in flight nothing is parsed or compacted, so the
-    bytes its views point at cannot be overwritten; the buffer grows only when a larger request arrives, so
-    steady-state traffic allocates nothing per request for the payload.
+    memoryview of it (binary tensors become numpy views of the received bytes, copied at most once,
+    into the engine's pooled bucket, or read in place by the backend). Until its answer is sent
+    (``_busy``) nothing more is parsed, and while its views may be alive (``_in_flight``, cleared
+    once the inference and the response are done) nothing is compacted over them; the buffer grows
+    only when a larger request arrives, so steady-state traffic allocates nothing per request for
+    the payload.
 
     Threads: everything runs on the loop thread except :meth:`_answer_from_worker`, which an engine
     worker calls to send an infer response itself (saving the loop a wake-up per request). It writes
@@ -643,6 +647,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._buf = server._take_buffer()
         self._base = _address(self._buf)
         self._lead = 0  # bytes from the last request's first byte to its first binary tensor byte
+        self._head_len = 0  # bytes of the last request's head
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received data
         self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
@@ -791,8 +796,9 @@ class _Connection(asyncio.BufferedProtocol):
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pending = (method, target, keep_alive, headers, length)
+        self._head_len = self._start - head_start
         with contextlib.suppress(ValueError):
-            self._lead = self._start - head_start + int(headers.get("inference-header-content-length", "0"))
+            self._lead = self._head_len + int(headers.get("inference-header-content-length", "0"))
         return True
 
     def _reset_if_empty(self) -> None:
@@ -800,7 +806,9 @@ class _Connection(asyncio.BufferedProtocol):
         out like the last one, its first binary tensor lands 64-byte aligned: the engine can then
         hand it to the backend in place (see ``OnnxRuntimeBackend``) instead of copying it."""
         if self._start == self._end:
-            self._start = self._end = -(self._base + self._lead) % _TENSOR_ALIGN
+            # a parsed head whose body has not arrived yet: the body starts here, not the head
+            lead = self._lead - self._head_len if self._pending is not None else self._lead
+            self._start = self._end = -(self._base + lead) % _TENSOR_ALIGN
 
     # -- responses
 

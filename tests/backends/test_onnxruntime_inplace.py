@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeds.backends.onnxruntime import OnnxRuntimeBackend
+from edgeds.errors import BackendError
 from edgeds.runtime.testing import tiny_classifier
 
 ort = pytest.importorskip("onnxruntime")
@@ -58,5 +59,8 @@ def test_aligned_inputs_are_bound_in_place_others_copied(tmp_path: Path) -> None
         staged[...] = xs[0]  # the engine's pooled path: the staging array itself
         np.testing.assert_allclose(run(staged), want[0], atol=1e-5)
         assert bound.addresses["input"] == staged.ctypes.data
+
+        with pytest.raises(BackendError, match="exactly the inputs"):  # nothing is left bound to stale memory
+            backend.infer({"input": a, "extra": a})
     finally:
         backend.close()

@@ -105,6 +105,23 @@ def test_preserve_ordering_publishes_in_arrival_order(model: Path) -> None:
     assert done == sorted(r.seq for r in reqs)
 
 
+def test_preserve_ordering_with_two_instances_and_expiring_requests(model: Path) -> None:
+    """Requests that complete at once (expired in the queue) or on either instance still publish in order."""
+    done: list[int] = []
+    lock = threading.Lock()
+    x = np.zeros((1, 3, 32, 32), np.float32)
+
+    def record(req: InferRequest) -> None:
+        with lock:
+            done.append(req.seq)
+        req.release()
+
+    with make(model, max_batch_size=2, instances=2, preserve_ordering=True) as engine:
+        reqs = [engine.submit({"input": x}, timeout_us=1 if i % 3 == 0 else None, callback=record) for i in range(60)]
+        assert engine.drain(10)
+    assert done == sorted(r.seq for r in reqs) and len(done) == 60
+
+
 def test_steady_state_allocates_no_tensors(model: Path) -> None:
     x = np.random.default_rng(3).random((1, 3, 32, 32), dtype=np.float32)
     with make(model) as engine:
