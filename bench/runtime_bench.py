@@ -140,11 +140,16 @@ PIPELINE_TOLERANCE = 0.95
 def pipelined_batch(per_batch: dict[int, float], best: int, concurrency: int) -> int:
     """The batcher's size for a closed loop of ``concurrency`` clients per instance: the largest bucket
     of at most half that (two batches in the pipeline) whose floor is within 5 % (the run-to-run
-    noise here) of the best bucket's, else the best bucket itself. The largest, because every batch
-    also costs the server a hand-off and a Python pass, which a bigger batch shares."""
-    halves = [b for b in (1, 2, 4, 8) if b in per_batch and b <= concurrency // 2]
-    fast = [b for b in halves if per_batch[b] >= PIPELINE_TOLERANCE * per_batch[best]]
-    return max(fast) if fast else best
+    noise here) of the best bucket's; else the fastest bucket that the clients can still fill.
+    The largest, because every batch also costs the server a hand-off and a Python pass, which a
+    bigger batch shares; never more than the clients per instance, or one instance would take every
+    request while the others idle."""
+    buckets = [b for b in (1, 2, 4, 8) if b in per_batch]
+    fast = [b for b in buckets if b <= concurrency // 2 and per_batch[b] >= PIPELINE_TOLERANCE * per_batch[best]]
+    if fast:
+        return max(fast)
+    fillable = [b for b in buckets if b <= max(1, concurrency)]
+    return max(fillable, key=lambda b: per_batch[b]) if fillable else best
 
 
 def open_instances(artifact: Path, threads: int, instances: int, buckets: list[int]) -> list[Any]:
