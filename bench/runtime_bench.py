@@ -138,18 +138,16 @@ PIPELINE_TOLERANCE = 0.95
 
 
 def pipelined_batch(per_batch: dict[int, float], best: int, concurrency: int) -> int:
-    """The batcher's size for a closed loop of ``concurrency`` clients per instance: the largest bucket
-    of at most half that (two batches in the pipeline) whose floor is within 5 % (the run-to-run
-    noise here) of the best bucket's; else the fastest bucket that the clients can still fill.
-    The largest, because every batch also costs the server a hand-off and a Python pass, which a
-    bigger batch shares; never more than the clients per instance, or one instance would take every
-    request while the others idle."""
-    buckets = [b for b in (1, 2, 4, 8) if b in per_batch]
-    fast = [b for b in buckets if b <= concurrency // 2 and per_batch[b] >= PIPELINE_TOLERANCE * per_batch[best]]
-    if fast:
-        return max(fast)
-    fillable = [b for b in buckets if b <= max(1, concurrency)]
-    return max(fillable, key=lambda b: per_batch[b]) if fillable else best
+    """The batcher's size for a closed loop of ``concurrency`` clients per instance: at most half of
+    them, so that the next batch gathers while one runs (a batch of every client idles its instance
+    while they all turn around). Of those buckets, the largest whose floor is within 5 % (the
+    run-to-run noise here) of the best bucket's, as a bigger batch shares the per-batch hand-off and
+    Python pass; if none is, the fastest of them."""
+    halves = [b for b in (1, 2, 4, 8) if b in per_batch and b <= max(1, concurrency // 2)]
+    if not halves:
+        return best
+    fast = [b for b in halves if per_batch[b] >= PIPELINE_TOLERANCE * per_batch[best]]
+    return max(fast) if fast else max(halves, key=lambda b: per_batch[b])
 
 
 def open_instances(artifact: Path, threads: int, instances: int, buckets: list[int]) -> list[Any]:
@@ -681,8 +679,9 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"- batcher for the ratios: {entry['tuned_batching'].get('instances', 1)} instance(s) (the floor's "
             f"best layout), max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
-            f"(the best bucket <= half the clients per instance within 5 % of the floor's best bucket, "
-            f"{entry.get('floor_best_batch')}, which every ratio divides by), "
+            "(the largest bucket <= half the clients per instance within 5 % of the floor's best bucket, "
+            f"else the fastest of those; the best bucket is {entry.get('floor_best_batch')}, which every "
+            "ratio divides by), "
             f"max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
             f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
             f"{entry['batching']['preferred_batch_sizes']} / {entry['batching']['max_queue_delay_us']} us",
