@@ -49,6 +49,11 @@ def bucket_for(buckets: Mapping[int, _Bucket], inputs: TensorDict) -> _Bucket:
     return bucket
 
 
+# Bytes: how a caller's input must be aligned for a backend to read it in place (what onnxruntime's
+# own CPU allocator gives); the server aims incoming binary tensors at it.
+IN_PLACE_ALIGNMENT = 64
+
+
 def copy_inputs(targets: Mapping[str, np.ndarray], inputs: TensorDict) -> None:
     """Copy each input into its preallocated staging array (nothing to do when the caller already
     wrote there, e.g. the engine's pooled buffers). BackendError for an unknown input name."""

@@ -11,7 +11,16 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import BackendError, InferenceError
-from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, copy_inputs
+from .base import (
+    IN_PLACE_ALIGNMENT,
+    Availability,
+    Backend,
+    BackendOptions,
+    IOSpec,
+    TensorDict,
+    TensorSpec,
+    copy_inputs,
+)
 
 if TYPE_CHECKING:
     pass
@@ -39,9 +48,6 @@ class OnnxRuntimeOptions(BackendOptions):
     cpu_mem_arena: bool = Field(default=True, description="ONNX Runtime's CPU arena (off: steadier RSS, slower)")
     quantization: Literal["static", "dynamic"] = "static"
     per_channel: bool = True
-
-
-_ALIGN = 64  # bytes: what onnxruntime's own CPU allocator gives; caller arrays bound in place must match
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ class OnnxRuntimeBackend(Backend):
             if array is not staged:
                 address = array.ctypes.data
                 if (
-                    address % _ALIGN == 0
+                    address % IN_PLACE_ALIGNMENT == 0
                     and array.flags.c_contiguous
                     and array.dtype == staged.dtype
                     and array.shape == staged.shape

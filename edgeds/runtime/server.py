@@ -38,6 +38,7 @@ from typing import Any, cast
 import numpy as np
 
 from .. import __version__
+from ..backends.base import IN_PLACE_ALIGNMENT
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .engine import Engine, EngineDraining, InferRequest
 
@@ -59,7 +60,6 @@ DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _DISCARD_LIMIT = 1024 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
 _INITIAL_BUFFER = 64 * 1024
-_TENSOR_ALIGN = 64  # bytes; where binary tensor data is aimed to land in a connection's buffer
 _BUFFER_POOL = 32  # idle connection buffers kept for reuse
 
 OIP_TO_NUMPY: dict[str, str] = {
@@ -803,12 +803,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _reset_if_empty(self) -> None:
         """Receive the next request from the buffer's start, shifted (< 64 bytes) so that if it is laid
-        out like the last one, its first binary tensor lands 64-byte aligned: the engine can then
+        out like the last one, its first binary tensor lands aligned (``IN_PLACE_ALIGNMENT``): the engine can then
         hand it to the backend in place (see ``OnnxRuntimeBackend``) instead of copying it."""
         if self._start == self._end:
             # a parsed head whose body has not arrived yet: the body starts here, not the head
             lead = self._lead - self._head_len if self._pending is not None else self._lead
-            self._start = self._end = -(self._base + lead) % _TENSOR_ALIGN
+            self._start = self._end = -(self._base + lead) % IN_PLACE_ALIGNMENT
 
     # -- responses
 
