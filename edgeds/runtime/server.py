@@ -148,7 +148,7 @@ class InferenceServer:
         self.max_body_bytes = max_body_bytes
         self.name = name
         self.switch_interval_s = switch_interval_s
-        self._completions: list[tuple[_Response, Callable[[_Response], None]]] = []
+        self._completions: list[tuple[_Response, _Reply]] = []
         self._completions_lock = threading.Lock()
         self._wake_pending = False
         self._free_buffers: list[bytearray] = []  # loop thread only
@@ -361,14 +361,14 @@ class InferenceServer:
         version: str | None,
         headers: dict[str, str],
         body: bytes | memoryview,
-        finish: Callable[[_Response], None],
+        finish: _Reply,
     ) -> None:
         """Parse, validate and queue one infer request; its response goes to ``finish``.
 
         Raises HttpError / RequestError / ServiceUnavailable for a request refused before queueing.
-        The engine's worker serializes the response and, when ``finish`` is a connection's
-        :class:`_Reply` that allows it, sends it itself; otherwise ``finish(response)`` runs on the
-        loop thread, with completions handed over in bulk (one wake-up per batch).
+        The engine's worker serializes the response and sends it itself when the connection allows
+        (:meth:`_Reply.from_worker`); otherwise ``finish(response)`` runs on the loop thread, with
+        completions handed over in bulk (one wake-up per batch).
         """
         engine = self._engine(name, version)
         if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
@@ -403,7 +403,7 @@ class InferenceServer:
         engine: Engine,
         request_id: Any,
         wanted: list[tuple[str, bool]],
-        finish: Callable[[_Response], None],
+        finish: _Reply,
     ) -> None:
         """Serialize the response on the engine's worker and send it from there when the connection
         allows (:meth:`_Reply.from_worker`); otherwise hand it to the loop, one wake-up per batch."""
@@ -420,7 +420,7 @@ class InferenceServer:
             response = _error(500, f"{type(exc).__name__}: {exc}")
         finally:
             req.release()  # the views were serialized into the response (or not needed)
-        if isinstance(finish, _Reply) and finish.from_worker(response):
+        if finish.from_worker(response):
             return
         with self._completions_lock:
             self._completions.append((response, finish))
@@ -444,9 +444,7 @@ class InferenceServer:
         for response, finish in items:
             finish(response)
 
-    def _start_infer(
-        self, path: str, headers: dict[str, str], body: memoryview, finish: Callable[[_Response], None]
-    ) -> bool:
+    def _start_infer(self, path: str, headers: dict[str, str], body: memoryview, finish: _Reply) -> bool:
         """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
         parts = path.split("?", 1)[0].rstrip("/").split("/")
         if len(parts) == 5 and parts[4] == "infer":
