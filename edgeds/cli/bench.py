@@ -103,7 +103,7 @@ def _bench_bundle(
     from .. import bench as lib
     from ..bundle import load_bundle
     from ..config import Batching
-    from ..runtime.engine import Engine, instance_options, thread_options
+    from ..runtime.engine import Engine, thread_options
 
     with load_bundle(bundle, verify=False) as loaded:
         manifest = loaded.manifest
@@ -121,10 +121,9 @@ def _bench_bundle(
             sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
             max_batch = engine.batching.max_batch_size
             floor_backends: list[Any] = []
-            if "floor" in wanted:  # the same instances with the same thread split as the engine
-                template = backends.create(manifest.backend, options)
-                for instance in instance_options(template, engine.batching.instances):
-                    floor_backends.append(backends.create(manifest.backend, instance))
+            if "floor" in wanted:  # the engine's instances, each with its share of the threads
+                for instance in engine.backends:
+                    floor_backends.append(backends.create(manifest.backend, instance.options))
                     floor_backends[-1].open(loaded.artifact_path, list(range(1, max_batch + 1)))
             try:
                 report = lib.run_benchmark(
