@@ -20,7 +20,11 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
   BentoML (adaptive batching, its JSON API), Seldon MLServer (OIP JSON, adaptive batching),
   plain FastAPI + ONNX Runtime (binary OIP payload, no batching);
 * memory: the server's RSS growth over 20,000 requests after warm-up, and a tracemalloc check
-  of the engine path (in-process).
+  of the engine path (in-process);
+* a transport ceiling, in the paired windows: ``bench/peers/bare_socket.py``, the thinnest Python
+  server of the same binary requests on the floor's sessions. It is a reference, not a peer: its
+  share of the floor is what loopback TCP and the load generator leave of these cores, so
+  ``serve / bare socket`` tells how much of the rest edgeds itself costs.
 
 The load generator runs in this process and shares the 2 cores with the server under test. Over
 HTTP it is one thread driving 8 keep-alive connections with a selector (``http_closed_loop``), the
@@ -355,6 +359,25 @@ def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[
     return proc, port, lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
 
 
+def start_bare_socket(artifact: Path, threads: int, instances: int) -> tuple[subprocess.Popen[bytes], int]:
+    """``bench/peers/bare_socket.py``, the transport ceiling, with the floor's layout; (process, port) once ready."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "EDGEDS_PEER_MODEL": str(artifact),
+        "EDGEDS_PEER_THREADS": str(threads),
+        "EDGEDS_PEER_INSTANCES": str(instances),
+    }
+    cmd = [sys.executable, str(PEERS / "bare_socket.py"), str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 60, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port
+
+
 def paired(
     artifact: Path,
     bundle: Path,
@@ -366,9 +389,10 @@ def paired(
     floor_batch: int,
 ) -> dict[str, Any]:
     """Interleaved windows of bare floor (at ``floor_batch``, the best bucket, with the ``tuned``
-    instance layout), in-process batcher (c=8, completion callbacks submit the next request) and serve
-    (c=8, binary OIP, one load-generator thread per connection), both with the ``tuned``
-    batching.
+    instance layout), in-process batcher (c=8, completion callbacks submit the next request), serve
+    (c=8, binary OIP, the selector load generator), both with the ``tuned`` batching, and the
+    transport ceiling (``bench/peers/bare_socket.py``: the thinnest Python server of the same
+    requests on the same sessions; what serve could reach at best once the bytes cross loopback).
 
     On a shared machine the load from other processes drifts by 2x within minutes; comparing each
     window with the floor measured right before it cancels most of that drift. Ratios are the
@@ -381,6 +405,13 @@ def paired(
     proc, port, model = start_serve(bundle, threads, tuned)
     body, headers = lib.oip_binary_body("input", sample)
     http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
+    try:
+        bare_proc, bare_port = start_bare_socket(artifact, threads, tuned.instances)
+    except BaseException:
+        http.close()
+        stop(proc)
+        raise
+    bare_http = lib.HttpClient("127.0.0.1", bare_port, "/v2/models/bare/infer", body, headers)
     import psutil
 
     me, server = psutil.Process(), psutil.Process(proc.pid)
@@ -402,13 +433,19 @@ def paired(
             c0 = cpu(server)
             h = lib.summarize(lib.http_closed_loop(http, CONCURRENCY, window_s, warmup_s=0.0))
             serve_eff = h["ok"] / max(1e-9, cpu(server) - c0)
+            bare_sps = lib.summarize(lib.http_closed_loop(bare_http, CONCURRENCY, window_s, warmup_s=0.0))[
+                "samples_per_s"
+            ]
             rows.append(
                 {
                     "floor": round(floor_sps, 2),
                     "in_process": e["samples_per_s"],
                     "serve": h["samples_per_s"],
+                    "bare_socket": bare_sps,
                     "in_process_ratio": round(e["samples_per_s"] / floor_sps, 3),
                     "serve_ratio": round(h["samples_per_s"] / floor_sps, 3),
+                    "bare_socket_ratio": round(bare_sps / floor_sps, 3),
+                    "serve_over_bare_socket": round(h["samples_per_s"] / max(1e-9, bare_sps), 3),
                     # samples per CPU-second: robust to other processes taking the cores
                     "floor_per_cpu_s": round(floor_eff, 2),
                     "in_process_per_cpu_s": round(inproc_eff, 2),
@@ -420,7 +457,9 @@ def paired(
             log(f"  window: {rows[-1]}")
     finally:
         http.close()
+        bare_http.close()
         stop(proc)
+        stop(bare_proc)
         engine.close()
         for backend in bare:
             backend.close()
@@ -430,6 +469,8 @@ def paired(
         "batch": best,
         "instances": tuned.instances,
         "serve_ratio_median": round(float(np.median([r["serve_ratio"] for r in rows])), 3),
+        "bare_socket_ratio_median": round(float(np.median([r["bare_socket_ratio"] for r in rows])), 3),
+        "serve_over_bare_socket_median": round(float(np.median([r["serve_over_bare_socket"] for r in rows])), 3),
         "serve_cpu_ratio_median": round(float(np.median([r["serve_cpu_ratio"] for r in rows])), 3),
         "in_process_cpu_ratio_median": round(float(np.median([r["in_process_cpu_ratio"] for r in rows])), 3),
         "in_process_ratio_median": round(float(np.median([r["in_process_ratio"] for r in rows])), 3),
@@ -628,17 +669,26 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']} "
             f"with {entry['paired'].get('instances', 1)} instance(s), then in-process c=8 driven by completion "
-            "callbacks, then serve c=8):",
+            "callbacks, then serve c=8, then the bare-socket ceiling c=8):",
             "",
-            "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | in-process / floor "
-            "| serve / floor | samples per CPU-s: floor / in-process / serve | CPU-normalized in-process, serve |",
-            "|---|---|---|---|---|---|---|---|",
+            "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | bare socket samples/s "
+            "| in-process / floor | serve / floor | bare socket / floor | serve / bare socket "
+            "| samples per CPU-s: floor / in-process / serve | CPU-normalized in-process, serve |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *(
-                f"| {i + 1} | {r['floor']} | {r['in_process']} | {r['serve']} | {r['in_process_ratio']} "
-                f"| {r['serve_ratio']} | {r['floor_per_cpu_s']} / {r['in_process_per_cpu_s']} / {r['serve_per_cpu_s']} "
+                f"| {i + 1} | {r['floor']} | {r['in_process']} | {r['serve']} | {r.get('bare_socket', '-')} "
+                f"| {r['in_process_ratio']} | {r['serve_ratio']} | {r.get('bare_socket_ratio', '-')} "
+                f"| {r.get('serve_over_bare_socket', '-')} "
+                f"| {r['floor_per_cpu_s']} / {r['in_process_per_cpu_s']} / {r['serve_per_cpu_s']} "
                 f"| {r['in_process_cpu_ratio']}, {r['serve_cpu_ratio']} |"
                 for i, r in enumerate(entry["paired"]["windows"])
             ),
+            "",
+            "Bare socket (`bench/peers/bare_socket.py`) is a reference, not a peer: the thinnest Python server "
+            "of the same binary requests on the same sessions (no validation, batching, statistics or error "
+            "handling). Its share of the floor is what loopback TCP and the load generator leave on these cores; "
+            f"median **{entry['paired'].get('bare_socket_ratio_median', '-')}** of the floor, and serve reaches "
+            f"**{entry['paired'].get('serve_over_bare_socket_median', '-')}** of it.",
             "",
             f"CPU-normalized (samples per CPU-second of the measured process; serve = the server process only, "
             f"not the load generator): in-process / floor median **{entry['paired']['in_process_cpu_ratio_median']}**, "
