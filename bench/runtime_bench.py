@@ -21,10 +21,11 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
   plain FastAPI + ONNX Runtime (binary OIP payload, no batching);
 * memory: the server's RSS growth over 20,000 requests after warm-up, and a tracemalloc check
   of the engine path (in-process);
-* a transport ceiling, in the paired windows: ``bench/peers/bare_socket.py``, the thinnest Python
-  server of the same binary requests on the floor's sessions. It is a reference, not a peer: its
-  share of the floor is what loopback TCP and the load generator leave of these cores, so
-  ``serve / bare socket`` tells how much of the rest edgeds itself costs.
+* an unbatched transport ceiling, in the paired windows: ``bench/peers/bare_socket.py``, the
+  thinnest Python server of the same binary requests, one single-thread session per thread. It is
+  a reference, not a peer: where the floor's best layout is that one (INT8 here), its share of the
+  floor is what loopback TCP and the load generator leave of these cores, and ``serve / bare
+  socket`` tells how much of the rest edgeds itself costs.
 
 The load generator runs in this process and shares the 2 cores with the server under test. Over
 HTTP it is one thread driving 8 keep-alive connections with a selector (``http_closed_loop``), the
@@ -359,14 +360,15 @@ def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[
     return proc, port, lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
 
 
-def start_bare_socket(artifact: Path, threads: int, instances: int) -> tuple[subprocess.Popen[bytes], int]:
-    """``bench/peers/bare_socket.py``, the transport ceiling, with the floor's layout; (process, port) once ready."""
+def start_bare_socket(artifact: Path, threads: int) -> tuple[subprocess.Popen[bytes], int]:
+    """``bench/peers/bare_socket.py``, the unbatched transport ceiling: one single-thread session per
+    thread (the layout that fills the cores without batching); (process, port) once ready."""
     port = free_port()
     env = {
         **os.environ,
         "EDGEDS_PEER_MODEL": str(artifact),
         "EDGEDS_PEER_THREADS": str(threads),
-        "EDGEDS_PEER_INSTANCES": str(instances),
+        "EDGEDS_PEER_INSTANCES": str(threads),
     }
     cmd = [sys.executable, str(PEERS / "bare_socket.py"), str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -391,8 +393,9 @@ def paired(
     """Interleaved windows of bare floor (at ``floor_batch``, the best bucket, with the ``tuned``
     instance layout), in-process batcher (c=8, completion callbacks submit the next request), serve
     (c=8, binary OIP, the selector load generator), both with the ``tuned`` batching, and the
-    transport ceiling (``bench/peers/bare_socket.py``: the thinnest Python server of the same
-    requests on the same sessions; what serve could reach at best once the bytes cross loopback).
+    unbatched transport ceiling (``bench/peers/bare_socket.py``: the thinnest Python server of the
+    same requests, one single-thread session per thread; what any server that does not batch can
+    reach once the bytes cross loopback).
 
     On a shared machine the load from other processes drifts by 2x within minutes; comparing each
     window with the floor measured right before it cancels most of that drift. Ratios are the
@@ -406,7 +409,7 @@ def paired(
     body, headers = lib.oip_binary_body("input", sample)
     http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
     try:
-        bare_proc, bare_port = start_bare_socket(artifact, threads, tuned.instances)
+        bare_proc, bare_port = start_bare_socket(artifact, threads)
     except BaseException:
         http.close()
         stop(proc)
@@ -685,9 +688,10 @@ def markdown(report: dict[str, Any]) -> str:
             ),
             "",
             "Bare socket (`bench/peers/bare_socket.py`) is a reference, not a peer: the thinnest Python server "
-            "of the same binary requests on the same sessions (no validation, batching, statistics or error "
-            "handling). Its share of the floor is what loopback TCP and the load generator leave on these cores; "
-            f"median **{entry['paired'].get('bare_socket_ratio_median', '-')}** of the floor, and serve reaches "
+            "of the same binary requests, one single-thread session per thread (no validation, batching, "
+            "statistics or error handling). Where that is the floor's best layout, its share of the floor is "
+            "what loopback TCP and the load generator leave on these cores: median "
+            f"**{entry['paired'].get('bare_socket_ratio_median', '-')}** of the floor; serve reaches "
             f"**{entry['paired'].get('serve_over_bare_socket_median', '-')}** of it.",
             "",
             f"CPU-normalized (samples per CPU-second of the measured process; serve = the server process only, "
