@@ -16,6 +16,7 @@ shows exactly the figures that go over MQTT.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import shutil
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+_log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- host
 
@@ -354,14 +357,18 @@ def _int(match: re.Match[str] | None, group: int) -> int | None:
 class TegrastatsReader:
     """Runs ``tegrastats --interval <ms>`` and keeps the latest parsed line (Jetson only).
 
-    :meth:`start` returns False when the ``tegrastats`` binary is not on PATH; :meth:`latest` is
-    None until a line has been read. :meth:`stop` terminates the child.
+    :meth:`start` returns False, and the reader stays idle, when the program is not found or cannot
+    be run (a device without it reports no ``jetson`` section; telemetry goes on). :meth:`latest`
+    is None until a line has been read, and again once no line has come for three intervals (the
+    program died or hangs: a stale reading is not reported as current). :meth:`stop` ends the child
+    and the reading thread. Lines that do not parse are skipped.
     """
 
     def __init__(self, interval_ms: int = 1000, binary: str = "tegrastats") -> None:
         self.interval_ms = interval_ms
         self.binary = binary
         self._latest: Tegrastats | None = None
+        self._latest_at = 0.0  # time.monotonic() of the latest line
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
 
@@ -369,32 +376,52 @@ class TegrastatsReader:
         path = shutil.which(self.binary)
         if path is None:
             return False
-        self._proc = subprocess.Popen(
-            [path, "--interval", str(self.interval_ms)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self._thread = threading.Thread(target=self._read, name="edgeds-tegrastats", daemon=True)
+        try:
+            self._proc = subprocess.Popen(
+                [path, "--interval", str(self.interval_ms)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except OSError as exc:
+            _log.warning("tegrastats: cannot run %s: %s", path, exc)
+            return False
+        self._thread = threading.Thread(target=self._read, args=(self._proc,), name="edgeds-tegrastats", daemon=True)
         self._thread.start()
         return True
 
-    def _read(self) -> None:
-        stdout = self._proc.stdout if self._proc is not None else None
-        if stdout is None:
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        if proc.stdout is None:
             return
-        for line in stdout:
-            self._latest = parse_tegrastats(line)
+        with contextlib.suppress(ValueError, OSError):  # stdout closed by stop()
+            for line in proc.stdout:
+                try:
+                    parsed = parse_tegrastats(line)
+                except (ValueError, IndexError) as exc:
+                    _log.debug("tegrastats: line skipped (%s): %r", exc, line)
+                    continue
+                self._latest, self._latest_at = parsed, time.monotonic()
 
     def latest(self) -> Tegrastats | None:
+        if self._latest is None or time.monotonic() - self._latest_at > 3 * self.interval_ms / 1000:
+            return None
         return self._latest
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(2)
-            self._proc = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(2)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(2)  # the child is gone: its stdout ends and the thread with it
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+        self._latest = None
 
 
 # --------------------------------------------------------------------------- prometheus

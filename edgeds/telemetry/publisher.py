@@ -38,7 +38,7 @@ from .. import __version__
 from ..config import MqttConfig
 from ..errors import TelemetryError
 from . import envelope
-from .metrics import HostSampler
+from .metrics import HostSampler, TegrastatsReader
 from .mqtt import BrokerSettings, MqttLink, Protocol, resolve_settings
 from .spool import Spool, SpoolRecord
 
@@ -53,7 +53,10 @@ class TelemetryPublisher:
     """Spooled, at-least-once MQTT publisher of one device. See the module docstring.
 
     ``metrics_source`` returns extra sections merged into every periodic ``telemetry`` payload
-    (e.g. ``{"inference": ..., "deploy": ...}``); ``host_metrics`` adds the ``host`` section.
+    (e.g. ``{"inference": ..., "deploy": ...}``); ``host_metrics`` adds the ``host`` section and,
+    where the ``tegrastats`` program (``tegrastats_binary``: a name on PATH or a path; None for
+    none) runs, the ``jetson`` section: its latest line, read by a child process that
+    :meth:`start` starts and :meth:`stop` ends, at the telemetry interval (at most every second).
     ``url``/``protocol`` override the config's. ``interval_s`` overrides
     ``mqtt_config.telemetry_interval_s``; ``interval_s=0`` disables periodic samples.
     """
@@ -73,6 +76,7 @@ class TelemetryPublisher:
         max_inflight: int = 100,
         reconnect_max_s: float = 10.0,
         drain_timeout_s: float = 3.0,
+        tegrastats_binary: str | None = "tegrastats",
     ) -> None:
         self.config = mqtt_config
         self.device_id = envelope.check_segment("device id", device_id)
@@ -88,6 +92,10 @@ class TelemetryPublisher:
         self.reconnect_max_s = reconnect_max_s
         self.drain_timeout_s = drain_timeout_s
         self._host = HostSampler(disk_path=self.spool_path.parent) if host_metrics else None
+        self._tegrastats: TegrastatsReader | None = None
+        if host_metrics and tegrastats_binary:
+            interval_ms = int(1000 * min(max(self.interval_s, 1.0), 60.0)) if self.interval_s > 0 else 1000
+            self._tegrastats = TegrastatsReader(interval_ms, tegrastats_binary)
         self._spool: Spool | None = None
         self._link: MqttLink | None = None
         self._thread: threading.Thread | None = None
@@ -133,6 +141,8 @@ class TelemetryPublisher:
             spool.depth,
         )
         self._link.start()
+        if self._tegrastats is not None and self._tegrastats.start():
+            log.info("telemetry: reading %s every %d ms", self._tegrastats.binary, self._tegrastats.interval_ms)
         self._thread = threading.Thread(target=self._run, name="edgeds-telemetry", daemon=True)
         self._thread.start()
         return self
@@ -168,6 +178,8 @@ class TelemetryPublisher:
         self._wake.set()
         thread.join(timeout if timeout is not None else self.drain_timeout_s + 10)
         self._thread = None
+        if self._tegrastats is not None:
+            self._tegrastats.stop()
 
     def __enter__(self) -> TelemetryPublisher:
         return self.start()
@@ -257,6 +269,9 @@ class TelemetryPublisher:
         payload: dict[str, Any] = {}
         if self._host is not None:
             payload["host"] = self._host.sample()
+        jetson = self._tegrastats.latest() if self._tegrastats is not None else None
+        if jetson is not None:
+            payload["jetson"] = jetson.as_dict()
         if self.metrics_source is not None:
             try:
                 payload.update(self.metrics_source())

@@ -1,10 +1,12 @@
 """TelemetryPublisher in-process: spool over its cap (oldest dropped and counted, memory and file
 size flat, the rest drains with dropped_total in the envelope), and the embedded amqtt broker
-(MQTT 3.1.1) delivering every seq, retained status and deploy results."""
+(MQTT 3.1.1) delivering every seq, retained status and deploy results; the Jetson section read from
+tegrastats (a stand-in program here) and its child process ending with the publisher."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from edgeds.config import MqttConfig, SpoolConfig
 from edgeds.errors import TelemetryError
 from edgeds.sim.broker import free_port
 from edgeds.telemetry.broker import EmbeddedBroker
+from edgeds.telemetry.metrics import to_prometheus
 from edgeds.telemetry.publisher import TelemetryPublisher
+from tests.unit.test_tegrastats import ORIN
 
 from .conftest import Consumer, wait_until
 
@@ -80,3 +84,64 @@ def test_embedded_amqtt_broker_delivers_every_seq(tmp_path: Path, consumers: Cal
 def test_embedded_broker_is_loopback_only() -> None:
     with pytest.raises(TelemetryError, match="loopback only"):
         EmbeddedBroker(host="0.0.0.0")
+
+
+def _stand_in_tegrastats(tmp_path: Path) -> Path:
+    """An executable that prints the documented Orin tegrastats line every ``--interval`` ms (no Jetson
+    here: this checks the publisher's wiring, the parser is checked line by line in test_tegrastats)."""
+    script = tmp_path / "tegrastats"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, time\n"
+        "interval = int(sys.argv[sys.argv.index('--interval') + 1]) / 1000\n"
+        "while True:\n"
+        f"    print({ORIN!r}, flush=True)\n"
+        "    time.sleep(interval)\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_jetson_section_comes_from_tegrastats_and_its_child_ends_with_the_publisher(
+    tmp_path: Path, mosquitto_factory: Callable[..., Any], consumers: Callable[..., Consumer]
+) -> None:
+    broker = mosquitto_factory()
+    watcher = consumers(broker.url, "5")
+    script = _stand_in_tegrastats(tmp_path)
+    cfg = MqttConfig(url=broker.url, protocol="5")
+    pub = TelemetryPublisher(cfg, "dev-j", tmp_path / "j.db", interval_s=1.0, tegrastats_binary=str(script))
+    pub.start()
+    try:
+
+        def children() -> list[psutil.Process]:
+            return [p for p in psutil.Process().children() if str(script) in " ".join(p.cmdline())]
+
+        assert wait_until(lambda: len(children()) == 1, 5)
+        assert children()[0].cmdline()[-2:] == ["--interval", "1000"]  # the telemetry interval
+
+        def jetson() -> dict[str, Any] | None:
+            samples = [e for e in watcher.stream("dev-j") if e.kind == "telemetry" and "jetson" in e.payload]
+            return samples[-1].payload["jetson"] if samples else None
+
+        assert wait_until(lambda: jetson() is not None, 15)
+        section = jetson()
+        assert section is not None
+        assert section["gpu_percent"] == 12.0 and section["gpu_freq_mhz"] == [305, 305]
+        assert section["power_mw"]["VDD_GPU_SOC"] == {"current_mw": 2383, "average_mw": 2383}
+        assert "GPU" in section["absent_sensors"] and section["temperatures_c"]["tj"] == 42.468
+        assert pub.last_payload is not None
+        assert "edgeds_jetson_gpu_percent 12" in to_prometheus(pub.last_payload)
+    finally:
+        pub.stop()
+    assert wait_until(lambda: not children(), 5)
+
+
+def test_no_tegrastats_means_no_jetson_section_and_telemetry_goes_on(tmp_path: Path) -> None:
+    cfg = MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}", protocol="5")  # nobody listens: samples spool
+    pub = TelemetryPublisher(
+        cfg, "dev-n", tmp_path / "n.db", interval_s=0.2, tegrastats_binary=str(tmp_path / "no-such-tegrastats")
+    )
+    with pub:
+        assert wait_until(lambda: pub.last_payload is not None, 5)
+    assert pub.last_payload is not None
+    assert "jetson" not in pub.last_payload and pub.last_payload["host"]["memory"]["total_bytes"] > 0
