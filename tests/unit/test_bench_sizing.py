@@ -22,15 +22,20 @@ def _runtime_bench() -> ModuleType:
     return module
 
 
-def test_at_most_half_the_clients_per_instance_the_largest_as_fast_bucket() -> None:
-    pick = _runtime_bench().pipelined_batch
-    assert pick({1: 400.0, 2: 450.0, 4: 500.0, 8: 510.0}, 8, 8) == 4  # within 5 %: two batches in flight
-    assert pick({1: 400.0, 2: 450.0, 4: 500.0, 8: 600.0}, 8, 8) == 4  # never every client: the fastest half
-    assert pick({1: 400.0, 2: 520.0, 4: 500.0, 8: 530.0}, 8, 8) == 2  # the best of the halves
-    assert pick({1: 400.0, 2: 450.0}, 2, 1) == 1  # one client per instance: batches of one
-    # 2 instances x 4 clients each: b8 is the floor's best, but one instance would take all 8 requests
-    assert pick({1: 1300.0, 2: 1320.0, 4: 1350.0, 8: 1450.0}, 8, 4) == 2
-    assert pick({1: 1480.0, 2: 1450.0, 4: 1440.0, 8: 1400.0}, 1, 4) == 2  # as fast: the larger batch
+def test_the_batcher_sizes_are_at_most_half_the_clients_per_instance() -> None:
+    candidates = _runtime_bench().batch_candidates
+    assert candidates(8) == [1, 2, 4]  # one instance, 8 clients: batches of up to 4 pipeline
+    assert candidates(4) == [1, 2]  # 2 instances x 4 clients each: a batch of 4 would idle an instance
+    assert candidates(2) == [1] and candidates(1) == [1]
+
+
+def test_the_fastest_measured_size_wins_and_a_larger_one_within_3_percent() -> None:
+    choose = _runtime_bench().choose_batch
+    assert choose({1: 1300.0, 2: 1200.0}) == 1  # clearly faster
+    assert choose({1: 1200.0, 2: 1300.0, 4: 1250.0}) == 2
+    assert choose({1: 1300.0, 2: 1270.0}) == 2  # within 3 %: the larger batch shares per-batch work
+    assert choose({1: 1300.0, 2: 1250.0, 4: 1290.0}) == 4
+    assert choose({1: 500.0}) == 1
 
 
 def test_the_best_layout_is_the_highest_bucket_floor_of_any_instance_count() -> None:
