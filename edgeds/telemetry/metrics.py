@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -360,8 +362,9 @@ class TegrastatsReader:
     :meth:`start` returns False, and the reader stays idle, when the program is not found or cannot
     be run (a device without it reports no ``jetson`` section; telemetry goes on). :meth:`latest`
     is None until a line has been read, and again once no line has come for three intervals (the
-    program died or hangs: a stale reading is not reported as current). :meth:`stop` ends the child
-    and the reading thread. Lines that do not parse are skipped.
+    program died or hangs: a stale reading is not reported as current). :meth:`stop` ends the child's
+    process group and the reading thread. Lines in which nothing is recognised (neither RAM nor CPU:
+    a warning, a blank line) are skipped and keep the previous reading.
     """
 
     def __init__(self, interval_ms: int = 1000, binary: str = "tegrastats") -> None:
@@ -382,8 +385,9 @@ class TegrastatsReader:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
+                start_new_session=True,  # stop() ends its whole group (a wrapper script and what it runs)
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             _log.warning("tegrastats: cannot run %s: %s", path, exc)
             return False
         self._thread = threading.Thread(target=self._read, args=(self._proc,), name="edgeds-tegrastats", daemon=True)
@@ -395,10 +399,9 @@ class TegrastatsReader:
             return
         with contextlib.suppress(ValueError, OSError):  # stdout closed by stop()
             for line in proc.stdout:
-                try:
-                    parsed = parse_tegrastats(line)
-                except (ValueError, IndexError) as exc:
-                    _log.debug("tegrastats: line skipped (%s): %r", exc, line)
+                parsed = parse_tegrastats(line)
+                if parsed.ram_used_mb is None and not parsed.cpu:  # not a tegrastats line (a warning, a blank)
+                    _log.debug("tegrastats: line skipped: %r", line)
                     continue
                 self._latest, self._latest_at = parsed, time.monotonic()
 
@@ -410,12 +413,14 @@ class TegrastatsReader:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(2)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(2)  # the child is gone: its stdout ends and the thread with it

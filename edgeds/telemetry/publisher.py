@@ -93,9 +93,8 @@ class TelemetryPublisher:
         self.drain_timeout_s = drain_timeout_s
         self._host = HostSampler(disk_path=self.spool_path.parent) if host_metrics else None
         self._tegrastats: TegrastatsReader | None = None
-        if host_metrics and tegrastats_binary:
-            interval_ms = int(1000 * min(max(self.interval_s, 1.0), 60.0)) if self.interval_s > 0 else 1000
-            self._tegrastats = TegrastatsReader(interval_ms, tegrastats_binary)
+        if host_metrics and tegrastats_binary and self.interval_s > 0:  # nothing samples it otherwise
+            self._tegrastats = TegrastatsReader(int(1000 * min(max(self.interval_s, 1.0), 60.0)), tegrastats_binary)
         self._spool: Spool | None = None
         self._link: MqttLink | None = None
         self._thread: threading.Thread | None = None
@@ -140,9 +139,14 @@ class TelemetryPublisher:
             self.spool_path,
             spool.depth,
         )
-        self._link.start()
         if self._tegrastats is not None and self._tegrastats.start():
             log.info("telemetry: reading %s every %d ms", self._tegrastats.binary, self._tegrastats.interval_ms)
+        try:
+            self._link.start()
+        except BaseException:
+            if self._tegrastats is not None:
+                self._tegrastats.stop()
+            raise
         self._thread = threading.Thread(target=self._run, name="edgeds-telemetry", daemon=True)
         self._thread.start()
         return self

@@ -2,12 +2,19 @@
 
 Xavier (JetPack 4/5): bare power numbers (mW), offline cores as ``off``, ``EMC_FREQ x%``.
 Orin (JetPack 5/6): a date prefix, ``mW`` units on rails, ``GR3D_FREQ x%@[f0,f1]``, sensors at
--256C (not present on the module). Nano: ``IRAM`` and ``POM_*`` rails.
+-256C (not present on the module). Nano: ``IRAM`` and ``POM_*`` rails. The reader runs a stand-in
+program (no Jetson here) to check what it keeps, drops and ends.
 """
 
 from __future__ import annotations
 
-from edgeds.telemetry.metrics import CpuCore, PowerRail, parse_tegrastats
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from edgeds.telemetry.metrics import CpuCore, PowerRail, TegrastatsReader, parse_tegrastats
 
 XAVIER = (
     "RAM 1903/15692MB (lfb 2834x4MB) SWAP 0/7846MB (cached 0MB) "
@@ -83,3 +90,43 @@ def test_partial_or_foreign_line_yields_nones() -> None:
     assert t.ram_used_mb is None and t.cpu == () and t.power_mw == {} and t.temperatures_c == {}
     d = parse_tegrastats(XAVIER).as_dict()
     assert d["power_mw"]["SOC"] == {"current_mw": 932, "average_mw": 932}
+
+
+def test_reader_skips_foreign_lines_drops_stale_readings_and_ends_a_wrapper_and_its_child(tmp_path: Path) -> None:
+    """A wrapper script (as vendors ship) runs the printer: one real line, a warning and a blank line,
+    then silence. The warning keeps the reading; the silence makes it stale; stop() ends both."""
+    printer = tmp_path / "printer.py"
+    printer.write_text(
+        "import sys, time\n"
+        f"print({ORIN!r}, flush=True)\n"
+        "print('WARNING: some driver message', flush=True)\n"
+        "print('', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    wrapper = tmp_path / "tegrastats"
+    wrapper.write_text(f'#!/bin/sh\n"{sys.executable}" "{printer}" "$@"\n')
+    wrapper.chmod(0o755)
+    reader = TegrastatsReader(interval_ms=300, binary=str(wrapper))
+    assert reader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while reader.latest() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = reader.latest()
+        assert first is not None and first.gpu_percent == 12.0
+        time.sleep(0.3)  # the warning and the blank line have been read by now: still the Orin reading
+        still = reader.latest()
+        assert still is not None and still.ram_used_mb == 2448
+        time.sleep(1.0)  # over three intervals without a line
+        assert reader.latest() is None
+        running = [p for p in psutil.process_iter(["cmdline"]) if str(printer) in " ".join(p.info["cmdline"] or [])]
+        assert len(running) == 1
+    finally:
+        reader.stop()
+    assert not psutil.pid_exists(running[0].pid) or running[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_reader_without_the_program_stays_idle() -> None:
+    reader = TegrastatsReader(binary="edgeds-no-such-tegrastats")
+    assert reader.start() is False and reader.latest() is None
+    reader.stop()

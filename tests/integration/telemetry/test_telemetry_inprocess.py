@@ -5,6 +5,7 @@ tegrastats (a stand-in program here) and its child process ending with the publi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -114,7 +115,12 @@ def test_jetson_section_comes_from_tegrastats_and_its_child_ends_with_the_publis
     try:
 
         def children() -> list[psutil.Process]:
-            return [p for p in psutil.Process().children() if str(script) in " ".join(p.cmdline())]
+            found = []
+            for p in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # another child may exit meanwhile
+                    if str(script) in " ".join(p.cmdline()):
+                        found.append(p)
+            return found
 
         assert wait_until(lambda: len(children()) == 1, 5)
         assert children()[0].cmdline()[-2:] == ["--interval", "1000"]  # the telemetry interval
