@@ -3,8 +3,8 @@
 ``python bare_socket.py PORT`` serves ``POST /v2/models/<any>/infer`` (binary tensor extension, one
 FP32 input, one request at a time per connection, which is what the benchmark's load generator
 sends) and answers every ``GET`` with 200. Env: EDGEDS_PEER_MODEL (onnx path), EDGEDS_PEER_THREADS
-(intra-op threads in all), EDGEDS_PEER_INSTANCES (ONNX Runtime sessions sharing them, run at once:
-the engine floor's instance layout).
+(intra-op threads in all), EDGEDS_PEER_INSTANCES (ONNX Runtime sessions sharing them, run at once;
+``runtime_bench.py`` runs one single-thread session per thread).
 
 It keeps only what any server must do: one selector thread receives each request into the
 connection's buffer and parses its head and JSON header; one worker thread per session runs the
@@ -88,10 +88,13 @@ def worker(work: queue.SimpleQueue[tuple[socket.socket, np.ndarray]]) -> None:
         binding.bind_output(output, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         session.run_with_iobinding(binding)
         body = header + out.tobytes()
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: %d\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(header), len(body), body)
-        )
+        try:
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: %d\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(header), len(body), body)
+            )
+        except OSError:  # the client is gone: the selector thread sees it and closes the connection
+            continue
 
 
 def main() -> None:
@@ -114,7 +117,14 @@ def main() -> None:
                 continue
             conn, buffers, held = state[key.fd]
             buf = buffers[held[1]]
-            got = conn.recv_into(memoryview(buf)[held[0] :])
+            if held[0] == len(buf):  # a request larger than the buffer: grow both
+                buffers[:] = [bytearray(2 * len(buf)), bytearray(2 * len(buf))]
+                buffers[held[1]][: held[0]] = buf
+                buf = buffers[held[1]]
+            try:
+                got = conn.recv_into(memoryview(buf)[held[0] :])
+            except OSError:
+                got = 0
             if not got:
                 selector.unregister(conn)
                 del state[key.fd]
@@ -134,7 +144,9 @@ def main() -> None:
                 x = np.frombuffer(buf, np.float32, int(np.prod(spec["shape"])), offset).reshape(spec["shape"])
                 work.put((conn, x))
             rest = held[0] - total
-            held[1] ^= 1  # the next request goes to the other buffer: this one stays intact while in flight
+            # the next request goes to the other buffer, so this one stays intact while its request is in
+            # flight (one per connection, as the load generator sends; a pipelining client could overrun it)
+            held[1] ^= 1
             buffers[held[1]][:rest] = buf[total : held[0]]
             held[0] = rest
 
