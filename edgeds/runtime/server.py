@@ -1,8 +1,9 @@
 """Open Inference Protocol (KServe v2) over HTTP/1.1, plus Triton's config/stats and Prometheus.
 
-Standard library only (asyncio streams + json + numpy): one event-loop thread parses requests,
-validates them through the engine and awaits the engine's completion; the engine's worker
-thread runs the batches. Loopback (127.0.0.1) by default.
+asyncio + numpy: one event-loop thread receives and parses requests and queues them on the
+engine; the engine's workers run the batches and write the responses (the loop writes the rest).
+Loopback (127.0.0.1) by default. Request bodies may be gzip or deflate (``Content-Encoding``);
+responses are not compressed.
 
 Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}``,
 ``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``/v2/models/stats``,
@@ -31,6 +32,7 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -371,8 +373,9 @@ class InferenceServer:
         completions handed over in bulk (one wake-up per batch).
         """
         engine = self._engine(name, version)
-        if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-            raise HttpError(400, f"unsupported Content-Encoding {headers['content-encoding']!r}")
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            body = _decompress(body, encoding, self.max_body_bytes)
         request, inputs = _parse_infer(body, headers.get("inference-header-content-length"))
         params = request.get("parameters") or {}
         if not isinstance(params, dict):
@@ -951,6 +954,29 @@ def _int_param(params: Mapping[str, Any], key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise HttpError(400, f"parameter {key!r} must be a non-negative integer")
     return value
+
+
+def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
+    """A ``Content-Encoding: gzip`` or ``deflate`` body (what ``tritonclient``'s
+    ``request_compression_algorithm`` sends), inflated to at most ``limit`` bytes; HttpError 400 for
+    another encoding, a corrupt or truncated stream, or one that inflates past the limit."""
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":  # zlib-wrapped, as HTTP means it; raw deflate streams are taken too
+        zlib_header = len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] * 256 + body[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+    else:
+        raise HttpError(400, f"unsupported Content-Encoding {encoding!r} (this server takes gzip, deflate or none)")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HttpError(400, f"the body is not valid {encoding}: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise HttpError(400, f"the {encoding} body inflates past the limit of {limit} bytes")
+    if not inflater.eof:
+        raise HttpError(400, f"the {encoding} body is truncated")
+    return data
 
 
 def _parse_infer(body: bytes | memoryview, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

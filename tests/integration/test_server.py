@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import re
@@ -94,6 +95,16 @@ def test_infer_matches_reference(client, model: Path, binary: bool) -> None:
     assert result.get_response()["id"] == "r1"
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_compressed_requests_from_tritonclient(client, model: Path, algorithm: str, binary: bool) -> None:
+    x = sample(2, seed=11)
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    result = client.infer("tiny", [inp], request_compression_algorithm=algorithm)
+    np.testing.assert_allclose(result.as_numpy("logits"), ref(model, x), rtol=1e-5, atol=1e-5)
+
+
 def test_default_tritonclient_call_and_stats(client, server: InferenceServer, model: Path) -> None:
     x = sample(1, seed=5)
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
@@ -134,6 +145,18 @@ BAD_REQUESTS = {
     "unknown output": ("/v2/models/tiny/infer", "output", None),
     "malformed json": ("/v2/models/tiny/infer", "json", None),
     "body over limit": ("/v2/models/tiny/infer", "big", None),
+    "gzip body inflating past the limit": ("/v2/models/tiny/infer", "gzip bomb", None),
+    "corrupt gzip body": ("/v2/models/tiny/infer", "gzip corrupt", None),
+    "truncated gzip body": ("/v2/models/tiny/infer", "gzip truncated", None),
+    "unsupported content encoding": ("/v2/models/tiny/infer", "brotli", None),
+}
+
+
+ENCODING_ERRORS = {
+    "gzip bomb": "inflates past the limit",
+    "gzip corrupt": "not valid gzip",
+    "gzip truncated": "truncated",
+    "brotli": "unsupported Content-Encoding 'br'",
 }
 
 
@@ -162,11 +185,26 @@ def test_bad_requests_get_400_and_server_keeps_serving(client, server: Inference
     body, headers = _binary_body(x, header)
     if variant == "json":
         body, headers = b'{"inputs": [', {}
+    if variant.startswith("gzip"):
+        if variant == "gzip bomb":  # 1 MiB of zeros compresses to ~1 KiB; the limit is 256 KiB inflated
+            x = np.zeros((64, 3, SIZE, SIZE), np.float32)
+            spec["shape"] = list(x.shape)
+            spec["parameters"]["binary_data_size"] = x.nbytes
+            body, headers = _binary_body(x, header)
+        body = gzip.compress(body)
+        if variant == "gzip corrupt":
+            body = body[:10] + bytes(b ^ 0x5A for b in body[10:30]) + body[30:]
+        elif variant == "gzip truncated":
+            body = body[: len(body) // 2]
+        headers["Content-Encoding"] = "gzip"
+    elif variant == "brotli":
+        headers["Content-Encoding"] = "br"
     if header_len is not None:
         headers["Inference-Header-Content-Length"] = header_len
     status, payload, _ = raw(server, "POST", path, body, headers)
     assert status == 400, payload
     assert isinstance(json.loads(payload)["error"], str)
+    assert ENCODING_ERRORS.get(variant, "") in json.loads(payload)["error"]
     # still serving
     good = sample(1, seed=9)
     inp = httpclient.InferInput("input", list(good.shape), "FP32")
