@@ -156,6 +156,17 @@ def choose_batch(measured: dict[int, float]) -> int:
     return max(b for b, v in measured.items() if v >= BATCH_TIE * best)
 
 
+def full_batches(batch: int, instances: int, max_queue_size: int) -> Batching:
+    """A batcher that runs batches of exactly ``batch`` under a closed loop (waiting up to 5 ms to fill one)."""
+    return Batching(
+        max_batch_size=batch,
+        preferred_batch_sizes=(batch,),
+        max_queue_delay_us=0 if batch == 1 else 5000,
+        max_queue_size=max_queue_size,
+        instances=instances,
+    )
+
+
 def size_batcher(
     artifact: Path,
     threads: int,
@@ -172,22 +183,14 @@ def size_batcher(
     engines: dict[int, Engine] = {}
     try:
         for b in candidates:
-            batching = Batching(
-                max_batch_size=b,
-                preferred_batch_sizes=(b,),
-                max_queue_delay_us=0 if b == 1 else 5000,
-                max_queue_size=max_queue_size,
-                instances=instances,
-            )
+            batching = full_batches(b, instances, max_queue_size)
             options = {"intra_op_num_threads": threads}
             engines[b] = Engine("onnxruntime", artifact, options=options, batching=batching).start()
         windows: dict[int, list[float]] = {b: [] for b in candidates}
         for turn in range(rounds):
-            order = (
-                candidates[turn % len(candidates) :] + candidates[: turn % len(candidates)]
-            )  # each goes first in turn
-            for b, engine in ((b, engines[b]) for b in order):
-                run = lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, window_s, warmup_s=0.2)
+            shift = turn % len(candidates)  # each candidate goes first in turn
+            for b in candidates[shift:] + candidates[:shift]:
+                run = lib.engine_closed_loop(engines[b], {"input": sample}, CONCURRENCY, window_s, warmup_s=0.2)
                 windows[b].append(lib.summarize(run)["samples_per_s"])
     finally:
         for engine in engines.values():
@@ -906,13 +909,7 @@ def main() -> int:
                 batch = entry["batcher_sizing"]["chosen"]
             else:
                 batch = candidates[0]
-            tuned = Batching(
-                max_batch_size=batch,
-                preferred_batch_sizes=(batch,),
-                max_queue_delay_us=0 if batch == 1 else 5000,
-                max_queue_size=batching.max_queue_size,
-                instances=layout["instances"],
-            )
+            tuned = full_batches(batch, layout["instances"], batching.max_queue_size)
             entry["tuned_batching"] = tuned.model_dump(mode="json")
             entry["floor_best_batch"] = best
             entry["floor_best_instances"] = layout["instances"]
