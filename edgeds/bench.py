@@ -80,7 +80,9 @@ class HttpClient:
         self._idle: list[tuple[socket.socket, Any]] = []
         self._lock = threading.Lock()
 
-    def _take(self) -> tuple[socket.socket, Any]:
+    def take(self) -> tuple[socket.socket, Any]:
+        """An idle pooled connection, or a new one: (socket, its read file). Hand it back with
+        :meth:`give` when its last response is fully read, or :meth:`drop` it."""
         with self._lock:
             if self._idle:
                 return self._idle.pop()
@@ -88,18 +90,18 @@ class HttpClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, sock.makefile("rb")
 
-    def _give(self, conn: tuple[socket.socket, Any]) -> None:
+    def give(self, conn: tuple[socket.socket, Any]) -> None:
         with self._lock:
             self._idle.append(conn)
 
     @staticmethod
-    def _drop(conn: tuple[socket.socket, Any]) -> None:
+    def drop(conn: tuple[socket.socket, Any]) -> None:
         conn[1].close()
         conn[0].close()
 
     def __call__(self) -> int:
         for attempt in (0, 1):
-            conn = self._take()
+            conn = self.take()
             sock, reader = conn
             try:
                 sock.sendall(self.request)
@@ -131,12 +133,12 @@ class HttpClient:
                 elif length:
                     reader.read(length)
                 if close:
-                    self._drop(conn)
+                    self.drop(conn)
                 else:
-                    self._give(conn)
+                    self.give(conn)
                 return status
             except (OSError, ValueError, IndexError):
-                self._drop(conn)
+                self.drop(conn)
                 if attempt:
                     return 599
         return 599
@@ -146,7 +148,7 @@ class HttpClient:
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
-            self._drop(conn)
+            self.drop(conn)
 
 
 def http_closed_loop(
@@ -167,7 +169,7 @@ def http_closed_loop(
 
     samples = Samples()
     selector = selectors.DefaultSelector()
-    conns = [client._take() for _ in range(concurrency)]
+    conns = [client.take() for _ in range(concurrency)]
     start = time.perf_counter()
     t_measure, t_end = start + warmup_s, start + warmup_s + duration_s
     budget = max_queries
@@ -233,8 +235,8 @@ def http_closed_loop(
                 if fields.get("connection", "").lower() == "close":  # the server ends it: open another
                     selector.unregister(sock)
                     index = next(i for i, (s, _) in enumerate(conns) if s is sock)
-                    client._drop(conns[index])
-                    conns[index] = client._take()
+                    client.drop(conns[index])
+                    conns[index] = client.take()
                     sock = conns[index][0]
                     sock.settimeout(None)
                     by_fd[sock.fileno()] = sock
@@ -244,13 +246,13 @@ def http_closed_loop(
                     live -= 1
     except BaseException:
         for conn in conns:
-            client._drop(conn)
+            client.drop(conn)
         raise
     finally:
         selector.close()
     for sock, reader in conns:
         sock.settimeout(60)
-        client._give((sock, reader))
+        client.give((sock, reader))
     return samples
 
 
