@@ -30,6 +30,10 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
 The load generator runs in this process and shares the 2 cores with the server under test. Over
 HTTP it is one thread driving 8 keep-alive connections with a selector (``http_closed_loop``), the
 same for edgeds and every peer; each connection sends its next request when its response is in.
+
+On a machine with cores to spare, ``--server-cpus 0,1 --loadgen-cpus 2`` keeps them apart: the floor,
+the in-process batcher and every server (edgeds, the reference, each peer) run on the server CPUs,
+and only the HTTP load generator runs on its own. The report says which placement was used.
 """
 
 from __future__ import annotations
@@ -96,6 +100,61 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """CPU numbers in ``taskset``'s list syntax (``0,1`` or ``0-3,6``); ValueError names a bad part."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or (dash and int(last) < int(first)):
+            raise ValueError(f"not a CPU number or range: {part!r} (in {text!r})")
+        cpus.update(range(int(first), int(last if dash else first) + 1))
+    return frozenset(cpus)
+
+
+class Placement:
+    """Where the servers and the load generator run: all on every CPU (the default), or apart.
+
+    Affinity is per thread, and threads and processes inherit their starter's. So the main thread is
+    pinned to the server CPUs once (the floor's and the batcher's engine threads, and every server
+    process started later, inherit them), and :meth:`drive` moves it to the load generator's CPUs
+    only while it drives HTTP load.
+    """
+
+    def __init__(self, server: frozenset[int] | None = None, loadgen: frozenset[int] | None = None) -> None:
+        allowed = os.sched_getaffinity(0)
+        if loadgen is not None and server is None:
+            raise ValueError("--loadgen-cpus needs --server-cpus: the two sets must be apart")
+        for flag, cpus in (("--server-cpus", server), ("--loadgen-cpus", loadgen)):
+            if cpus is not None and not cpus <= allowed:
+                raise ValueError(f"{flag}: CPUs {sorted(cpus - allowed)} are not available (have {sorted(allowed)})")
+        if server is not None and loadgen is not None and server & loadgen:
+            raise ValueError(f"--server-cpus and --loadgen-cpus share CPUs {sorted(server & loadgen)}")
+        self.server, self.loadgen = server, loadgen
+
+    def pin_server_side(self) -> None:
+        if self.server is not None:
+            os.sched_setaffinity(0, self.server)
+
+    def drive(self, client: lib.HttpClient, duration_s: float, **kwargs: Any) -> lib.Samples:
+        """:func:`edgeds.bench.http_closed_loop` at c=8, on the load generator's CPUs when it has its own."""
+        if self.loadgen is None:
+            return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
+        os.sched_setaffinity(0, self.loadgen)
+        try:
+            return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
+        finally:
+            self.pin_server_side()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "server_cpus": sorted(self.server) if self.server is not None else "all",
+            "loadgen_cpus": sorted(self.loadgen) if self.loadgen is not None else "the servers' own",
+        }
+
+
+PLACEMENT = Placement()  # main() sets it from the command line
 
 
 def rss_tree(pid: int) -> int:
@@ -302,7 +361,7 @@ def measure_http(
 ) -> dict[str, Any]:
     before = lib.stats_snapshot(url, model) if url and model else None
     with lib.ResourceMonitor(pid) as monitor:
-        result = lib.summarize(lib.http_closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
+        result = lib.summarize(PLACEMENT.drive(client, duration, warmup_s=1.0))
     result["resources"] = monitor.report()
     if before is not None and url and model:
         result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
@@ -358,7 +417,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
 
 def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 5000) -> dict[str, Any]:
     """RSS of the server after ``warmup`` requests, then after each tenth of ``requests`` more (c=8)."""
-    lib.http_closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=warmup)
+    PLACEMENT.drive(client, 1e9, warmup_s=0.0, max_queries=warmup)
     time.sleep(0.5)
     before = rss_tree(pid)
     series = []
@@ -367,7 +426,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     done = 0
     while done < requests:
         chunk = min(step, requests - done)
-        samples = lib.http_closed_loop(client, CONCURRENCY, 1e9, warmup_s=0.0, max_queries=chunk)
+        samples = PLACEMENT.drive(client, 1e9, warmup_s=0.0, max_queries=chunk)
         ok += sum(1 for st in samples.status if st == 200)
         done += chunk
         series.append(round(rss_tree(pid) / 2**20, 2))
@@ -389,7 +448,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
 def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[subprocess.Popen[bytes], int, str]:
     """``edgeds serve`` in its own process group; returns (process, port, model name) once ready."""
     port = free_port()
-    cmd = [str(ROOT / ".venv" / "bin" / "edgeds"), "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "edgeds", "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
     if batching is not None:
         cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
         cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
@@ -427,7 +486,7 @@ def start_bare_socket(artifact: Path, threads: int) -> tuple[subprocess.Popen[by
 def bare_window(client: lib.HttpClient, window_s: float) -> float:
     """One window of the bare-socket reference; samples/s. A failing reference would flatter every
     ratio to it, so any error fails the run."""
-    result = lib.summarize(lib.http_closed_loop(client, CONCURRENCY, window_s, warmup_s=0.0))
+    result = lib.summarize(PLACEMENT.drive(client, window_s, warmup_s=0.0))
     if result["errors"] or not result["ok"]:
         raise RuntimeError(f"the bare-socket reference failed: {result['errors']} errors, {result['ok']} answers")
     return float(result["samples_per_s"])
@@ -490,7 +549,7 @@ def paired(
             if window % 2:
                 bare_sps = bare_window(bare_http, window_s)
             c0 = cpu(server)
-            h = lib.summarize(lib.http_closed_loop(http, CONCURRENCY, window_s, warmup_s=0.0))
+            h = lib.summarize(PLACEMENT.drive(http, window_s, warmup_s=0.0))
             serve_eff = h["ok"] / max(1e-9, cpu(server) - c0)
             if not window % 2:
                 bare_sps = bare_window(bare_http, window_s)
@@ -716,6 +775,16 @@ def bare_socket_summary(entry: dict[str, Any], threads: int) -> str:
     )
 
 
+def placement_line(placement: dict[str, Any]) -> str:
+    if not isinstance(placement["loadgen_cpus"], list):
+        where = "every CPU" if placement["server_cpus"] == "all" else f"CPUs {placement['server_cpus']}"
+        return f"- the load generator runs on the same cores as the server under test ({where})"
+    return (
+        f"- the floor, the batcher and every server run on CPUs {placement['server_cpus']}; the load generator "
+        f"on CPUs {placement['loadgen_cpus']}, apart"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# edgeds runtime benchmark",
@@ -724,7 +793,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"({'shipped' if report['shipped_model'] else 'STAND-IN: MobileNet-shaped, random weights'})",
         f"- machine: {report['environment']['cpu']}, {report['environment']['cores']} cores; "
         f"intra-op threads {report['threads']}; duration {report['duration_s']} s per run; concurrency 8; loopback",
-        "- the load generator runs on the same cores as the server under test",
+        placement_line(report["placement"]),
         "",
     ]
     for precision, entry in report["results"].items():
@@ -847,7 +916,18 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=8, help="paired floor / in-process / serve windows")
     ap.add_argument("--window", type=float, default=2.0, help="seconds per paired window")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--server-cpus", help="pin the floor, the batcher and every server to these CPUs (e.g. 0,1)")
+    ap.add_argument("--loadgen-cpus", help="run the HTTP load generator on these CPUs, apart from --server-cpus")
     args = ap.parse_args()
+    global PLACEMENT
+    try:
+        PLACEMENT = Placement(
+            parse_cpus(args.server_cpus) if args.server_cpus else None,
+            parse_cpus(args.loadgen_cpus) if args.loadgen_cpus else None,
+        )
+    except ValueError as exc:
+        ap.error(str(exc))
+    PLACEMENT.pin_server_side()
     args.out.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
     with tempfile.TemporaryDirectory(prefix="edgeds-rtbench-") as tmp:
@@ -860,6 +940,7 @@ def main() -> int:
             "threads": args.threads,
             "duration_s": args.duration,
             "environment": lib.environment(model, {"intra_op_num_threads": args.threads}),
+            "placement": PLACEMENT.describe(),
             "results": {},
         }
         for precision in args.precisions.split(","):

@@ -1,0 +1,100 @@
+"""bench/runtime_bench.py's CPU placement: servers on some CPUs, the load generator apart."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+
+import pytest
+
+from edgeds import bench as lib
+from edgeds.config import REPO_ROOT
+
+
+def _runtime_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("runtime_bench_placement", REPO_ROOT / "bench" / "runtime_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def restore_affinity() -> Iterator[set[int]]:
+    before = os.sched_getaffinity(0)
+    yield before
+    os.sched_setaffinity(0, before)
+
+
+class _Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_cpu_lists_read_like_taskset() -> None:
+    parse = _runtime_bench().parse_cpus
+    assert parse("0,1") == {0, 1}
+    assert parse("0-3,6") == {0, 1, 2, 3, 6}
+    for bad in ("", "a", "1-", "3-1", "0;1"):
+        with pytest.raises(ValueError, match="not a CPU number or range"):
+            parse(bad)
+
+
+def test_a_placement_rejects_overlap_missing_cpus_and_a_lone_load_generator(restore_affinity: set[int]) -> None:
+    placement = _runtime_bench().Placement
+    cpu = min(restore_affinity)
+    with pytest.raises(ValueError, match="share CPUs"):
+        placement(frozenset({cpu}), frozenset({cpu}))
+    with pytest.raises(ValueError, match="not available"):
+        placement(frozenset({cpu, 4096}))
+    with pytest.raises(ValueError, match="needs --server-cpus"):
+        placement(None, frozenset({cpu}))
+    assert placement().describe() == {"server_cpus": "all", "loadgen_cpus": "the servers' own"}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to keep apart")
+def test_the_load_generator_runs_on_its_cpus_and_the_thread_goes_back(restore_affinity: set[int]) -> None:
+    bench = _runtime_bench()
+    server_cpu, loadgen_cpu = sorted(restore_affinity)[:2]
+    placement = bench.Placement(frozenset({server_cpu}), frozenset({loadgen_cpu}))
+    placement.pin_server_side()
+    assert os.sched_getaffinity(0) == {server_cpu}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    client = lib.HttpClient("127.0.0.1", httpd.server_address[1], "/", b"x" * 1000)
+    result: dict[str, object] = {}
+
+    def load() -> None:  # a thread started here inherits the server side, as the bench's main thread is
+        result["samples"] = placement.drive(client, 1.0, warmup_s=0.0)
+        result["after"] = os.sched_getaffinity(0)
+
+    driver = threading.Thread(target=load)
+    seen: set[frozenset[int]] = set()
+    try:
+        driver.start()
+        while driver.is_alive():  # where the load generator's thread runs while it drives the load
+            with contextlib.suppress(OSError):  # it may end between the check and the call
+                seen.add(frozenset(os.sched_getaffinity(driver.native_id or 0)))
+    finally:
+        driver.join()
+        client.close()
+        httpd.shutdown()
+        httpd.server_close()
+    samples = result["samples"]
+    assert isinstance(samples, lib.Samples) and samples.status and set(samples.status) == {200}
+    assert frozenset({loadgen_cpu}) in seen
+    assert result["after"] == {server_cpu}
