@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,6 +104,19 @@ def test_compressed_requests_from_tritonclient(client, model: Path, algorithm: s
     inp.set_data_from_numpy(x, binary_data=binary)
     result = client.infer("tiny", [inp], request_compression_algorithm=algorithm)
     np.testing.assert_allclose(result.as_numpy("logits"), ref(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_raw_deflate_body_without_the_zlib_wrapper_is_taken(server: InferenceServer, model: Path) -> None:
+    """Some clients send ``Content-Encoding: deflate`` as a bare deflate stream, not zlib-wrapped."""
+    x = sample(1, seed=13)
+    header = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = packer.compress(json.dumps(header).encode()) + packer.flush()
+    assert not (body[0] & 0x0F == 8 and (body[0] * 256 + body[1]) % 31 == 0)  # no zlib header by chance
+    status, payload, _ = raw(server, "POST", "/v2/models/tiny/infer", body, {"Content-Encoding": "deflate"})
+    assert status == 200, payload
+    logits = np.array(json.loads(payload)["outputs"][0]["data"], np.float32).reshape(1, 5)
+    np.testing.assert_allclose(logits, ref(model, x), rtol=1e-5, atol=1e-5)
 
 
 def test_default_tritonclient_call_and_stats(client, server: InferenceServer, model: Path) -> None:
