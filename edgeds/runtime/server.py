@@ -932,8 +932,8 @@ def _parse_head(head: bytes) -> tuple[str, str, bool, dict[str, str]]:
         text = head.decode("latin-1")
         request_line, *header_lines = text.split("\r\n")
         method, target, version = request_line.split(" ")
-    except ValueError:
-        raise HttpError(400, "malformed request line") from None
+    except ValueError as exc:
+        raise HttpError(400, "malformed request line") from exc
     headers: dict[str, str] = {}
     for line in header_lines:
         if not line:
@@ -971,7 +971,7 @@ def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
     try:
         data = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise HttpError(400, f"the body is not valid {encoding}: {exc}") from None
+        raise HttpError(400, f"the body is not valid {encoding}: {exc}") from exc
     if len(data) > limit or inflater.unconsumed_tail:
         raise HttpError(400, f"the {encoding} body inflates past the limit of {limit} bytes")
     if not inflater.eof:
@@ -984,8 +984,8 @@ def _parse_infer(body: bytes | memoryview, header_length: str | None) -> tuple[d
     if header_length is not None:
         try:
             json_len = int(header_length)
-        except ValueError:
-            raise HttpError(400, f"malformed Inference-Header-Content-Length {header_length!r}") from None
+        except ValueError as exc:
+            raise HttpError(400, f"malformed Inference-Header-Content-Length {header_length!r}") from exc
         if json_len < 0 or json_len > len(body):
             raise HttpError(400, f"Inference-Header-Content-Length {json_len} is outside the body of {len(body)} bytes")
     else:
@@ -993,7 +993,7 @@ def _parse_infer(body: bytes | memoryview, header_length: str | None) -> tuple[d
     try:
         request = _loads(body[:json_len] if json_len != len(body) else body)
     except (UnicodeDecodeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
-        raise HttpError(400, f"malformed JSON request: {exc}") from None
+        raise HttpError(400, f"malformed JSON request: {exc}") from exc
     if not isinstance(request, dict):
         raise HttpError(400, "the request must be a JSON object")
     specs = request.get("inputs")
@@ -1041,7 +1041,7 @@ def _parse_infer(body: bytes | memoryview, header_length: str | None) -> tuple[d
             try:
                 array = np.asarray(spec["data"], dtype=dtype)
             except (TypeError, ValueError) as exc:
-                raise HttpError(400, f"input {name!r}: data is not {datatype}: {exc}") from None
+                raise HttpError(400, f"input {name!r}: data is not {datatype}: {exc}") from exc
             if array.size != count:
                 raise HttpError(400, f"input {name!r}: {array.size} elements do not match shape {shape}")
             array = array.reshape(shape)
