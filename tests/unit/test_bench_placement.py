@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import ModuleType
 
 import pytest
 
 from edgeds import bench as lib
-from edgeds.config import REPO_ROOT
 
-
-def _runtime_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("runtime_bench_placement", REPO_ROOT / "bench" / "runtime_bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from . import _runtime_bench
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ class _Ok(BaseHTTPRequestHandler):
 
 
 def test_cpu_lists_read_like_taskset() -> None:
-    parse = _runtime_bench().parse_cpus
+    parse = _runtime_bench.load().parse_cpus
     assert parse("0,1") == {0, 1}
     assert parse("0-3,6") == {0, 1, 2, 3, 6}
     for bad in ("", "a", "1-", "3-1", "0;1"):
@@ -55,7 +46,7 @@ def test_cpu_lists_read_like_taskset() -> None:
 
 
 def test_a_placement_rejects_overlap_missing_cpus_and_a_lone_load_generator(restore_affinity: set[int]) -> None:
-    placement = _runtime_bench().Placement
+    placement = _runtime_bench.load().Placement
     cpu = min(restore_affinity)
     with pytest.raises(ValueError, match="share CPUs"):
         placement(frozenset({cpu}), frozenset({cpu}))
@@ -68,7 +59,7 @@ def test_a_placement_rejects_overlap_missing_cpus_and_a_lone_load_generator(rest
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to keep apart")
 def test_the_load_generator_runs_on_its_cpus_and_the_thread_goes_back(restore_affinity: set[int]) -> None:
-    bench = _runtime_bench()
+    bench = _runtime_bench.load()
     server_cpu, loadgen_cpu = sorted(restore_affinity)[:2]
     placement = bench.Placement(frozenset({server_cpu}), frozenset({loadgen_cpu}))
     placement.pin_server_side()

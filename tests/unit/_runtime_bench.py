@@ -1,0 +1,17 @@
+"""bench/runtime_bench.py loaded as a module (bench/ is scripts, not a package)."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+from edgeds.config import REPO_ROOT
+
+
+def load() -> ModuleType:
+    """A fresh copy of the module: a test that changes its state cannot leak it into another."""
+    spec = importlib.util.spec_from_file_location("runtime_bench", REPO_ROOT / "bench" / "runtime_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
