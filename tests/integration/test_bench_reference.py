@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeds.runtime.testing import tiny_classifier
-from tests.unit.test_bench_sizing import _runtime_bench
+from tests.unit import _runtime_bench
 
 
 def test_the_bare_socket_ceiling_answers_tritonclient_with_the_models_outputs(tmp_path: Path) -> None:
@@ -18,7 +18,7 @@ def test_the_bare_socket_ceiling_answers_tritonclient_with_the_models_outputs(tm
     httpclient = pytest.importorskip("tritonclient.http")
     from concurrent.futures import ThreadPoolExecutor
 
-    bench = _runtime_bench()
+    bench = _runtime_bench.load()
     model = tiny_classifier(tmp_path / "tiny.onnx", size=16)
     reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     proc, port = bench.start_bare_socket(model, threads=2)
