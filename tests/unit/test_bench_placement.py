@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -80,6 +81,7 @@ def test_the_load_generator_runs_on_its_cpus_and_the_thread_goes_back(restore_af
         while driver.is_alive():  # where the load generator's thread runs while it drives the load
             with contextlib.suppress(OSError):  # it may end between the check and the call
                 seen.add(frozenset(os.sched_getaffinity(driver.native_id or 0)))
+            time.sleep(0.005)  # leave the GIL and the server CPU to the load and the HTTP server
     finally:
         driver.join()
         client.close()
