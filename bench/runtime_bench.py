@@ -139,9 +139,8 @@ class Placement:
 
     def drive(self, client: lib.HttpClient, duration_s: float, **kwargs: Any) -> lib.Samples:
         """:func:`edgeds.bench.http_closed_loop` at c=8, on the load generator's CPUs when it has its own."""
-        if self.loadgen is None:
-            return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
-        os.sched_setaffinity(0, self.loadgen)
+        if self.loadgen is not None:
+            os.sched_setaffinity(0, self.loadgen)
         try:
             return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
         finally:
@@ -737,7 +736,7 @@ def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
     serve_bin = entry["serve"]["binary"]
     out: dict[str, Any] = {
         "best_batch": pair["batch"],
-        "instances": pair.get("instances", 1),
+        "instances": pair["instances"],
         "batcher_max_batch": entry["tuned_batching"]["max_batch_size"],
         "serve_binary_over_floor": pair["serve_ratio_median"],
         "in_process_over_floor": pair["in_process_ratio_median"],
@@ -763,9 +762,9 @@ def bare_socket_summary(entry: dict[str, Any], threads: int) -> str:
         "same binary requests, one single-thread session per thread (no validation, batching, statistics or error "
         f"handling); median **{pair['bare_socket_ratio_median']}** of the floor."
     )
-    if pair.get("instances", 1) != threads:
+    if pair["instances"] != threads:
         return what + (
-            f" It is no ceiling here: the floor's best layout is {pair.get('instances', 1)} instance(s) of "
+            f" It is no ceiling here: the floor's best layout is {pair['instances']} instance(s) of "
             f"{threads} threads, which only batching fills."
         )
     return what + (
@@ -809,13 +808,13 @@ def markdown(report: dict[str, Any]) -> str:
             "instances, which run at once; samples/s by batch size):",
             "",
             *(
-                f"- {scan.get('instances', 1)} instance(s): "
+                f"- {scan['instances']} instance(s): "
                 + ", ".join(f"b{r['batch']}={r['samples_per_s']}" for r in scan["per_batch"])
                 for scan in scans
             ),
             "",
             f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']} "
-            f"with {entry['paired'].get('instances', 1)} instance(s), then in-process c=8 driven by completion "
+            f"with {entry['paired']['instances']} instance(s), then in-process c=8 driven by completion "
             "callbacks, then serve and the bare socket, c=8, taking turns to go first):",
             "",
             "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | bare socket samples/s "
@@ -870,12 +869,12 @@ def markdown(report: dict[str, Any]) -> str:
         tm = entry["in_process"]["tracemalloc"]
         lines += [
             "",
-            f"- batcher for the ratios: {entry['tuned_batching'].get('instances', 1)} instance(s) (the floor's "
+            f"- batcher for the ratios: {entry['tuned_batching']['instances']} instance(s) (the floor's "
             f"best layout), max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
             "(of the buckets <= half the clients per instance, the one the in-process batcher served fastest, "
             "a larger one within 3 % winning: "
             f"{entry.get('batcher_sizing', {}).get('samples_per_s', 'one candidate')} samples/s; "
-            f"the floor's best bucket is {entry.get('floor_best_batch')}, which every ratio divides by), "
+            f"the floor's best bucket is {entry['floor_best_batch']}, which every ratio divides by), "
             f"max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
             f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
             f"{entry['batching']['preferred_batch_sizes']} / {entry['batching']['max_queue_delay_us']} us",
