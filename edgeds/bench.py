@@ -448,7 +448,6 @@ def engine_closed_loop(
             stop_slot()
             return
         starts[slot] = now
-        status = 500
         try:
             engine.submit(inputs, callback=lambda request, slot=slot: finished(slot, request))
             return
