@@ -259,14 +259,15 @@ def size_batcher(
 
 def open_instances(artifact: Path, threads: int, instances: int, buckets: list[int]) -> list[Any]:
     """``instances`` bare ONNX Runtime sessions sharing ``threads`` the way the engine splits them."""
+    from edgeds.backends.base import Backend
     from edgeds.backends.onnxruntime import OnnxRuntimeBackend
     from edgeds.runtime.engine import instance_options
 
-    template = OnnxRuntimeBackend({"intra_op_num_threads": threads})
+    template: Backend = OnnxRuntimeBackend({"intra_op_num_threads": threads})
     opened: list[Any] = []
     try:
         for options in instance_options(template, instances):
-            opened.append(OnnxRuntimeBackend(options))
+            opened.append(type(template)(options))
             opened[-1].open(artifact, buckets)
     except BaseException:
         for backend in opened:
@@ -301,7 +302,7 @@ def best_layout(scans: list[dict[str, Any]]) -> dict[str, Any]:
     """The scan (one instance layout) with the highest floor, counting only bucket sizes."""
 
     def best_bucket(scan: dict[str, Any]) -> float:
-        return max(r["samples_per_s"] for r in scan["per_batch"] if r["batch"] in (1, 2, 4, 8))
+        return float(max(r["samples_per_s"] for r in scan["per_batch"] if r["batch"] in (1, 2, 4, 8)))
 
     return max(scans, key=best_bucket)
 

@@ -93,7 +93,7 @@ def _thread_cpu(native_ids: list[int]) -> float:
     import psutil
 
     wanted = set(native_ids)
-    return sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in wanted)
+    return float(sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in wanted))
 
 
 def _record_cost_s() -> float:
