@@ -42,6 +42,7 @@ import numpy as np
 from .. import __version__
 from ..backends.base import IN_PLACE_ALIGNMENT
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
+from .chunked import ChunkedBodyError, ChunkedDecoder
 from .engine import Engine, EngineDraining, InferRequest
 
 _loads: Callable[[bytes | memoryview], Any]
@@ -79,7 +80,7 @@ OIP_TO_NUMPY: dict[str, str] = {
     "FP64": "float64",
 }
 NUMPY_TO_OIP = {v: k for k, v in OIP_TO_NUMPY.items()}
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented"}
 _REASONS[500] = "Internal Server Error"
 _REASONS[503] = "Service Unavailable"
 
@@ -656,7 +657,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
         self._in_flight = False  # its body's views may be alive: do not compact over them
         self._processing = False
-        self._pending: tuple[str, str, bool, dict[str, str], int] | None = None
+        self._pending: tuple[str, str, bool, dict[str, str], int] | None = None  # a parsed head; length -1 = chunked
+        self._chunks: ChunkedDecoder | None = None  # the chunked body being received
         self._transport: asyncio.Transport | None = None
         self._wlock = threading.Lock()
         self._fd = -1  # the socket's descriptor for workers' writes; -1 once the connection is lost
@@ -743,11 +745,16 @@ class _Connection(asyncio.BufferedProtocol):
                     return
                 continue
             method, target, keep_alive, headers, length = self._pending
-            if self._end - self._start < length:
+            if length < 0:  # chunked: decoded into its own buffer as it arrives
+                body = self._dechunk()
+                if body is None:
+                    return
+            elif self._end - self._start < length:
                 self._need = length
                 return
-            body = memoryview(self._buf)[self._start : self._start + length]
-            self._start += length
+            else:
+                body = memoryview(self._buf)[self._start : self._start + length]
+                self._start += length
             self._pending = None
             self._need = 0
             self._busy = self._in_flight = True  # nothing is parsed (or compacted over this body) until answered
@@ -773,34 +780,61 @@ class _Connection(asyncio.BufferedProtocol):
         except HttpError as exc:
             self._reply(_error(exc.status, str(exc)), keep_alive=False)
             return False
-        if headers.get("transfer-encoding", "").lower() not in ("", "identity"):
-            self._reply(_error(411, "send the body with a Content-Length (chunked is not supported)"), keep_alive=False)
-            return False
-        raw = headers.get("content-length", "0")
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self._reply(_error(400, f"bad Content-Length {raw!r}"), keep_alive=False)
-            return False
         limit = self._server.max_body_bytes
         expect = headers.get("expect", "").lower() == "100-continue"
-        if length > limit:
-            message = f"request body of {length} bytes exceeds the limit of {limit} bytes"
-            if expect or length > _DISCARD_LIMIT:
-                self._reply(_error(400, message), keep_alive=False)
+        coding = headers.get("transfer-encoding", "").lower()
+        if coding not in ("", "identity"):
+            if [part.strip() for part in coding.split(",")] != ["chunked"]:
+                self._reply(_error(501, f"unsupported Transfer-Encoding {coding!r} (only chunked)"), keep_alive=False)
                 return False
-            self._discard = length  # read and drop it, then answer, so the client sees the 400
-            self._reply(_error(400, message), keep_alive=keep_alive)
-            return True
+            # a Content-Length beside it is overridden, and the connection is closed after the answer
+            # (RFC 9112 section 6.3: the two disagreeing is how requests get smuggled)
+            keep_alive = keep_alive and "content-length" not in headers
+            length = -1
+            self._chunks = ChunkedDecoder(limit)  # enforces the limit as the chunks arrive
+        else:
+            raw = headers.get("content-length", "0")
+            try:
+                length = int(raw)
+                if length < 0:
+                    raise ValueError(raw)
+            except ValueError:
+                self._reply(_error(400, f"bad Content-Length {raw!r}"), keep_alive=False)
+                return False
+            if length > limit:
+                message = f"request body of {length} bytes exceeds the limit of {limit} bytes"
+                if expect or length > _DISCARD_LIMIT:
+                    self._reply(_error(400, message), keep_alive=False)
+                    return False
+                self._discard = length  # read and drop it, then answer, so the client sees the 400
+                self._reply(_error(400, message), keep_alive=keep_alive)
+                return True
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pending = (method, target, keep_alive, headers, length)
-        self._head_len = self._start - head_start
-        with contextlib.suppress(ValueError):
-            self._lead = self._head_len + int(headers.get("inference-header-content-length", "0"))
+        if length >= 0:  # how the next request's tensor will lie (a chunked body is decoded elsewhere)
+            self._head_len = self._start - head_start
+            with contextlib.suppress(ValueError):
+                self._lead = self._head_len + int(headers.get("inference-header-content-length", "0"))
         return True
+
+    def _dechunk(self) -> memoryview | None:
+        """Feed the received bytes to the chunked body's decoder: the whole body once it is complete,
+        None while more is needed (or after a malformed body was answered with 400 and closed)."""
+        chunks = self._chunks
+        if chunks is None:  # cannot happen: a chunked head always sets the decoder
+            raise RuntimeError("chunked body without a decoder")
+        try:
+            self._start = chunks.feed(self._buf, self._start, self._end)
+        except ChunkedBodyError as exc:
+            self._pending = self._chunks = None
+            self._reply(_error(400, str(exc)), keep_alive=False)
+            return None
+        if not chunks.done:
+            self._reset_if_empty()
+            return None
+        self._chunks = None
+        return memoryview(chunks.body)
 
     def _reset_if_empty(self) -> None:
         """Receive the next request from the buffer's start, shifted (< 64 bytes) so that if it is laid

@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 import zlib
@@ -117,6 +118,110 @@ def test_a_raw_deflate_body_without_the_zlib_wrapper_is_taken(server: InferenceS
     assert status == 200, payload
     logits = np.array(json.loads(payload)["outputs"][0]["data"], np.float32).reshape(1, 5)
     np.testing.assert_allclose(logits, ref(model, x), rtol=1e-5, atol=1e-5)
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    """``body`` in chunks of ``size`` bytes (upper-case hex, an extension on each), a trailer, the end."""
+    pieces = [b"%X;n=1\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)]
+    return b"".join(pieces) + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+def _read_response(sock: socket.socket, buf: bytes = b"") -> tuple[int, bytes, bytes]:
+    """One HTTP response (Content-Length framed) from ``sock``: status, body, bytes read beyond it."""
+    while b"\r\n\r\n" not in buf:
+        more = sock.recv(1 << 16)
+        assert more, f"connection closed before a response: {buf!r}"
+        buf += more
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        more = sock.recv(1 << 16)
+        assert more, "connection closed inside a response"
+        rest += more
+    return int(head.split(b" ")[1]), rest[:length], rest[length:]
+
+
+def test_chunked_request_bodies_from_http_client(server: InferenceServer, model: Path) -> None:
+    """What clients that stream a body send (here the stdlib's ``http.client`` with an iterable body)."""
+    x = sample(2, seed=17)
+    body, headers = _binary_body(x, _good_header(x))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        pieces = (body[i : i + 1000] for i in range(0, len(body), 1000))
+        conn.request("POST", "/v2/models/tiny/infer", body=pieces, headers=headers, encode_chunked=True)
+        resp = conn.getresponse()
+        payload = resp.read()
+        assert resp.status == 200, payload
+        logits = np.array(json.loads(payload)["outputs"][0]["data"], np.float32).reshape(2, 5)
+        np.testing.assert_allclose(logits, ref(model, x), rtol=1e-5, atol=1e-5)
+        conn.request("GET", "/v2/health/ready")  # the same connection goes on
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_that_arrive_in_pieces_keep_the_connection(server: InferenceServer, model: Path) -> None:
+    """Chunk lines cut across packets, two chunked requests back to back, then one with a length."""
+    x = sample(1, seed=19)
+    body, headers = _binary_body(x, _good_header(x))
+    head = (
+        "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
+    ).encode()
+    wire = head + _chunked(body, 777)
+    expected = ref(model, x)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for step in (7, 4096):
+            for i in range(0, len(wire), step):
+                sock.sendall(wire[i : i + step])
+                if step == 7 and i < 400:
+                    time.sleep(0.002)  # the head and the first chunk lines arrive a few bytes at a time
+            status, payload, extra = _read_response(sock)
+            assert status == 200 and not extra, payload
+            logits = np.array(json.loads(payload)["outputs"][0]["data"], np.float32).reshape(1, 5)
+            np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("wire", "status", "message"),
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size"),
+        (b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400, "not followed by CRLF"),
+        (b"Transfer-Encoding: chunked\r\n\r\n%X\r\n" % (MAX_BODY + 1), 400, f"exceeds the limit of {MAX_BODY}"),
+        (b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501, "unsupported Transfer-Encoding"),
+    ],
+    ids=["bad size", "wrong size", "over the limit", "gzip coding"],
+)
+def test_bad_chunked_bodies_are_refused_and_the_connection_closed(
+    client, server: InferenceServer, wire: bytes, status: int, message: str
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\n" + wire)
+        got, payload, _ = _read_response(sock)
+        assert (got, message in json.loads(payload)["error"]) == (status, True), payload
+        sock.settimeout(5)
+        while sock.recv(1 << 16):  # the framing of whatever follows is unknown: the server closes
+            pass
+    good = sample(1, seed=9)
+    inp = httpclient.InferInput("input", list(good.shape), "FP32")
+    inp.set_data_from_numpy(good)
+    assert client.infer("tiny", [inp]).as_numpy("logits").shape == (1, 5)
+
+
+def test_chunked_with_a_content_length_is_served_then_closed(server: InferenceServer) -> None:
+    """Transfer-Encoding overrides Content-Length (RFC 9112 6.3); the connection then closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(b'{"inputs": []}', 5)
+        )
+        status, payload, _ = _read_response(sock)
+        assert status == 400 and b"non-empty list" in payload, payload  # the whole chunked body, not 3 bytes
+        sock.settimeout(5)
+        assert sock.recv(1 << 16) == b""
 
 
 def test_default_tritonclient_call_and_stats(client, server: InferenceServer, model: Path) -> None:
