@@ -2,8 +2,9 @@
 
 asyncio + numpy: one event-loop thread receives and parses requests and queues them on the
 engine; the engine's workers run the batches and write the responses (the loop writes the rest).
-Loopback (127.0.0.1) by default. Request bodies may be gzip or deflate (``Content-Encoding``);
-responses are not compressed.
+Loopback (127.0.0.1) by default. Request bodies come with a ``Content-Length`` or chunked
+(``Transfer-Encoding: chunked``, see :mod:`edgeds.runtime.chunked`), and may be gzip or deflate
+(``Content-Encoding``); responses are not compressed.
 
 Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}``,
 ``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``/v2/models/stats``,
@@ -14,7 +15,8 @@ with ``binary_data`` / ``binary_data_output``).
 Errors are non-200 with ``{"error": "..."}``: 400 for a bad request (unknown model / input /
 output, wrong shape or dtype, malformed JSON or binary header, body over ``max_body_bytes``),
 503 when the queue is full, a request times out or the model is being replaced, 404 for an
-unknown path. The connection stays usable after a 400 whenever the body could be read.
+unknown path, 501 for a transfer coding other than chunked. The connection stays usable after a
+400 whenever the body could be read; after a malformed chunked body it is closed.
 
 Responses are serialized straight from the engine's output views, which are released right
 after. Model replacement without downtime: :meth:`InferenceServer.swap_model`.
@@ -629,7 +631,8 @@ class _Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 keep-alive connection, parsed in place in a buffer owned by the connection.
 
     The socket is read with ``recv_into`` straight into ``_buf``; a request body is handed on as a
-    memoryview of it (binary tensors become numpy views of the received bytes, copied at most once,
+    memoryview of it (a chunked body: of the buffer its decoder filled; binary tensors become numpy
+    views of the received bytes, copied at most once,
     into the engine's pooled bucket, or read in place by the backend). Until its answer is sent
     (``_busy``) nothing more is parsed, and while its views may be alive (``_in_flight``, cleared
     once the inference and the response are done) nothing is compacted over them; the buffer grows
@@ -745,8 +748,9 @@ class _Connection(asyncio.BufferedProtocol):
                     return
                 continue
             method, target, keep_alive, headers, length = self._pending
-            if length < 0:  # chunked: decoded into its own buffer as it arrives
-                body = self._dechunk()
+            chunks = self._chunks
+            if chunks is not None:  # decoded into a buffer of its own as it arrives
+                body = self._dechunk(chunks)
                 if body is None:
                     return
             elif self._end - self._start < length:
@@ -757,7 +761,8 @@ class _Connection(asyncio.BufferedProtocol):
                 self._start += length
             self._pending = None
             self._need = 0
-            self._busy = self._in_flight = True  # nothing is parsed (or compacted over this body) until answered
+            self._busy = True  # nothing more is parsed until this is answered (answers stay in order)
+            self._in_flight = chunks is None  # views of _buf may be alive: nothing is compacted over them
             if method == "POST" and self._server._start_infer(target, headers, body, _Reply(self, keep_alive, body)):
                 continue  # answered already (an error) -> parse on; queued -> _busy ends the loop
             asyncio.get_running_loop().create_task(self._respond(method, target, keep_alive, headers, body))
@@ -776,20 +781,25 @@ class _Connection(asyncio.BufferedProtocol):
         head = bytes(buf[self._start : end + 4])
         head_start, self._start = self._start, end + 4
         try:
-            method, target, keep_alive, headers = _parse_head(head)
+            method, target, version, keep_alive, headers = _parse_head(head)
         except HttpError as exc:
             self._reply(_error(exc.status, str(exc)), keep_alive=False)
             return False
         limit = self._server.max_body_bytes
         expect = headers.get("expect", "").lower() == "100-continue"
-        coding = headers.get("transfer-encoding", "").lower()
-        if coding not in ("", "identity"):
-            if [part.strip() for part in coding.split(",")] != ["chunked"]:
-                self._reply(_error(501, f"unsupported Transfer-Encoding {coding!r} (only chunked)"), keep_alive=False)
+        if "transfer-encoding" in headers:
+            codings = [part.strip() for part in headers["transfer-encoding"].lower().split(",")]
+            if codings[-1] != "chunked":  # the body's length cannot be known (RFC 9112 6.3)
+                message = f"the last Transfer-Encoding must be chunked, not {codings[-1]!r}"
+                self._reply(_error(400, message), keep_alive=False)
                 return False
-            # a Content-Length beside it is overridden, and the connection is closed after the answer
-            # (RFC 9112 section 6.3: the two disagreeing is how requests get smuggled)
-            keep_alive = keep_alive and "content-length" not in headers
+            if len(codings) > 1:
+                message = f"unsupported Transfer-Encoding {', '.join(codings)!r} (only chunked)"
+                self._reply(_error(501, message), keep_alive=False)
+                return False
+            # a Content-Length beside it is overridden and, as for HTTP/1.0 with a transfer coding,
+            # the connection is closed after the answer: disagreeing framing is how requests get smuggled
+            keep_alive = keep_alive and version == "HTTP/1.1" and "content-length" not in headers
             length = -1
             self._chunks = ChunkedDecoder(limit)  # enforces the limit as the chunks arrive
         else:
@@ -818,12 +828,9 @@ class _Connection(asyncio.BufferedProtocol):
                 self._lead = self._head_len + int(headers.get("inference-header-content-length", "0"))
         return True
 
-    def _dechunk(self) -> memoryview | None:
+    def _dechunk(self, chunks: ChunkedDecoder) -> memoryview | None:
         """Feed the received bytes to the chunked body's decoder: the whole body once it is complete,
         None while more is needed (or after a malformed body was answered with 400 and closed)."""
-        chunks = self._chunks
-        if chunks is None:  # cannot happen: a chunked head always sets the decoder
-            raise RuntimeError("chunked body without a decoder")
         try:
             self._start = chunks.feed(self._buf, self._start, self._end)
         except ChunkedBodyError as exc:
@@ -842,6 +849,7 @@ class _Connection(asyncio.BufferedProtocol):
         hand it to the backend in place (see ``OnnxRuntimeBackend``) instead of copying it."""
         if self._start == self._end:
             # a parsed head whose body has not arrived yet: the body starts here, not the head
+            # (for a chunked body, decoded elsewhere, the shift is as good as any)
             lead = self._lead - self._head_len if self._pending is not None else self._lead
             self._start = self._end = -(self._base + lead) % IN_PLACE_ALIGNMENT
 
@@ -961,7 +969,10 @@ def _http_bytes(response: _Response, keep_alive: bool) -> bytes:
     return head.encode("latin-1") + b"\r\n" + response.body
 
 
-def _parse_head(head: bytes) -> tuple[str, str, bool, dict[str, str]]:
+def _parse_head(head: bytes) -> tuple[str, str, str, bool, dict[str, str]]:
+    """Method, target, HTTP version, keep-alive and the header fields (lower-case names) of a request
+    head. A repeated field's values are joined with ", " (RFC 9110 5.3); Content-Length values that
+    disagree are refused (RFC 9112 6.3)."""
     try:
         text = head.decode("latin-1")
         request_line, *header_lines = text.split("\r\n")
@@ -975,10 +986,18 @@ def _parse_head(head: bytes) -> tuple[str, str, bool, dict[str, str]]:
         key, sep, value = line.partition(":")
         if not sep:
             raise HttpError(400, f"malformed header line {line[:80]!r}")
-        headers[key.strip().lower()] = value.strip()
+        key, value = key.strip().lower(), value.strip()
+        seen = headers.get(key)
+        if seen is None:
+            headers[key] = value
+        elif key == "content-length":
+            if value != seen:
+                raise HttpError(400, f"conflicting Content-Length values {seen!r} and {value!r}")
+        else:
+            headers[key] = f"{seen}, {value}"
     connection = headers.get("connection", "").lower()
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    return method, target, keep_alive, headers
+    return method, target, version, keep_alive, headers
 
 
 def _int_param(params: Mapping[str, Any], key: str) -> int | None:

@@ -161,7 +161,7 @@ def test_chunked_request_bodies_from_http_client(server: InferenceServer, model:
 
 
 def test_chunked_bodies_that_arrive_in_pieces_keep_the_connection(server: InferenceServer, model: Path) -> None:
-    """Chunk lines cut across packets, two chunked requests back to back, then one with a length."""
+    """Chunk lines cut across packets, then a second chunked request on the same connection."""
     x = sample(1, seed=19)
     body, headers = _binary_body(x, _good_header(x))
     head = (
@@ -185,15 +185,40 @@ def test_chunked_bodies_that_arrive_in_pieces_keep_the_connection(server: Infere
         assert _read_response(sock)[0] == 200
 
 
+def test_pipelined_chunked_and_sized_requests_are_answered_in_order(server: InferenceServer, model: Path) -> None:
+    """Two chunked requests and one with a Content-Length in one send: each answered, in order."""
+    xs = [sample(1, seed=seed) for seed in (21, 22, 23)]
+    wire = b""
+    for i, x in enumerate(xs):
+        body, headers = _binary_body(x, _good_header(x))
+        framing = f"Content-Length: {len(body)}" if i == 2 else "Transfer-Encoding: chunked"
+        wire += (
+            f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\n{framing}\r\n"
+            f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
+        ).encode() + (body if i == 2 else _chunked(body, 1000 + 500 * i))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(wire)
+        extra = b""
+        for x in xs:
+            status, payload, extra = _read_response(sock, extra)
+            assert status == 200, payload
+            logits = np.array(json.loads(payload)["outputs"][0]["data"], np.float32).reshape(1, 5)
+            np.testing.assert_allclose(logits, ref(model, x), rtol=1e-5, atol=1e-5)
+        assert not extra
+
+
 @pytest.mark.parametrize(
     ("wire", "status", "message"),
     [
         (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunk size"),
         (b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400, "not followed by CRLF"),
         (b"Transfer-Encoding: chunked\r\n\r\n%X\r\n" % (MAX_BODY + 1), 400, f"exceeds the limit of {MAX_BODY}"),
+        (b"Transfer-Encoding: chunked\r\n\r\n2;\nab\r\n0\r\n\r\n", 400, "control character"),
         (b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501, "unsupported Transfer-Encoding"),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\n{}", 400, "last"),
+        (b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "conflicting Content-Length"),
     ],
-    ids=["bad size", "wrong size", "over the limit", "gzip coding"],
+    ids=["bad size", "wrong size", "over the limit", "bare LF", "gzip coding", "repeated TE", "two lengths"],
 )
 def test_bad_chunked_bodies_are_refused_and_the_connection_closed(
     client, server: InferenceServer, wire: bytes, status: int, message: str
@@ -211,12 +236,22 @@ def test_bad_chunked_bodies_are_refused_and_the_connection_closed(
     assert client.infer("tiny", [inp]).as_numpy("logits").shape == (1, 5)
 
 
-def test_chunked_with_a_content_length_is_served_then_closed(server: InferenceServer) -> None:
-    """Transfer-Encoding overrides Content-Length (RFC 9112 6.3); the connection then closes."""
+@pytest.mark.parametrize(
+    ("version", "extra"),
+    [("HTTP/1.1", b"Content-Length: 3\r\n"), ("HTTP/1.0", b"Connection: keep-alive\r\n")],
+    ids=["with a Content-Length", "HTTP/1.0"],
+)
+def test_chunked_with_doubtful_framing_is_served_then_closed(
+    server: InferenceServer, version: str, extra: bytes
+) -> None:
+    """Transfer-Encoding overrides Content-Length, and HTTP/1.0 has no transfer codings: the request
+    is served as chunked, then the connection closes (RFC 9112 6.1, 6.3)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(b'{"inputs": []}', 5)
+            f"POST /v2/models/tiny/infer {version}\r\nHost: t\r\n".encode()
+            + extra
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + _chunked(b'{"inputs": []}', 5)
         )
         status, payload, _ = _read_response(sock)
         assert status == 400 and b"non-empty list" in payload, payload  # the whole chunked body, not 3 bytes
