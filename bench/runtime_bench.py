@@ -906,7 +906,13 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C: the ``finally`` blocks stop every server started."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for every system")
