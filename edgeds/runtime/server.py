@@ -631,13 +631,13 @@ class _Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 keep-alive connection, parsed in place in a buffer owned by the connection.
 
     The socket is read with ``recv_into`` straight into ``_buf``; a request body is handed on as a
-    memoryview of it (a chunked body: of the buffer its decoder filled; binary tensors become numpy
-    views of the received bytes, copied at most once,
-    into the engine's pooled bucket, or read in place by the backend). Until its answer is sent
-    (``_busy``) nothing more is parsed, and while its views may be alive (``_in_flight``, cleared
-    once the inference and the response are done) nothing is compacted over them; the buffer grows
-    only when a larger request arrives, so steady-state traffic allocates nothing per request for
-    the payload.
+    memoryview of it, or of the buffer its decoder filled for a chunked body (binary tensors become
+    numpy views of those bytes, copied at most once, into the engine's pooled bucket, or read in
+    place by the backend). Until its answer is sent (``_busy``) nothing more is parsed, and while
+    views of ``_buf`` may be alive (``_in_flight``, cleared once the inference and the response are
+    done) nothing is compacted over them; the buffer grows only when a larger request arrives, so
+    steady-state traffic allocates nothing per request for the payload (a chunked body is the
+    exception: its decoder allocates the body's buffer).
 
     Threads: everything runs on the loop thread except :meth:`_answer_from_worker`, which an engine
     worker calls to send an infer response itself (saving the loop a wake-up per request). It writes
