@@ -3,7 +3,7 @@
 The server receives into its own connection buffer and calls :meth:`ChunkedDecoder.feed` with the
 unparsed range each time bytes arrive; the decoder copies chunk data into its own ``body`` (one copy
 per byte) and returns how far it consumed. What it cannot decide yet (a size line or trailer line cut
-short, at most ``MAX_LINE`` bytes) it leaves unconsumed. Chunk extensions and trailer fields are
+short, at most 4 KiB) it leaves unconsumed. Chunk extensions and trailer fields are
 accepted and ignored, but a line holding a control character (a bare CR or LF included) is refused:
 a front end that ends lines at a bare LF would frame the body differently, which is how requests get
 smuggled. A malformed body, one that decodes past ``limit`` bytes, or one whose framing (size lines,
@@ -21,7 +21,7 @@ from ..errors import RequestError
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_SIZE_DIGITS = 16  # 64-bit sizes; anything longer is not a size this server could accept anyway
-MAX_LINE = 4096  # bytes: a size line (with extensions) or one trailer field line
+_MAX_LINE = 4096  # bytes: a size line (with extensions) or one trailer field line
 _FRAMING_ALLOWANCE = 64 * 1024  # bytes of framing allowed on top of body / 16
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # what no size, extension or field line may hold
 
@@ -70,10 +70,10 @@ class ChunkedDecoder:
                 self._phase = "size"
                 self._count_framing(2)
             else:
-                line_end = buf.find(b"\r\n", start, min(end, start + MAX_LINE + 2))
+                line_end = buf.find(b"\r\n", start, min(end, start + _MAX_LINE + 2))
                 if line_end < 0:
-                    if end - start >= MAX_LINE + 2:
-                        raise ChunkedBodyError(f"chunk {self._phase} line longer than {MAX_LINE} bytes")
+                    if end - start >= _MAX_LINE + 2:
+                        raise ChunkedBodyError(f"chunk {self._phase} line longer than {_MAX_LINE} bytes")
                     return start
                 line = bytes(buf[start:line_end])
                 start = line_end + 2
@@ -112,4 +112,4 @@ class ChunkedDecoder:
             raise ChunkedBodyError(f"malformed trailer field line {line[:40]!r}")
 
 
-__all__ = ["MAX_LINE", "ChunkedBodyError", "ChunkedDecoder"]
+__all__ = ["ChunkedBodyError", "ChunkedDecoder"]

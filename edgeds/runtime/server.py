@@ -15,8 +15,9 @@ with ``binary_data`` / ``binary_data_output``).
 Errors are non-200 with ``{"error": "..."}``: 400 for a bad request (unknown model / input /
 output, wrong shape or dtype, malformed JSON or binary header, body over ``max_body_bytes``),
 503 when the queue is full, a request times out or the model is being replaced, 404 for an
-unknown path, 501 for a transfer coding other than chunked. The connection stays usable after a
-400 whenever the body could be read; after a malformed chunked body it is closed.
+unknown path, 501 for a transfer coding before chunked (400 when the last one is not chunked).
+The connection stays usable after a 400 whenever the body could be read; after a malformed
+chunked body it is closed.
 
 Responses are serialized straight from the engine's output views, which are released right
 after. Model replacement without downtime: :meth:`InferenceServer.swap_model`.
