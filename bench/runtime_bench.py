@@ -586,6 +586,8 @@ def paired(
         "batch": best,
         "instances": tuned.instances,
         "serve_ratio_median": round(float(np.median([r["serve_ratio"] for r in rows])), 3),
+        "serve_ratio_interval": interval([r["serve_ratio"] for r in rows]),
+        "in_process_ratio_interval": interval([r["in_process_ratio"] for r in rows]),
         "bare_socket_ratio_median": round(float(np.median([r["bare_socket_ratio"] for r in rows])), 3),
         "serve_over_bare_socket_median": round(float(np.median([r["serve_over_bare_socket"] for r in rows])), 3),
         "serve_cpu_ratio_median": round(float(np.median([r["serve_cpu_ratio"] for r in rows])), 3),
@@ -598,6 +600,12 @@ def paired(
             float(np.mean([r["in_process"] for r in rows]) / np.mean([r["floor"] for r in rows])), 3
         ),
     }
+
+
+def interval(ratios: list[float]) -> dict[str, float]:
+    """The windows' median ratio with its distribution-free 95 % interval (:func:`edgeds.bench.median_interval`),
+    rounded like the ratios: how far this host's noise leaves the median from a threshold."""
+    return {key: round(value, 3) for key, value in lib.median_interval(ratios).items()}
 
 
 # ---------------------------------------------------------------------- peers
@@ -741,6 +749,11 @@ def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
         "batcher_max_batch": entry["tuned_batching"]["max_batch_size"],
         "serve_binary_over_floor": pair["serve_ratio_median"],
         "in_process_over_floor": pair["in_process_ratio_median"],
+        "serve_binary_over_floor_interval": [pair["serve_ratio_interval"]["low"], pair["serve_ratio_interval"]["high"]],
+        "in_process_over_floor_interval": [
+            pair["in_process_ratio_interval"]["low"],
+            pair["in_process_ratio_interval"]["high"],
+        ],
     }
     out["serve_ok"] = out["serve_binary_over_floor"] >= 0.85
     out["in_process_ok"] = out["in_process_over_floor"] >= 0.95
@@ -772,6 +785,15 @@ def bare_socket_summary(entry: dict[str, Any], threads: int) -> str:
         " With the floor's own layout, that is what loopback TCP and the load generator leave on these cores, for "
         f"any server that does not batch. Serve reaches **{pair['serve_over_bare_socket_median']}** of it: edgeds' "
         f"request path, net of what its batching (batch {entry['tuned_batching']['max_batch_size']}) gains."
+    )
+
+
+def interval_text(pair: dict[str, Any], what: str) -> str:
+    """``what``'s median interval over the paired windows, in words."""
+    found = pair[f"{what}_ratio_interval"]
+    return (
+        f"{round(100 * found['coverage'])} % interval of the median {found['low']}-{found['high']} "
+        f"over {len(pair['windows'])} windows"
     )
 
 
@@ -880,11 +902,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
             f"{entry['batching']['preferred_batch_sizes']} / {entry['batching']['max_queue_delay_us']} us",
             f"- serve (binary OIP, c=8) / floor at best batch, median of paired windows = "
-            f"**{v['serve_binary_over_floor']}** (ratio of means {entry['paired']['serve_ratio_of_means']}; "
-            "target >= 0.85: "
+            f"**{v['serve_binary_over_floor']}** ({interval_text(entry['paired'], 'serve')}; "
+            f"ratio of means {entry['paired']['serve_ratio_of_means']}; target >= 0.85: "
             f"{'PASS' if v['serve_ok'] else 'FAIL'})",
             f"- in-process batcher (c=8) / floor, median of paired windows = **{v['in_process_over_floor']}** "
-            f"(ratio of means {entry['paired']['in_process_ratio_of_means']}; target >= 0.95: "
+            f"({interval_text(entry['paired'], 'in_process')}; "
+            f"ratio of means {entry['paired']['in_process_ratio_of_means']}; target >= 0.95: "
             f"{'PASS' if v['in_process_ok'] else 'FAIL'})",
         ]
         for peer in ("bentoml", "mlserver", "fastapi"):
@@ -919,7 +942,7 @@ def main() -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--peers", default="bentoml,mlserver,fastapi", help="comma list; empty for none")
     ap.add_argument("--rss-requests", type=int, default=20000)
-    ap.add_argument("--windows", type=int, default=8, help="paired floor / in-process / serve windows")
+    ap.add_argument("--windows", type=int, default=12, help="paired floor / in-process / serve windows")
     ap.add_argument("--window", type=float, default=2.0, help="seconds per paired window")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--server-cpus", help="pin the floor, the batcher and every server to these CPUs (e.g. 0,1)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -321,6 +322,40 @@ class Samples:
         self.starts.extend(other.starts)
         self.ends.extend(other.ends)
         self.status.extend(other.status)
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """The median of ``values`` and a distribution-free confidence interval for it.
+
+    The interval is a pair of order statistics, ``(x_(k), x_(n+1-k))`` with the largest ``k`` whose
+    coverage, ``1 - 2 * P(Binomial(n, 1/2) < k)``, is at least ``confidence``: it assumes only that
+    the values are independent draws of one distribution (paired benchmark windows on a noisy
+    host), not that they are normal. With too few values for ``confidence`` (n <= 5 at 95 %) it is
+    the range, and ``coverage`` says what that range really covers (below what was asked).
+
+    Returns ``median``, ``low``, ``high`` and ``coverage`` (0..1). ValueError for no values or a
+    ``confidence`` outside (0, 1).
+    """
+    if not values:
+        raise ValueError("median_interval needs at least one value")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+
+    def coverage(k: int) -> float:  # P(x_(k) <= median < x_(n+1-k)) for the true median
+        below = sum(math.comb(n, i) for i in range(k)) / 2.0**n
+        return 1.0 - 2.0 * below
+
+    k = 1
+    while k + 1 <= n // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return {
+        "median": float(np.median(ordered)),
+        "low": ordered[k - 1],
+        "high": ordered[n - k],
+        "coverage": round(coverage(k), 4),
+    }
 
 
 def summarize(samples: Samples, samples_per_query: int = 1) -> dict[str, Any]:
@@ -895,6 +930,7 @@ __all__ = [
     "environment",
     "floor_window",
     "http_closed_loop",
+    "median_interval",
     "multi_stream",
     "offline",
     "oip_binary_body",
