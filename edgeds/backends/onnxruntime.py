@@ -48,6 +48,14 @@ class OnnxRuntimeOptions(BackendOptions):
     cpu_mem_arena: bool = Field(default=True, description="ONNX Runtime's CPU arena (off: steadier RSS, slower)")
     quantization: Literal["static", "dynamic"] = "static"
     per_channel: bool = True
+    reduce_range: bool | None = Field(
+        default=None,
+        description=(
+            "INT8 weights in 7 bits. x86 CPUs without VNNI (AVX2 and early AVX-512: AMD Zen 1-3, Intel before "
+            "Ice Lake / Alder Lake) multiply U8S8 with VPMADDUBSW, whose 16-bit sums saturate on full-range "
+            "weights; None = on for x86_64 profiles, off for aarch64"
+        ),
+    )
 
 
 @dataclass(frozen=True)

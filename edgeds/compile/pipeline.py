@@ -407,7 +407,10 @@ def compile_model(
         check = getattr(toolchains.module(name), "check_precision", None)
         if check is not None:
             check(options, want)
-        plan.append((name, want, options))
+        # choices a toolchain leaves to the target's hardware class are settled from the profile here,
+        # so the cache key and the bundle record the value used
+        settle = getattr(toolchains.module(name), "for_hardware", None)
+        plan.append((name, want, settle(options, prof.hardware) if settle is not None else options))
     needs_int8 = any(p == "int8" for _, p, _ in plan)
     validation = data_mod.load_images(card, "validation", validation_limit)
     if calibration_images is not None:

@@ -57,6 +57,40 @@ def test_ort_int8_passes_and_writes_a_signed_bundle(tiny: Path, profiles: Path, 
         assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(str(bundle.artifact_path)).graph.node}
 
 
+def _weight_codes(model: Path) -> np.ndarray:
+    """Every INT8 weight code of a QDQ model (the initializers its DequantizeLinear nodes read)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    codes = [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    return np.concatenate([c.ravel() for c in codes if c.dtype == np.int8])
+
+
+def test_x86_profiles_quantize_weights_in_7_bits_and_arm_ones_in_8(tiny: Path, tmp_path: Path) -> None:
+    # x86 CPUs without VNNI saturate U8S8 products of full-range weights (VPMADDUBSW): 7-bit weights
+    # there; an aarch64 profile, or options that say so, keep the full range
+    x86 = profile(tmp_path, "x86", "x86-cpu", "backends:\n  - name: onnxruntime\n" + fx.BUDGET)
+    arm = profile(
+        tmp_path, "arm", "x86-cpu", "hardware: {arch: aarch64}\nbackends:\n  - name: onnxruntime\n" + fx.BUDGET
+    )
+    full = profile(
+        tmp_path,
+        "full",
+        "x86-cpu",
+        "backends:\n  - name: onnxruntime\n    options: {reduce_range: false}\n" + fx.BUDGET,
+    )
+    bits = {}
+    for name, prof in (("x86", x86), ("arm", arm), ("full", full)):
+        result = compile_model(tiny, prof, out=tmp_path / name)
+        with load_bundle(result.bundle) as bundle:
+            codes = _weight_codes(bundle.artifact_path)
+            bits[name] = (int(np.abs(codes.astype(np.int16)).max()), bundle.manifest.backend_options["reduce_range"])
+    # symmetric per-channel weights: each channel's largest maps to the top code, 64 in 7 bits, 127 in 8
+    assert bits == {"x86": (64, True), "arm": (127, False), "full": (127, False)}
+
+
 def test_useless_calibration_fails_the_gate_and_the_fallback_is_reported(
     tiny: Path, profiles: Path, tmp_path: Path
 ) -> None:
