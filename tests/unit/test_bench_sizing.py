@@ -12,7 +12,7 @@ def test_the_batcher_sizes_are_at_most_half_the_clients_per_instance() -> None:
     assert candidates(2) == [1] and candidates(1) == [1]
 
 
-def test_the_fastest_measured_size_wins_and_a_larger_one_within_3_percent() -> None:
+def test_the_most_efficient_measured_size_wins_and_a_larger_one_within_3_percent() -> None:
     choose = _runtime_bench.load().choose_batch
     assert choose({1: 1300.0, 2: 1200.0}) == 1  # clearly faster
     assert choose({1: 1200.0, 2: 1300.0, 4: 1250.0}) == 2
