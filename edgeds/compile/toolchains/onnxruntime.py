@@ -5,8 +5,9 @@ INT8 static: ``quant_pre_process`` (shape inference + optimization) first, then
 on the calibration batches; nodes named in ``exclude_nodes`` stay in float (mixed precision).
 Weights are 7-bit (``reduce_range``) for x86_64 profiles unless the options say otherwise: on x86
 CPUs without VNNI, ONNX Runtime multiplies U8S8 with VPMADDUBSW, which saturates its 16-bit pair
-sums on full-range weights (measured on an AMD EPYC Zen 3: a random CNN's cosine to FP32 fell from
-0.9996 to 0.9990); the device, not the compile host, decides, so the profile's arch does.
+sums on full-range weights (measured on an AMD EPYC Zen 3: a random CNN's cosine to FP32 was 0.9990
+with full-range weights, 0.9996 with 7-bit ones); the device, not the compile host, saturates or
+not, so the profile's arch decides.
 INT8 dynamic (no calibration) when the options ask for it or the model has no convolution,
 where static QDQ does not apply well. Artifacts: ``out/model.onnx`` (+ ``preprocessed.onnx``
 for INT8, kept out of the artifact list; the sensitivity scan reads it).
