@@ -242,7 +242,7 @@ def size_batcher(
     The choice reads samples per CPU-second of this process, not samples per second: the candidates
     keep every instance busy (at most half the clients per instance), so what sets them apart is the
     CPU each sample costs, and on a shared host the wall-clock rate moves with the other tenants (one
-    slow window of three made batch 1 look 9 % faster than batch 2, which costs ~8 % more CPU per
+    slow window of three made batch 1 look 9 % faster than batch 2, which costs ~8-13 % more CPU per
     sample there, and failed the run). The CPU includes each window's 0.2 s warm-up, the same share
     for every candidate.
     """
