@@ -15,7 +15,6 @@ for INT8, kept out of the artifact list; the sensitivity scan reads it).
 
 from __future__ import annotations
 
-import platform
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -206,9 +205,7 @@ def compile(
         heavy = {"Conv", "ConvTranspose"}
         has_conv = bool(heavy & {n.op_type for n in onnx.load(str(pre), load_external_data=False).graph.node})
         dynamic = getattr(options, "quantization", "static") == "dynamic" or not has_conv
-        reduce_range = getattr(options, "reduce_range", None)
-        if reduce_range is None:  # called outside compile_model (no profile): this host's arch decides
-            reduce_range = platform.machine().lower() in ("x86_64", "amd64")
+        reduce_range = bool(getattr(options, "reduce_range", False))  # settled by for_hardware; None = full
         quantize_int8(
             pre,
             target,
