@@ -151,13 +151,17 @@ def test_sshd_killed_mid_upload_leaves_current_untouched_and_retry_completes(rig
     assert _infer_ok(rig)  # the agent kept serving through the outage
     parts = list((device.install_dir / "incoming").glob("*.part"))
     assert parts, "the partial upload should be kept for resuming"
+    # what the device holds, not what the client had sent: pipelined writes still in flight at the
+    # kill are lost, and how many depends on the machine's speed
+    kept = sum(p.stat().st_size for p in parts)
+    assert kept >= 1024 * 1024, f"only {kept} bytes of the partial upload were kept"
 
     device.start()
     assert _live_snapshot(rig) == before
     retried = rig.deploy(big)
     assert retried.status == dev.SUCCEEDED, retried
     total = sum(p.stat().st_size for p in (big / "artifacts").iterdir())
-    assert retried.uploaded_bytes < total - 4 * 1024 * 1024, "the retry should resume, not start over"
+    assert retried.uploaded_bytes <= total - kept, "the retry should resume from the kept bytes, not start over"
     assert rig.current() == retried.release
 
 
