@@ -466,6 +466,39 @@ def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> No
     assert statuses == [400] * 1500 + [200] + [400] * 10 + [200]
 
 
+def test_answers_wait_for_a_client_that_reads_late(server: InferenceServer, model: Path) -> None:
+    """A pipelining client that reads nothing for a while: the server's answers fill the socket, the
+    rest waits (nothing is read meanwhile), and once it reads, every answer comes, in order and right."""
+    import socket
+
+    x = sample(1, seed=5)
+    body, headers = _binary_body(x, _good_header(x))
+    infer = (
+        f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+        f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
+    ).encode() + body
+    metrics = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"  # a few KiB of answer each
+    pairs = 400
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sender = threading.Thread(target=sock.sendall, args=((metrics + infer) * pairs,))
+        sender.start()
+        time.sleep(0.5)  # the answers pile up in the socket buffers, then wait in the server
+        data = bytearray()
+        while data.count(b"HTTP/1.1 ") < 2 * pairs or not data.endswith(b"}"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "connection closed early"
+            data += chunk
+        sender.join(10)
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(data))]
+    assert statuses == [200] * (2 * pairs)
+    assert data.count(b"# TYPE nv_inference_count counter") == pairs
+    last = json.loads(bytes(data[data.rindex(b"\r\n\r\n") + 4 :]))
+    np.testing.assert_allclose(
+        np.array(last["outputs"][0]["data"], dtype=np.float32).reshape(1, -1), ref(model, x), atol=1e-4, rtol=1e-4
+    )
+
+
 def test_two_instances_answer_concurrent_clients(model: Path) -> None:
     """``instances=2``: the config shows the instance group, both instances execute, every answer is right.
 
