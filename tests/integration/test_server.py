@@ -443,16 +443,19 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> None:
-    """Many requests in one send (HTTP/1.1 pipelining), bad ones included: every one answered, in order."""
-    import socket
-
-    x = sample(1, seed=3)
+def _raw_infer(x: np.ndarray) -> bytes:
+    """One binary-OIP infer request for ``tiny`` as it goes on the wire (head and body)."""
     body, headers = _binary_body(x, _good_header(x))
-    good = (
+    head = (
         f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
         f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
-    ).encode() + body
+    )
+    return head.encode() + body
+
+
+def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> None:
+    """Many requests in one send (HTTP/1.1 pipelining), bad ones included: every one answered, in order."""
+    good = _raw_infer(sample(1, seed=3))
     bad = b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
     stream = bad * 1500 + good + bad * 10 + b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -469,14 +472,8 @@ def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> No
 def test_answers_wait_for_a_client_that_reads_late(server: InferenceServer, model: Path) -> None:
     """A pipelining client that reads nothing for a while: the server's answers fill the socket, the
     rest waits (nothing is read meanwhile), and once it reads, every answer comes, in order and right."""
-    import socket
-
     x = sample(1, seed=5)
-    body, headers = _binary_body(x, _good_header(x))
-    infer = (
-        f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
-        f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
-    ).encode() + body
+    infer = _raw_infer(x)
     metrics = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"  # a few KiB of answer each
     pairs = 400
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
