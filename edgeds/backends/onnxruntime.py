@@ -65,7 +65,7 @@ class _Bound:
     outputs: dict[str, np.ndarray]
     addresses: dict[str, int]
     staged_at: dict[str, int]  # each staging input's own address
-    raw: Any = None  # the C binding behind ``binding``, where the backend calls it directly (see _Direct)
+    raw: Any  # the C binding behind ``binding`` (None if this onnxruntime has none; see _Direct)
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,12 @@ class _Direct:
         try:
             c_session = session._sess
             cpu = ort.OrtDevice.make("cpu", 0)._get_c_device()
+            c_binding = session.io_binding()._iobinding
         except Exception:  # another onnxruntime layout: the public wrappers are always right
             return None
-        if not callable(getattr(c_session, "run_with_iobinding", None)):
+        if not callable(getattr(c_session, "run_with_iobinding", None)) or not callable(
+            getattr(c_binding, "bind_input", None)
+        ):
             return None
         return cls(c_session, cpu)
 
@@ -166,15 +169,12 @@ class OnnxRuntimeBackend(Backend):
         self._direct = _Direct.resolve(ort, session, opts.execution_providers)
         self._bound = {}
         for bucket in sorted(set(int(b) for b in buckets)):
-            self._bound[bucket] = self._bind(session, bucket, inputs, outputs, direct=self._direct is not None)
+            self._bound[bucket] = self._bind(session, bucket, inputs, outputs)
         return IOSpec(inputs=inputs, outputs=outputs, layout="NCHW", max_batch_size=max(buckets))
 
     @staticmethod
-    def _bind(
-        session: Any, bucket: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], direct: bool = False
-    ) -> _Bound | None:
-        """Preallocate and bind one bucket; None when a non-batch dim is unknown (plain run). With
-        ``direct``, the C binding is kept too (see :class:`_Direct`)."""
+    def _bind(session: Any, bucket: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> _Bound | None:
+        """Preallocate and bind one bucket; None when a non-batch dim is unknown (plain run)."""
 
         def shaped(spec: TensorSpec) -> tuple[int, ...] | None:
             fixed, rest = spec.shape[:1], spec.shape[1:]
@@ -201,7 +201,7 @@ class OnnxRuntimeBackend(Backend):
             array = np.zeros(shape, dtype=np.dtype(spec_out.dtype))
             binding.bind_output(spec_out.name, "cpu", 0, array.dtype, list(shape), array.ctypes.data)
             out_arrays[spec_out.name] = array
-        raw = getattr(binding, "_iobinding", None) if direct else None
+        raw = getattr(binding, "_iobinding", None)
         return _Bound(binding, in_arrays, out_arrays, addresses, dict(addresses), raw)
 
     def staging_inputs(self, batch: int) -> dict[str, np.ndarray]:
@@ -219,7 +219,7 @@ class OnnxRuntimeBackend(Backend):
             if bound is None:
                 results = session.run(self._output_names, dict(inputs), self._run_options)
                 return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
-            direct = self._direct if bound.raw is not None else None
+            direct = self._direct  # resolve() checked that bindings have their C object
             self._bind_inputs(bound, inputs, direct)
             if direct is not None:
                 direct.session.run_with_iobinding(bound.raw, self._run_options)
