@@ -24,7 +24,10 @@ def aligned(x: np.ndarray, offset: int = 0) -> np.ndarray:
     return out
 
 
-def test_aligned_inputs_are_bound_in_place_others_copied(tmp_path: Path) -> None:
+@pytest.mark.parametrize("calls", ["direct", "wrappers"])
+def test_aligned_inputs_are_bound_in_place_others_copied(tmp_path: Path, calls: str) -> None:
+    """Both call paths: onnxruntime's C objects (what the CPU provider gets here) and its public Python
+    wrappers (what another onnxruntime layout falls back to)."""
     model = tiny_classifier(tmp_path / "m.onnx", size=SIZE)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(7)
@@ -35,6 +38,8 @@ def test_aligned_inputs_are_bound_in_place_others_copied(tmp_path: Path) -> None
     try:
         bound = backend._bound[2]  # white box: which memory the bucket's binding reads
         assert bound is not None and backend._direct is not None  # the C objects are called directly (CPU provider)
+        if calls == "wrappers":
+            backend._direct = None  # white box: the fallback an onnxruntime without those objects takes
         staged = backend.staging_inputs(2)["input"]
 
         def run(x: np.ndarray) -> np.ndarray:
