@@ -470,8 +470,9 @@ def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> No
 
 
 def test_answers_wait_for_a_client_that_reads_late(server: InferenceServer, model: Path) -> None:
-    """A pipelining client that reads nothing for a while: the server's answers fill the socket, the
-    rest waits (nothing is read meanwhile), and once it reads, every answer comes, in order and right."""
+    """A pipelining client that reads nothing for a while: the server's answers fill the socket and
+    queue in the transport (so engine workers hand theirs to the loop instead of writing), and once
+    the client reads, every answer comes, in order and right."""
     x = sample(1, seed=5)
     infer = _raw_infer(x)
     metrics = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"  # a few KiB of answer each
