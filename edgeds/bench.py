@@ -259,7 +259,7 @@ def http_closed_loop(
 
 def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tuple[bytes, dict[str, str]]:
     """A binary-extension OIP request for one input (outputs in binary), as ``tritonclient`` sends."""
-    from .runtime.server import oip_datatype
+    from .runtime.oip import oip_datatype
 
     header: dict[str, Any] = {
         "inputs": [
@@ -283,7 +283,7 @@ def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tupl
 
 def oip_json_body(name: str, x: np.ndarray) -> tuple[bytes, dict[str, str]]:
     """A plain-JSON OIP request (what MLServer takes)."""
-    from .runtime.server import oip_datatype
+    from .runtime.oip import oip_datatype
 
     body = {
         "inputs": [

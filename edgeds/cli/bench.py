@@ -61,7 +61,7 @@ def bench(
         meta = lib.http_json(f"{url}/v2/models/{model}")
         config = lib.http_json(f"{url}/v2/models/{model}/config")
         spec = meta["inputs"][0]
-        from ..runtime.server import OIP_TO_NUMPY
+        from ..runtime.oip import OIP_TO_NUMPY
 
         sample = np.random.default_rng(0).random((1, *spec["shape"][1:])).astype(OIP_TO_NUMPY[spec["datatype"]])
         report = lib.run_benchmark(

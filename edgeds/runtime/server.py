@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import os
 import signal
 import socket
@@ -47,53 +46,29 @@ from ..backends.base import IN_PLACE_ALIGNMENT
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .chunked import ChunkedBodyError, ChunkedDecoder
 from .engine import Engine, EngineDraining, InferRequest
-
-_loads: Callable[[bytes | memoryview], Any]
-_dumps: Callable[[Any], bytes]
-try:  # a JSON body of one 160x160 image is ~1.5 MB of text: orjson parses it ~2-3x faster
-    from orjson import dumps as _dumps
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - orjson is a dependency; stdlib fallback
-
-    def _loads(data: bytes | memoryview) -> Any:
-        return json.loads(bytes(data))
-
-    def _dumps(data: Any) -> bytes:
-        return json.dumps(data, separators=(",", ":")).encode()
-
+from .oip import (
+    HttpError,
+    InferPlan,
+    PlanCache,
+    Response,
+    error_response,
+    json_response,
+    oip_datatype,
+)
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _DISCARD_LIMIT = 1024 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
 _INITIAL_BUFFER = 64 * 1024
 _BUFFER_POOL = 32  # idle connection buffers kept for reuse
+# Parsed request heads kept by their bytes: a client's heads repeat byte for byte (same path, same
+# fields, same Content-Length for same-shaped tensors). Heads are small; the oldest goes first.
+_HEAD_MEMO_SIZE = 256
+_HEAD_MEMO_BYTES = 2048
 
-OIP_TO_NUMPY: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
-NUMPY_TO_OIP = {v: k for k, v in OIP_TO_NUMPY.items()}
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented"}
 _REASONS[500] = "Internal Server Error"
 _REASONS[503] = "Service Unavailable"
-
-
-class HttpError(Exception):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -105,27 +80,6 @@ class SwapReport:
     new_version: str
     drained: bool
     drain_s: float
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    header_length: int | None = None
-
-
-def _json_response(status: int, payload: Any) -> _Response:
-    return _Response(status, json.dumps(payload, separators=(",", ":")).encode())
-
-
-def _error(status: int, message: str) -> _Response:
-    return _json_response(status, {"error": message})
-
-
-def oip_datatype(dtype: str) -> str:
-    """KServe v2 datatype of a numpy dtype name (``float32`` -> ``FP32``)."""
-    return NUMPY_TO_OIP.get(dtype, "BYTES")
 
 
 class InferenceServer:
@@ -154,7 +108,9 @@ class InferenceServer:
         self.max_body_bytes = max_body_bytes
         self.name = name
         self.switch_interval_s = switch_interval_s
-        self._completions: list[tuple[_Response, _Reply]] = []
+        self._plans = PlanCache()  # loop thread; cleared (from any thread) when the models change
+        self._heads: dict[bytes, tuple[str, str, str, bool, Mapping[str, str]]] = {}  # loop thread
+        self._completions: list[tuple[Response, _Reply]] = []
         self._completions_lock = threading.Lock()
         self._wake_pending = False
         self._free_buffers: list[bytearray] = []  # loop thread only
@@ -179,12 +135,14 @@ class InferenceServer:
             if engine.name in self._models:
                 raise EdgedsError(f"model {engine.name!r} is already served; use swap_model")
             self._models = {**self._models, engine.name: engine}
+            self._plans.clear()
 
     def remove_model(self, name: str, drain_timeout_s: float = 30.0) -> bool:
         """Stop routing to ``name`` and drain it (in-flight requests finish). True if drained in time."""
         with self._swap_lock:
             old = self._models.get(name)
             self._models = {k: v for k, v in self._models.items() if k != name}
+            self._plans.clear()  # the plans hold the engine: let it go
         return old.drain(drain_timeout_s) if old is not None else True
 
     def swap_model(self, new: Engine, drain_timeout_s: float = 30.0) -> SwapReport:
@@ -201,6 +159,7 @@ class InferenceServer:
         with self._swap_lock:
             old = self._models.get(new.name)
             self._models = {**self._models, new.name: new}
+            self._plans.clear()  # the plans hold the old engine: let it go
         started = time.perf_counter()
         drained = old.drain(drain_timeout_s) if old is not None and old is not new else True
         return SwapReport(
@@ -294,7 +253,9 @@ class InferenceServer:
 
     # ------------------------------------------------------------------ routing
 
-    async def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview) -> _Response:
+    async def _dispatch(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | memoryview
+    ) -> Response:
         path = target.split("?", 1)[0].rstrip("/") or "/"
         parts = path.split("/")[1:]
         try:
@@ -313,23 +274,23 @@ class InferenceServer:
                     raise HttpError(405, f"use GET for {path}")
                 engine = self._engine(name, version)
                 if action == "":
-                    return _json_response(200, self._metadata(engine))
+                    return json_response(200, self._metadata(engine))
                 if action == "ready":
-                    return _json_response(200 if engine.ready else 400, {"ready": engine.ready})
+                    return json_response(200 if engine.ready else 400, {"ready": engine.ready})
                 if action == "config":
-                    return _json_response(200, self._config(engine))
+                    return json_response(200, self._config(engine))
                 if action == "stats":
-                    return _json_response(200, {"model_stats": [self._model_stats(engine)]})
+                    return json_response(200, {"model_stats": [self._model_stats(engine)]})
                 raise HttpError(404, f"not found: {path}")
             if method != "GET":
                 raise HttpError(405, f"use GET for {path}")
             if path == "/v2/health/live":
-                return _json_response(200, {"live": True})
+                return json_response(200, {"live": True})
             if path == "/v2/health/ready":
                 ready = bool(self._models) and all(e.ready for e in self._models.values())
-                return _json_response(200 if ready else 400, {"ready": ready})
+                return json_response(200 if ready else 400, {"ready": ready})
             if path == "/v2":
-                return _json_response(
+                return json_response(
                     200,
                     {
                         "name": self.name,
@@ -338,18 +299,18 @@ class InferenceServer:
                     },
                 )
             if path == "/v2/models/stats":
-                return _json_response(200, {"model_stats": [self._model_stats(e) for e in self._models.values()]})
+                return json_response(200, {"model_stats": [self._model_stats(e) for e in self._models.values()]})
             if path == "/metrics":
-                return _Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+                return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
             raise HttpError(404, f"not found: {path}")
         except HttpError as exc:
-            return _error(exc.status, str(exc))
+            return error_response(exc.status, str(exc))
         except RequestError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         except ServiceUnavailable as exc:
-            return _error(503, str(exc))
+            return error_response(503, str(exc))
         except Exception as exc:  # the server keeps serving whatever one request does
-            return _error(500, f"{type(exc).__name__}: {exc}")
+            return error_response(500, f"{type(exc).__name__}: {exc}")
 
     def _engine(self, name: str, version: str | None) -> Engine:
         engine = self._models.get(name)
@@ -365,7 +326,7 @@ class InferenceServer:
         self,
         name: str,
         version: str | None,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         body: bytes | memoryview,
         finish: _Reply,
     ) -> None:
@@ -380,51 +341,40 @@ class InferenceServer:
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", ""):
             body = _decompress(body, encoding, self.max_body_bytes)
-        request, inputs = _parse_infer(body, headers.get("inference-header-content-length"))
-        params = request.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise HttpError(400, "'parameters' must be an object")
-        wanted = _requested_outputs(request, engine, bool(params.get("binary_data_output", False)))
-        priority = _int_param(params, "priority") or 0
-        timeout_us = _int_param(params, "timeout")
-        request_id = request.get("id")
+        plan = self._plans.plan(engine, body, headers.get("inference-header-content-length"))
+        inputs = plan.inputs(body)
         for _ in range(3):
             target = engine
 
-            def done(req: InferRequest, target: Engine = target) -> None:  # on the engine's worker
-                self._complete(req, target, request_id, wanted, finish)
+            def done(req: InferRequest, target: Engine = target, plan: InferPlan = plan) -> None:  # on a worker
+                self._complete(req, target, plan, finish)
 
             try:
-                engine.submit(inputs, priority=priority, timeout_us=timeout_us, callback=done)
+                engine.submit(inputs, priority=plan.priority, timeout_us=plan.timeout_us, callback=done)
                 return
             except EngineDraining:
                 replacement = self._models.get(name)
                 if replacement is None or replacement is engine:
                     raise
                 engine = replacement
+                # the plan checked the outputs against the old engine's: check them again
+                plan = self._plans.plan(engine, body, headers.get("inference-header-content-length"))
         raise ServiceUnavailable(f"model {name!r} was replaced three times while this request was queued; retry")
 
-    def _complete(
-        self,
-        req: InferRequest,
-        engine: Engine,
-        request_id: Any,
-        wanted: list[tuple[str, bool]],
-        finish: _Reply,
-    ) -> None:
+    def _complete(self, req: InferRequest, engine: Engine, plan: InferPlan, finish: _Reply) -> None:
         """Serialize the response on the engine's worker and send it from there when the connection
         allows (:meth:`_Reply.from_worker`); otherwise hand it to the loop, one wake-up per batch."""
         try:
             if req.error is None:
-                response = _infer_response(engine, request_id, req.outputs, wanted)
+                response = plan.respond(engine, req.outputs, _keep_alive_head)
             elif isinstance(req.error, RequestError):
-                response = _error(400, str(req.error))
+                response = error_response(400, str(req.error))
             elif isinstance(req.error, ServiceUnavailable):
-                response = _error(503, str(req.error))
+                response = error_response(503, str(req.error))
             else:
-                response = _error(500, f"{type(req.error).__name__}: {req.error}")
+                response = error_response(500, f"{type(req.error).__name__}: {req.error}")
         except Exception as exc:
-            response = _error(500, f"{type(exc).__name__}: {exc}")
+            response = error_response(500, f"{type(exc).__name__}: {exc}")
         finally:
             req.release()  # the views were serialized into the response (or not needed)
         if finish.from_worker(response):
@@ -451,7 +401,7 @@ class InferenceServer:
         for response, finish in items:
             finish(response)
 
-    def _start_infer(self, path: str, headers: dict[str, str], body: memoryview, finish: _Reply) -> bool:
+    def _start_infer(self, path: str, headers: Mapping[str, str], body: memoryview, finish: _Reply) -> bool:
         """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
         parts = path.split("?", 1)[0].rstrip("/").split("/")
         if len(parts) == 5 and parts[4] == "infer":
@@ -465,13 +415,13 @@ class InferenceServer:
         try:
             self._infer(parts[3], version, headers, body, finish)
         except HttpError as exc:
-            finish(_error(exc.status, str(exc)))
+            finish(error_response(exc.status, str(exc)))
         except RequestError as exc:
-            finish(_error(400, str(exc)))
+            finish(error_response(400, str(exc)))
         except ServiceUnavailable as exc:
-            finish(_error(503, str(exc)))
+            finish(error_response(503, str(exc)))
         except Exception as exc:  # the server keeps serving whatever one request does
-            finish(_error(500, f"{type(exc).__name__}: {exc}"))
+            finish(error_response(500, f"{type(exc).__name__}: {exc}"))
         return True
 
     # ------------------------------------------------------------------ metadata
@@ -661,7 +611,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
         self._in_flight = False  # its body's views may be alive: do not compact over them
         self._processing = False
-        self._pending: tuple[str, str, bool, dict[str, str], int] | None = None  # a parsed head; length -1 = chunked
+        self._pending: tuple[str, str, bool, Mapping[str, str], int] | None = None  # a parsed head; length -1 = chunked
         self._chunks: ChunkedDecoder | None = None  # the chunked body being received
         self._transport: asyncio.Transport | None = None
         self._wlock = threading.Lock()
@@ -775,28 +725,36 @@ class _Connection(asyncio.BufferedProtocol):
         end = buf.find(b"\r\n\r\n", self._start, self._end)
         if end < 0:
             if self._end - self._start > _HEADER_LIMIT:
-                self._reply(_error(400, "request header too large"), keep_alive=False)
+                self._reply(error_response(400, "request header too large"), keep_alive=False)
                 return False
             self._reset_if_empty()
             return False
         head = bytes(buf[self._start : end + 4])
         head_start, self._start = self._start, end + 4
-        try:
-            method, target, version, keep_alive, headers = _parse_head(head)
-        except HttpError as exc:
-            self._reply(_error(exc.status, str(exc)), keep_alive=False)
-            return False
+        heads = self._server._heads
+        parsed = heads.get(head)
+        if parsed is None:
+            try:
+                parsed = _parse_head(head)
+            except HttpError as exc:
+                self._reply(error_response(exc.status, str(exc)), keep_alive=False)
+                return False
+            if len(head) <= _HEAD_MEMO_BYTES:
+                if len(heads) >= _HEAD_MEMO_SIZE:
+                    del heads[next(iter(heads))]
+                heads[head] = parsed
+        method, target, version, keep_alive, headers = parsed
         limit = self._server.max_body_bytes
         expect = headers.get("expect", "").lower() == "100-continue"
         if "transfer-encoding" in headers:
             codings = [part.strip() for part in headers["transfer-encoding"].lower().split(",")]
             if codings[-1] != "chunked":  # the body's length cannot be known (RFC 9112 6.3)
                 message = f"the last Transfer-Encoding must be chunked, not {codings[-1]!r}"
-                self._reply(_error(400, message), keep_alive=False)
+                self._reply(error_response(400, message), keep_alive=False)
                 return False
             if len(codings) > 1:
                 message = f"unsupported Transfer-Encoding {', '.join(codings)!r} (only chunked)"
-                self._reply(_error(501, message), keep_alive=False)
+                self._reply(error_response(501, message), keep_alive=False)
                 return False
             # a Content-Length beside it is overridden and, as for HTTP/1.0 with a transfer coding,
             # the connection is closed after the answer: disagreeing framing is how requests get smuggled
@@ -810,15 +768,15 @@ class _Connection(asyncio.BufferedProtocol):
                 if length < 0:
                     raise ValueError(raw)
             except ValueError:
-                self._reply(_error(400, f"bad Content-Length {raw!r}"), keep_alive=False)
+                self._reply(error_response(400, f"bad Content-Length {raw!r}"), keep_alive=False)
                 return False
             if length > limit:
                 message = f"request body of {length} bytes exceeds the limit of {limit} bytes"
                 if expect or length > _DISCARD_LIMIT:
-                    self._reply(_error(400, message), keep_alive=False)
+                    self._reply(error_response(400, message), keep_alive=False)
                     return False
                 self._discard = length  # read and drop it, then answer, so the client sees the 400
-                self._reply(_error(400, message), keep_alive=keep_alive)
+                self._reply(error_response(400, message), keep_alive=keep_alive)
                 return True
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -836,7 +794,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._start = chunks.feed(self._buf, self._start, self._end)
         except ChunkedBodyError as exc:
             self._pending = self._chunks = None
-            self._reply(_error(400, str(exc)), keep_alive=False)
+            self._reply(error_response(400, str(exc)), keep_alive=False)
             return None
         if not chunks.done:
             self._reset_if_empty()
@@ -857,15 +815,15 @@ class _Connection(asyncio.BufferedProtocol):
     # -- responses
 
     async def _respond(
-        self, method: str, target: str, keep_alive: bool, headers: dict[str, str], body: memoryview
+        self, method: str, target: str, keep_alive: bool, headers: Mapping[str, str], body: memoryview
     ) -> None:
         try:
             response = await self._server._dispatch(method, target, headers, body)
         except Exception as exc:  # the connection must survive whatever one request does
-            response = _error(500, f"{type(exc).__name__}: {exc}")
+            response = error_response(500, f"{type(exc).__name__}: {exc}")
         self._finish(response, keep_alive, body)
 
-    def _finish(self, response: _Response, keep_alive: bool, body: memoryview) -> None:
+    def _finish(self, response: Response, keep_alive: bool, body: memoryview) -> None:
         """Answer the request in flight and go on reading (loop thread)."""
         self._reply(response, keep_alive)
         self._finish_after_reply(body)
@@ -879,7 +837,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._reset_if_empty()
             self._process()
 
-    def _reply(self, response: _Response, keep_alive: bool) -> None:
+    def _reply(self, response: Response, keep_alive: bool) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -887,7 +845,7 @@ class _Connection(asyncio.BufferedProtocol):
         if not keep_alive:
             transport.close()
 
-    def _answer_from_worker(self, response: _Response, keep_alive: bool, body: memoryview) -> bool:
+    def _answer_from_worker(self, response: Response, keep_alive: bool, body: memoryview) -> bool:
         """Send the in-flight request's response from an engine worker thread; False = the loop must.
 
         Only a keep-alive response on a connection with nothing queued in the transport is sent here
@@ -941,10 +899,10 @@ class _Reply:
         self.keep_alive = keep_alive
         self.body = body
 
-    def __call__(self, response: _Response) -> None:
+    def __call__(self, response: Response) -> None:
         self.connection._finish(response, self.keep_alive, self.body)
 
-    def from_worker(self, response: _Response) -> bool:
+    def from_worker(self, response: Response) -> bool:
         return self.connection._answer_from_worker(response, self.keep_alive, self.body)
 
 
@@ -956,8 +914,8 @@ def _address(buf: bytearray) -> int:
     return int(np.frombuffer(buf, dtype=np.uint8).ctypes.data) if buf else 0
 
 
-def _http_bytes(response: _Response, keep_alive: bool) -> bytes:
-    """Status line, headers and body of ``response`` as sent on the wire."""
+def _http_head(response: Response, keep_alive: bool) -> bytes:
+    """Status line and header fields of ``response``, with the blank line that ends them."""
     status = response.status
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
@@ -967,13 +925,24 @@ def _http_bytes(response: _Response, keep_alive: bool) -> bytes:
         head += f"Inference-Header-Content-Length: {response.header_length}\r\n"
     if not keep_alive:
         head += "Connection: close\r\n"
-    return head.encode("latin-1") + b"\r\n" + response.body
+    return (head + "\r\n").encode("latin-1")
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, bool, dict[str, str]]:
+def _keep_alive_head(response: Response) -> bytes:
+    return _http_head(response, True)
+
+
+def _http_bytes(response: Response, keep_alive: bool) -> bytes:
+    """``response`` as sent on the wire (its head rendered in advance when it has one)."""
+    head = response.head if keep_alive and response.head is not None else _http_head(response, keep_alive)
+    return head + response.body
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, bool, Mapping[str, str]]:
     """Method, target, HTTP version, keep-alive and the header fields (lower-case names) of a request
     head. A repeated field's values are joined with ", " (RFC 9110 5.3); Content-Length values that
-    disagree are refused (RFC 9112 6.3)."""
+    disagree are refused (RFC 9112 6.3). The fields are shared by every request with the same head
+    bytes (``_HEAD_MEMO_SIZE``): never change them."""
     try:
         text = head.decode("latin-1")
         request_line, *header_lines = text.split("\r\n")
@@ -1001,15 +970,6 @@ def _parse_head(head: bytes) -> tuple[str, str, str, bool, dict[str, str]]:
     return method, target, version, keep_alive, headers
 
 
-def _int_param(params: Mapping[str, Any], key: str) -> int | None:
-    value = params.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise HttpError(400, f"parameter {key!r} must be a non-negative integer")
-    return value
-
-
 def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
     """A ``Content-Encoding: gzip`` or ``deflate`` body (what ``tritonclient``'s
     ``request_compression_algorithm`` sends), inflated to at most ``limit`` bytes; HttpError 400 for
@@ -1031,131 +991,6 @@ def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
     if not inflater.eof:
         raise HttpError(400, f"the {encoding} body is truncated")
     return data
-
-
-def _parse_infer(body: bytes | memoryview, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Decode an infer request (JSON, or JSON header + binary tensors) into numpy arrays (views of ``body``)."""
-    if header_length is not None:
-        try:
-            json_len = int(header_length)
-        except ValueError as exc:
-            raise HttpError(400, f"malformed Inference-Header-Content-Length {header_length!r}") from exc
-        if json_len < 0 or json_len > len(body):
-            raise HttpError(400, f"Inference-Header-Content-Length {json_len} is outside the body of {len(body)} bytes")
-    else:
-        json_len = len(body)
-    try:
-        request = _loads(body[:json_len] if json_len != len(body) else body)
-    except (UnicodeDecodeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
-        raise HttpError(400, f"malformed JSON request: {exc}") from exc
-    if not isinstance(request, dict):
-        raise HttpError(400, "the request must be a JSON object")
-    specs = request.get("inputs")
-    if not isinstance(specs, list) or not specs:
-        raise HttpError(400, "'inputs' must be a non-empty list")
-    offset = json_len
-    inputs: dict[str, np.ndarray] = {}
-    for spec in specs:
-        if not isinstance(spec, dict):
-            raise HttpError(400, "each input must be an object")
-        name, shape, datatype = spec.get("name"), spec.get("shape"), spec.get("datatype")
-        if not isinstance(name, str):
-            raise HttpError(400, "input without a 'name'")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise HttpError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
-        if not isinstance(datatype, str):
-            raise HttpError(400, f"input {name!r}: missing 'datatype'")
-        dtype_name = OIP_TO_NUMPY.get(datatype)
-        if dtype_name is None:
-            raise HttpError(400, f"input {name!r}: datatype {datatype!r} is not supported by this server")
-        dtype = np.dtype(dtype_name).newbyteorder("<")
-        count = 1
-        for d in shape:
-            count *= d
-        params = spec.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is not None:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise HttpError(400, f"input {name!r}: 'binary_data_size' must be a non-negative integer")
-            if size != count * dtype.itemsize:
-                raise HttpError(
-                    400,
-                    f"input {name!r}: binary_data_size {size} does not match shape {shape} of {datatype} "
-                    f"({count * dtype.itemsize} bytes)",
-                )
-            if offset + size > len(body):
-                raise HttpError(400, f"input {name!r}: binary data runs past the end of the body")
-            array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
-            offset += size
-        else:
-            if "data" not in spec:
-                raise HttpError(400, f"input {name!r}: neither 'data' nor 'binary_data_size'")
-            try:
-                array = np.asarray(spec["data"], dtype=dtype)
-            except (TypeError, ValueError) as exc:
-                raise HttpError(400, f"input {name!r}: data is not {datatype}: {exc}") from exc
-            if array.size != count:
-                raise HttpError(400, f"input {name!r}: {array.size} elements do not match shape {shape}")
-            array = array.reshape(shape)
-        if not array.dtype.isnative:  # big-endian hosts only
-            array = array.astype(array.dtype.newbyteorder("="))
-        if name in inputs:
-            raise HttpError(400, f"input {name!r} given twice")
-        inputs[name] = array
-    if offset != len(body):
-        raise HttpError(400, f"{len(body) - offset} bytes of binary data are not claimed by any input")
-    return request, inputs
-
-
-def _requested_outputs(request: Mapping[str, Any], engine: Engine, binary_default: bool) -> list[tuple[str, bool]]:
-    io = engine.io
-    assert io is not None
-    known = [s.name for s in io.outputs]
-    outputs = request.get("outputs")
-    if outputs is None:
-        return [(name, binary_default) for name in known]
-    if not isinstance(outputs, list):
-        raise HttpError(400, "'outputs' must be a list")
-    wanted: list[tuple[str, bool]] = []
-    for out in outputs:
-        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-            raise HttpError(400, "each requested output must be an object with a 'name'")
-        if out["name"] not in known:
-            raise HttpError(400, f"unknown output {out['name']!r} (the model returns {known})")
-        params = out.get("parameters") or {}
-        binary = bool(params.get("binary_data", binary_default)) if isinstance(params, dict) else binary_default
-        wanted.append((out["name"], binary))
-    return wanted
-
-
-def _infer_response(
-    engine: Engine, request_id: Any, outputs: Mapping[str, np.ndarray], wanted: list[tuple[str, bool]]
-) -> _Response:
-    described: list[dict[str, Any]] = []
-    blobs: list[Any] = []
-    for name, binary in wanted:
-        view = outputs[name]
-        entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(view.dtype.name), "shape": list(view.shape)}
-        if binary:
-            if not view.flags.c_contiguous:
-                view = np.ascontiguousarray(view)
-            blob = view.data.cast("B")
-            entry["parameters"] = {"binary_data_size": blob.nbytes}
-            blobs.append(blob)
-        else:
-            entry["data"] = view.ravel().tolist()
-        described.append(entry)
-    payload: dict[str, Any] = {"model_name": engine.name, "model_version": engine.version}
-    if request_id is not None:
-        payload["id"] = request_id
-    payload["outputs"] = described
-    header = _dumps(payload)
-    if not blobs:
-        return _Response(200, header)
-    # One join reads the pooled views directly; the views are released right after.
-    return _Response(200, b"".join([header, *blobs]), "application/octet-stream", len(header))
 
 
 def _rss_bytes() -> float:
