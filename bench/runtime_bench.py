@@ -27,9 +27,14 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
   floor is what loopback TCP and the load generator leave of these cores, and ``serve / bare
   socket`` tells how much of the rest edgeds itself costs.
 
-The load generator runs in this process and shares the 2 cores with the server under test. Over
-HTTP it is one thread driving 8 keep-alive connections with a selector (``http_closed_loop``), the
-same for edgeds and every peer; each connection sends its next request when its response is in.
+The load generator shares the 2 cores with the server under test, so every CPU microsecond it spends
+per request is taken from the server. By default it is ``bench/loadgen/closed_loop.c`` (built here
+with the system's C compiler on first use; what perf_analyzer or wrk are to their servers): one
+thread driving 8 keep-alive connections with epoll, each sending its next request when its response
+is in. ``--loadgen python`` uses edgeds' own (``edgeds.bench.http_closed_loop``: the same closed
+loop, one Python thread and a selector, ~1.5x the CPU per request); either drives edgeds and every
+peer alike, and the report says which ran. With the native one, the paired windows also measure
+``serve`` with the Python one, for comparison with earlier reports.
 
 On a machine with cores to spare, ``--server-cpus 0,1 --loadgen-cpus 2`` keeps them apart: the floor,
 the in-process batcher and every server (edgeds, the reference, each peer) run on the server CPUs,
@@ -62,6 +67,9 @@ PEER_PACKAGES = {
     "mlserver": ["mlserver", "onnxruntime", "numpy"],
 }
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import native_loadgen  # noqa: E402
 
 from edgeds import bench as lib  # noqa: E402
 from edgeds.config import Batching  # noqa: E402
@@ -137,12 +145,15 @@ class Placement:
         if self.server is not None:
             os.sched_setaffinity(0, self.server)
 
-    def drive(self, client: lib.HttpClient, duration_s: float, **kwargs: Any) -> lib.Samples:
-        """:func:`edgeds.bench.http_closed_loop` at c=8, on the load generator's CPUs when it has its own."""
+    def drive(
+        self, client: lib.HttpClient, duration_s: float, generator: LoadGenerator | None = None, **kwargs: Any
+    ) -> lib.Samples:
+        """A closed loop at c=8 by ``generator`` (default :data:`LOADGEN`), on the load generator's
+        CPUs when it has its own (a native load generator inherits them)."""
         if self.loadgen is not None:
             os.sched_setaffinity(0, self.loadgen)
         try:
-            return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
+            return (generator or LOADGEN).run(client, duration_s, **kwargs)
         finally:
             self.pin_server_side()
 
@@ -154,6 +165,36 @@ class Placement:
 
 
 PLACEMENT = Placement()  # main() sets it from the command line
+
+
+class LoadGenerator:
+    """The closed-loop HTTP load generator that drives every server: ``native``
+    (``bench/loadgen/closed_loop.c``, built on construction; :class:`native_loadgen.LoadgenUnavailable`
+    without a C compiler) or ``python`` (:func:`edgeds.bench.http_closed_loop`)."""
+
+    def __init__(self, kind: str) -> None:
+        if kind not in ("native", "python"):
+            raise ValueError(f"unknown load generator {kind!r} (native or python)")
+        self.kind = kind
+        self.binary = native_loadgen.build() if kind == "native" else None
+
+    def run(self, client: lib.HttpClient, duration_s: float, **kwargs: Any) -> lib.Samples:
+        if self.binary is not None:
+            return native_loadgen.closed_loop(client, CONCURRENCY, duration_s, binary=self.binary, **kwargs)
+        return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        if self.binary is None:
+            return {"kind": "python", "what": "edgeds.bench.http_closed_loop (one thread, selectors)"}
+        return {
+            "kind": "native",
+            "what": "bench/loadgen/closed_loop.c (one thread, epoll)",
+            "compiler": native_loadgen.compiler_version(),
+        }
+
+
+PYTHON_LOADGEN = LoadGenerator("python")
+LOADGEN = PYTHON_LOADGEN  # main() sets it from the command line (native by default)
 
 
 def rss_tree(pid: int) -> int:
@@ -526,15 +567,17 @@ def paired(
 ) -> dict[str, Any]:
     """Interleaved windows of bare floor (at ``floor_batch``, the best bucket, with the ``tuned``
     instance layout), in-process batcher (c=8, completion callbacks submit the next request), serve
-    (c=8, binary OIP, the selector load generator), both with the ``tuned`` batching, and the
+    (c=8, binary OIP, :data:`LOADGEN`), both with the ``tuned`` batching, and the
     unbatched transport ceiling (``bench/peers/bare_socket.py``: the thinnest Python server of the
     same requests, one single-thread session per thread; what any server that does not batch can
     reach once the bytes cross loopback).
 
     On a shared machine the load from other processes drifts by 2x within minutes; comparing each
     window with the floor measured right before it cancels most of that drift. Ratios are the
-    medians of the per-window ratios.
+    medians of the per-window ratios. When :data:`LOADGEN` is the native one, each window also
+    drives serve with the Python load generator (``serve_python_loadgen``).
     """
+    compare_python = LOADGEN.kind != "python"
     best = floor_batch
     bare = open_instances(artifact, threads, tuned.instances, [best])
     feeds = [staged_feed(b, best, sample) for b in bare]
@@ -567,14 +610,21 @@ def paired(
             c0 = cpu(me)
             e = lib.summarize(lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, window_s, warmup_s=0.0))
             inproc_eff = e["ok"] / max(1e-9, cpu(me) - c0)
-            # serve and the bare socket take turns going first, so neither is always further from its floor
-            if window % 2:
-                bare_sps = bare_window(bare_http, window_s)
-            c0 = cpu(server)
-            h = lib.summarize(PLACEMENT.drive(http, window_s, warmup_s=0.0))
-            serve_eff = h["ok"] / max(1e-9, cpu(server) - c0)
-            if not window % 2:
-                bare_sps = bare_window(bare_http, window_s)
+            # serve, the bare socket (and serve under the Python load generator) take turns going
+            # first, so none is always further from its floor than the others
+            turns = ["serve", "bare"] + (["serve_python"] if compare_python else [])
+            shift = window % len(turns)
+            measured: dict[str, Any] = {}
+            for turn in turns[shift:] + turns[:shift]:
+                if turn == "bare":
+                    measured[turn] = bare_window(bare_http, window_s)
+                    continue
+                c0 = cpu(server)
+                generator = PYTHON_LOADGEN if turn == "serve_python" else None
+                measured[turn] = lib.summarize(PLACEMENT.drive(http, window_s, generator, warmup_s=0.0))
+                measured[turn]["per_cpu_s"] = measured[turn]["ok"] / max(1e-9, cpu(server) - c0)
+            h, bare_sps = measured["serve"], measured["bare"]
+            serve_eff = h["per_cpu_s"]
             rows.append(
                 {
                     "floor": round(floor_sps, 2),
@@ -593,6 +643,9 @@ def paired(
                     "serve_cpu_ratio": round(serve_eff / floor_eff, 3),
                 }
             )
+            if compare_python:
+                rows[-1]["serve_python_loadgen"] = measured["serve_python"]["samples_per_s"]
+                rows[-1]["serve_python_loadgen_ratio"] = round(measured["serve_python"]["samples_per_s"] / floor_sps, 3)
             log(f"  window: {rows[-1]}")
     finally:
         http.close()
@@ -608,6 +661,9 @@ def paired(
         "batch": best,
         "instances": tuned.instances,
         "serve_ratio_median": round(float(np.median([r["serve_ratio"] for r in rows])), 3),
+        "serve_python_loadgen_ratio_median": (
+            round(float(np.median([r["serve_python_loadgen_ratio"] for r in rows])), 3) if compare_python else None
+        ),
         "serve_ratio_interval": interval([r["serve_ratio"] for r in rows]),
         "in_process_ratio_interval": interval([r["in_process_ratio"] for r in rows]),
         "bare_socket_ratio_median": round(float(np.median([r["bare_socket_ratio"] for r in rows])), 3),
@@ -818,6 +874,14 @@ def sizing_text(entry: dict[str, Any]) -> str:
     return f"{sizing['samples_per_cpu_s']} samples per CPU-s, {sizing['samples_per_s']} samples/s"
 
 
+def python_loadgen_text(pair: dict[str, Any]) -> str:
+    """What the same windows gave serve under the Python load generator, when it ran beside the native one."""
+    ratio = pair.get("serve_python_loadgen_ratio_median")
+    if ratio is None:
+        return ""
+    return f"; the same windows with the Python load generator driving serve: {ratio}"
+
+
 def interval_text(pair: dict[str, Any], what: str) -> str:
     """``what``'s median interval over the paired windows, in words."""
     found = pair[f"{what}_ratio_interval"]
@@ -837,6 +901,13 @@ def placement_line(placement: dict[str, Any]) -> str:
     )
 
 
+def loadgen_line(generator: dict[str, Any]) -> str:
+    line = f"- load generator (edgeds and every peer alike): {generator['what']}"
+    if generator["kind"] == "native":
+        line += f", built with {generator['compiler']}"
+    return line
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# edgeds runtime benchmark",
@@ -846,6 +917,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- machine: {report['environment']['cpu']}, {report['environment']['cores']} cores; "
         f"intra-op threads {report['threads']}; duration {report['duration_s']} s per run; concurrency 8; loopback",
         placement_line(report["placement"]),
+        loadgen_line(report["load_generator"]),
         "",
     ]
     for precision, entry in report["results"].items():
@@ -934,7 +1006,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"- serve (binary OIP, c=8) / floor at best batch, median of paired windows = "
             f"**{v['serve_binary_over_floor']}** ({interval_text(entry['paired'], 'serve')}; "
             f"ratio of means {entry['paired']['serve_ratio_of_means']}; target >= 0.85: "
-            f"{'PASS' if v['serve_ok'] else 'FAIL'})",
+            f"{'PASS' if v['serve_ok'] else 'FAIL'})" + python_loadgen_text(entry["paired"]),
             f"- in-process batcher (c=8) / floor, median of paired windows = **{v['in_process_over_floor']}** "
             f"({interval_text(entry['paired'], 'in_process')}; "
             f"ratio of means {entry['paired']['in_process_ratio_of_means']}; target >= 0.95: "
@@ -977,8 +1049,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--server-cpus", help="pin the floor, the batcher and every server to these CPUs (e.g. 0,1)")
     ap.add_argument("--loadgen-cpus", help="run the HTTP load generator on these CPUs, apart from --server-cpus")
+    ap.add_argument(
+        "--loadgen",
+        choices=("native", "python"),
+        default="native",
+        help="the HTTP load generator: bench/loadgen/closed_loop.c (built with cc) or edgeds' Python one",
+    )
     args = ap.parse_args()
-    global PLACEMENT
+    global PLACEMENT, LOADGEN
+    try:
+        LOADGEN = LoadGenerator(args.loadgen)
+    except native_loadgen.LoadgenUnavailable as exc:
+        ap.error(str(exc))
     try:
         PLACEMENT = Placement(
             parse_cpus(args.server_cpus) if args.server_cpus else None,
@@ -1000,6 +1082,7 @@ def main() -> int:
             "duration_s": args.duration,
             "environment": lib.environment(model, {"intra_op_num_threads": args.threads}),
             "placement": PLACEMENT.describe(),
+            "load_generator": LOADGEN.describe(),
             "results": {},
         }
         for precision in args.precisions.split(","):

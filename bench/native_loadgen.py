@@ -1,0 +1,111 @@
+"""The benchmarks' native load generator (``bench/loadgen/closed_loop.c``): build it, drive HTTP with it.
+
+Over HTTP the load generator shares the machine's cores with the server it measures, so every CPU
+microsecond it spends per request is taken from the server. The Python one
+(:func:`edgeds.bench.http_closed_loop`, one thread and a selector) spends ~60-90 us per request; a
+C program doing the same closed loop (what perf_analyzer or wrk are to their servers) spends a few
+microseconds beyond its system calls. Both send the same bytes and keep the same records, so either
+can drive any server; ``runtime_bench.py`` reports which one ran.
+
+The binary is compiled on first use with the system's C compiler (``cc``, or ``$CC``) into
+``build/loadgen/`` (git-ignored) and rebuilt when the source is newer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeds import bench as lib
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "bench" / "loadgen" / "closed_loop.c"
+BINARY = ROOT / "build" / "loadgen" / "closed_loop"
+RECORD = np.dtype([("start", "<f8"), ("end", "<f8"), ("status", "<i4"), ("zero", "<i4")])
+EXIT_REASONS = {2: "bad arguments or files", 3: "cannot connect", 4: "no response for 60 s"}
+
+
+class LoadgenUnavailable(RuntimeError):
+    """No C compiler, or the source did not compile: the message says which, and how to go on."""
+
+
+def compiler() -> str | None:
+    """The C compiler this module builds with: ``$CC``, else ``cc`` or ``gcc`` on the PATH."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def compiler_version() -> str:
+    """The first line of the compiler's ``--version`` (for reports)."""
+    cc = compiler()
+    if not cc:
+        return "no compiler"
+    done = subprocess.run([cc, "--version"], capture_output=True, text=True)
+    return (done.stdout.splitlines() or [cc])[0]
+
+
+def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
+    """The compiled load generator, built now if missing or older than ``source``."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    compiler_path = compiler()
+    if not compiler_path:
+        raise LoadgenUnavailable("no C compiler (cc or gcc) to build the native load generator; use --loadgen python")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(".partial")
+    done = subprocess.run(
+        [compiler_path, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(partial), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise LoadgenUnavailable(f"{compiler_path} could not build {source.name}:\n{done.stderr.strip()}")
+    partial.replace(binary)
+    return binary
+
+
+def closed_loop(
+    client: lib.HttpClient,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+    max_queries: int | None = None,
+    binary: Path | None = None,
+) -> lib.Samples:
+    """:func:`edgeds.bench.http_closed_loop`'s contract, run by the native program.
+
+    It opens its own ``concurrency`` connections to ``client``'s address (not ``client``'s pool),
+    sends ``client.request`` and returns the records of the requests sent after ``warmup_s``.
+    The program inherits this thread's CPU affinity. RuntimeError if it fails (its message and
+    exit reason included).
+    """
+    program = binary or build()
+    host, port = client.address
+    with tempfile.TemporaryDirectory(prefix="edgeds-loadgen-") as tmp:
+        request, out = Path(tmp) / "request", Path(tmp) / "records"
+        request.write_bytes(client.request)
+        argv = [
+            str(program),
+            host,
+            str(port),
+            str(request),
+            str(concurrency),
+            repr(duration_s),
+            repr(warmup_s),
+            str(-1 if max_queries is None else max_queries),
+            str(out),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            reason = EXIT_REASONS.get(done.returncode, f"exit status {done.returncode}")
+            raise RuntimeError(f"the native load generator failed ({reason}): {done.stderr.strip()}")
+        records = np.fromfile(out, dtype=RECORD)
+    samples = lib.Samples()
+    samples.starts = records["start"].tolist()
+    samples.ends = records["end"].tolist()
+    samples.status = records["status"].astype(int).tolist()
+    return samples
