@@ -129,6 +129,9 @@ class InferPlan:
 
     def inputs(self, body: bytes | memoryview) -> dict[str, np.ndarray]:
         """The request's input arrays: views of ``body`` for the binary ones (read, never copied here)."""
+        if len(self.binary) == 1 and not self.inline:  # the usual request: one tensor
+            t = self.binary[0]
+            return {t.name: np.frombuffer(body, dtype=t.dtype, count=t.count, offset=t.offset).reshape(t.shape)}
         arrays = {
             t.name: np.frombuffer(body, dtype=t.dtype, count=t.count, offset=t.offset).reshape(t.shape)
             for t in self.binary
@@ -146,7 +149,10 @@ class InferPlan:
         if not all(binary for _, binary in wanted):
             return infer_response(engine, self.request_id, outputs, wanted)
         views = [outputs[name] for name, _ in wanted]
-        key = tuple((v.shape, v.dtype.str) for v in views)
+        if len(views) == 1:  # the usual model: one output
+            key: tuple[Any, ...] = (views[0].shape, views[0].dtype.num)
+        else:
+            key = tuple((v.shape, v.dtype.num) for v in views)
         cached = self.heads.get(key)
         if cached is None:
             response = infer_response(engine, self.request_id, outputs, wanted)

@@ -110,6 +110,7 @@ class InferenceServer:
         self.switch_interval_s = switch_interval_s
         self._plans = PlanCache()  # loop thread; cleared (from any thread) when the models change
         self._heads: dict[bytes, tuple[str, str, str, bool, Mapping[str, str]]] = {}  # loop thread
+        self._routes: dict[str, tuple[str, str | None] | None] = {}  # request path -> infer route (loop thread)
         self._completions: list[tuple[Response, _Reply]] = []
         self._completions_lock = threading.Lock()
         self._wake_pending = False
@@ -403,17 +404,17 @@ class InferenceServer:
 
     def _start_infer(self, path: str, headers: Mapping[str, str], body: memoryview, finish: _Reply) -> bool:
         """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
-        parts = path.split("?", 1)[0].rstrip("/").split("/")
-        if len(parts) == 5 and parts[4] == "infer":
-            version = None
-        elif len(parts) == 7 and parts[4] == "versions" and parts[6] == "infer":
-            version = parts[5]
-        else:
-            return False
-        if parts[1] != "v2" or parts[2] != "models" or parts[3] == "stats":
+        routes = self._routes
+        route = routes.get(path, _UNROUTED)
+        if route is _UNROUTED:
+            route = _infer_route(path)
+            if len(routes) >= _HEAD_MEMO_SIZE:
+                del routes[next(iter(routes))]
+            routes[path] = route
+        if route is None:
             return False
         try:
-            self._infer(parts[3], version, headers, body, finish)
+            self._infer(route[0], route[1], headers, body, finish)
         except HttpError as exc:
             finish(error_response(exc.status, str(exc)))
         except RequestError as exc:
@@ -936,6 +937,23 @@ def _http_bytes(response: Response, keep_alive: bool) -> bytes:
     """``response`` as sent on the wire (its head rendered in advance when it has one)."""
     head = response.head if keep_alive and response.head is not None else _http_head(response, keep_alive)
     return head + response.body
+
+
+_UNROUTED = ("", "")  # a path not looked at yet (routes are tuples or None)
+
+
+def _infer_route(path: str) -> tuple[str, str | None] | None:
+    """(model, version or None) of an infer path; None for any other path."""
+    parts = path.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) == 5 and parts[4] == "infer":
+        version = None
+    elif len(parts) == 7 and parts[4] == "versions" and parts[6] == "infer":
+        version = parts[5]
+    else:
+        return None
+    if parts[1] != "v2" or parts[2] != "models" or parts[3] == "stats":
+        return None
+    return parts[3], version
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, bool, Mapping[str, str]]:
