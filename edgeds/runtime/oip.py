@@ -184,18 +184,18 @@ class PlanCache:
     def plan(self, engine: Engine, body: bytes | memoryview, header_length: str | None) -> InferPlan:
         """The plan of this request, from the cache when its header bytes and body length were seen
         with ``engine`` before. Raises :class:`HttpError` (400) for a malformed request."""
+        plans = self._plans  # a clear() from another thread meanwhile orphans this dict, and what goes in it
         key = None
-        if header_length is not None and header_length.isdigit():
+        if header_length is not None and header_length.isascii() and header_length.isdigit():
             json_len = int(header_length)
             if 0 < json_len <= PLAN_HEADER_LIMIT and json_len < len(body):
                 key = (engine, bytes(body[:json_len]), len(body))
-                plan = self._plans.get(key)
+                plan = plans.get(key)
                 if plan is not None:
                     return plan
         request, json_len = _read_header(body, header_length)
         plan = _plan(request, json_len, body, engine)
         if key is not None and not plan.inline:
-            plans = self._plans
             if len(plans) >= self.size:
                 del plans[next(iter(plans))]
             plans[key] = plan

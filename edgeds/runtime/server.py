@@ -405,8 +405,9 @@ class InferenceServer:
     def _start_infer(self, path: str, headers: Mapping[str, str], body: memoryview, finish: _Reply) -> bool:
         """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
         routes = self._routes
-        route = routes.get(path, _UNROUTED)
-        if route is _UNROUTED:
+        if path in routes:
+            route = routes[path]
+        else:
             route = _infer_route(path)
             if len(routes) >= _HEAD_MEMO_SIZE:
                 del routes[next(iter(routes))]
@@ -937,9 +938,6 @@ def _http_bytes(response: Response, keep_alive: bool) -> bytes:
     """``response`` as sent on the wire (its head rendered in advance when it has one)."""
     head = response.head if keep_alive and response.head is not None else _http_head(response, keep_alive)
     return head + response.body
-
-
-_UNROUTED = ("", "")  # a path not looked at yet (routes are tuples or None)
 
 
 def _infer_route(path: str) -> tuple[str, str | None] | None:

@@ -96,8 +96,18 @@ def logits(fields: dict[str, str], body: bytes) -> tuple[dict[str, object], np.n
 
 
 def test_one_plan_serves_every_body_with_the_same_header_and_each_gets_its_own_answer(
-    server: InferenceServer, model: Path
+    server: InferenceServer, model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from edgeds.runtime import oip
+
+    parsed: list[int] = []
+    read_header = oip._read_header
+
+    def counting(body: bytes | memoryview, header_length: str | None) -> tuple[dict[str, object], int]:
+        parsed.append(1)
+        return read_header(body, header_length)
+
+    monkeypatch.setattr(oip, "_read_header", counting)
     xs = [np.random.default_rng(seed).random((1, 3, SIZE, SIZE), dtype=np.float32) for seed in range(12)]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for x in xs:
@@ -105,7 +115,7 @@ def test_one_plan_serves_every_body_with_the_same_header_and_each_gets_its_own_a
             assert status == 200, body
             _, got = logits(fields, body)
             np.testing.assert_allclose(got, reference(model, x), rtol=1e-5, atol=1e-5)
-    assert len(server._plans) == 1  # twelve requests, one header: parsed once
+    assert len(parsed) == 1 and len(server._plans) == 1  # twelve requests, one header: parsed once
 
 
 def test_a_known_header_on_a_longer_body_is_checked_again(server: InferenceServer) -> None:
@@ -121,11 +131,11 @@ def test_ids_are_echoed_per_request_and_the_plans_stay_bounded(server: Inference
     server._plans.size = 4
     x = np.zeros((1, 3, SIZE, SIZE), dtype=np.float32)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        for round_ in range(2):  # the second round reuses cached heads for the last ids
-            for i in range(10):
+        for i in range(10):
+            for turn in ("parsed", "kept"):  # the second request of an id takes its kept plan and head
                 status, fields, body = exchange(sock, binary_request(x, id=f"req-{i}"))
                 header, _ = logits(fields, body)
-                assert status == 200 and header["id"] == f"req-{i}", (round_, header)
+                assert status == 200 and header["id"] == f"req-{i}", (turn, header)
                 assert len(server._plans) <= 4
 
 
@@ -199,3 +209,25 @@ def test_parsed_heads_and_routes_are_kept_for_reuse_and_stay_bounded(server: Inf
             assert (status == 200) if i % 2 else (status == 400 and f"nope{i}".encode() in body)
     assert 0 < len(server._heads) <= server_module._HEAD_MEMO_SIZE
     assert 0 < len(server._routes) <= server_module._HEAD_MEMO_SIZE
+
+
+def test_plans_let_a_swapped_out_engine_go_and_answers_come_from_its_replacement(model: Path) -> None:
+    config = Batching.model_validate({"max_batch_size": 4})
+
+    def start(version: str) -> Engine:
+        options = {"intra_op_num_threads": 1}
+        return Engine("onnxruntime", model, options=options, batching=config, name="tiny", version=version).start()
+
+    old = start("1")
+    srv = InferenceServer(old, port=0).start()
+    x = np.zeros((1, 3, SIZE, SIZE), dtype=np.float32)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            assert logits(*exchange(sock, binary_request(x))[1:])[0]["model_version"] == "1"
+            assert [key[0] for key in srv._plans._plans] == [old]
+            srv.swap_model(start("2"))
+            assert len(srv._plans) == 0
+            assert logits(*exchange(sock, binary_request(x))[1:])[0]["model_version"] == "2"
+            assert all(key[0] is not old for key in srv._plans._plans)
+    finally:
+        srv.stop(close_engines=True)
