@@ -14,7 +14,9 @@ The binary is compiled on first use with the system's C compiler (``cc``, or ``$
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -34,9 +36,13 @@ class LoadgenUnavailable(RuntimeError):
     """No C compiler, or the source did not compile: the message says which, and how to go on."""
 
 
-def compiler() -> str | None:
-    """The C compiler this module builds with: ``$CC``, else ``cc`` or ``gcc`` on the PATH."""
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def compiler() -> list[str] | None:
+    """The C compiler command this module builds with: ``$CC`` (split like a shell word list), else
+    ``cc`` or ``gcc`` on the PATH."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    found = shutil.which("cc") or shutil.which("gcc")
+    return [found] if found else None
 
 
 def compiler_version() -> str:
@@ -44,26 +50,30 @@ def compiler_version() -> str:
     cc = compiler()
     if not cc:
         return "no compiler"
-    done = subprocess.run([cc, "--version"], capture_output=True, text=True)
-    return (done.stdout.splitlines() or [cc])[0]
+    try:
+        done = subprocess.run([*cc, "--version"], capture_output=True, text=True)
+    except OSError as exc:
+        return f"{shlex.join(cc)} ({exc})"
+    return (done.stdout.splitlines() or [shlex.join(cc)])[0]
 
 
 def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
     """The compiled load generator, built now if missing or older than ``source``."""
     if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
-    compiler_path = compiler()
-    if not compiler_path:
+    cc = compiler()
+    if not cc:
         raise LoadgenUnavailable("no C compiler (cc or gcc) to build the native load generator; use --loadgen python")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(".partial")
-    done = subprocess.run(
-        [compiler_path, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(partial), str(source)],
-        capture_output=True,
-        text=True,
-    )
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")  # concurrent builds do not collide
+    try:
+        done = subprocess.run(
+            [*cc, "-O2", "-Wall", "-Wextra", "-o", str(partial), str(source)], capture_output=True, text=True
+        )
+    except OSError as exc:
+        raise LoadgenUnavailable(f"cannot run the C compiler {shlex.join(cc)}: {exc}") from exc
     if done.returncode != 0:
-        raise LoadgenUnavailable(f"{compiler_path} could not build {source.name}:\n{done.stderr.strip()}")
+        raise LoadgenUnavailable(f"{shlex.join(cc)} could not build {source.name}:\n{done.stderr.strip()}")
     partial.replace(binary)
     return binary
 
@@ -85,6 +95,7 @@ def closed_loop(
     """
     program = binary or build()
     host, port = client.address
+    host = socket.gethostbyname(host)  # the program takes an IPv4 address
     with tempfile.TemporaryDirectory(prefix="edgeds-loadgen-") as tmp:
         request, out = Path(tmp) / "request", Path(tmp) / "records"
         request.write_bytes(client.request)
@@ -94,8 +105,8 @@ def closed_loop(
             str(port),
             str(request),
             str(concurrency),
-            repr(duration_s),
-            repr(warmup_s),
+            str(float(duration_s)),
+            str(float(warmup_s)),
             str(-1 if max_queries is None else max_queries),
             str(out),
         ]

@@ -66,8 +66,9 @@ PEER_PACKAGES = {
     "bentoml": ["bentoml", "onnxruntime", "numpy"],
     "mlserver": ["mlserver", "onnxruntime", "numpy"],
 }
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+for _path in (str(ROOT), str(ROOT / "bench")):  # loaded more than once by tests: add each once
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import native_loadgen  # noqa: E402
 

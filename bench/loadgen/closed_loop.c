@@ -1,5 +1,5 @@
 /* closed_loop: the benchmarks' native HTTP/1.1 load generator (what perf_analyzer and wrk are to
- * their servers). bench/loadgen.py builds and runs it; it is not part of edgeds.
+ * their servers). bench/native_loadgen.py builds and runs it; it is not part of edgeds.
  *
  *   closed_loop HOST PORT REQUEST_FILE CONCURRENCY DURATION_S WARMUP_S MAX_QUERIES OUT_FILE
  *
@@ -12,7 +12,9 @@
  * OUT_FILE gets one 24-byte little-endian record per request sent at or after WARMUP_S:
  * float64 start, float64 end (CLOCK_MONOTONIC seconds, the clock of Python's time.perf_counter on
  * Linux), int32 HTTP status (599: the connection failed or the answer was not HTTP), int32 zero.
- * A connection the server closes (or "Connection: close") is replaced by a new one.
+ * A connection the server closes (or "Connection: close") is replaced by a new one while the run
+ * goes on. Interim (1xx) responses are skipped. Sends block: while one request is being sent, the
+ * other connections' answers wait to be read (their end times include that wait).
  *
  * Exit status: 0 done; 2 bad arguments or files; 3 no connection could be made; 4 no response
  * for 60 s (a stalled server).
@@ -100,6 +102,9 @@ static int send_all(int fd) {
     return 0;
 }
 
+/* Whether another request is to be sent (the time is not up and the budget not spent). */
+static int run_goes_on(void) { return now() < t_end && budget != 0; }
+
 /* Send the next request on c unless the run is over; sets and returns c->busy. A failed send
  * shows as the empty read that follows (a 599), as a reset would. */
 static int send_next(conn_t *c) {
@@ -127,7 +132,8 @@ static const char *header_value(const char *line, size_t len, const char *name) 
     return v;
 }
 
-/* Whether the response in c->buf is complete: 1 with *status and *close set, 0 if more is due. */
+/* Whether the response in c->buf is complete: 1 with *status and *close set, 0 if more is due,
+ * -1 if it begins with an interim (1xx) response, which ends at the returned head's end. */
 static int response_done(const conn_t *c, int *status, int *close_after) {
     const char *head_end = memmem(c->buf, c->len, "\r\n\r\n", 4);
     if (!head_end)
@@ -140,6 +146,8 @@ static int response_done(const conn_t *c, int *status, int *close_after) {
         return 1;
     }
     *status = atoi(c->buf + 9);
+    if (*status >= 100 && *status < 200)
+        return -1; /* an interim response: skip it, the final one follows */
     long long length = 0;
     int chunked = 0;
     const char *line = memchr(c->buf, '\n', head_len);
@@ -160,6 +168,11 @@ static int response_done(const conn_t *c, int *status, int *close_after) {
     }
     if (chunked)
         return c->len >= body_at + 5 && memcmp(c->buf + c->len - 5, "0\r\n\r\n", 5) == 0;
+    if (length < 0) {
+        *status = 599;
+        *close_after = 1;
+        return 1;
+    }
     return c->len >= body_at + (size_t)length;
 }
 
@@ -189,19 +202,29 @@ int main(int argc, char **argv) {
     }
     fclose(f);
     request = req;
-    int concurrency = atoi(argv[4]);
-    double duration = atof(argv[5]), warmup = atof(argv[6]);
-    budget = atoll(argv[7]);
-    if (concurrency < 1 || duration < 0 || warmup < 0) {
-        fprintf(stderr, "closed_loop: CONCURRENCY must be >= 1 and the times >= 0\n");
+    char *rest[4];
+    long concurrency = strtol(argv[4], &rest[0], 10);
+    double duration = strtod(argv[5], &rest[1]), warmup = strtod(argv[6], &rest[2]);
+    budget = strtoll(argv[7], &rest[3], 10);
+    if (*rest[0] || *rest[1] || *rest[2] || *rest[3] || concurrency < 1 || concurrency > 65536 || duration < 0 ||
+        warmup < 0) {
+        fprintf(stderr, "closed_loop: CONCURRENCY must be 1..65536, the times numbers >= 0, MAX_QUERIES an integer\n");
         return 2;
     }
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
     conn_t *conns = calloc((size_t)concurrency, sizeof *conns);
+    if (ep < 0 || !conns) {
+        perror("closed_loop: setup");
+        return 2;
+    }
     for (int i = 0; i < concurrency; i++) {
         conns[i].cap = 65536;
         conns[i].buf = malloc(conns[i].cap);
+        if (!conns[i].buf) {
+            perror("closed_loop: malloc");
+            return 2;
+        }
         conns[i].fd = connect_one();
         if (conns[i].fd < 0) {
             fprintf(stderr, "closed_loop: cannot connect to %s:%s: %s\n", argv[1], argv[2], strerror(errno));
@@ -216,7 +239,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < concurrency; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         if (send_next(&conns[i])) {
-            epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev) < 0) {
+                perror("closed_loop: epoll_ctl");
+                return 2;
+            }
             live++;
         }
     }
@@ -225,7 +251,11 @@ int main(int argc, char **argv) {
         int n = epoll_wait(ep, events, 64, 60000);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
+        if (n < 0) {
+            perror("closed_loop: epoll_wait");
+            return 2;
+        }
+        if (n == 0) {
             fprintf(stderr, "closed_loop: no response from %s:%s for 60 s\n", argv[1], argv[2]);
             return 4;
         }
@@ -247,7 +277,14 @@ int main(int argc, char **argv) {
             int status = 599, close_after = 1;
             if (got > 0) {
                 c->len += (size_t)got;
-                if (!response_done(c, &status, &close_after))
+                int done;
+                while ((done = response_done(c, &status, &close_after)) < 0) { /* drop interim heads */
+                    char *head_end = memmem(c->buf, c->len, "\r\n\r\n", 4);
+                    size_t skip = (size_t)(head_end - c->buf) + 4;
+                    memmove(c->buf, c->buf + skip, c->len - skip);
+                    c->len -= skip;
+                }
+                if (!done)
                     continue;
             }
             if (c->began >= t_measure)
@@ -255,17 +292,28 @@ int main(int argc, char **argv) {
             if (close_after) {
                 epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
-                c->fd = connect_one();
-                if (c->fd < 0) {
-                    fprintf(stderr, "closed_loop: cannot reconnect to %s:%s: %s\n", argv[1], argv[2],
-                            strerror(errno));
-                    return 3;
+                c->fd = -1;
+                if (run_goes_on()) {
+                    c->fd = connect_one();
+                    if (c->fd < 0) {
+                        fprintf(stderr, "closed_loop: cannot reconnect to %s:%s: %s\n", argv[1], argv[2],
+                                strerror(errno));
+                        return 3;
+                    }
+                    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = events[e].data.u32};
+                    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+                        perror("closed_loop: epoll_ctl");
+                        return 2;
+                    }
                 }
-                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = events[e].data.u32};
-                epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
             }
-            if (!send_next(c)) { /* this connection is done: no more events from it */
-                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            if (c->fd < 0 || !send_next(c)) { /* this connection is done: no more events from it */
+                if (c->fd >= 0) {
+                    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                    close(c->fd);
+                    c->fd = -1;
+                }
+                c->busy = 0;
                 live--;
             }
         }

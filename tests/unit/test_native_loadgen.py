@@ -53,6 +53,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
             self.close_connection = True
             return
+        if cls.mode == "negative length":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n")
+            self.close_connection = True
+            return
+        if cls.mode == "interim":  # a 100 Continue first: not the answer
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.wfile.flush()
         self.send_response(201)
         if cls.mode == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
@@ -104,8 +111,8 @@ def test_warm_up_requests_are_sent_but_not_recorded(loadgen, server) -> None:
     assert min(samples.starts) >= started + 0.2
 
 
-@pytest.mark.parametrize("mode", ["close", "chunked"])
-def test_closing_and_chunked_answers_are_read_whole(loadgen, server, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["close", "chunked", "interim"])
+def test_closing_chunked_and_interim_answers_are_read_whole(loadgen, server, mode: str) -> None:
     module, binary = loadgen
     port, handler = server
     handler.mode = mode
@@ -114,10 +121,11 @@ def test_closing_and_chunked_answers_are_read_whole(loadgen, server, mode: str) 
     assert samples.status == [201] * 12 and len(handler.seen) == 12
 
 
-def test_an_answer_that_is_not_http_is_a_failed_request(loadgen, server) -> None:
+@pytest.mark.parametrize("mode", ["garbage", "negative length"])
+def test_an_answer_that_cannot_be_framed_is_a_failed_request(loadgen, server, mode: str) -> None:
     module, binary = loadgen
     port, handler = server
-    handler.mode = "garbage"
+    handler.mode = mode
     client = lib.HttpClient("127.0.0.1", port, "/", b"x")
     samples = module.closed_loop(client, 2, 60.0, warmup_s=0.0, max_queries=6, binary=binary)
     assert samples.status == [599] * 6
