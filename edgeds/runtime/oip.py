@@ -110,13 +110,30 @@ class _Binary:
     offset: int
     count: int
 
+    def view(self, body: bytes | memoryview) -> np.ndarray:
+        """This input as a numpy view of ``body`` (no copy)."""
+        return np.frombuffer(body, dtype=self.dtype, count=self.count, offset=self.offset).reshape(self.shape)
+
+
+def remember(memo: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """``memo[key] = value``, first forgetting the oldest entry when ``memo`` holds ``size`` (insertion
+    order: a bounded memo without per-hit bookkeeping)."""
+    if len(memo) >= size:
+        del memo[next(iter(memo))]
+    memo[key] = value
+
+
+def _blob(view: np.ndarray) -> memoryview:
+    """An output's bytes as sent (a contiguous copy only when the view is not contiguous)."""
+    return (view if view.flags.c_contiguous else np.ascontiguousarray(view)).data.cast("B")
+
 
 @dataclass
 class InferPlan:
     """One infer request's JSON header, parsed and checked: its binary inputs' places in the body
     (``binary``), its inputs given in the JSON itself (``inline``), the outputs asked for and the
-    parameters. A plan without inline inputs fits every body of ``body_length`` bytes with the
-    same header bytes. ``heads`` is filled by engine workers (dict operations are atomic)."""
+    parameters. A plan without inline inputs fits every body of its length with the same header
+    bytes (:class:`PlanCache` keys it by both). ``heads`` is filled by engine workers (dict operations are atomic)."""
 
     binary: tuple[_Binary, ...]
     inline: dict[str, np.ndarray]
@@ -124,18 +141,13 @@ class InferPlan:
     priority: int
     timeout_us: int | None
     request_id: Any
-    body_length: int
     heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = field(default_factory=dict)
 
     def inputs(self, body: bytes | memoryview) -> dict[str, np.ndarray]:
         """The request's input arrays: views of ``body`` for the binary ones (read, never copied here)."""
         if len(self.binary) == 1 and not self.inline:  # the usual request: one tensor
-            t = self.binary[0]
-            return {t.name: np.frombuffer(body, dtype=t.dtype, count=t.count, offset=t.offset).reshape(t.shape)}
-        arrays = {
-            t.name: np.frombuffer(body, dtype=t.dtype, count=t.count, offset=t.offset).reshape(t.shape)
-            for t in self.binary
-        }
+            return {self.binary[0].name: self.binary[0].view(body)}
+        arrays = {t.name: t.view(body) for t in self.binary}
         if self.inline:
             arrays.update(self.inline)
         return arrays
@@ -160,7 +172,7 @@ class InferPlan:
                 self.heads[key] = (response.body[: response.header_length], http_head(response))
             return response
         header, head = cached
-        blobs = [(v if v.flags.c_contiguous else np.ascontiguousarray(v)).data.cast("B") for v in views]
+        blobs = [_blob(v) for v in views]
         return Response(200, b"".join([header, *blobs]), "application/octet-stream", len(header), head)
 
 
@@ -196,9 +208,7 @@ class PlanCache:
         request, json_len = _read_header(body, header_length)
         plan = _plan(request, json_len, body, engine)
         if key is not None and not plan.inline:
-            if len(plans) >= self.size:
-                del plans[next(iter(plans))]
-            plans[key] = plan
+            remember(plans, key, plan, self.size)
         return plan
 
 
@@ -234,7 +244,6 @@ def _plan(request: dict[str, Any], json_len: int, body: bytes | memoryview, engi
         priority=int_param(params, "priority") or 0,
         timeout_us=int_param(params, "timeout"),
         request_id=request.get("id"),
-        body_length=len(body),
     )
 
 
@@ -341,9 +350,7 @@ def infer_response(
         view = outputs[name]
         entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(view.dtype.name), "shape": list(view.shape)}
         if binary:
-            if not view.flags.c_contiguous:
-                view = np.ascontiguousarray(view)
-            blob = view.data.cast("B")
+            blob = _blob(view)
             entry["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
@@ -372,5 +379,6 @@ __all__ = [
     "int_param",
     "json_response",
     "oip_datatype",
+    "remember",
     "requested_outputs",
 ]

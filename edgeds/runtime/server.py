@@ -54,6 +54,7 @@ from .oip import (
     error_response,
     json_response,
     oip_datatype,
+    remember,
 )
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -409,9 +410,7 @@ class InferenceServer:
             route = routes[path]
         else:
             route = _infer_route(path)
-            if len(routes) >= _HEAD_MEMO_SIZE:
-                del routes[next(iter(routes))]
-            routes[path] = route
+            remember(routes, path, route, _HEAD_MEMO_SIZE)
         if route is None:
             return False
         try:
@@ -742,9 +741,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._reply(error_response(exc.status, str(exc)), keep_alive=False)
                 return False
             if len(head) <= _HEAD_MEMO_BYTES:
-                if len(heads) >= _HEAD_MEMO_SIZE:
-                    del heads[next(iter(heads))]
-                heads[head] = parsed
+                remember(heads, head, parsed, _HEAD_MEMO_SIZE)
         method, target, version, keep_alive, headers = parsed
         limit = self._server.max_body_bytes
         expect = headers.get("expect", "").lower() == "100-continue"
