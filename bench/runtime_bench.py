@@ -647,6 +647,7 @@ def paired(
             if compare_python:
                 rows[-1]["serve_python_loadgen"] = measured["serve_python"]["samples_per_s"]
                 rows[-1]["serve_python_loadgen_ratio"] = round(measured["serve_python"]["samples_per_s"] / floor_sps, 3)
+                rows[-1]["serve_python_loadgen_per_cpu_s"] = round(measured["serve_python"]["per_cpu_s"], 2)
             log(f"  window: {rows[-1]}")
     finally:
         http.close()
