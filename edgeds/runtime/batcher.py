@@ -8,6 +8,10 @@ Two layers:
   ``instance_group`` count): a worker forms a batch only when its previous one has finished
   executing (its instance is free), so under load the queue grows while the instances are busy
   and batches grow by themselves even with ``max_queue_delay_us == 0``.
+* :class:`InlineBatcher` has no threads: one queue per instance, each run by the thread that owns
+  the instance (the server's event loop for that instance) whenever it calls
+  :meth:`InlineBatcher.run_ready`. The thread that receives a request also runs its batch, so
+  nothing is handed between threads or cores on the way.
 
 Rules (Triton's):
 
@@ -322,4 +326,118 @@ class DynamicBatcher(Generic[T]):
             self._reject(pending, ServiceUnavailable("engine is closing"))
 
 
-__all__ = ["BatchQueue", "DynamicBatcher", "Pending", "QueueFull", "QueueTimeout"]
+class InlineBatcher(Generic[T]):
+    """One :class:`BatchQueue` per instance, executed by the caller: no threads of its own.
+
+    Instance ``i``'s queue is filled by :meth:`submit` ``(instance=i)`` and emptied by
+    :meth:`run_ready` ``(i)``, both called by the one thread that owns the instance (an event loop).
+    That thread forms a batch only between its own batches, which is when its instance is free, so
+    Triton's rules hold per instance exactly as in :class:`DynamicBatcher`; requests never move
+    from one instance's queue to another's (a free instance does not take a busy one's requests).
+    ``max_queue_size`` counts the requests of all queues together. :meth:`wait_idle`,
+    :meth:`depth` and :meth:`close` may be called from any thread; ``reject`` runs on the thread
+    that calls :meth:`run_ready` (expired requests) or :meth:`close` (dropped ones).
+    """
+
+    def __init__(self, config: Batching, execute: Execute[T], reject: Reject[T], instances: int = 1) -> None:
+        if instances < 1:
+            raise ValueError(f"an inline batcher needs at least one instance, got {instances}")
+        self.queues: list[BatchQueue[T]] = [BatchQueue(config) for _ in range(instances)]
+        self._limit = config.max_queue_size
+        self._execute = execute
+        self._reject = reject
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)  # wait_idle waits here
+        self._queued = 0  # requests in all queues
+        self._busy = 0  # instances executing a batch
+        self._executing: set[int] = set()  # idents of the threads executing one
+        self._stopping = False
+
+    def submit(
+        self,
+        item: T,
+        size: int,
+        key: Hashable = None,
+        priority: int = 0,
+        timeout_us: int | None = None,
+        instance: int = 0,
+    ) -> Pending[T]:
+        """Queue one request for ``instance``; raises :class:`QueueFull`, :class:`RequestError` or,
+        after close, ServiceUnavailable. The caller then calls :meth:`run_ready` on that instance's thread."""
+        with self._lock:
+            if self._stopping:
+                raise ServiceUnavailable("engine is closing")
+            if self._queued >= self._limit:
+                raise QueueFull(f"exceeds maximum queue size ({self._limit})")
+            pending = self.queues[instance].push(item, size, time.monotonic_ns(), key, priority, timeout_us)
+            self._queued += 1
+        return pending
+
+    def run_ready(self, instance: int) -> int | None:
+        """On ``instance``'s thread: reject what expired, then execute at most one batch if the policy
+        releases one now. Returns 0 to be called again at once, a ``time.monotonic_ns()`` time to be
+        called again then (a queue delay or a timeout ends), or None (nothing queued: wait for a submit).
+
+        One batch per call, so the caller can take in the requests that arrived meanwhile before
+        the next batch is formed (an event loop polls its sockets between two calls).
+        """
+        queue = self.queues[instance]
+        with self._lock:
+            if self._stopping:
+                return None
+            now = time.monotonic_ns()
+            expired = queue.expire(now)
+            batch = None if expired else queue.next_batch(now)
+            taken = len(expired) + (len(batch) if batch else 0)
+            self._queued -= taken
+            if batch is not None:
+                self._busy += 1
+                self._executing.add(threading.get_ident())
+            elif not expired:
+                if not self._queued and not self._busy:
+                    self._drained.notify_all()
+                return queue.wake_at()
+        for pending in expired:
+            self._reject(pending, QueueTimeout("request timed out in the queue"))
+        if batch is not None:
+            try:
+                self._execute(batch, instance)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._executing.discard(threading.get_ident())
+                    if not self._busy and not self._queued:
+                        self._drained.notify_all()
+        return 0
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every queue is empty and no batch is executing; False on timeout. The
+        instances' threads must go on calling :meth:`run_ready` meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._drained:
+            while self._queued or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._drained.wait(0.05 if remaining is None else min(remaining, 0.05))
+        return True
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._queued
+
+    def close(self) -> None:
+        """Stop forming batches, reject what is still queued and return once no batch executes (the
+        caller may then close the backends), unless called from a thread that is executing one."""
+        with self._lock:
+            self._stopping = True
+            dropped = [pending for queue in self.queues for pending in queue.drain_all()]
+            self._queued = 0
+            self._drained.notify_all()
+            while self._busy and threading.get_ident() not in self._executing:
+                self._drained.wait(0.05)
+        for pending in dropped:
+            self._reject(pending, ServiceUnavailable("engine is closing"))
+
+
+__all__ = ["BatchQueue", "DynamicBatcher", "InlineBatcher", "Pending", "QueueFull", "QueueTimeout"]

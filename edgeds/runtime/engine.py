@@ -2,6 +2,9 @@
 
 Lifecycle: ``Engine(...)`` is free; :meth:`Engine.start` opens the backend, allocates the pool
 (one input set per bucket), runs one warm-up batch per bucket and starts the batcher's worker.
+``start(inline=True)`` starts no worker: each instance's batches then run on the thread that
+drives it with :meth:`Engine.run_ready` (an :class:`~edgeds.runtime.server.InferenceServer` event
+loop per instance), and requests name their instance in :meth:`Engine.submit`.
 With ``batching.instances = N`` (Triton's ``instance_group`` count) it opens N backends, each
 with its own pool, a worker each and ``threads // N`` of the CPU threads (see
 :func:`instance_options`): N batches execute at once, so no instance waits on another's threads.
@@ -41,7 +44,7 @@ import numpy as np
 from ..backends.base import Backend, BackendOptions, IOSpec, TensorSpec
 from ..config import Batching
 from ..errors import EdgedsError, InferenceError, RequestError, ServiceUnavailable
-from .batcher import DynamicBatcher, Pending, QueueFull, QueueTimeout
+from .batcher import DynamicBatcher, InlineBatcher, Pending, QueueFull, QueueTimeout
 from .buffers import BufferPool, OutputSlot, StagingBackend
 
 if TYPE_CHECKING:
@@ -218,7 +221,8 @@ class Engine:
         self.io: IOSpec | None = None
         self.backends: list[Backend] = [backend]  # one per instance once started
         self.pools: list[BufferPool] = []  # one per instance, parallel to backends
-        self._batcher: DynamicBatcher[InferRequest] | None = None
+        self._batcher: DynamicBatcher[InferRequest] | InlineBatcher[InferRequest] | None = None
+        self._inline: InlineBatcher[InferRequest] | None = None  # the batcher, when started inline
         self._inputs: dict[str, TensorSpec] = {}
         self._dtypes: dict[str, np.dtype[Any]] = {}
         self.first_inference_s: float | None = None
@@ -260,10 +264,22 @@ class Engine:
     def state(self) -> str:
         return self._state
 
-    def start(self) -> Engine:
-        """Open the backend, allocate the pool, warm every bucket, start the batcher."""
+    @property
+    def inline(self) -> bool:
+        """Started with ``inline=True``: its instances run on the threads that call :meth:`run_ready`."""
+        return self._inline is not None
+
+    def start(self, inline: bool = False) -> Engine:
+        """Open the backend, allocate the pool, warm every bucket, start the batcher.
+
+        ``inline=True``: no worker threads; instance ``i``'s queue is run by whoever calls
+        :meth:`run_ready` ``(i)``, and :meth:`submit` needs ``instance``. Not with
+        ``preserve_ordering`` (the instances' queues are independent: nothing orders them).
+        """
         if self._state != "new":
             raise EdgedsError(f"engine already {self._state}")
+        if inline and self.batching.preserve_ordering:
+            raise EdgedsError("preserve_ordering needs the batcher's workers: start the engine without inline")
         buckets = self.batching.bucket_sizes()
         instances = self.batching.instances
         template = self.backends[0]  # as constructed: the total thread count
@@ -291,9 +307,12 @@ class Engine:
         self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
         # open + the first inference of every bucket, for every instance (seconds)
         self.first_inference_s = time.perf_counter() - started
-        self._batcher = DynamicBatcher(
-            self.batching, self._execute, self._reject, name=f"engine-{self.name}", workers=instances
-        )
+        if inline:
+            self._batcher = self._inline = InlineBatcher(self.batching, self._execute, self._reject, instances)
+        else:
+            self._batcher = DynamicBatcher(
+                self.batching, self._execute, self._reject, name=f"engine-{self.name}", workers=instances
+            )
         self._state = "ready"
         return self
 
@@ -369,20 +388,35 @@ class Engine:
         priority: int = 0,
         timeout_us: int | None = None,
         callback: Callable[[InferRequest], None] | None = None,
+        instance: int | None = None,
+        checked_batch: int | None = None,
     ) -> InferRequest:
         """Validate and queue one request (arrays are read later, not copied now).
 
-        ``callback(request)`` runs on the engine's worker thread when it completes; without one,
-        use :meth:`InferRequest.wait`. Raises RequestError (400), QueueFull / EngineDraining (503).
+        ``callback(request)`` runs on the engine's worker thread when it completes (on an inline
+        engine: on the thread that runs ``instance``); without one, use :meth:`InferRequest.wait`.
+        ``instance`` is for inline engines only (which need it). ``checked_batch`` is what
+        :meth:`validate` returned for arrays with these very names, dtypes and shapes (the server
+        passes it for a request laid out like one already checked): the check is then skipped.
+        Raises RequestError (400),
+        QueueFull / EngineDraining (503), EdgedsError for a missing or needless ``instance``.
         """
         if self._state != "ready":
             raise EngineDraining(f"model {self.name!r} is {self._state}")
-        try:
-            batch = self.validate(inputs)
-        except RequestError:
-            with self._lock:
-                self._stats.failure += 1
-            raise
+        inline = self._inline
+        if (instance is None) != (inline is None) or (
+            instance is not None and not 0 <= instance < self.batching.instances
+        ):
+            what = f"takes instance 0..{self.batching.instances - 1}" if inline else "takes no instance"
+            raise EdgedsError(f"engine {self.name!r} {what} (got {instance!r})")
+        batch = checked_batch
+        if batch is None:
+            try:
+                batch = self.validate(inputs)
+            except RequestError:
+                with self._lock:
+                    self._stats.failure += 1
+                raise
         request = InferRequest(inputs, batch, callback)
         try:
             # admission and the draining flag are ordered: a request is either refused with
@@ -391,7 +425,10 @@ class Engine:
                 batcher = self._batcher
                 if self._state != "ready" or batcher is None:
                     raise EngineDraining(f"model {self.name!r} is {self._state}")
-                pending = batcher.submit(request, batch, None, priority, timeout_us)
+                if inline is not None:
+                    pending = inline.submit(request, batch, None, priority, timeout_us, instance or 0)
+                else:
+                    pending = batcher.submit(request, batch, None, priority, timeout_us)
         except EngineDraining:
             raise
         except ServiceUnavailable as exc:
@@ -409,10 +446,22 @@ class Engine:
         request.seq = pending.seq
         return request
 
+    def run_ready(self, instance: int) -> int | None:
+        """Inline engines, on the thread that owns ``instance``: run at most one batch the batcher
+        releases now (see :meth:`InlineBatcher.run_ready`: 0 = call again at once, a
+        ``time.monotonic_ns()`` time, or None = wait for the next submit)."""
+        inline = self._inline
+        if inline is None:
+            raise EdgedsError(f"engine {self.name!r} runs its batches on its own workers (started without inline)")
+        return inline.run_ready(instance)
+
     def infer(
         self, inputs: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int | None = None
     ) -> dict[str, np.ndarray]:
-        """Submit, wait, and return *copies* of the outputs (convenience; allocates)."""
+        """Submit, wait, and return *copies* of the outputs (convenience; allocates). Not on an
+        inline engine, whose batches run only when its instances' threads call :meth:`run_ready`."""
+        if self._inline is not None:
+            raise EdgedsError(f"engine {self.name!r} runs inline: submit with an instance and drive run_ready")
         request = self.submit(inputs, priority=priority, timeout_us=timeout_us)
         try:
             views = request.wait()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeds.config import Batching
-from edgeds.errors import RequestError
+from edgeds.errors import EdgedsError, RequestError
 from edgeds.runtime import Engine, EngineDraining, InferRequest
 from edgeds.runtime.testing import tiny_classifier
 
@@ -172,3 +172,58 @@ def test_callback_closed_loop_keeps_the_concurrency_and_loses_nothing(model: Pat
     assert len(samples.starts) > 20 and set(samples.status) == {200}
     assert stats.success >= len(samples.starts) and stats.failure == 0
     assert samples.peak_in_flight() <= 4
+
+
+def test_inline_engine_runs_on_the_callers_thread_per_instance(model: Path) -> None:
+    """``start(inline=True)``: no workers; requests name their instance and the thread that calls
+    ``run_ready`` runs the batch (and the callbacks) on that instance."""
+    x = np.random.default_rng(5).random((6, 3, 32, 32), dtype=np.float32)
+    ref = reference(model, x)
+    config = Batching(max_batch_size=4, max_queue_delay_us=0, instances=2)
+    engine = Engine("onnxruntime", model, options={"intra_op_num_threads": 2}, batching=config, name="tiny")
+    with engine.start(inline=True):
+        assert engine.inline
+        threads: list[int] = []
+        results: dict[int, np.ndarray] = {}
+
+        def done(i: int) -> object:
+            def callback(request: InferRequest) -> None:
+                threads.append(threading.get_ident())
+                results[i] = np.array(request.outputs["logits"])
+                request.release()
+
+            return callback
+
+        for i in range(6):
+            engine.submit({"input": x[i : i + 1]}, callback=done(i), instance=i % 2)  # type: ignore[arg-type]
+        assert engine.queue_depth() == 6 and results == {}  # nothing runs by itself
+        while engine.run_ready(0) == 0 or engine.run_ready(1) == 0:
+            pass
+        assert set(threads) == {threading.get_ident()}
+        for i in range(6):
+            np.testing.assert_allclose(results[i], ref[i : i + 1], rtol=1e-5, atol=1e-5)
+        stats = engine.stats()
+        # each instance's three requests went as one batch of 3, on that instance
+        assert stats.success == 6 and stats.instance_executions == {0: 1, 1: 1} and stats.batch_sizes == {3: 2}
+        with pytest.raises(EdgedsError, match="instance"):
+            engine.submit({"input": x[:1]})  # an inline engine needs the instance
+        with pytest.raises(EdgedsError, match="instance"):
+            engine.submit({"input": x[:1]}, instance=2)
+        with pytest.raises(EdgedsError, match="inline"):
+            engine.infer({"input": x[:1]})  # nobody would run it
+
+
+def test_inline_is_refused_where_it_cannot_work(model: Path) -> None:
+    with make(model) as engine:
+        with pytest.raises(EdgedsError, match="instance"):
+            engine.submit({"input": np.zeros((1, 3, 32, 32), np.float32)}, instance=0)
+        with pytest.raises(EdgedsError, match="workers"):
+            engine.run_ready(0)
+    ordered = Engine(
+        "onnxruntime",
+        model,
+        options={"intra_op_num_threads": 1},
+        batching=Batching(max_batch_size=2, preserve_ordering=True),
+    )
+    with pytest.raises(EdgedsError, match="preserve_ordering"):
+        ordered.start(inline=True)
