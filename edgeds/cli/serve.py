@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ._output import JSON_OPTION, console, console_err, emit
+
+
+class Execution(str, Enum):
+    """Who runs a served engine's batches (``--execution``)."""
+
+    auto = "auto"
+    inline = "inline"
+    workers = "workers"
 
 
 def batching_overrides(
@@ -47,8 +56,13 @@ def load_engine(
     queue: int | None = None,
     preferred: str | None = None,
     instances: int | None = None,
+    execution: str = "workers",
 ) -> Any:
-    """Load (and verify) a bundle and return a started engine for it."""
+    """Load (and verify) a bundle and return a started engine for it.
+
+    ``execution``: "workers" (the batcher's threads run the batches), "inline" (the server's event
+    loops do, one per instance; see ``Engine.start``) or "auto" (inline unless the bundle asks for
+    ``preserve_ordering``, which needs the workers)."""
     from ..bundle import load_bundle
     from ..config import Batching
     from ..runtime.engine import Engine, thread_options
@@ -57,7 +71,9 @@ def load_engine(
         raw = {k: v for k, v in dict(bundle.manifest.batching or {}).items() if k in Batching.model_fields}
         batching = batching_overrides(Batching.model_validate(raw), max_batch, delay_us, queue, preferred, instances)
         engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
-        return engine.start()
+        if execution == "auto":
+            execution = "workers" if batching.preserve_ordering else "inline"
+        return engine.start(inline=execution == "inline")
 
 
 def serve(
@@ -81,6 +97,15 @@ def serve(
         ),
     ] = None,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MiB); larger gets 400.")] = 64.0,
+    execution: Annotated[
+        Execution,
+        typer.Option(
+            help="Who runs the batches: 'inline' = one event loop per instance receives, batches, runs and "
+            "answers its connections' requests on one thread; 'workers' = loop threads hand requests to "
+            "the batcher's worker threads (needed for preserve_ordering); 'auto' = inline unless the "
+            "bundle asks for preserve_ordering.",
+        ),
+    ] = Execution.auto,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve BUNDLE: health, metadata, config, stats, infer (JSON and binary tensors) and /metrics.
@@ -90,7 +115,9 @@ def serve(
     from ..runtime.server import InferenceServer
 
     with console_err.status("loading the bundle and warming every batch bucket..."):
-        engine = load_engine(bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred, instances)
+        engine = load_engine(
+            bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred, instances, execution.value
+        )
     server = InferenceServer(engine, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20)).start()
     info = {
         "url": server.url,
@@ -99,6 +126,7 @@ def serve(
         "backend": engine.backend.name,
         "buckets": list(engine.batching.bucket_sizes()),
         "instances": engine.batching.instances,
+        "execution": "inline" if engine.inline else "workers",
         "first_inference_s": round(engine.first_inference_s or 0.0, 3),
     }
     emit(
@@ -106,7 +134,7 @@ def serve(
         as_json,
         lambda: console.print(
             f"serving [bold]{engine.name}[/] v{engine.version} ({engine.backend.name}) at {server.url}/v2 "
-            f"- buckets {info['buckets']} - {info['instances']} instance(s) - Ctrl-C to stop"
+            f"- buckets {info['buckets']} - {info['instances']} instance(s), {info['execution']} - Ctrl-C to stop"
         ),
     )
     import sys

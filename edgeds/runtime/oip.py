@@ -133,7 +133,9 @@ class InferPlan:
     """One infer request's JSON header, parsed and checked: its binary inputs' places in the body
     (``binary``), its inputs given in the JSON itself (``inline``), the outputs asked for and the
     parameters. A plan without inline inputs fits every body of its length with the same header
-    bytes (:class:`PlanCache` keys it by both). ``heads`` is filled by engine workers (dict operations are atomic)."""
+    bytes (:class:`PlanCache` keys it by both). ``heads`` is filled by engine workers (dict operations are atomic).
+    ``batch`` is the batch size the engine found when it validated the first request of a plan
+    without inline inputs: later ones have arrays of the same names, dtypes and shapes."""
 
     binary: tuple[_Binary, ...]
     inline: dict[str, np.ndarray]
@@ -142,6 +144,7 @@ class InferPlan:
     timeout_us: int | None
     request_id: Any
     heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = field(default_factory=dict)
+    batch: int | None = None
 
     def inputs(self, body: bytes | memoryview) -> dict[str, np.ndarray]:
         """The request's input arrays: views of ``body`` for the binary ones (read, never copied here)."""

@@ -1,7 +1,11 @@
 """Open Inference Protocol (KServe v2) over HTTP/1.1, plus Triton's config/stats and Prometheus.
 
-asyncio + numpy: one event-loop thread receives and parses requests and queues them on the
-engine; the engine's workers run the batches and write the responses (the loop writes the rest).
+asyncio + numpy: event-loop threads receive and parse requests and queue them on the engines.
+An engine started with ``inline=True`` (what ``edgeds serve`` does) gets one event loop per
+instance: loop ``i`` owns its connections and runs instance ``i``'s batches itself, between its
+polls, so a request is received, batched, run and answered on one thread (no hand-off between
+threads or cores). Other engines' workers run the batches and write the responses (the loop
+writes the rest). New connections go to the loop with the fewest.
 Loopback (127.0.0.1) by default. Request bodies come with a ``Content-Length`` or chunked
 (``Transfer-Encoding: chunked``, see :mod:`edgeds.runtime.chunked`), and may be gzip or deflate
 (``Content-Encoding``); responses are not compressed.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import socket
@@ -57,6 +62,8 @@ from .oip import (
     remember,
 )
 
+_log = logging.getLogger(__name__)
+
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _DISCARD_LIMIT = 1024 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
@@ -83,12 +90,51 @@ class SwapReport:
     drain_s: float
 
 
+class _EventLoop:
+    """One event-loop thread of the server and the state only that thread touches.
+
+    Loop ``index`` runs instance ``index`` of every inline engine: requests that arrive on its
+    connections go to that instance's queue, and the loop runs its batches between polls
+    (:meth:`InferenceServer._run_inline`). ``connections`` is read by the acceptor to balance them.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.ident = -1  # the thread's ident once it runs
+        self.stopped: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.connections = 0  # live connections (acceptor and loop: under the server's _accept_lock)
+        self.transports: set[asyncio.BaseTransport] = set()  # closed when the server stops
+        self.plans = PlanCache()  # cleared (from any thread) when the models change
+        self.heads: dict[bytes, tuple[str, str, str, bool, Mapping[str, str]]] = {}
+        self.routes: dict[str, tuple[str, str | None] | None] = {}  # request path -> infer route
+        self.free_buffers: list[bytearray] = []
+        self.completions: list[tuple[Response, _Reply]] = []  # answers handed over by engine workers
+        self.completions_lock = threading.Lock()
+        self.wake_pending = False
+        self.kicked: set[Engine] = set()  # inline engines with a run_ready call scheduled
+        self.timers: dict[Engine, asyncio.TimerHandle] = {}  # inline engines waiting for a queue delay
+
+    def call(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on this loop (from any thread); dropped once the loop has closed."""
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback)
+
+
 class InferenceServer:
     """Serves started :class:`Engine` objects, keyed by ``engine.name``.
 
-    Run it with :meth:`start` (background thread; returns once listening) or
+    Run it with :meth:`start` (background threads; returns once listening) or
     :meth:`serve_forever` (blocks until SIGINT/SIGTERM or :meth:`stop`). The server does not own
     the engines' lifetime unless ``close_engines`` is passed to :meth:`stop`.
+
+    ``loops`` event-loop threads serve the connections (default: the instance count of the inline
+    engines given, else 1). Every inline engine (``engine.start(inline=True)``) must have
+    ``loops`` instances: loop ``i`` runs instance ``i``. Engines with workers work with any count.
     """
 
     def __init__(
@@ -99,8 +145,16 @@ class InferenceServer:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         name: str = "edgeds",
         switch_interval_s: float | None = 0.0005,
+        loops: int | None = None,
     ) -> None:
         engines = [engines] if isinstance(engines, Engine) else list(engines)
+        if loops is None:
+            loops = max((e.batching.instances for e in engines if e.inline), default=1)
+        if loops < 1:
+            raise EdgedsError(f"a server needs at least one event loop, got {loops}")
+        self._loops = [_EventLoop(i) for i in range(loops)]
+        for engine in engines:
+            self._check_inline(engine)
         self._models: dict[str, Engine] = {e.name: e for e in engines}
         # Appended to /metrics (Prometheus text); the agent exposes its telemetry figures here.
         self.extra_metrics: Callable[[], str] | None = None
@@ -109,19 +163,9 @@ class InferenceServer:
         self.max_body_bytes = max_body_bytes
         self.name = name
         self.switch_interval_s = switch_interval_s
-        self._plans = PlanCache()  # loop thread; cleared (from any thread) when the models change
-        self._heads: dict[bytes, tuple[str, str, str, bool, Mapping[str, str]]] = {}  # loop thread
-        self._routes: dict[str, tuple[str, str | None] | None] = {}  # request path -> infer route (loop thread)
-        self._completions: list[tuple[Response, _Reply]] = []
-        self._completions_lock = threading.Lock()
-        self._wake_pending = False
-        self._free_buffers: list[bytearray] = []  # loop thread only
         self._swap_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stopped: asyncio.Event | None = None
+        self._accept_lock = threading.Lock()
+        self._listeners: list[socket.socket] = []
         self._start_error: BaseException | None = None
         self._started_at = time.time()
 
@@ -131,20 +175,37 @@ class InferenceServer:
     def models(self) -> Mapping[str, Engine]:
         return self._models
 
+    @property
+    def loops(self) -> int:
+        """Event-loop threads (each inline engine has one instance per loop)."""
+        return len(self._loops)
+
+    def _check_inline(self, engine: Engine) -> None:
+        if engine.inline and engine.batching.instances != len(self._loops):
+            raise EdgedsError(
+                f"inline engine {engine.name!r} has {engine.batching.instances} instance(s) and this server "
+                f"{len(self._loops)} event loop(s): they must match (one loop runs each instance)"
+            )
+
+    def _models_changed(self) -> None:
+        for lp in self._loops:  # the plans hold the engines: let the old ones go
+            lp.plans.clear()
+
     def add_model(self, engine: Engine) -> None:
         """Serve a started engine under ``engine.name`` (replaces nothing; see :meth:`swap_model`)."""
+        self._check_inline(engine)
         with self._swap_lock:
             if engine.name in self._models:
                 raise EdgedsError(f"model {engine.name!r} is already served; use swap_model")
             self._models = {**self._models, engine.name: engine}
-            self._plans.clear()
+            self._models_changed()
 
     def remove_model(self, name: str, drain_timeout_s: float = 30.0) -> bool:
         """Stop routing to ``name`` and drain it (in-flight requests finish). True if drained in time."""
         with self._swap_lock:
             old = self._models.get(name)
             self._models = {k: v for k, v in self._models.items() if k != name}
-            self._plans.clear()  # the plans hold the engine: let it go
+            self._models_changed()
         return old.drain(drain_timeout_s) if old is not None else True
 
     def swap_model(self, new: Engine, drain_timeout_s: float = 30.0) -> SwapReport:
@@ -153,15 +214,17 @@ class InferenceServer:
         New requests go to ``new`` from the moment of the swap; requests already queued or running
         on the old engine finish there (a request that raced into the old engine while it began
         draining is retried on ``new``). Blocks the caller until the old engine is drained and
-        closed. For memory-constrained devices, call :meth:`remove_model` first and
-        :meth:`add_model` after (the gap is the caller's to report).
+        closed, so call it from a thread of your own, not from a callback on the server's loops.
+        For memory-constrained devices, call :meth:`remove_model` first and :meth:`add_model`
+        after (the gap is the caller's to report).
         """
         if not new.ready:
             raise EdgedsError(f"swap_model needs a started engine (new engine is {new.state})")
+        self._check_inline(new)
         with self._swap_lock:
             old = self._models.get(new.name)
             self._models = {**self._models, new.name: new}
-            self._plans.clear()  # the plans hold the old engine: let it go
+            self._models_changed()
         started = time.perf_counter()
         drained = old.drain(drain_timeout_s) if old is not None and old is not new else True
         return SwapReport(
@@ -171,81 +234,130 @@ class InferenceServer:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> InferenceServer:
-        """Listen on a background thread; returns once the socket is bound (``self.port`` is set).
+        """Listen and start the event-loop threads; returns once the sockets are bound (``self.port`` is set).
 
         Lowers the interpreter's GIL switch interval to ``switch_interval_s`` (when smaller than the
-        current one): the engine's worker must get the GIL back as soon as a batch finishes, not
-        after the event loop's 5 ms default slice.
+        current one): an engine worker or another loop must get the GIL back as soon as it needs
+        it, not after a thread's 5 ms default slice.
         """
+        if self._listeners:
+            raise EdgedsError("the server is already started")
+        try:
+            self._listeners = _listen(self.host, self.port)
+        except OSError as exc:
+            raise EdgedsError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = int(self._listeners[0].getsockname()[1])
         if self.switch_interval_s and sys.getswitchinterval() > self.switch_interval_s:
             sys.setswitchinterval(self.switch_interval_s)
         # everything loaded so far (libraries, models) is long-lived: keep it out of the GC's scans,
         # which otherwise walk hundreds of thousands of objects every few thousand requests
         gc.collect()
         gc.freeze()
-        self._thread = threading.Thread(target=self._thread_main, name="oip-server", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+        for lp in self._loops:
+            name = "oip-server" if len(self._loops) == 1 else f"oip-server-{lp.index}"
+            lp.thread = threading.Thread(target=self._thread_main, args=(lp,), name=name, daemon=True)
+            lp.thread.start()
+            lp.ready.wait()
         if self._start_error is not None:
-            raise EdgedsError(f"cannot listen on {self.host}:{self.port}: {self._start_error}")
+            self.stop()
+            raise EdgedsError(f"cannot serve on {self.host}:{self.port}: {self._start_error}")
         return self
 
-    def _thread_main(self) -> None:
-        with contextlib.suppress(BaseException):
-            asyncio.run(self._main())
-        self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopped = asyncio.Event()
+    def _thread_main(self, lp: _EventLoop) -> None:
         try:
-            self._server = await self._loop.create_server(
-                lambda: _Connection(self), self.host, self.port, reuse_address=True
-            )
-        except OSError as exc:
-            self._start_error = exc
-            self._ready.set()
-            raise
-        sock = self._server.sockets[0]
-        self.port = int(sock.getsockname()[1])
-        self._ready.set()
-        async with self._server:
-            await self._stopped.wait()
+            asyncio.run(self._main(lp))
+        except BaseException as exc:  # reported by start(), or the loop just stopped
+            if not lp.ready.is_set():
+                self._start_error = exc
+        finally:
+            lp.ready.set()
+
+    async def _main(self, lp: _EventLoop) -> None:
+        loop = lp.loop = asyncio.get_running_loop()
+        lp.ident = threading.get_ident()
+        lp.stopped = asyncio.Event()
+        if lp.index == 0:  # the first loop accepts for all of them
+            for sock in self._listeners:
+                loop.add_reader(sock.fileno(), self._accept, sock)
+        lp.ready.set()
+        try:
+            await lp.stopped.wait()
+        finally:
+            if lp.index == 0:
+                for sock in self._listeners:
+                    loop.remove_reader(sock.fileno())
+                    sock.close()
+            for transport in list(lp.transports):
+                transport.close()
+            for timer in lp.timers.values():
+                timer.cancel()
+
+    def _accept(self, listener: socket.socket) -> None:
+        """Loop 0: accept every waiting connection and give each to the loop with the fewest."""
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of descriptors: the client is refused, the server goes on
+                _log.warning("accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            with self._accept_lock:
+                lp = min(self._loops, key=lambda candidate: candidate.connections)
+                lp.connections += 1
+            lp.call(lambda lp=lp, conn=conn: self._adopt(lp, conn))  # type: ignore[misc]
+
+    def _adopt(self, lp: _EventLoop, conn: socket.socket) -> None:
+        """On ``lp``: make an accepted socket one of its connections."""
+        loop = lp.loop
+        if loop is None or lp.stopped is None or lp.stopped.is_set():
+            conn.close()
+            self._forget(lp)
+            return
+        loop.create_task(self._connect(lp, conn))
+
+    async def _connect(self, lp: _EventLoop, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: _Connection(self, lp), conn)
+        except OSError:
+            conn.close()
+            self._forget(lp)
+
+    def _forget(self, lp: _EventLoop) -> None:
+        with self._accept_lock:
+            lp.connections -= 1
 
     def serve_forever(self) -> None:
         """Start (unless started) and block until SIGINT/SIGTERM or :meth:`stop`."""
-        if self._thread is None:
+        if not self._listeners:
             self.start()
         done = threading.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: done.set())
-        while not done.is_set() and self._thread is not None and self._thread.is_alive():
+        while not done.is_set() and all(lp.thread is not None and lp.thread.is_alive() for lp in self._loops):
             done.wait(0.5)
         self.stop()
 
     def stop(self, close_engines: bool = False, drain_timeout_s: float = 10.0) -> None:
-        """Stop listening; optionally drain and close the engines."""
-        loop, stopped = self._loop, self._stopped
-        if loop is not None and stopped is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopped.set)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        """Stop listening, close the connections; optionally drain and close the engines.
+
+        The engines are drained before the loops stop, so inline engines finish what is queued."""
         if close_engines:
             for engine in list(self._models.values()):
                 engine.drain(drain_timeout_s)
-
-    def _take_buffer(self) -> bytearray:
-        """A connection buffer: a recycled one (already grown to the usual request size) or a new one."""
-        pool = self._free_buffers
-        return pool.pop() if pool else bytearray(_INITIAL_BUFFER)
-
-    def _give_buffer(self, buf: bytearray) -> None:
-        # recycling keeps RSS flat when clients reconnect (no malloc churn of body-sized buffers)
-        if len(self._free_buffers) < _BUFFER_POOL and len(buf) <= 2 * self.max_body_bytes + _INITIAL_BUFFER:
-            self._free_buffers.append(buf)
+        for lp in self._loops:
+            stopped = lp.stopped
+            if stopped is not None:
+                lp.call(stopped.set)
+        for lp in self._loops:
+            if lp.thread is not None:
+                lp.thread.join(timeout=10)
+                lp.thread = None
+        for sock in self._listeners:  # when a loop could not close them
+            sock.close()
 
     @property
     def url(self) -> str:
@@ -326,33 +438,47 @@ class InferenceServer:
 
     def _infer(
         self,
+        lp: _EventLoop,
         name: str,
         version: str | None,
         headers: Mapping[str, str],
         body: bytes | memoryview,
         finish: _Reply,
     ) -> None:
-        """Parse, validate and queue one infer request; its response goes to ``finish``.
+        """Parse, validate and queue one infer request (on loop ``lp``); its response goes to ``finish``.
 
         Raises HttpError / RequestError / ServiceUnavailable for a request refused before queueing.
-        The engine's worker serializes the response and sends it itself when the connection allows
-        (:meth:`_Reply.from_worker`); otherwise ``finish(response)`` runs on the loop thread, with
-        completions handed over in bulk (one wake-up per batch).
+        An inline engine gets it on instance ``lp.index`` and ``lp`` runs the batch and answers
+        (:meth:`_run_inline`). Otherwise the engine's worker serializes the response and sends it
+        itself when the connection allows (:meth:`_Reply.from_worker`), or ``finish(response)``
+        runs on the loop, with completions handed over in bulk (one wake-up per batch).
         """
         engine = self._engine(name, version)
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", ""):
             body = _decompress(body, encoding, self.max_body_bytes)
-        plan = self._plans.plan(engine, body, headers.get("inference-header-content-length"))
+        plan = lp.plans.plan(engine, body, headers.get("inference-header-content-length"))
         inputs = plan.inputs(body)
         for _ in range(3):
             target = engine
 
-            def done(req: InferRequest, target: Engine = target, plan: InferPlan = plan) -> None:  # on a worker
+            def done(req: InferRequest, target: Engine = target, plan: InferPlan = plan) -> None:
                 self._complete(req, target, plan, finish)
 
             try:
-                engine.submit(inputs, priority=plan.priority, timeout_us=plan.timeout_us, callback=done)
+                inline = engine.inline
+                request = engine.submit(
+                    inputs,
+                    priority=plan.priority,
+                    timeout_us=plan.timeout_us,
+                    callback=done,
+                    instance=lp.index if inline else None,
+                    checked_batch=plan.batch,
+                )
+                if plan.batch is None and not plan.inline:  # checked once: the same layout passes again
+                    plan.batch = request.batch
+                if inline:
+                    self._kick(lp, engine)
                 return
             except EngineDraining:
                 replacement = self._models.get(name)
@@ -360,12 +486,47 @@ class InferenceServer:
                     raise
                 engine = replacement
                 # the plan checked the outputs against the old engine's: check them again
-                plan = self._plans.plan(engine, body, headers.get("inference-header-content-length"))
+                plan = lp.plans.plan(engine, body, headers.get("inference-header-content-length"))
         raise ServiceUnavailable(f"model {name!r} was replaced three times while this request was queued; retry")
 
+    def _kick(self, lp: _EventLoop, engine: Engine) -> None:
+        """On ``lp``: have it look at its instance of inline ``engine`` once it has polled its sockets."""
+        if engine not in lp.kicked and lp.loop is not None:
+            lp.kicked.add(engine)
+            lp.loop.call_soon(self._run_inline, lp, engine)
+
+    def _run_inline(self, lp: _EventLoop, engine: Engine) -> None:
+        """On ``lp``: run at most one batch of its instance of ``engine``, then poll again (a batch
+        formed only now takes the requests that arrived while the last one ran), or wait for the
+        queue delay the batcher names."""
+        lp.kicked.discard(engine)
+        try:
+            wake = engine.run_ready(lp.index)
+        except Exception:  # the batch's requests were answered; the loop must go on
+            _log.exception("an inline batch of %r failed", engine.name)
+            return
+        if wake is None:
+            return
+        if wake == 0:
+            self._kick(lp, engine)
+            return
+        when = wake / 1e9  # asyncio's clock is time.monotonic, the batcher's monotonic_ns
+        timer = lp.timers.get(engine)
+        if timer is not None:
+            if not timer.cancelled() and timer.when() <= when:
+                return
+            timer.cancel()
+        assert lp.loop is not None  # we are running on it
+        lp.timers[engine] = lp.loop.call_at(when, self._delay_over, lp, engine)
+
+    def _delay_over(self, lp: _EventLoop, engine: Engine) -> None:
+        lp.timers.pop(engine, None)
+        self._run_inline(lp, engine)
+
     def _complete(self, req: InferRequest, engine: Engine, plan: InferPlan, finish: _Reply) -> None:
-        """Serialize the response on the engine's worker and send it from there when the connection
-        allows (:meth:`_Reply.from_worker`); otherwise hand it to the loop, one wake-up per batch."""
+        """Serialize the response where the batch ran. On the connection's own loop (an inline
+        engine) answer at once; on an engine worker send it from there when the connection allows
+        (:meth:`_Reply.from_worker`), otherwise hand it to the loop, one wake-up per batch."""
         try:
             if req.error is None:
                 response = plan.respond(engine, req.outputs, _keep_alive_head)
@@ -379,33 +540,33 @@ class InferenceServer:
             response = error_response(500, f"{type(exc).__name__}: {exc}")
         finally:
             req.release()  # the views were serialized into the response (or not needed)
+        lp = finish.connection._lp
+        if lp.ident == threading.get_ident():
+            finish(response)
+            return
         if finish.from_worker(response):
             return
-        with self._completions_lock:
-            self._completions.append((response, finish))
-            if self._wake_pending:
+        with lp.completions_lock:
+            lp.completions.append((response, finish))
+            if lp.wake_pending:
                 return
-            self._wake_pending = True
-        self._call_on_loop(self._drain_completions)
+            lp.wake_pending = True
+        lp.call(lambda: self._drain_completions(lp))
 
-    def _call_on_loop(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the loop thread (from any thread); dropped once the loop has closed."""
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(callback)
-
-    def _drain_completions(self) -> None:
-        with self._completions_lock:
-            items = list(self._completions)
-            self._completions.clear()
-            self._wake_pending = False
+    @staticmethod
+    def _drain_completions(lp: _EventLoop) -> None:
+        with lp.completions_lock:
+            items = list(lp.completions)
+            lp.completions.clear()
+            lp.wake_pending = False
         for response, finish in items:
             finish(response)
 
-    def _start_infer(self, path: str, headers: Mapping[str, str], body: memoryview, finish: _Reply) -> bool:
+    def _start_infer(
+        self, lp: _EventLoop, path: str, headers: Mapping[str, str], body: memoryview, finish: _Reply
+    ) -> bool:
         """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
-        routes = self._routes
+        routes = lp.routes
         if path in routes:
             route = routes[path]
         else:
@@ -414,7 +575,7 @@ class InferenceServer:
         if route is None:
             return False
         try:
-            self._infer(route[0], route[1], headers, body, finish)
+            self._infer(lp, route[0], route[1], headers, body, finish)
         except HttpError as exc:
             finish(error_response(exc.status, str(exc)))
         except RequestError as exc:
@@ -599,9 +760,11 @@ class _Connection(asyncio.BufferedProtocol):
     nothing to the connection, so the worker's bytes cannot interleave with the loop's.
     """
 
-    def __init__(self, server: InferenceServer) -> None:
+    def __init__(self, server: InferenceServer, lp: _EventLoop) -> None:
         self._server = server
-        self._buf = server._take_buffer()
+        self._lp = lp
+        pool = lp.free_buffers  # a recycled buffer is already grown to the usual request size
+        self._buf = pool.pop() if pool else bytearray(_INITIAL_BUFFER)
         self._base = _address(self._buf)
         self._lead = 0  # bytes from the last request's first byte to its first binary tensor byte
         self._head_len = 0  # bytes of the last request's head
@@ -623,6 +786,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport (its methods are all this protocol uses)
         self._transport = cast(asyncio.Transport, transport)
+        self._lp.transports.add(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -632,9 +796,19 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
             self._fd = -1
+        if self._transport is not None:
+            self._lp.transports.discard(self._transport)
         self._transport = None
-        if not self._in_flight:  # no request views point into it: the next connection reuses it
-            self._server._give_buffer(self._buf)
+        self._server._forget(self._lp)
+        # no request views point into it: the next connection reuses it (no malloc churn of
+        # body-sized buffers when clients reconnect)
+        pool, buf = self._lp.free_buffers, self._buf
+        if (
+            not self._in_flight
+            and len(pool) < _BUFFER_POOL
+            and len(buf) <= 2 * self._server.max_body_bytes + _INITIAL_BUFFER
+        ):
+            pool.append(buf)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if not self._in_flight:
@@ -696,6 +870,9 @@ class _Connection(asyncio.BufferedProtocol):
                     return
                 continue
             if self._pending is None:
+                if self._start == self._end:  # all answered: wait for the next request
+                    self._reset_if_empty()
+                    return
                 if not self._parse_head():
                     return
                 continue
@@ -715,7 +892,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._need = 0
             self._busy = True  # nothing more is parsed until this is answered (answers stay in order)
             self._in_flight = chunks is None  # views of _buf may be alive: nothing is compacted over them
-            if method == "POST" and self._server._start_infer(target, headers, body, _Reply(self, keep_alive, body)):
+            if method == "POST" and self._server._start_infer(
+                self._lp, target, headers, body, _Reply(self, keep_alive, body)
+            ):
                 continue  # answered already (an error) -> parse on; queued -> _busy ends the loop
             asyncio.get_running_loop().create_task(self._respond(method, target, keep_alive, headers, body))
             return
@@ -732,7 +911,7 @@ class _Connection(asyncio.BufferedProtocol):
             return False
         head = bytes(buf[self._start : end + 4])
         head_start, self._start = self._start, end + 4
-        heads = self._server._heads
+        heads = self._lp.heads
         parsed = heads.get(head)
         if parsed is None:
             try:
@@ -828,8 +1007,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._finish_after_reply(body)
 
     def _finish_after_reply(self, body: memoryview) -> None:
-        with contextlib.suppress(BufferError):  # a view may outlive the request (e.g. in a traceback)
-            body.release()
+        _release(body)
         self._busy = self._in_flight = False
         transport = self._transport
         if transport is not None and not transport.is_closing():
@@ -860,8 +1038,7 @@ class _Connection(asyncio.BufferedProtocol):
             transport = self._transport
             if self._fd < 0 or transport is None or transport.is_closing() or transport.get_write_buffer_size():
                 return False
-            with contextlib.suppress(BufferError):
-                body.release()
+            _release(body)
             self._in_flight = False
             try:
                 sent = os.write(self._fd, data)
@@ -871,12 +1048,12 @@ class _Connection(asyncio.BufferedProtocol):
                 return False  # the peer is gone: the loop sees it and closes the connection
             if sent < len(data):  # the socket buffer is full (rare for a response): the loop sends the rest
                 rest = data[sent:]
-                self._server._call_on_loop(lambda: self._send_rest(rest, body))
+                self._lp.call(lambda: self._send_rest(rest, body))
                 return True
             self._busy = False
             waiting = self._end > self._start
         if waiting:
-            self._server._call_on_loop(self._process)
+            self._lp.call(self._process)
         return True
 
     def _send_rest(self, rest: bytes, body: memoryview) -> None:
@@ -906,6 +1083,39 @@ class _Reply:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Non-blocking listening sockets for every address ``host`` resolves to (as asyncio's
+    ``create_server``; with port 0 the first address picks the port and the others take it too)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(1024)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _release(view: memoryview) -> None:
+    """Release a request body's view unless something still holds it (e.g. a traceback). Per request,
+    so a plain try: ``contextlib.suppress`` builds an object and enters and leaves it."""
+    try:  # noqa: SIM105
+        view.release()
+    except BufferError:
+        pass
 
 
 def _address(buf: bytearray) -> int:

@@ -36,7 +36,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def served(bundle: Path) -> Iterator[str]:
     exe = Path(sys.executable).parent / "edgeds"
     proc = subprocess.Popen(
-        [str(exe), "serve", str(bundle), "--port", "0", "--threads", "1", "--json"],
+        [str(exe), "serve", str(bundle), "--port", "0", "--threads", "2", "--instances", "2", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -50,6 +50,8 @@ def served(bundle: Path) -> Iterator[str]:
             if line.startswith("}"):
                 break
         info = json.loads("".join(lines))
+        # the default execution: each of the two instances runs on its own event loop
+        assert info["execution"] == "inline" and info["instances"] == 2
         yield info["url"]
     finally:
         os.killpg(proc.pid, signal.SIGINT)

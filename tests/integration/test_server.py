@@ -33,16 +33,26 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_classifier(tmp_path_factory.mktemp("m") / "tiny.onnx", size=SIZE)
 
 
-def start_engine(model: Path, version: str = "1", **batching: object) -> Engine:
+# Who runs the batches: the engine's worker threads, or the server's event loops (one per instance,
+# each receiving, batching, running and answering its own connections' requests): every test that
+# takes one of these runs against both.
+EXECUTIONS = ["workers", "inline"]
+
+
+def start_engine(model: Path, version: str = "1", inline: bool = False, **batching: object) -> Engine:
     config = Batching.model_validate({"max_batch_size": 8, **batching})
     return Engine(
         "onnxruntime", model, options={"intra_op_num_threads": 1}, batching=config, name="tiny", version=version
-    ).start()
+    ).start(inline=inline)
 
 
-@pytest.fixture(scope="module")
-def server(model: Path) -> Iterator[InferenceServer]:
-    srv = InferenceServer(start_engine(model), port=0, max_body_bytes=MAX_BODY).start()
+@pytest.fixture(scope="module", params=EXECUTIONS)
+def server(model: Path, request: pytest.FixtureRequest) -> Iterator[InferenceServer]:
+    """Workers: one instance. Inline: two instances, so two event loops share the clients."""
+    inline = request.param == "inline"
+    engine = start_engine(model, inline=inline, instances=2 if inline else 1)
+    srv = InferenceServer(engine, port=0, max_body_bytes=MAX_BODY).start()
+    assert srv.loops == (2 if inline else 1)
     yield srv
     srv.stop(close_engines=True)
 
@@ -374,8 +384,15 @@ def test_tritonclient_sees_400_for_wrong_dtype(client) -> None:
         client.infer("tiny", [inp])
 
 
-def test_queue_full_and_timeout_get_503(model: Path) -> None:
-    engine = start_engine(model, max_queue_delay_us=400_000, preferred_batch_sizes=(8,), max_queue_size=1)
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_queue_full_and_timeout_get_503(model: Path, execution: str) -> None:
+    engine = start_engine(
+        model,
+        inline=execution == "inline",
+        max_queue_delay_us=400_000,
+        preferred_batch_sizes=(8,),
+        max_queue_size=1,
+    )
     srv = InferenceServer(engine, port=0).start()
     try:
         x = sample(1)
@@ -400,8 +417,10 @@ def test_queue_full_and_timeout_get_503(model: Path) -> None:
         srv.stop(close_engines=True)
 
 
-def test_swap_model_without_dropping_requests(model: Path) -> None:
-    srv = InferenceServer(start_engine(model, version="1"), port=0).start()
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_swap_model_without_dropping_requests(model: Path, execution: str) -> None:
+    inline = execution == "inline"
+    srv = InferenceServer(start_engine(model, version="1", inline=inline, instances=2), port=0).start()
     errors: list[str] = []
     versions: list[str] = []
     stop = threading.Event()
@@ -423,7 +442,7 @@ def test_swap_model_without_dropping_requests(model: Path) -> None:
         for t in threads:
             t.start()
         _wait_for(lambda: versions.count("1") >= 5)
-        report = srv.swap_model(start_engine(model, version="2"))
+        report = srv.swap_model(start_engine(model, version="2", inline=inline, instances=2))
         _wait_for(lambda: versions.count("2") >= 5)
         stop.set()
         for t in threads:
@@ -497,13 +516,17 @@ def test_answers_wait_for_a_client_that_reads_late(server: InferenceServer, mode
     )
 
 
-def test_two_instances_answer_concurrent_clients(model: Path) -> None:
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_two_instances_answer_concurrent_clients(model: Path, execution: str) -> None:
     """``instances=2``: the config shows the instance group, both instances execute, every answer is right.
 
-    Responses are written by the engine workers themselves; 8 keep-alive clients, each sending its next
-    request as soon as the previous answer arrives, check that nothing is lost, stalled or crossed.
+    Responses are written by the engine workers themselves (workers) or by the loop that ran the batch
+    (inline: the 8 connections are split 4 and 4 between the two loops); 8 keep-alive clients, each
+    sending its next request as soon as the previous answer arrives, check that nothing is lost, stalled
+    or crossed.
     """
-    srv = InferenceServer(start_engine(model, max_batch_size=2, instances=2), port=0).start()
+    engine = start_engine(model, inline=execution == "inline", max_batch_size=2, instances=2)
+    srv = InferenceServer(engine, port=0).start()
     errors: list[BaseException] = []
     try:
         status, body, _ = raw(srv, "GET", "/v2/models/tiny/config")
