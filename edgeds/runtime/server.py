@@ -358,6 +358,7 @@ class InferenceServer:
                 lp.thread = None
         for sock in self._listeners:  # when a loop could not close them
             sock.close()
+        self._listeners = []
 
     @property
     def url(self) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edgeds.config import Batching
+from edgeds.errors import EdgedsError
 from edgeds.runtime import Engine, InferenceServer
 from edgeds.runtime.testing import tiny_classifier
 
@@ -594,3 +595,33 @@ def test_binary_tensors_reach_onnxruntime_without_a_copy(model: Path) -> None:
     finally:
         c.close()
         srv.stop(close_engines=True)
+
+
+def test_inline_engines_and_event_loops_must_match(model: Path) -> None:
+    """Loop ``i`` runs instance ``i`` of an inline engine: a server refuses one with another count, at
+    construction and when it is added or swapped in later; an engine with workers fits any server."""
+    two = start_engine(model, inline=True, instances=2)
+    one = start_engine(model, version="2", inline=True, instances=1)
+    try:
+        with pytest.raises(EdgedsError, match="must match"):
+            InferenceServer(two, port=0, loops=1)
+        srv = InferenceServer(two, port=0)
+        assert srv.loops == 2
+        with pytest.raises(EdgedsError, match="must match"):
+            srv.swap_model(one)
+        assert srv.models["tiny"] is two
+        workers = start_engine(model, version="3")
+        srv.start()
+        try:
+            report = srv.swap_model(workers)  # a workers engine answers on any of the loops
+            assert report.drained and report.old_version == "1"
+            c = httpclient.InferenceServerClient(f"127.0.0.1:{srv.port}")
+            inp = httpclient.InferInput("input", [1, 3, SIZE, SIZE], "FP32")
+            inp.set_data_from_numpy(sample(1))
+            assert c.infer("tiny", [inp]).get_response()["model_version"] == "3"
+            c.close()
+        finally:
+            srv.stop(close_engines=True)
+    finally:
+        two.close()
+        one.close()
