@@ -210,6 +210,19 @@ class BatchQueue(Generic[T]):
         return out
 
 
+def _wait_while(condition: threading.Condition, busy: Callable[[], bool], timeout: float | None) -> bool:
+    """Wait on ``condition`` (and look again every 50 ms) while ``busy()``, which is read with the
+    condition's lock held; False if ``timeout`` (seconds; None = no limit) ran out first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with condition:
+        while busy():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            condition.wait(0.05 if remaining is None else min(remaining, 0.05))
+    return True
+
+
 Execute = Callable[[list[Pending[T]], int], None]
 Reject = Callable[[Pending[T], Exception], None]
 
@@ -298,14 +311,7 @@ class DynamicBatcher(Generic[T]):
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the queue is empty and no batch is executing; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._drained:
-            while self.queue or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._drained.wait(remaining if remaining is None else min(remaining, 0.05))
-        return True
+        return _wait_while(self._drained, lambda: bool(self.queue or self._busy), timeout)
 
     def depth(self) -> int:
         with self._cond:
@@ -413,14 +419,7 @@ class InlineBatcher(Generic[T]):
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queue is empty and no batch is executing; False on timeout. The
         instances' threads must go on calling :meth:`run_ready` meanwhile."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._drained:
-            while self._queued or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._drained.wait(0.05 if remaining is None else min(remaining, 0.05))
-        return True
+        return _wait_while(self._drained, lambda: bool(self._queued or self._busy), timeout)
 
     def depth(self) -> int:
         with self._lock:
