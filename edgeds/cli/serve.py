@@ -73,6 +73,8 @@ def load_engine(
         engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
         if execution == "auto":
             execution = "workers" if batching.preserve_ordering else "inline"
+        if execution not in ("inline", "workers"):
+            raise ValueError(f"execution must be auto, inline or workers, not {execution!r}")
         return engine.start(inline=execution == "inline")
 
 
@@ -141,9 +143,9 @@ def serve(
 
     sys.stdout.flush()
     try:
-        server.serve_forever()
+        server.serve_forever(close_engines=True)  # drained while the event loops still run
     finally:
-        server.stop(close_engines=True)
+        server.stop(close_engines=True)  # when serve_forever did not get that far
 
 
 def register(app: typer.Typer) -> None:

@@ -370,6 +370,8 @@ class InlineBatcher(Generic[T]):
     ) -> Pending[T]:
         """Queue one request for ``instance``; raises :class:`QueueFull`, :class:`RequestError` or,
         after close, ServiceUnavailable. The caller then calls :meth:`run_ready` on that instance's thread."""
+        if not 0 <= instance < len(self.queues):
+            raise ValueError(f"instance {instance} is outside 0..{len(self.queues) - 1}")
         with self._lock:
             if self._stopping:
                 raise ServiceUnavailable("engine is closing")
@@ -380,9 +382,11 @@ class InlineBatcher(Generic[T]):
         return pending
 
     def run_ready(self, instance: int) -> int | None:
-        """On ``instance``'s thread: reject what expired, then execute at most one batch if the policy
-        releases one now. Returns 0 to be called again at once, a ``time.monotonic_ns()`` time to be
-        called again then (a queue delay or a timeout ends), or None (nothing queued: wait for a submit).
+        """On ``instance``'s thread (one thread per instance, always the same: two would run two
+        batches at once on one backend): reject what expired, then execute at most one batch if the
+        policy releases one now. Returns 0 to be called again at once, a ``time.monotonic_ns()`` time
+        to be called again then (a queue delay or a timeout ends), or None (nothing queued: wait for
+        a submit).
 
         One batch per call, so the caller can take in the requests that arrived meanwhile before
         the next batch is formed (an event loop polls its sockets between two calls).
@@ -433,7 +437,8 @@ class InlineBatcher(Generic[T]):
             dropped = [pending for queue in self.queues for pending in queue.drain_all()]
             self._queued = 0
             self._drained.notify_all()
-            while self._busy and threading.get_ident() not in self._executing:
+            own = 1 if threading.get_ident() in self._executing else 0  # a batch of this thread's own
+            while self._busy > own:
                 self._drained.wait(0.05)
         for pending in dropped:
             self._reject(pending, ServiceUnavailable("engine is closing"))

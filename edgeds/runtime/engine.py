@@ -472,6 +472,29 @@ class Engine:
     # ------------------------------------------------------------------ worker
 
     def _execute(self, batch: list[Pending[InferRequest]], instance: int) -> None:
+        """Run one batch on ``instance`` and complete its requests. Whatever fails before they are
+        completed (the backend, or an output the pool cannot hold) fails this batch's requests, never
+        the caller: the worker or event loop that runs it goes on."""
+        try:
+            self._run_batch(batch, instance)
+        except Exception as exc:
+            if not isinstance(exc, EdgedsError):
+                _log.exception("batch of %d request(s) on instance %d failed", len(batch), instance)
+                exc = InferenceError(f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self._stats.failure += len(batch)
+            if self.recorder is not None:
+                self.recorder.record_error(len(batch))
+            for pending in batch:
+                request = pending.item
+                request.error, request.inputs, request.outputs = exc, {}, {}
+                self._publish(pending)
+            return
+        for pending in batch:
+            self._publish(pending)
+
+    def _run_batch(self, batch: list[Pending[InferRequest]], instance: int) -> None:
+        """Copy the batch in, run the backend, give every request its output views and count it."""
         pool, backend = self.pools[instance], self.backends[instance]
         t0 = time.monotonic_ns()
         rows = 0
@@ -492,19 +515,7 @@ class Engine:
                     buffers[name][offset:end] = array
                 offset = end
         t1 = time.monotonic_ns()
-        try:
-            outputs = backend.infer(buffers)
-        except Exception as exc:  # a backend failure fails this batch, not the engine
-            error = exc if isinstance(exc, EdgedsError) else InferenceError(f"{type(exc).__name__}: {exc}")
-            with self._lock:
-                self._stats.failure += len(batch)
-            if self.recorder is not None:
-                self.recorder.record_error(len(batch))
-            for pending in batch:
-                pending.item.error = error
-                pending.item.inputs = {}
-                self._publish(pending)
-            return
+        outputs = backend.infer(buffers)
         t2 = time.monotonic_ns()
         slot = pool.acquire(bucket, outputs)
         for name, array in outputs.items():
@@ -536,9 +547,10 @@ class Engine:
             stats.instance_executions[instance] = stats.instance_executions.get(instance, 0) + 1
         recorder = self.recorder
         if recorder is not None:
-            recorder.record([(t3 - p.arrival_ns) / 1e9 for p in batch if p.arrival_ns], rows)
-        for pending in batch:
-            self._publish(pending)
+            try:
+                recorder.record([(t3 - p.arrival_ns) / 1e9 for p in batch if p.arrival_ns], rows)
+            except Exception:  # telemetry must never fail a batch that ran
+                _log.exception("the latency recorder failed (the batch's answers go out)")
 
     def _reject(self, pending: Pending[InferRequest], error: Exception) -> None:
         with self._lock:

@@ -117,12 +117,16 @@ class _EventLoop:
         self.kicked: set[Engine] = set()  # inline engines with a run_ready call scheduled
         self.timers: dict[Engine, asyncio.TimerHandle] = {}  # inline engines waiting for a queue delay
 
-    def call(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on this loop (from any thread); dropped once the loop has closed."""
+    def call(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on this loop (from any thread); False (dropped) once the loop has closed."""
         loop = self.loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(callback)
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:
+            return False
+        return True
 
 
 class InferenceServer:
@@ -201,7 +205,9 @@ class InferenceServer:
             self._models_changed()
 
     def remove_model(self, name: str, drain_timeout_s: float = 30.0) -> bool:
-        """Stop routing to ``name`` and drain it (in-flight requests finish). True if drained in time."""
+        """Stop routing to ``name`` and drain it (in-flight requests finish). True if drained in time.
+        Blocks until then: call it from a thread of your own, not from a callback on the server's loops
+        (an inline engine's queue is run by those loops)."""
         with self._swap_lock:
             old = self._models.get(name)
             self._models = {k: v for k, v in self._models.items() if k != name}
@@ -242,6 +248,8 @@ class InferenceServer:
         """
         if self._listeners:
             raise EdgedsError("the server is already started")
+        self._loops = [_EventLoop(i) for i in range(len(self._loops))]  # fresh state for every run
+        self._start_error = None
         try:
             self._listeners = _listen(self.host, self.port)
         except OSError as exc:
@@ -291,6 +299,8 @@ class InferenceServer:
                 transport.close()
             for timer in lp.timers.values():
                 timer.cancel()
+            lp.timers.clear()  # they hold engines (and their pools)
+            lp.kicked.clear()
 
     def _accept(self, listener: socket.socket) -> None:
         """Loop 0: accept every waiting connection and give each to the loop with the fewest."""
@@ -306,7 +316,9 @@ class InferenceServer:
             with self._accept_lock:
                 lp = min(self._loops, key=lambda candidate: candidate.connections)
                 lp.connections += 1
-            lp.call(lambda lp=lp, conn=conn: self._adopt(lp, conn))  # type: ignore[misc]
+            if not lp.call(lambda lp=lp, conn=conn: self._adopt(lp, conn)):  # type: ignore[misc]
+                conn.close()  # that loop has stopped: the server is stopping
+                self._forget(lp)
 
     def _adopt(self, lp: _EventLoop, conn: socket.socket) -> None:
         """On ``lp``: make an accepted socket one of its connections."""
@@ -321,16 +333,18 @@ class InferenceServer:
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(lambda: _Connection(self, lp), conn)
-        except OSError:
+        except BaseException:  # refused, or cancelled as the loop stops: nothing will ever call connection_lost
             conn.close()
             self._forget(lp)
+            raise
 
     def _forget(self, lp: _EventLoop) -> None:
         with self._accept_lock:
             lp.connections -= 1
 
-    def serve_forever(self) -> None:
-        """Start (unless started) and block until SIGINT/SIGTERM or :meth:`stop`."""
+    def serve_forever(self, close_engines: bool = False, drain_timeout_s: float = 10.0) -> None:
+        """Start (unless started) and block until SIGINT/SIGTERM or :meth:`stop`, then stop
+        (with ``close_engines``: drain and close the engines first, see :meth:`stop`)."""
         if not self._listeners:
             self.start()
         done = threading.Event()
@@ -339,20 +353,26 @@ class InferenceServer:
                 signal.signal(sig, lambda *_: done.set())
         while not done.is_set() and all(lp.thread is not None and lp.thread.is_alive() for lp in self._loops):
             done.wait(0.5)
-        self.stop()
+        self.stop(close_engines, drain_timeout_s)
 
     def stop(self, close_engines: bool = False, drain_timeout_s: float = 10.0) -> None:
         """Stop listening, close the connections; optionally drain and close the engines.
 
-        The engines are drained before the loops stop, so inline engines finish what is queued."""
+        The engines are drained while the loops still run, so inline engines finish what is queued
+        (new requests meanwhile get 503). Once the loops have stopped nobody runs an inline engine's
+        queue, and no connection is left to answer: such an engine is closed at once. The accepting
+        loop stops first, so no connection is handed to a loop that has stopped."""
+        running = any(lp.thread is not None and lp.thread.is_alive() for lp in self._loops)
         if close_engines:
             for engine in list(self._models.values()):
-                engine.drain(drain_timeout_s)
-        for lp in self._loops:
+                if engine.inline and not running:
+                    engine.close()
+                else:
+                    engine.drain(drain_timeout_s)
+        for lp in self._loops:  # loop 0, the acceptor, first
             stopped = lp.stopped
             if stopped is not None:
                 lp.call(stopped.set)
-        for lp in self._loops:
             if lp.thread is not None:
                 lp.thread.join(timeout=10)
                 lp.thread = None
@@ -503,8 +523,9 @@ class InferenceServer:
         lp.kicked.discard(engine)
         try:
             wake = engine.run_ready(lp.index)
-        except Exception:  # the batch's requests were answered; the loop must go on
-            _log.exception("an inline batch of %r failed", engine.name)
+        except Exception:  # a bug: the engine answers a failed batch itself; the loop must go on
+            _log.exception("running an inline batch of %r failed", engine.name)
+            self._kick(lp, engine)  # what else is queued on this instance must not wait for the next request
             return
         if wake is None:
             return

@@ -615,13 +615,57 @@ def test_inline_engines_and_event_loops_must_match(model: Path) -> None:
         try:
             report = srv.swap_model(workers)  # a workers engine answers on any of the loops
             assert report.drained and report.old_version == "1"
-            c = httpclient.InferenceServerClient(f"127.0.0.1:{srv.port}")
-            inp = httpclient.InferInput("input", [1, 3, SIZE, SIZE], "FP32")
-            inp.set_data_from_numpy(sample(1))
-            assert c.infer("tiny", [inp]).get_response()["model_version"] == "3"
-            c.close()
+            x = sample(1)
+            body, headers = _binary_body(x, _good_header(x))
+            conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10) for _ in range(2)]
+            for conn in conns:  # both open at once: one on each loop
+                conn.connect()
+            _wait_for(lambda: [lp.connections for lp in srv._loops] == [1, 1])
+            for conn in conns:
+                conn.request("POST", "/v2/models/tiny/infer", body=body, headers=headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                assert resp.status == 200
+                length = int(resp.getheader("Inference-Header-Content-Length") or len(payload))
+                assert json.loads(payload[:length])["model_version"] == "3"
+                conn.close()
         finally:
             srv.stop(close_engines=True)
     finally:
         two.close()
         one.close()
+
+
+def test_stop_drains_inline_engines_while_their_loops_run_and_a_server_restarts(model: Path) -> None:
+    """stop(close_engines=True) answers what an inline engine still has queued (its loops run it), a
+    stop after the loops are gone closes it at once instead of waiting for nobody, and a stopped
+    server starts again (quickly, five times over) and serves."""
+    engine = start_engine(model, inline=True, instances=2, max_queue_delay_us=300_000, preferred_batch_sizes=(8,))
+    srv = InferenceServer(engine, port=0).start()
+    x = sample(1)
+    body, headers = _binary_body(x, _good_header(x))
+    answers: list[int] = []
+    client = threading.Thread(
+        target=lambda: answers.append(raw(srv, "POST", "/v2/models/tiny/infer", body, headers)[0])
+    )
+    client.start()
+    _wait_for(lambda: engine.queue_depth() == 1)  # waiting 300 ms for a batch of 8
+    started = time.monotonic()
+    srv.stop(close_engines=True)
+    client.join(10)
+    assert answers == [200] and time.monotonic() - started < 5
+    assert engine.state == "closed"
+
+    again = start_engine(model, version="2", inline=True, instances=2)
+    srv = InferenceServer(again, port=0)
+    before = set(threading.enumerate())  # the module's own servers may be running
+    for _ in range(5):
+        started = time.monotonic()
+        srv.start()
+        assert raw(srv, "GET", "/v2/health/ready")[0] == 200
+        srv.stop()
+        assert time.monotonic() - started < 5
+    assert not [t for t in threading.enumerate() if t not in before and t.name.startswith("oip-server")]
+    started = time.monotonic()
+    srv.stop(close_engines=True)  # the loops are gone: closed at once, not drained for 10 s
+    assert again.state == "closed" and time.monotonic() - started < 2

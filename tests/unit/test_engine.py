@@ -227,3 +227,40 @@ def test_inline_is_refused_where_it_cannot_work(model: Path) -> None:
     )
     with pytest.raises(EdgedsError, match="preserve_ordering"):
         ordered.start(inline=True)
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_failing_latency_recorder_never_fails_a_batch(model: Path, inline: bool) -> None:
+    """The agent's latency recorder raising (telemetry down) does not fail or strand a batch that ran,
+    on a worker or on the thread that runs an inline instance; the engine goes on serving."""
+
+    class Broken:
+        def record(self, latencies_s: list[float], batch_size: int) -> None:
+            raise RuntimeError("telemetry is down")
+
+        def record_error(self, count: int = 1) -> None:
+            raise RuntimeError("telemetry is down")
+
+    x = np.random.default_rng(6).random((1, 3, 32, 32), dtype=np.float32)
+    config = Batching(max_batch_size=2, max_queue_delay_us=0)
+    engine = Engine("onnxruntime", model, options={"intra_op_num_threads": 1}, batching=config, name="tiny")
+    with engine.start(inline=inline):
+        engine.recorder = Broken()
+        for _ in range(2):
+            done: list[InferRequest] = []
+            finished = threading.Event()
+
+            def callback(
+                request: InferRequest, done: list[InferRequest] = done, finished: threading.Event = finished
+            ) -> None:
+                done.append(request)
+                finished.set()
+
+            engine.submit({"input": x}, callback=callback, instance=0 if inline else None)
+            if inline:
+                while engine.run_ready(0) == 0:
+                    pass
+            assert finished.wait(10)
+            assert done[0].error is None and done[0].outputs["logits"].shape == (1, 5)
+            done[0].release()
+        assert engine.stats().success == 2 and engine.stats().failure == 0

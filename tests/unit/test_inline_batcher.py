@@ -147,3 +147,40 @@ def test_an_inline_batcher_needs_an_instance() -> None:
     rec = Recorder()
     with pytest.raises(ValueError):
         InlineBatcher(Batching(), rec.execute, rec.reject, 0)
+
+
+def test_close_from_a_running_batch_still_waits_for_the_other_instances() -> None:
+    """A batch's own callback may close the engine: close() must not wait for that batch (it would
+    wait for itself) but must wait for the other instances' batches before the backends go."""
+    config = Batching(max_batch_size=1, max_queue_delay_us=0)
+    other_started, release_other = threading.Event(), threading.Event()
+    events: list[str] = []
+    batcher: InlineBatcher[Item]
+
+    def execute(batch: list[Pending[Item]], instance: int) -> None:
+        if instance == 1:
+            other_started.set()
+            release_other.wait(10)
+            events.append("instance 1 done")
+        else:
+            threading.Timer(0.2, release_other.set).start()
+            batcher.close()
+            events.append("close returned")
+
+    batcher = InlineBatcher(config, execute, lambda p, e: None, 2)
+    batcher.submit((0, 0), 1, instance=0)
+    batcher.submit((1, 1), 1, instance=1)
+    other = threading.Thread(target=batcher.run_ready, args=(1,))
+    other.start()
+    assert other_started.wait(10)
+    batcher.run_ready(0)
+    other.join(10)
+    assert events == ["instance 1 done", "close returned"]
+
+
+def test_an_instance_outside_the_queues_is_refused() -> None:
+    rec = Recorder()
+    batcher: InlineBatcher[Item] = InlineBatcher(Batching(), rec.execute, rec.reject, 2)
+    for instance in (-1, 2):
+        with pytest.raises(ValueError, match="outside"):
+            batcher.submit((0, 0), 1, instance=instance)
