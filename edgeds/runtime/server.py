@@ -333,7 +333,10 @@ class InferenceServer:
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(lambda: _Connection(self, lp), conn)
-        except BaseException:  # refused, or cancelled as the loop stops: nothing will ever call connection_lost
+        except OSError:  # the client is gone already: no connection_lost will come
+            conn.close()
+            self._forget(lp)
+        except asyncio.CancelledError:  # the loop is stopping
             conn.close()
             self._forget(lp)
             raise
