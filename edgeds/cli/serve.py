@@ -56,12 +56,12 @@ def load_engine(
     queue: int | None = None,
     preferred: str | None = None,
     instances: int | None = None,
-    execution: str = "workers",
+    execution: Execution = Execution.workers,
 ) -> Any:
     """Load (and verify) a bundle and return a started engine for it.
 
-    ``execution``: "workers" (the batcher's threads run the batches), "inline" (the server's event
-    loops do, one per instance; see ``Engine.start``) or "auto" (inline unless the bundle asks for
+    ``execution``: workers (the batcher's threads run the batches), inline (the server's event
+    loops do, one per instance; see ``Engine.start``) or auto (inline unless the bundle asks for
     ``preserve_ordering``, which needs the workers)."""
     from ..bundle import load_bundle
     from ..config import Batching
@@ -71,11 +71,9 @@ def load_engine(
         raw = {k: v for k, v in dict(bundle.manifest.batching or {}).items() if k in Batching.model_fields}
         batching = batching_overrides(Batching.model_validate(raw), max_batch, delay_us, queue, preferred, instances)
         engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
-        if execution == "auto":
-            execution = "workers" if batching.preserve_ordering else "inline"
-        if execution not in ("inline", "workers"):
-            raise ValueError(f"execution must be auto, inline or workers, not {execution!r}")
-        return engine.start(inline=execution == "inline")
+        if execution is Execution.auto:
+            execution = Execution.workers if batching.preserve_ordering else Execution.inline
+        return engine.start(inline=execution is Execution.inline)
 
 
 def serve(
@@ -118,7 +116,7 @@ def serve(
 
     with console_err.status("loading the bundle and warming every batch bucket..."):
         engine = load_engine(
-            bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred, instances, execution.value
+            bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred, instances, execution
         )
     server = InferenceServer(engine, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20)).start()
     info = {

@@ -222,7 +222,9 @@ class Engine:
         self.backends: list[Backend] = [backend]  # one per instance once started
         self.pools: list[BufferPool] = []  # one per instance, parallel to backends
         self._batcher: DynamicBatcher[InferRequest] | InlineBatcher[InferRequest] | None = None
-        self._inline: InlineBatcher[InferRequest] | None = None  # the batcher, when started inline
+        # the batcher, when started inline; kept after close (unlike _batcher), so that run_ready keeps
+        # answering None to the loops that still call it
+        self._inline: InlineBatcher[InferRequest] | None = None
         self._inputs: dict[str, TensorSpec] = {}
         self._dtypes: dict[str, np.dtype[Any]] = {}
         self.first_inference_s: float | None = None

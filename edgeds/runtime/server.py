@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -110,12 +111,23 @@ class _EventLoop:
         self.plans = PlanCache()  # cleared (from any thread) when the models change
         self.heads: dict[bytes, tuple[str, str, str, bool, Mapping[str, str]]] = {}
         self.routes: dict[str, tuple[str, str | None] | None] = {}  # request path -> infer route
-        self.free_buffers: list[bytearray] = []
+        self.free_buffers: list[bytearray] = []  # idle connection buffers (take_buffer, give_buffer)
         self.completions: list[tuple[Response, _Reply]] = []  # answers handed over by engine workers
         self.completions_lock = threading.Lock()
         self.wake_pending = False
         self.kicked: set[Engine] = set()  # inline engines with a run_ready call scheduled
         self.timers: dict[Engine, asyncio.TimerHandle] = {}  # inline engines waiting for a queue delay
+
+    def take_buffer(self) -> bytearray:
+        """A connection buffer: a recycled one (already grown to the usual request size) or a new one."""
+        pool = self.free_buffers
+        return pool.pop() if pool else bytearray(_INITIAL_BUFFER)
+
+    def give_buffer(self, buf: bytearray, max_body_bytes: int) -> None:
+        """Keep a lost connection's buffer for the next one (recycling keeps RSS flat when clients
+        reconnect: no malloc churn of body-sized buffers)."""
+        if len(self.free_buffers) < _BUFFER_POOL and len(buf) <= 2 * max_body_bytes + _INITIAL_BUFFER:
+            self.free_buffers.append(buf)
 
     def call(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` on this loop (from any thread); False (dropped) once the loop has closed."""
@@ -316,7 +328,7 @@ class InferenceServer:
             with self._accept_lock:
                 lp = min(self._loops, key=lambda candidate: candidate.connections)
                 lp.connections += 1
-            if not lp.call(lambda lp=lp, conn=conn: self._adopt(lp, conn)):  # type: ignore[misc]
+            if not lp.call(functools.partial(self._adopt, lp, conn)):
                 conn.close()  # that loop has stopped: the server is stopping
                 self._forget(lp)
 
@@ -788,8 +800,7 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: InferenceServer, lp: _EventLoop) -> None:
         self._server = server
         self._lp = lp
-        pool = lp.free_buffers  # a recycled buffer is already grown to the usual request size
-        self._buf = pool.pop() if pool else bytearray(_INITIAL_BUFFER)
+        self._buf = lp.take_buffer()
         self._base = _address(self._buf)
         self._lead = 0  # bytes from the last request's first byte to its first binary tensor byte
         self._head_len = 0  # bytes of the last request's head
@@ -825,15 +836,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._lp.transports.discard(self._transport)
         self._transport = None
         self._server._forget(self._lp)
-        # no request views point into it: the next connection reuses it (no malloc churn of
-        # body-sized buffers when clients reconnect)
-        pool, buf = self._lp.free_buffers, self._buf
-        if (
-            not self._in_flight
-            and len(pool) < _BUFFER_POOL
-            and len(buf) <= 2 * self._server.max_body_bytes + _INITIAL_BUFFER
-        ):
-            pool.append(buf)
+        if not self._in_flight:  # no request views point into it: the next connection reuses it
+            self._lp.give_buffer(self._buf, self._server.max_body_bytes)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if not self._in_flight:
@@ -1116,17 +1120,12 @@ def _listen(host: str, port: int) -> list[socket.socket]:
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:
+        for family, _, _, _, address in dict.fromkeys(infos):
+            if port == 0 and sockets:
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-            sock.listen(1024)
-            sock.setblocking(False)
+            # SO_REUSEADDR, and IPV6_V6ONLY for an IPv6 address, as asyncio's create_server
+            sockets.append(socket.create_server(address, family=family, backlog=1024))
+            sockets[-1].setblocking(False)
     except OSError:
         for sock in sockets:
             sock.close()

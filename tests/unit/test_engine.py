@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,7 @@ def test_inline_engine_runs_on_the_callers_thread_per_instance(model: Path) -> N
         threads: list[int] = []
         results: dict[int, np.ndarray] = {}
 
-        def done(i: int) -> object:
+        def done(i: int) -> Callable[[InferRequest], None]:
             def callback(request: InferRequest) -> None:
                 threads.append(threading.get_ident())
                 results[i] = np.array(request.outputs["logits"])
@@ -195,7 +196,7 @@ def test_inline_engine_runs_on_the_callers_thread_per_instance(model: Path) -> N
             return callback
 
         for i in range(6):
-            engine.submit({"input": x[i : i + 1]}, callback=done(i), instance=i % 2)  # type: ignore[arg-type]
+            engine.submit({"input": x[i : i + 1]}, callback=done(i), instance=i % 2)
         assert engine.queue_depth() == 6 and results == {}  # nothing runs by itself
         while engine.run_ready(0) == 0 or engine.run_ready(1) == 0:
             pass
