@@ -7,6 +7,7 @@ when used.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .config import (
     ModelCard,
     Profile,
@@ -19,8 +20,6 @@ from .config import (
     resolve_target_profile,
 )
 from .errors import EdgedsError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EdgedsError",

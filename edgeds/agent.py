@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .deploy.device import Store, agent_pid, recover
 
 log = logging.getLogger("edgeds.agent")

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .config import ModelCard, load_model_card
 from .errors import BundleError, BundleVerificationError
 from .hashing import sha256_file
+from .paths import is_safe_relative
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -243,11 +244,6 @@ def _walk_files(root: Path) -> Iterator[Path]:
                 yield base / name
 
 
-def _safe_relative(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
-
-
 def _file_entries(root: Path) -> list[FileEntry]:
     entries = []
     for file in _walk_files(root):
@@ -290,7 +286,7 @@ def build_bundle(
         raise BundleError(f"{root} exists and is not empty")
     root.mkdir(parents=True, exist_ok=True)
     for rel, source in artifacts.items():
-        if not _safe_relative(rel):
+        if not is_safe_relative(rel):
             raise BundleError(f"artifact path {rel!r} must be relative without '..'")
         dest = root / "artifacts" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -354,7 +350,7 @@ def pack_bundle(path: str | Path, tar_path: str | Path) -> Path:
 
 def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
     name = member.name
-    if name.startswith("/") or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+    if PurePosixPath(name).parts not in ((), (".",)) and not is_safe_relative(name):
         raise BundleVerificationError("unsafe_archive", f"member {name!r} has an absolute path or '..'")
     if member.issym() or member.islnk():
         target = member.linkname
@@ -450,7 +446,7 @@ def _verify_dir(root: Path, public_key: PublicKeyLike | None) -> Manifest:
     manifest = read_manifest(root)
     listed: set[str] = set()
     for entry in manifest.files:
-        if not _safe_relative(entry.path) or entry.path in (MANIFEST, SIGNATURE):
+        if not is_safe_relative(entry.path) or entry.path in (MANIFEST, SIGNATURE):
             raise BundleVerificationError("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
         file = root / entry.path
         listed.add(entry.path)

@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import __version__, backends, config
+from . import backends, config
+from ._version import __version__
 from .cli._output import table
 from .datasets import load_split
 from .doctor import diagnose

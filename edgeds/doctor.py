@@ -6,7 +6,8 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from . import __version__, backends, config
+from . import backends, config
+from ._version import __version__
 from .backends.base import Availability
 
 

@@ -14,7 +14,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EdgedsError
 from ._output import console_err
 

@@ -25,8 +25,8 @@ def build(
     """Verify the bundle, then return the cached engine for this device's fingerprint or build it (TensorRT 10)."""
     from ..bundle import load_bundle
     from ..compile.toolchains import tensorrt
-    from ..datasets import cache_dir
     from ..errors import BundleError
+    from ..paths import cache_dir
 
     root = cache or cache_dir() / "tensorrt"
     with load_bundle(bundle, key) as loaded:

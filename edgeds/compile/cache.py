@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import cache_dir
+from ..paths import cache_dir
 
 
 def cache_root() -> Path:

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__, backends
+from .. import backends
+from .._version import __version__
 from ..backends.base import Artifact, BackendOptions, Precision
 from ..bundle import build_bundle, load_private_key
 from ..config import ModelCard, Profile, load_model_card, load_profile

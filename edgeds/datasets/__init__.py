@@ -20,17 +20,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ..errors import DatasetError
+from ..paths import cache_dir
 
 if TYPE_CHECKING:
     from ..config import ModelCard
 
 Split = Literal["validation", "calibration"]
 Generator = Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]
-
-
-def cache_dir() -> Path:
-    """Root of edgeds' caches: ``$EDGEDS_CACHE_DIR`` or ``~/.cache/edgeds``."""
-    return Path(os.environ.get("EDGEDS_CACHE_DIR") or Path.home() / ".cache" / "edgeds")
 
 
 def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:

@@ -544,7 +544,7 @@ def build_engine(store: Store, release_id: str, emit: Emit = _quiet) -> dict[str
     """
     from ..bundle import load_bundle
     from ..compile.toolchains import tensorrt
-    from ..datasets import cache_dir
+    from ..paths import cache_dir
 
     emit("engine_build", {"release": release_id})
     try:

@@ -47,7 +47,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..backends.base import IN_PLACE_ALIGNMENT
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .chunked import ChunkedBodyError, ChunkedDecoder

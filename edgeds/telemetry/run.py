@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..config import load_target
 from ..errors import EdgedsError
 from .publisher import TelemetryPublisher

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...backends.base import Artifact, Availability, BackendOptions, Precision, TensorDict
-from ...datasets import cache_dir
 from ...errors import ToolchainError, UnsupportedPrecision
+from ...paths import cache_dir
 from . import package_version
 
 if TYPE_CHECKING:
