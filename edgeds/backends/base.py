@@ -1,7 +1,9 @@
 """The backend contract: every inference library behind the same small interface.
 
-Lifecycle: ``Backend(options)`` is free (touches no library, no accelerator). ``compile``
-may be called on a constructed backend at any time and is stateless. ``open`` loads a
+Backends run models; toolchains (:mod:`edgeds.compile.toolchains`) build them, as Polygraphy
+separates loaders from runners, so nothing here imports a compile-time library.
+
+Lifecycle: ``Backend(options)`` is free (touches no library, no accelerator). ``open`` loads a
 compiled artifact and allocates what running needs (sessions, infer requests, interpreters,
 buffers per batch bucket); ``infer`` runs one batch; ``close`` releases everything and is
 idempotent. The context manager calls ``close``.
@@ -15,17 +17,14 @@ timing live in :mod:`edgeds.runtime`, not here.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-
-if TYPE_CHECKING:
-    from ..config import ModelCard
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
@@ -135,24 +134,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def probe(cls) -> Availability:
         """Whether the library imports here, its version and the devices it sees."""
-
-    def compile(
-        self,
-        model: Path,
-        card: ModelCard,
-        calib: Iterable[TensorDict],
-        out: Path,
-        precision: Precision = "fp32",
-    ) -> Artifact:
-        """Compile ``model`` into directory ``out`` at ``precision``; ``calib`` feeds INT8.
-
-        Delegates to ``edgeds.compile.toolchains.<name>``: compile-time libraries (quantizers,
-        converters, builders) are imported there, runtime libraries in this backend's module.
-        """
-        from ..compile import toolchains
-
-        artifact: Artifact = toolchains.module(self.name).compile(self.options, model, card, calib, out, precision)
-        return artifact
 
     @abc.abstractmethod
     def open(self, artifact: Path, buckets: Sequence[int] = (1,)) -> IOSpec:

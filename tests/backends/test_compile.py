@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeds import backends
-from edgeds.compile import data
+from edgeds.compile import data, toolchains
 from edgeds.compile.gate import cosine_rows, run_batches
 from edgeds.compile.tiny import write_tiny_model
 from edgeds.compile.toolchains import litert as litert_toolchain
@@ -59,8 +59,8 @@ def test_backend_compiles_and_runs(
         pytest.skip("litert toolchain not installed: run `edgeds toolchain install litert` (make test does)")
     model, card, images, calib = tiny
     before = model.read_bytes()
-    backend = backends.create(name, {})
-    artifact = backend.compile(model, card, calib, tmp_path / "out", precision)  # type: ignore[arg-type]
+    options = backends.create(name, {}).options
+    artifact = toolchains.module(name).compile(options, model, card, calib, tmp_path / "out", precision)  # type: ignore[arg-type]
     assert model.read_bytes() == before, "compiling must never modify the input model"
     assert artifact.backend == name and artifact.precision == precision and artifact.path.is_file()
     assert all(f.is_file() for f in artifact.files)
