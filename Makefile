@@ -7,7 +7,7 @@ STAMP := $(VENV)/.edgeds-installed
 EXTRAS := dev,openvino,litert
 SYSTEM_PACKAGES := openssh-server mosquitto
 
-.PHONY: demo test lint typecheck unit system-deps venv clean bench toolchains
+.PHONY: demo test test-fast lint typecheck layers checks system-deps venv clean bench toolchains
 
 venv: $(STAMP)
 
@@ -37,10 +37,18 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv system-deps toolchains
-	$(BIN)/ruff check edgeds tests bench
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+# The layer order of docs/architecture.md (import-linter contracts in pyproject.toml).
+layers: venv
+	$(BIN)/lint-imports --no-cache
+
+checks: lint typecheck layers
+
+test: venv system-deps toolchains checks
+	$(BIN)/python -m pytest -q --durations=15
+
+# The same checks and every test not marked slow (see pyproject's markers), for the edit-test loop.
+test-fast: venv system-deps checks
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow"
 
 demo: venv system-deps
 	$(BIN)/python -m edgeds.demo

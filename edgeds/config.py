@@ -34,6 +34,8 @@ from .errors import ConfigError, NotFoundError
 from .yamlio import Loc, SourceMap, deep_merge, display_path, dotted, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Profiles and targets shipped inside the package (package data), so an installed wheel has them.
+SHIPPED_DATA = Path(__file__).resolve().parent / "data"
 _NAME = r"^[a-z0-9][a-z0-9._-]*$"
 
 
@@ -421,7 +423,7 @@ def _validate(model: type[M], data: Any, smap: SourceMap, path: Path, loc_prefix
 def _search_dirs(kind: str) -> list[Path]:
     env = os.environ.get(f"EDGEDS_{kind.upper()}")
     dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else []
-    dirs += [Path.cwd() / kind, REPO_ROOT / kind]
+    dirs += [Path.cwd() / kind, SHIPPED_DATA / kind]
     unique: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:

@@ -104,7 +104,7 @@ def test_unknown_name_lists_known_ones() -> None:
 
 def test_local_target_is_embedded_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(config, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(config, "SHIPPED_DATA", tmp_path)
     target = config.load_target("local")
     assert target.local and target.profile == "auto"
 
