@@ -10,8 +10,12 @@ from rich.syntax import Syntax
 from .. import config
 from ._output import JSON_OPTION, console, emit, table, to_jsonable
 
-profiles_app = typer.Typer(help="List and show device profiles (edgeds/data/profiles/*.yaml, ./profiles, $EDGEDS_PROFILES).", no_args_is_help=True)
-targets_app = typer.Typer(help="List and show deploy targets (edgeds/data/targets/*.yaml, ./targets, $EDGEDS_TARGETS).", no_args_is_help=True)
+profiles_app = typer.Typer(
+    help="List and show device profiles (shipped, ./profiles, $EDGEDS_PROFILES).", no_args_is_help=True
+)
+targets_app = typer.Typer(
+    help="List and show deploy targets (shipped, ./targets, $EDGEDS_TARGETS).", no_args_is_help=True
+)
 
 
 @profiles_app.command("list")

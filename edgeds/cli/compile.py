@@ -19,7 +19,9 @@ from ._output import JSON_OPTION, console, console_err, emit, table
 
 def compile_command(
     model: Annotated[Path, typer.Argument(help="ONNX model file; its model card (*.yaml) sits beside it.")],
-    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile name or path (edgeds/data/profiles/*.yaml, ./profiles, $EDGEDS_PROFILES).")],
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Profile name or path (shipped, ./profiles, $EDGEDS_PROFILES).")
+    ],
     precision: Annotated[
         str | None, typer.Option("--precision", help="fp32, fp16 or int8; overrides the profile.")
     ] = None,
