@@ -496,18 +496,88 @@ def verify_bundle(path: str | Path, public_key: PublicKeyLike | None) -> Manifes
 
 @dataclass
 class Bundle:
-    """A loaded bundle. For a ``.tar`` the files live in a temporary extraction that
-    :meth:`close` (or the context manager) removes; a directory bundle is used in place."""
+    """An opened bundle: its root directory, parsed manifest and model card.
+
+    Open one with :meth:`Bundle.open`. For a ``.tar`` the files live in a temporary extraction
+    that :meth:`close` (or the context manager) removes; a directory bundle is used in place and
+    never modified. One opened bundle is what every layer takes (compile output, deploy, runtime):
+    nothing below the caller reopens the path.
+    """
 
     root: Path
     manifest: Manifest
     card: ModelCard
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
+    @classmethod
+    def open(cls, path: str | Path, public_key: PublicKeyLike | None = None, *, verify: bool = True) -> Bundle:
+        """Open a bundle directory or ``.tar`` (extracted safely: unsafe members are refused first).
+
+        With ``verify`` (the default) its integrity is checked and, given ``public_key``, its
+        signature (see :func:`verify_bundle`); without, only the manifest and card are parsed.
+        Raises :class:`BundleError` / :class:`BundleVerificationError` (with ``.reason``).
+        """
+        path = Path(path)
+        tmp: tempfile.TemporaryDirectory[str] | None = None
+        if path.is_dir():
+            root = path
+        elif path.is_file():
+            tmp = tempfile.TemporaryDirectory(prefix="edgeds-bundle-")
+            try:
+                root = extract_bundle(path, tmp.name)
+            except BaseException:
+                tmp.cleanup()
+                raise
+        else:
+            raise BundleError(f"no bundle at {path}")
+        try:
+            manifest = _verify_dir(root, public_key) if verify else read_manifest(root)
+            card = load_model_card(root / CARD)
+        except BaseException:
+            if tmp is not None:
+                tmp.cleanup()
+            raise
+        return cls(root=root, manifest=manifest, card=card, _tmp=tmp)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.model.name
+
+    @property
+    def version(self) -> int:
+        """The bundle's monotonic version (devices refuse one not newer than what they run)."""
+        return self.manifest.version
+
     @property
     def artifact_path(self) -> Path:
         """The file the backend opens."""
         return self.root / self.manifest.artifact
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        """``manifest.json`` exactly as signed."""
+        return (self.root / MANIFEST).read_bytes()
+
+    @property
+    def signature(self) -> bytes | None:
+        """``manifest.sig`` as stored (64 raw bytes or hex text), None when unsigned."""
+        path = self.root / SIGNATURE
+        return path.read_bytes() if path.is_file() else None
+
+    def verify(self, public_key: PublicKeyLike | None) -> Manifest:
+        """Check integrity (and the signature under ``public_key``) now; see :func:`verify_bundle`."""
+        return _verify_dir(self.root, public_key)
+
+    def objects(self) -> dict[str, Path]:
+        """Every listed file by its sha256 (what a device stores content-addressed).
+
+        Raises :class:`BundleVerificationError` ``missing_file`` when a listed file is absent.
+        """
+        files = {entry.sha256: self.root / entry.path for entry in self.manifest.files}
+        for sha, local in files.items():
+            if not local.is_file():
+                raise BundleVerificationError("missing_file", f"{local} (sha256 {sha[:12]}) is missing")
+        return files
 
     def golden(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``(inputs, {output name: reference outputs})`` for the conformance check."""
@@ -517,6 +587,7 @@ class Bundle:
         return inputs, outputs
 
     def close(self) -> None:
+        """Remove the temporary extraction of a ``.tar`` (nothing for a directory). Idempotent."""
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -529,28 +600,8 @@ class Bundle:
 
 
 def load_bundle(path: str | Path, public_key: PublicKeyLike | None = None, verify: bool = True) -> Bundle:
-    """Load a bundle directory or ``.tar``; verified first unless ``verify`` is False (see :func:`verify_bundle`)."""
-    path = Path(path)
-    tmp: tempfile.TemporaryDirectory[str] | None = None
-    if path.is_dir():
-        root = path
-    elif path.is_file():
-        tmp = tempfile.TemporaryDirectory(prefix="edgeds-bundle-")
-        try:
-            root = extract_bundle(path, tmp.name)
-        except BaseException:
-            tmp.cleanup()
-            raise
-    else:
-        raise BundleError(f"no bundle at {path}")
-    try:
-        manifest = _verify_dir(root, public_key) if verify else read_manifest(root)
-        card = load_model_card(root / CARD)
-    except BaseException:
-        if tmp is not None:
-            tmp.cleanup()
-        raise
-    return Bundle(root=root, manifest=manifest, card=card, _tmp=tmp)
+    """:meth:`Bundle.open` as a function."""
+    return Bundle.open(path, public_key, verify=verify)
 
 
 def describe(manifest: Manifest) -> dict[str, Any]:
