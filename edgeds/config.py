@@ -80,7 +80,7 @@ class BackendEntry(Frozen):
 
 
 class Batching(Frozen):
-    """Dynamic batching (Triton semantics, see FIELD_NOTES.md). Times in microseconds."""
+    """Dynamic batching with Triton's semantics (docs/runtime.md). Times in microseconds."""
 
     max_batch_size: int = Field(default=8, ge=1)
     preferred_batch_sizes: tuple[int, ...] = ()

@@ -1,4 +1,4 @@
-"""Dynamic batcher with Triton's semantics (see FIELD_NOTES.md).
+"""Dynamic batcher with Triton's semantics (docs/runtime.md, "Batching (Triton semantics)").
 
 Two layers:
 
