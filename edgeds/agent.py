@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .deploy.device import Store, agent_pid, recover
+from .deploy.device.steps import Store, agent_pid, recover
 
 log = logging.getLogger("edgeds.agent")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, BundleVerificationError, ConnectionFailed, DeployError, DeviceError, HostKeyError
-from . import device as dev
+from .device import steps as dev
 from .ssh import Connection, connect
 from .targets import HostPlan
 

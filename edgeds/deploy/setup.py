@@ -33,7 +33,7 @@ from typing import Any
 
 from ..config import Target
 from ..errors import DeployError, DeviceError
-from . import device as dev
+from .device import steps as dev
 from .host import DeviceSession, open_session
 from .targets import HostPlan
 

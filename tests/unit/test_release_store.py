@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edgeds.bundle import generate_keypair
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import steps as dev
 from edgeds.deploy.host import LocalBundle
 from edgeds.sim.bundles import make_bundle
 

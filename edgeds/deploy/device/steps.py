@@ -205,8 +205,8 @@ class Store:
     # -- trust --------------------------------------------------------------------------------
 
     def trusted_keys(self) -> list[Any]:
-        from ..bundle import load_public_key
-        from ..errors import BundleError
+        from ...bundle import load_public_key
+        from ...errors import BundleError
 
         keys = []
         if self.trust.is_dir():
@@ -216,7 +216,7 @@ class Store:
         return keys
 
     def add_trusted_key(self, name: str, pem: bytes) -> bool:
-        from ..bundle import load_public_key
+        from ...bundle import load_public_key
 
         load_public_key(pem)  # refuse garbage
         self.ensure()
@@ -323,7 +323,7 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     from cryptography.exceptions import InvalidSignature
     from pydantic import ValidationError
 
-    from ..bundle import Manifest
+    from ...bundle import Manifest
 
     keys = store.trusted_keys()
     if not keys:
@@ -542,9 +542,9 @@ def build_engine(store: Store, release_id: str, emit: Emit = _quiet) -> dict[str
     Runs before the flip; the engine lands in the same per-device cache ``edgeds engine build``
     uses, keyed by the device fingerprint, so the agent's TensorRT backend finds it.
     """
-    from ..bundle import load_bundle
-    from ..compile.toolchains import tensorrt
-    from ..paths import cache_dir
+    from ...bundle import load_bundle
+    from ...compile.toolchains import tensorrt
+    from ...paths import cache_dir
 
     emit("engine_build", {"release": release_id})
     try:
@@ -634,7 +634,7 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     bound = options.get("p99_ms") or (manifest.get("profile", {}).get("latency", {}) or {}).get("p99_ms")
     url = _agent_url(store)
     if url is None:
-        from .. import backends
+        from ... import backends
 
         backend = backends.create(manifest["backend"], manifest.get("backend_options") or {})
         try:
@@ -973,7 +973,7 @@ def serve(root: str | Path) -> int:
     import socket
     import traceback
 
-    from .. import bundle as _bundle  # noqa: F401  (the point: import before forking)
+    from ... import bundle as _bundle  # noqa: F401  (the point: import before forking)
 
     store = Store(root)
     store.ensure()

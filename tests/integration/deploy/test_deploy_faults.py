@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgeds.bundle import generate_keypair, pack_bundle
 from edgeds.cli import app
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import steps as dev
 from edgeds.deploy.rollout import deploy_bundle
 from edgeds.deploy.ssh import connect
 from edgeds.errors import HostKeyError

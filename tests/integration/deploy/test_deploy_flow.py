@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from edgeds.cli import app
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import steps as dev
 
 from .conftest import Rig
 

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeds.cli import app
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import steps as dev
 from edgeds.deploy.host import LocalBundle, deploy_host
 from edgeds.deploy.setup import build_wheel
 from edgeds.deploy.targets import host_plans, resolve_target

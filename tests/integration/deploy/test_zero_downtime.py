@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import steps as dev
 
 from .conftest import Rig
 
