@@ -35,7 +35,6 @@ import http.client
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -47,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .probe import BACKEND_MODULES, MIB, machine, memory_mb, probe
+
 # Final status of one deployment (FIELD_NOTES "Deploy and update guarantees").
 SUCCEEDED = "SUCCEEDED"
 FAILED_NO_STATE_CHANGE = "FAILED_NO_STATE_CHANGE"
@@ -54,14 +55,6 @@ FAILED_ROLLBACK_COMPLETE = "FAILED_ROLLBACK_COMPLETE"
 FAILED_UNABLE_TO_ROLLBACK = "FAILED_UNABLE_TO_ROLLBACK"
 REJECTED = "REJECTED"
 STATUSES = (SUCCEEDED, FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, FAILED_UNABLE_TO_ROLLBACK, REJECTED)
-
-BACKEND_MODULES = {
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "litert": "ai_edge_litert",
-    "tensorrt": "tensorrt",
-}
-MIB = 1024 * 1024
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -303,21 +296,6 @@ def _signature_bytes(raw: bytes) -> bytes:
     return sig
 
 
-def _machine() -> str:
-    machine = platform.machine()
-    return {"arm64": "aarch64", "amd64": "x86_64", "AMD64": "x86_64"}.get(machine, machine)
-
-
-def _memory_mb() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    except OSError:
-        return None
-    return None
-
-
 def verify_candidate(store: Store, candidate: Candidate) -> Any:
     """Signature, schema, paths, compatibility: raise :class:`Rejected` or return the Manifest."""
     from cryptography.exceptions import InvalidSignature
@@ -351,15 +329,15 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     if manifest.expires_at is not None and _expired(manifest.expires_at):
         raise Rejected("expired", f"the bundle expired at {manifest.expires_at}")
     req = manifest.requirements
-    if req.arch not in ("any", _machine()):
-        raise Rejected("incompatible_device", f"bundle is for {req.arch}, this device is {_machine()}")
+    if req.arch not in ("any", machine()):
+        raise Rejected("incompatible_device", f"bundle is for {req.arch}, this device is {machine()}")
     for backend in (*req.backends, manifest.backend):
         module = BACKEND_MODULES.get(backend, backend)
         if importlib.util.find_spec(module) is None:
             raise Rejected("incompatible_device", f"backend {backend!r} ({module}) is not importable here")
     if manifest.recipe is not None and importlib.util.find_spec("tensorrt") is None:
         raise Rejected("incompatible_device", "bundle carries a TensorRT recipe but tensorrt is missing")
-    memory = _memory_mb()
+    memory = memory_mb()
     if memory is not None and req.min_memory_mb > memory:
         raise Rejected("incompatible_device", f"needs {req.min_memory_mb} MiB memory, device has {memory}")
     total = sum(f.size for f in manifest.files)
@@ -890,47 +868,6 @@ def trust(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[st
     return {"status": "ok", "added": added}
 
 
-def probe(store: Store, request: dict[str, Any] | None = None, emit: Emit = _quiet) -> dict[str, Any]:
-    """Arch, OS, Python, disk, memory, importable backends, GPU / TensorRT / JetPack fingerprint."""
-    os_release: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/os-release").read_text().splitlines():
-            key, _, value = line.partition("=")
-            os_release[key] = value.strip('"')
-    store.root.mkdir(parents=True, exist_ok=True)
-    usage = shutil.disk_usage(store.root)
-    backends = {name: importlib.util.find_spec(module) is not None for name, module in BACKEND_MODULES.items()}
-    tegra = None
-    with contextlib.suppress(OSError):
-        tegra = Path("/etc/nv_tegra_release").read_text().splitlines()[0]
-    gpu = None
-    with contextlib.suppress(OSError):
-        gpu = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
-    tensorrt_version = None
-    if backends["tensorrt"]:
-        with contextlib.suppress(Exception):
-            import importlib.metadata as md
-
-            tensorrt_version = md.version("tensorrt")
-    return {
-        "arch": _machine(),
-        "os": os_release.get("PRETTY_NAME", platform.platform()),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "cpu_count": os.cpu_count(),
-        "memory_mb": _memory_mb(),
-        "disk_free_mb": usage.free // MIB,
-        "disk_total_mb": usage.total // MIB,
-        "backends": backends,
-        "gpu": gpu,
-        "tensorrt": tensorrt_version,
-        "jetpack_l4t": tegra,
-        "systemd": Path("/run/systemd/system").is_dir(),
-        "install_dir": str(store.root),
-    }
-
-
 # --------------------------------------------------------------------------- step launcher
 
 # Run by ``<install_dir>/bin/python -S -c RELAY <root> <python> ARGS...`` over SSH: hands this
@@ -1043,7 +980,7 @@ COMMANDS: dict[str, Callable[[Store, dict[str, Any], Emit], dict[str, Any]]] = {
     "prune": prune,
     "status": status,
     "trust": trust,
-    "probe": probe,
+    "probe": lambda store, request, emit: probe(store.root),
     "recover": lambda store, request, emit: {"recovered": recover(store)},
 }
 
@@ -1082,7 +1019,3 @@ def main(argv: list[str] | None = None) -> int:
     raw = sys.stdin.read() if not sys.stdin.isatty() else ""
     run(args.command, json.loads(raw) if raw.strip() else {})
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
