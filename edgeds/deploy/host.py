@@ -22,6 +22,13 @@ from typing import Any
 
 from ..errors import BundleError, BundleVerificationError, ConnectionFailed, DeployError, DeviceError, HostKeyError
 from .device import steps as dev
+from .device.protocol import (
+    FAILED_NO_STATE_CHANGE,
+    FAILED_ROLLBACK_COMPLETE,
+    FAILED_UNABLE_TO_ROLLBACK,
+    REJECTED,
+    SUCCEEDED,
+)
 from .ssh import Connection, connect
 from .targets import HostPlan
 
@@ -34,7 +41,7 @@ def _no_progress(host: str, event: str, data: dict[str, Any]) -> None:
 
 @dataclass
 class HostResult:
-    """The outcome of one host. ``status`` is one of :data:`edgeds.deploy.device.STATUSES`."""
+    """The outcome of one host. ``status`` is one of :data:`edgeds.deploy.device.protocol.STATUSES`."""
 
     host: str
     status: str
@@ -208,7 +215,7 @@ def deploy_host(
     name = plan.host.name
     started = time.monotonic()
     deadline = started + timeout
-    result = HostResult(name, dev.FAILED_NO_STATE_CHANGE)
+    result = HostResult(name, FAILED_NO_STATE_CHANGE)
     session: DeviceSession | None = None
     applying = False
     committed_before: str | None = None
@@ -228,11 +235,11 @@ def deploy_host(
         steps = StepRunner(session, on_event)
         planned = steps.call("plan", bundle.request(allow_downgrade=downgrade), timeout=120)
         committed_before = planned.get("committed")
-        if planned["status"] in (dev.REJECTED, dev.FAILED_NO_STATE_CHANGE):
+        if planned["status"] in (REJECTED, FAILED_NO_STATE_CHANGE):
             result.status, result.reason, result.message = planned["status"], planned.get("reason"), planned["message"]
             return result
         if planned["status"] == "already_installed":
-            result.status, result.release, result.already_installed = dev.SUCCEEDED, planned["release"], True
+            result.status, result.release, result.already_installed = SUCCEEDED, planned["release"], True
             result.message = "already installed"
             progress(name, "already_installed", {"release": planned["release"]})
             return result
@@ -264,10 +271,10 @@ def deploy_host(
         result.details = {k: applied[k] for k in ("health", "reload") if k in applied}
         return result
     except HostKeyError as exc:
-        result.status, result.reason, result.message = dev.FAILED_NO_STATE_CHANGE, "host_key", str(exc)
+        result.status, result.reason, result.message = FAILED_NO_STATE_CHANGE, "host_key", str(exc)
         return result
     except (BundleVerificationError, BundleError) as exc:
-        result.status, result.message = dev.REJECTED, str(exc)
+        result.status, result.message = REJECTED, str(exc)
         result.reason = getattr(exc, "reason", "bundle")
         return result
     except DeployError as exc:
@@ -289,7 +296,7 @@ def _after_lost_apply(plan: HostPlan, release: str | None, before: str | None, e
     try:
         session = open_session(plan)
     except DeployError as exc:
-        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; device unreachable afterwards, state unknown: {exc}"
+        return FAILED_UNABLE_TO_ROLLBACK, f"{error}; device unreachable afterwards, state unknown: {exc}"
     try:
         for _ in range(20):  # an apply still running holds the lock; recover waits for it
             state = session.call("status", timeout=60)
@@ -298,12 +305,12 @@ def _after_lost_apply(plan: HostPlan, release: str | None, before: str | None, e
             session.call("recover", timeout=60)
             time.sleep(0.5)
         if state.get("committed") == release and state.get("consistent"):
-            return dev.SUCCEEDED, f"connection dropped after commit ({error})"
+            return SUCCEEDED, f"connection dropped after commit ({error})"
         if state.get("committed") == before and state.get("consistent"):
-            return dev.FAILED_ROLLBACK_COMPLETE, f"{error}; device back on its committed release {before}"
-        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; device state: {state}"
+            return FAILED_ROLLBACK_COMPLETE, f"{error}; device back on its committed release {before}"
+        return FAILED_UNABLE_TO_ROLLBACK, f"{error}; device state: {state}"
     except DeployError as exc:
-        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; then {exc}"
+        return FAILED_UNABLE_TO_ROLLBACK, f"{error}; then {exc}"
     finally:
         session.conn.close()
 

@@ -46,34 +46,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ...errors import ReleaseRejected, StepFailed
 from .probe import BACKEND_MODULES, MIB, machine, memory_mb, probe
-
-# Final status of one deployment (FIELD_NOTES "Deploy and update guarantees").
-SUCCEEDED = "SUCCEEDED"
-FAILED_NO_STATE_CHANGE = "FAILED_NO_STATE_CHANGE"
-FAILED_ROLLBACK_COMPLETE = "FAILED_ROLLBACK_COMPLETE"
-FAILED_UNABLE_TO_ROLLBACK = "FAILED_UNABLE_TO_ROLLBACK"
-REJECTED = "REJECTED"
-STATUSES = (SUCCEEDED, FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, FAILED_UNABLE_TO_ROLLBACK, REJECTED)
-
-Emit = Callable[[str, dict[str, Any]], None]
-
-
-class Rejected(Exception):
-    """The bundle must not be installed here. ``reason`` is a short code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-
-
-class StepFailed(Exception):
-    """A step failed on the device (I/O, agent, health)."""
-
-
-def _quiet(event: str, data: dict[str, Any]) -> None:
-    return None
+from .protocol import (
+    FAILED_NO_STATE_CHANGE,
+    FAILED_ROLLBACK_COMPLETE,
+    FAILED_UNABLE_TO_ROLLBACK,
+    REJECTED,
+    SUCCEEDED,
+    Emit,
+    quiet,
+)
 
 
 def _now() -> float:
@@ -279,7 +262,7 @@ class Candidate:
     def from_request(cls, request: dict[str, Any]) -> Candidate:
         manifest = request.get("manifest")
         if not isinstance(manifest, str):
-            raise Rejected("malformed_manifest", "request carries no manifest")
+            raise ReleaseRejected("malformed_manifest", "request carries no manifest")
         sig = request.get("signature")
         return cls(manifest.encode(), sig.encode() if isinstance(sig, str) else None)
 
@@ -290,14 +273,14 @@ def _signature_bytes(raw: bytes) -> bytes:
     try:
         sig = bytes.fromhex(raw.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError) as exc:
-        raise Rejected("bad_signature", "manifest.sig is neither 64 raw bytes nor hex") from exc
+        raise ReleaseRejected("bad_signature", "manifest.sig is neither 64 raw bytes nor hex") from exc
     if len(sig) != 64:
-        raise Rejected("bad_signature", f"manifest.sig holds {len(sig)} bytes, expected 64")
+        raise ReleaseRejected("bad_signature", f"manifest.sig holds {len(sig)} bytes, expected 64")
     return sig
 
 
 def verify_candidate(store: Store, candidate: Candidate) -> Any:
-    """Signature, schema, paths, compatibility: raise :class:`Rejected` or return the Manifest."""
+    """Signature, schema, paths, compatibility: raise :class:`ReleaseRejected` or return the Manifest."""
     from cryptography.exceptions import InvalidSignature
     from pydantic import ValidationError
 
@@ -305,9 +288,9 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
 
     keys = store.trusted_keys()
     if not keys:
-        raise Rejected("no_trusted_key", f"no publisher key in {store.trust}; run `edgeds device setup`")
+        raise ReleaseRejected("no_trusted_key", f"no publisher key in {store.trust}; run `edgeds device setup`")
     if not candidate.signature:
-        raise Rejected("unsigned", "the bundle has no manifest.sig")
+        raise ReleaseRejected("unsigned", "the bundle has no manifest.sig")
     sig = _signature_bytes(candidate.signature)
     for key in keys:
         try:
@@ -316,33 +299,33 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
         except InvalidSignature:
             continue
     else:
-        raise Rejected("bad_signature", "manifest.sig does not verify under any trusted key")
+        raise ReleaseRejected("bad_signature", "manifest.sig does not verify under any trusted key")
     try:
         manifest = Manifest.model_validate_json(candidate.manifest_bytes)
     except ValidationError as exc:
-        raise Rejected("malformed_manifest", str(exc).splitlines()[0]) from exc
+        raise ReleaseRejected("malformed_manifest", str(exc).splitlines()[0]) from exc
     for entry in manifest.files:
         if not _safe_relative(entry.path) or entry.path in ("manifest.json", "manifest.sig"):
-            raise Rejected("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
+            raise ReleaseRejected("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
     if manifest.artifact not in {f.path for f in manifest.files}:
-        raise Rejected("missing_file", f"artifact {manifest.artifact!r} is not listed")
+        raise ReleaseRejected("missing_file", f"artifact {manifest.artifact!r} is not listed")
     if manifest.expires_at is not None and _expired(manifest.expires_at):
-        raise Rejected("expired", f"the bundle expired at {manifest.expires_at}")
+        raise ReleaseRejected("expired", f"the bundle expired at {manifest.expires_at}")
     req = manifest.requirements
     if req.arch not in ("any", machine()):
-        raise Rejected("incompatible_device", f"bundle is for {req.arch}, this device is {machine()}")
+        raise ReleaseRejected("incompatible_device", f"bundle is for {req.arch}, this device is {machine()}")
     for backend in (*req.backends, manifest.backend):
         module = BACKEND_MODULES.get(backend, backend)
         if importlib.util.find_spec(module) is None:
-            raise Rejected("incompatible_device", f"backend {backend!r} ({module}) is not importable here")
+            raise ReleaseRejected("incompatible_device", f"backend {backend!r} ({module}) is not importable here")
     if manifest.recipe is not None and importlib.util.find_spec("tensorrt") is None:
-        raise Rejected("incompatible_device", "bundle carries a TensorRT recipe but tensorrt is missing")
+        raise ReleaseRejected("incompatible_device", "bundle carries a TensorRT recipe but tensorrt is missing")
     memory = memory_mb()
     if memory is not None and req.min_memory_mb > memory:
-        raise Rejected("incompatible_device", f"needs {req.min_memory_mb} MiB memory, device has {memory}")
+        raise ReleaseRejected("incompatible_device", f"needs {req.min_memory_mb} MiB memory, device has {memory}")
     total = sum(f.size for f in manifest.files)
     if req.max_bundle_bytes is not None and total > req.max_bundle_bytes:
-        raise Rejected("oversized", f"bundle holds {total} bytes, limit {req.max_bundle_bytes}")
+        raise ReleaseRejected("oversized", f"bundle holds {total} bytes, limit {req.max_bundle_bytes}")
     return manifest
 
 
@@ -353,7 +336,7 @@ def _expired(expires_at: str) -> bool:
     try:
         when = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise Rejected("malformed_manifest", f"expires_at is not an ISO 8601 time: {expires_at!r}") from exc
+        raise ReleaseRejected("malformed_manifest", f"expires_at is not an ISO 8601 time: {expires_at!r}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return when <= dt.datetime.now(dt.timezone.utc)
@@ -367,7 +350,7 @@ def _check_version(store: Store, manifest: Any, release_id: str, allow_downgrade
     if current is None or current.get("model", {}).get("name") != manifest.model.name:
         return
     if manifest.version <= int(current.get("version", -1)) and not allow_downgrade:
-        raise Rejected(
+        raise ReleaseRejected(
             "downgrade",
             f"version {manifest.version} is not newer than the committed {current.get('version')} ({state.committed})",
         )
@@ -390,7 +373,7 @@ def _disk_precheck(store: Store, manifest: Any, missing: list[dict[str, Any]]) -
     usage = shutil.disk_usage(store.root)
     need = sum(m["size"] for m in missing) + manifest.requirements.min_disk_mb * MIB
     if usage.free < need:
-        raise Rejected(
+        raise ReleaseRejected(
             "insufficient_disk",
             f"needs {need // MIB} MiB free (upload {sum(m['size'] for m in missing) // MIB} MiB + "
             f"min_disk_mb {manifest.requirements.min_disk_mb}), device has {usage.free // MIB} MiB",
@@ -401,7 +384,7 @@ def _disk_precheck(store: Store, manifest: Any, missing: list[dict[str, Any]]) -
 def _admit(store: Store, request: dict[str, Any]) -> tuple[Candidate, Any, str, DeviceState, bool]:
     """What plan and apply both check first: the candidate verifies, its release id, the device state,
     and whether it already is the committed, current release (else its version must be acceptable).
-    Raises :class:`Rejected`."""
+    Raises :class:`ReleaseRejected`."""
     candidate = Candidate.from_request(request)
     manifest = verify_candidate(store, candidate)
     release_id = release_id_for(candidate.manifest_bytes, manifest.model.name, manifest.version)
@@ -412,7 +395,7 @@ def _admit(store: Store, request: dict[str, Any]) -> tuple[Candidate, Any, str, 
     return candidate, manifest, release_id, state, installed
 
 
-def plan(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+def plan(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     """Every check that needs no upload: says REJECTED, already installed, or what to upload."""
     store.ensure()
     recover(store)
@@ -422,7 +405,7 @@ def plan(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str
             return {"status": "already_installed", "release": release_id}
         missing = missing_objects(store, manifest)
         disk = _disk_precheck(store, manifest, missing)
-    except Rejected as exc:
+    except ReleaseRejected as exc:
         emit("rejected", {"reason": exc.reason, "message": exc.message})
         # Lack of disk is the device's state, not the bundle's fault: failed at precheck, nothing changed.
         final = FAILED_NO_STATE_CHANGE if exc.reason == "insufficient_disk" else REJECTED
@@ -441,7 +424,7 @@ def plan(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str
 # --------------------------------------------------------------------------- install
 
 
-def ingest(store: Store, manifest: Any, emit: Emit = _quiet) -> int:
+def ingest(store: Store, manifest: Any, emit: Emit = quiet) -> int:
     """Move verified uploads from incoming/ into objects/; return how many were ingested."""
     count = 0
     for entry in manifest.files:
@@ -458,7 +441,7 @@ def ingest(store: Store, manifest: Any, emit: Emit = _quiet) -> int:
                 with contextlib.suppress(FileNotFoundError):
                     (store.incoming / other.sha256).unlink()
             got = f"sha256 {actual[:16]}..." if actual else f"size {size}"
-            raise Rejected(
+            raise ReleaseRejected(
                 "checksum_mismatch",
                 f"{entry.path}: uploaded {got}, manifest says sha256 {entry.sha256[:16]}... size {entry.size}",
             )
@@ -471,7 +454,7 @@ def ingest(store: Store, manifest: Any, emit: Emit = _quiet) -> int:
     return count
 
 
-def stage(store: Store, candidate: Candidate, manifest: Any, release_id: str, emit: Emit = _quiet) -> Path:
+def stage(store: Store, candidate: Candidate, manifest: Any, release_id: str, emit: Emit = quiet) -> Path:
     """Build ``releases/<id>`` from objects and verify every file in it; reuse a finished one."""
     final = store.releases / release_id
     if (final / "manifest.json").is_file() and (final / ".verified").is_file():
@@ -504,17 +487,17 @@ def verify_release_dir(root: Path, manifest: Any) -> None:
     for entry in manifest.files:
         path = root / entry.path
         if path.is_symlink() or not path.is_file():
-            raise Rejected("missing_file", f"{entry.path} missing in the staged release")
+            raise ReleaseRejected("missing_file", f"{entry.path} missing in the staged release")
         if sha256_file(path) != entry.sha256:
-            raise Rejected("checksum_mismatch", f"{entry.path}: staged file does not match its sha256")
+            raise ReleaseRejected("checksum_mismatch", f"{entry.path}: staged file does not match its sha256")
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
             if rel not in listed:
-                raise Rejected("unlisted_file", f"{rel} is in the release but not in the manifest")
+                raise ReleaseRejected("unlisted_file", f"{rel} is in the release but not in the manifest")
 
 
-def build_engine(store: Store, release_id: str, emit: Emit = _quiet) -> dict[str, Any]:
+def build_engine(store: Store, release_id: str, emit: Emit = quiet) -> dict[str, Any]:
     """Build (or find cached) the TensorRT engine for a staged release carrying a recipe.
 
     Runs before the flip; the engine lands in the same per-device cache ``edgeds engine build``
@@ -537,7 +520,7 @@ def build_engine(store: Store, release_id: str, emit: Emit = _quiet) -> dict[str
 # --------------------------------------------------------------------------- agent + health
 
 
-def reload_agent(store: Store, release_id: str | None, timeout: float, emit: Emit = _quiet) -> dict[str, Any]:
+def reload_agent(store: Store, release_id: str | None, timeout: float, emit: Emit = quiet) -> dict[str, Any]:
     """SIGHUP the agent and wait until it serves ``release_id`` (or reports failing to)."""
     pid = agent_pid(store)
     if pid is None:
@@ -594,7 +577,7 @@ def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol:
             raise StepFailed(f"golden check: cosine {cosine:.5f} < {min_cos}")
 
 
-def health_check(store: Store, release_id: str, options: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+def health_check(store: Store, release_id: str, options: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     """Agent ready, golden outputs within tolerance, p99 under the bound over N requests.
 
     Without a running agent the release is checked in-process instead (open the artifact with
@@ -724,7 +707,7 @@ def _rollback_to(store: Store, target: str | None, options: dict[str, Any], emit
     return FAILED_ROLLBACK_COMPLETE
 
 
-def apply(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+def apply(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     """Install (ingest + stage + verify), activate, reload, health-check, then commit or roll back."""
     store.ensure()
     recover(store)
@@ -739,7 +722,7 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[st
             stage(store, candidate, manifest, release_id, emit)
             if manifest.recipe is not None:
                 build_engine(store, release_id, emit)
-        except Rejected as exc:
+        except ReleaseRejected as exc:
             emit("rejected", {"reason": exc.reason, "message": exc.message})
             return {"status": REJECTED, "reason": exc.reason, "message": exc.message}
         except (StepFailed, OSError) as exc:
@@ -775,7 +758,7 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[st
         return {"status": SUCCEEDED, **details}
 
 
-def rollback(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+def rollback(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     """Make ``to`` (default: the previous committed release) current and committed."""
     store.ensure()
     recover(store)
@@ -802,7 +785,7 @@ def rollback(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict
         return {"status": SUCCEEDED, "release": target, "previous": old, "reload": reload}
 
 
-def prune(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+def prune(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     """Keep the newest ``keep`` releases (plus current/committed/previous); drop unreferenced objects."""
     keep = max(1, int(request.get("keep", 3)))
     with store.locked():
@@ -828,7 +811,7 @@ def prune(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[st
         return {"status": "ok", "removed": removed, "kept": sorted(keepers), "objects_removed": dropped}
 
 
-def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = _quiet) -> dict[str, Any]:
+def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = quiet) -> dict[str, Any]:
     """Current, committed and previous release, pending activation, releases, agent."""
     state = store.load_state()
     current = store.current_id()
@@ -863,7 +846,7 @@ def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = _qu
     }
 
 
-def trust(store: Store, request: dict[str, Any], emit: Emit = _quiet) -> dict[str, Any]:
+def trust(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     added = store.add_trusted_key(str(request.get("name", "publisher")), str(request["key"]).encode())
     return {"status": "ok", "added": added}
 
