@@ -47,6 +47,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ...errors import ReleaseRejected, StepFailed
+from ...hashing import sha256_file
+from ...paths import is_safe_relative
 from .probe import BACKEND_MODULES, MIB, machine, memory_mb, probe
 from .protocol import (
     FAILED_NO_STATE_CHANGE,
@@ -79,21 +81,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file. Kept here (not imported from edgeds.hashing): ``probe`` runs this
-    module as a standalone script on a device that has no edgeds installed yet."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _safe_relative(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path and path != "."
 
 
 # --------------------------------------------------------------------------- state
@@ -305,7 +292,7 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     except ValidationError as exc:
         raise ReleaseRejected("malformed_manifest", str(exc).splitlines()[0]) from exc
     for entry in manifest.files:
-        if not _safe_relative(entry.path) or entry.path in ("manifest.json", "manifest.sig"):
+        if not is_safe_relative(entry.path) or entry.path in ("manifest.json", "manifest.sig"):
             raise ReleaseRejected("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
     if manifest.artifact not in {f.path for f in manifest.files}:
         raise ReleaseRejected("missing_file", f"artifact {manifest.artifact!r} is not listed")
