@@ -6,16 +6,7 @@ on stdin; writes ONE JSON result object on stdout and progress events (JSON line
 ``{"event": ...}``) on stderr. Exit code 0 whenever a result was written (the result says
 whether the step worked). The same functions are used in-process by the unit tests.
 
-Layout under the install dir ``D``::
-
-    objects/<sha256>        content-addressed files, verified on ingest, read-only
-    incoming/<sha256>       uploads not yet verified (``.part`` while in transfer)
-    releases/<id>/          a staged, verified release (hard links into objects/ + manifest)
-    current -> releases/<id>    flipped with a temp symlink + os.replace, never delete-then-create
-    state.json              committed / previous release, pending activation, history
-    trust/*.pub             ed25519 public keys bundles must be signed with
-    run/agent.pid, run/agent.json   the agent's pid and what it serves (written by the agent)
-    lock                    flock held by every state-changing step
+The install dir is described in :mod:`.store`.
 
 Guarantees: nothing reaches ``current`` before the signature, every sha256, the listing,
 the device compatibility, the monotonic version and the disk precheck passed. Every step is
@@ -29,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import hashlib
 import http.client
 import importlib.util
 import json
@@ -41,9 +30,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ...errors import ReleaseRejected, StepFailed
@@ -59,181 +48,7 @@ from .protocol import (
     Emit,
     quiet,
 )
-
-
-def _now() -> float:
-    return round(time.time(), 3)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-# --------------------------------------------------------------------------- state
-
-
-@dataclass
-class DeviceState:
-    """``state.json``: what is committed, what was before it, and an activation in progress."""
-
-    committed: str | None = None
-    previous: str | None = None
-    pending: dict[str, Any] | None = None
-    failed: list[str] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class Store:
-    """The install dir of one device. Cheap to construct; creates its directories lazily."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(os.path.expanduser(str(root)))
-        self.objects = self.root / "objects"
-        self.incoming = self.root / "incoming"
-        self.releases = self.root / "releases"
-        self.current = self.root / "current"
-        self.state_path = self.root / "state.json"
-        self.trust = self.root / "trust"
-        self.run_dir = self.root / "run"
-
-    def ensure(self) -> None:
-        for directory in (self.root, self.objects, self.incoming, self.releases, self.trust, self.run_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-
-    @contextlib.contextmanager
-    def locked(self, blocking: bool = True) -> Iterator[bool]:
-        """Hold the device lock (flock). Yields False if ``blocking`` is off and it is taken."""
-        self.ensure()
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
-
-    # -- state --------------------------------------------------------------------------------
-
-    def load_state(self) -> DeviceState:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return DeviceState()
-        return DeviceState(**{k: v for k, v in data.items() if k in DeviceState.__dataclass_fields__})
-
-    def save_state(self, state: DeviceState) -> None:
-        state.history = state.history[-50:]
-        _write_atomic(self.state_path, json.dumps(asdict(state), indent=2).encode())
-
-    def current_id(self) -> str | None:
-        try:
-            target = os.readlink(self.current)
-        except OSError:
-            return None
-        return PurePosixPath(target).name
-
-    def flip(self, release_id: str | None) -> None:
-        """Point ``current`` at ``releases/<id>`` atomically (``None`` removes the link)."""
-        if release_id is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.current.unlink()
-            _fsync_dir(self.root)
-            return
-        if not (self.releases / release_id / "manifest.json").is_file():
-            raise StepFailed(f"release {release_id} is not staged")
-        tmp = self.root / f".current.tmp-{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.symlink(f"releases/{release_id}", tmp)
-        os.replace(tmp, self.current)
-        _fsync_dir(self.root)
-
-    # -- trust --------------------------------------------------------------------------------
-
-    def trusted_keys(self) -> list[Any]:
-        from ...bundle import load_public_key
-        from ...errors import BundleError
-
-        keys = []
-        if self.trust.is_dir():
-            for path in sorted(self.trust.glob("*.pub")):
-                with contextlib.suppress(BundleError):
-                    keys.append(load_public_key(path))
-        return keys
-
-    def add_trusted_key(self, name: str, pem: bytes) -> bool:
-        from ...bundle import load_public_key
-
-        load_public_key(pem)  # refuse garbage
-        self.ensure()
-        path = self.trust / f"{name}.pub"
-        if path.exists() and path.read_bytes() == pem:
-            return False
-        _write_atomic(path, pem)
-        return True
-
-    # -- releases -----------------------------------------------------------------------------
-
-    def release_manifest(self, release_id: str) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads((self.releases / release_id / "manifest.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return data
-
-    def list_releases(self) -> list[str]:
-        if not self.releases.is_dir():
-            return []
-        return sorted(p.name for p in self.releases.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-    def agent_status(self) -> dict[str, Any]:
-        """The agent's own status file plus whether its pid is alive."""
-        try:
-            data: dict[str, Any] = json.loads((self.run_dir / "agent.json").read_text())
-        except (OSError, ValueError):
-            data = {}
-        pid = agent_pid(self)
-        data["running"] = pid is not None
-        data["pid"] = pid
-        return data
-
-
-def agent_pid(store: Store) -> int | None:
-    try:
-        pid = int((store.run_dir / "agent.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
-def release_id_for(manifest_bytes: bytes, name: str, version: int) -> str:
-    digest = hashlib.sha256(manifest_bytes).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return f"{safe}-v{version}-{digest}"
-
+from .store import DeviceState, Store, agent_pid, fsync_dir, now, recover, release_id_for
 
 # --------------------------------------------------------------------------- verification
 
@@ -436,7 +251,7 @@ def ingest(store: Store, manifest: Any, emit: Emit = quiet) -> int:
         os.replace(upload, obj)
         count += 1
     if count:
-        _fsync_dir(store.objects)
+        fsync_dir(store.objects)
     emit("ingested", {"objects": count})
     return count
 
@@ -460,10 +275,10 @@ def stage(store: Store, candidate: Candidate, manifest: Any, release_id: str, em
     (staging / "manifest.json").write_bytes(candidate.manifest_bytes)
     (staging / "manifest.sig").write_bytes(candidate.signature or b"")
     verify_release_dir(staging, manifest)
-    (staging / ".verified").write_text(f"{_now()}\n")
+    (staging / ".verified").write_text(f"{now()}\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
-    _fsync_dir(store.releases)
+    fsync_dir(store.releases)
     emit("staged", {"release": release_id, "reused": False})
     return final
 
@@ -655,32 +470,6 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
 # --------------------------------------------------------------------------- apply / rollback
 
 
-def recover(store: Store) -> dict[str, Any] | None:
-    """Roll back an activation that was never committed (nobody holds the lock).
-
-    Returns what was done, or None when there was nothing to do or a step is in progress.
-    """
-    state = store.load_state()
-    if state.pending is None and (state.committed is None or store.current_id() == state.committed):
-        return None
-    with store.locked(blocking=False) as got:
-        if not got:
-            return None
-        state = store.load_state()
-        pending, target = state.pending, state.committed
-        if pending is None and store.current_id() == target:
-            return None
-        if target is not None and not (store.releases / target).is_dir():
-            target = None
-        store.flip(target)
-        if pending is not None:
-            state.failed.append(pending["id"])
-            state.history.append({"event": "recovered", "from": pending["id"], "to": target, "ts": _now()})
-        state.pending = None
-        store.save_state(state)
-        return {"rolled_back": pending["id"] if pending else None, "current": target}
-
-
 def _rollback_to(store: Store, target: str | None, options: dict[str, Any], emit: Emit) -> str:
     """Flip back to ``target`` and make the agent serve it; the final status to report."""
     try:
@@ -716,7 +505,7 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str
             return {"status": FAILED_NO_STATE_CHANGE, "message": str(exc)}
 
         previous = state.committed
-        state.pending = {"id": release_id, "from": previous, "ts": _now()}
+        state.pending = {"id": release_id, "from": previous, "ts": now()}
         store.save_state(state)
         details: dict[str, Any] = {"release": release_id, "previous": previous}
         try:
@@ -734,12 +523,12 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str
             state = store.load_state()
             state.pending = None
             state.failed.append(release_id)
-            state.history.append({"event": "rolled_back", "from": release_id, "to": previous, "ts": _now()})
+            state.history.append({"event": "rolled_back", "from": release_id, "to": previous, "ts": now()})
             store.save_state(state)
             return {"status": status, "message": str(exc), **details}
         state = store.load_state()
         state.previous, state.committed, state.pending = previous, release_id, None
-        state.history.append({"event": "committed", "id": release_id, "version": manifest.version, "ts": _now()})
+        state.history.append({"event": "committed", "id": release_id, "version": manifest.version, "ts": now()})
         store.save_state(state)
         emit("committed", {"release": release_id})
         return {"status": SUCCEEDED, **details}
@@ -767,7 +556,7 @@ def rollback(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[
             status = _rollback_to(store, old, options, emit)
             return {"status": status, "message": str(exc)}
         state.previous, state.committed = old, target
-        state.history.append({"event": "rollback", "id": target, "from": old, "ts": _now()})
+        state.history.append({"event": "rollback", "id": target, "from": old, "ts": now()})
         store.save_state(state)
         return {"status": SUCCEEDED, "release": target, "previous": old, "reload": reload}
 
