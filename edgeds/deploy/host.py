@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, BundleVerificationError, ConnectionFailed, DeployError, DeviceError, HostKeyError
-from .device import steps as dev
 from .device.protocol import (
     FAILED_NO_STATE_CHANGE,
     FAILED_ROLLBACK_COMPLETE,
@@ -29,6 +28,7 @@ from .device.protocol import (
     REJECTED,
     SUCCEEDED,
 )
+from .device.server import step_argv
 from .ssh import Connection, connect
 from .targets import HostPlan
 
@@ -144,7 +144,7 @@ class DeviceSession:
                 with contextlib.suppress(ValueError):
                     on_event(json.loads(text))
 
-        argv = dev.step_argv(self.python, self.install_dir, [command, "--root", self.install_dir, "--json"])
+        argv = step_argv(self.python, self.install_dir, [command, "--root", self.install_dir, "--json"])
         result = self.conn.run(argv, stdin=json.dumps(request or {}).encode(), timeout=timeout, on_stderr_line=line)
         out = result.stdout.decode(errors="replace").strip().splitlines()
         try:
@@ -171,7 +171,7 @@ class StepRunner:
                 with contextlib.suppress(ValueError):
                     on_event(json.loads(text))
 
-        argv = dev.step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
+        argv = step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
         self.name = session.plan.host.name
         self.process = session.conn.start(argv, on_stderr_line=line)
 

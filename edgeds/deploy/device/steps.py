@@ -1,40 +1,32 @@
-"""What runs ON the device: object store, verified releases, atomic switch, rollback, status.
-
-Invoked over SSH as ``<python> -m edgeds.deploy.device <command> --root <install_dir>`` (through
-:data:`RELAY`, which forks the step from the agent's step server when one runs) with a JSON request
-on stdin; writes ONE JSON result object on stdout and progress events (JSON lines
-``{"event": ...}``) on stderr. Exit code 0 whenever a result was written (the result says
-whether the step worked). The same functions are used in-process by the unit tests.
-
-The install dir is described in :mod:`.store`.
+"""The deploy steps on the device: ingest, stage, apply (activate, then commit or roll back), rollback,
+prune, status, trust.
 
 Guarantees: nothing reaches ``current`` before the signature, every sha256, the listing,
-the device compatibility, the monotonic version and the disk precheck passed. Every step is
-idempotent: re-running ``apply`` after an interruption resumes (objects already ingested and
-releases already staged are reused). An activation that is not committed is rolled back by
-:func:`recover` (run by the agent on start and by every step), so a device always converges to
-its last committed release.
+the device compatibility, the monotonic version and the disk precheck passed (:mod:`.admission`,
+then :func:`ingest` and :func:`stage`). Every step is idempotent: re-running ``apply`` after an
+interruption resumes (objects already ingested and releases already staged are reused). An
+activation is recorded as pending in ``state.json`` before ``current`` flips; if the reload or
+the health check fails, :func:`apply` flips back and reports FAILED_ROLLBACK_COMPLETE (or
+FAILED_UNABLE_TO_ROLLBACK), and one that was never committed (a crash, a power cut) is rolled
+back by :func:`.store.recover`, so a device always converges to its last committed release.
+State-changing steps hold the store's lock. Each takes the store, its request and an
+:data:`.protocol.Emit` for progress, and returns its result (see :mod:`.protocol`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
+import logging
 import os
 import shutil
-import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ...errors import ReleaseRejected, StepFailed
 from ...hashing import sha256_file
-from .admission import Candidate, admit, disk_precheck, plan
+from .admission import Candidate, admit, disk_precheck
 from .build import build_engine
 from .health import agent_ready, health_check, reload_agent
-from .probe import probe
 from .protocol import (
     FAILED_NO_STATE_CHANGE,
     FAILED_ROLLBACK_COMPLETE,
@@ -46,7 +38,7 @@ from .protocol import (
 )
 from .store import Store, agent_pid, fsync_dir, now, recover
 
-# --------------------------------------------------------------------------- install
+log = logging.getLogger("edgeds.deploy.device")
 
 
 def ingest(store: Store, manifest: Any, emit: Emit = quiet) -> int:
@@ -122,9 +114,6 @@ def verify_release_dir(root: Path, manifest: Any) -> None:
                 raise ReleaseRejected("unlisted_file", f"{rel} is in the release but not in the manifest")
 
 
-# --------------------------------------------------------------------------- apply / rollback
-
-
 def _rollback_to(store: Store, target: str | None, options: dict[str, Any], emit: Emit) -> str:
     """Flip back to ``target`` and make the agent serve it; the final status to report."""
     try:
@@ -172,7 +161,9 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str
             if not options.get("skip_health"):
                 details["health"] = health_check(store, release_id, options.get("health") or {}, emit)
                 emit("healthy", details["health"])
-        except (StepFailed, OSError, Exception) as exc:
+        except Exception as exc:  # whatever fails once current has flipped, the device goes back to previous
+            if not isinstance(exc, (StepFailed, OSError)):  # not a failure the steps raise: keep its traceback
+                log.exception("activating %s failed", release_id)
             emit("activation_failed", {"error": str(exc)})
             status = _rollback_to(store, previous, options, emit)
             state = store.load_state()
@@ -279,156 +270,3 @@ def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = qui
 def trust(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     added = store.add_trusted_key(str(request.get("name", "publisher")), str(request["key"]).encode())
     return {"status": "ok", "added": added}
-
-
-# --------------------------------------------------------------------------- step launcher
-
-# Run by ``<install_dir>/bin/python -S -c RELAY <root> <python> ARGS...`` over SSH: hands this
-# process's stdin/stdout/stderr to the device's step server (``serve``, started by the agent with
-# edgeds already imported), which forks a child that runs ``main(ARGS)`` on them; the relay exits
-# with the child's exit code. Without a step server it execs ``<python> -m edgeds.deploy.device
-# ARGS`` instead. Either way the step sees the same stdin/stdout/stderr and arguments.
-RELAY = r"""
-import json, os, socket, sys
-root, py, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-try:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(os.path.join(root, "run", "device.sock"))
-    socket.send_fds(s, [json.dumps(args).encode()], [0, 1, 2])
-except OSError:
-    os.execv(py, [py, "-m", "edgeds.deploy.device", *args])
-data = b""
-while True:
-    chunk = s.recv(64)
-    if not chunk:
-        break
-    data += chunk
-sys.exit(int(data) if data.strip().lstrip(b"-").isdigit() else 1)
-"""
-
-
-def step_argv(python: str, root: str, args: list[str]) -> list[str]:
-    """The command line that runs ``python -m edgeds.deploy.device ARGS`` on the device, via the
-    step server when one is up (see :data:`RELAY`)."""
-    return [python, "-S", "-c", RELAY, root, python, *args]
-
-
-def serve(root: str | Path) -> int:
-    """The step server: import once, fork per step. Exits when its parent (the agent) goes away.
-
-    Listens on ``run/device.sock`` (mode 0600: only the device user). Each connection carries the
-    step's arguments and its three file descriptors (SCM_RIGHTS); a forked child runs
-    :func:`main` on them and sends back its exit code.
-    """
-    import socket
-    import traceback
-
-    from ... import bundle as _bundle  # noqa: F401  (the point: import before forking)
-
-    store = Store(root)
-    store.ensure()
-    path = store.run_dir / "device.sock"
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        server.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    server.listen(32)
-    server.settimeout(1.0)
-    parent = os.getppid()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    try:
-        while os.getppid() == parent:
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(10)
-            try:
-                message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
-                args = [str(a) for a in json.loads(message)]
-            except (OSError, ValueError):
-                conn.close()
-                continue
-            pid = os.fork()
-            if pid == 0:  # the step
-                code = 1
-                try:
-                    server.close()
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    for number, fd in enumerate(fds):
-                        os.dup2(fd, number)
-                        os.close(fd)
-                    code = main(args)
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 1
-                except BaseException:
-                    traceback.print_exc()
-                finally:
-                    with contextlib.suppress(Exception):
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                    with contextlib.suppress(Exception):
-                        conn.settimeout(10)
-                        conn.sendall(str(code).encode())
-                    os._exit(0)
-            for fd in fds:
-                os.close(fd)
-            conn.close()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if server.getsockname() == str(path):
-                path.unlink()
-        server.close()
-    return 0
-
-
-COMMANDS: dict[str, Callable[[Store, dict[str, Any], Emit], dict[str, Any]]] = {
-    "plan": plan,
-    "apply": apply,
-    "rollback": rollback,
-    "prune": prune,
-    "status": status,
-    "trust": trust,
-    "probe": lambda store, request, emit: probe(store.root),
-    "recover": lambda store, request, emit: {"recovered": recover(store)},
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edgeds.deploy.device COMMAND --root DIR [--json]`` with the request on stdin."""
-    parser = argparse.ArgumentParser(prog="edgeds.deploy.device", description=main.__doc__)
-    parser.add_argument("command", choices=[*sorted(COMMANDS), "session", "serve"])
-    parser.add_argument("--root", required=True, help="install dir on the device")
-    parser.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve(args.root)
-    store = Store(args.root)
-
-    def emit(event: str, data: dict[str, Any]) -> None:
-        sys.stderr.write(json.dumps({"event": event, **data}) + "\n")
-        sys.stderr.flush()
-
-    def run(command: str, request: dict[str, Any]) -> None:
-        try:
-            result = COMMANDS[command](store, request, emit)
-        except Exception as exc:  # the controller maps this to DeviceError
-            result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
-
-    if args.command == "session":
-        # One process for several steps (saves an interpreter start per step): one JSON request
-        # per line ``{"command": ..., "request": {...}}``, one JSON result line each, until EOF.
-        for line in sys.stdin:
-            if line.strip():
-                message = json.loads(line)
-                run(str(message.get("command")), dict(message.get("request") or {}))
-        return 0
-    raw = sys.stdin.read() if not sys.stdin.isatty() else ""
-    run(args.command, json.loads(raw) if raw.strip() else {})
-    return 0
