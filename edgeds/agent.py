@@ -258,7 +258,7 @@ class Agent:
     # -- step server ---------------------------------------------------------------------------
 
     def _start_step_server(self) -> None:
-        """Start :func:`edgeds.deploy.device.serve` as a child: deploy steps then fork from a process
+        """Start :func:`edgeds.deploy.device.server.serve` as a child: deploy steps then fork from a process
         that has edgeds imported instead of starting an interpreter each (it exits with us)."""
         import subprocess
         import sys

@@ -24,7 +24,7 @@ from .server import serve
 from .steps import apply, prune, rollback, status, trust
 from .store import Store, recover
 
-log = logging.getLogger("edgeds.deploy.device")
+log = logging.getLogger(__name__)
 
 
 COMMANDS: dict[str, Callable[[Store, dict[str, Any], Emit], dict[str, Any]]] = {

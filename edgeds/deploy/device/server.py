@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .store import Store
 
-log = logging.getLogger("edgeds.deploy.device")
+log = logging.getLogger(__name__)
 
 
 # Run by ``<install_dir>/bin/python -S -c RELAY <root> <python> ARGS...`` over SSH: hands this

@@ -38,7 +38,7 @@ from .protocol import (
 )
 from .store import Store, agent_pid, fsync_dir, now, recover
 
-log = logging.getLogger("edgeds.deploy.device")
+log = logging.getLogger(__name__)
 
 
 def ingest(store: Store, manifest: Any, emit: Emit = quiet) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 from ...errors import BundleError, StepFailed
 
-log = logging.getLogger("edgeds.deploy.device")
+log = logging.getLogger(__name__)
 
 
 def now() -> float:
