@@ -10,8 +10,8 @@ device's state (an uncommitted activation is rolled back by the device itself).
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import tempfile
 import threading
 import time
@@ -31,6 +31,8 @@ from .device.protocol import (
 from .device.server import step_argv
 from .ssh import Connection, connect
 from .targets import HostPlan
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str, dict[str, Any]], None]  # (host, event, data)
 
@@ -116,6 +118,26 @@ class LocalBundle:
             self._tmp = None
 
 
+def _event_reader(on_event: Callable[[dict[str, Any]], None]) -> Callable[[str], None]:
+    """A stderr-line callback that hands each progress event (a JSON object line) to ``on_event``.
+
+    A step's stderr also carries plain text (a traceback, a warning): such lines are not events
+    and are skipped. An error raised by ``on_event`` itself propagates.
+    """
+
+    def line(text: str) -> None:
+        if not text.startswith("{"):
+            return
+        try:
+            event = json.loads(text)
+        except ValueError:
+            log.debug("device stderr line is not an event: %.200s", text)
+            return
+        on_event(event)
+
+    return line
+
+
 class DeviceSession:
     """An SSH connection plus where edgeds lives on that device."""
 
@@ -139,11 +161,7 @@ class DeviceSession:
     ) -> dict[str, Any]:
         """Run one device command; its JSON result (raises :class:`DeviceError` if there is none)."""
 
-        def line(text: str) -> None:
-            if on_event is not None and text.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    on_event(json.loads(text))
-
+        line = None if on_event is None else _event_reader(on_event)
         argv = step_argv(self.python, self.install_dir, [command, "--root", self.install_dir, "--json"])
         result = self.conn.run(argv, stdin=json.dumps(request or {}).encode(), timeout=timeout, on_stderr_line=line)
         out = result.stdout.decode(errors="replace").strip().splitlines()
@@ -166,14 +184,9 @@ class StepRunner:
     """One device process (``device session``) answering several steps; progress events streamed."""
 
     def __init__(self, session: DeviceSession, on_event: Callable[[dict[str, Any]], None]) -> None:
-        def line(text: str) -> None:
-            if text.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    on_event(json.loads(text))
-
         argv = step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
         self.name = session.plan.host.name
-        self.process = session.conn.start(argv, on_stderr_line=line)
+        self.process = session.conn.start(argv, on_stderr_line=_event_reader(on_event))
 
     def call(self, command: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         raw = self.process.request(json.dumps({"command": command, "request": request}).encode(), timeout)
