@@ -268,5 +268,6 @@ def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = qui
 
 
 def trust(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
+    """Trust the publisher key ``key`` (PEM) under ``name``; ``added`` is False when it already was."""
     added = store.add_trusted_key(str(request.get("name", "publisher")), str(request["key"]).encode())
     return {"status": "ok", "added": added}

@@ -85,6 +85,7 @@ class Store:
         self.run_dir = self.root / "run"
 
     def ensure(self) -> None:
+        """Create the install dir and its subdirectories where missing."""
         for directory in (self.root, self.objects, self.incoming, self.releases, self.trust, self.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -106,6 +107,7 @@ class Store:
     # -- state --------------------------------------------------------------------------------
 
     def load_state(self) -> DeviceState:
+        """``state.json`` as read now (an empty state before the first commit); unknown keys are ignored."""
         try:
             data = json.loads(self.state_path.read_text())
         except FileNotFoundError:
@@ -113,10 +115,12 @@ class Store:
         return DeviceState(**{k: v for k, v in data.items() if k in DeviceState.__dataclass_fields__})
 
     def save_state(self, state: DeviceState) -> None:
+        """Write ``state.json`` atomically, keeping the last 50 history entries."""
         state.history = state.history[-50:]
         _write_atomic(self.state_path, json.dumps(asdict(state), indent=2).encode())
 
     def current_id(self) -> str | None:
+        """The release ``current`` points at, or None without the link."""
         try:
             target = os.readlink(self.current)
         except OSError:
@@ -142,6 +146,7 @@ class Store:
     # -- trust --------------------------------------------------------------------------------
 
     def trusted_keys(self) -> list[Any]:
+        """The publisher keys in ``trust/*.pub`` that load; a bundle must verify under one of them."""
         from ...bundle import load_public_key
 
         keys = []
@@ -154,6 +159,7 @@ class Store:
         return keys
 
     def add_trusted_key(self, name: str, pem: bytes) -> bool:
+        """Trust the ed25519 public key ``pem`` as ``trust/<name>.pub``; False when it already was."""
         from ...bundle import load_public_key
 
         load_public_key(pem)  # refuse garbage
@@ -167,6 +173,7 @@ class Store:
     # -- releases -----------------------------------------------------------------------------
 
     def release_manifest(self, release_id: str) -> dict[str, Any] | None:
+        """The staged release's manifest as a dict; None when it is missing or unreadable."""
         try:
             data: dict[str, Any] = json.loads((self.releases / release_id / "manifest.json").read_text())
         except (OSError, ValueError):
@@ -174,6 +181,7 @@ class Store:
         return data
 
     def list_releases(self) -> list[str]:
+        """Ids of the staged releases, sorted (staging directories left out)."""
         if not self.releases.is_dir():
             return []
         return sorted(p.name for p in self.releases.iterdir() if p.is_dir() and not p.name.startswith("."))
