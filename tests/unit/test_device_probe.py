@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,19 @@ def test_probe_in_process_matches_the_piped_shape(tmp_path: Path) -> None:
     assert set(data) == KEYS
     assert data["arch"] == probe.machine()
     assert data["backends"]["onnxruntime"] is True  # installed here, unlike under -S
+
+
+def test_probe_step_answers_the_same_shape(tmp_path: Path) -> None:
+    """Once edgeds is installed, ``python -m edgeds.deploy.device probe`` gives the same answer."""
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeds.deploy.device", "probe", "--root", str(tmp_path / "dev"), "--json"],
+        input=b"",
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert set(json.loads(proc.stdout.decode().strip().splitlines()[-1])) == KEYS
