@@ -1,4 +1,4 @@
-"""``python -m edgeds.deploy.device``: the device side of a deploy step (see :mod:`.steps`)."""
+"""``python -m edgeds.deploy.device``: the device side of a deploy step (see :mod:`.cli`)."""
 
 import sys
 

@@ -1,12 +1,13 @@
 """The device's step server and the relay that reaches it: a deploy step forks instead of starting Python.
 
-The agent starts ``python -m edgeds.deploy.device serve`` as its child. It imports edgeds once
-and listens on ``run/device.sock`` (mode 0600: only the device user). Each step the host runs
-over SSH is :func:`step_argv`: a tiny stdlib-only :data:`RELAY` that hands its stdin, stdout and
-stderr (SCM_RIGHTS) and its arguments to the server, which forks a child that runs the step on
-them and sends back its exit code. Without a server the relay execs
-``python -m edgeds.deploy.device ARGS`` instead. Either way the step sees the same file
-descriptors and arguments, so the wire format does not depend on which path ran it.
+The agent starts ``python -m edgeds.deploy.device serve`` as its child: a step then costs ~0.1 s
+instead of ~0.4 s for a fresh interpreter. The server imports edgeds once and listens on
+``run/device.sock`` (mode 0600: only the device user). Each step the host runs over SSH is
+:func:`step_argv`: a tiny stdlib-only :data:`RELAY` that hands its stdin, stdout and stderr
+(SCM_RIGHTS) and its arguments to the server, which forks a child that runs the step on them
+and sends back its exit code. Without a server the relay execs ``python -m edgeds.deploy.device
+ARGS`` instead. Either way the step sees the same file descriptors and arguments, so the wire
+format does not depend on which path ran it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 
-# Run by ``<install_dir>/bin/python -S -c RELAY <root> <python> ARGS...`` over SSH: hands this
-# process's stdin/stdout/stderr to the device's step server (``serve``, started by the agent with
-# edgeds already imported), which forks a child that runs the step on them; the relay exits
-# with the child's exit code. Without a step server it execs ``<python> -m edgeds.deploy.device
-# ARGS`` instead. Either way the step sees the same stdin/stdout/stderr and arguments.
+# Run as ``<install_dir>/bin/python -S -c RELAY <root> <python> ARGS...``; exits with the step's exit code.
 RELAY = r"""
 import json, os, socket, sys
 root, py, args = sys.argv[1], sys.argv[2], sys.argv[3:]
