@@ -119,7 +119,7 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
             backend.open(root / manifest["artifact"], buckets=(int(inputs.shape[0]),))
             name = manifest["io"]["inputs"][0]["name"]
             outputs = {k: np.array(v) for k, v in backend.infer({name: inputs}).items()}
-        except Exception as exc:
+        except Exception as exc:  # any backend failure means the release is not healthy here
             raise StepFailed(f"release does not load/run in-process: {exc}") from exc
         finally:
             backend.close()
