@@ -25,7 +25,7 @@ from typing import Any
 
 from edgeds.bundle import generate_keypair
 from edgeds.config import RolloutPolicy
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import protocol as dev
 from edgeds.deploy.rollout import deploy_bundle
 from edgeds.deploy.setup import setup_host
 from edgeds.deploy.targets import host_plans, resolve_target

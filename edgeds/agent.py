@@ -1,7 +1,7 @@
 """The on-device process (``edgeds agent``): serve ``current``, reload without dropping requests.
 
 Lifecycle: on start the agent takes ``run/agent.pid`` (refusing if another live agent holds
-it), rolls back an activation that was never committed (:func:`edgeds.deploy.device.recover`,
+it), rolls back an activation that was never committed (:func:`edgeds.deploy.device.store.recover`,
 so a device killed mid-deploy converges to its committed release), starts the Open Inference
 Protocol server and loads the release ``current`` points at. ``SIGHUP`` asks for a reload:
 the new release is loaded into a new engine while the old one keeps serving, then swapped in
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .deploy.device import Store, agent_pid, recover
+from .deploy.device.store import Store, agent_pid, recover
 
 log = logging.getLogger("edgeds.agent")
 
@@ -258,7 +258,7 @@ class Agent:
     # -- step server ---------------------------------------------------------------------------
 
     def _start_step_server(self) -> None:
-        """Start :func:`edgeds.deploy.device.serve` as a child: deploy steps then fork from a process
+        """Start :func:`edgeds.deploy.device.server.serve` as a child: deploy steps then fork from a process
         that has edgeds imported instead of starting an interpreter each (it exits with us)."""
         import subprocess
         import sys

@@ -25,7 +25,9 @@ that library and re-raised as one of these, with the original kept as ``__cause_
     ├── DeployError
     │   ├── HostKeyError             unknown or changed SSH host key
     │   ├── ConnectionFailed         the device cannot be reached
-    │   └── DeviceError              a step failed on the device
+    │   ├── DeviceError              a step failed on the device
+    │   │   └── StepFailed           (raised on the device) I/O, agent reload or health check failed
+    │   └── ReleaseRejected          (raised on the device) the bundle must not be installed there
     ├── TelemetryError               broker URL, TLS files, credentials
     ├── InspectionError              a frame source cannot be opened, a ledger cannot be written
     └── HilError                     a rig is misconfigured or a lease is held
@@ -149,6 +151,26 @@ class ConnectionFailed(DeployError):
 
 class DeviceError(DeployError):
     """A step failed on the device."""
+
+
+class StepFailed(DeviceError):
+    """Raised on the device by a deploy step (I/O, agent reload, health check).
+
+    The step reports it as a ``FAILED_*`` status in its result; it does not cross the wire as an error.
+    """
+
+
+class ReleaseRejected(DeployError):
+    """Raised on the device: the offered bundle must not be installed there.
+
+    ``reason`` is the short code the step reports with status ``REJECTED`` (``bad_signature``,
+    ``downgrade``, ``incompatible_device``, ...); ``message`` says why in words.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
 
 
 class TelemetryError(EdgedsError):

@@ -1,7 +1,7 @@
 """Deploy over SSH: verified atomic releases on devices, rollback, fleet rollouts.
 
 - :mod:`.ssh`      the only module importing paramiko (pinned host keys, key auth, timeouts)
-- :mod:`.device`   what runs on the device (object store, verify, stage, flip, rollback)
+- :mod:`.device`   what runs on the device (release store, admission, steps, health, step server)
 - :mod:`.host`     one host, seen from here: plan -> upload missing objects -> apply
 - :mod:`.rollout`  many hosts: canary, batches, per-host timeouts, abort threshold
 - :mod:`.setup`    device probe, agent install, service

@@ -10,8 +10,8 @@ device's state (an uncommitted activation is rolled back by the device itself).
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import tempfile
 import threading
 import time
@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, BundleVerificationError, ConnectionFailed, DeployError, DeviceError, HostKeyError
-from . import device as dev
+from .device.protocol import (
+    FAILED_NO_STATE_CHANGE,
+    FAILED_ROLLBACK_COMPLETE,
+    FAILED_UNABLE_TO_ROLLBACK,
+    REJECTED,
+    SUCCEEDED,
+)
+from .device.server import step_argv
 from .ssh import Connection, connect
 from .targets import HostPlan
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str, dict[str, Any]], None]  # (host, event, data)
 
@@ -34,7 +43,7 @@ def _no_progress(host: str, event: str, data: dict[str, Any]) -> None:
 
 @dataclass
 class HostResult:
-    """The outcome of one host. ``status`` is one of :data:`edgeds.deploy.device.STATUSES`."""
+    """The outcome of one host. ``status`` is one of :data:`edgeds.deploy.device.protocol.STATUSES`."""
 
     host: str
     status: str
@@ -109,6 +118,26 @@ class LocalBundle:
             self._tmp = None
 
 
+def _event_reader(on_event: Callable[[dict[str, Any]], None]) -> Callable[[str], None]:
+    """A stderr-line callback that hands each progress event (a JSON object line) to ``on_event``.
+
+    A step's stderr also carries plain text (a traceback, a warning): such lines are not events
+    and are skipped. An error raised by ``on_event`` itself propagates.
+    """
+
+    def line(text: str) -> None:
+        if not text.startswith("{"):
+            return
+        try:
+            event = json.loads(text)
+        except ValueError:
+            log.debug("device stderr line is not an event: %.200s", text)
+            return
+        on_event(event)
+
+    return line
+
+
 class DeviceSession:
     """An SSH connection plus where edgeds lives on that device."""
 
@@ -132,12 +161,8 @@ class DeviceSession:
     ) -> dict[str, Any]:
         """Run one device command; its JSON result (raises :class:`DeviceError` if there is none)."""
 
-        def line(text: str) -> None:
-            if on_event is not None and text.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    on_event(json.loads(text))
-
-        argv = dev.step_argv(self.python, self.install_dir, [command, "--root", self.install_dir, "--json"])
+        line = None if on_event is None else _event_reader(on_event)
+        argv = step_argv(self.python, self.install_dir, [command, "--root", self.install_dir, "--json"])
         result = self.conn.run(argv, stdin=json.dumps(request or {}).encode(), timeout=timeout, on_stderr_line=line)
         out = result.stdout.decode(errors="replace").strip().splitlines()
         try:
@@ -159,14 +184,9 @@ class StepRunner:
     """One device process (``device session``) answering several steps; progress events streamed."""
 
     def __init__(self, session: DeviceSession, on_event: Callable[[dict[str, Any]], None]) -> None:
-        def line(text: str) -> None:
-            if text.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    on_event(json.loads(text))
-
-        argv = dev.step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
+        argv = step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
         self.name = session.plan.host.name
-        self.process = session.conn.start(argv, on_stderr_line=line)
+        self.process = session.conn.start(argv, on_stderr_line=_event_reader(on_event))
 
     def call(self, command: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         raw = self.process.request(json.dumps({"command": command, "request": request}).encode(), timeout)
@@ -208,7 +228,7 @@ def deploy_host(
     name = plan.host.name
     started = time.monotonic()
     deadline = started + timeout
-    result = HostResult(name, dev.FAILED_NO_STATE_CHANGE)
+    result = HostResult(name, FAILED_NO_STATE_CHANGE)
     session: DeviceSession | None = None
     applying = False
     committed_before: str | None = None
@@ -228,11 +248,11 @@ def deploy_host(
         steps = StepRunner(session, on_event)
         planned = steps.call("plan", bundle.request(allow_downgrade=downgrade), timeout=120)
         committed_before = planned.get("committed")
-        if planned["status"] in (dev.REJECTED, dev.FAILED_NO_STATE_CHANGE):
+        if planned["status"] in (REJECTED, FAILED_NO_STATE_CHANGE):
             result.status, result.reason, result.message = planned["status"], planned.get("reason"), planned["message"]
             return result
         if planned["status"] == "already_installed":
-            result.status, result.release, result.already_installed = dev.SUCCEEDED, planned["release"], True
+            result.status, result.release, result.already_installed = SUCCEEDED, planned["release"], True
             result.message = "already installed"
             progress(name, "already_installed", {"release": planned["release"]})
             return result
@@ -264,10 +284,10 @@ def deploy_host(
         result.details = {k: applied[k] for k in ("health", "reload") if k in applied}
         return result
     except HostKeyError as exc:
-        result.status, result.reason, result.message = dev.FAILED_NO_STATE_CHANGE, "host_key", str(exc)
+        result.status, result.reason, result.message = FAILED_NO_STATE_CHANGE, "host_key", str(exc)
         return result
     except (BundleVerificationError, BundleError) as exc:
-        result.status, result.message = dev.REJECTED, str(exc)
+        result.status, result.message = REJECTED, str(exc)
         result.reason = getattr(exc, "reason", "bundle")
         return result
     except DeployError as exc:
@@ -289,7 +309,7 @@ def _after_lost_apply(plan: HostPlan, release: str | None, before: str | None, e
     try:
         session = open_session(plan)
     except DeployError as exc:
-        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; device unreachable afterwards, state unknown: {exc}"
+        return FAILED_UNABLE_TO_ROLLBACK, f"{error}; device unreachable afterwards, state unknown: {exc}"
     try:
         for _ in range(20):  # an apply still running holds the lock; recover waits for it
             state = session.call("status", timeout=60)
@@ -298,12 +318,12 @@ def _after_lost_apply(plan: HostPlan, release: str | None, before: str | None, e
             session.call("recover", timeout=60)
             time.sleep(0.5)
         if state.get("committed") == release and state.get("consistent"):
-            return dev.SUCCEEDED, f"connection dropped after commit ({error})"
+            return SUCCEEDED, f"connection dropped after commit ({error})"
         if state.get("committed") == before and state.get("consistent"):
-            return dev.FAILED_ROLLBACK_COMPLETE, f"{error}; device back on its committed release {before}"
-        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; device state: {state}"
+            return FAILED_ROLLBACK_COMPLETE, f"{error}; device back on its committed release {before}"
+        return FAILED_UNABLE_TO_ROLLBACK, f"{error}; device state: {state}"
     except DeployError as exc:
-        return dev.FAILED_UNABLE_TO_ROLLBACK, f"{error}; then {exc}"
+        return FAILED_UNABLE_TO_ROLLBACK, f"{error}; then {exc}"
     finally:
         session.conn.close()
 

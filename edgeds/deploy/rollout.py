@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import RolloutPolicy
 from ..errors import BundleError
-from . import device as dev
+from .device import protocol as dev
 from .host import HostResult, LocalBundle, Progress, _no_progress, deploy_host
 from .targets import HostPlan
 

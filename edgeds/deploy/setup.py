@@ -3,7 +3,7 @@
 Steps per host, each idempotent:
 
 1. **probe** (before anything is installed): the device's own ``python3`` runs
-   :mod:`edgeds.deploy.device`'s source from stdin -> arch, OS, Python, disk, memory, which
+   :mod:`edgeds.deploy.device.probe`'s source from stdin -> arch, OS, Python, disk, memory, which
    backends import, GPU / TensorRT / JetPack fingerprint.
 2. **environment**: ``<install_dir>/bin/python`` is the interpreter every device step uses.
    Default: a venv at ``<install_dir>/venv`` with an edgeds wheel built here (``pip wheel``),
@@ -33,7 +33,7 @@ from typing import Any
 
 from ..config import Target
 from ..errors import DeployError, DeviceError
-from . import device as dev
+from .device import probe as device_probe
 from .host import DeviceSession, open_session
 from .targets import HostPlan
 
@@ -125,7 +125,7 @@ def _sh(session: DeviceSession, script: str, timeout: float = 600.0) -> str:
 
 def probe_host(session: DeviceSession, python: str = "python3") -> dict[str, Any]:
     """Probe with the device's own interpreter, before edgeds is installed there."""
-    source = Path(dev.__file__).read_bytes()
+    source = Path(device_probe.__file__).read_bytes()
     result = session.conn.run([python, "-", "probe", "--root", session.install_dir], stdin=source, timeout=120)
     try:
         data: dict[str, Any] = json.loads(result.stdout.decode().strip().splitlines()[-1])

@@ -38,7 +38,7 @@ from .pipeline import InspectionPipeline, Publisher
 from .sources import source_kind
 
 if TYPE_CHECKING:
-    from ..deploy.device import Store
+    from ..deploy.device.store import Store
     from ..runtime.engine import Engine
     from .runner import LoadedModel
 

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from edgeds.bundle import generate_keypair
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import admission, steps
+from edgeds.deploy.device.protocol import FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, REJECTED, SUCCEEDED
+from edgeds.deploy.device.store import Store, recover
 from edgeds.deploy.host import LocalBundle
 from edgeds.sim.bundles import make_bundle
 
@@ -21,8 +23,8 @@ def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, keypair: tuple[Path, Path]) -> dev.Store:
-    store = dev.Store(tmp_path / "device")
+def store(tmp_path: Path, keypair: tuple[Path, Path]) -> Store:
+    store = Store(tmp_path / "device")
     store.add_trusted_key("publisher", keypair[1].read_bytes())
     return store
 
@@ -31,37 +33,37 @@ def _bundle(tmp_path: Path, keypair: tuple[Path, Path], version: int, **kwargs: 
     return LocalBundle.open(make_bundle(tmp_path / f"b{version}", version, kwargs.pop("key", keypair[0]), **kwargs))
 
 
-def _upload(store: dev.Store, bundle: LocalBundle, planned: dict[str, Any]) -> None:
+def _upload(store: Store, bundle: LocalBundle, planned: dict[str, Any]) -> None:
     for obj in planned["missing"]:
         (store.incoming / obj["sha256"]).write_bytes(bundle.files[obj["sha256"]].read_bytes())
 
 
-def _install(store: dev.Store, bundle: LocalBundle, **options: Any) -> dict[str, Any]:
-    planned = dev.plan(store, bundle.request())
+def _install(store: Store, bundle: LocalBundle, **options: Any) -> dict[str, Any]:
+    planned = admission.plan(store, bundle.request())
     if planned["status"] != "ready":
         return planned
     _upload(store, bundle, planned)
-    return dev.apply(store, bundle.request(options=options))
+    return steps.apply(store, bundle.request(options=options))
 
 
-def test_install_commit_already_installed_and_downgrade(store: dev.Store, tmp_path: Path, keypair: Any) -> None:
+def test_install_commit_already_installed_and_downgrade(store: Store, tmp_path: Path, keypair: Any) -> None:
     first = _bundle(tmp_path, keypair, 1)
     result = _install(store, first)
-    assert result["status"] == dev.SUCCEEDED, result
+    assert result["status"] == SUCCEEDED, result
     assert result["health"]["mode"] == "in_process"  # no agent: the release was opened and checked here
     assert store.current_id() == result["release"] == store.load_state().committed
     assert os.readlink(store.current) == f"releases/{result['release']}"
-    assert dev.plan(store, first.request())["status"] == "already_installed"
-    assert dev.apply(store, first.request())["already_installed"] is True
+    assert admission.plan(store, first.request())["status"] == "already_installed"
+    assert steps.apply(store, first.request())["already_installed"] is True
     older = _bundle(tmp_path, keypair, 0)
-    planned = dev.plan(store, older.request())
-    assert (planned["status"], planned["reason"]) == (dev.REJECTED, "downgrade")
+    planned = admission.plan(store, older.request())
+    assert (planned["status"], planned["reason"]) == (REJECTED, "downgrade")
 
 
-def test_second_version_uploads_only_missing_objects(store: dev.Store, tmp_path: Path, keypair: Any) -> None:
-    assert _install(store, _bundle(tmp_path, keypair, 1, seed=3))["status"] == dev.SUCCEEDED
+def test_second_version_uploads_only_missing_objects(store: Store, tmp_path: Path, keypair: Any) -> None:
+    assert _install(store, _bundle(tmp_path, keypair, 1, seed=3))["status"] == SUCCEEDED
     second = _bundle(tmp_path, keypair, 2, seed=3)
-    planned = dev.plan(store, second.request())
+    planned = admission.plan(store, second.request())
     assert "artifacts/model.onnx" not in {m["path"] for m in planned["missing"]}
     assert planned["missing"], "the card differs, so something is missing"
 
@@ -76,9 +78,7 @@ def test_second_version_uploads_only_missing_objects(store: dev.Store, tmp_path:
         ("unsafe_path", "bad_signature"),
     ],
 )
-def test_rejections_touch_nothing_live(
-    store: dev.Store, tmp_path: Path, keypair: Any, mutate: str, reason: str
-) -> None:
+def test_rejections_touch_nothing_live(store: Store, tmp_path: Path, keypair: Any, mutate: str, reason: str) -> None:
     good = _install(store, _bundle(tmp_path, keypair, 1))
     other_key, _ = generate_keypair(tmp_path / "other")
     bad = _bundle(tmp_path, keypair, 2, key=other_key if mutate == "wrong_key" else keypair[0])
@@ -89,7 +89,7 @@ def test_rejections_touch_nothing_live(
         request["manifest"] = request["manifest"].replace('"version": 2', '"version": 3')
     if mutate == "unsafe_path":
         request["manifest"] = request["manifest"].replace('"path": "artifacts/model.onnx"', '"path": "../x"')
-    planned = dev.plan(store, request)
+    planned = admission.plan(store, request)
     if mutate == "flip":
         assert planned["status"] == "ready"
         _upload(store, bad, planned)
@@ -97,48 +97,48 @@ def test_rejections_touch_nothing_live(
         data = bytearray(victim.read_bytes())
         data[0] ^= 0xFF
         victim.write_bytes(bytes(data))
-        planned = dev.apply(store, request)
-    assert (planned["status"], planned["reason"]) == (dev.REJECTED, reason)
+        planned = steps.apply(store, request)
+    assert (planned["status"], planned["reason"]) == (REJECTED, reason)
     assert store.current_id() == good["release"] == store.load_state().committed
     assert store.list_releases() == [good["release"]]
 
 
-def test_load_failure_rolls_back(store: dev.Store, tmp_path: Path, keypair: Any) -> None:
+def test_load_failure_rolls_back(store: Store, tmp_path: Path, keypair: Any) -> None:
     good = _install(store, _bundle(tmp_path, keypair, 1))
     bad = _install(store, _bundle(tmp_path, keypair, 2, broken_model=True))
-    assert bad["status"] == dev.FAILED_ROLLBACK_COMPLETE
+    assert bad["status"] == FAILED_ROLLBACK_COMPLETE
     assert store.current_id() == good["release"]
     state = store.load_state()
     assert state.committed == good["release"] and state.pending is None and bad["release"] in state.failed
 
 
-def test_recover_rolls_back_uncommitted_flip(store: dev.Store, tmp_path: Path, keypair: Any) -> None:
+def test_recover_rolls_back_uncommitted_flip(store: Store, tmp_path: Path, keypair: Any) -> None:
     good = _install(store, _bundle(tmp_path, keypair, 1))
     second = _bundle(tmp_path, keypair, 2)
-    planned = dev.plan(store, second.request())
+    planned = admission.plan(store, second.request())
     _upload(store, second, planned)
-    candidate = dev.Candidate.from_request(second.request())
-    manifest = dev.verify_candidate(store, candidate)
-    dev.ingest(store, manifest)
-    dev.stage(store, candidate, manifest, planned["release"])
+    candidate = admission.Candidate.from_request(second.request())
+    manifest = admission.verify_candidate(store, candidate)
+    steps.ingest(store, manifest)
+    steps.stage(store, candidate, manifest, planned["release"])
     state = store.load_state()
     state.pending = {"id": planned["release"], "from": good["release"]}
     store.save_state(state)
     store.flip(planned["release"])  # a crash here: live but never committed
-    assert dev.recover(store) == {"rolled_back": planned["release"], "current": good["release"]}
+    assert recover(store) == {"rolled_back": planned["release"], "current": good["release"]}
     assert store.current_id() == good["release"]
-    assert dev.recover(store) is None  # idempotent
+    assert recover(store) is None  # idempotent
     # staging is reusable: the retried apply does not rebuild the release
-    _upload(store, second, dev.plan(store, second.request()))
-    assert dev.apply(store, second.request())["status"] == dev.SUCCEEDED
+    _upload(store, second, admission.plan(store, second.request()))
+    assert steps.apply(store, second.request())["status"] == SUCCEEDED
 
 
-def test_rollback_and_prune(store: dev.Store, tmp_path: Path, keypair: Any) -> None:
+def test_rollback_and_prune(store: Store, tmp_path: Path, keypair: Any) -> None:
     ids = [_install(store, _bundle(tmp_path, keypair, v, seed=v))["release"] for v in (1, 2, 3)]
-    rolled = dev.rollback(store, {})
-    assert rolled["status"] == dev.SUCCEEDED and store.current_id() == ids[1]
-    assert dev.rollback(store, {"to": "nope"})["status"] == dev.FAILED_NO_STATE_CHANGE
-    pruned = dev.prune(store, {"keep": 1})
+    rolled = steps.rollback(store, {})
+    assert rolled["status"] == SUCCEEDED and store.current_id() == ids[1]
+    assert steps.rollback(store, {"to": "nope"})["status"] == FAILED_NO_STATE_CHANGE
+    pruned = steps.prune(store, {"keep": 1})
     assert ids[0] in pruned["removed"] and set(pruned["kept"]) == {ids[1], ids[2]}
     referenced = set()
     for release in pruned["kept"]:
@@ -146,11 +146,11 @@ def test_rollback_and_prune(store: dev.Store, tmp_path: Path, keypair: Any) -> N
             f["sha256"] for f in json.loads((store.releases / release / "manifest.json").read_text())["files"]
         }
     assert {p.name for p in store.objects.iterdir()} == referenced
-    status = dev.status(store)
+    status = steps.status(store)
     assert status["current"]["id"] == ids[1] and status["consistent"]
 
 
 def test_no_trusted_key_rejects(tmp_path: Path, keypair: Any) -> None:
-    bare = dev.Store(tmp_path / "bare")
-    planned = dev.plan(bare, _bundle(tmp_path, keypair, 1).request())
-    assert (planned["status"], planned["reason"]) == (dev.REJECTED, "no_trusted_key")
+    bare = Store(tmp_path / "bare")
+    planned = admission.plan(bare, _bundle(tmp_path, keypair, 1).request())
+    assert (planned["status"], planned["reason"]) == (REJECTED, "no_trusted_key")

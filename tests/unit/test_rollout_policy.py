@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from edgeds.config import HostEntry, RolloutPolicy
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import protocol as dev
 from edgeds.deploy.host import HostResult
 from edgeds.deploy.rollout import failure_limit, run_rollout, waves
 from edgeds.deploy.ssh import Endpoint

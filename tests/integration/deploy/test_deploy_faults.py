@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 
 from edgeds.bundle import generate_keypair, pack_bundle
 from edgeds.cli import app
-from edgeds.deploy import device as dev
+from edgeds.deploy.device import admission, steps
+from edgeds.deploy.device.protocol import FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, REJECTED, SUCCEEDED
+from edgeds.deploy.device.store import Store
 from edgeds.deploy.rollout import deploy_bundle
 from edgeds.deploy.ssh import connect
 from edgeds.errors import HostKeyError
@@ -73,7 +75,7 @@ def _escaping_tar(bundle: Path, out: Path) -> Path:
 
 def test_bad_bundles_are_rejected_before_activation(rig: Rig, tmp_path: Path) -> None:
     good = rig.deploy(rig.bundle())
-    assert good.status == dev.SUCCEEDED
+    assert good.status == SUCCEEDED
     before = _live_snapshot(rig)
     version_before = _infer_ok(rig)
 
@@ -96,7 +98,7 @@ def test_bad_bundles_are_rejected_before_activation(rig: Rig, tmp_path: Path) ->
     cases["escaping tar member"] = (tar_result.hosts[0], "unsafe_archive")
 
     for name, (result, reason) in cases.items():
-        assert result.status == dev.REJECTED, (name, result)
+        assert result.status == REJECTED, (name, result)
         assert result.reason == reason, (name, result)
         assert _live_snapshot(rig) == before, name
     assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/escaped.txt").exists()
@@ -118,9 +120,9 @@ def test_failed_activation_rolls_back_and_old_model_keeps_serving(
     rig: Rig, variant: str, kwargs: dict[str, Any]
 ) -> None:
     good = rig.deploy(rig.bundle())
-    assert good.status == dev.SUCCEEDED
+    assert good.status == SUCCEEDED
     bad = rig.deploy(rig.bundle(**kwargs))
-    assert bad.status == dev.FAILED_ROLLBACK_COMPLETE, (variant, bad)
+    assert bad.status == FAILED_ROLLBACK_COMPLETE, (variant, bad)
     assert rig.current() == good.release
     status = rig.status()
     assert status["committed"] == good.release and status["consistent"]
@@ -133,7 +135,7 @@ def test_failed_activation_rolls_back_and_old_model_keeps_serving(
 
 def test_sshd_killed_mid_upload_leaves_current_untouched_and_retry_completes(rig: Rig) -> None:
     good = rig.deploy(rig.bundle())
-    assert good.status == dev.SUCCEEDED
+    assert good.status == SUCCEEDED
     before = _live_snapshot(rig)
     big = rig.bundle(padding_bytes=24 * 1024 * 1024)
     device = rig.devices[0]
@@ -146,7 +148,7 @@ def test_sshd_killed_mid_upload_leaves_current_untouched_and_retry_completes(rig
 
     failed = rig.deploy(big, progress=progress)
     assert killed, "the upload finished before sshd could be killed"
-    assert failed.status == dev.FAILED_NO_STATE_CHANGE, failed
+    assert failed.status == FAILED_NO_STATE_CHANGE, failed
     assert rig.current() == before[0]
     assert _infer_ok(rig)  # the agent kept serving through the outage
     parts = list((device.install_dir / "incoming").glob("*.part"))
@@ -159,7 +161,7 @@ def test_sshd_killed_mid_upload_leaves_current_untouched_and_retry_completes(rig
     device.start()
     assert _live_snapshot(rig) == before
     retried = rig.deploy(big)
-    assert retried.status == dev.SUCCEEDED, retried
+    assert retried.status == SUCCEEDED, retried
     total = sum(p.stat().st_size for p in (big / "artifacts").iterdir())
     assert retried.uploaded_bytes <= total - kept, "the retry should resume from the kept bytes, not start over"
     assert rig.current() == retried.release
@@ -167,7 +169,7 @@ def test_sshd_killed_mid_upload_leaves_current_untouched_and_retry_completes(rig
 
 def test_agent_killed_during_activation_converges_to_a_committed_release(rig: Rig) -> None:
     good = rig.deploy(rig.bundle())
-    assert good.status == dev.SUCCEEDED
+    assert good.status == SUCCEEDED
     device = rig.devices[0]
 
     def kill_agent(host: str, event: str, data: dict[str, Any]) -> None:
@@ -176,14 +178,14 @@ def test_agent_killed_during_activation_converges_to_a_committed_release(rig: Ri
 
     old_pid = device.agent_pid()
     result = rig.deploy(rig.bundle(), progress=kill_agent)
-    assert result.status == dev.FAILED_ROLLBACK_COMPLETE, result
+    assert result.status == FAILED_ROLLBACK_COMPLETE, result
     agent = rig.wait_agent(release=good.release, not_pid=old_pid)  # the supervisor restarted it
     assert agent["release"] == good.release
     assert rig.status()["consistent"]
 
     # Power-cut variant: the deploy step dies right after the flip, then the agent is killed too.
     crashed = rig.deploy(rig.bundle(), options={"apply": {"crash_after_flip": True}})
-    assert crashed.status in (dev.FAILED_ROLLBACK_COMPLETE, dev.FAILED_NO_STATE_CHANGE), crashed
+    assert crashed.status in (FAILED_ROLLBACK_COMPLETE, FAILED_NO_STATE_CHANGE), crashed
     old_pid = device.agent_pid()
     assert device.kill_agent()
     agent = rig.wait_agent(release=good.release, not_pid=old_pid)
@@ -195,20 +197,20 @@ def test_agent_killed_during_activation_converges_to_a_committed_release(rig: Ri
 
 def test_uncommitted_flip_is_rolled_back_by_a_restarted_agent(rig: Rig) -> None:
     good = rig.deploy(rig.bundle())
-    assert good.status == dev.SUCCEEDED
+    assert good.status == SUCCEEDED
     device = rig.devices[0]
     # Leave the device exactly as a power cut after the flip would: new release live, pending, uncommitted.
-    store = dev.Store(device.install_dir)
+    store = Store(device.install_dir)
     candidate_dir = rig.bundle()
     from edgeds.deploy.host import LocalBundle
 
     local = LocalBundle.open(candidate_dir)
-    planned = dev.plan(store, local.request())
+    planned = admission.plan(store, local.request())
     for obj in planned["missing"]:
         (store.incoming / obj["sha256"]).write_bytes(local.files[obj["sha256"]].read_bytes())
-    manifest = dev.verify_candidate(store, dev.Candidate.from_request(local.request()))
-    dev.ingest(store, manifest)
-    dev.stage(store, dev.Candidate.from_request(local.request()), manifest, planned["release"])
+    manifest = admission.verify_candidate(store, admission.Candidate.from_request(local.request()))
+    steps.ingest(store, manifest)
+    steps.stage(store, admission.Candidate.from_request(local.request()), manifest, planned["release"])
     state = store.load_state()
     state.pending = {"id": planned["release"], "from": good.release, "ts": time.time()}
     store.save_state(state)
@@ -232,7 +234,7 @@ def test_unknown_or_changed_host_key_is_refused(rig: Rig) -> None:
     with pytest.raises(HostKeyError, match="not pinned"):
         connect(endpoint)
     result = rig.deploy(rig.bundle())
-    assert result.status == dev.FAILED_NO_STATE_CHANGE and result.reason == "host_key"
+    assert result.status == FAILED_NO_STATE_CHANGE and result.reason == "host_key"
 
     other = rig.fleet.base_dir / "impostor"
     from edgeds.sim.devices import _keypair
@@ -257,14 +259,14 @@ def test_unknown_or_changed_host_key_is_refused(rig: Rig) -> None:
     assert known_hosts.read_text().split() == pinned.split()
     again = runner.invoke(app, ["enroll", "--target", str(rig.target_path), "--yes", "--json"])
     assert json.loads(again.stdout)[0]["result"] == "already pinned"
-    assert rig.deploy(rig.bundle()).status == dev.SUCCEEDED
+    assert rig.deploy(rig.bundle()).status == SUCCEEDED
 
 
 def test_not_enough_disk_fails_at_precheck_without_change(rig: Rig) -> None:
     good = rig.deploy(rig.bundle())
     before = _live_snapshot(rig)
     result = rig.deploy(rig.bundle(min_disk_mb=1 << 30))
-    assert result.status == dev.FAILED_NO_STATE_CHANGE and result.reason == "insufficient_disk", result
+    assert result.status == FAILED_NO_STATE_CHANGE and result.reason == "insufficient_disk", result
     assert result.uploaded_bytes == 0
     assert _live_snapshot(rig) == before
     assert rig.agent()["release"] == good.release
@@ -277,7 +279,7 @@ def test_canary_failure_aborts_and_a_hung_host_cannot_stall_the_rollout(rig3: Ri
     result = deploy_bundle(rig3.plans, rig3.bundle(broken_model=True), policy)
     statuses = [h.status for h in result.hosts]
     assert result.aborted
-    assert statuses == [dev.FAILED_ROLLBACK_COMPLETE, dev.FAILED_NO_STATE_CHANGE, dev.FAILED_NO_STATE_CHANGE]
+    assert statuses == [FAILED_ROLLBACK_COMPLETE, FAILED_NO_STATE_CHANGE, FAILED_NO_STATE_CHANGE]
     assert [h.reason for h in result.hosts[1:]] == ["not_attempted", "not_attempted"]
     assert all(rig3.current(i) is None for i in range(3))
 
@@ -295,6 +297,6 @@ def test_canary_failure_aborts_and_a_hung_host_cannot_stall_the_rollout(rig3: Ri
         for proc in frozen:
             proc.resume()
     by_host = {h.host: h.status for h in result.hosts}
-    assert by_host == {"sim-1": dev.SUCCEEDED, "sim-2": dev.FAILED_NO_STATE_CHANGE, "sim-3": dev.SUCCEEDED}
+    assert by_host == {"sim-1": SUCCEEDED, "sim-2": FAILED_NO_STATE_CHANGE, "sim-3": SUCCEEDED}
     assert elapsed < 20, elapsed
     assert rig3.current(1) is None

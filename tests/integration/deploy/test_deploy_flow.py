@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from edgeds.cli import app
-from edgeds.deploy import device as dev
+from edgeds.deploy.device.protocol import SUCCEEDED
 
 from .conftest import Rig
 
@@ -25,20 +25,20 @@ def _cli(*args: str) -> tuple[int, object]:
 def test_deploy_redeploy_upload_only_missing_then_rollback_and_prune(rig: Rig) -> None:
     first = rig.bundle(seed=7)
     result = rig.deploy(first)
-    assert result.status == dev.SUCCEEDED, result
+    assert result.status == SUCCEEDED, result
     assert rig.current() == result.release
     assert result.details["health"]["mode"] == "agent"
     assert rig.wait_agent(release=result.release)["release"] == result.release
 
     again = rig.deploy(first)
-    assert again.status == dev.SUCCEEDED and again.already_installed
+    assert again.status == SUCCEEDED and again.already_installed
     assert again.uploaded_bytes == 0
 
     # A new version with the same weights: the artifact is already on the device, only small files move.
     second = rig.bundle(seed=7)
     model_size = (second / "artifacts" / "model.onnx").stat().st_size
     upgraded = rig.deploy(second)
-    assert upgraded.status == dev.SUCCEEDED, upgraded
+    assert upgraded.status == SUCCEEDED, upgraded
     assert upgraded.uploaded_bytes < model_size
     assert upgraded.previous == result.release
 
@@ -51,12 +51,12 @@ def test_deploy_redeploy_upload_only_missing_then_rollback_and_prune(rig: Rig) -
 
     code, rolled = _cli("rollback", "--target", str(rig.target_path))
     assert code == 0, rolled
-    assert rolled["sim-1"]["status"] == dev.SUCCEEDED  # type: ignore[index]
+    assert rolled["sim-1"]["status"] == SUCCEEDED  # type: ignore[index]
     assert rig.current() == result.release
     rig.wait_agent(release=result.release)
 
     third = rig.deploy(rig.bundle(seed=8))
-    assert third.status == dev.SUCCEEDED
+    assert third.status == SUCCEEDED
     code, pruned = _cli("releases", "prune", "--target", str(rig.target_path), "--keep", "1")
     assert code == 0
     assert set(pruned["sim-1"]["kept"]) == {third.release, result.release}  # type: ignore[index]
@@ -69,7 +69,7 @@ def test_cli_deploy_fleet_reports_every_host(rig3: Rig) -> None:
     assert result.exit_code == 0, result.stdout + result.stderr
     data = json.loads(result.stdout)
     assert [h["host"] for h in data["hosts"]] == ["sim-1", "sim-2", "sim-3"]
-    assert all(h["status"] == dev.SUCCEEDED for h in data["hosts"])
+    assert all(h["status"] == SUCCEEDED for h in data["hosts"])
     assert data["waves"][0] == ["sim-1"]  # canary first
     for index in range(3):
         assert rig3.current(index) == data["hosts"][index]["release"]

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeds.cli import app
-from edgeds.deploy import device as dev
+from edgeds.deploy.device.protocol import SUCCEEDED
 from edgeds.deploy.host import LocalBundle, deploy_host
 from edgeds.deploy.setup import build_wheel
 from edgeds.deploy.targets import host_plans, resolve_target
@@ -103,5 +103,5 @@ def test_device_setup_installs_venv_offline_and_is_idempotent(keys: Keys, wheelh
         bundle = LocalBundle.open(make_bundle(tmp_path / "b", 5, keys.private))
         deployed = deploy_host(host_plans(target, path)[0], bundle)
         bundle.close()
-        assert deployed.status == dev.SUCCEEDED, deployed
+        assert deployed.status == SUCCEEDED, deployed
         assert deployed.details["health"]["mode"] == "agent"

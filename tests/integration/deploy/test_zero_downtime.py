@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from edgeds.deploy import device as dev
+from edgeds.deploy.device.protocol import SUCCEEDED
 
 from .conftest import Rig
 
@@ -53,7 +53,7 @@ def _client(address: str, stop: threading.Event, results: list[tuple[int, str]])
 
 def test_switching_models_under_load_drops_no_request(rig: Rig) -> None:
     first = rig.deploy(rig.bundle(seed=1))
-    assert first.status == dev.SUCCEEDED
+    assert first.status == SUCCEEDED
     results: list[tuple[int, str]] = []
     stop = threading.Event()
     clients = [
@@ -66,7 +66,7 @@ def test_switching_models_under_load_drops_no_request(rig: Rig) -> None:
         seed = 2
         while switches < 3 or len(results) < MIN_REQUESTS:
             result = rig.deploy(rig.bundle(seed=seed), options={"apply": {"health": {"requests": 10}}})
-            assert result.status == dev.SUCCEEDED, result
+            assert result.status == SUCCEEDED, result
             switches += 1
             seed += 1
             assert switches < 40, f"only {len(results)} requests after {switches} switches"
@@ -88,12 +88,12 @@ def test_unload_first_mode_reports_the_gap(rig: Rig) -> None:
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "swap_mode": "unload_first"}))
     first = rig.deploy(rig.bundle())
-    assert first.status == dev.SUCCEEDED
+    assert first.status == SUCCEEDED
     old_pid = device.agent_pid()
     assert device.kill_agent()  # the supervisor restarts it with the new config
     rig.wait_agent(release=first.release, not_pid=old_pid)
     second = rig.deploy(rig.bundle())
-    assert second.status == dev.SUCCEEDED, second
+    assert second.status == SUCCEEDED, second
     agent = rig.agent()
     assert agent["release"] == second.release
     assert agent["gap_s"] > 0  # memory-constrained swap: the old engine was unloaded first

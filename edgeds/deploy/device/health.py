@@ -1,0 +1,184 @@
+"""The agent as a deploy step sees it: make it load a release, then check the release it serves.
+
+:func:`reload_agent` sends the agent SIGHUP and waits on its status file (``run/agent.json``)
+until it serves the release or reports failing to. :func:`health_check` then asks the agent's
+Open Inference Protocol server whether it is ready, runs the bundle's golden inputs through it
+(outputs within the manifest's tolerances) and measures p99 latency over N single requests
+against the bound. Without a running agent the release is opened in-process instead. Every
+failure raises :class:`edgeds.errors.StepFailed`; the apply step then rolls back.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ...errors import StepFailed
+from .protocol import Emit, quiet
+from .store import Store, agent_pid
+
+
+def reload_agent(store: Store, release_id: str | None, timeout: float, emit: Emit = quiet) -> dict[str, Any]:
+    """SIGHUP the agent and wait until it serves ``release_id`` (or reports failing to)."""
+    pid = agent_pid(store)
+    if pid is None:
+        return {"agent": "not_running"}
+    before = store.agent_status().get("generation", 0)
+    os.kill(pid, signal.SIGHUP)
+    emit("reload_sent", {"pid": pid, "release": release_id})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = store.agent_status()
+        if not status["running"]:
+            raise StepFailed(f"the agent (pid {pid}) died while loading {release_id}")
+        if status.get("generation", 0) > before and status.get("attempted") == release_id:
+            if status.get("state") == "serving" and status.get("release") == release_id:
+                return {"agent": "serving", "load_s": status.get("load_s")}
+            if status.get("state") in ("failed", "serving", "idle"):
+                raise StepFailed(f"the agent failed to load {release_id}: {status.get('error')}")
+        time.sleep(0.05)
+    raise StepFailed(f"the agent did not load {release_id} within {timeout:.0f}s")
+
+
+def agent_url(store: Store) -> str | None:
+    """``http://host:port`` of the running agent's server, from its status file; None when it does not run."""
+    status = store.agent_status()
+    http = status.get("http")
+    return f"http://{http}" if http and status.get("running") else None
+
+
+def agent_ready(store: Store, timeout: float = 3.0) -> bool | None:
+    """Whether the running agent answers ``/v2/health/ready`` with 200; None without an agent or an answer."""
+    url = agent_url(store)
+    if url is None:
+        return None
+    try:
+        return _http(f"{url}/v2/health/ready", timeout=timeout)[0] == 200
+    except (OSError, ValueError):  # no HTTP answer (refused, timed out, garbled): readiness unknown
+        return None
+
+
+def _http(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Status and body of a GET (a JSON POST with ``body``); an HTTP error status is an answer, not an exception."""
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol: float, min_cos: float) -> None:
+    import numpy as np
+
+    for name, ref in golden.items():
+        got = outputs.get(name)
+        if got is None:
+            raise StepFailed(f"golden check: output {name!r} missing")
+        got = np.asarray(got, dtype=np.float64).reshape(ref.shape)
+        ref64 = ref.astype(np.float64)
+        if not np.allclose(got, ref64, atol=atol, rtol=rtol):
+            worst = float(np.max(np.abs(got - ref64)))
+            raise StepFailed(f"golden check: {name} differs by up to {worst:.4g} (atol {atol}, rtol {rtol})")
+        denom = float(np.linalg.norm(got) * np.linalg.norm(ref64)) or 1.0
+        cosine = float(np.sum(got * ref64)) / denom
+        if cosine < min_cos:
+            raise StepFailed(f"golden check: cosine {cosine:.5f} < {min_cos}")
+
+
+def health_check(store: Store, release_id: str, options: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
+    """Agent ready, golden outputs within tolerance, p99 under the bound over N requests.
+
+    Without a running agent the release is checked in-process instead (open the artifact with
+    its backend and run the golden batch); the result says which was done.
+    """
+    import numpy as np
+
+    root = store.releases / release_id
+    manifest = json.loads((root / "manifest.json").read_text())
+    golden = manifest["golden"]
+    inputs = np.load(root / golden["inputs"], allow_pickle=False)
+    with np.load(root / golden["outputs"], allow_pickle=False) as npz:
+        expected = {k: npz[k] for k in npz.files}
+    tol = (float(golden["atol"]), float(golden["rtol"]), float(golden["min_cosine"]))
+    bound = options.get("p99_ms") or (manifest.get("profile", {}).get("latency", {}) or {}).get("p99_ms")
+    url = agent_url(store)
+    if url is None:
+        from ... import backends
+
+        backend = backends.create(manifest["backend"], manifest.get("backend_options") or {})
+        try:
+            backend.open(root / manifest["artifact"], buckets=(int(inputs.shape[0]),))
+            name = manifest["io"]["inputs"][0]["name"]
+            outputs = {k: np.array(v) for k, v in backend.infer({name: inputs}).items()}
+        except Exception as exc:  # any backend failure means the release is not healthy here
+            raise StepFailed(f"release does not load/run in-process: {exc}") from exc
+        finally:
+            backend.close()
+        _compare(outputs, expected, *tol)
+        return {"mode": "in_process", "golden": "ok"}
+    model = manifest["model"]["name"]
+    code, _ = _http(f"{url}/v2/health/ready")
+    if code != 200:
+        raise StepFailed(f"agent not ready (HTTP {code})")
+    code, _ = _http(f"{url}/v2/models/{model}/ready")
+    if code != 200:
+        raise StepFailed(f"model {model} not ready (HTTP {code})")
+    in_name = manifest["io"]["inputs"][0]["name"]
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def infer(batch: Any) -> dict[str, Any]:
+        """One OIP request with the binary tensor extension (JSON outputs), on a kept-alive connection."""
+        raw = np.ascontiguousarray(batch, dtype=np.float32).tobytes()
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": in_name,
+                        "shape": list(batch.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ]
+            }
+        ).encode()
+        conn.request(
+            "POST",
+            f"/v2/models/{model}/infer",
+            body=header + raw,
+            headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        )
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise StepFailed(f"infer returned HTTP {response.status}: {payload[:200]!r}")
+        reply = json.loads(payload)
+        return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in reply["outputs"]}
+
+    count = int(options.get("requests", 50))
+    latencies = []
+    try:
+        _compare(infer(inputs), expected, *tol)
+        emit("golden_ok", {"release": release_id})
+        one = inputs[:1]
+        for _ in range(count):
+            start = time.perf_counter()
+            infer(one)
+            latencies.append((time.perf_counter() - start) * 1000)
+    finally:
+        conn.close()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] if latencies else 0.0
+    result = {"mode": "agent", "golden": "ok", "requests": count, "p99_ms": round(p99, 3), "bound_ms": bound}
+    if bound is not None and count and p99 > float(bound):
+        raise StepFailed(f"p99 {p99:.1f} ms over {count} requests exceeds the bound {bound} ms")
+    return result
