@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeds.bundle import generate_keypair
+from edgeds.bundle import Bundle, generate_keypair
 from edgeds.config import RolloutPolicy
 from edgeds.deploy.device import protocol as dev
-from edgeds.deploy.rollout import deploy_bundle
+from edgeds.deploy.options import DeployOptions
+from edgeds.deploy.rollout import rollout
 from edgeds.deploy.setup import setup_host
 from edgeds.deploy.targets import host_plans, resolve_target
 from edgeds.sim.bundles import make_bundle
@@ -53,15 +54,16 @@ def main() -> int:
                 raise SystemExit(f"setup failed on {plan.host.name}: {result.message}")
         single, fleet_plans = plans[:1], plans[1:]
         policy = RolloutPolicy(canary=0, batch="100%", max_failures="0", parallelism=args.devices, host_timeout_s=300)
-        options = {"apply": {"health": {"requests": args.requests}}}
+        options = DeployOptions(health_requests=args.requests)
         for round_no in range(args.rounds + 1):  # round 0 is a warm-up (first install), not reported
-            bundle = make_bundle(work / f"b{round_no}", 100 + round_no, private, seed=1)
-            started = time.perf_counter()
-            one = deploy_bundle(single, bundle, policy, options=options)
-            t1 = time.perf_counter() - started
-            started = time.perf_counter()
-            many = deploy_bundle(fleet_plans, bundle, policy, options=options)
-            tn = time.perf_counter() - started
+            bundle = Bundle.open(make_bundle(work / f"b{round_no}", 100 + round_no, private, seed=1), verify=False)
+            with bundle:
+                started = time.perf_counter()
+                one = rollout(single, bundle, policy, options=options)
+                t1 = time.perf_counter() - started
+                started = time.perf_counter()
+                many = rollout(fleet_plans, bundle, policy, options=options)
+                tn = time.perf_counter() - started
             ok = one.succeeded and many.succeeded
             if not ok:
                 raise SystemExit(f"round {round_no} failed: {one.hosts} {many.hosts}")

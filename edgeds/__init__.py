@@ -1,32 +1,90 @@
 """edgeds: take a trained model to edge devices and keep it running there.
 
-The public API is what ``__all__`` lists; submodules (``edgeds.compile``, ``edgeds.runtime``,
-``edgeds.deploy``, ``edgeds.telemetry``) carry the rest and import their heavy libraries only
-when used.
+The public API is what ``__all__`` lists; everything else is reachable through the submodules but
+may change without notice. The trip in Python::
+
+    import edgeds
+
+    result = edgeds.compile_model("model.onnx", "x86-cpu", key="keys/edgeds.key")
+    with edgeds.Bundle.open(result.bundle, public_key="keys/edgeds.pub") as bundle:
+        rollout = edgeds.deploy_bundle(bundle, "my-target", options=edgeds.DeployOptions(health_requests=20))
+    assert rollout.succeeded, rollout.counts()
+
+    with edgeds.Bundle.open(result.bundle) as bundle:
+        engine = edgeds.Engine.from_bundle(bundle).start()
+    server = edgeds.InferenceServer(engine, port=8000).start()
+
+``import edgeds`` is cheap: each name is imported from its module on first use, so the heavy
+libraries behind compile, deploy and the runtime load only when a program touches them.
+All errors derive from :class:`EdgedsError`.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .config import (
-    ModelCard,
-    Profile,
-    Target,
-    list_profiles,
-    list_targets,
-    load_model_card,
-    load_profile,
-    load_target,
-    resolve_target_profile,
-)
 from .errors import EdgedsError
 
+if TYPE_CHECKING:
+    from .bundle import Bundle
+    from .compile import CompileResult, compile_model
+    from .config import (
+        ModelCard,
+        Profile,
+        Target,
+        list_profiles,
+        list_targets,
+        load_model_card,
+        load_profile,
+        load_target,
+        resolve_target_profile,
+    )
+    from .deploy.api import deploy_bundle
+    from .deploy.host import HostResult
+    from .deploy.options import DeployOptions
+    from .deploy.rollout import RolloutResult
+    from .runtime.engine import Engine
+    from .runtime.server import InferenceServer
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "ModelCard": ".config",
+    "Profile": ".config",
+    "Target": ".config",
+    "list_profiles": ".config",
+    "list_targets": ".config",
+    "load_model_card": ".config",
+    "load_profile": ".config",
+    "load_target": ".config",
+    "resolve_target_profile": ".config",
+    "compile_model": ".compile",
+    "CompileResult": ".compile",
+    "Bundle": ".bundle",
+    "deploy_bundle": ".deploy.api",
+    "DeployOptions": ".deploy.options",
+    "HostResult": ".deploy.host",
+    "RolloutResult": ".deploy.rollout",
+    "Engine": ".runtime.engine",
+    "InferenceServer": ".runtime.server",
+}
+
 __all__ = [
+    "Bundle",
+    "CompileResult",
+    "DeployOptions",
     "EdgedsError",
+    "Engine",
+    "HostResult",
+    "InferenceServer",
     "ModelCard",
     "Profile",
+    "RolloutResult",
     "Target",
     "__version__",
+    "compile_model",
+    "deploy_bundle",
     "list_profiles",
     "list_targets",
     "load_model_card",
@@ -34,3 +92,16 @@ __all__ = [
     "load_target",
     "resolve_target_profile",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

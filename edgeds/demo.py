@@ -119,7 +119,7 @@ def trip(model: Path, work: Path, console: Console) -> bool:
     from .bundle import generate_keypair
     from .cli._progress import progress_callback
     from .compile import compile_model
-    from .deploy.rollout import deploy_bundle
+    from .deploy.api import deploy_bundle
     from .deploy.setup import setup_host
     from .deploy.targets import host_plans, resolve_target
     from .inspection import labelled_video, run_inspection
@@ -162,7 +162,7 @@ def trip(model: Path, work: Path, console: Console) -> bool:
             console.print(f"agent installed and running ({setup.installed_seconds:.1f} s)")
 
             console.rule("deploy over SSH")
-            rollout = deploy_bundle(plans, result.bundle, sim_target.rollout)
+            rollout = deploy_bundle(result.bundle, target_path)
             console.print(
                 table(
                     "Deploy",

@@ -55,30 +55,18 @@ def host_progress(hosts: list[str], enabled: bool) -> Iterator[Any]:
         yield update
 
 
-def _bundle_source(source: Path, target_profile: str, key: Path | None, version: int | None) -> Path:
+def _bundle_source(source: Path, target: str, key: Path | None, version: int | None) -> Path:
+    """``source`` itself for a bundle; for an ONNX model, the bundle compiled for the target's profile."""
     if source.is_dir() or source.suffix == ".tar":
         return source
     if source.suffix == ".onnx":
         from ..compile import compile_model
-        from ..config import detect_profile_name
+        from ..config import load_target, resolve_target_profile
 
-        profile = detect_profile_name() if target_profile == "auto" else target_profile
-        console_err.print(f"compiling {source} for profile {profile} ...")
-        result = compile_model(source, profile, key=key, version=version)
-        return Path(result.bundle)
+        profile = resolve_target_profile(load_target(target))
+        console_err.print(f"compiling {source} for profile {profile.name} ...")
+        return Path(compile_model(source, profile, key=key, version=version).bundle)
     raise typer.BadParameter(f"{source} is neither a bundle (directory or .tar) nor an ONNX model")
-
-
-def _describe(bundle_path: Path) -> tuple[str | None, int | None]:
-    from ..deploy.host import LocalBundle
-    from ..errors import BundleError
-
-    try:
-        bundle = LocalBundle.open(bundle_path)
-    except BundleError:
-        return None, None
-    bundle.close()
-    return bundle.name, bundle.version
 
 
 def deploy(
@@ -97,17 +85,17 @@ def deploy(
     FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, FAILED_UNABLE_TO_ROLLBACK or REJECTED.
     Exit code 1 unless every host SUCCEEDED.
     """
-    from ..deploy.rollout import deploy_bundle
+    from ..deploy.api import deploy_bundle
+    from ..deploy.options import DeployOptions
     from ..deploy.targets import host_plans, resolve_target
 
     loaded, path = resolve_target(target)
-    plans = host_plans(loaded, path, hosts or None)
-    bundle_path = _bundle_source(source, loaded.profile, key, version)
-    apply: dict[str, Any] = {"health": {"requests": requests}}
-    options: dict[str, Any] = {"allow_downgrade": allow_downgrade, "apply": apply}
-    with host_progress([p.host.name for p in plans], console_err.is_terminal) as progress:
-        result = deploy_bundle(plans, bundle_path, loaded.rollout, options=options, progress=progress)
-    model, bundle_version = _describe(bundle_path)
+    names = [p.host.name for p in host_plans(loaded, path, hosts or None)]
+    bundle_path = _bundle_source(source, target, key, version)
+    options = DeployOptions(allow_downgrade=allow_downgrade, health_requests=requests)
+    with host_progress(names, console_err.is_terminal) as progress:
+        result = deploy_bundle(bundle_path, target, hosts=hosts, options=options, progress=progress)
+    model, bundle_version = result.model, result.version
 
     data = {
         "bundle": str(bundle_path),

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ..bundle import Bundle
 from ..errors import BundleError, BundleVerificationError, ConnectionFailed, DeployError, DeviceError, HostKeyError
 from .device.protocol import (
     FAILED_NO_STATE_CHANGE,
@@ -29,6 +28,7 @@ from .device.protocol import (
     SUCCEEDED,
 )
 from .device.server import step_argv
+from .options import DeployOptions
 from .ssh import Connection, connect
 from .targets import HostPlan
 
@@ -57,65 +57,13 @@ class HostResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class LocalBundle:
-    """A bundle on this machine, ready to offer: manifest bytes, signature, sha256 -> local file.
-
-    Nothing is verified here (the device does it); a ``.tar`` is extracted safely (unsafe
-    members raise :class:`BundleVerificationError` before anything is written).
-    """
-
-    root: Path
-    manifest_bytes: bytes
-    signature: bytes | None
-    files: dict[str, Path]
-    name: str
-    version: int
-    _tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    @classmethod
-    def open(cls, path: str | Path) -> LocalBundle:
-        from ..bundle import MANIFEST, SIGNATURE, extract_bundle, read_manifest
-
-        path = Path(path)
-        tmp = None
-        if path.is_file():
-            tmp = tempfile.TemporaryDirectory(prefix="edgeds-deploy-")
-            try:
-                root = extract_bundle(path, tmp.name)
-            except BaseException:
-                tmp.cleanup()
-                raise
-        elif path.is_dir():
-            root = path
-        else:
-            raise BundleError(f"no bundle at {path}")
-        manifest = read_manifest(root)
-        sig_path = root / SIGNATURE
-        files = {entry.sha256: root / entry.path for entry in manifest.files}
-        for sha, local in files.items():
-            if not local.is_file():
-                raise BundleVerificationError("missing_file", f"{local} (sha256 {sha[:12]}) is missing")
-        return cls(
-            root=root,
-            manifest_bytes=(root / MANIFEST).read_bytes(),
-            signature=sig_path.read_bytes() if sig_path.is_file() else None,
-            files=files,
-            name=manifest.model.name,
-            version=manifest.version,
-            _tmp=tmp,
-        )
-
-    def request(self, **extra: Any) -> dict[str, Any]:
-        sig = None
-        if self.signature is not None:
-            sig = self.signature.hex() if len(self.signature) == 64 else self.signature.decode(errors="replace")
-        return {"manifest": self.manifest_bytes.decode(), "signature": sig, **extra}
-
-    def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+def offer(bundle: Bundle, **fields: Any) -> dict[str, Any]:
+    """The device request that offers ``bundle``: its manifest as signed, its signature, ``fields``."""
+    raw = bundle.signature
+    sig = None
+    if raw is not None:
+        sig = raw.hex() if len(raw) == 64 else raw.decode(errors="replace")
+    return {"manifest": bundle.manifest_bytes.decode(), "signature": sig, **fields}
 
 
 def _event_reader(on_event: Callable[[dict[str, Any]], None]) -> Callable[[str], None]:
@@ -213,17 +161,17 @@ def open_session(plan: HostPlan) -> DeviceSession:
 
 def deploy_host(
     plan: HostPlan,
-    bundle: LocalBundle,
+    bundle: Bundle,
     *,
-    options: dict[str, Any] | None = None,
+    options: DeployOptions | None = None,
     progress: Progress = _no_progress,
     timeout: float = 900.0,
     cancel: threading.Event | None = None,
 ) -> HostResult:
-    """Deploy ``bundle`` to one host. Never raises for device/network failures: see the result.
+    """Deploy the opened ``bundle`` to one host. Never raises for device/network failures: see the result.
 
-    ``options``: ``allow_downgrade`` (bool) and ``apply`` (dict passed to the device's apply:
-    ``health`` {requests, p99_ms}, ``reload_timeout_s``, ``skip_health``).
+    ``options`` (default :class:`DeployOptions`) become the fields of the device's plan and apply
+    requests. The caller owns ``bundle`` and keeps it open for the call.
     """
     name = plan.host.name
     started = time.monotonic()
@@ -233,7 +181,7 @@ def deploy_host(
     applying = False
     committed_before: str | None = None
     watchdog: threading.Timer | None = None
-    downgrade = bool((options or {}).get("allow_downgrade"))
+    chosen = options or DeployOptions()
     try:
         progress(name, "connecting", {})
         session = open_session(plan)
@@ -246,7 +194,7 @@ def deploy_host(
             progress(name, str(event.get("event")), event)
 
         steps = StepRunner(session, on_event)
-        planned = steps.call("plan", bundle.request(allow_downgrade=downgrade), timeout=120)
+        planned = steps.call("plan", offer(bundle, **chosen.plan_fields()), timeout=120)
         committed_before = planned.get("committed")
         if planned["status"] in (REJECTED, FAILED_NO_STATE_CHANGE):
             result.status, result.reason, result.message = planned["status"], planned.get("reason"), planned["message"]
@@ -261,10 +209,11 @@ def deploy_host(
         total = int(planned["upload_bytes"])
         progress(name, "uploading", {"objects": len(missing), "bytes": total})
         done_before = 0
+        objects = bundle.objects()
         for obj in missing:
             if cancel is not None and cancel.is_set():
                 raise ConnectionFailed(f"{name}: cancelled")
-            local = bundle.files[obj["sha256"]]
+            local = objects[obj["sha256"]]
             base = done_before
 
             def tick(done: int, size: int, base: int = base) -> None:
@@ -274,8 +223,9 @@ def deploy_host(
             done_before += int(obj["size"])
         progress(name, "applying", {"release": planned["release"]})
         applying = True
-        request = bundle.request(allow_downgrade=downgrade, options=(options or {}).get("apply", {}))
-        applied = steps.call("apply", request, timeout=max(1.0, deadline - time.monotonic()))
+        applied = steps.call(
+            "apply", offer(bundle, **chosen.apply_fields()), timeout=max(1.0, deadline - time.monotonic())
+        )
         result.status = applied["status"]
         result.previous = applied.get("previous")
         result.reason = applied.get("reason")

@@ -18,13 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from ..bundle import Bundle
 from ..config import RolloutPolicy
-from ..errors import BundleError
 from .device import protocol as dev
-from .host import HostResult, LocalBundle, Progress, _no_progress, deploy_host
+from .host import HostResult, Progress, _no_progress, deploy_host
+from .options import DeployOptions
 from .targets import HostPlan
 
 HostFn = Callable[[HostPlan, threading.Event], HostResult]
@@ -32,13 +31,18 @@ HostFn = Callable[[HostPlan, threading.Event], HostResult]
 
 @dataclass
 class RolloutResult:
-    """Every host's outcome, in fleet order, and whether the rollout was aborted."""
+    """Every host's outcome, in fleet order, and whether the rollout was aborted.
+
+    ``model`` and ``version`` name the bundle rolled out (None when it could not be opened).
+    """
 
     hosts: list[HostResult]
     aborted: bool = False
     abort_reason: str = ""
     waves: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
+    model: str | None = None
+    version: int | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -133,13 +137,16 @@ def run_rollout(
 
 def rollout(
     plans: Sequence[HostPlan],
-    bundle: LocalBundle,
+    bundle: Bundle,
     policy: RolloutPolicy,
     *,
-    options: dict[str, Any] | None = None,
+    options: DeployOptions | None = None,
     progress: Progress = _no_progress,
 ) -> RolloutResult:
-    """Deploy ``bundle`` to the fleet by waves; see :func:`run_rollout`."""
+    """Deploy the opened ``bundle`` to the fleet by waves; see :func:`run_rollout`.
+
+    The caller owns ``bundle`` and keeps it open until this returns.
+    """
 
     def one(plan: HostPlan, cancel: threading.Event) -> HostResult:
         return deploy_host(
@@ -147,30 +154,3 @@ def rollout(
         )
 
     return run_rollout(plans, policy, one, progress)
-
-
-def deploy_bundle(
-    plans: Sequence[HostPlan],
-    bundle_path: str | Path,
-    policy: RolloutPolicy,
-    *,
-    options: dict[str, Any] | None = None,
-    progress: Progress = _no_progress,
-) -> RolloutResult:
-    """Open ``bundle_path`` (a ``.tar`` is extracted safely) and roll it out.
-
-    A bundle that cannot even be opened safely (unsafe tar member, malformed manifest, missing
-    file) is REJECTED for every host before any host is contacted.
-    """
-    try:
-        bundle = LocalBundle.open(bundle_path)
-    except BundleError as exc:
-        reason = getattr(exc, "reason", "bundle")
-        hosts = [HostResult(p.host.name, dev.REJECTED, reason=reason, message=str(exc)) for p in plans]
-        for host in hosts:
-            progress(host.host, "done", {"status": dev.REJECTED})
-        return RolloutResult(hosts=hosts, aborted=True, abort_reason=f"bundle rejected: {exc}")
-    try:
-        return rollout(plans, bundle, policy, options=options, progress=progress)
-    finally:
-        bundle.close()

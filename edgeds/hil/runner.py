@@ -262,8 +262,8 @@ def _gate(
     second_bundle: Callable[[], Path] | None = None,
 ) -> RunResult:
     """The suite proper, on devices that can be reached over SSH (see the module docstring)."""
-    from ..bundle import load_bundle
-    from ..deploy.rollout import deploy_bundle
+    from ..bundle import Bundle
+    from ..deploy.rollout import rollout as roll_out
     from ..telemetry.mqtt import Message, MqttSubscriber, resolve_settings
 
     result = RunResult(rig.name, suites, time.time())
@@ -294,15 +294,14 @@ def _gate(
                 settings, [f"{target.mqtt.prefix}/#"], on_message, client_id=f"hil-{rig.name}-{owner}", persistent=False
             ).start()
         progress("deploy")
-        rollout = deploy_bundle(plans, bundle, target.rollout)
+        with Bundle.open(bundle, verify=False) as opened:
+            rollout = roll_out(plans, opened, target.rollout)
+        manifest = opened.manifest
         for host in rollout.hosts:
             result.add("deploy", host.host, "SUCCEEDED", host.status, host.status == "SUCCEEDED")
             result.devices.setdefault(host.host, {})["release"] = host.release
         if not rollout.succeeded:
             return result
-        opened = load_bundle(bundle, verify=False)
-        manifest = opened.manifest
-        opened.close()
         sample = np.zeros((1, *[int(d) for d in manifest.io.inputs[0].shape[1:]]), dtype=np.float32)
         for device in devices:
             info = result.devices.setdefault(device.name, {})
@@ -415,7 +414,8 @@ def _reliability(
 ) -> None:
     """The fault matrix: network cut, agent kill, broker outage, rollback, power cycle (each where
     the rig can inject it; otherwise reported as skipped)."""
-    from ..deploy.rollout import deploy_bundle
+    from ..bundle import Bundle
+    from ..deploy.rollout import rollout as roll_out
 
     device = devices[0]
     release = result.devices.get(device.name, {}).get("release")
@@ -452,7 +452,8 @@ def _reliability(
 
     progress("reliability: rollback")
     if second_bundle is not None:  # sim: deploy a v2 everywhere, then roll every device back
-        rollout = deploy_bundle(plans, second_bundle(), target.rollout)
+        with Bundle.open(second_bundle(), verify=False) as second:
+            rollout = roll_out(plans, second, target.rollout)
         for d in devices:
             before = result.devices.get(d.name, {}).get("release")
             try:
@@ -470,7 +471,8 @@ def _reliability(
             try:
                 device.session.call("rollback", {}, timeout=120.0)
                 back_ok = wait_until(lambda: device.serving(previous), 120.0, 0.5)
-                forward = deploy_bundle([device.plan], bundle, target.rollout)
+                with Bundle.open(bundle, verify=False) as opened:
+                    forward = roll_out([device.plan], opened, target.rollout)
                 ok = back_ok and forward.succeeded and wait_until(lambda: device.serving(release), 120.0, 0.5)
                 measured = {"rolled_back_to": previous, "served": back_ok, "redeployed": forward.succeeded}
             except Exception as exc:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from edgeds.bundle import generate_keypair
+from edgeds.bundle import Bundle, generate_keypair
 from edgeds.deploy.device import admission, steps
 from edgeds.deploy.device.protocol import FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, REJECTED, SUCCEEDED
 from edgeds.deploy.device.store import Store, recover
-from edgeds.deploy.host import LocalBundle
+from edgeds.deploy.host import offer
 from edgeds.sim.bundles import make_bundle
 
 
@@ -29,21 +29,21 @@ def store(tmp_path: Path, keypair: tuple[Path, Path]) -> Store:
     return store
 
 
-def _bundle(tmp_path: Path, keypair: tuple[Path, Path], version: int, **kwargs: Any) -> LocalBundle:
-    return LocalBundle.open(make_bundle(tmp_path / f"b{version}", version, kwargs.pop("key", keypair[0]), **kwargs))
+def _bundle(tmp_path: Path, keypair: tuple[Path, Path], version: int, **kwargs: Any) -> Bundle:
+    return Bundle.open(make_bundle(tmp_path / f"b{version}", version, kwargs.pop("key", keypair[0]), **kwargs))
 
 
-def _upload(store: Store, bundle: LocalBundle, planned: dict[str, Any]) -> None:
+def _upload(store: Store, bundle: Bundle, planned: dict[str, Any]) -> None:
     for obj in planned["missing"]:
-        (store.incoming / obj["sha256"]).write_bytes(bundle.files[obj["sha256"]].read_bytes())
+        (store.incoming / obj["sha256"]).write_bytes(bundle.objects()[obj["sha256"]].read_bytes())
 
 
-def _install(store: Store, bundle: LocalBundle, **options: Any) -> dict[str, Any]:
-    planned = admission.plan(store, bundle.request())
+def _install(store: Store, bundle: Bundle, **options: Any) -> dict[str, Any]:
+    planned = admission.plan(store, offer(bundle))
     if planned["status"] != "ready":
         return planned
     _upload(store, bundle, planned)
-    return steps.apply(store, bundle.request(options=options))
+    return steps.apply(store, offer(bundle, options=options))
 
 
 def test_install_commit_already_installed_and_downgrade(store: Store, tmp_path: Path, keypair: Any) -> None:
@@ -53,17 +53,17 @@ def test_install_commit_already_installed_and_downgrade(store: Store, tmp_path: 
     assert result["health"]["mode"] == "in_process"  # no agent: the release was opened and checked here
     assert store.current_id() == result["release"] == store.load_state().committed
     assert os.readlink(store.current) == f"releases/{result['release']}"
-    assert admission.plan(store, first.request())["status"] == "already_installed"
-    assert steps.apply(store, first.request())["already_installed"] is True
+    assert admission.plan(store, offer(first))["status"] == "already_installed"
+    assert steps.apply(store, offer(first))["already_installed"] is True
     older = _bundle(tmp_path, keypair, 0)
-    planned = admission.plan(store, older.request())
+    planned = admission.plan(store, offer(older))
     assert (planned["status"], planned["reason"]) == (REJECTED, "downgrade")
 
 
 def test_second_version_uploads_only_missing_objects(store: Store, tmp_path: Path, keypair: Any) -> None:
     assert _install(store, _bundle(tmp_path, keypair, 1, seed=3))["status"] == SUCCEEDED
     second = _bundle(tmp_path, keypair, 2, seed=3)
-    planned = admission.plan(store, second.request())
+    planned = admission.plan(store, offer(second))
     assert "artifacts/model.onnx" not in {m["path"] for m in planned["missing"]}
     assert planned["missing"], "the card differs, so something is missing"
 
@@ -82,7 +82,7 @@ def test_rejections_touch_nothing_live(store: Store, tmp_path: Path, keypair: An
     good = _install(store, _bundle(tmp_path, keypair, 1))
     other_key, _ = generate_keypair(tmp_path / "other")
     bad = _bundle(tmp_path, keypair, 2, key=other_key if mutate == "wrong_key" else keypair[0])
-    request = bad.request()
+    request = offer(bad)
     if mutate == "unsigned":
         request["signature"] = None
     if mutate == "tamper_manifest":
@@ -115,9 +115,9 @@ def test_load_failure_rolls_back(store: Store, tmp_path: Path, keypair: Any) -> 
 def test_recover_rolls_back_uncommitted_flip(store: Store, tmp_path: Path, keypair: Any) -> None:
     good = _install(store, _bundle(tmp_path, keypair, 1))
     second = _bundle(tmp_path, keypair, 2)
-    planned = admission.plan(store, second.request())
+    planned = admission.plan(store, offer(second))
     _upload(store, second, planned)
-    candidate = admission.Candidate.from_request(second.request())
+    candidate = admission.Candidate.from_request(offer(second))
     manifest = admission.verify_candidate(store, candidate)
     steps.ingest(store, manifest)
     steps.stage(store, candidate, manifest, planned["release"])
@@ -129,8 +129,8 @@ def test_recover_rolls_back_uncommitted_flip(store: Store, tmp_path: Path, keypa
     assert store.current_id() == good["release"]
     assert recover(store) is None  # idempotent
     # staging is reusable: the retried apply does not rebuild the release
-    _upload(store, second, admission.plan(store, second.request()))
-    assert steps.apply(store, second.request())["status"] == SUCCEEDED
+    _upload(store, second, admission.plan(store, offer(second)))
+    assert steps.apply(store, offer(second))["status"] == SUCCEEDED
 
 
 def test_rollback_and_prune(store: Store, tmp_path: Path, keypair: Any) -> None:
@@ -152,5 +152,5 @@ def test_rollback_and_prune(store: Store, tmp_path: Path, keypair: Any) -> None:
 
 def test_no_trusted_key_rejects(tmp_path: Path, keypair: Any) -> None:
     bare = Store(tmp_path / "bare")
-    planned = admission.plan(bare, _bundle(tmp_path, keypair, 1).request())
+    planned = admission.plan(bare, offer(_bundle(tmp_path, keypair, 1)))
     assert (planned["status"], planned["reason"]) == (REJECTED, "no_trusted_key")

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from edgeds.bundle import generate_keypair
+from edgeds.bundle import Bundle, generate_keypair
 from edgeds.config import Target
-from edgeds.deploy.host import HostResult, LocalBundle, deploy_host, host_command
+from edgeds.deploy.host import HostResult, deploy_host, host_command
 from edgeds.deploy.setup import setup_host
 from edgeds.deploy.targets import HostPlan, host_plans, resolve_target
 from edgeds.sim.bundles import make_bundle
@@ -62,11 +62,8 @@ class Rig:
         return make_bundle(out, version, key, **kwargs)
 
     def deploy(self, bundle: Path, index: int = 0, **kwargs: Any) -> HostResult:
-        local = LocalBundle.open(bundle)
-        try:
+        with Bundle.open(bundle, verify=False) as local:
             return deploy_host(self.plans[index], local, **kwargs)
-        finally:
-            local.close()
 
     def status(self, index: int = 0) -> dict[str, Any]:
         return host_command(self.plans[index], "status")

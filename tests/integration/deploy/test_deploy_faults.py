@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from edgeds.bundle import generate_keypair, pack_bundle
 from edgeds.cli import app
+from edgeds.deploy.api import deploy_bundle
 from edgeds.deploy.device import admission, steps
 from edgeds.deploy.device.protocol import FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, REJECTED, SUCCEEDED
 from edgeds.deploy.device.store import Store
-from edgeds.deploy.rollout import deploy_bundle
+from edgeds.deploy.options import DeployOptions
 from edgeds.deploy.ssh import connect
 from edgeds.errors import HostKeyError
 
@@ -94,7 +95,7 @@ def test_bad_bundles_are_rejected_before_activation(rig: Rig, tmp_path: Path) ->
         "expired": (rig.deploy(expired), "expired"),
     }
     escaping = _escaping_tar(rig.bundle(), tmp_path / "evil.tar")
-    tar_result = deploy_bundle(rig.plans, escaping, rig.target.rollout)
+    tar_result = deploy_bundle(escaping, rig.target_path)
     cases["escaping tar member"] = (tar_result.hosts[0], "unsafe_archive")
 
     for name, (result, reason) in cases.items():
@@ -184,7 +185,7 @@ def test_agent_killed_during_activation_converges_to_a_committed_release(rig: Ri
     assert rig.status()["consistent"]
 
     # Power-cut variant: the deploy step dies right after the flip, then the agent is killed too.
-    crashed = rig.deploy(rig.bundle(), options={"apply": {"crash_after_flip": True}})
+    crashed = rig.deploy(rig.bundle(), options=DeployOptions(device_hooks={"crash_after_flip": True}))
     assert crashed.status in (FAILED_ROLLBACK_COMPLETE, FAILED_NO_STATE_CHANGE), crashed
     old_pid = device.agent_pid()
     assert device.kill_agent()
@@ -202,15 +203,16 @@ def test_uncommitted_flip_is_rolled_back_by_a_restarted_agent(rig: Rig) -> None:
     # Leave the device exactly as a power cut after the flip would: new release live, pending, uncommitted.
     store = Store(device.install_dir)
     candidate_dir = rig.bundle()
-    from edgeds.deploy.host import LocalBundle
+    from edgeds.bundle import Bundle
+    from edgeds.deploy.host import offer
 
-    local = LocalBundle.open(candidate_dir)
-    planned = admission.plan(store, local.request())
+    local = Bundle.open(candidate_dir, verify=False)
+    planned = admission.plan(store, offer(local))
     for obj in planned["missing"]:
-        (store.incoming / obj["sha256"]).write_bytes(local.files[obj["sha256"]].read_bytes())
-    manifest = admission.verify_candidate(store, admission.Candidate.from_request(local.request()))
+        (store.incoming / obj["sha256"]).write_bytes(local.objects()[obj["sha256"]].read_bytes())
+    manifest = admission.verify_candidate(store, admission.Candidate.from_request(offer(local)))
     steps.ingest(store, manifest)
-    steps.stage(store, admission.Candidate.from_request(local.request()), manifest, planned["release"])
+    steps.stage(store, admission.Candidate.from_request(offer(local)), manifest, planned["release"])
     state = store.load_state()
     state.pending = {"id": planned["release"], "from": good.release, "ts": time.time()}
     store.save_state(state)
@@ -276,7 +278,7 @@ def test_canary_failure_aborts_and_a_hung_host_cannot_stall_the_rollout(rig3: Ri
     from edgeds.config import RolloutPolicy
 
     policy = RolloutPolicy(canary=1, batch="1", max_failures="0", host_timeout_s=120)
-    result = deploy_bundle(rig3.plans, rig3.bundle(broken_model=True), policy)
+    result = deploy_bundle(rig3.bundle(broken_model=True), rig3.target_path, policy=policy)
     statuses = [h.status for h in result.hosts]
     assert result.aborted
     assert statuses == [FAILED_ROLLBACK_COMPLETE, FAILED_NO_STATE_CHANGE, FAILED_NO_STATE_CHANGE]
@@ -291,7 +293,7 @@ def test_canary_failure_aborts_and_a_hung_host_cannot_stall_the_rollout(rig3: Ri
     try:
         policy = RolloutPolicy(canary=0, batch="100%", max_failures="1", host_timeout_s=20)
         started = time.monotonic()
-        result = deploy_bundle(rig3.plans, rig3.bundle(), policy)
+        result = deploy_bundle(rig3.bundle(), rig3.target_path, policy=policy)
         elapsed = time.monotonic() - started
     finally:
         for proc in frozen:

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from edgeds.bundle import Bundle
 from edgeds.cli import app
 from edgeds.deploy.device.protocol import SUCCEEDED
-from edgeds.deploy.host import LocalBundle, deploy_host
+from edgeds.deploy.host import deploy_host
 from edgeds.deploy.setup import build_wheel
 from edgeds.deploy.targets import host_plans, resolve_target
 from edgeds.sim.bundles import make_bundle
@@ -100,8 +101,7 @@ def test_device_setup_installs_venv_offline_and_is_idempotent(keys: Keys, wheelh
         print(f"\ndevice setup (venv + offline wheelhouse): first {first_s:.1f} s, again {second_s:.1f} s")
 
         target, path = resolve_target(str(fleet.target_path))
-        bundle = LocalBundle.open(make_bundle(tmp_path / "b", 5, keys.private))
-        deployed = deploy_host(host_plans(target, path)[0], bundle)
-        bundle.close()
+        with Bundle.open(make_bundle(tmp_path / "b", 5, keys.private), verify=False) as bundle:
+            deployed = deploy_host(host_plans(target, path)[0], bundle)
         assert deployed.status == SUCCEEDED, deployed
         assert deployed.details["health"]["mode"] == "agent"

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 
 from edgeds.deploy.device.protocol import SUCCEEDED
+from edgeds.deploy.options import DeployOptions
 
 from .conftest import Rig
 
@@ -65,7 +66,7 @@ def test_switching_models_under_load_drops_no_request(rig: Rig) -> None:
     try:
         seed = 2
         while switches < 3 or len(results) < MIN_REQUESTS:
-            result = rig.deploy(rig.bundle(seed=seed), options={"apply": {"health": {"requests": 10}}})
+            result = rig.deploy(rig.bundle(seed=seed), options=DeployOptions(health_requests=10))
             assert result.status == SUCCEEDED, result
             switches += 1
             seed += 1

@@ -22,8 +22,8 @@ import yaml
 
 from edgeds.bundle import generate_keypair
 from edgeds.config import Target
+from edgeds.deploy.api import deploy_bundle
 from edgeds.deploy.host import open_session
-from edgeds.deploy.rollout import deploy_bundle
 from edgeds.deploy.setup import setup_host
 from edgeds.deploy.targets import HostPlan, host_plans, resolve_target
 from edgeds.errors import HilError
@@ -70,7 +70,7 @@ def devices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devices]:
             done = setup_host(target, plan, wheel=None, public_key=public.read_bytes(), python=python)
             assert done.ok, done.message
         first = make_bundle(work / "bundle-1", 1, private)
-        assert deploy_bundle(plans, first, target.rollout).succeeded  # the release in production
+        assert deploy_bundle(first, resolved).succeeded  # the release in production
         yield Devices(fleet, target, resolved, plans, private, work)
 
 
