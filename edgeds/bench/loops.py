@@ -52,7 +52,7 @@ class EngineClient:
         self.inputs = dict(inputs)
 
     def __call__(self) -> int:
-        from .errors import RequestError, ServiceUnavailable
+        from ..errors import RequestError, ServiceUnavailable
 
         try:
             request = self.engine.submit(self.inputs)
@@ -259,7 +259,7 @@ def http_closed_loop(
 
 def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tuple[bytes, dict[str, str]]:
     """A binary-extension OIP request for one input (outputs in binary), as ``tritonclient`` sends."""
-    from .runtime.oip import oip_datatype
+    from ..runtime.oip import oip_datatype
 
     header: dict[str, Any] = {
         "inputs": [
@@ -283,7 +283,7 @@ def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tupl
 
 def oip_json_body(name: str, x: np.ndarray) -> tuple[bytes, dict[str, str]]:
     """A plain-JSON OIP request (what MLServer takes)."""
-    from .runtime.oip import oip_datatype
+    from ..runtime.oip import oip_datatype
 
     body = {
         "inputs": [
@@ -461,7 +461,7 @@ def engine_closed_loop(
     This is how an in-process producer that reacts at once (a camera pipeline) drives the engine;
     it measures the batcher and engine without the wake-ups of ``concurrency`` blocked threads.
     """
-    from .errors import RequestError, ServiceUnavailable
+    from ..errors import RequestError, ServiceUnavailable
 
     samples = Samples()
     lock = threading.Lock()
