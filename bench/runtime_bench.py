@@ -75,6 +75,7 @@ import native_loadgen  # noqa: E402
 from edgeds import bench as lib  # noqa: E402
 from edgeds.config import Batching  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
+from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -446,7 +447,7 @@ def serve_edgeds(
     url = f"http://127.0.0.1:{port}"
     try:
         path = f"/v2/models/{model}/infer"
-        body, headers = lib.oip_binary_body("input", sample)
+        body, headers = oip_binary_body("input", sample)
         out: dict[str, Any] = {
             "binary": measure_http(
                 lib.HttpClient("127.0.0.1", port, path, body, headers), duration, proc.pid, url, model
@@ -454,7 +455,7 @@ def serve_edgeds(
         }
         if not full:
             return out
-        body, headers = lib.oip_json_body("input", sample)
+        body, headers = oip_json_body("input", sample)
         out["json"] = measure_http(
             lib.HttpClient("127.0.0.1", port, path, body, headers), duration, proc.pid, url, model
         )
@@ -472,7 +473,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
     """RSS growth of a server that only ever sees binary requests (nothing else inflates its heap)."""
     proc, port, model = start_serve(bundle, threads, batching)
     try:
-        body, headers = lib.oip_binary_body("input", sample)
+        body, headers = oip_binary_body("input", sample)
         client = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
         return rss_growth(client, proc.pid, requests)
     finally:
@@ -584,7 +585,7 @@ def paired(
     feeds = [staged_feed(b, best, sample) for b in bare]
     engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=tuned).start()
     proc, port, model = start_serve(bundle, threads, tuned)
-    body, headers = lib.oip_binary_body("input", sample)
+    body, headers = oip_binary_body("input", sample)
     http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
     try:
         bare_proc, bare_port = start_bare_socket(artifact, threads)
@@ -751,7 +752,7 @@ def run_peer(
             "warning",
         ]
         ready, path = "/v2/health/ready", "/v2/models/peer/infer"
-        body, headers = lib.oip_binary_body("input", sample)
+        body, headers = oip_binary_body("input", sample)
         protocol = "binary OIP payload (same bytes as edgeds), JSON response, no batching"
     elif name == "bentoml":
         cmd = [
@@ -792,7 +793,7 @@ def run_peer(
         )
         cmd = [str(bin_dir / "mlserver"), "start", str(work / "mlserver")]
         ready, path = "/v2/models/peer/ready", "/v2/models/peer/infer"
-        body, headers = lib.oip_json_body("input", sample)
+        body, headers = oip_json_body("input", sample)
         protocol = (
             "OIP JSON (MLServer has no binary extension over REST), adaptive batching (8, 1 ms), parallel_workers 0"
         )

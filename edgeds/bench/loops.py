@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..runtime.oip_requests import oip_binary_body
+
 # ---------------------------------------------------------------------- clients
 
 
@@ -255,42 +257,6 @@ def http_closed_loop(
         sock.settimeout(60)
         client.give((sock, reader))
     return samples
-
-
-def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tuple[bytes, dict[str, str]]:
-    """A binary-extension OIP request for one input (outputs in binary), as ``tritonclient`` sends."""
-    from ..runtime.oip import oip_datatype
-
-    header: dict[str, Any] = {
-        "inputs": [
-            {
-                "name": name,
-                "shape": list(x.shape),
-                "datatype": oip_datatype(x.dtype.name),
-                "parameters": {"binary_data_size": x.nbytes},
-            }
-        ],
-        "parameters": {"binary_data_output": True},
-    }
-    if output is not None:
-        header["outputs"] = [{"name": output, "parameters": {"binary_data": True}}]
-    head = json.dumps(header).encode()
-    return head + np.ascontiguousarray(x).tobytes(), {
-        "Inference-Header-Content-Length": str(len(head)),
-        "Content-Type": "application/octet-stream",
-    }
-
-
-def oip_json_body(name: str, x: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    """A plain-JSON OIP request (what MLServer takes)."""
-    from ..runtime.oip import oip_datatype
-
-    body = {
-        "inputs": [
-            {"name": name, "shape": list(x.shape), "datatype": oip_datatype(x.dtype.name), "data": x.ravel().tolist()}
-        ]
-    }
-    return json.dumps(body).encode(), {"Content-Type": "application/json"}
 
 
 # ---------------------------------------------------------------------- statistics
@@ -933,8 +899,6 @@ __all__ = [
     "median_interval",
     "multi_stream",
     "offline",
-    "oip_binary_body",
-    "oip_json_body",
     "poisson_open_loop",
     "run_benchmark",
     "server_scenario",
