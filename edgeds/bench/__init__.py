@@ -4,6 +4,7 @@ The package re-exports what the ``edgeds bench`` command, the HIL runner and the
 use; each submodule holds one job:
 
 - :mod:`.clients`: the clients that send queries (in-process, raw HTTP) and HTTP reads of a server
+- :mod:`.environment`: the machine, versions and model a report was measured with
 - :mod:`.monitor`: CPU% and RSS of the measured process during a run
 - :mod:`.stats`: raw per-request records, percentiles, the median's interval, batch-size deltas
 - :mod:`.loops`: load patterns (closed loops, a Poisson open loop)
@@ -12,6 +13,7 @@ use; each submodule holds one job:
 from __future__ import annotations
 
 from .clients import EngineClient, HttpClient, http_json, stats_snapshot
+from .environment import environment
 from .loops import *  # noqa: F403
 from .loops import __all__ as _loops_all
 from .monitor import ResourceMonitor
@@ -20,6 +22,7 @@ from .stats import Samples, batch_stats_delta, median_interval, summarize
 __all__ = [
     *_loops_all,
     "EngineClient",
+    "environment",
     "ResourceMonitor",
     "HttpClient",
     "http_json",

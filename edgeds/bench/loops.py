@@ -18,16 +18,12 @@ that a peer takes). Both are thread-safe through per-thread state.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import platform
 import random
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -451,49 +447,6 @@ def concurrency_sweep(client: Callable[[], int], levels: Sequence[int], duration
     return out
 
 
-# ---------------------------------------------------------------------- environment
-
-
-def environment(model: Path | None = None, threads: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """CPU, cores, versions, git sha, thread settings, model hash."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions: dict[str, str] = {"python": platform.python_version()}
-    for pkg in ("edgeds", "numpy", "onnxruntime", "openvino", "ai-edge-litert"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    env: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "git_sha": sha or None,
-        "threads": dict(threads or {}),
-        "note": "the load generator runs on the same cores as the server",
-    }
-    if model is not None and Path(model).is_file():
-        env["model"] = str(model)
-        env["model_sha256"] = hashlib.sha256(Path(model).read_bytes()).hexdigest()
-    return env
-
-
 # ---------------------------------------------------------------------- orchestration
 
 SCENARIOS = ("floor", "single", "multi", "server", "offline", "sweep")
@@ -590,7 +543,6 @@ __all__ = [
     "concurrency_sweep",
     "engine_closed_loop",
     "engine_floor",
-    "environment",
     "floor_window",
     "http_closed_loop",
     "multi_stream",
