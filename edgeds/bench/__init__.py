@@ -1,34 +1,58 @@
 """LoadGen-style benchmarks of an engine in-process or a server over HTTP.
 
-The package re-exports what the ``edgeds bench`` command, the HIL runner and the benchmark scripts
-use; each submodule holds one job:
+The package re-exports what the ``edgeds bench`` command, the HIL runner, the benchmark scripts and
+the tests use; each submodule holds one job:
 
 - :mod:`.clients`: the clients that send queries (in-process, raw HTTP) and HTTP reads of a server
-- :mod:`.environment`: the machine, versions and model a report was measured with
-- :mod:`.monitor`: CPU% and RSS of the measured process during a run
+- :mod:`.loops`: load patterns (closed loops, a Poisson open loop), each returning raw samples
 - :mod:`.stats`: raw per-request records, percentiles, the median's interval, batch-size deltas
-- :mod:`.loops`: load patterns (closed loops, a Poisson open loop)
+- :mod:`.monitor`: CPU% and RSS of the measured process during a run
+- :mod:`.scenarios`: the LoadGen scenarios and :func:`run_benchmark`, which runs a set of them
+- :mod:`.environment`: the machine, versions and model a report was measured with
 """
 
 from __future__ import annotations
 
-from .clients import EngineClient, HttpClient, http_json, stats_snapshot
+from .clients import Client, EngineClient, HttpClient, http_json, stats_snapshot
 from .environment import environment
-from .loops import *  # noqa: F403
-from .loops import __all__ as _loops_all
+from .loops import closed_loop, engine_closed_loop, http_closed_loop, poisson_open_loop
 from .monitor import ResourceMonitor
+from .scenarios import (
+    SCENARIOS,
+    concurrency_sweep,
+    engine_floor,
+    floor_window,
+    multi_stream,
+    offline,
+    run_benchmark,
+    server_scenario,
+    single_stream,
+)
 from .stats import Samples, batch_stats_delta, median_interval, summarize
 
 __all__ = [
-    *_loops_all,
+    "SCENARIOS",
+    "Client",
     "EngineClient",
-    "environment",
-    "ResourceMonitor",
     "HttpClient",
-    "http_json",
-    "stats_snapshot",
+    "ResourceMonitor",
     "Samples",
     "batch_stats_delta",
+    "closed_loop",
+    "concurrency_sweep",
+    "engine_closed_loop",
+    "engine_floor",
+    "environment",
+    "floor_window",
+    "http_closed_loop",
+    "http_json",
     "median_interval",
+    "multi_stream",
+    "offline",
+    "poisson_open_loop",
+    "run_benchmark",
+    "server_scenario",
+    "single_stream",
+    "stats_snapshot",
     "summarize",
 ]
