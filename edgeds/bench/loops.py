@@ -11,6 +11,7 @@ warm-up are not recorded.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import socket
 import threading
@@ -20,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BenchError, RequestError, ServiceUnavailable
 from .clients import HttpClient
 from .stats import Samples
+
+log = logging.getLogger(__name__)
 
 
 def http_closed_loop(
@@ -72,7 +76,7 @@ def http_closed_loop(
         while live:
             events = selector.select(timeout=60)
             if not events:
-                raise TimeoutError(f"no response from {client.address} for 60 s")
+                raise BenchError(f"no response from {client.address} for 60 s")
             for key, _ in events:
                 sock = by_fd[key.fd]
                 began, data = pending[key.fd]
@@ -142,8 +146,6 @@ def engine_closed_loop(
     This is how an in-process producer that reacts at once (a camera pipeline) drives the engine;
     it measures the batcher and engine without the wake-ups of ``concurrency`` blocked threads.
     """
-    from ..errors import RequestError, ServiceUnavailable
-
     samples = Samples()
     lock = threading.Lock()
     done = threading.Event()
@@ -171,7 +173,8 @@ def engine_closed_loop(
             status = 503
         except RequestError:
             status = 400
-        except Exception:  # never raise into the engine's worker thread
+        except Exception:  # logged and counted as a 500: never raise into the engine's worker thread
+            log.exception("engine.submit failed; slot %d stops", slot)
             status = 500
         if now >= t_measure:
             with lock:
@@ -193,7 +196,7 @@ def engine_closed_loop(
     for slot in range(concurrency):
         submit(slot)
     if not done.wait(warmup_s + duration_s + 60.0):
-        raise TimeoutError(f"{live[0]} of {concurrency} requests still unanswered 60 s after the run")
+        raise BenchError(f"{live[0]} of {concurrency} requests still unanswered 60 s after the run")
     return samples
 
 

@@ -13,7 +13,6 @@ in this process: on a small machine it shares the cores with the server, and the
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BenchError
 from ..runtime.oip_requests import oip_binary_body
 from .clients import EngineClient, HttpClient, stats_snapshot
 from .loops import closed_loop, poisson_open_loop
@@ -78,29 +78,21 @@ def floor_window(
         backend.infer(feed)
     latencies: list[list[float]] = [[] for _ in backends]
 
-    errors: list[BaseException] = []
-
     def loop(index: int, end: float) -> None:
         backend, feed, lat = backends[index], feeds[index], latencies[index]
-        try:
-            while time.perf_counter() < end:
-                t = time.perf_counter()
-                backend.infer(feed)
-                lat.append(time.perf_counter() - t)
-        except BaseException as exc:  # re-raised on the calling thread
-            errors.append(exc)
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            backend.infer(feed)
+            lat.append(time.perf_counter() - t)
 
     end = time.perf_counter() + duration_s
     if len(backends) == 1:
         loop(0, end)
     else:
-        threads = [threading.Thread(target=loop, args=(i, end)) for i in range(len(backends))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+        with ThreadPoolExecutor(len(backends)) as pool:  # leaving it waits for every backend
+            runs = [pool.submit(loop, i, end) for i in range(len(backends))]
+        for run in runs:
+            run.result()  # a backend's error is raised here, on the calling thread
     # each backend's rate over the time it spent inferring, summed
     rate = sum(batch * len(lat) / sum(lat) for lat in latencies if lat)
     return rate, [x for lat in latencies for x in lat]
@@ -199,7 +191,8 @@ def run_benchmark(
 
         pid = os.getpid()
     else:
-        assert url is not None and model is not None
+        if url is None or model is None:
+            raise BenchError("run_benchmark needs an engine, or a server's url and model name")
         host, _, port = url.removeprefix("http://").partition(":")
         body, headers = oip_binary_body(input_name, sample)
         client = HttpClient(host, int(port or 80), f"/v2/models/{model}/infer", body, headers)
@@ -212,7 +205,7 @@ def run_benchmark(
     status = client()
     report["first_query_s"] = round(time.perf_counter() - start, 4)
     if status != 200:
-        raise RuntimeError(f"the target answered {status} to a valid request")
+        raise BenchError(f"the target answered {status} to a valid request")
     out = report["scenarios"]
 
     def measured(name: str, fn: Callable[[], Any]) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BenchError
+
 
 @dataclass
 class Samples:
@@ -54,13 +56,13 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> dict[s
     host), not that they are normal. With too few values for ``confidence`` (n <= 5 at 95 %) it is
     the range, and ``coverage`` says what that range really covers (below what was asked).
 
-    Returns ``median``, ``low``, ``high`` and ``coverage`` (0..1). ValueError for no values or a
-    ``confidence`` outside (0, 1).
+    Returns ``median``, ``low``, ``high`` and ``coverage`` (0..1). BenchError for no values (a
+    benchmark that measured no windows) or a ``confidence`` outside (0, 1).
     """
     if not values:
-        raise ValueError("median_interval needs at least one value")
+        raise BenchError("median_interval needs at least one value")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise BenchError(f"confidence must be in (0, 1), got {confidence}")
     ordered = sorted(float(v) for v in values)
     n = len(ordered)
 
