@@ -66,13 +66,11 @@ PEER_PACKAGES = {
     "bentoml": ["bentoml", "onnxruntime", "numpy"],
     "mlserver": ["mlserver", "onnxruntime", "numpy"],
 }
-for _path in (str(ROOT), str(ROOT / "bench")):  # loaded more than once by tests: add each once
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import native_loadgen  # noqa: E402
+if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing it
+    sys.path.insert(0, str(ROOT))
 
 from edgeds import bench as lib  # noqa: E402
+from edgeds.bench import native_loadgen  # noqa: E402
 from edgeds.config import Batching  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
 from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: E402

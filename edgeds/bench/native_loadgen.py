@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeds import bench as lib
+from ..config import REPO_ROOT
+from .clients import HttpClient
+from .stats import Samples
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "bench" / "loadgen" / "closed_loop.c"
-BINARY = ROOT / "build" / "loadgen" / "closed_loop"
+SOURCE = REPO_ROOT / "bench" / "loadgen" / "closed_loop.c"
+BINARY = REPO_ROOT / "build" / "loadgen" / "closed_loop"
 RECORD = np.dtype([("start", "<f8"), ("end", "<f8"), ("status", "<i4"), ("zero", "<i4")])
 EXIT_REASONS = {2: "bad arguments or files", 3: "cannot connect", 4: "no response for 60 s"}
 
@@ -79,13 +80,13 @@ def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
 
 
 def closed_loop(
-    client: lib.HttpClient,
+    client: HttpClient,
     concurrency: int,
     duration_s: float,
     warmup_s: float = 0.5,
     max_queries: int | None = None,
     binary: Path | None = None,
-) -> lib.Samples:
+) -> Samples:
     """:func:`edgeds.bench.http_closed_loop`'s contract, run by the native program.
 
     It opens its own ``concurrency`` connections to ``client``'s address (not ``client``'s pool),
@@ -115,7 +116,7 @@ def closed_loop(
             reason = EXIT_REASONS.get(done.returncode, f"exit status {done.returncode}")
             raise RuntimeError(f"the native load generator failed ({reason}): {done.stderr.strip()}")
         records = np.fromfile(out, dtype=RECORD)
-    samples = lib.Samples()
+    samples = Samples()
     samples.starts = records["start"].tolist()
     samples.ends = records["end"].tolist()
     samples.status = records["status"].astype(int).tolist()
