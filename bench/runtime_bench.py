@@ -72,6 +72,7 @@ if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing 
 from edgeds import bench as lib  # noqa: E402
 from edgeds.bench import native_loadgen  # noqa: E402
 from edgeds.config import Batching  # noqa: E402
+from edgeds.errors import BenchError  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
 from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: E402
 
@@ -809,7 +810,7 @@ def run_peer(
             python, {"fastapi": "fastapi", "bentoml": "bentoml", "mlserver": "mlserver"}[name]
         )
         return result
-    except RuntimeError as exc:
+    except (RuntimeError, BenchError) as exc:  # a peer that does not start or fails under load
         tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
         return {"error": f"{exc}: {' | '.join(tail)}"}
     finally:

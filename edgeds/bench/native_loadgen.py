@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import REPO_ROOT
+from ..errors import BenchError
 from .clients import HttpClient
 from .stats import Samples
 
@@ -33,8 +34,9 @@ RECORD = np.dtype([("start", "<f8"), ("end", "<f8"), ("status", "<i4"), ("zero",
 EXIT_REASONS = {2: "bad arguments or files", 3: "cannot connect", 4: "no response for 60 s"}
 
 
-class LoadgenUnavailable(RuntimeError):
-    """No C compiler, or the source did not compile: the message says which, and how to go on."""
+class LoadgenUnavailable(BenchError):
+    """No C compiler, no source (edgeds installed without its checkout), or the source did not
+    compile: the message says which, and how to go on."""
 
 
 def compiler() -> list[str] | None:
@@ -60,6 +62,10 @@ def compiler_version() -> str:
 
 def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
     """The compiled load generator, built now if missing or older than ``source``."""
+    if not source.is_file():
+        raise LoadgenUnavailable(
+            f"no load generator source at {source} (a source checkout has it); use --loadgen python"
+        )
     if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     cc = compiler()
@@ -91,8 +97,8 @@ def closed_loop(
 
     It opens its own ``concurrency`` connections to ``client``'s address (not ``client``'s pool),
     sends ``client.request`` and returns the records of the requests sent after ``warmup_s``.
-    The program inherits this thread's CPU affinity. RuntimeError if it fails (its message and
-    exit reason included).
+    The program inherits this thread's CPU affinity. BenchError if it fails (its message and exit
+    reason included).
     """
     program = binary or build()
     host, port = client.address
@@ -114,7 +120,7 @@ def closed_loop(
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             reason = EXIT_REASONS.get(done.returncode, f"exit status {done.returncode}")
-            raise RuntimeError(f"the native load generator failed ({reason}): {done.stderr.strip()}")
+            raise BenchError(f"the native load generator failed ({reason}): {done.stderr.strip()}")
         records = np.fromfile(out, dtype=RECORD)
     samples = Samples()
     samples.starts = records["start"].tolist()

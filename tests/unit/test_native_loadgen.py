@@ -16,6 +16,7 @@ import pytest
 
 from edgeds import bench as lib
 from edgeds.bench import native_loadgen
+from edgeds.errors import BenchError
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler to build the native load generator"
@@ -129,7 +130,7 @@ def test_no_server_is_a_clear_error(loadgen) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = lib.HttpClient("127.0.0.1", port, "/", b"x")
-    with pytest.raises(RuntimeError, match="cannot connect"):
+    with pytest.raises(BenchError, match="cannot connect"):
         module.closed_loop(client, 2, 1.0, warmup_s=0.0, binary=binary)
 
 
@@ -138,3 +139,9 @@ def test_a_source_that_does_not_compile_is_reported_with_the_compiler_output(tmp
     source.write_text("int main(void) { return missing; }\n")
     with pytest.raises(native_loadgen.LoadgenUnavailable, match="missing"):
         native_loadgen.build(source, tmp_path / "broken")
+
+
+def test_no_source_is_reported_as_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(native_loadgen.LoadgenUnavailable, match="no load generator source") as raised:
+        native_loadgen.build(tmp_path / "absent.c", tmp_path / "closed_loop")
+    assert isinstance(raised.value, BenchError)
