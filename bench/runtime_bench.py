@@ -47,13 +47,11 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +69,7 @@ if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing 
 
 from edgeds import bench as lib  # noqa: E402
 from edgeds.bench import native_loadgen  # noqa: E402
+from edgeds.bench.servers import free_port, start_bare_socket, start_serve, stop, wait_http  # noqa: E402
 from edgeds.config import Batching  # noqa: E402
 from edgeds.errors import BenchError  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
@@ -79,36 +78,6 @@ from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -509,44 +478,6 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     }
 
 
-def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[subprocess.Popen[bytes], int, str]:
-    """``edgeds serve`` in its own process group; returns (process, port, model name) once ready."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "edgeds", "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
-    if batching is not None:
-        cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
-        cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
-        cmd += ["--instances", str(batching.instances)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/v2/health/ready", 60, proc)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, port, lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
-
-
-def start_bare_socket(artifact: Path, threads: int) -> tuple[subprocess.Popen[bytes], int]:
-    """``bench/peers/bare_socket.py``, the unbatched transport ceiling: one single-thread session per
-    thread (the layout that fills the cores without batching); (process, port) once ready."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGEDS_PEER_MODEL": str(artifact),
-        "EDGEDS_PEER_THREADS": str(threads),
-        "EDGEDS_PEER_INSTANCES": str(threads),
-    }
-    cmd = [sys.executable, str(PEERS / "bare_socket.py"), str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 60, proc)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, port
-
-
 def bare_window(client: lib.HttpClient, window_s: float) -> float:
     """One window of the bare-socket reference; samples/s. A failing reference would flatter every
     ratio to it, so any error fails the run."""
@@ -810,7 +741,7 @@ def run_peer(
             python, {"fastapi": "fastapi", "bentoml": "bentoml", "mlserver": "mlserver"}[name]
         )
         return result
-    except (RuntimeError, BenchError) as exc:  # a peer that does not start or fails under load
+    except BenchError as exc:  # a peer that does not start or fails under load
         tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
         return {"error": f"{exc}: {' | '.join(tail)}"}
     finally:
