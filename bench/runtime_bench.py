@@ -68,7 +68,8 @@ if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing 
     sys.path.insert(0, str(ROOT))
 
 from edgeds import bench as lib  # noqa: E402
-from edgeds.bench import native_loadgen  # noqa: E402
+from edgeds.bench.loadgen import LoadGenerator, LoadgenUnavailable  # noqa: E402
+from edgeds.bench.placement import Placement, parse_cpus  # noqa: E402
 from edgeds.bench.servers import free_port, start_bare_socket, start_serve, stop, wait_http  # noqa: E402
 from edgeds.config import Batching  # noqa: E402
 from edgeds.errors import BenchError  # noqa: E402
@@ -80,90 +81,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def parse_cpus(text: str) -> frozenset[int]:
-    """CPU numbers in ``taskset``'s list syntax (``0,1`` or ``0-3,6``); ValueError names a bad part."""
-    cpus: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        first, dash, last = part.partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()) or (dash and int(last) < int(first)):
-            raise ValueError(f"not a CPU number or range: {part!r} (in {text!r})")
-        cpus.update(range(int(first), int(last if dash else first) + 1))
-    return frozenset(cpus)
-
-
-class Placement:
-    """Where the servers and the load generator run: all on every CPU (the default), or apart.
-
-    Affinity is per thread, and threads and processes inherit their starter's. So the main thread is
-    pinned to the server CPUs once (the floor's and the batcher's engine threads, and every server
-    process started later, inherit them), and :meth:`drive` moves it to the load generator's CPUs
-    only while it drives HTTP load.
-    """
-
-    def __init__(self, server: frozenset[int] | None = None, loadgen: frozenset[int] | None = None) -> None:
-        allowed = os.sched_getaffinity(0)
-        if loadgen is not None and server is None:
-            raise ValueError("--loadgen-cpus needs --server-cpus: the two sets must be apart")
-        for flag, cpus in (("--server-cpus", server), ("--loadgen-cpus", loadgen)):
-            if cpus is not None and not cpus <= allowed:
-                raise ValueError(f"{flag}: CPUs {sorted(cpus - allowed)} are not available (have {sorted(allowed)})")
-        if server is not None and loadgen is not None and server & loadgen:
-            raise ValueError(f"--server-cpus and --loadgen-cpus share CPUs {sorted(server & loadgen)}")
-        self.server, self.loadgen = server, loadgen
-
-    def pin_server_side(self) -> None:
-        if self.server is not None:
-            os.sched_setaffinity(0, self.server)
-
-    def drive(
-        self, client: lib.HttpClient, duration_s: float, generator: LoadGenerator | None = None, **kwargs: Any
-    ) -> lib.Samples:
-        """A closed loop at c=8 by ``generator`` (default :data:`LOADGEN`), on the load generator's
-        CPUs when it has its own (a native load generator inherits them)."""
-        if self.loadgen is not None:
-            os.sched_setaffinity(0, self.loadgen)
-        try:
-            return (generator or LOADGEN).run(client, duration_s, **kwargs)
-        finally:
-            self.pin_server_side()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "server_cpus": sorted(self.server) if self.server is not None else "all",
-            "loadgen_cpus": sorted(self.loadgen) if self.loadgen is not None else "the servers' own",
-        }
-
-
+CONCURRENCY = 8  # clients of every closed loop: in-process, and the HTTP load generator's connections
 PLACEMENT = Placement()  # main() sets it from the command line
-
-
-class LoadGenerator:
-    """The closed-loop HTTP load generator that drives every server: ``native``
-    (``bench/loadgen/closed_loop.c``, built on construction; :class:`native_loadgen.LoadgenUnavailable`
-    without a C compiler) or ``python`` (:func:`edgeds.bench.http_closed_loop`)."""
-
-    def __init__(self, kind: str) -> None:
-        if kind not in ("native", "python"):
-            raise ValueError(f"unknown load generator {kind!r} (native or python)")
-        self.kind = kind
-        self.binary = native_loadgen.build() if kind == "native" else None
-
-    def run(self, client: lib.HttpClient, duration_s: float, **kwargs: Any) -> lib.Samples:
-        if self.binary is not None:
-            return native_loadgen.closed_loop(client, CONCURRENCY, duration_s, binary=self.binary, **kwargs)
-        return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
-
-    def describe(self) -> dict[str, Any]:
-        if self.binary is None:
-            return {"kind": "python", "what": "edgeds.bench.http_closed_loop (one thread, selectors)"}
-        return {
-            "kind": "native",
-            "what": "bench/loadgen/closed_loop.c (one thread, epoll)",
-            "compiler": native_loadgen.compiler_version(),
-        }
-
-
-PYTHON_LOADGEN = LoadGenerator("python")
+PYTHON_LOADGEN = LoadGenerator("python", CONCURRENCY)
 LOADGEN = PYTHON_LOADGEN  # main() sets it from the command line (native by default)
 
 
@@ -207,7 +127,6 @@ def compile_bundle(model: Path, precision: str, out: Path) -> Path:
 
 # ---------------------------------------------------------------------- measurements
 
-CONCURRENCY = 8
 BATCH_TIE = 0.97  # measured batcher throughputs this close count as equal: the larger batch wins
 
 
@@ -394,7 +313,7 @@ def measure_http(
 ) -> dict[str, Any]:
     before = lib.stats_snapshot(url, model) if url and model else None
     with lib.ResourceMonitor(pid) as monitor:
-        result = lib.summarize(PLACEMENT.drive(client, duration, warmup_s=1.0))
+        result = lib.summarize(PLACEMENT.drive(client, duration, LOADGEN, warmup_s=1.0))
     result["resources"] = monitor.report()
     if before is not None and url and model:
         result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
@@ -450,7 +369,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
 
 def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 5000) -> dict[str, Any]:
     """RSS of the server after ``warmup`` requests, then after each tenth of ``requests`` more (c=8)."""
-    PLACEMENT.drive(client, 1e9, warmup_s=0.0, max_queries=warmup)
+    PLACEMENT.drive(client, 1e9, LOADGEN, warmup_s=0.0, max_queries=warmup)
     time.sleep(0.5)
     before = rss_tree(pid)
     series = []
@@ -459,7 +378,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     done = 0
     while done < requests:
         chunk = min(step, requests - done)
-        samples = PLACEMENT.drive(client, 1e9, warmup_s=0.0, max_queries=chunk)
+        samples = PLACEMENT.drive(client, 1e9, LOADGEN, warmup_s=0.0, max_queries=chunk)
         ok += sum(1 for st in samples.status if st == 200)
         done += chunk
         series.append(round(rss_tree(pid) / 2**20, 2))
@@ -481,7 +400,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
 def bare_window(client: lib.HttpClient, window_s: float) -> float:
     """One window of the bare-socket reference; samples/s. A failing reference would flatter every
     ratio to it, so any error fails the run."""
-    result = lib.summarize(PLACEMENT.drive(client, window_s, warmup_s=0.0))
+    result = lib.summarize(PLACEMENT.drive(client, window_s, LOADGEN, warmup_s=0.0))
     if result["errors"] or not result["ok"]:
         raise RuntimeError(f"the bare-socket reference failed: {result['errors']} errors, {result['ok']} answers")
     return float(result["samples_per_s"])
@@ -552,7 +471,7 @@ def paired(
                     measured[turn] = bare_window(bare_http, window_s)
                     continue
                 c0 = cpu(server)
-                generator = PYTHON_LOADGEN if turn == "serve_python" else None
+                generator = PYTHON_LOADGEN if turn == "serve_python" else LOADGEN
                 measured[turn] = lib.summarize(PLACEMENT.drive(http, window_s, generator, warmup_s=0.0))
                 measured[turn]["per_cpu_s"] = measured[turn]["ok"] / max(1e-9, cpu(server) - c0)
             h, bare_sps = measured["serve"], measured["bare"]
@@ -991,15 +910,15 @@ def main() -> int:
     args = ap.parse_args()
     global PLACEMENT, LOADGEN
     try:
-        LOADGEN = LoadGenerator(args.loadgen)
-    except native_loadgen.LoadgenUnavailable as exc:
+        LOADGEN = LoadGenerator(args.loadgen, CONCURRENCY)
+    except LoadgenUnavailable as exc:
         ap.error(str(exc))
     try:
         PLACEMENT = Placement(
             parse_cpus(args.server_cpus) if args.server_cpus else None,
             parse_cpus(args.loadgen_cpus) if args.loadgen_cpus else None,
         )
-    except ValueError as exc:
+    except BenchError as exc:
         ap.error(str(exc))
     PLACEMENT.pin_server_side()
     args.out.mkdir(parents=True, exist_ok=True)
