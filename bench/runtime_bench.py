@@ -71,6 +71,14 @@ from edgeds import bench as lib  # noqa: E402
 from edgeds.bench.loadgen import LoadGenerator, LoadgenUnavailable  # noqa: E402
 from edgeds.bench.placement import Placement, parse_cpus  # noqa: E402
 from edgeds.bench.servers import free_port, start_bare_socket, start_serve, stop, wait_http  # noqa: E402
+from edgeds.bench.sizing import (  # noqa: E402
+    BUCKETS,
+    batch_candidates,
+    best_layout,
+    choose_batch,
+    full_batches,
+    layouts,
+)
 from edgeds.config import Batching  # noqa: E402
 from edgeds.errors import BenchError  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
@@ -126,33 +134,6 @@ def compile_bundle(model: Path, precision: str, out: Path) -> Path:
 
 
 # ---------------------------------------------------------------------- measurements
-
-BATCH_TIE = 0.97  # measured batcher throughputs this close count as equal: the larger batch wins
-
-
-def batch_candidates(concurrency: int) -> list[int]:
-    """Bucket sizes for the batcher under a closed loop of ``concurrency`` clients per instance: at
-    most half of them, so that the next batch gathers while one runs (a batch of every client idles
-    its instance while they all turn around: 0.70 of the floor at batch 4 on 2 instances)."""
-    return [b for b in (1, 2, 4, 8) if b <= max(1, concurrency // 2)]
-
-
-def choose_batch(measured: dict[int, float]) -> int:
-    """The batcher size that served most samples per CPU-second in-process; a larger one within 3 % of
-    it wins (it shares the per-batch hand-off and Python pass, and 3 % is below the windows' noise)."""
-    best = max(measured.values())
-    return max(b for b, v in measured.items() if v >= BATCH_TIE * best)
-
-
-def full_batches(batch: int, instances: int, max_queue_size: int) -> Batching:
-    """A batcher that runs batches of exactly ``batch`` under a closed loop (waiting up to 5 ms to fill one)."""
-    return Batching(
-        max_batch_size=batch,
-        preferred_batch_sizes=(batch,),
-        max_queue_delay_us=0 if batch == 1 else 5000,
-        max_queue_size=max_queue_size,
-        instances=instances,
-    )
 
 
 def size_batcher(
@@ -243,20 +224,6 @@ def floor(artifact: Path, threads: int, duration: float, sample: np.ndarray, ins
     finally:
         for backend in opened:
             backend.close()
-
-
-def layouts(threads: int) -> list[int]:
-    """Instance counts to scan: one session with every thread, and one single-thread session per thread."""
-    return sorted({1, threads})
-
-
-def best_layout(scans: list[dict[str, Any]]) -> dict[str, Any]:
-    """The scan (one instance layout) with the highest floor, counting only bucket sizes."""
-
-    def best_bucket(scan: dict[str, Any]) -> float:
-        return float(max(r["samples_per_s"] for r in scan["per_batch"] if r["batch"] in (1, 2, 4, 8)))
-
-    return max(scans, key=best_bucket)
 
 
 def in_process(artifact: Path, threads: int, batching: Batching, duration: float, sample: np.ndarray) -> dict[str, Any]:
@@ -966,7 +933,7 @@ def main() -> int:
             # in the table
             layout = best_layout(entry["floor"])
             per_batch = {r["batch"]: r["samples_per_s"] for r in layout["per_batch"]}
-            best = max((b for b in (1, 2, 4, 8) if b in per_batch), key=lambda b: per_batch[b])
+            best = max((b for b in BUCKETS if b in per_batch), key=lambda b: per_batch[b])
             # the batcher's size is measured, not read off the floor: full batches of `batch` form at
             # concurrency 8, and with batch <= half the clients per instance the next batch gathers
             # while the current one runs. The floor in every ratio stays the best bucket's.
