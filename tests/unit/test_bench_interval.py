@@ -7,9 +7,8 @@ import random
 import pytest
 
 from edgeds.bench import median_interval
+from edgeds.bench.runtime_report import interval, interval_text
 from edgeds.errors import BenchError
-
-from . import _runtime_bench
 
 
 def test_twelve_windows_give_the_third_and_tenth_values_at_96_percent() -> None:
@@ -50,7 +49,6 @@ def test_no_values_or_a_confidence_outside_zero_to_one_are_refused() -> None:
 
 
 def test_the_report_states_the_interval_beside_the_median() -> None:
-    bench = _runtime_bench.load()
     windows = [{"serve_ratio": 0.80 + 0.01 * i} for i in range(12)]
-    pair = {"windows": windows, "serve_ratio_interval": bench.interval([w["serve_ratio"] for w in windows])}
-    assert bench.interval_text(pair, "serve") == "96 % interval of the median 0.82-0.89 over 12 windows"
+    pair = {"windows": windows, "serve_ratio_interval": interval([w["serve_ratio"] for w in windows])}
+    assert interval_text(pair, "serve") == "96 % interval of the median 0.82-0.89 over 12 windows"
