@@ -2,7 +2,7 @@
 
 One command runs everything side by side on this machine and writes JSON + Markdown::
 
-    .venv/bin/python bench/runtime_bench.py [--duration 10] [--threads 2] [--skip-peers]
+    .venv/bin/python bench/runtime_bench.py [--duration 10] [--threads 2] [--peers ""]
 
 For the shipped model (models/surface-defect/model.onnx; a MobileNet-shaped stand-in with random
 weights if it is not there, said in the report) compiled by ``edgeds.compile`` for the x86-cpu
@@ -39,6 +39,11 @@ peer alike, and the report says which ran. With the native one, the paired windo
 On a machine with cores to spare, ``--server-cpus 0,1 --loadgen-cpus 2`` keeps them apart: the floor,
 the in-process batcher and every server (edgeds, the reference, each peer) run on the server CPUs,
 and only the HTTP load generator runs on its own. The report says which placement was used.
+
+This script holds the command line and the measurements. What it is built from is in
+:mod:`edgeds.bench`: the CPU placement (``placement``), the load generators (``loadgen``,
+``native_loadgen``), the servers under test (``servers``), the layout and batcher sizing rules
+(``sizing``) and the verdicts and Markdown report (``runtime_report``).
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ from edgeds.bench.sizing import (  # noqa: E402
     layouts,
 )
 from edgeds.config import Batching  # noqa: E402
-from edgeds.errors import BenchError  # noqa: E402
+from edgeds.errors import BenchError, EdgedsError  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
 from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: E402
 
@@ -130,7 +135,7 @@ def compile_bundle(model: Path, precision: str, out: Path) -> Path:
 
     result = compile_model(model, "x86-cpu", precision=precision, out=out)  # type: ignore[arg-type]
     if result.backend != "onnxruntime":
-        raise RuntimeError(f"the x86-cpu chain picked {result.backend}, not onnxruntime")
+        raise BenchError(f"the x86-cpu chain picked {result.backend}, not onnxruntime")
     return result.bundle
 
 
@@ -370,7 +375,7 @@ def bare_window(client: lib.HttpClient, window_s: float) -> float:
     ratio to it, so any error fails the run."""
     result = lib.summarize(PLACEMENT.drive(client, window_s, LOADGEN, warmup_s=0.0))
     if result["errors"] or not result["ok"]:
-        raise RuntimeError(f"the bare-socket reference failed: {result['errors']} errors, {result['ok']} answers")
+        raise BenchError(f"the bare-socket reference failed: {result['errors']} errors, {result['ok']} answers")
     return float(result["samples_per_s"])
 
 
@@ -687,7 +692,7 @@ def main() -> int:
             log(f"compiling {precision}")
             try:
                 bundle = compile_bundle(model, precision, work / f"bundle-{precision}")
-            except Exception as exc:
+            except EdgedsError as exc:  # this precision cannot be built here: say why, run the others
                 report["results"][precision] = {"error": f"compile failed: {type(exc).__name__}: {exc}"}
                 continue
             from edgeds.bundle import load_bundle
