@@ -1,7 +1,7 @@
 """LoadGen-style benchmarks of an engine in-process or a server over HTTP.
 
-The package re-exports what the ``edgeds bench`` command, the HIL runner, the benchmark scripts and
-the tests use; each submodule holds one job:
+The package re-exports what the ``edgeds bench`` command and the HIL runner use (and the benchmark
+scripts and tests, beside what they import by module); each submodule holds one job:
 
 - :mod:`.clients`: the clients that send queries (in-process, raw HTTP) and HTTP reads of a server
 - :mod:`.loops`: load patterns (closed loops, a Poisson open loop), each returning raw samples
@@ -9,6 +9,17 @@ the tests use; each submodule holds one job:
 - :mod:`.monitor`: CPU% and RSS of the measured process during a run
 - :mod:`.scenarios`: the LoadGen scenarios and :func:`run_benchmark`, which runs a set of them
 - :mod:`.environment`: the machine, versions and model a report was measured with
+
+The runtime benchmark (``bench/runtime_bench.py``) is built from the modules above and these, which
+it and the tests import by module (the native load generator and the bare-socket reference need a
+source checkout):
+
+- :mod:`.native_loadgen`: builds and runs ``bench/loadgen/closed_loop.c``, the C load generator
+- :mod:`.loadgen`: :class:`~.loadgen.LoadGenerator`, the native program or the Python loop
+- :mod:`.placement`: servers and the load generator on CPU sets apart
+- :mod:`.servers`: servers under test in processes of their own (``edgeds serve``, the bare socket)
+- :mod:`.sizing`: the instance layout and batcher size chosen from measurements
+- :mod:`.runtime_report`: verdicts against the targets and the Markdown report
 """
 
 from __future__ import annotations
