@@ -8,7 +8,9 @@ microseconds beyond its system calls. Both send the same bytes and keep the same
 can drive any server; ``runtime_bench.py`` reports which one ran.
 
 The binary is compiled on first use with the system's C compiler (``cc``, or ``$CC``) into
-``build/loadgen/`` (git-ignored) and rebuilt when the source is newer.
+``build/loadgen/`` (git-ignored) and rebuilt when the source is newer. Source and binary live in the
+source checkout (:data:`edgeds.config.REPO_ROOT`): an edgeds installed without it has no native load
+generator (:class:`LoadgenUnavailable`), only the Python one.
 """
 
 from __future__ import annotations
