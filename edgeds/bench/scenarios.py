@@ -181,6 +181,8 @@ def run_benchmark(
 
     ``sample`` is one sample with its batch dim (``[1, ...]``). ``floor_backends`` (opened with buckets
     1..max_batch; one per engine instance) give the engine floor; it is skipped unless given.
+    BenchError without an engine or a server's ``url`` and ``model``, or if the target does not
+    answer a first valid query with 200.
     """
     report: dict[str, Any] = {"transport": "in-process" if engine is not None else "http", "scenarios": {}}
     if engine is not None:
