@@ -2,7 +2,7 @@
 
 One command runs everything side by side on this machine and writes JSON + Markdown::
 
-    .venv/bin/python bench/runtime_bench.py [--duration 10] [--threads 2] [--skip-peers]
+    .venv/bin/python bench/runtime_bench.py [--duration 10] [--threads 2] [--peers ""]
 
 For the shipped model (models/surface-defect/model.onnx; a MobileNet-shaped stand-in with random
 weights if it is not there, said in the report) compiled by ``edgeds.compile`` for the x86-cpu
@@ -39,6 +39,11 @@ peer alike, and the report says which ran. With the native one, the paired windo
 On a machine with cores to spare, ``--server-cpus 0,1 --loadgen-cpus 2`` keeps them apart: the floor,
 the in-process batcher and every server (edgeds, the reference, each peer) run on the server CPUs,
 and only the HTTP load generator runs on its own. The report says which placement was used.
+
+This script holds the command line and the measurements. What it is built from is in
+:mod:`edgeds.bench`: the CPU placement (``placement``), the load generators (``loadgen``,
+``native_loadgen``), the servers under test (``servers``), the layout and batcher sizing rules
+(``sizing``) and the verdicts and Markdown report (``runtime_report``).
 """
 
 from __future__ import annotations
@@ -47,13 +52,11 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,135 +69,35 @@ PEER_PACKAGES = {
     "bentoml": ["bentoml", "onnxruntime", "numpy"],
     "mlserver": ["mlserver", "onnxruntime", "numpy"],
 }
-for _path in (str(ROOT), str(ROOT / "bench")):  # loaded more than once by tests: add each once
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import native_loadgen  # noqa: E402
+if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing it
+    sys.path.insert(0, str(ROOT))
 
 from edgeds import bench as lib  # noqa: E402
+from edgeds.bench.loadgen import LoadGenerator, LoadgenUnavailable  # noqa: E402
+from edgeds.bench.placement import Placement, parse_cpus  # noqa: E402
+from edgeds.bench.runtime_report import interval, markdown, verdicts  # noqa: E402
+from edgeds.bench.servers import free_port, start_bare_socket, start_serve, stop, wait_http  # noqa: E402
+from edgeds.bench.sizing import (  # noqa: E402
+    BUCKETS,
+    batch_candidates,
+    best_layout,
+    choose_batch,
+    full_batches,
+    layouts,
+)
 from edgeds.config import Batching  # noqa: E402
+from edgeds.errors import BenchError, EdgedsError  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
+from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: E402
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def parse_cpus(text: str) -> frozenset[int]:
-    """CPU numbers in ``taskset``'s list syntax (``0,1`` or ``0-3,6``); ValueError names a bad part."""
-    cpus: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        first, dash, last = part.partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()) or (dash and int(last) < int(first)):
-            raise ValueError(f"not a CPU number or range: {part!r} (in {text!r})")
-        cpus.update(range(int(first), int(last if dash else first) + 1))
-    return frozenset(cpus)
-
-
-class Placement:
-    """Where the servers and the load generator run: all on every CPU (the default), or apart.
-
-    Affinity is per thread, and threads and processes inherit their starter's. So the main thread is
-    pinned to the server CPUs once (the floor's and the batcher's engine threads, and every server
-    process started later, inherit them), and :meth:`drive` moves it to the load generator's CPUs
-    only while it drives HTTP load.
-    """
-
-    def __init__(self, server: frozenset[int] | None = None, loadgen: frozenset[int] | None = None) -> None:
-        allowed = os.sched_getaffinity(0)
-        if loadgen is not None and server is None:
-            raise ValueError("--loadgen-cpus needs --server-cpus: the two sets must be apart")
-        for flag, cpus in (("--server-cpus", server), ("--loadgen-cpus", loadgen)):
-            if cpus is not None and not cpus <= allowed:
-                raise ValueError(f"{flag}: CPUs {sorted(cpus - allowed)} are not available (have {sorted(allowed)})")
-        if server is not None and loadgen is not None and server & loadgen:
-            raise ValueError(f"--server-cpus and --loadgen-cpus share CPUs {sorted(server & loadgen)}")
-        self.server, self.loadgen = server, loadgen
-
-    def pin_server_side(self) -> None:
-        if self.server is not None:
-            os.sched_setaffinity(0, self.server)
-
-    def drive(
-        self, client: lib.HttpClient, duration_s: float, generator: LoadGenerator | None = None, **kwargs: Any
-    ) -> lib.Samples:
-        """A closed loop at c=8 by ``generator`` (default :data:`LOADGEN`), on the load generator's
-        CPUs when it has its own (a native load generator inherits them)."""
-        if self.loadgen is not None:
-            os.sched_setaffinity(0, self.loadgen)
-        try:
-            return (generator or LOADGEN).run(client, duration_s, **kwargs)
-        finally:
-            self.pin_server_side()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "server_cpus": sorted(self.server) if self.server is not None else "all",
-            "loadgen_cpus": sorted(self.loadgen) if self.loadgen is not None else "the servers' own",
-        }
-
-
+CONCURRENCY = 8  # clients of every closed loop: in-process, and the HTTP load generator's connections
 PLACEMENT = Placement()  # main() sets it from the command line
-
-
-class LoadGenerator:
-    """The closed-loop HTTP load generator that drives every server: ``native``
-    (``bench/loadgen/closed_loop.c``, built on construction; :class:`native_loadgen.LoadgenUnavailable`
-    without a C compiler) or ``python`` (:func:`edgeds.bench.http_closed_loop`)."""
-
-    def __init__(self, kind: str) -> None:
-        if kind not in ("native", "python"):
-            raise ValueError(f"unknown load generator {kind!r} (native or python)")
-        self.kind = kind
-        self.binary = native_loadgen.build() if kind == "native" else None
-
-    def run(self, client: lib.HttpClient, duration_s: float, **kwargs: Any) -> lib.Samples:
-        if self.binary is not None:
-            return native_loadgen.closed_loop(client, CONCURRENCY, duration_s, binary=self.binary, **kwargs)
-        return lib.http_closed_loop(client, CONCURRENCY, duration_s, **kwargs)
-
-    def describe(self) -> dict[str, Any]:
-        if self.binary is None:
-            return {"kind": "python", "what": "edgeds.bench.http_closed_loop (one thread, selectors)"}
-        return {
-            "kind": "native",
-            "what": "bench/loadgen/closed_loop.c (one thread, epoll)",
-            "compiler": native_loadgen.compiler_version(),
-        }
-
-
-PYTHON_LOADGEN = LoadGenerator("python")
+PYTHON_LOADGEN = LoadGenerator("python", CONCURRENCY)
 LOADGEN = PYTHON_LOADGEN  # main() sets it from the command line (native by default)
 
 
@@ -232,39 +135,11 @@ def compile_bundle(model: Path, precision: str, out: Path) -> Path:
 
     result = compile_model(model, "x86-cpu", precision=precision, out=out)  # type: ignore[arg-type]
     if result.backend != "onnxruntime":
-        raise RuntimeError(f"the x86-cpu chain picked {result.backend}, not onnxruntime")
+        raise BenchError(f"the x86-cpu chain picked {result.backend}, not onnxruntime")
     return result.bundle
 
 
 # ---------------------------------------------------------------------- measurements
-
-CONCURRENCY = 8
-BATCH_TIE = 0.97  # measured batcher throughputs this close count as equal: the larger batch wins
-
-
-def batch_candidates(concurrency: int) -> list[int]:
-    """Bucket sizes for the batcher under a closed loop of ``concurrency`` clients per instance: at
-    most half of them, so that the next batch gathers while one runs (a batch of every client idles
-    its instance while they all turn around: 0.70 of the floor at batch 4 on 2 instances)."""
-    return [b for b in (1, 2, 4, 8) if b <= max(1, concurrency // 2)]
-
-
-def choose_batch(measured: dict[int, float]) -> int:
-    """The batcher size that served most samples per CPU-second in-process; a larger one within 3 % of
-    it wins (it shares the per-batch hand-off and Python pass, and 3 % is below the windows' noise)."""
-    best = max(measured.values())
-    return max(b for b, v in measured.items() if v >= BATCH_TIE * best)
-
-
-def full_batches(batch: int, instances: int, max_queue_size: int) -> Batching:
-    """A batcher that runs batches of exactly ``batch`` under a closed loop (waiting up to 5 ms to fill one)."""
-    return Batching(
-        max_batch_size=batch,
-        preferred_batch_sizes=(batch,),
-        max_queue_delay_us=0 if batch == 1 else 5000,
-        max_queue_size=max_queue_size,
-        instances=instances,
-    )
 
 
 def size_batcher(
@@ -357,20 +232,6 @@ def floor(artifact: Path, threads: int, duration: float, sample: np.ndarray, ins
             backend.close()
 
 
-def layouts(threads: int) -> list[int]:
-    """Instance counts to scan: one session with every thread, and one single-thread session per thread."""
-    return sorted({1, threads})
-
-
-def best_layout(scans: list[dict[str, Any]]) -> dict[str, Any]:
-    """The scan (one instance layout) with the highest floor, counting only bucket sizes."""
-
-    def best_bucket(scan: dict[str, Any]) -> float:
-        return float(max(r["samples_per_s"] for r in scan["per_batch"] if r["batch"] in (1, 2, 4, 8)))
-
-    return max(scans, key=best_bucket)
-
-
 def in_process(artifact: Path, threads: int, batching: Batching, duration: float, sample: np.ndarray) -> dict[str, Any]:
     engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=batching).start()
     try:
@@ -425,7 +286,7 @@ def measure_http(
 ) -> dict[str, Any]:
     before = lib.stats_snapshot(url, model) if url and model else None
     with lib.ResourceMonitor(pid) as monitor:
-        result = lib.summarize(PLACEMENT.drive(client, duration, warmup_s=1.0))
+        result = lib.summarize(PLACEMENT.drive(client, duration, LOADGEN, warmup_s=1.0))
     result["resources"] = monitor.report()
     if before is not None and url and model:
         result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
@@ -446,7 +307,7 @@ def serve_edgeds(
     url = f"http://127.0.0.1:{port}"
     try:
         path = f"/v2/models/{model}/infer"
-        body, headers = lib.oip_binary_body("input", sample)
+        body, headers = oip_binary_body("input", sample)
         out: dict[str, Any] = {
             "binary": measure_http(
                 lib.HttpClient("127.0.0.1", port, path, body, headers), duration, proc.pid, url, model
@@ -454,7 +315,7 @@ def serve_edgeds(
         }
         if not full:
             return out
-        body, headers = lib.oip_json_body("input", sample)
+        body, headers = oip_json_body("input", sample)
         out["json"] = measure_http(
             lib.HttpClient("127.0.0.1", port, path, body, headers), duration, proc.pid, url, model
         )
@@ -472,7 +333,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
     """RSS growth of a server that only ever sees binary requests (nothing else inflates its heap)."""
     proc, port, model = start_serve(bundle, threads, batching)
     try:
-        body, headers = lib.oip_binary_body("input", sample)
+        body, headers = oip_binary_body("input", sample)
         client = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
         return rss_growth(client, proc.pid, requests)
     finally:
@@ -481,7 +342,7 @@ def rss_fresh(bundle: Path, threads: int, batching: Batching, sample: np.ndarray
 
 def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 5000) -> dict[str, Any]:
     """RSS of the server after ``warmup`` requests, then after each tenth of ``requests`` more (c=8)."""
-    PLACEMENT.drive(client, 1e9, warmup_s=0.0, max_queries=warmup)
+    PLACEMENT.drive(client, 1e9, LOADGEN, warmup_s=0.0, max_queries=warmup)
     time.sleep(0.5)
     before = rss_tree(pid)
     series = []
@@ -490,7 +351,7 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     done = 0
     while done < requests:
         chunk = min(step, requests - done)
-        samples = PLACEMENT.drive(client, 1e9, warmup_s=0.0, max_queries=chunk)
+        samples = PLACEMENT.drive(client, 1e9, LOADGEN, warmup_s=0.0, max_queries=chunk)
         ok += sum(1 for st in samples.status if st == 200)
         done += chunk
         series.append(round(rss_tree(pid) / 2**20, 2))
@@ -509,50 +370,12 @@ def rss_growth(client: lib.HttpClient, pid: int, requests: int, warmup: int = 50
     }
 
 
-def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[subprocess.Popen[bytes], int, str]:
-    """``edgeds serve`` in its own process group; returns (process, port, model name) once ready."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "edgeds", "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
-    if batching is not None:
-        cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
-        cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
-        cmd += ["--instances", str(batching.instances)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/v2/health/ready", 60, proc)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, port, lib.http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"]
-
-
-def start_bare_socket(artifact: Path, threads: int) -> tuple[subprocess.Popen[bytes], int]:
-    """``bench/peers/bare_socket.py``, the unbatched transport ceiling: one single-thread session per
-    thread (the layout that fills the cores without batching); (process, port) once ready."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGEDS_PEER_MODEL": str(artifact),
-        "EDGEDS_PEER_THREADS": str(threads),
-        "EDGEDS_PEER_INSTANCES": str(threads),
-    }
-    cmd = [sys.executable, str(PEERS / "bare_socket.py"), str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 60, proc)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, port
-
-
 def bare_window(client: lib.HttpClient, window_s: float) -> float:
     """One window of the bare-socket reference; samples/s. A failing reference would flatter every
     ratio to it, so any error fails the run."""
-    result = lib.summarize(PLACEMENT.drive(client, window_s, warmup_s=0.0))
+    result = lib.summarize(PLACEMENT.drive(client, window_s, LOADGEN, warmup_s=0.0))
     if result["errors"] or not result["ok"]:
-        raise RuntimeError(f"the bare-socket reference failed: {result['errors']} errors, {result['ok']} answers")
+        raise BenchError(f"the bare-socket reference failed: {result['errors']} errors, {result['ok']} answers")
     return float(result["samples_per_s"])
 
 
@@ -584,7 +407,7 @@ def paired(
     feeds = [staged_feed(b, best, sample) for b in bare]
     engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=tuned).start()
     proc, port, model = start_serve(bundle, threads, tuned)
-    body, headers = lib.oip_binary_body("input", sample)
+    body, headers = oip_binary_body("input", sample)
     http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
     try:
         bare_proc, bare_port = start_bare_socket(artifact, threads)
@@ -621,7 +444,7 @@ def paired(
                     measured[turn] = bare_window(bare_http, window_s)
                     continue
                 c0 = cpu(server)
-                generator = PYTHON_LOADGEN if turn == "serve_python" else None
+                generator = PYTHON_LOADGEN if turn == "serve_python" else LOADGEN
                 measured[turn] = lib.summarize(PLACEMENT.drive(http, window_s, generator, warmup_s=0.0))
                 measured[turn]["per_cpu_s"] = measured[turn]["ok"] / max(1e-9, cpu(server) - c0)
             h, bare_sps = measured["serve"], measured["bare"]
@@ -680,12 +503,6 @@ def paired(
             float(np.mean([r["in_process"] for r in rows]) / np.mean([r["floor"] for r in rows])), 3
         ),
     }
-
-
-def interval(ratios: list[float]) -> dict[str, float]:
-    """The windows' median ratio with its distribution-free 95 % interval (:func:`edgeds.bench.median_interval`),
-    rounded like the ratios: how far this host's noise leaves the median from a threshold."""
-    return {key: round(value, 3) for key, value in lib.median_interval(ratios).items()}
 
 
 # ---------------------------------------------------------------------- peers
@@ -751,7 +568,7 @@ def run_peer(
             "warning",
         ]
         ready, path = "/v2/health/ready", "/v2/models/peer/infer"
-        body, headers = lib.oip_binary_body("input", sample)
+        body, headers = oip_binary_body("input", sample)
         protocol = "binary OIP payload (same bytes as edgeds), JSON response, no batching"
     elif name == "bentoml":
         cmd = [
@@ -792,7 +609,7 @@ def run_peer(
         )
         cmd = [str(bin_dir / "mlserver"), "start", str(work / "mlserver")]
         ready, path = "/v2/models/peer/ready", "/v2/models/peer/infer"
-        body, headers = lib.oip_json_body("input", sample)
+        body, headers = oip_json_body("input", sample)
         protocol = (
             "OIP JSON (MLServer has no binary extension over REST), adaptive batching (8, 1 ms), parallel_workers 0"
         )
@@ -810,227 +627,11 @@ def run_peer(
             python, {"fastapi": "fastapi", "bentoml": "bentoml", "mlserver": "mlserver"}[name]
         )
         return result
-    except RuntimeError as exc:
+    except BenchError as exc:  # a peer that does not start or fails under load
         tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
         return {"error": f"{exc}: {' | '.join(tail)}"}
     finally:
         stop(proc)
-
-
-# ---------------------------------------------------------------------- report
-
-
-def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
-    pair = entry["paired"]
-    serve_bin = entry["serve"]["binary"]
-    out: dict[str, Any] = {
-        "best_batch": pair["batch"],
-        "instances": pair["instances"],
-        "batcher_max_batch": entry["tuned_batching"]["max_batch_size"],
-        "serve_binary_over_floor": pair["serve_ratio_median"],
-        "in_process_over_floor": pair["in_process_ratio_median"],
-        "serve_binary_over_floor_interval": [pair["serve_ratio_interval"]["low"], pair["serve_ratio_interval"]["high"]],
-        "in_process_over_floor_interval": [
-            pair["in_process_ratio_interval"]["low"],
-            pair["in_process_ratio_interval"]["high"],
-        ],
-    }
-    out["serve_ok"] = out["serve_binary_over_floor"] >= 0.85
-    out["in_process_ok"] = out["in_process_over_floor"] >= 0.95
-    for peer in ("bentoml", "mlserver", "fastapi"):
-        p = entry.get("peers", {}).get(peer, {})
-        if p.get("samples_per_s"):
-            out[f"vs_{peer}_throughput"] = round(serve_bin["samples_per_s"] / p["samples_per_s"], 2)
-            out[f"vs_{peer}_lower_p99"] = serve_bin["p99_ms"] < p["p99_ms"]
-    mem = entry["serve"]["memory"]
-    out["rss_growth_ok"] = mem["rss_growth_mib"] <= 1.0
-    out["tracemalloc_ok"] = entry["in_process"]["tracemalloc"]["no_per_request_tensor"]
-    return out
-
-
-def bare_socket_summary(entry: dict[str, Any], threads: int) -> str:
-    """What the bare-socket reference says for one precision (a ceiling only with its own layout)."""
-    pair = entry["paired"]
-    what = (
-        "Bare socket (`bench/peers/bare_socket.py`) is a reference, not a peer: the thinnest Python server of the "
-        "same binary requests, one single-thread session per thread (no validation, batching, statistics or error "
-        f"handling); median **{pair['bare_socket_ratio_median']}** of the floor."
-    )
-    if pair["instances"] != threads:
-        return what + (
-            f" It is no ceiling here: the floor's best layout is {pair['instances']} instance(s) of "
-            f"{threads} threads, which only batching fills."
-        )
-    return what + (
-        " With the floor's own layout, that is what loopback TCP and the load generator leave on these cores, for "
-        f"any server that does not batch. Serve reaches **{pair['serve_over_bare_socket_median']}** of it: edgeds' "
-        f"request path, net of what its batching (batch {entry['tuned_batching']['max_batch_size']}) gains."
-    )
-
-
-def sizing_text(entry: dict[str, Any]) -> str:
-    """The batcher sizing's medians per candidate, in words."""
-    sizing = entry.get("batcher_sizing")  # absent when a single candidate needed no measuring
-    if sizing is None:
-        return "one candidate"
-    return f"{sizing['samples_per_cpu_s']} samples per CPU-s, {sizing['samples_per_s']} samples/s"
-
-
-def python_loadgen_text(pair: dict[str, Any]) -> str:
-    """What the same windows gave serve under the Python load generator, when it ran beside the native one."""
-    ratio = pair.get("serve_python_loadgen_ratio_median")
-    if ratio is None:
-        return ""
-    return f"; the same windows with the Python load generator driving serve: {ratio}"
-
-
-def interval_text(pair: dict[str, Any], what: str) -> str:
-    """``what``'s median interval over the paired windows, in words."""
-    found = pair[f"{what}_ratio_interval"]
-    return (
-        f"{round(100 * found['coverage'])} % interval of the median {found['low']}-{found['high']} "
-        f"over {len(pair['windows'])} windows"
-    )
-
-
-def placement_line(placement: dict[str, Any]) -> str:
-    if not isinstance(placement["loadgen_cpus"], list):
-        where = "every CPU" if placement["server_cpus"] == "all" else f"CPUs {placement['server_cpus']}"
-        return f"- the load generator runs on the same cores as the server under test ({where})"
-    return (
-        f"- the floor, the batcher and every server run on CPUs {placement['server_cpus']}; the load generator "
-        f"on CPUs {placement['loadgen_cpus']}, apart"
-    )
-
-
-def loadgen_line(generator: dict[str, Any]) -> str:
-    line = f"- load generator (edgeds and every peer alike): {generator['what']}"
-    if generator["kind"] == "native":
-        line += f", built with {generator['compiler']}"
-    return line
-
-
-def markdown(report: dict[str, Any]) -> str:
-    lines = [
-        "# edgeds runtime benchmark",
-        "",
-        f"- model: `{report['model']}` "
-        f"({'shipped' if report['shipped_model'] else 'STAND-IN: MobileNet-shaped, random weights'})",
-        f"- machine: {report['environment']['cpu']}, {report['environment']['cores']} cores; "
-        f"intra-op threads {report['threads']}; duration {report['duration_s']} s per run; concurrency 8; loopback",
-        placement_line(report["placement"]),
-        loadgen_line(report["load_generator"]),
-        "",
-    ]
-    for precision, entry in report["results"].items():
-        if "error" in entry:
-            lines += [f"## ONNX Runtime {precision.upper()}", "", f"skipped: {entry['error']}", ""]
-            continue
-        v = entry["verdicts"]
-        scans = entry["floor"]
-        lines += [
-            f"## ONNX Runtime {precision.upper()}",
-            "",
-            f"Engine floor scans (bare ONNX Runtime + IOBinding, {report['threads']} threads split among the "
-            "instances, which run at once; samples/s by batch size):",
-            "",
-            *(
-                f"- {scan['instances']} instance(s): "
-                + ", ".join(f"b{r['batch']}={r['samples_per_s']}" for r in scan["per_batch"])
-                for scan in scans
-            ),
-            "",
-            f"Paired windows ({entry['paired']['window_s']} s each: floor at batch {entry['paired']['batch']} "
-            f"with {entry['paired']['instances']} instance(s), then in-process c=8 driven by completion "
-            "callbacks, then serve and the bare socket, c=8, taking turns to go first):",
-            "",
-            "| window | floor samples/s | in-process samples/s | serve (binary OIP) samples/s | bare socket samples/s "
-            "| in-process / floor | serve / floor | bare socket / floor | serve / bare socket "
-            "| samples per CPU-s: floor / in-process / serve | CPU-normalized in-process, serve |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            *(
-                f"| {i + 1} | {r['floor']} | {r['in_process']} | {r['serve']} | {r['bare_socket']} "
-                f"| {r['in_process_ratio']} | {r['serve_ratio']} | {r['bare_socket_ratio']} "
-                f"| {r['serve_over_bare_socket']} "
-                f"| {r['floor_per_cpu_s']} / {r['in_process_per_cpu_s']} / {r['serve_per_cpu_s']} "
-                f"| {r['in_process_cpu_ratio']}, {r['serve_cpu_ratio']} |"
-                for i, r in enumerate(entry["paired"]["windows"])
-            ),
-            "",
-            bare_socket_summary(entry, report["threads"]),
-            "",
-            f"CPU-normalized (samples per CPU-second of the measured process; serve = the server process only, "
-            f"not the load generator): in-process / floor median **{entry['paired']['in_process_cpu_ratio_median']}**, "
-            f"serve / floor median **{entry['paired']['serve_cpu_ratio_median']}**.",
-            "",
-            f"Longer runs ({report['duration_s']} s, c=8) side by side; 'x floor' is relative to the best floor scan "
-            f"({max(sc['best_samples_per_s'] for sc in scans)} samples/s):",
-            "",
-            "| system | protocol | samples/s | x floor | p50 ms | p99 ms | mean batch | errors | CPU % | RSS peak MB |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        best = max(sc["best_samples_per_s"] for sc in scans)
-
-        def row(name: str, proto: str, r: dict[str, Any], best: float = best) -> str:
-            res = r.get("resources", {})
-            return (
-                f"| {name} | {proto} | {r.get('samples_per_s')} | {round(r.get('samples_per_s', 0) / best, 3)} | "
-                f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r.get('mean_batch_size', '-')} | {r.get('errors')} | "
-                f"{res.get('cpu_percent', '-')} | {res.get('rss_peak_mb', '-')} |"
-            )
-
-        lines.append(row("edgeds in-process batcher", "Engine.submit, callbacks", entry["in_process"]))
-        if "client_threads" in entry["in_process"]:
-            lines.append(
-                row("edgeds in-process batcher", "Engine.submit, 8 threads", entry["in_process"]["client_threads"])
-            )
-        lines.append(row("edgeds serve", "binary OIP", entry["serve"]["binary"]))
-        lines.append(row("edgeds serve", "OIP JSON", entry["serve"]["json"]))
-        lines.append(row("edgeds serve, bundle batching", "binary OIP", entry["serve_bundle_batching"]["binary"]))
-        for peer, r in entry.get("peers", {}).items():
-            if "error" in r:
-                lines.append(f"| {peer} | - | not run: {r['error']} | | | | | | | |")
-            else:
-                lines.append(row(f"{peer} {r.get('version', '')}", r["protocol"], r))
-        mem = entry["serve"]["memory"]
-        tm = entry["in_process"]["tracemalloc"]
-        lines += [
-            "",
-            f"- batcher for the ratios: {entry['tuned_batching']['instances']} instance(s) (the floor's "
-            f"best layout), max_batch_size = preferred = {entry['tuned_batching']['max_batch_size']} "
-            "(of the buckets <= half the clients per instance, the one the in-process batcher served with the "
-            "least CPU per sample, a larger one within 3 % winning: "
-            f"{sizing_text(entry)}; "
-            f"the floor's best bucket is {entry['floor_best_batch']}, which every ratio divides by), "
-            f"max_queue_delay {entry['tuned_batching']['max_queue_delay_us']} us; "
-            f"the bundle's own batching: {entry['batching']['max_batch_size']} / preferred "
-            f"{entry['batching']['preferred_batch_sizes']} / {entry['batching']['max_queue_delay_us']} us",
-            f"- serve (binary OIP, c=8) / floor at best batch, median of paired windows = "
-            f"**{v['serve_binary_over_floor']}** ({interval_text(entry['paired'], 'serve')}; "
-            f"ratio of means {entry['paired']['serve_ratio_of_means']}; target >= 0.85: "
-            f"{'PASS' if v['serve_ok'] else 'FAIL'})" + python_loadgen_text(entry["paired"]),
-            f"- in-process batcher (c=8) / floor, median of paired windows = **{v['in_process_over_floor']}** "
-            f"({interval_text(entry['paired'], 'in_process')}; "
-            f"ratio of means {entry['paired']['in_process_ratio_of_means']}; target >= 0.95: "
-            f"{'PASS' if v['in_process_ok'] else 'FAIL'})",
-        ]
-        for peer in ("bentoml", "mlserver", "fastapi"):
-            if f"vs_{peer}_throughput" in v:
-                lines.append(
-                    f"- vs {peer}: {v[f'vs_{peer}_throughput']}x throughput, lower p99: {v[f'vs_{peer}_lower_p99']}"
-                )
-        lines += [
-            f"- RSS growth over {mem['requests']} requests after {mem['warmup_requests']} warm-up: "
-            f"**{mem['rss_growth_mib']} MiB** ({mem['rss_before_mb']} -> {mem['rss_after_mb']} MB; target <= 1 MiB: "
-            f"{'PASS' if v['rss_growth_ok'] else 'FAIL'})",
-            f"- tracemalloc over {tm['requests']} in-process requests: peak {tm['peak_over_base_bytes']} B over base, "
-            f"retained {tm['retained_bytes']} B, one sample = {tm['sample_bytes']} B, pool slots grown "
-            f"{tm['pool_slots_grown']} -> no per-request tensor: {'PASS' if tm['no_per_request_tensor'] else 'FAIL'}",
-            f"- bad request answered {entry['serve']['bad_request_status']}, "
-            f"next valid one {entry['serve']['still_serving_status']}",
-            "",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:
@@ -1060,15 +661,15 @@ def main() -> int:
     args = ap.parse_args()
     global PLACEMENT, LOADGEN
     try:
-        LOADGEN = LoadGenerator(args.loadgen)
-    except native_loadgen.LoadgenUnavailable as exc:
+        LOADGEN = LoadGenerator(args.loadgen, CONCURRENCY)
+    except LoadgenUnavailable as exc:
         ap.error(str(exc))
     try:
         PLACEMENT = Placement(
             parse_cpus(args.server_cpus) if args.server_cpus else None,
             parse_cpus(args.loadgen_cpus) if args.loadgen_cpus else None,
         )
-    except ValueError as exc:
+    except BenchError as exc:
         ap.error(str(exc))
     PLACEMENT.pin_server_side()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -1091,7 +692,7 @@ def main() -> int:
             log(f"compiling {precision}")
             try:
                 bundle = compile_bundle(model, precision, work / f"bundle-{precision}")
-            except Exception as exc:
+            except EdgedsError as exc:  # this precision cannot be built here: say why, run the others
                 report["results"][precision] = {"error": f"compile failed: {type(exc).__name__}: {exc}"}
                 continue
             from edgeds.bundle import load_bundle
@@ -1116,7 +717,7 @@ def main() -> int:
             # in the table
             layout = best_layout(entry["floor"])
             per_batch = {r["batch"]: r["samples_per_s"] for r in layout["per_batch"]}
-            best = max((b for b in (1, 2, 4, 8) if b in per_batch), key=lambda b: per_batch[b])
+            best = max((b for b in BUCKETS if b in per_batch), key=lambda b: per_batch[b])
             # the batcher's size is measured, not read off the floor: full batches of `batch` form at
             # concurrency 8, and with batch <= half the clients per instance the next batch gathers
             # while the current one runs. The floor in every ratio stays the best bucket's.

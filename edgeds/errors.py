@@ -30,7 +30,8 @@ that library and re-raised as one of these, with the original kept as ``__cause_
     │   └── ReleaseRejected          (raised on the device) the bundle must not be installed there
     ├── TelemetryError               broker URL, TLS files, credentials
     ├── InspectionError              a frame source cannot be opened, a ledger cannot be written
-    └── HilError                     a rig is misconfigured or a lease is held
+    ├── HilError                     a rig is misconfigured or a lease is held
+    └── BenchError                   a benchmark's settings are invalid, its target fails or stops answering
 """
 
 from __future__ import annotations
@@ -183,3 +184,8 @@ class InspectionError(EdgedsError):
 
 class HilError(EdgedsError):
     """A hardware-in-the-loop rig is misconfigured or busy."""
+
+
+class BenchError(EdgedsError):
+    """A benchmark cannot run: invalid settings (CPU lists, scenarios), a target that fails a valid
+    request or stops answering, a load generator that cannot be built or fails."""

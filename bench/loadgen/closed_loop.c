@@ -1,5 +1,6 @@
 /* closed_loop: the benchmarks' native HTTP/1.1 load generator (what perf_analyzer and wrk are to
- * their servers). bench/native_loadgen.py builds and runs it; it is not part of edgeds.
+ * their servers). edgeds/bench/native_loadgen.py builds and runs it from a source checkout; it is not
+ * installed with edgeds.
  *
  *   closed_loop HOST PORT REQUEST_FILE CONCURRENCY DURATION_S WARMUP_S MAX_QUERIES OUT_FILE
  *

@@ -128,7 +128,8 @@ def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> 
 
 
 def _perf(result: RunResult, name: str, base: str, sample: np.ndarray, duration_s: float) -> dict[str, Any]:
-    from ..bench import HttpClient, closed_loop, oip_binary_body, summarize
+    from ..bench import HttpClient, closed_loop, summarize
+    from ..runtime.oip_requests import oip_binary_body
 
     host, _, port = base.removeprefix("http://").partition(":")
     body, headers = oip_binary_body("input", sample)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeds.bench.servers import start_bare_socket, stop
 from edgeds.runtime.testing import tiny_classifier
-from tests.unit import _runtime_bench
 
 
 def test_the_bare_socket_ceiling_answers_tritonclient_with_the_models_outputs(tmp_path: Path) -> None:
@@ -18,10 +18,9 @@ def test_the_bare_socket_ceiling_answers_tritonclient_with_the_models_outputs(tm
     httpclient = pytest.importorskip("tritonclient.http")
     from concurrent.futures import ThreadPoolExecutor
 
-    bench = _runtime_bench.load()
     model = tiny_classifier(tmp_path / "tiny.onnx", size=16)
     reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    proc, port = bench.start_bare_socket(model, threads=2)
+    proc, port = start_bare_socket(model, threads=2)
     try:
 
         def ask(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +35,7 @@ def test_the_bare_socket_ceiling_answers_tritonclient_with_the_models_outputs(tm
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(ask, range(4)))
     finally:
-        bench.stop(proc)
+        stop(proc)
     for expected, got in results:
         np.testing.assert_allclose(got, np.broadcast_to(expected, got.shape), rtol=1e-5, atol=1e-5)
     assert not np.allclose(results[0][0], results[1][0])  # the inputs differ, so must the answers

@@ -564,7 +564,8 @@ def test_two_instances_answer_concurrent_clients(model: Path, execution: str) ->
 
 def test_selector_load_generator_sends_exactly_its_budget(server: InferenceServer) -> None:
     """``bench.http_closed_loop``: one thread, 4 connections, 60 queries: 60 answers, <= 4 in flight."""
-    from edgeds.bench import HttpClient, http_closed_loop, oip_binary_body
+    from edgeds.bench import HttpClient, http_closed_loop
+    from edgeds.runtime.oip_requests import oip_binary_body
 
     body, headers = oip_binary_body("input", sample(1))
     client = HttpClient("127.0.0.1", server.port, "/v2/models/tiny/infer", body, headers)

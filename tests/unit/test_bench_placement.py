@@ -1,4 +1,4 @@
-"""bench/runtime_bench.py's CPU placement: servers on some CPUs, the load generator apart."""
+"""The runtime benchmark's CPU placement: servers on some CPUs, the load generator apart."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from edgeds import bench as lib
-
-from . import _runtime_bench
+from edgeds.bench.loadgen import LoadGenerator
+from edgeds.bench.placement import Placement, parse_cpus
+from edgeds.errors import BenchError
 
 
 @pytest.fixture
@@ -38,31 +39,36 @@ class _Ok(BaseHTTPRequestHandler):
 
 
 def test_cpu_lists_read_like_taskset() -> None:
-    parse = _runtime_bench.load().parse_cpus
-    assert parse("0,1") == {0, 1}
-    assert parse("0-3,6") == {0, 1, 2, 3, 6}
+    assert parse_cpus("0,1") == {0, 1}
+    assert parse_cpus("0-3,6") == {0, 1, 2, 3, 6}
     for bad in ("", "a", "1-", "3-1", "0;1"):
-        with pytest.raises(ValueError, match="not a CPU number or range"):
-            parse(bad)
+        with pytest.raises(BenchError, match="not a CPU number or range"):
+            parse_cpus(bad)
 
 
 def test_a_placement_rejects_overlap_missing_cpus_and_a_lone_load_generator(restore_affinity: set[int]) -> None:
-    placement = _runtime_bench.load().Placement
     cpu = min(restore_affinity)
-    with pytest.raises(ValueError, match="share CPUs"):
-        placement(frozenset({cpu}), frozenset({cpu}))
-    with pytest.raises(ValueError, match="not available"):
-        placement(frozenset({cpu, 4096}))
-    with pytest.raises(ValueError, match="needs --server-cpus"):
-        placement(None, frozenset({cpu}))
-    assert placement().describe() == {"server_cpus": "all", "loadgen_cpus": "the servers' own"}
+    with pytest.raises(BenchError, match="share CPUs"):
+        Placement(frozenset({cpu}), frozenset({cpu}))
+    with pytest.raises(BenchError, match="not available"):
+        Placement(frozenset({cpu, 4096}))
+    with pytest.raises(BenchError, match="needs --server-cpus"):
+        Placement(None, frozenset({cpu}))
+    assert Placement().describe() == {"server_cpus": "all", "loadgen_cpus": "the servers' own"}
+
+
+def test_a_load_generator_is_the_native_or_the_python_one() -> None:
+    with pytest.raises(BenchError, match="unknown load generator 'wrk'"):
+        LoadGenerator("wrk", 8)
+    python = LoadGenerator("python", 8)
+    assert python.binary is None and python.concurrency == 8
+    assert python.describe() == {"kind": "python", "what": "edgeds.bench.http_closed_loop (one thread, selectors)"}
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to keep apart")
 def test_the_load_generator_runs_on_its_cpus_and_the_thread_goes_back(restore_affinity: set[int]) -> None:
-    bench = _runtime_bench.load()
     server_cpu, loadgen_cpu = sorted(restore_affinity)[:2]
-    placement = bench.Placement(frozenset({server_cpu}), frozenset({loadgen_cpu}))
+    placement = Placement(frozenset({server_cpu}), frozenset({loadgen_cpu}))
     placement.pin_server_side()
     assert os.sched_getaffinity(0) == {server_cpu}
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
@@ -71,7 +77,7 @@ def test_the_load_generator_runs_on_its_cpus_and_the_thread_goes_back(restore_af
     result: dict[str, object] = {}
 
     def load() -> None:  # a thread started here inherits the server side, as the bench's main thread is
-        result["samples"] = placement.drive(client, 1.0, warmup_s=0.0)
+        result["samples"] = placement.drive(client, 1.0, LoadGenerator("python", 8), warmup_s=0.0)
         result["after"] = os.sched_getaffinity(0)
 
     driver = threading.Thread(target=load)

@@ -15,8 +15,8 @@ from typing import ClassVar
 import pytest
 
 from edgeds import bench as lib
-
-from . import _runtime_bench
+from edgeds.bench import native_loadgen
+from edgeds.errors import BenchError
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler to build the native load generator"
@@ -25,9 +25,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def loadgen(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, Path]:
-    module = _runtime_bench.load("native_loadgen")
-    binary = module.build(binary=tmp_path_factory.mktemp("loadgen") / "closed_loop")
-    return module, binary
+    binary = native_loadgen.build(binary=tmp_path_factory.mktemp("loadgen") / "closed_loop")
+    return native_loadgen, binary
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,13 +130,18 @@ def test_no_server_is_a_clear_error(loadgen) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = lib.HttpClient("127.0.0.1", port, "/", b"x")
-    with pytest.raises(RuntimeError, match="cannot connect"):
+    with pytest.raises(BenchError, match="cannot connect"):
         module.closed_loop(client, 2, 1.0, warmup_s=0.0, binary=binary)
 
 
 def test_a_source_that_does_not_compile_is_reported_with_the_compiler_output(tmp_path: Path) -> None:
-    module = _runtime_bench.load("native_loadgen")
     source = tmp_path / "broken.c"
     source.write_text("int main(void) { return missing; }\n")
-    with pytest.raises(module.LoadgenUnavailable, match="missing"):
-        module.build(source, tmp_path / "broken")
+    with pytest.raises(native_loadgen.LoadgenUnavailable, match="missing"):
+        native_loadgen.build(source, tmp_path / "broken")
+
+
+def test_no_source_is_reported_as_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(native_loadgen.LoadgenUnavailable, match="no load generator source") as raised:
+        native_loadgen.build(tmp_path / "absent.c", tmp_path / "closed_loop")
+    assert isinstance(raised.value, BenchError)

@@ -8,7 +8,9 @@ microseconds beyond its system calls. Both send the same bytes and keep the same
 can drive any server; ``runtime_bench.py`` reports which one ran.
 
 The binary is compiled on first use with the system's C compiler (``cc``, or ``$CC``) into
-``build/loadgen/`` (git-ignored) and rebuilt when the source is newer.
+``build/loadgen/`` (git-ignored) and rebuilt when the source is newer. Source and binary live in the
+source checkout (:data:`edgeds.config.REPO_ROOT`): an edgeds installed without it has no native load
+generator (:class:`LoadgenUnavailable`), only the Python one.
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeds import bench as lib
+from ..config import REPO_ROOT
+from ..errors import BenchError
+from .clients import HttpClient
+from .stats import Samples
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "bench" / "loadgen" / "closed_loop.c"
-BINARY = ROOT / "build" / "loadgen" / "closed_loop"
+SOURCE = REPO_ROOT / "bench" / "loadgen" / "closed_loop.c"
+BINARY = REPO_ROOT / "build" / "loadgen" / "closed_loop"
 RECORD = np.dtype([("start", "<f8"), ("end", "<f8"), ("status", "<i4"), ("zero", "<i4")])
 EXIT_REASONS = {2: "bad arguments or files", 3: "cannot connect", 4: "no response for 60 s"}
 
 
-class LoadgenUnavailable(RuntimeError):
-    """No C compiler, or the source did not compile: the message says which, and how to go on."""
+class LoadgenUnavailable(BenchError):
+    """No C compiler, no source (edgeds installed without its checkout), or the source did not
+    compile: the message says which, and how to go on."""
 
 
 def compiler() -> list[str] | None:
@@ -59,6 +64,10 @@ def compiler_version() -> str:
 
 def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
     """The compiled load generator, built now if missing or older than ``source``."""
+    if not source.is_file():
+        raise LoadgenUnavailable(
+            f"no load generator source at {source} (a source checkout has it); use --loadgen python"
+        )
     if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     cc = compiler()
@@ -79,19 +88,19 @@ def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
 
 
 def closed_loop(
-    client: lib.HttpClient,
+    client: HttpClient,
     concurrency: int,
     duration_s: float,
     warmup_s: float = 0.5,
     max_queries: int | None = None,
     binary: Path | None = None,
-) -> lib.Samples:
+) -> Samples:
     """:func:`edgeds.bench.http_closed_loop`'s contract, run by the native program.
 
     It opens its own ``concurrency`` connections to ``client``'s address (not ``client``'s pool),
     sends ``client.request`` and returns the records of the requests sent after ``warmup_s``.
-    The program inherits this thread's CPU affinity. RuntimeError if it fails (its message and
-    exit reason included).
+    The program inherits this thread's CPU affinity. BenchError if it fails (its message and exit
+    reason included).
     """
     program = binary or build()
     host, port = client.address
@@ -113,9 +122,9 @@ def closed_loop(
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             reason = EXIT_REASONS.get(done.returncode, f"exit status {done.returncode}")
-            raise RuntimeError(f"the native load generator failed ({reason}): {done.stderr.strip()}")
+            raise BenchError(f"the native load generator failed ({reason}): {done.stderr.strip()}")
         records = np.fromfile(out, dtype=RECORD)
-    samples = lib.Samples()
+    samples = Samples()
     samples.starts = records["start"].tolist()
     samples.ends = records["end"].tolist()
     samples.status = records["status"].astype(int).tolist()
