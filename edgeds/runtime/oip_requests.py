@@ -15,12 +15,15 @@ import numpy as np
 from .oip import oip_datatype
 
 
-def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tuple[bytes, dict[str, str]]:
-    """A binary-extension OIP request for one input (outputs in binary), as ``tritonclient`` sends.
+def oip_binary_body(
+    name: str, x: np.ndarray, output: str | None = None, *, binary_outputs: bool = True
+) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension OIP request for one input, as ``tritonclient`` sends.
 
     Returns the body (a JSON header, then ``x``'s bytes in C order) and the headers it needs
     (``Inference-Header-Content-Length``, ``Content-Type``). ``output`` names the one output to
-    ask for; by default the server returns every output.
+    ask for; by default the server returns every output, in binary unless ``binary_outputs`` is
+    False (then as JSON ``data``).
     """
     header: dict[str, Any] = {
         "inputs": [
@@ -31,10 +34,11 @@ def oip_binary_body(name: str, x: np.ndarray, output: str | None = None) -> tupl
                 "parameters": {"binary_data_size": x.nbytes},
             }
         ],
-        "parameters": {"binary_data_output": True},
     }
+    if binary_outputs:
+        header["parameters"] = {"binary_data_output": True}
     if output is not None:
-        header["outputs"] = [{"name": output, "parameters": {"binary_data": True}}]
+        header["outputs"] = [{"name": output, "parameters": {"binary_data": binary_outputs}}]
     head = json.dumps(header).encode()
     return head + np.ascontiguousarray(x).tobytes(), {
         "Inference-Header-Content-Length": str(len(head)),

@@ -102,6 +102,8 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     """
     import numpy as np
 
+    from ...runtime.oip_requests import oip_binary_body
+
     root = store.releases / release_id
     manifest = json.loads((root / "manifest.json").read_text())
     golden = manifest["golden"]
@@ -138,25 +140,8 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
 
     def infer(batch: Any) -> dict[str, Any]:
         """One OIP request with the binary tensor extension (JSON outputs), on a kept-alive connection."""
-        raw = np.ascontiguousarray(batch, dtype=np.float32).tobytes()
-        header = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": in_name,
-                        "shape": list(batch.shape),
-                        "datatype": "FP32",
-                        "parameters": {"binary_data_size": len(raw)},
-                    }
-                ]
-            }
-        ).encode()
-        conn.request(
-            "POST",
-            f"/v2/models/{model}/infer",
-            body=header + raw,
-            headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
-        )
+        body, headers = oip_binary_body(in_name, np.ascontiguousarray(batch, dtype=np.float32), binary_outputs=False)
+        conn.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
         response = conn.getresponse()
         payload = response.read()
         if response.status != 200:
