@@ -126,3 +126,10 @@ def test_schemas_are_frozen() -> None:
     profile = config.load_profile("x86-cpu")
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on assignment
         profile.precision = "fp32"  # type: ignore[misc]
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    card = tmp_path / "card.yaml"
+    card.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        config.load_model_card(card)
