@@ -1091,7 +1091,7 @@ def main() -> int:
             log(f"compiling {precision}")
             try:
                 bundle = compile_bundle(model, precision, work / f"bundle-{precision}")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- recorded in the report; the other precisions still run
                 report["results"][precision] = {"error": f"compile failed: {type(exc).__name__}: {exc}"}
                 continue
             from edgeds.bundle import load_bundle
