@@ -247,8 +247,7 @@ class Engine:
         """
         manifest = bundle.manifest
         if batching is None:
-            raw = dict(manifest.batching or {})
-            batching = Batching.model_validate({k: v for k, v in raw.items() if k in Batching.model_fields})
+            batching = Batching.from_manifest(manifest.batching)
         kwargs.setdefault("name", manifest.model.name)
         kwargs.setdefault("version", str(manifest.version))
         kwargs.setdefault("labels", tuple(manifest.labels or ()))
