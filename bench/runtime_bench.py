@@ -699,9 +699,7 @@ def main() -> int:
 
             with load_bundle(bundle, verify=False) as b:
                 artifact = b.artifact_path
-                batching = Batching.model_validate(
-                    {k: v for k, v in b.manifest.batching.items() if k in Batching.model_fields}
-                )
+                batching = Batching.from_manifest(b.manifest.batching)
                 golden, _ = b.golden()
             sample = np.ascontiguousarray(golden[:1].astype(np.float32))
             entry: dict[str, Any] = {

@@ -9,9 +9,16 @@ and the old engine drained (requests in flight finish on it). A release that fai
 leaves the old one serving and is reported ``failed``. ``SIGTERM``/``SIGINT`` stop cleanly.
 
 The agent reports through ``run/agent.json`` (atomic rewrites): ``state`` (starting, idle,
-loading, serving, failed), ``release`` (serving), ``attempted`` (last release tried),
-``generation`` (bumped after each reload request is handled), ``error``, ``http``. The deploy
-step waits on that file after its SIGHUP.
+loading, serving, failed), ``release`` (the release being served; ``null`` while nothing
+serves), ``attempted`` (last release tried), ``generation`` (bumped after each reload request
+is handled), ``error``, ``http``. The deploy step waits on that file after its SIGHUP.
+
+Unload-first swaps (``swap_mode: unload_first``, memory-constrained devices) free the old
+engine before loading the new one. When the new release fails to load, the old one is loaded
+again; when that fails too, the device serves nothing: the agent logs both tracebacks, reports
+``state: failed`` with ``release: null`` (and ``restore_error``) in ``run/agent.json`` and its
+telemetry (``agent.release``/``deploy.release`` null), and publishes a ``not_serving`` deploy
+event. The next reload request (e.g. the deploy's rollback) loads ``current`` afresh.
 
 Telemetry is optional: with a broker configured in ``agent-config.json`` the agent embeds
 :class:`edgeds.telemetry.publisher.TelemetryPublisher`; without one, or when it cannot start,
@@ -87,8 +94,10 @@ class Agent:
     def _write_status(self, **changes: Any) -> None:
         self._status.update(changes)
         if self._inspection is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._status["inspection"] = self._inspection_summary()
+            except Exception:  # a station's bug must not stop the status file: deploys wait on it
+                log.exception("inspection summary for run/agent.json failed; the previous one is kept")
         self._status.update(
             pid=os.getpid(), http=f"{self.http_host}:{self.http_port}", ts=time.time(), agent_version=__version__
         )
@@ -105,18 +114,41 @@ class Agent:
 
         bundle = load_bundle(self.store.releases / release, verify=False)
         try:
-            self._model_version = bundle.manifest.model.version
-            self._interface = (bundle.card, bundle.manifest.layout)
             engine = Engine.from_bundle(bundle)
             engine.recorder = self._recorder
-            return engine.start()
+            started = engine.start()
+            # only a release that loaded is described: a failed one must not relabel the served one
+            self._model_version = bundle.manifest.model.version
+            self._interface = (bundle.card, bundle.manifest.layout)
+            return started
         finally:
             bundle.close()
+
+    def _restore(self, release: str) -> str | None:
+        """Unload-first: the new release failed after the old one was freed; load ``release`` again.
+
+        Returns None when it serves again, else why not; then nothing serves (``_serving`` is None).
+        """
+        try:
+            engine = self._load(release)
+            try:
+                self._server.add_model(engine)
+            except BaseException:
+                engine.close()
+                raise
+        except Exception as exc:  # the agent keeps running: the next reload request may succeed
+            log.exception("unload-first: restoring release %s failed; the device serves nothing", release)
+            self._engine, self._serving, self._model_version = None, None, None
+            return f"{type(exc).__name__}: {exc}"
+        self._engine = engine
+        log.warning("unload-first: release %s serves again after the failed load", release)
+        return None
 
     def _activate_current(self) -> None:
         """Serve whatever ``current`` points at (no-op if already served)."""
         release = self.store.current_id()
         generation = int(self._status["generation"]) + 1
+        self._status.pop("restore_error", None)  # about the previous attempt only
         if release == self._serving:
             self._write_status(
                 generation=generation, attempted=release, state="serving" if release else "idle", error=None
@@ -139,18 +171,29 @@ class Agent:
             self._engine, old = None, None
         try:
             engine = self._load(release)
-        except Exception as exc:
-            log.error("release %s failed to load: %s", release, exc)
-            self._write_status(generation=generation, state="failed", error=f"{type(exc).__name__}: {exc}")
-            if gap_started is not None and self._serving is not None:
-                with contextlib.suppress(Exception):  # put the previous release back
-                    self._engine = self._load(self._serving)
-                    self._server.add_model(self._engine)
+        except Exception as exc:  # any failure to load leaves the agent up, reporting ``failed``
+            log.error("release %s failed to load", release, exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+            previous = self._serving if gap_started is not None else None
+            restore_error = self._restore(previous) if previous is not None else None
+            if restore_error is None:
+                self._write_status(generation=generation, state="failed", error=error)
+                return
+            self._write_status(
+                generation=generation,
+                state="failed",
+                release=None,
+                error=f"{error}; the previous release {previous} could not be restored: {restore_error}",
+                restore_error=restore_error,
+            )
+            self._publish("deploy", {"event": "not_serving", "release": release, "restored": previous, "error": error})
             return
         load_s = round(time.perf_counter() - started, 3)
         if self._inspection is not None and self._interface is not None:
-            with contextlib.suppress(Exception):  # stations of a changed interface stop before the swap
-                self._inspection.before_swap(*self._interface)
+            try:
+                self._inspection.before_swap(*self._interface)  # stations of a changed interface stop first
+            except Exception:  # inspection never blocks a model swap; the stations report their own state
+                log.exception("inspection: stopping stations before the swap to %s failed", release)
         if old is not None and old.name == engine.name:
             report = self._server.swap_model(engine)
             log.info(
@@ -194,8 +237,8 @@ class Agent:
                 )
             card, layout = self._interface
             self._inspection.ensure(card, layout)
-        except Exception as exc:
-            log.error("inspection stations not started: %s", exc)
+        except Exception as exc:  # a station that cannot start never stops the agent from serving
+            log.error("inspection stations not started: %s", exc, exc_info=True)
             self._status["inspection_error"] = f"{type(exc).__name__}: {exc}"
 
     # -- telemetry -----------------------------------------------------------------------------
@@ -220,7 +263,7 @@ class Agent:
             ).start()
             log.info("telemetry to %s as %s", config.url, self.device_id)
         except Exception as exc:  # telemetry must never stop the agent from serving
-            log.warning("telemetry disabled: %s", exc)
+            log.warning("telemetry disabled: %s", exc, exc_info=True)
             self._publisher = None
 
     def _queue_depth(self) -> int:
@@ -252,8 +295,10 @@ class Agent:
 
     def _publish(self, kind: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._publisher.publish(kind, payload, deploy_id=payload.get("release"))
+            except Exception:  # telemetry must never stop the agent from serving (the status file has it)
+                log.warning("telemetry: %s event not spooled", kind, exc_info=True)
 
     # -- step server ---------------------------------------------------------------------------
 
@@ -324,15 +369,19 @@ class Agent:
                     self._write_status()
         finally:
             if self._inspection is not None:
-                with contextlib.suppress(Exception):
+                try:
                     self._inspection.stop()
+                except Exception:  # the server, step server and pid file must still be released
+                    log.exception("inspection: stopping the stations failed")
             self._write_status(state="stopped")
             if self._step_server is not None:
                 self._step_server.terminate()
             self._server.stop(close_engines=True)
             if self._publisher is not None:
-                with contextlib.suppress(Exception):
+                try:
                     self._publisher.stop()
+                except Exception:  # the pid file must still be released; unsent messages stay spooled
+                    log.exception("telemetry: stopping the publisher failed")
             with contextlib.suppress(OSError):
                 pid_path = self.store.run_dir / "agent.pid"
                 if pid_path.read_text().strip() == str(os.getpid()):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -105,6 +105,12 @@ class Batching(Frozen):
             if size < 1 or (maximum is not None and size > maximum):
                 raise ValueError(f"{size} is outside 1..max_batch_size ({maximum})")
         return sizes
+
+    @classmethod
+    def from_manifest(cls, recorded: Mapping[str, Any] | None) -> Batching:
+        """The batching a bundle manifest records (``manifest.batching``). Keys this edgeds does not
+        know are dropped, so a bundle written by a newer edgeds still loads; known keys are validated."""
+        return cls.model_validate({k: v for k, v in dict(recorded or {}).items() if k in cls.model_fields})
 
     def bucket_sizes(self) -> tuple[int, ...]:
         """Allocated batch sizes: ``buckets``, else powers of two up to and including the max."""

@@ -43,11 +43,21 @@ def predict(
     return np.concatenate(out) if out else np.empty((0, len(card.labels)), dtype=np.float32)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, numerically stable."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over the last axis (one row ``[C]`` or rows ``[N, C]``), numerically stable: the
+    maximum is subtracted before exponentiating.
+
+    ``out``: a float array shaped like ``logits`` that receives the result (returned), so a caller
+    deciding frame by frame allocates no new array; ``logits`` of any real dtype are cast into it.
+    Without ``out`` the result is a new array (float64 for integer logits).
+    """
+    peak = logits.max(axis=-1, keepdims=True)
+    if out is None:
+        result: np.ndarray = np.exp(logits - peak)
+    else:
+        result = np.subtract(logits, peak, out=out, casting="unsafe")
+        np.exp(result, out=result)
+    result /= result.sum(axis=-1, keepdims=True)
     return result
 
 

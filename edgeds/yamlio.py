@@ -56,6 +56,8 @@ def load_yaml(path: Path) -> tuple[Any, SourceMap]:
         raise ConfigError.single(shown, None, "", "file not found") from exc
     except OSError as exc:
         raise ConfigError.single(shown, None, "", f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError.single(shown, None, "", f"not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     return parse_yaml(text, shown)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from .base import (
     TensorSpec,
     copy_inputs,
 )
+
+log = logging.getLogger(__name__)
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -91,6 +94,7 @@ class _Direct:
             cpu = ort.OrtDevice.make("cpu", 0)._get_c_device()
             c_binding = session.io_binding()._iobinding
         except Exception:  # another onnxruntime layout: the public wrappers are always right
+            log.debug("onnxruntime internals not as expected: using the public io_binding path", exc_info=True)
             return None
         if not callable(getattr(c_session, "run_with_iobinding", None)) or not callable(
             getattr(c_binding, "bind_input", None)

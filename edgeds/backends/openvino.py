@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, bucket_for, copy_inputs
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     pass
@@ -57,7 +60,8 @@ class OpenVinoBackend(Backend):
             return Availability(cls.name, False, reason=str(exc), hint=cls.install_hint)
         try:
             devices = tuple(ov.Core().available_devices)
-        except Exception as exc:  # a broken plugin must not break doctor
+        except Exception as exc:  # a broken plugin must not break doctor: it is reported unavailable
+            log.debug("openvino: listing devices failed", exc_info=True)
             return Availability(cls.name, False, version=ov.get_version(), reason=str(exc), hint=cls.install_hint)
         return Availability(cls.name, True, version=ov.get_version(), devices=devices)
 

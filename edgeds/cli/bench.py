@@ -108,9 +108,7 @@ def _bench_bundle(
     with load_bundle(bundle, verify=False) as loaded:
         manifest = loaded.manifest
         options = {**manifest.backend_options, **thread_options(manifest.backend, threads)}
-        batching = Batching.model_validate(
-            {k: v for k, v in dict(manifest.batching or {}).items() if k in Batching.model_fields}
-        )
+        batching = Batching.from_manifest(manifest.batching)
         if instances is not None:
             batching = batching.model_copy(update={"instances": instances})
         engine = Engine.from_bundle(loaded, batching=batching, options=options)

@@ -42,18 +42,6 @@ def load_inputs(path: Path, card: Any, layout: str, sample_shape: tuple[int, ...
     return np.array(pre.batch(list(images)))
 
 
-def scores_of(logits: Any, kind: str) -> Any:
-    """Probabilities from the model output (softmax for logits)."""
-    import numpy as np
-
-    values = np.asarray(logits, dtype=np.float64)
-    if kind == "probabilities":
-        return values
-    values = values - values.max(axis=-1, keepdims=True)
-    exp = np.exp(values)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def run(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.")],
     input_file: Annotated[Path, typer.Option("--input", "-i", help="Image (png/jpg/...) or .npy.")],
@@ -71,6 +59,7 @@ def run(
 
     from ..bundle import load_bundle
     from ..errors import RequestError
+    from ..evaluate import softmax
     from ..runtime.engine import Engine, thread_options
 
     with load_bundle(bundle, key, verify=key is not None) as loaded:
@@ -87,7 +76,8 @@ def run(
             outputs = engine.infer({spec.name: batch})
         seconds = time.perf_counter() - started
         output_name = loaded.card.output.name if loaded.card.output.name in outputs else next(iter(outputs))
-        probs = scores_of(outputs[output_name], loaded.card.output.kind)
+        scores = np.asarray(outputs[output_name], dtype=np.float64)
+        probs = scores if loaded.card.output.kind == "probabilities" else softmax(scores)
         labels = list(manifest.labels or loaded.card.labels)
     results = []
     for row in probs:

@@ -68,8 +68,9 @@ def load_engine(
     from ..runtime.engine import Engine, thread_options
 
     with load_bundle(bundle_path, key, verify=verify and key is not None) as bundle:
-        raw = {k: v for k, v in dict(bundle.manifest.batching or {}).items() if k in Batching.model_fields}
-        batching = batching_overrides(Batching.model_validate(raw), max_batch, delay_us, queue, preferred, instances)
+        batching = batching_overrides(
+            Batching.from_manifest(bundle.manifest.batching), max_batch, delay_us, queue, preferred, instances
+        )
         engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
         if execution is Execution.auto:
             execution = Execution.workers if batching.preserve_ordering else Execution.inline

@@ -11,11 +11,17 @@ A backend whose artifact is built on the device (TensorRT) is not gated here: it
 Every attempt is cached (see :mod:`edgeds.compile.cache`): a second identical compile opens no
 toolchain and runs no inference. ``progress(task, done, total)`` is called while calibrating,
 converting and evaluating.
+
+A candidate that cannot be compiled or run (:class:`CompileError`, :class:`BackendError`) does
+not stop the chain: the report records it (``skipped``/``error`` with the first line of the
+reason) and the module's logger records it at INFO with the traceback; the next candidate is
+tried. Any other exception is a bug and propagates.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import shutil
 import tempfile
@@ -38,6 +44,7 @@ from ..errors import (
     BackendError,
     BundleError,
     CompileError,
+    ConfigError,
     InvalidModel,
     ToolchainError,
     UnsupportedPrecision,
@@ -48,6 +55,8 @@ from .cache import CompileCache, cache_key
 from .gate import GateResult, Outputs, evaluate, judge, run_batches
 from .onnxmodel import ModelInfo, inspect_model
 from .report import Attempt, CompileReport, CompileResult
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int | None], None]
 CACHE_FORMAT = 1
@@ -435,6 +444,7 @@ def compile_model(
             device = getattr(options, "device", None)
             why = _unavailable(name, tc)
             if why is not None:
+                log.info("compile: %s skipped: %s", name, why)
                 report.attempts.append(Attempt(name, want, want, "skipped", why, device=device))
                 continue
             int8_errored = False
@@ -451,6 +461,8 @@ def compile_model(
                     vopts = getattr(tc, "runtime_options", lambda o, _p: o)(options, prec)
                     cand = compiler.attempt(name, vopts, prec, tc, exclude)
                 except (CompileError, BackendError) as exc:
+                    # the report keeps the first line; the traceback goes to the log
+                    log.info("compile: %s/%s failed, trying the next candidate", name, shown, exc_info=True)
                     if isinstance(exc, ToolchainError):
                         report.attempts.append(Attempt(name, prec, shown, "skipped", str(exc), device=device))
                         break
@@ -625,6 +637,6 @@ def _card_file_name(card: ModelCard) -> str:
         try:
             if load_model_card(candidate).name == card.name:
                 return candidate.name
-        except Exception:  # other YAML beside the model that is not a card
+        except ConfigError:  # other YAML beside the model that is not a card
             continue
     raise BundleError(f"cannot find the model card file of {card.name!r} in {card.directory}")

@@ -1,4 +1,4 @@
-"""SSH to devices: the only module that imports paramiko (fabric is not used).
+"""SSH to devices: the only module that imports paramiko.
 
 Security contract:
 - Host keys come only from the target's pinned ``known_hosts`` file; unknown hosts are
@@ -7,8 +7,13 @@ Security contract:
 - Key auth only: the target's key file; no agent, no password, ``look_for_keys`` off.
 - Every network wait has a timeout (connect, banner, auth, each command, each transfer).
 
-Errors: paramiko and socket errors are mapped here to :class:`HostKeyError` or
-:class:`ConnectionFailed`; a command exceeding its timeout raises :class:`ConnectionFailed` too.
+Errors: what paramiko, its SFTP client and the socket layer raise (:func:`vendor_errors`) is
+mapped at this boundary, by one context manager (:func:`_mapped`), to :class:`HostKeyError`
+or :class:`ConnectionFailed` with a one-line message naming the device; a command exceeding
+its timeout raises :class:`ConnectionFailed` too. Exceptions raised by the caller's own
+callbacks (``progress``, ``on_stderr_line``) pass through unchanged. Cleanup of a connection
+being dropped (closing channels, SFTP, sockets) never raises a vendor error: it is logged at
+debug level with its traceback.
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ..errors import ConnectionFailed, DeployError, HostKeyError
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -74,8 +82,33 @@ class CommandResult:
     stderr: bytes
 
 
-def _map_error(endpoint: Endpoint, exc: BaseException) -> DeployError:
+def vendor_errors() -> tuple[type[BaseException], ...]:
+    """The exception types paramiko, its SFTP client and the socket layer raise to a caller.
+
+    ``SSHException`` is the base of paramiko's own (authentication, host key, channel, protocol);
+    the others derive from ``Exception`` directly: ``SFTPError`` (SFTP protocol), ``UnknownKeyType``
+    and ``BERException`` (key files), ``InvalidHostKey`` (a known_hosts line). Sockets, SFTP status
+    codes and ``NoValidConnectionsError`` are ``OSError``; a transport closed mid-read is ``EOFError``.
+    """
     import paramiko
+    from paramiko.ber import BERException
+    from paramiko.hostkeys import InvalidHostKey
+    from paramiko.pkey import UnknownKeyType
+    from paramiko.sftp import SFTPError
+
+    return (paramiko.SSHException, SFTPError, UnknownKeyType, BERException, InvalidHostKey, OSError, EOFError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (paramiko's auth failures span several)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _map_error(endpoint: Endpoint, exc: BaseException) -> DeployError:
+    """The edgeds error for a vendor exception met while talking to ``endpoint``: one line, naming it."""
+    import paramiko
+    from paramiko.hostkeys import InvalidHostKey
 
     where = f"{endpoint.name} ({endpoint.user}@{endpoint.host_id})"
     if isinstance(exc, paramiko.BadHostKeyException):
@@ -90,22 +123,48 @@ def _map_error(endpoint: Endpoint, exc: BaseException) -> DeployError:
         return HostKeyError(
             f"{where}: host key is not pinned in {endpoint.known_hosts}; run `edgeds enroll --target ...` first"
         )
+    if isinstance(exc, InvalidHostKey):
+        return HostKeyError(f"{where}: unreadable pinned host key in {endpoint.known_hosts}: {_one_line(exc)}")
     if isinstance(exc, paramiko.AuthenticationException):
-        return ConnectionFailed(f"{where}: key authentication failed: {exc}")
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return ConnectionFailed(f"{where}: timed out: {exc}")
-    return ConnectionFailed(f"{where}: {type(exc).__name__}: {exc}")
+        return ConnectionFailed(f"{where}: key authentication failed: {_one_line(exc)}")
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+        return ConnectionFailed(f"{where}: timed out: {_one_line(exc)}")
+    return ConnectionFailed(f"{where}: {_one_line(exc)}")
+
+
+@contextlib.contextmanager
+def _mapped(endpoint: Endpoint) -> Iterator[None]:
+    """Map the vendor exceptions raised inside (:func:`vendor_errors`) to :class:`DeployError`.
+
+    ``DeployError`` raised inside and exceptions of any other type (the caller's callbacks, bugs)
+    pass through unchanged; the vendor exception is kept as ``__cause__``.
+    """
+    try:
+        yield
+    except vendor_errors() as exc:
+        raise _map_error(endpoint, exc) from exc
+
+
+@contextlib.contextmanager
+def _quietly(endpoint: Endpoint, what: str) -> Iterator[None]:
+    """Cleanup of a connection being dropped: a vendor error is logged (debug, with traceback) and
+    swallowed, because the peer is usually gone already and there is nothing left to undo."""
+    try:
+        yield
+    except vendor_errors():
+        log.debug("%s: %s failed (ignored: the connection is being dropped)", endpoint.name, what, exc_info=True)
 
 
 def _load_pinned(known_hosts: Path) -> Any:
     import paramiko
+    from paramiko.hostkeys import InvalidHostKey
 
     keys = paramiko.HostKeys()
     if known_hosts.exists():
         try:
             keys.load(str(known_hosts))
-        except (OSError, paramiko.SSHException) as exc:
-            raise HostKeyError(f"cannot read pinned host keys {known_hosts}: {exc}") from exc
+        except (OSError, UnicodeDecodeError, paramiko.SSHException, InvalidHostKey) as exc:
+            raise HostKeyError(f"cannot read pinned host keys {known_hosts}: {_one_line(exc)}") from exc
     return keys
 
 
@@ -130,21 +189,22 @@ class Connection:
         self._forwards: list[LocalForward] = []
         timeout = endpoint.connect_timeout_s
         try:
-            self._client.connect(
-                endpoint.address,
-                port=endpoint.port,
-                username=endpoint.user,
-                key_filename=str(endpoint.key_path) if endpoint.key_path else None,
-                allow_agent=False,
-                look_for_keys=False,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-            )
-        except Exception as exc:
+            with _mapped(endpoint):
+                self._client.connect(
+                    endpoint.address,
+                    port=endpoint.port,
+                    username=endpoint.user,
+                    key_filename=str(endpoint.key_path) if endpoint.key_path else None,
+                    allow_agent=False,
+                    look_for_keys=False,
+                    timeout=timeout,
+                    banner_timeout=timeout,
+                    auth_timeout=timeout,
+                    channel_timeout=timeout,
+                )
+        except BaseException:
             self._client.close()
-            raise _map_error(endpoint, exc) from exc
+            raise
         transport = self._client.get_transport()
         if transport is not None:
             transport.set_keepalive(5)
@@ -173,7 +233,7 @@ class Connection:
         ``on_stderr_line`` is called for each complete stderr line as it arrives (progress).
         Raises :class:`ConnectionFailed` on a dropped connection or after ``timeout`` seconds.
         """
-        try:
+        with _mapped(self.endpoint):
             chan, transport = self._exec(argv)
             if stdin:
                 chan.sendall(stdin)
@@ -207,21 +267,15 @@ class Connection:
                 time.sleep(0.005)
             code = chan.recv_exit_status()
             chan.close()
-        except DeployError:
-            raise
-        except Exception as exc:
-            raise _map_error(self.endpoint, exc) from exc
         return CommandResult(code, bytes(out), bytes(err))
 
     # -- files ---------------------------------------------------------------------------------
 
     def _sftp_client(self) -> Any:
         if self._sftp is None:
-            try:
+            with _mapped(self.endpoint):
                 self._sftp = self._client.open_sftp()
                 self._sftp.get_channel().settimeout(self.endpoint.connect_timeout_s * 3)
-            except Exception as exc:
-                raise _map_error(self.endpoint, exc) from exc
         return self._sftp
 
     def upload(
@@ -240,7 +294,7 @@ class Connection:
         sftp = self._sftp_client()
         size = local.stat().st_size
         part = remote + ".part"
-        try:
+        with _mapped(self.endpoint):
             with contextlib.suppress(OSError):
                 if sftp.stat(remote).st_size == size:
                     return 0
@@ -265,31 +319,21 @@ class Connection:
                     if progress is not None:
                         progress(done, size)
             sftp.posix_rename(part, remote)
-        except DeployError:
-            raise
-        except Exception as exc:
-            raise _map_error(self.endpoint, exc) from exc
         return sent
 
     def start(self, argv: Sequence[str], on_stderr_line: Callable[[str], None] | None = None) -> RemoteProcess:
         """Start ``argv`` on the device and keep its stdin open for line-based requests."""
-        try:
+        with _mapped(self.endpoint):
             chan, _ = self._exec(argv)
-        except DeployError:
-            raise
-        except Exception as exc:
-            raise _map_error(self.endpoint, exc) from exc
         return RemoteProcess(self.endpoint, chan, on_stderr_line)
 
     def write_file(self, remote: str, data: bytes) -> None:
         """Write small ``data`` to ``remote`` atomically (temp + rename)."""
         sftp = self._sftp_client()
-        try:
+        with _mapped(self.endpoint):
             with sftp.open(remote + ".tmp", "wb") as handle:
                 handle.write(data)
             sftp.posix_rename(remote + ".tmp", remote)
-        except Exception as exc:
-            raise _map_error(self.endpoint, exc) from exc
 
     def makedirs(self, remote: str) -> None:
         result = self.run(["mkdir", "-p", remote], timeout=30)
@@ -317,14 +361,15 @@ class Connection:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the forwards, the SFTP session and the connection; never raises a vendor error."""
         for forward in self._forwards:
             forward.close()
         self._forwards = []
-        with contextlib.suppress(Exception):
-            if self._sftp is not None:
+        if self._sftp is not None:
+            with _quietly(self.endpoint, "closing SFTP"):
                 self._sftp.close()
         self._sftp = None
-        with contextlib.suppress(Exception):
+        with _quietly(self.endpoint, "closing the connection"):
             self._client.close()
 
     def __enter__(self) -> Connection:
@@ -369,8 +414,11 @@ class LocalForward:
                 return
             try:
                 chan = self._transport.open_channel("direct-tcpip", self.remote, peer, timeout=10.0)
-            except Exception:
-                client.close()  # the device refused (nothing listening there): the client sees EOF
+            except vendor_errors():
+                # the device refused (nothing listening there) or the connection is gone: the local
+                # client sees EOF, as it would from the refused port itself; keep accepting
+                log.debug("%s: forward to %s:%s refused", self.endpoint.name, *self.remote, exc_info=True)
+                client.close()
                 continue
             with self._lock:
                 self._open.update((client, chan))
@@ -401,9 +449,9 @@ class LocalForward:
             with self._lock:
                 self._open.discard(client)
                 self._open.discard(chan)
-            with contextlib.suppress(Exception):
+            with _quietly(self.endpoint, "closing a forwarded channel"):
                 chan.close()
-            with contextlib.suppress(Exception):
+            with _quietly(self.endpoint, "closing a forwarded socket"):
                 client.close()
 
     def close(self) -> None:
@@ -413,7 +461,7 @@ class LocalForward:
         with self._lock:
             pending, self._open = list(self._open), set()
         for end in pending:
-            with contextlib.suppress(Exception):
+            with _quietly(self.endpoint, "closing a forward"):
                 end.close()
         self._thread.join(2.0)
 
@@ -437,7 +485,7 @@ class RemoteProcess:
     def request(self, line: bytes, timeout: float) -> bytes:
         """Send one line, return the next stdout line. :class:`ConnectionFailed` on death or timeout."""
         chan = self._chan
-        try:
+        with _mapped(self.endpoint):
             chan.sendall(line.rstrip(b"\n") + b"\n")
             deadline = time.monotonic() + timeout
             while b"\n" not in self._out:
@@ -463,17 +511,14 @@ class RemoteProcess:
                 if time.monotonic() > deadline:
                     raise ConnectionFailed(f"{self.endpoint.name}: no answer in {timeout:.0f}s")
                 time.sleep(0.005)
-        except DeployError:
-            raise
-        except Exception as exc:
-            raise _map_error(self.endpoint, exc) from exc
         answer, _, self._out = self._out.partition(b"\n")
         return answer
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        """End the command's stdin and close its channel; never raises a vendor error."""
+        with _quietly(self.endpoint, "closing stdin of a device process"):
             self._chan.shutdown_write()
-        with contextlib.suppress(Exception):
+        with _quietly(self.endpoint, "closing a device process channel"):
             self._chan.close()
 
 
@@ -494,15 +539,14 @@ def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> HostKey:
     sock: socket.socket | None = None
     transport: Any = None
     try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-        transport = paramiko.Transport(sock)
-        transport.banner_timeout = timeout
-        done = threading.Event()
-        transport.start_client(event=done, timeout=timeout)
-        done.wait(timeout)
-        key = transport.get_remote_server_key()
-    except Exception as exc:
-        raise _map_error(endpoint, exc) from exc
+        with _mapped(endpoint):
+            sock = socket.create_connection((address, port), timeout=timeout)
+            transport = paramiko.Transport(sock)
+            transport.banner_timeout = timeout
+            done = threading.Event()
+            transport.start_client(event=done, timeout=timeout)
+            done.wait(timeout)
+            key = transport.get_remote_server_key()
     finally:
         if transport is not None:
             transport.close()
@@ -546,4 +590,5 @@ __all__ = [
     "fetch_host_key",
     "pin_host_key",
     "pinned_keys",
+    "vendor_errors",
 ]

@@ -15,7 +15,6 @@ owns the broker (the sim rig). Hook commands run on this machine through ``sh -c
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import shlex
 import subprocess
@@ -81,8 +80,7 @@ class RigDevice:
             self._forward.close()
             self._forward = None
         if self._session is not None:
-            with contextlib.suppress(Exception):
-                self._session.conn.close()
+            self._session.conn.close()  # never raises for a dead connection (ssh.Connection.close)
             self._session = None
 
     close = close_session

@@ -23,6 +23,7 @@ exclude each other too), before anything is changed on it. A busy lease makes th
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 import urllib.request
@@ -34,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import HilError
+from ..errors import HilError, TelemetryError
 from . import lease as leases
 from .devices import Faults, RigDevice, wait_until
 from .rig import Rig
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..config import Target
@@ -193,7 +196,8 @@ def _run_target(rig: Rig, suites: list[str], bundle: Path, perf_s: float, owner:
         for device in devices:
             try:
                 agent = device.agent()
-            except Exception as exc:
+            except Exception as exc:  # a failing device is a failed check in the report; the run goes on
+                log.warning("hil: %s: agent status failed", device.name, exc_info=True)
                 result.add("setup", device.name, "agent running", f"error: {exc}", False)
                 ok = False
                 continue
@@ -282,7 +286,8 @@ def _gate(
         for device in devices:
             try:
                 device.open()
-            except Exception as exc:
+            except Exception as exc:  # a failing device is a failed check in the report; the run goes on
+                log.warning("hil: %s: not reachable", device.name, exc_info=True)
                 result.add("reachable", device.name, "ssh", f"error: {exc}", False)
         if not result.passed:
             return result
@@ -348,6 +353,7 @@ def _gate(
                 try:
                     console = faults.console(device)
                 except Exception as exc:  # the report must still be written
+                    log.warning("hil: %s: serial console hook failed", device.name, exc_info=True)
                     console = f"serial console hook failed: {exc}"
                 if console is not None:
                     result.devices.setdefault(device.name, {})["console"] = console
@@ -371,7 +377,7 @@ def _collect_telemetry(
             continue
         try:
             env = decode(payload)
-        except Exception:
+        except TelemetryError:  # not an edgeds message (FleetView counts it as malformed)
             continue
         if env.kind != "status" and not retained:  # a retained copy predates the subscription
             seqs.setdefault(where[0], set()).add(env.seq)
@@ -459,7 +465,8 @@ def _reliability(
             before = result.devices.get(d.name, {}).get("release")
             try:
                 d.session.call("rollback", {}, timeout=60.0)
-            except Exception as exc:
+            except Exception as exc:  # a failing device is a failed check in the report; the run goes on
+                log.warning("hil: %s: rollback failed", d.name, exc_info=True)
                 result.add("rollback", d.name, "back on the gated release", f"error: {exc}", False)
                 continue
             ok = rollout.succeeded and wait_until(lambda d=d, before=before: d.serving(before), 30.0, 0.3)
@@ -476,7 +483,8 @@ def _reliability(
                     forward = roll_out([device.plan], opened, target.rollout)
                 ok = back_ok and forward.succeeded and wait_until(lambda: device.serving(release), 120.0, 0.5)
                 measured = {"rolled_back_to": previous, "served": back_ok, "redeployed": forward.succeeded}
-            except Exception as exc:
+            except Exception as exc:  # a failing device is a failed check in the report; the run goes on
+                log.warning("hil: %s: rollback and redeploy failed", device.name, exc_info=True)
                 ok, measured = False, f"error: {exc}"
             result.add("rollback", device.name, "previous release serves, then the gated one again", measured, ok)
 
@@ -493,7 +501,8 @@ def _reliability(
             ok = wait_until(device.reachable, 600.0, 2.0) and wait_until(rebooted, 600.0, 1.0)
             elapsed = round(time.monotonic() - started, 1)
             measured = {"serving_again_s": elapsed, "agent_pid": [before, device.agent().get("pid")]}
-        except Exception as exc:
+        except Exception as exc:  # a failing device is a failed check in the report; the run goes on
+            log.warning("hil: %s: power cycle failed", device.name, exc_info=True)
             ok, measured = False, f"error: {exc}"
         result.add("power_cycle", device.name, "a new agent serves the release again", measured, ok)
     else:

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError
+from ..evaluate import softmax
 
 Verdict = Literal["accept", "reject", "uncertain"]
 VERDICTS: tuple[Verdict, ...] = ("accept", "reject", "uncertain")
@@ -93,9 +94,7 @@ class DecisionPolicy:
         """Softmax of one logits row (or a copy of probabilities) into the policy's scratch."""
         probs = self._probs
         if self.outputs_are_logits:
-            np.subtract(row, row.max(), out=probs, casting="unsafe")
-            np.exp(probs, out=probs)
-            probs /= probs.sum()
+            softmax(row, out=probs)
         else:
             probs[...] = row
         return probs

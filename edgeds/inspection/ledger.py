@@ -449,8 +449,8 @@ class RejectStore:
     def _write(self, name: str, image: np.ndarray) -> None:
         try:
             data = self._encode(image)
-        except Exception as exc:  # an encoder failure must not stop inspection
-            log.error("cannot encode rejected frame %s: %s", name, exc)
+        except Exception as exc:  # an encoder failure must not stop inspection: counted in ``failed``
+            log.error("cannot encode rejected frame %s: %s", name, exc, exc_info=True)
             self.failed += 1
             return
         if len(data) > self.budget_bytes:

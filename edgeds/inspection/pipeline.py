@@ -354,16 +354,23 @@ class Station:
             {"type": "error", "frame_id": frame.frame_id, "ts": frame.timestamp, "detail": str(exc)}, durable=True
         )
 
+    def _fail_request(self, frames: list[Frame], request: InferRequest, exc: Exception) -> None:
+        request.release()
+        for frame in frames:
+            self._engine_error(frame, exc)
+            frame.release()
+
     def _complete(self, frames: list[Frame], request: InferRequest) -> None:
         """Decide every frame of a completed request, in order; ledger, publish, release."""
         try:
             outputs = request.wait(60.0)[self._output_name]
             decisions = [self.policy.decide(outputs[row]) for row in range(len(frames))]
-        except Exception as exc:
-            request.release()
-            for frame in frames:
-                self._engine_error(frame, exc)
-                frame.release()
+        except EdgedsError as exc:  # the engine failed or timed out: these frames are errors, the station goes on
+            self._fail_request(frames, request, exc)
+            return
+        except Exception as exc:  # a bug reading the outputs or deciding: the same, with the traceback
+            log.exception("station %s: deciding %d frame(s) failed", self.name, len(frames))
+            self._fail_request(frames, request, exc)
             return
         request.release()
         now_ns = time.monotonic_ns()
@@ -457,7 +464,7 @@ class Station:
         try:
             self.publisher.publish("inspection", payload)
         except Exception as exc:  # telemetry trouble never stops inspection (the ledger has it)
-            log.warning("station %s: publish failed: %s", self.name, exc)
+            log.warning("station %s: publish failed: %s", self.name, exc, exc_info=True)
 
     def _flush_results(self, force: bool = False) -> None:
         if not self._pending:
@@ -617,8 +624,8 @@ class InspectionPipeline:
         for station in self.stations:
             try:
                 self.publisher.publish("inspection", station.stats())
-            except Exception as exc:
-                log.warning("inspection stats publish failed: %s", exc)
+            except Exception as exc:  # telemetry trouble never stops inspection: next interval retries
+                log.warning("inspection stats publish failed: %s", exc, exc_info=True)
 
     def stats(self) -> list[dict[str, Any]]:
         return [station.stats() for station in self.stations]

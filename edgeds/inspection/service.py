@@ -123,10 +123,12 @@ class StationService:
                 publisher=self._publisher,
                 stats_interval_s=self._stats_interval_s,
             ).start()
-        except Exception as exc:
+        except Exception as exc:  # a station that cannot start is reported; the others and the agent go on
             for station in stations:
                 self._errors[station.name] = f"{type(exc).__name__}: {exc}"
-            log.error("inspection stations %s (%s) did not start: %s", [s.name for s in stations], what, exc)
+            log.error(
+                "inspection stations %s (%s) did not start: %s", [s.name for s in stations], what, exc, exc_info=True
+            )
             return None
         for station in stations:
             self._errors.pop(station.name, None)
@@ -136,9 +138,11 @@ class StationService:
     def _start_own(self, station: InspectionStation) -> None:
         try:
             loaded = self._open_model(str(station.model))
-        except Exception as exc:
+        except Exception as exc:  # reported in errors(); the other stations and the agent go on
             self._errors[station.name] = f"{type(exc).__name__}: {exc}"
-            log.error("inspection station %s: model %s did not load: %s", station.name, station.model, exc)
+            log.error(
+                "inspection station %s: model %s did not load: %s", station.name, station.model, exc, exc_info=True
+            )
             return
         pipeline = self._start([station], loaded.engine, loaded.card, loaded.layout, loaded.description)
         if pipeline is None:
@@ -171,13 +175,13 @@ class StationService:
         for pipeline in [shared] if shared is not None else []:
             try:
                 pipeline.stop()
-            except Exception as exc:
-                log.warning("inspection: stopping the shared stations failed: %s", exc)
+            except Exception as exc:  # one failure does not stop the rest (see the docstring)
+                log.warning("inspection: stopping the shared stations failed: %s", exc, exc_info=True)
         for pipeline, loaded in own:
             try:
                 pipeline.stop()
-            except Exception as exc:
-                log.warning("inspection: stopping a station failed: %s", exc)
+            except Exception as exc:  # one failure does not stop the rest (see the docstring)
+                log.warning("inspection: stopping a station failed: %s", exc, exc_info=True)
             with contextlib.suppress(EdgedsError, OSError):
                 loaded.close()
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ..bundle import Bundle
 
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _THREAD_OPTION = {"onnxruntime": "intra_op_num_threads", "openvino": "inference_num_threads", "litert": "num_threads"}
 
@@ -247,8 +247,7 @@ class Engine:
         """
         manifest = bundle.manifest
         if batching is None:
-            raw = dict(manifest.batching or {})
-            batching = Batching.model_validate({k: v for k, v in raw.items() if k in Batching.model_fields})
+            batching = Batching.from_manifest(manifest.batching)
         kwargs.setdefault("name", manifest.model.name)
         kwargs.setdefault("version", str(manifest.version))
         kwargs.setdefault("labels", tuple(manifest.labels or ()))
@@ -479,20 +478,25 @@ class Engine:
         the caller: the worker or event loop that runs it goes on."""
         try:
             self._run_batch(batch, instance)
-        except Exception as exc:
-            if not isinstance(exc, EdgedsError):
-                _log.exception("batch of %d request(s) on instance %d failed", len(batch), instance)
-                exc = InferenceError(f"{type(exc).__name__}: {exc}")
-            with self._lock:
-                self._stats.failure += len(batch)
-            if self.recorder is not None:
-                self.recorder.record_error(len(batch))
-            for pending in batch:
-                request = pending.item
-                request.error, request.inputs, request.outputs = exc, {}, {}
-                self._publish(pending)
+        except EdgedsError as exc:
+            self._fail_batch(batch, exc)
+            return
+        except Exception as exc:  # a backend or pool bug fails this batch only: the worker goes on
+            log.exception("batch of %d request(s) on instance %d failed", len(batch), instance)
+            self._fail_batch(batch, InferenceError(f"{type(exc).__name__}: {exc}"))
             return
         for pending in batch:
+            self._publish(pending)
+
+    def _fail_batch(self, batch: list[Pending[InferRequest]], error: EdgedsError) -> None:
+        """Complete every request of ``batch`` with ``error`` and count them as failures."""
+        with self._lock:
+            self._stats.failure += len(batch)
+        if self.recorder is not None:
+            self.recorder.record_error(len(batch))
+        for pending in batch:
+            request = pending.item
+            request.error, request.inputs, request.outputs = error, {}, {}
             self._publish(pending)
 
     def _run_batch(self, batch: list[Pending[InferRequest]], instance: int) -> None:
@@ -552,7 +556,7 @@ class Engine:
             try:
                 recorder.record([(t3 - p.arrival_ns) / 1e9 for p in batch if p.arrival_ns], rows)
             except Exception:  # telemetry must never fail a batch that ran
-                _log.exception("the latency recorder failed (the batch's answers go out)")
+                log.exception("the latency recorder failed (the batch's answers go out)")
 
     def _reject(self, pending: Pending[InferRequest], error: Exception) -> None:
         with self._lock:
@@ -586,7 +590,7 @@ class Engine:
         try:
             request._finish()
         except Exception:
-            _log.exception("a completion callback failed (the engine goes on)")
+            log.exception("a completion callback failed (the engine goes on)")
 
     # ------------------------------------------------------------------ introspection
 

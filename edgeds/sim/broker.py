@@ -203,6 +203,7 @@ class Mosquitto:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # AttributeError: __init__ did not finish; OSError: the process is gone already
+        with contextlib.suppress(AttributeError, OSError):
             if self.running and self._proc is not None:
                 self._proc.kill()

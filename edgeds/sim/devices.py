@@ -26,6 +26,7 @@ leaves it running, like a network outage that does not power the device off.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -47,6 +48,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import HilError
+
+log = logging.getLogger(__name__)
 
 SSHD = Path("/usr/sbin/sshd")
 ADDRESS_PREFIX = "127.0.10."
@@ -191,15 +194,15 @@ class SimDevice:
             return
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        log = self.log_path.open("ab")
+        sshd_log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [str(SSHD), "-D", "-e", "-f", str(self.config_path)],
-            stdout=log,
-            stderr=log,
+            stdout=sshd_log,
+            stderr=sshd_log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        log.close()
+        sshd_log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -435,8 +438,10 @@ class SimFleet:
     def close(self) -> None:
         """Stop every device (agents included) and remove the fleet's files unless ``keep``."""
         for device in self.devices:
-            with contextlib.suppress(Exception):
+            try:
                 device.stop()
+            except Exception:  # one device that does not stop must not leave the others running
+                log.warning("sim: stopping %s failed", device.name, exc_info=True)
         if not self.keep:
             for user in self._created_users:  # users this fleet added; pre-existing ones are left alone
                 subprocess.run(["userdel", user], capture_output=True)

@@ -22,6 +22,8 @@ from typing import Any
 from ..config import MqttConfig
 from ..errors import TelemetryError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PORT = 1883
 
 
@@ -90,7 +92,9 @@ class EmbeddedBroker:
         try:
             self._broker = broker_cls(_config(self.host, self.port), loop=loop)
             loop.run_until_complete(self._broker.start())
-        except BaseException as exc:  # amqtt raises its own BrokerError, or OSError on bind
+        # amqtt raises its own BrokerError, or OSError on bind; any failure (a cancellation included)
+        # must wake start(), which raises TelemetryError from it in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by start()
             self._error = exc
             self._ready.set()
             loop.close()
@@ -107,8 +111,10 @@ class EmbeddedBroker:
             return
         if broker is not None and loop.is_running():
             future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
-            with contextlib.suppress(Exception):
+            try:
                 future.result(timeout)
+            except Exception:  # a broker that does not shut down cleanly is stopped with its loop
+                log.warning("embedded broker on %s did not shut down cleanly", self.url, exc_info=True)
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         self._thread = None

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- host
 
@@ -199,8 +199,10 @@ class InferenceRecorder:
         p50, p95, p99 = (float(x) * 1e3 for x in np.percentile(lat, [50, 95, 99])) if lat.size else (None, None, None)
         depth = None
         if self._queue_depth is not None:
-            with contextlib.suppress(Exception):
+            try:
                 depth = int(self._queue_depth())
+            except Exception:  # a failing gauge callback costs only its gauge: queue_depth is null
+                log.warning("queue depth callback failed", exc_info=True)
         return {
             "throughput_fps": round(fps, 3),
             "p50_ms": _r(p50),
@@ -388,7 +390,7 @@ class TegrastatsReader:
                 start_new_session=True,  # stop() ends its whole group (a wrapper script and what it runs)
             )
         except (OSError, ValueError) as exc:
-            _log.warning("tegrastats: cannot run %s: %s", path, exc)
+            log.warning("tegrastats: cannot run %s: %s", path, exc)
             return False
         self._thread = threading.Thread(target=self._read, args=(self._proc,), name="edgeds-tegrastats", daemon=True)
         self._thread.start()
@@ -401,7 +403,7 @@ class TegrastatsReader:
             for line in proc.stdout:
                 parsed = parse_tegrastats(line)
                 if parsed.ram_used_mb is None and not parsed.cpu:  # not a tegrastats line (a warning, a blank)
-                    _log.debug("tegrastats: line skipped: %r", line)
+                    log.debug("tegrastats: line skipped: %r", line)
                     continue
                 self._latest, self._latest_at = parsed, time.monotonic()
 

@@ -17,6 +17,7 @@ logs credentials.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import ssl
 import threading
@@ -33,6 +34,8 @@ from paho.mqtt.properties import Properties
 
 from ..config import MqttConfig
 from ..errors import TelemetryError
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_URL = "mqtt://127.0.0.1:1883"
 """Where the embedded broker (``edgeds broker``) listens; used when a target sets no ``url``."""
@@ -307,8 +310,10 @@ class MqttLink:
         if not self._started:
             return
         self._started = False
-        with contextlib.suppress(Exception):
+        try:
             self._client.disconnect()
+        except OSError as exc:  # the socket is gone already: the broker publishes the Last Will
+            log.info("MQTT %s: no clean disconnect: %s", self.settings.url, exc)
         self._client.loop_stop()
         self._connected.clear()
 
@@ -397,8 +402,10 @@ class MqttSubscriber:
         if not self._started:
             return
         self._started = False
-        with contextlib.suppress(Exception):
+        try:
             self._client.disconnect()
+        except OSError as exc:  # the socket is gone already; nothing is left to close cleanly
+            log.info("MQTT %s: no clean disconnect: %s", self.settings.url, exc)
         self._client.loop_stop()
 
     def __enter__(self) -> MqttSubscriber:

@@ -279,7 +279,8 @@ class TelemetryPublisher:
         if self.metrics_source is not None:
             try:
                 payload.update(self.metrics_source())
-            except Exception as exc:
+            except Exception as exc:  # the host sample still goes out; the message says what failed
+                log.warning("telemetry: the metrics source failed", exc_info=True)
                 payload["metrics_error"] = f"{type(exc).__name__}: {exc}"
         payload["telemetry"] = self.stats()
         self.last_payload = payload

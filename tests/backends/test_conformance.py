@@ -144,7 +144,7 @@ def test_instances_split_threads_and_agree(name: str, tmp_path: Path, reference:
                 row = (i + start) % (len(x) - 1)
                 out = eng.infer({"input": layout(x[row : row + n])})["logits"]
                 np.testing.assert_allclose(out, y[row : row + n], atol=ATOL, rtol=RTOL)
-        except BaseException as exc:  # surfaced below, in the test's thread
+        except BaseException as exc:  # noqa: BLE001 -- surfaced below, in the test's thread
             errors.append(exc)
 
     try:

@@ -434,7 +434,7 @@ def test_swap_model_without_dropping_requests(model: Path, execution: str) -> No
         while not stop.is_set():
             try:
                 versions.append(c.infer("tiny", [inp]).get_response()["model_version"])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- collected, asserted on in the test's thread
                 errors.append(str(exc))
         c.close()
 
@@ -546,7 +546,7 @@ def test_two_instances_answer_concurrent_clients(model: Path, execution: str) ->
                         np.testing.assert_allclose(got, ref(model, x), atol=1e-4, rtol=1e-4)
                 finally:
                     c.close()
-            except BaseException as exc:  # surfaced in the test's thread
+            except BaseException as exc:  # noqa: BLE001 -- surfaced in the test's thread
                 errors.append(exc)
 
         threads = [threading.Thread(target=run_client, args=(s,)) for s in range(8)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -117,15 +118,22 @@ def test_unavailable_backend_is_skipped_with_the_reason(
     assert result.backend == "onnxruntime"
 
 
-def test_nothing_passing_raises_with_the_report(tiny: Path, tmp_path: Path) -> None:
+def test_nothing_passing_raises_with_the_report(tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # this machine has no NPU: every candidate fails to open, the error carries the whole report
     npu = profile(tmp_path, "npu", "x86-cpu", "backends:\n  - name: openvino\n    options: {device: NPU}\n")
-    with pytest.raises(AccuracyGateFailed, match="openvino/int8: error") as info:
+    with (
+        caplog.at_level(logging.INFO, logger="edgeds.compile.pipeline"),
+        pytest.raises(AccuracyGateFailed, match="openvino/int8: error") as info,
+    ):
         compile_model(tiny, npu, out=tmp_path / "b")
     report = info.value.report  # type: ignore[attr-defined]
     assert [a.variant for a in report.attempts] == ["int8", "fp32"]  # no mixed rounds after an INT8 error
     assert all(a.outcome == "error" and a.reason for a in report.attempts)
     assert not (tmp_path / "b").exists()
+    # each failed candidate is logged with its traceback (the report keeps only the first line)
+    failed = [r for r in caplog.records if "failed, trying the next candidate" in r.getMessage()]
+    assert [r.getMessage().split()[1] for r in failed] == ["openvino/int8", "openvino/fp32"]
+    assert all(r.exc_info is not None for r in failed)
 
 
 def test_not_onnx_is_a_clear_error(tmp_path: Path) -> None:

@@ -126,3 +126,19 @@ def test_schemas_are_frozen() -> None:
     profile = config.load_profile("x86-cpu")
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on assignment
         profile.precision = "fp32"  # type: ignore[misc]
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    card = tmp_path / "card.yaml"
+    card.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        config.load_model_card(card)
+
+
+def test_batching_from_a_manifest_drops_unknown_keys_and_validates_the_rest() -> None:
+    recorded = {"max_batch_size": 4, "buckets": [1, 4], "from_a_newer_edgeds": True}
+    batching = config.Batching.from_manifest(recorded)
+    assert batching.max_batch_size == 4 and batching.bucket_sizes() == (1, 4)
+    assert config.Batching.from_manifest(None) == config.Batching()
+    with pytest.raises(ValueError, match="max_batch_size"):
+        config.Batching.from_manifest({"max_batch_size": 2, "buckets": [8]})

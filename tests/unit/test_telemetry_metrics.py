@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
+
+import pytest
 
 from edgeds.telemetry import envelope
 from edgeds.telemetry.metrics import DeployState, HostSampler, InferenceRecorder, to_prometheus
@@ -109,3 +112,15 @@ def test_inference_recorder_folds_when_nobody_reads() -> None:
         rec.record(0.001, 1)
     assert rec.requests_total >= 900  # folded by record() itself: pending stays bounded
     assert rec.snapshot()["requests_total"] == 1000
+
+
+def test_a_failing_queue_depth_gauge_is_null_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> int:
+        raise RuntimeError("engine closed")
+
+    rec = InferenceRecorder(queue_depth=broken)
+    rec.record(0.002, 1)
+    with caplog.at_level(logging.WARNING, logger="edgeds.telemetry.metrics"):
+        snap = rec.snapshot()
+    assert snap["queue_depth"] is None and snap["requests_total"] == 1
+    assert any(r.exc_info is not None and "queue depth" in r.getMessage() for r in caplog.records)

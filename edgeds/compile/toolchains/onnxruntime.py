@@ -15,6 +15,7 @@ for INT8, kept out of the artifact list; the sensitivity scan reads it).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ...backends.base import Artifact, Availability, BackendOptions, Precision, TensorDict
 from ...errors import CompileError, UnsupportedPrecision
 from . import package_version
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ...config import Hardware, ModelCard
@@ -96,11 +99,13 @@ def preprocess_for_quantization(model: Path, dest: Path) -> Path:
 
     try:
         quant_pre_process(str(model), str(dest), skip_symbolic_shape=False)
-    except Exception as exc:
-        try:  # symbolic inference fails on some graphs; plain ONNX inference is enough for CNNs
+    except Exception as exc:  # onnxruntime's tools raise their own and onnx's exception types
+        # symbolic inference fails on some graphs; plain ONNX inference is enough for CNNs
+        log.info("symbolic shape inference of %s failed (%s); retrying without", model, exc, exc_info=True)
+        try:
             quant_pre_process(str(model), str(dest), skip_symbolic_shape=True)
-        except Exception:
-            raise CompileError(f"quantization pre-processing of {model} failed: {exc}") from exc
+        except Exception as retry:
+            raise CompileError(f"quantization pre-processing of {model} failed: {exc}; {retry}") from retry
     return dest
 
 
