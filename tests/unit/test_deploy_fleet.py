@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from edgeds.deploy.enroll import enroll_hosts
 from edgeds.deploy.fleet import each_host, probe_hosts, setup_hosts
 from edgeds.errors import ConfigError
 
@@ -17,8 +18,9 @@ from edgeds.errors import ConfigError
         lambda: each_host("local", None, "status"),
         lambda: probe_hosts("local"),
         lambda: setup_hosts("local", python="python3"),
+        lambda: enroll_hosts("local"),
     ],
-    ids=["each_host", "probe_hosts", "setup_hosts"],
+    ids=["each_host", "probe_hosts", "setup_hosts", "enroll_hosts"],
 )
 def test_the_local_target_has_no_hosts(call: Callable[[], Any]) -> None:
     with pytest.raises(ConfigError, match="no hosts to reach over SSH"):
