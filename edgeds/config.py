@@ -566,6 +566,16 @@ LOCAL_TARGET = Target.model_validate(
 )
 
 
+def load_targets() -> list[Target]:
+    """Every target on the search path, loaded, in :func:`list_targets` order; the embedded
+    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it."""
+    found = list_targets()
+    targets = [load_target(path) for path in found.values()]
+    if "local" not in found:
+        targets.insert(0, LOCAL_TARGET)
+    return targets
+
+
 def detect_profile_name(machine: str | None = None, probe_tegra: Callable[[], bool] | None = None) -> str:
     """The shipped profile that fits this machine (used by ``profile: auto``)."""
     machine = machine or platform.machine()

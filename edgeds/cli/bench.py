@@ -37,13 +37,12 @@ def bench(
     environment (CPU, versions, git sha, threads, model hash), batch-size histograms, CPU% and RSS.
     The load generator shares the machine's cores with what it measures.
     """
-    import numpy as np
-
-    from .. import bench as lib
+    from .. import bench_run
+    from ..bench import SCENARIOS
     from ..errors import ConfigError
 
     wanted = [s.strip() for s in scenarios.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(lib.SCENARIOS))
+    unknown = sorted(set(wanted) - set(SCENARIOS))
     if unknown:
         raise ConfigError.single(None, None, "--scenarios", f"unknown scenario(s) {unknown}")
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
@@ -54,101 +53,35 @@ def bench(
     if url is not None:
         url = url.rstrip("/")
         if model is None:
-            served = [m["name"] for m in lib.http_json(f"{url}/v2/models/stats")["model_stats"]]
+            served = bench_run.served_models(url)
             if len(served) != 1:
                 raise ConfigError.single(None, None, "--model", f"the server serves {served}: pick one")
             model = served[0]
-        meta = lib.http_json(f"{url}/v2/models/{model}")
-        config = lib.http_json(f"{url}/v2/models/{model}/config")
-        spec = meta["inputs"][0]
-        from ..runtime.oip import OIP_TO_NUMPY
-
-        sample = np.random.default_rng(0).random((1, *spec["shape"][1:])).astype(OIP_TO_NUMPY[spec["datatype"]])
-        report = lib.run_benchmark(
-            url=url,
-            model=model,
-            sample=sample,
-            input_name=spec["name"],
+        report = bench_run.bench_url(
+            url,
+            model,
             scenarios=wanted,
             duration_s=duration,
             concurrency=levels,
             p99_bound_ms=p99_ms,
-            max_batch=int(config.get("max_batch_size", 8)),
             progress=progress,
         )
-        report["environment"] = lib.environment()
-        report["config"] = {"url": url, "model": model, "batching": config.get("dynamic_batching")}
     else:
         if bundle is None:
             raise typer.BadParameter("give a BUNDLE or --url")
-        report = _bench_bundle(bundle, wanted, duration, levels, p99_ms, threads, instances, progress)
+        report = bench_run.bench_bundle(
+            bundle,
+            scenarios=wanted,
+            duration_s=duration,
+            concurrency=levels,
+            p99_bound_ms=p99_ms,
+            threads=threads,
+            instances=instances,
+            progress=progress,
+        )
     if out is not None:
         out.write_text(json.dumps(report, indent=2) + "\n")
     emit(report, as_json, lambda: _human(report))
-
-
-def _bench_bundle(
-    bundle: Path,
-    wanted: list[str],
-    duration: float,
-    levels: list[int],
-    p99_ms: float,
-    threads: int | None,
-    instances: int | None,
-    progress: Any,
-) -> dict[str, Any]:
-    import numpy as np
-
-    from .. import backends
-    from .. import bench as lib
-    from ..bundle import load_bundle
-    from ..config import Batching
-    from ..runtime.engine import Engine, thread_options
-
-    with load_bundle(bundle, verify=False) as loaded:
-        manifest = loaded.manifest
-        options = {**manifest.backend_options, **thread_options(manifest.backend, threads)}
-        batching = Batching.from_manifest(manifest.batching)
-        if instances is not None:
-            batching = batching.model_copy(update={"instances": instances})
-        engine = Engine.from_bundle(loaded, batching=batching, options=options)
-        with engine:
-            assert engine.io is not None
-            spec = engine.io.inputs[0]
-            inputs, _ = loaded.golden()
-            sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
-            max_batch = engine.batching.max_batch_size
-            floor_backends: list[Any] = []
-            if "floor" in wanted:  # the engine's instances, each with its share of the threads
-                for instance in engine.backends:
-                    floor_backends.append(backends.create(manifest.backend, instance.options))
-                    floor_backends[-1].open(loaded.artifact_path, list(range(1, max_batch + 1)))
-            try:
-                report = lib.run_benchmark(
-                    engine=engine,
-                    sample=sample,
-                    input_name=spec.name,
-                    scenarios=wanted,
-                    duration_s=duration,
-                    concurrency=levels,
-                    p99_bound_ms=p99_ms,
-                    floor_backends=floor_backends,
-                    max_batch=max_batch,
-                    progress=progress,
-                )
-            finally:
-                for backend in floor_backends:
-                    backend.close()
-            report["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)
-            report["config"] = {
-                "bundle": str(bundle),
-                "backend": manifest.backend,
-                "precision": manifest.precision,
-                "backend_options": options,
-                "batching": engine.batching.model_dump(mode="json"),
-            }
-        report["environment"] = lib.environment(loaded.artifact_path, {"backend_options": options})
-    return report
 
 
 def _human(report: dict[str, Any]) -> None:

@@ -63,10 +63,6 @@ def profiles_show(name: str = typer.Argument(..., help="Profile name or path."),
 @targets_app.command("list")
 def targets_list(as_json: bool = JSON_OPTION) -> None:
     """List every target on the search path (plus the embedded ``local``)."""
-    found = config.list_targets()
-    targets = [config.load_target(path) for path in found.values()]
-    if "local" not in found:
-        targets.insert(0, config.LOCAL_TARGET)
     rows: list[dict[str, Any]] = [
         {
             "name": t.name,
@@ -76,7 +72,7 @@ def targets_list(as_json: bool = JSON_OPTION) -> None:
             "broker": t.mqtt.url or "embedded",
             "description": t.description,
         }
-        for t in targets
+        for t in config.load_targets()
     ]
     emit(
         rows,

@@ -9,9 +9,6 @@ import typer
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    pass
-
-if TYPE_CHECKING:
     from ..backends.base import Precision
 
 from ._output import JSON_OPTION, console, console_err, emit, table
@@ -54,7 +51,7 @@ def compile_command(
                 out=out,
                 use_cache=not no_cache,
                 progress=progress,
-                key=key,  # type: ignore[arg-type]
+                key=key,
                 valid_days=valid_days,
             )
         except AccuracyGateFailed as exc:

@@ -36,37 +36,20 @@ def setup(
     Hosts run in parallel (the target's rollout.parallelism). Idempotent: re-running updates the
     environment and leaves a running agent running.
     """
-    import tempfile
-    from concurrent.futures import ThreadPoolExecutor
+    from ..deploy.fleet import setup_hosts
 
-    from ..deploy.setup import build_wheel, setup_host
-    from ..deploy.targets import host_plans, resolve_target
+    def note(host: str, event: str, data: dict[str, Any]) -> None:
+        console_err.print(f"{host}: {event} {data if data else ''}")
 
-    loaded, path = resolve_target(target)
-    plans = host_plans(loaded, path, hosts or None)
-    key = public_key.read_bytes() if public_key else None
-    with tempfile.TemporaryDirectory(prefix="edgeds-wheel-") as tmp:
-        wheel = build_wheel(Path(tmp)) if python is None else None
-
-        def note(host: str, event: str, data: dict[str, Any]) -> None:
-            console_err.print(f"{host}: {event} {data if data else ''}")
-
-        with ThreadPoolExecutor(max_workers=max(1, min(loaded.rollout.parallelism, len(plans)))) as pool:
-            results = list(
-                pool.map(
-                    lambda plan: setup_host(
-                        loaded,
-                        plan,
-                        wheel=wheel,
-                        public_key=key,
-                        python=python,
-                        wheelhouse=wheelhouse,
-                        start_agent=not no_start,
-                        progress=note,
-                    ),
-                    plans,
-                )
-            )
+    results = setup_hosts(
+        target,
+        hosts,
+        public_key=public_key.read_bytes() if public_key else None,
+        python=python,
+        wheelhouse=wheelhouse,
+        start_agent=not no_start,
+        progress=note,
+    )
 
     def human() -> None:
         rows = [
@@ -100,18 +83,9 @@ def probe(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Arch, OS, Python, disk, memory, importable backends, GPU/TensorRT/JetPack of each device."""
-    from ..deploy.host import open_session
-    from ..deploy.setup import probe_host
-    from ..deploy.targets import host_plans, resolve_target
+    from ..deploy.fleet import probe_hosts
 
-    loaded, path = resolve_target(target)
-    out: dict[str, Any] = {}
-    for plan in host_plans(loaded, path, hosts or None):
-        session = open_session(plan)
-        try:
-            out[plan.host.name] = probe_host(session)
-        finally:
-            session.conn.close()
+    out = probe_hosts(target, hosts)
 
     def human() -> None:
         rows = [

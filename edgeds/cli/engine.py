@@ -23,17 +23,11 @@ def build(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Verify the bundle, then return the cached engine for this device's fingerprint or build it (TensorRT 10)."""
-    from ..bundle import load_bundle
     from ..compile.toolchains import tensorrt
-    from ..errors import BundleError
-    from ..paths import cache_dir
 
-    root = cache or cache_dir() / "tensorrt"
-    with load_bundle(bundle, key) as loaded:
-        if loaded.manifest.backend != "tensorrt" or loaded.manifest.recipe is None:
-            raise BundleError(f"{bundle} is a {loaded.manifest.backend} bundle without a TensorRT recipe")
-        with console_err.status("building the TensorRT engine (minutes on a Jetson)..."):
-            engine, built = tensorrt.ensure_engine(loaded.artifact_path, root, loaded.card, rebuild=rebuild)
+    root = cache or tensorrt.default_cache_root()
+    with console_err.status("building the TensorRT engine (minutes on a Jetson)..."):
+        engine, built = tensorrt.ensure_bundle_engine(bundle, key, root, rebuild=rebuild)
     data = {"engine": str(engine), "built": built, "cache": str(root)}
     emit(data, as_json, lambda: console.print(f"engine {'built' if built else 'cached'}: {engine}"))
 

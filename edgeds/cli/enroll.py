@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -20,37 +20,15 @@ def enroll(
     A key that differs from the pinned one is refused loudly (exit 2) and never replaced:
     remove the old line by hand if the device was really reinstalled.
     """
-    from ..deploy.ssh import fetch_host_key, pin_host_key, pinned_keys
-    from ..deploy.targets import host_plans, resolve_target
-    from ..errors import HostKeyError
+    from ..deploy.enroll import enroll_hosts
+    from ..deploy.ssh import HostKey
 
-    loaded, path = resolve_target(target)
-    rows: list[dict[str, Any]] = []
-    for plan in host_plans(loaded, path, hosts or None):
-        endpoint = plan.endpoint
-        key = fetch_host_key(endpoint.address, endpoint.port, endpoint.connect_timeout_s)
-        pinned = [k for k in pinned_keys(endpoint.known_hosts, key.host_id) if k.key_type == key.key_type]
-        if pinned and pinned[0].base64 != key.base64:
-            raise HostKeyError(
-                f"{plan.host.name} ({key.host_id}): HOST KEY CHANGED! presents {key.fingerprint}, "
-                f"{endpoint.known_hosts} pins {pinned[0].fingerprint}. Possible man-in-the-middle: refusing."
-            )
-        if not pinned and not yes:
-            console.print(f"{plan.host.name} ({key.host_id}) presents {key.key_type} {key.fingerprint}")
-            if not typer.confirm("Pin this key?", default=False):
-                rows.append({"host": plan.host.name, "fingerprint": key.fingerprint, "result": "skipped"})
-                continue
-        added = pin_host_key(endpoint.known_hosts, key)
-        rows.append(
-            {
-                "host": plan.host.name,
-                "address": key.host_id,
-                "key_type": key.key_type,
-                "fingerprint": key.fingerprint,
-                "result": "pinned" if added else "already pinned",
-                "known_hosts": str(endpoint.known_hosts),
-            }
-        )
+    def confirm(host: str, key: HostKey) -> bool:
+        console.print(f"{host} ({key.host_id}) presents {key.key_type} {key.fingerprint}")
+        return typer.confirm("Pin this key?", default=False)
+
+    enrolled = enroll_hosts(target, hosts, None if yes else confirm)
+    rows = [e.as_dict() for e in enrolled]
 
     def human() -> None:
         console.print(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -79,23 +77,17 @@ def run(
     Exit status 1 when any expectation or check fails; the report (JSON, Markdown, PNG plots)
     names each one with its bound and the measured value.
     """
-    from ..hil.report import to_dict, write_report
+    from ..hil.gate import gate
+    from ..hil.report import to_dict
     from ..hil.rig import load_rig
-    from ..hil.runner import run_rig
 
     loaded = load_rig(rig)
     suites = [s.strip() for s in suite.split(",") if s.strip()]
-    report_dir = out or Path(tempfile.mkdtemp(prefix=f"edgeds-hil-{loaded.name}-"))
-    work = Path(tempfile.mkdtemp(prefix="edgeds-hil-work-"))
 
     def progress(message: str) -> None:
         (console_err if as_json else console).print(f"[dim]{escape(message)}[/]")
 
-    try:
-        result = run_rig(loaded, suites, bundle=bundle, work=work, perf_seconds=perf_seconds, progress=progress)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    files = write_report(result, report_dir)
+    result, files = gate(loaded, suites, bundle=bundle, report_dir=out, perf_seconds=perf_seconds, progress=progress)
     data = to_dict(result)
     data["report_files"] = {k: str(v) for k, v in files.items()}
     for key in ("latencies_ms", "throughput", "temperature"):

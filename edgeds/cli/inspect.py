@@ -72,45 +72,27 @@ def inspect_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Frames -> preprocessing -> engine (dynamic batcher) -> accept/reject/uncertain -> ledger; print a summary."""
-    import numpy as np
-
-    from ..config import InspectionStation, load_target, resolve_target_profile
+    from ..config import load_target, resolve_target_profile
     from ..errors import ConfigError
     from ..inspection.runner import inspect_source as run
     from ..inspection.runner import open_engine
+    from ..inspection.station import load_truth, station_for_run
 
     if policy is not None and policy not in ("drop_oldest", "drop_newest", "block"):
         raise ConfigError.single(None, None, "--policy", f"must be drop_oldest, drop_newest or block, got {policy!r}")
     tgt = load_target(target)
     profile = resolve_target_profile(tgt)
-    config = InspectionStation(name="station-1", source=source)
-    if station is not None:
-        found = next((s for s in tgt.inspection if s.name == station), None)
-        if found is None:
-            known = [s.name for s in tgt.inspection]
-            raise ConfigError.single(None, None, "--station", f"target {tgt.name!r} has no station {station!r} {known}")
-        config = found.model_copy(update={"source": source})
-    updates: dict[str, Any] = {}
-    if threshold:
-        updates["thresholds"] = {**config.thresholds, **_parse_thresholds(threshold)}
-    if uncertain_below is not None:
-        updates["uncertain_below"] = uncertain_below
-    if alarm is not None:
-        updates["alarm_consecutive_rejects"] = alarm
-    if updates:
-        config = InspectionStation.model_validate({**config.model_dump(), **updates})
+    config = station_for_run(
+        tgt,
+        source,
+        station=station,
+        thresholds=_parse_thresholds(threshold) if threshold else None,
+        uncertain_below=uncertain_below,
+        alarm=alarm,
+    )
 
     with open_engine(bundle=bundle, model=model, profile=profile, public_key=public_key) as loaded:
-        labels = None
-        if truth == "validation":
-            from ..datasets import load_split
-
-            labels = load_split(loaded.card, "validation")[1]
-        elif truth is not None:
-            try:
-                labels = np.asarray(np.load(truth, allow_pickle=False), dtype=np.int64).reshape(-1)
-            except (OSError, ValueError, EOFError) as exc:
-                raise ConfigError.single(None, None, "--truth", f"cannot read labels from {truth}: {exc}") from exc
+        labels = load_truth(truth, loaded.card)
         if not as_json:
             console_err.print(f"inspecting [bold]{source}[/] with {loaded.description} (profile {profile.name})")
 

@@ -9,11 +9,14 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ._output import JSON_OPTION, console, table
+
+if TYPE_CHECKING:
+    from ..telemetry.view import DeviceRow
 
 
 def monitor(
@@ -31,30 +34,21 @@ def monitor(
     """
     from rich.live import Live
 
-    from ..config import load_target
-    from ..errors import TelemetryError
-    from ..telemetry.mqtt import Message, MqttSubscriber, Protocol, resolve_settings
-    from ..telemetry.view import COLUMNS, FleetView
+    from ..telemetry.view import COLUMNS
+    from ..telemetry.watch import FleetWatch
 
-    if protocol not in (None, "5", "3.1.1"):
-        raise TelemetryError(f"--protocol must be 5 or 3.1.1, got {protocol!r}")
-    cfg = load_target(target).mqtt
-    settings = resolve_settings(cfg, url=url, protocol=cast(Protocol | None, protocol))
-    view = FleetView(cfg.prefix)
-    lock = threading.Lock()
     stream = as_json and not once
-
     done = threading.Event()
 
-    def on_message(msg: Message) -> None:
-        with lock:
-            row = view.update(msg.topic, msg.payload)
-            if stream and row is not None and not done.is_set():
-                try:
-                    sys.stdout.write(json.dumps(row.as_dict()) + "\n")
-                    sys.stdout.flush()
-                except (BrokenPipeError, ValueError):  # the reader went away (| head)
-                    done.set()
+    def on_row(row: DeviceRow) -> None:
+        if stream and not done.is_set():
+            try:
+                sys.stdout.write(json.dumps(row.as_dict()) + "\n")
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):  # the reader went away (| head)
+                done.set()
+
+    watch = FleetWatch(target, url=url, protocol=protocol, on_row=on_row)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         done.set()
@@ -62,20 +56,16 @@ def monitor(
     with contextlib.suppress(ValueError):  # only possible from the main thread
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    topics = [f"{cfg.prefix}/+/status", f"{cfg.prefix}/+/telemetry", f"{cfg.prefix}/+/deploy/#"]
-    sub = MqttSubscriber(settings, topics, on_message).start(wait_s=10.0)
+    watch.start(wait_s=10.0)
 
     def render() -> Any:
-        with lock:
-            return table(f"{target} · {settings.url}", COLUMNS, view.table_rows())
+        return table(f"{target} · {watch.settings.url}", COLUMNS, watch.table_rows())
 
     try:
         if once:
             time.sleep(wait)
-            with lock:
-                rows = [r.as_dict() for r in sorted(view.rows.values(), key=lambda r: r.device)]
             if as_json:
-                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+                sys.stdout.write(json.dumps(watch.rows(), indent=2) + "\n")
             else:
                 console.print(render())
         elif stream:
@@ -87,7 +77,7 @@ def monitor(
     except KeyboardInterrupt:
         pass
     finally:
-        sub.stop()
+        watch.stop()
 
 
 def register(app: typer.Typer) -> None:

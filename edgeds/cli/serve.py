@@ -2,79 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import typer
 
 from ._output import JSON_OPTION, console, console_err, emit
-
-
-class Execution(str, Enum):
-    """Who runs a served engine's batches (``--execution``)."""
-
-    auto = "auto"
-    inline = "inline"
-    workers = "workers"
-
-
-def batching_overrides(
-    base: Any,
-    max_batch: int | None,
-    delay_us: int | None,
-    queue: int | None,
-    preferred: str | None,
-    instances: int | None = None,
-) -> Any:
-    """``base`` (a Batching) with the CLI's overrides applied (re-validated)."""
-    from ..config import Batching
-
-    data = base.model_dump()
-    if max_batch is not None:
-        data["max_batch_size"] = max_batch
-        data["buckets"] = tuple(b for b in data.get("buckets", ()) if b <= max_batch)
-        data["preferred_batch_sizes"] = tuple(b for b in data.get("preferred_batch_sizes", ()) if b <= max_batch)
-    if delay_us is not None:
-        data["max_queue_delay_us"] = delay_us
-    if queue is not None:
-        data["max_queue_size"] = queue
-    if preferred is not None:
-        data["preferred_batch_sizes"] = tuple(int(p) for p in preferred.split(",") if p.strip())
-    if instances is not None:
-        data["instances"] = instances
-    return Batching.model_validate(data)
-
-
-def load_engine(
-    bundle_path: Path,
-    key: Path | None,
-    verify: bool,
-    threads: int | None,
-    max_batch: int | None = None,
-    delay_us: int | None = None,
-    queue: int | None = None,
-    preferred: str | None = None,
-    instances: int | None = None,
-    execution: Execution = Execution.workers,
-) -> Any:
-    """Load (and verify) a bundle and return a started engine for it.
-
-    ``execution``: workers (the batcher's threads run the batches), inline (the server's event
-    loops do, one per instance; see ``Engine.start``) or auto (inline unless the bundle asks for
-    ``preserve_ordering``, which needs the workers)."""
-    from ..bundle import load_bundle
-    from ..config import Batching
-    from ..runtime.engine import Engine, thread_options
-
-    with load_bundle(bundle_path, key, verify=verify and key is not None) as bundle:
-        batching = batching_overrides(
-            Batching.from_manifest(bundle.manifest.batching), max_batch, delay_us, queue, preferred, instances
-        )
-        engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
-        if execution is Execution.auto:
-            execution = Execution.workers if batching.preserve_ordering else Execution.inline
-        return engine.start(inline=execution is Execution.inline)
 
 
 def serve(
@@ -99,25 +32,27 @@ def serve(
     ] = None,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MiB); larger gets 400.")] = 64.0,
     execution: Annotated[
-        Execution,
+        Literal["auto", "inline", "workers"],
         typer.Option(
             help="Who runs the batches: 'inline' = one event loop per instance receives, batches, runs and "
             "answers its connections' requests on one thread; 'workers' = loop threads hand requests to "
             "the batcher's worker threads (needed for preserve_ordering); 'auto' = inline unless the "
             "bundle asks for preserve_ordering.",
         ),
-    ] = Execution.auto,
+    ] = "auto",
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve BUNDLE: health, metadata, config, stats, infer (JSON and binary tensors) and /metrics.
 
     Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
     """
+    from ..runtime.loading import Execution, load_engine
     from ..runtime.server import InferenceServer
 
+    sizes = None if preferred is None else tuple(int(p) for p in preferred.split(",") if p.strip())
     with console_err.status("loading the bundle and warming every batch bucket..."):
         engine = load_engine(
-            bundle, key, key is not None, threads, max_batch, delay_us, queue, preferred, instances, execution
+            bundle, key, key is not None, threads, max_batch, delay_us, queue, sizes, instances, Execution(execution)
         )
     server = InferenceServer(engine, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20)).start()
     info = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -12,28 +12,15 @@ from ._output import JSON_OPTION, console, emit, table
 releases_app = typer.Typer(help="Releases kept on the devices.", no_args_is_help=True)
 
 
-def _each_host(target: str, hosts: list[str] | None, command: str, request: dict[str, Any]) -> dict[str, Any]:
-    from ..deploy.host import host_command
-    from ..deploy.targets import host_plans, resolve_target
-    from ..errors import DeployError
-
-    loaded, path = resolve_target(target)
-    out: dict[str, Any] = {}
-    for plan in host_plans(loaded, path, hosts or None):
-        try:
-            out[plan.host.name] = host_command(plan, command, request)
-        except DeployError as exc:
-            out[plan.host.name] = {"status": "error", "error": str(exc)}
-    return out
-
-
 def status(
     target: str = typer.Option(..., "--target", "-t", help="Target name or YAML path."),
     hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Per host: current and previous release, model version, pending activation, agent health."""
-    data = _each_host(target, hosts, "status", {})
+    from ..deploy.fleet import each_host
+
+    data = each_host(target, hosts, "status")
 
     def human() -> None:
         rows = []
@@ -67,7 +54,9 @@ def rollback(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Switch back to the previous (or --to) release on each host and reload the agent."""
-    data = _each_host(target, hosts, "rollback", {"to": to} if to else {})
+    from ..deploy.fleet import each_host
+
+    data = each_host(target, hosts, "rollback", {"to": to} if to else {})
 
     def human() -> None:
         rows = [
@@ -89,7 +78,9 @@ def prune(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Delete old releases and the objects nothing references any more."""
-    data = _each_host(target, hosts, "prune", {"keep": keep})
+    from ..deploy.fleet import each_host
+
+    data = each_host(target, hosts, "prune", {"keep": keep})
 
     def human() -> None:
         rows = [

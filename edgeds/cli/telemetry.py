@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TextIO
 
 import typer
 
@@ -40,81 +37,35 @@ def export(
     --json prints a summary (counts) on stdout when --output is a file.
     """
     from ..errors import TelemetryError
-    from ..telemetry.envelope import Envelope, decode
-    from ..telemetry.view import Deduper, csv_columns, flatten, record
+    from ..telemetry import export as lib
 
     if fmt not in ("jsonl", "csv"):
         raise TelemetryError(f"--format must be jsonl or csv, got {fmt!r}")
     if (target is None) == (capture is None):
         raise TelemetryError("give exactly one of --target (live subscription) or --input (a JSONL capture)")
-    records: list[dict[str, Any]] = []
-    dedup = Deduper()
-    malformed = 0
-
-    def take(topic: str, env: Envelope) -> None:
-        if not dedupe or dedup.first(env):
-            records.append(record(topic, env))
-
     if capture is not None:
-        try:
-            lines = capture.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise TelemetryError(f"cannot read capture {capture}: {exc.strerror}") from exc
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                take(str(raw.pop("topic", "")), Envelope.model_validate(raw))
-            except (ValueError, TypeError):
-                malformed += 1
+        got = lib.read_capture(capture, dedupe=dedupe)
     else:
-        from ..config import load_target
-        from ..telemetry.mqtt import Message, MqttSubscriber, Protocol, resolve_settings
-
-        cfg = load_target(cast(str, target)).mqtt
-        settings = resolve_settings(cfg, url=url, protocol=cast("Protocol | None", protocol))
-        lock = threading.Lock()
-
-        def on_message(msg: Message) -> None:
-            nonlocal malformed
-            try:
-                env = decode(msg.payload)
-            except TelemetryError:
-                malformed += 1
-                return
-            with lock:
-                take(msg.topic, env)
-
-        with MqttSubscriber(settings, [f"{cfg.prefix}/{device}/#"], on_message).start(wait_s=10.0):
-            time.sleep(duration)
-        with lock:
-            records = list(records)
+        assert target is not None
+        got = lib.subscribe(target, duration_s=duration, device=device, dedupe=dedupe, url=url, protocol=protocol)
 
     out: TextIO = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
-        if fmt == "jsonl":
-            for rec in records:
-                out.write(json.dumps(rec, separators=(",", ":")) + "\n")
-        else:
-            rows = [flatten(r) for r in records]
-            writer = csv.DictWriter(out, fieldnames=csv_columns(rows), extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        lib.write_records(got.records, "csv" if fmt == "csv" else "jsonl", out)
     finally:
         if output:
             out.close()
     summary = {
-        "messages": len(records),
-        "duplicates": dedup.duplicates,
-        "malformed": malformed,
+        "messages": len(got.records),
+        "duplicates": got.duplicates,
+        "malformed": got.malformed,
         "format": fmt,
         "output": str(output) if output else None,
     }
     if output and as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     elif output:
-        console_err.print(f"wrote {len(records)} message(s) to {output} ({dedup.duplicates} duplicate(s) dropped)")
+        console_err.print(f"wrote {len(got.records)} message(s) to {output} ({got.duplicates} duplicate(s) dropped)")
 
 
 def register(app: typer.Typer) -> None:

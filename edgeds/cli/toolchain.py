@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ._output import JSON_OPTION, console, console_err, emit, table
 
 toolchain_app = typer.Typer(help="Isolated compile toolchains that edgeds creates and pins.", no_args_is_help=True)
-_KNOWN = ("litert",)
 
 
 @toolchain_app.command("install")
@@ -19,21 +18,19 @@ def install(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create the pinned toolchain venv under the cache dir (a no-op when it is already there)."""
-    from ..compile.toolchains import litert
-    from ..errors import ToolchainError
+    from ..compile.toolchains import installable
 
-    if name not in _KNOWN:
-        raise ToolchainError(f"unknown toolchain {name!r} (known: {', '.join(_KNOWN)})")
+    toolchain = installable(name)
     started = time.perf_counter()
-    already = litert.installed()
-    with console_err.status(f"installing the {name} toolchain (pinned, {len(litert.LOCK)} packages)..."):
-        root = litert.install(log=lambda line: console_err.print(f"  {line}", markup=False) if not as_json else None)
+    already = toolchain.installed()
+    with console_err.status(f"installing the {name} toolchain (pinned, {len(toolchain.LOCK)} packages)..."):
+        root = toolchain.install(log=lambda line: console_err.print(f"  {line}", markup=False) if not as_json else None)
     data = {
         "toolchain": name,
         "path": str(root),
         "already_installed": already,
         "seconds": round(time.perf_counter() - started, 1),
-        "lock": litert.lock_hash(),
+        "lock": toolchain.lock_hash(),
     }
     emit(
         data,
@@ -47,16 +44,19 @@ def install(
 @toolchain_app.command("status")
 def status(as_json: bool = JSON_OPTION) -> None:
     """Which toolchains are installed and where."""
-    from ..compile.toolchains import litert
+    from ..compile.toolchains import INSTALLABLE, installable
 
-    rows = [
-        {
-            "toolchain": "litert",
-            "installed": litert.installed(),
-            "path": str(litert.toolchain_dir()),
-            "lock": litert.lock_hash(),
-        }
-    ]
+    rows: list[dict[str, Any]] = []
+    for name in INSTALLABLE:
+        toolchain = installable(name)
+        rows.append(
+            {
+                "toolchain": name,
+                "installed": toolchain.installed(),
+                "path": str(toolchain.toolchain_dir()),
+                "lock": toolchain.lock_hash(),
+            }
+        )
     emit(
         rows,
         as_json,

@@ -5,5 +5,7 @@
 - :mod:`.host`     one host, seen from here: plan -> upload missing objects -> apply
 - :mod:`.rollout`  many hosts: canary, batches, per-host timeouts, abort threshold
 - :mod:`.setup`    device probe, agent install, service
+- :mod:`.fleet`    one operation on every host of a target: device commands, probe, setup
+- :mod:`.enroll`   pin each host's SSH key in the target's known_hosts (trust on first use)
 - :mod:`.targets`  target YAML -> endpoints (paths resolved beside the target file)
 """

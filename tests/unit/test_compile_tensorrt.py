@@ -139,3 +139,19 @@ def test_builder_builds_and_caches_an_engine(tmp_path: Path) -> None:
     assert built and engine.stat().st_size > 0
     again, built_again = trt_tc.ensure_engine(tmp_path / "r" / "recipe.json", tmp_path / "cache", card)
     assert again == engine and not built_again
+
+
+def test_bundle_engine_needs_a_tensorrt_bundle(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from edgeds.errors import BundleError
+    from edgeds.sim.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle", 1, None)
+    with pytest.raises(BundleError, match="is a onnxruntime bundle without a TensorRT recipe"):
+        trt_tc.ensure_bundle_engine(bundle, cache_root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_default_engine_cache_is_under_the_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEDS_CACHE_DIR", str(tmp_path))
+    assert trt_tc.default_cache_root() == tmp_path / "tensorrt"

@@ -109,6 +109,19 @@ def test_local_target_is_embedded_when_no_file(tmp_path: Path, monkeypatch: pyte
     assert target.local and target.profile == "auto"
 
 
+def test_load_targets_puts_the_embedded_local_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGEDS_TARGETS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "SHIPPED_DATA", tmp_path)
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "line.yaml").write_text("schema: 1\nname: line\nprofile: x86-cpu\nlocal: true\n")
+    assert [t.name for t in config.load_targets()] == ["local", "line"]
+    assert config.load_targets()[0] is config.LOCAL_TARGET
+    (tmp_path / "targets" / "local.yaml").write_text("schema: 1\nname: local\nprofile: x86-cpu\nlocal: true\n")
+    targets = {t.name: t for t in config.load_targets()}
+    assert set(targets) == {"local", "line"} and targets["local"].profile == "x86-cpu"
+
+
 def test_profile_search_path_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mine.yaml").write_text("name: mine\ndescription: own\nextends: x86-cpu\n")
     monkeypatch.setenv("EDGEDS_PROFILES", str(tmp_path))

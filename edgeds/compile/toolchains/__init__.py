@@ -21,10 +21,27 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
+from ...errors import ToolchainError
+
+INSTALLABLE: tuple[str, ...] = ("litert",)
+"""Toolchains that edgeds installs itself (an isolated, pinned venv): ``edgeds toolchain install``.
+
+Each such module provides ``install(log=...) -> Path``, ``installed() -> bool``,
+``toolchain_dir() -> Path``, ``lock_hash() -> str`` and ``LOCK`` (the pinned requirements)."""
+
 
 def module(backend: str) -> ModuleType:
     """The toolchain module of ``backend`` (imports no heavy library by itself)."""
     return importlib.import_module(f"{__name__}.{backend}")
+
+
+def installable(name: str) -> ModuleType:
+    """The module of the installable toolchain ``name`` (see :data:`INSTALLABLE`).
+
+    Raises :class:`~edgeds.errors.ToolchainError` for a name that is not installable."""
+    if name not in INSTALLABLE:
+        raise ToolchainError(f"unknown toolchain {name!r} (known: {', '.join(INSTALLABLE)})")
+    return module(name)
 
 
 def package_version(name: str) -> str | None:

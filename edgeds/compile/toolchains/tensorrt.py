@@ -284,6 +284,31 @@ def ensure_engine(recipe_path: Path, cache_root: Path, card: ModelCard, rebuild:
     return paths.engine, True
 
 
+def default_cache_root() -> Path:
+    """The engine cache used when none is named: ``<cache dir>/tensorrt`` (see :func:`edgeds.paths.cache_dir`)."""
+    from ...paths import cache_dir
+
+    return cache_dir() / "tensorrt"
+
+
+def ensure_bundle_engine(
+    bundle: Path, key: Path | None = None, cache_root: Path | None = None, rebuild: bool = False
+) -> tuple[Path, bool]:
+    """:func:`ensure_engine` for the recipe of the bundle at ``bundle`` (directory or .tar).
+
+    The bundle is verified first (its signature too when the public ``key`` is given); one that
+    is not a TensorRT bundle with a recipe raises :class:`~edgeds.errors.BundleError`. The engine
+    is cached under ``cache_root`` (default :func:`default_cache_root`), not in the bundle.
+    """
+    from ...bundle import load_bundle
+    from ...errors import BundleError
+
+    with load_bundle(bundle, key) as loaded:
+        if loaded.manifest.backend != "tensorrt" or loaded.manifest.recipe is None:
+            raise BundleError(f"{bundle} is a {loaded.manifest.backend} bundle without a TensorRT recipe")
+        return ensure_engine(loaded.artifact_path, cache_root or default_cache_root(), loaded.card, rebuild=rebuild)
+
+
 def build_engine(recipe: Recipe, recipe_dir: Path, card: ModelCard, paths: EnginePaths) -> bytes:
     """Build and serialize the engine with the TensorRT 10 builder API; returns the plan bytes."""
     import tensorrt as trt

@@ -1,0 +1,144 @@
+"""Classify one input file with a bundle: file -> model input batch -> engine -> ranked labels.
+
+What ``edgeds run`` does, once, in-process: :func:`load_inputs` reads an image or a ``.npy`` and
+preprocesses it as the model card says, the engine (not warmed) runs it, :func:`probabilities`
+turns the output into class probabilities and :func:`top_k` ranks the labels per sample.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ModelCard
+from ..errors import RequestError
+from ..evaluate import softmax
+from ..preprocess import Preprocessor
+from .engine import Engine, thread_options
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One ranked class of one sample: its label, its index in the output and its probability."""
+
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The result of :func:`classify_file`: what ran, how long it took and the ranked labels.
+
+    ``seconds`` covers creating and opening the engine, reading the input and inference (wall
+    clock). ``predictions`` has one list per input sample, best first.
+    """
+
+    model: str
+    backend: str
+    precision: str
+    seconds: float
+    predictions: list[list[LabelScore]]
+
+
+def load_inputs(path: Path, card: ModelCard, layout: str, sample_shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The model input batch ``[N, *sample_shape]`` (a new array, ``dtype``) for the file at ``path``.
+
+    Accepted: an image file (any size; converted to RGB), a uint8 ``.npy`` image ``[H, W, 3]`` or
+    image batch ``[N, H, W, 3]`` (both preprocessed as ``card.input`` says, in ``layout``), or a
+    non-uint8 ``.npy`` whose trailing dimensions are ``sample_shape`` (already preprocessed: only
+    reshaped and cast). Raises :class:`~edgeds.errors.RequestError` for anything else.
+    """
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            images = np.asarray(img.convert("RGB"))[None]
+    elif suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+        if array.shape[-len(sample_shape) :] == sample_shape and array.dtype != np.uint8:
+            batch = array.reshape(-1, *sample_shape).astype(dtype, copy=False)
+            return np.ascontiguousarray(batch)
+        if array.dtype != np.uint8 or array.shape[-1] != 3 or array.ndim not in (3, 4):
+            raise RequestError(
+                f"{path}: expected a uint8 RGB image [H,W,3] / batch [N,H,W,3] or a tensor shaped "
+                f"{list(sample_shape)}, got {array.dtype} {list(array.shape)}"
+            )
+        images = array if array.ndim == 4 else array[None]
+    else:
+        raise RequestError(f"{path}: not an image or .npy file")
+    pre = Preprocessor(card.input, layout)
+    return np.array(pre.batch(list(images)))
+
+
+def probabilities(output: np.ndarray, kind: str) -> np.ndarray:
+    """Class probabilities ``[N, classes]`` (float64) of a model output of ``kind``.
+
+    ``kind`` is the card's ``output.kind``: ``probabilities`` are returned as they are,
+    anything else (``logits``) goes through the softmax over the class axis.
+    """
+    values = np.asarray(output, dtype=np.float64)
+    if kind == "probabilities":
+        return values
+    return softmax(values)
+
+
+def top_k(probs: np.ndarray, labels: tuple[str, ...] | list[str], k: int) -> list[list[LabelScore]]:
+    """The ``k`` (at least 1) most probable classes of each row of ``probs``, best first.
+
+    A class index without a label (more outputs than labels) is named by its index.
+    """
+    ranked: list[list[LabelScore]] = []
+    for row in probs:
+        order = np.argsort(-row)[: max(1, k)]
+        ranked.append([LabelScore(labels[i] if i < len(labels) else str(i), int(i), float(row[i])) for i in order])
+    return ranked
+
+
+def classify_file(
+    bundle_path: Path,
+    input_path: Path,
+    *,
+    top: int = 3,
+    key: Path | None = None,
+    threads: int | None = None,
+) -> Classification:
+    """Run the bundle at ``bundle_path`` once on the file at ``input_path``; the ``top`` labels per sample.
+
+    The bundle is verified against the public ``key`` when one is given. The engine is opened
+    without warm-up, with ``threads`` CPU threads (None = the backend's default), and closed
+    before this returns. Raises :class:`~edgeds.errors.RequestError` when the input cannot be
+    read (see :func:`load_inputs`) or holds more samples than the bundle's ``max_batch_size``.
+    """
+    from ..bundle import load_bundle
+
+    with load_bundle(bundle_path, key, verify=key is not None) as loaded:
+        manifest = loaded.manifest
+        started = time.perf_counter()
+        engine = Engine.from_bundle(loaded, options=thread_options(manifest.backend, threads), warmup=False)
+        with engine:
+            assert engine.io is not None
+            spec = engine.io.inputs[0]
+            batch = load_inputs(input_path, loaded.card, manifest.layout, tuple(spec.shape[1:]), spec.dtype)
+            limit = engine.batching.max_batch_size
+            if len(batch) > limit:
+                raise RequestError(f"{input_path} holds {len(batch)} samples; the bundle batches at most {limit}")
+            outputs: dict[str, Any] = engine.infer({spec.name: batch})
+        seconds = time.perf_counter() - started
+        output_name = loaded.card.output.name if loaded.card.output.name in outputs else next(iter(outputs))
+        probs = probabilities(outputs[output_name], loaded.card.output.kind)
+        labels = list(manifest.labels or loaded.card.labels)
+    return Classification(
+        model=manifest.model.name,
+        backend=manifest.backend,
+        precision=manifest.precision,
+        seconds=seconds,
+        predictions=top_k(probs, labels, top),
+    )

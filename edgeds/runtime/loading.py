@@ -1,0 +1,91 @@
+"""Open a bundle as a started engine, with its batching overridden by the caller.
+
+This is what ``edgeds serve`` serves: the manifest's batching with any overrides applied and
+re-validated, the backend's thread count, and who runs the batches (:class:`Execution`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+
+from ..config import Batching
+from .engine import Engine, thread_options
+
+
+class Execution(str, Enum):
+    """Who runs a served engine's batches.
+
+    ``workers``: the batcher's worker threads (needed for ``preserve_ordering``); ``inline``: the
+    server's event loops, one per instance (see :meth:`Engine.start`); ``auto``: inline unless
+    the bundle's batching asks for ``preserve_ordering``.
+    """
+
+    auto = "auto"
+    inline = "inline"
+    workers = "workers"
+
+
+def batching_overrides(
+    base: Batching,
+    max_batch: int | None = None,
+    delay_us: int | None = None,
+    queue: int | None = None,
+    preferred: Sequence[int] | None = None,
+    instances: int | None = None,
+) -> Batching:
+    """``base`` with every override that is not None applied, validated again as a new Batching.
+
+    ``max_batch`` also drops the buckets and preferred batch sizes above it; ``preferred``
+    (batch sizes) then replaces the preferred sizes. ``delay_us`` is ``max_queue_delay_us``,
+    ``queue`` is ``max_queue_size``, ``instances`` the number of engine instances. Raises
+    pydantic's ValidationError when the result is not a valid Batching.
+    """
+    data = base.model_dump()
+    if max_batch is not None:
+        data["max_batch_size"] = max_batch
+        data["buckets"] = tuple(b for b in data.get("buckets", ()) if b <= max_batch)
+        data["preferred_batch_sizes"] = tuple(b for b in data.get("preferred_batch_sizes", ()) if b <= max_batch)
+    if delay_us is not None:
+        data["max_queue_delay_us"] = delay_us
+    if queue is not None:
+        data["max_queue_size"] = queue
+    if preferred is not None:
+        data["preferred_batch_sizes"] = tuple(preferred)
+    if instances is not None:
+        data["instances"] = instances
+    return Batching.model_validate(data)
+
+
+def load_engine(
+    bundle_path: Path,
+    key: Path | None = None,
+    verify: bool = True,
+    threads: int | None = None,
+    max_batch: int | None = None,
+    delay_us: int | None = None,
+    queue: int | None = None,
+    preferred: Sequence[int] | None = None,
+    instances: int | None = None,
+    execution: Execution = Execution.workers,
+) -> Engine:
+    """A started engine for the bundle at ``bundle_path`` (directory or .tar); the caller closes it.
+
+    The bundle is verified against the public ``key`` when ``verify`` and a key is given (an
+    unverified bundle is only read). Batching is the manifest's with :func:`batching_overrides`;
+    ``threads`` (None = the backend's default) is split among the instances. Starting opens the
+    backend and warms every batch bucket; ``execution`` says who then runs the batches.
+    Raises the bundle's errors (:class:`~edgeds.errors.BundleError` and subclasses) and the
+    backend's when it cannot open the artifact.
+    """
+    from ..bundle import load_bundle
+
+    with load_bundle(bundle_path, key, verify=verify and key is not None) as bundle:
+        batching = batching_overrides(
+            Batching.from_manifest(bundle.manifest.batching), max_batch, delay_us, queue, preferred, instances
+        )
+        engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
+        if execution is Execution.auto:
+            execution = Execution.workers if batching.preserve_ordering else Execution.inline
+        return engine.start(inline=execution is Execution.inline)

@@ -1,0 +1,22 @@
+"""The toolchains edgeds installs itself, by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeds.compile import toolchains
+from edgeds.errors import ToolchainError
+
+
+def test_installable_toolchains_by_name() -> None:
+    assert toolchains.INSTALLABLE == ("litert",)
+    litert = toolchains.installable("litert")
+    assert litert is toolchains.module("litert")
+    assert callable(litert.install) and isinstance(litert.installed(), bool) and litert.LOCK
+
+
+def test_an_unknown_toolchain_is_refused() -> None:
+    with pytest.raises(ToolchainError, match=r"unknown toolchain 'caffe' \(known: litert\)"):
+        toolchains.installable("caffe")
+    with pytest.raises(ToolchainError):
+        toolchains.installable("tensorrt")  # compiles, but is not installed by edgeds
