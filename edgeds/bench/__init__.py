@@ -9,6 +9,7 @@ scripts and tests, beside what they import by module); each submodule holds one 
 - :mod:`.monitor`: CPU% and RSS of the measured process during a run
 - :mod:`.scenarios`: the LoadGen scenarios and :func:`run_benchmark`, which runs a set of them
 - :mod:`.environment`: the machine, versions and model a report was measured with
+- :mod:`.commands`: what ``edgeds bench`` runs (a served URL or a bundle; imported on use)
 
 The runtime benchmark (``bench/runtime_bench.py``) is built from the modules above and these, which
 it and the tests import by module (the native load generator and the bare-socket reference need a

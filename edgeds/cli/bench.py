@@ -37,8 +37,8 @@ def bench(
     environment (CPU, versions, git sha, threads, model hash), batch-size histograms, CPU% and RSS.
     The load generator shares the machine's cores with what it measures.
     """
-    from .. import bench_run
     from ..bench import SCENARIOS
+    from ..bench import commands as bench_run
     from ..errors import ConfigError
 
     wanted = [s.strip() for s in scenarios.split(",") if s.strip()]

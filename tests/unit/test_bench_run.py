@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeds.bench_run import bench_bundle, bench_url, served_models
+from edgeds.bench.commands import bench_bundle, bench_url, served_models
 from edgeds.runtime.loading import load_engine
 from edgeds.sim.bundles import make_bundle
 

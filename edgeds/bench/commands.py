@@ -1,4 +1,4 @@
-"""Benchmark a bundle in-process or a model served over HTTP: the report ``edgeds bench`` prints.
+"""What `edgeds bench` runs: benchmark a served URL or a bundle with the scenarios of this package.
 
 :func:`bench_bundle` opens the bundle's engine (and, for the floor, one bare backend per engine
 instance), :func:`bench_url` asks a running server for the model's input and batching; both run
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import bench as lib
+from .. import bench as lib
 
 
 def _no_progress(name: str) -> None:
@@ -43,7 +43,7 @@ def bench_url(
     report's ``config`` holds the URL, the model and the server's ``dynamic_batching``.
     ``progress(scenario)`` is called as each scenario starts. ``duration_s`` is per measured run.
     """
-    from .runtime.oip import OIP_TO_NUMPY
+    from ..runtime.oip import OIP_TO_NUMPY
 
     url = url.rstrip("/")
     meta = lib.http_json(f"{url}/v2/models/{model}")
@@ -86,10 +86,10 @@ def bench_bundle(
     backend per engine instance (its share of the threads, buckets 1..max_batch) measures the
     engine floor. The report adds ``first_inference_s``, ``config`` and ``environment``.
     """
-    from . import backends
-    from .bundle import load_bundle
-    from .config import Batching
-    from .runtime.engine import Engine, thread_options
+    from .. import backends
+    from ..bundle import load_bundle
+    from ..config import Batching
+    from ..runtime.engine import Engine, thread_options
 
     with load_bundle(bundle, verify=False) as loaded:
         manifest = loaded.manifest
