@@ -323,7 +323,7 @@ def acquire_all(
     """
     pairs: list[tuple[LeaseFiles, str]] = [
         (LocalFiles(), str(p)) if isinstance(p, Path) else p
-        for p in paths  # type: ignore[misc]
+        for p in paths
     ]
     taken: list[Lease] = []
     deadline = time.monotonic() + wait_s

@@ -222,7 +222,7 @@ class Station:
     def engine(self) -> Engine | None:
         """The engine to submit to now (None while the agent has no model loaded)."""
         ref = self._engine_ref
-        return ref if hasattr(ref, "submit") else ref()  # type: ignore[operator,return-value]
+        return ref if hasattr(ref, "submit") else ref()  # type: ignore[return-value]
 
     def start(self) -> Station:
         self.stats_.started = time.monotonic()

@@ -60,7 +60,7 @@ def test_backend_compiles_and_runs(
     model, card, images, calib = tiny
     before = model.read_bytes()
     options = backends.create(name, {}).options
-    artifact = toolchains.module(name).compile(options, model, card, calib, tmp_path / "out", precision)  # type: ignore[arg-type]
+    artifact = toolchains.module(name).compile(options, model, card, calib, tmp_path / "out", precision)
     assert model.read_bytes() == before, "compiling must never modify the input model"
     assert artifact.backend == name and artifact.precision == precision and artifact.path.is_file()
     assert all(f.is_file() for f in artifact.files)

@@ -249,9 +249,11 @@ def test_threaded_batcher_grows_batches_while_busy() -> None:
 def test_threaded_batcher_times_out_queued_requests() -> None:
     errors: list[Exception] = []
     release = threading.Event()
-    batcher: DynamicBatcher[int] = DynamicBatcher(
-        Batching(max_batch_size=1), lambda b, w: release.wait(2), lambda p, e: errors.append(e)
-    )
+
+    def execute(batch: list[Pending[int]], worker: int) -> None:
+        release.wait(2)  # the engine stays busy until the test releases it
+
+    batcher: DynamicBatcher[int] = DynamicBatcher(Batching(max_batch_size=1), execute, lambda p, e: errors.append(e))
     try:
         batcher.submit(0, 1)
         time.sleep(0.02)

@@ -43,7 +43,9 @@ def test_profiles_show_json_resolves_extends() -> None:
 
 
 def test_targets_list_and_show_json() -> None:
-    names = {row["name"] for row in _json("targets", "list")}  # type: ignore[union-attr]
+    rows = _json("targets", "list")
+    assert isinstance(rows, list)
+    names = {row["name"] for row in rows}
     assert {"local", "jetson-orin", "intel-nuc", "snapdragon"} <= names
     local = _json("targets", "show", "local")
     assert isinstance(local, dict)

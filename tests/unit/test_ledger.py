@@ -63,8 +63,8 @@ def test_rotation_keeps_the_total_bounded_and_evicts_oldest_first(tmp_path: Path
         "s1",
         max_file_bytes=2048,
         max_total_bytes=8192,
-        fsync=fsync,
-        fsync_interval_s=0.001,  # type: ignore[arg-type]
+        fsync=fsync,  # type: ignore[arg-type]
+        fsync_interval_s=0.001,
     )
     for i in range(1000):
         ledger.append(record(i), durable=i % 7 == 0)  # the syncer races the rotations

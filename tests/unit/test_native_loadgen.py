@@ -86,7 +86,9 @@ def server() -> Iterator[tuple[int, type[_Handler]]]:
     httpd.server_close()
 
 
-def test_it_sends_exactly_its_budget_at_its_concurrency_and_records_each_answer(loadgen, server) -> None:
+def test_it_sends_exactly_its_budget_at_its_concurrency_and_records_each_answer(
+    loadgen: tuple[ModuleType, Path], server: tuple[int, type[_Handler]]
+) -> None:
     module, binary = loadgen
     port, handler = server
     client = lib.HttpClient("127.0.0.1", port, "/v2/models/m/infer", b"payload-" * 1000, {"X-Test": "1"})
@@ -100,7 +102,9 @@ def test_it_sends_exactly_its_budget_at_its_concurrency_and_records_each_answer(
     assert all(started <= s < e <= finished for s, e in zip(samples.starts, samples.ends, strict=True))
 
 
-def test_warm_up_requests_are_sent_but_not_recorded(loadgen, server) -> None:
+def test_warm_up_requests_are_sent_but_not_recorded(
+    loadgen: tuple[ModuleType, Path], server: tuple[int, type[_Handler]]
+) -> None:
     module, binary = loadgen
     port, handler = server
     client = lib.HttpClient("127.0.0.1", port, "/", b"x")
@@ -114,7 +118,9 @@ def test_warm_up_requests_are_sent_but_not_recorded(loadgen, server) -> None:
     ("mode", "status"),
     [("close", 201), ("chunked", 201), ("interim", 201), ("garbage", 599), ("negative length", 599)],
 )
-def test_each_kind_of_answer_is_read_whole_or_counted_as_failed(loadgen, server, mode: str, status: int) -> None:
+def test_each_kind_of_answer_is_read_whole_or_counted_as_failed(
+    loadgen: tuple[ModuleType, Path], server: tuple[int, type[_Handler]], mode: str, status: int
+) -> None:
     """Closing, chunked and interim-first answers are read whole; ones that cannot be framed are 599s."""
     module, binary = loadgen
     port, handler = server
@@ -124,7 +130,7 @@ def test_each_kind_of_answer_is_read_whole_or_counted_as_failed(loadgen, server,
     assert samples.status == [status] * 12 and len(handler.seen) == 12
 
 
-def test_no_server_is_a_clear_error(loadgen) -> None:
+def test_no_server_is_a_clear_error(loadgen: tuple[ModuleType, Path]) -> None:
     module, binary = loadgen
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

@@ -57,7 +57,8 @@ def _rejected_unknown_host() -> BaseException:
     try:
         paramiko.RejectPolicy().missing_host_key(client, HOST_ID, _key())
     except paramiko.SSHException as exc:
-        return exc
+        caught: BaseException = exc
+        return caught
     raise AssertionError("RejectPolicy accepted an unknown host")
 
 
@@ -65,7 +66,8 @@ def _auth_failure() -> BaseException:
     from paramiko.auth_strategy import AuthFailure, AuthResult, SourceResult
 
     result = AuthResult(None, [SourceResult("key /keys/edge", paramiko.AuthenticationException("denied"))])
-    return AuthFailure(result)  # its str() spans lines
+    failure: BaseException = AuthFailure(result)
+    return failure  # its str() spans lines
 
 
 def _ssh(name: str) -> Callable[..., BaseException]:

@@ -62,7 +62,11 @@ def test_30s_broker_outage_loses_nothing_on_mqtt5_and_311(
         assert stats["spool_depth"] == 0 and stats["dropped_total"] == 0, stats
         assert last >= (OUTAGE_S + 3) * RATE_HZ * 0.8, stats  # it kept sampling during the outage
         for w in watchers:
-            assert wait_until(lambda w=w, d=device, n=last: set(range(1, n + 1)) <= w.seqs(d), 20)
+
+            def caught_up(w: Consumer = w, d: str = device, n: int = last) -> bool:
+                return set(range(1, n + 1)) <= w.seqs(d)
+
+            assert wait_until(caught_up, 20)
             stream = w.stream(device)
             missing = set(range(1, last + 1)) - {e.seq for e in stream}
             assert not missing, f"{device}: gap {sorted(missing)[:10]}"
