@@ -43,9 +43,7 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
 
 def test_the_device_side_never_imports_the_host_side(tmp_path: Path) -> None:
     root = _copy(tmp_path)
-    device = root / "edgeds" / "deploy" / "device"
-    module = device / "store.py" if device.is_dir() else root / "edgeds" / "deploy" / "device.py"
-    with module.open("a") as handle:
+    with (root / "edgeds" / "deploy" / "device" / "store.py").open("a") as handle:
         handle.write("\nfrom edgeds.deploy import ssh as _ssh  # the device has no SSH client\n")
     proc = _lint(root)
     assert proc.returncode != 0

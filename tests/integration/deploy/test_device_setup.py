@@ -92,6 +92,21 @@ def test_device_setup_installs_venv_offline_and_is_idempotent(keys: Keys, wheelh
         assert str(device.install_dir / "venv" / "bin" / "python") in wrapper
         pid = device.agent_pid()
         assert pid is not None
+        # the installed wheel (not this checkout) carries the shipped profiles and targets
+        shipped = subprocess.run(
+            [
+                str(device.install_dir / "venv" / "bin" / "python"),
+                "-c",
+                "import edgeds; print(edgeds.list_profiles()['x86-cpu']); print(edgeds.list_targets()['local'])",
+            ],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shipped.returncode == 0, shipped.stderr
+        assert all("site-packages/edgeds/data/" in line for line in shipped.stdout.splitlines()), shipped.stdout
 
         started = time.monotonic()
         second = runner.invoke(app, args)
