@@ -14,8 +14,8 @@ import pytest
 
 from edgeds.config import Batching
 from edgeds.runtime import Engine, InferenceServer
+from edgeds.runtime.http1 import _http_bytes, _keep_alive_head
 from edgeds.runtime.oip import HttpError, PlanCache, infer_response
-from edgeds.runtime.server import _http_bytes, _keep_alive_head
 from edgeds.runtime.testing import tiny_classifier
 
 ort = pytest.importorskip("onnxruntime")
@@ -197,7 +197,7 @@ def test_a_malformed_header_is_refused_and_not_kept(engine: Engine) -> None:
 
 def test_parsed_heads_and_routes_are_kept_for_reuse_and_stay_bounded(server: InferenceServer) -> None:
     """Each request's own head and path decide its answer, however many distinct ones came before."""
-    from edgeds.runtime import server as server_module
+    from edgeds.runtime import http1 as server_module
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for i in range(server_module._HEAD_MEMO_SIZE + 40):
