@@ -43,7 +43,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -62,6 +62,7 @@ from .oip import (
     oip_datatype,
     remember,
 )
+from .views import model_config, model_metadata, model_stats, prometheus_text
 
 _log = logging.getLogger(__name__)
 
@@ -424,13 +425,13 @@ class InferenceServer:
                     raise HttpError(405, f"use GET for {path}")
                 engine = self._engine(name, version)
                 if action == "":
-                    return json_response(200, self._metadata(engine))
+                    return json_response(200, model_metadata(engine))
                 if action == "ready":
                     return json_response(200 if engine.ready else 400, {"ready": engine.ready})
                 if action == "config":
-                    return json_response(200, self._config(engine))
+                    return json_response(200, model_config(engine))
                 if action == "stats":
-                    return json_response(200, {"model_stats": [self._model_stats(engine)]})
+                    return json_response(200, {"model_stats": [model_stats(engine)]})
                 raise HttpError(404, f"not found: {path}")
             if method != "GET":
                 raise HttpError(405, f"use GET for {path}")
@@ -449,7 +450,7 @@ class InferenceServer:
                     },
                 )
             if path == "/v2/models/stats":
-                return json_response(200, {"model_stats": [self._model_stats(e) for e in self._models.values()]})
+                return json_response(200, {"model_stats": [model_stats(e) for e in self._models.values()]})
             if path == "/metrics":
                 return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
             raise HttpError(404, f"not found: {path}")
@@ -461,6 +462,17 @@ class InferenceServer:
             return error_response(503, str(exc))
         except Exception as exc:  # the server keeps serving whatever one request does
             return error_response(500, f"{type(exc).__name__}: {exc}")
+
+    def _metrics(self) -> str:
+        """``/metrics``: the engines' figures, then :attr:`extra_metrics`."""
+        text = prometheus_text(self._models.values(), self._started_at)
+        extra = self.extra_metrics
+        if extra is not None:
+            try:
+                text += extra()
+            except Exception as exc:  # extra figures must never break /metrics
+                text += f"# edgeds extra metrics unavailable: {type(exc).__name__}\n"
+        return text
 
     def _engine(self, name: str, version: str | None) -> Engine:
         engine = self._models.get(name)
@@ -622,159 +634,6 @@ class InferenceServer:
         except Exception as exc:  # the server keeps serving whatever one request does
             finish(error_response(500, f"{type(exc).__name__}: {exc}"))
         return True
-
-    # ------------------------------------------------------------------ metadata
-
-    def _metadata(self, engine: Engine) -> dict[str, Any]:
-        io = engine.io
-        assert io is not None
-
-        def tensor(spec: Any) -> dict[str, Any]:
-            shape = [-1, *[d if d >= 0 else -1 for d in spec.shape[1:]]]
-            return {"name": spec.name, "datatype": oip_datatype(spec.dtype), "shape": shape}
-
-        return {
-            "name": engine.name,
-            "versions": [engine.version],
-            "platform": f"edgeds_{engine.backend.name}",
-            "inputs": [tensor(s) for s in io.inputs],
-            "outputs": [tensor(s) for s in io.outputs],
-        }
-
-    def _config(self, engine: Engine) -> dict[str, Any]:
-        io = engine.io
-        assert io is not None
-        b = engine.batching
-
-        def tensor(spec: Any) -> dict[str, Any]:
-            return {
-                "name": spec.name,
-                "data_type": f"TYPE_{oip_datatype(spec.dtype)}",
-                "dims": [d if d >= 0 else -1 for d in spec.shape[1:]],
-            }
-
-        dynamic: dict[str, Any] = {
-            "preferred_batch_size": list(b.preferred_batch_sizes),
-            "max_queue_delay_microseconds": b.max_queue_delay_us,
-            "preserve_ordering": b.preserve_ordering,
-            "priority_levels": b.priority_levels,
-            "default_priority_level": b.priority_levels,
-            "default_queue_policy": {
-                "timeout_action": "REJECT",
-                "default_timeout_microseconds": b.default_timeout_us or 0,
-                "allow_timeout_override": True,
-                "max_queue_size": b.max_queue_size,
-            },
-        }
-        return {
-            "name": engine.name,
-            "platform": f"edgeds_{engine.backend.name}",
-            "backend": engine.backend.name,
-            "version_policy": {"specific": {"versions": [engine.version]}},
-            "max_batch_size": b.max_batch_size,
-            "input": [tensor(s) for s in io.inputs],
-            "output": [tensor(s) for s in io.outputs],
-            "dynamic_batching": dynamic,
-            "instance_group": [
-                {
-                    "name": engine.name,
-                    "kind": "KIND_GPU" if engine.backend.name == "tensorrt" else "KIND_CPU",
-                    "count": b.instances,
-                }
-            ],
-            "parameters": {"buckets": {"string_value": ",".join(str(s) for s in b.bucket_sizes())}},
-        }
-
-    def _model_stats(self, engine: Engine) -> dict[str, Any]:
-        s = engine.stats()
-
-        def dur(count: int, us: float) -> dict[str, Any]:
-            return {"count": count, "ns": int(us * 1000), "us": round(us, 3)}
-
-        return {
-            "name": engine.name,
-            "version": engine.version,
-            "last_inference": s.last_inference_ms,
-            "inference_count": s.inference_count,
-            "execution_count": s.execution_count,
-            "inference_stats": {
-                "success": dur(s.success, s.queue_us + s.compute_input_us + s.compute_infer_us + s.compute_output_us),
-                "fail": dur(s.failure, 0.0),
-                "queue": dur(s.success, s.queue_us),
-                "compute_input": dur(s.success, s.compute_input_us),
-                "compute_infer": dur(s.success, s.compute_infer_us),
-                "compute_output": dur(s.success, s.compute_output_us),
-            },
-            "batch_stats": [{"batch_size": size, "count": count} for size, count in sorted(s.batch_sizes.items())],
-            "instance_executions": {str(i): n for i, n in sorted(s.instance_executions.items())},
-            "rejected": {"queue_full": s.rejected_queue_full, "timeout": s.rejected_timeout},
-            "queue_depth": engine.queue_depth(),
-        }
-
-    def _metrics(self) -> str:
-        lines: list[str] = []
-
-        def family(metric: str, kind: str, help_text: str, values: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {metric} {help_text}")
-            lines.append(f"# TYPE {metric} {kind}")
-            lines.extend(f"{metric}{{{labels}}} {value:g}" for labels, value in values)
-
-        engines = list(self._models.values())
-        stats = [(f'model="{e.name}",version="{e.version}"', e, e.stats()) for e in engines]
-        family(
-            "nv_inference_request_success", "counter", "Successful requests", [(lb, s.success) for lb, _, s in stats]
-        )
-        family("nv_inference_request_failure", "counter", "Failed requests", [(lb, s.failure) for lb, _, s in stats])
-        family("nv_inference_count", "counter", "Inferences (samples)", [(lb, s.inference_count) for lb, _, s in stats])
-        family(
-            "nv_inference_exec_count",
-            "counter",
-            "Executions (batches)",
-            [(lb, s.execution_count) for lb, _, s in stats],
-        )
-        for key, what in (
-            ("queue_us", "queue"),
-            ("compute_input_us", "compute_input"),
-            ("compute_infer_us", "compute_infer"),
-            ("compute_output_us", "compute_output"),
-        ):
-            family(
-                f"nv_inference_{what}_duration_us",
-                "counter",
-                f"Cumulative {what} time in microseconds",
-                [(lb, getattr(s, key)) for lb, _, s in stats],
-            )
-        family("edgeds_queue_depth", "gauge", "Requests waiting", [(lb, e.queue_depth()) for lb, e, _ in stats])
-        family(
-            "edgeds_model_ready",
-            "gauge",
-            "1 when the model takes requests",
-            [(lb, float(e.ready)) for lb, e, _ in stats],
-        )
-        lines.append("# HELP edgeds_batch_size Samples per execution")
-        lines.append("# TYPE edgeds_batch_size histogram")
-        for lb, e, s in stats:
-            cumulative = 0
-            total = 0
-            for size in e.batching.bucket_sizes():
-                cumulative = sum(c for b, c in s.batch_sizes.items() if b <= size)
-                lines.append(f'edgeds_batch_size_bucket{{{lb},le="{size}"}} {cumulative}')
-            total = sum(b * c for b, c in s.batch_sizes.items())
-            lines.append(f'edgeds_batch_size_bucket{{{lb},le="+Inf"}} {s.execution_count}')
-            lines.append(f"edgeds_batch_size_sum{{{lb}}} {total}")
-            lines.append(f"edgeds_batch_size_count{{{lb}}} {s.execution_count}")
-        family("edgeds_process_resident_memory_bytes", "gauge", "RSS of the server process", [("", _rss_bytes())])
-        family(
-            "edgeds_uptime_seconds", "gauge", "Seconds since the server started", [("", time.time() - self._started_at)]
-        )
-        text = "\n".join(lines).replace("{}", "") + "\n"
-        extra = self.extra_metrics
-        if extra is not None:
-            try:
-                text += extra()
-            except Exception as exc:  # extra figures must never break /metrics
-                text += f"# edgeds extra metrics unavailable: {type(exc).__name__}\n"
-        return text
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -1238,14 +1097,6 @@ def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
     if not inflater.eof:
         raise HttpError(400, f"the {encoding} body is truncated")
     return data
-
-
-def _rss_bytes() -> float:
-    try:
-        with open(f"/proc/{os.getpid()}/statm", "rb") as fh:
-            return float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpError", "InferenceServer", "SwapReport", "oip_datatype"]
