@@ -295,7 +295,7 @@ class Agent:
         os.replace(tmp, pid_path)
 
     def run(self, install_signals: bool = True) -> None:
-        from .runtime.http1 import InferenceServer
+        from .runtime.server import InferenceServer
 
         if install_signals:  # before the pid file: a deploy SIGHUPs only pids found there
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())

@@ -112,7 +112,7 @@ def serve(
 
     Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
     """
-    from ..runtime.http1 import InferenceServer
+    from ..runtime.server import InferenceServer
 
     with console_err.status("loading the bundle and warming every batch bucket..."):
         engine = load_engine(

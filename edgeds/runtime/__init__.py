@@ -10,7 +10,7 @@ from __future__ import annotations
 from .batcher import BatchQueue, DynamicBatcher, QueueFull, QueueTimeout
 from .buffers import BufferPool, OutputSlot, StagingBackend
 from .engine import Engine, EngineDraining, EngineStats, InferRequest
-from .http1 import InferenceServer, SwapReport
+from .server import InferenceServer, SwapReport
 
 __all__ = [
     "BatchQueue",

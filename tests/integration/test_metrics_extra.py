@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from edgeds.runtime.http1 import InferenceServer
+from edgeds.runtime.server import InferenceServer
 from edgeds.telemetry.metrics import to_prometheus
 
 
