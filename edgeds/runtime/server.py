@@ -38,30 +38,26 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .._version import __version__
+from ..backends.base import IN_PLACE_ALIGNMENT
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .engine import Engine, EngineDraining, InferRequest
 from .http1 import (
-    _BUFFER_POOL,
-    _HEAD_MEMO_SIZE,
-    _INITIAL_BUFFER,
     DEFAULT_MAX_BODY,
-    _Connection,
-    _decompress,
-    _keep_alive_head,
-    _Reply,
-)
-from .oip import (
+    ConnectionGroup,
     HttpError,
-    InferPlan,
-    PlanCache,
+    Request,
     Response,
     error_response,
     json_response,
-    remember,
+    keep_alive_head,
 )
+from .memo import remember
+from .oip import InferPlan, PlanCache
 from .views import model_config, model_metadata, model_stats, prometheus_text
 
 _log = logging.getLogger(__name__)
+
+_ROUTE_MEMO_SIZE = 256  # infer routes kept per loop by request path; the oldest goes first
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ class _EventLoop:
     (:meth:`InferenceServer._run_inline`). ``connections`` is read by the acceptor to balance them.
     """
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, server: InferenceServer) -> None:
         self.index = index
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -91,27 +87,17 @@ class _EventLoop:
         self.stopped: asyncio.Event | None = None
         self.ready = threading.Event()
         self.connections = 0  # live connections (acceptor and loop: under the server's _accept_lock)
-        self.transports: set[asyncio.BaseTransport] = set()  # closed when the server stops
         self.plans = PlanCache()  # cleared (from any thread) when the models change
-        self.heads: dict[bytes, tuple[str, str, str, bool, Mapping[str, str]]] = {}
         self.routes: dict[str, tuple[str, str | None] | None] = {}  # request path -> infer route
-        self.free_buffers: list[bytearray] = []  # idle connection buffers (take_buffer, give_buffer)
-        self.completions: list[tuple[Response, _Reply]] = []  # answers handed over by engine workers
-        self.completions_lock = threading.Lock()
-        self.wake_pending = False
         self.kicked: set[Engine] = set()  # inline engines with a run_ready call scheduled
         self.timers: dict[Engine, asyncio.TimerHandle] = {}  # inline engines waiting for a queue delay
-
-    def take_buffer(self) -> bytearray:
-        """A connection buffer: a recycled one (already grown to the usual request size) or a new one."""
-        pool = self.free_buffers
-        return pool.pop() if pool else bytearray(_INITIAL_BUFFER)
-
-    def give_buffer(self, buf: bytearray, max_body_bytes: int) -> None:
-        """Keep a lost connection's buffer for the next one (recycling keeps RSS flat when clients
-        reconnect: no malloc churn of body-sized buffers)."""
-        if len(self.free_buffers) < _BUFFER_POOL and len(buf) <= 2 * max_body_bytes + _INITIAL_BUFFER:
-            self.free_buffers.append(buf)
+        self.http = ConnectionGroup(
+            functools.partial(server._handle, self),
+            call=self.call,
+            lost=functools.partial(server._forget, self),
+            max_body_bytes=server.max_body_bytes,
+            alignment=IN_PLACE_ALIGNMENT,
+        )
 
     def call(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` on this loop (from any thread); False (dropped) once the loop has closed."""
@@ -152,7 +138,8 @@ class InferenceServer:
             loops = max((e.batching.instances for e in engines if e.inline), default=1)
         if loops < 1:
             raise EdgedsError(f"a server needs at least one event loop, got {loops}")
-        self._loops = [_EventLoop(i) for i in range(loops)]
+        self._loop_count = loops
+        self._loops: list[_EventLoop] = []  # made by start()
         for engine in engines:
             self._check_inline(engine)
         self._models: dict[str, Engine] = {e.name: e for e in engines}
@@ -178,13 +165,13 @@ class InferenceServer:
     @property
     def loops(self) -> int:
         """Event-loop threads (each inline engine has one instance per loop)."""
-        return len(self._loops)
+        return self._loop_count
 
     def _check_inline(self, engine: Engine) -> None:
-        if engine.inline and engine.batching.instances != len(self._loops):
+        if engine.inline and engine.batching.instances != self._loop_count:
             raise EdgedsError(
                 f"inline engine {engine.name!r} has {engine.batching.instances} instance(s) and this server "
-                f"{len(self._loops)} event loop(s): they must match (one loop runs each instance)"
+                f"{self._loop_count} event loop(s): they must match (one loop runs each instance)"
             )
 
     def _models_changed(self) -> None:
@@ -244,7 +231,7 @@ class InferenceServer:
         """
         if self._listeners:
             raise EdgedsError("the server is already started")
-        self._loops = [_EventLoop(i) for i in range(len(self._loops))]  # fresh state for every run
+        self._loops = [_EventLoop(i, self) for i in range(self._loop_count)]  # fresh state for every run
         self._start_error = None
         try:
             self._listeners = _listen(self.host, self.port)
@@ -291,8 +278,7 @@ class InferenceServer:
                 for sock in self._listeners:
                     loop.remove_reader(sock.fileno())
                     sock.close()
-            for transport in list(lp.transports):
-                transport.close()
+            lp.http.close()
             for timer in lp.timers.values():
                 timer.cancel()
             lp.timers.clear()  # they hold engines (and their pools)
@@ -328,7 +314,7 @@ class InferenceServer:
     async def _connect(self, lp: _EventLoop, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(lambda: _Connection(self, lp), conn)
+            await loop.connect_accepted_socket(lp.http.protocol, conn)
         except OSError:  # the client is gone already: no connection_lost will come
             conn.close()
             self._forget(lp)
@@ -383,13 +369,35 @@ class InferenceServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    # ------------------------------------------------------------------ HTTP
-
     # ------------------------------------------------------------------ routing
 
-    async def _dispatch(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes | memoryview
-    ) -> Response:
+    def _handle(self, lp: _EventLoop, request: Request) -> Response | None:
+        """The dispatch callback of loop ``lp``'s connections: an infer request is queued (and answered
+        when its batch has run), any other answered now."""
+        if request.method == "POST":
+            target = request.target
+            routes = lp.routes
+            if target in routes:
+                route = routes[target]
+            else:
+                route = _infer_route(target)
+                remember(routes, target, route, _ROUTE_MEMO_SIZE)
+            if route is not None:
+                try:
+                    self._infer(lp, route[0], route[1], request)
+                except HttpError as exc:
+                    return error_response(exc.status, str(exc))
+                except RequestError as exc:
+                    return error_response(400, str(exc))
+                except ServiceUnavailable as exc:
+                    return error_response(503, str(exc))
+                except Exception as exc:  # the server keeps serving whatever one request does
+                    return error_response(500, f"{type(exc).__name__}: {exc}")
+                return None
+        return self._answer(request.method, request.target)
+
+    def _answer(self, method: str, target: str) -> Response:
+        """The response to a request other than infer."""
         path = target.split("?", 1)[0].rstrip("/") or "/"
         parts = path.split("/")[1:]
         try:
@@ -402,7 +410,7 @@ class InferenceServer:
                 action = rest[0] if rest else ""
                 if len(rest) > 1:
                     raise HttpError(404, f"not found: {path}")
-                if action == "infer":  # POST infer takes the fast path in _Connection
+                if action == "infer":  # POST infer is queued by _handle
                     raise HttpError(405, "use POST for infer")
                 if method != "GET":
                     raise HttpError(405, f"use GET for {path}")
@@ -467,38 +475,28 @@ class InferenceServer:
 
     # ------------------------------------------------------------------ infer
 
-    def _infer(
-        self,
-        lp: _EventLoop,
-        name: str,
-        version: str | None,
-        headers: Mapping[str, str],
-        body: bytes | memoryview,
-        finish: _Reply,
-    ) -> None:
-        """Parse, validate and queue one infer request (on loop ``lp``); its response goes to ``finish``.
+    def _infer(self, lp: _EventLoop, name: str, version: str | None, request: Request) -> None:
+        """Parse, validate and queue one infer request (on loop ``lp``); it is answered by :meth:`_complete`.
 
         Raises HttpError / RequestError / ServiceUnavailable for a request refused before queueing.
         An inline engine gets it on instance ``lp.index`` and ``lp`` runs the batch and answers
         (:meth:`_run_inline`). Otherwise the engine's worker serializes the response and sends it
-        itself when the connection allows (:meth:`_Reply.from_worker`), or ``finish(response)``
-        runs on the loop, with completions handed over in bulk (one wake-up per batch).
+        (:meth:`Request.respond_from_thread`).
         """
         engine = self._engine(name, version)
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", ""):
-            body = _decompress(body, encoding, self.max_body_bytes)
-        plan = lp.plans.plan(engine, body, headers.get("inference-header-content-length"))
+        body = request.body
+        header_length = request.headers.get("inference-header-content-length")
+        plan = lp.plans.plan(engine, body, header_length)
         inputs = plan.inputs(body)
         for _ in range(3):
             target = engine
 
             def done(req: InferRequest, target: Engine = target, plan: InferPlan = plan) -> None:
-                self._complete(req, target, plan, finish)
+                self._complete(lp, req, target, plan, request)
 
             try:
                 inline = engine.inline
-                request = engine.submit(
+                queued = engine.submit(
                     inputs,
                     priority=plan.priority,
                     timeout_us=plan.timeout_us,
@@ -507,7 +505,7 @@ class InferenceServer:
                     checked_batch=plan.batch,
                 )
                 if plan.batch is None and not plan.inline:  # checked once: the same layout passes again
-                    plan.batch = request.batch
+                    plan.batch = queued.batch
                 if inline:
                     self._kick(lp, engine)
                 return
@@ -517,7 +515,7 @@ class InferenceServer:
                     raise
                 engine = replacement
                 # the plan checked the outputs against the old engine's: check them again
-                plan = lp.plans.plan(engine, body, headers.get("inference-header-content-length"))
+                plan = lp.plans.plan(engine, body, header_length)
         raise ServiceUnavailable(f"model {name!r} was replaced three times while this request was queued; retry")
 
     def _kick(self, lp: _EventLoop, engine: Engine) -> None:
@@ -555,13 +553,12 @@ class InferenceServer:
         lp.timers.pop(engine, None)
         self._run_inline(lp, engine)
 
-    def _complete(self, req: InferRequest, engine: Engine, plan: InferPlan, finish: _Reply) -> None:
-        """Serialize the response where the batch ran. On the connection's own loop (an inline
-        engine) answer at once; on an engine worker send it from there when the connection allows
-        (:meth:`_Reply.from_worker`), otherwise hand it to the loop, one wake-up per batch."""
+    def _complete(self, lp: _EventLoop, req: InferRequest, engine: Engine, plan: InferPlan, request: Request) -> None:
+        """Serialize the response where the batch ran: on the connection's own loop (an inline engine)
+        answer at once, on an engine worker answer from there (:meth:`Request.respond_from_thread`)."""
         try:
             if req.error is None:
-                response = plan.respond(engine, req.outputs, _keep_alive_head)
+                response = plan.respond(engine, req.outputs, keep_alive_head)
             elif isinstance(req.error, RequestError):
                 response = error_response(400, str(req.error))
             elif isinstance(req.error, ServiceUnavailable):
@@ -572,51 +569,10 @@ class InferenceServer:
             response = error_response(500, f"{type(exc).__name__}: {exc}")
         finally:
             req.release()  # the views were serialized into the response (or not needed)
-        lp = finish.connection._lp
         if lp.ident == threading.get_ident():
-            finish(response)
-            return
-        if finish.from_worker(response):
-            return
-        with lp.completions_lock:
-            lp.completions.append((response, finish))
-            if lp.wake_pending:
-                return
-            lp.wake_pending = True
-        lp.call(lambda: self._drain_completions(lp))
-
-    @staticmethod
-    def _drain_completions(lp: _EventLoop) -> None:
-        with lp.completions_lock:
-            items = list(lp.completions)
-            lp.completions.clear()
-            lp.wake_pending = False
-        for response, finish in items:
-            finish(response)
-
-    def _start_infer(
-        self, lp: _EventLoop, path: str, headers: Mapping[str, str], body: memoryview, finish: _Reply
-    ) -> bool:
-        """Fast path for ``POST .../infer`` (no task, no future). False if ``path`` is not an infer route."""
-        routes = lp.routes
-        if path in routes:
-            route = routes[path]
+            request.respond(response)
         else:
-            route = _infer_route(path)
-            remember(routes, path, route, _HEAD_MEMO_SIZE)
-        if route is None:
-            return False
-        try:
-            self._infer(lp, route[0], route[1], headers, body, finish)
-        except HttpError as exc:
-            finish(error_response(exc.status, str(exc)))
-        except RequestError as exc:
-            finish(error_response(400, str(exc)))
-        except ServiceUnavailable as exc:
-            finish(error_response(503, str(exc)))
-        except Exception as exc:  # the server keeps serving whatever one request does
-            finish(error_response(500, f"{type(exc).__name__}: {exc}"))
-        return True
+            request.respond_from_thread(response)
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:

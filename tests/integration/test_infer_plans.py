@@ -14,8 +14,8 @@ import pytest
 
 from edgeds.config import Batching
 from edgeds.runtime import Engine, InferenceServer
-from edgeds.runtime.http1 import _http_bytes, _keep_alive_head
-from edgeds.runtime.oip import HttpError, PlanCache, infer_response
+from edgeds.runtime.http1 import HttpError, http_bytes, keep_alive_head
+from edgeds.runtime.oip import PlanCache, infer_response
 from edgeds.runtime.testing import tiny_classifier
 
 ort = pytest.importorskip("onnxruntime")
@@ -175,14 +175,14 @@ def test_a_response_from_a_kept_head_is_byte_for_byte_the_rendered_one(engine: E
     plan = cache.plan(engine, body, str(len(header)))
     assert cache.plan(engine, body, str(len(header))) is plan
     outputs = {"logits": np.arange(10, dtype=np.float32).reshape(2, 5)}
-    first = plan.respond(engine, outputs, _keep_alive_head)  # renders, and keeps the head
-    kept = plan.respond(engine, outputs, _keep_alive_head)
+    first = plan.respond(engine, outputs, keep_alive_head)  # renders, and keeps the head
+    kept = plan.respond(engine, outputs, keep_alive_head)
     assert first.head is None and kept.head is not None
     rendered = infer_response(engine, "a", outputs, plan.wanted)
     for keep_alive in (True, False):
-        assert _http_bytes(kept, keep_alive) == _http_bytes(rendered, keep_alive)
+        assert http_bytes(kept, keep_alive) == http_bytes(rendered, keep_alive)
     other = {"logits": np.arange(15, dtype=np.float32).reshape(3, 5)}  # another layout: not the kept head
-    assert _http_bytes(plan.respond(engine, other, _keep_alive_head), True) == _http_bytes(
+    assert http_bytes(plan.respond(engine, other, keep_alive_head), True) == http_bytes(
         infer_response(engine, "a", other, plan.wanted), True
     )
 
@@ -197,18 +197,19 @@ def test_a_malformed_header_is_refused_and_not_kept(engine: Engine) -> None:
 
 def test_parsed_heads_and_routes_are_kept_for_reuse_and_stay_bounded(server: InferenceServer) -> None:
     """Each request's own head and path decide its answer, however many distinct ones came before."""
-    from edgeds.runtime import http1 as server_module
+    from edgeds.runtime import http1
+    from edgeds.runtime import server as server_module
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        for i in range(server_module._HEAD_MEMO_SIZE + 40):
+        for i in range(max(http1._HEAD_MEMO_SIZE, server_module._ROUTE_MEMO_SIZE) + 40):
             if i % 2:
                 request = f"GET /v2/health/live HTTP/1.1\r\nHost: h{i}\r\n\r\n"
             else:
                 request = f"POST /v2/models/nope{i}/infer HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{{}}"
             status, _, body = exchange(sock, request.encode())
             assert (status == 200) if i % 2 else (status == 400 and f"nope{i}".encode() in body)
-    assert 0 < len(server._loops[0].heads) <= server_module._HEAD_MEMO_SIZE
-    assert 0 < len(server._loops[0].routes) <= server_module._HEAD_MEMO_SIZE
+    assert 0 < len(server._loops[0].http.heads) <= http1._HEAD_MEMO_SIZE
+    assert 0 < len(server._loops[0].routes) <= server_module._ROUTE_MEMO_SIZE
 
 
 def test_plans_let_a_swapped_out_engine_go_and_answers_come_from_its_replacement(model: Path) -> None:
