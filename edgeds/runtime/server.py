@@ -30,7 +30,6 @@ import functools
 import gc
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
@@ -43,7 +42,7 @@ from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .engine import Engine, EngineDraining, InferRequest
 from .http1 import (
     DEFAULT_MAX_BODY,
-    ConnectionGroup,
+    Dispatch,
     HttpError,
     Request,
     Response,
@@ -51,6 +50,7 @@ from .http1 import (
     json_response,
     keep_alive_head,
 )
+from .loops import EventLoop, EventLoops
 from .memo import remember
 from .oip import InferPlan, PlanCache
 from .views import model_config, model_metadata, model_stats, prometheus_text
@@ -71,44 +71,22 @@ class SwapReport:
     drain_s: float
 
 
-class _EventLoop:
-    """One event-loop thread of the server and the state only that thread touches.
+class _Lane:
+    """The server's side of one event loop: the infer plans and routes its requests reuse, and its
+    instance of each inline engine, whose batches it runs between its polls (:meth:`InferenceServer._run_inline`).
 
     Loop ``index`` runs instance ``index`` of every inline engine: requests that arrive on its
-    connections go to that instance's queue, and the loop runs its batches between polls
-    (:meth:`InferenceServer._run_inline`). ``connections`` is read by the acceptor to balance them.
+    connections go to that instance's queue. Used on the loop's thread, but ``plans`` is cleared from
+    any thread when the models change.
     """
 
-    def __init__(self, index: int, server: InferenceServer) -> None:
-        self.index = index
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
-        self.ident = -1  # the thread's ident once it runs
-        self.stopped: asyncio.Event | None = None
-        self.ready = threading.Event()
-        self.connections = 0  # live connections (acceptor and loop: under the server's _accept_lock)
-        self.plans = PlanCache()  # cleared (from any thread) when the models change
+    def __init__(self, lp: EventLoop) -> None:
+        self.lp = lp
+        self.index = lp.index
+        self.plans = PlanCache()
         self.routes: dict[str, tuple[str, str | None] | None] = {}  # request path -> infer route
         self.kicked: set[Engine] = set()  # inline engines with a run_ready call scheduled
         self.timers: dict[Engine, asyncio.TimerHandle] = {}  # inline engines waiting for a queue delay
-        self.http = ConnectionGroup(
-            functools.partial(server._handle, self),
-            call=self.call,
-            lost=functools.partial(server._forget, self),
-            max_body_bytes=server.max_body_bytes,
-            alignment=IN_PLACE_ALIGNMENT,
-        )
-
-    def call(self, callback: Callable[[], None]) -> bool:
-        """Run ``callback`` on this loop (from any thread); False (dropped) once the loop has closed."""
-        loop = self.loop
-        if loop is None:
-            return False
-        try:
-            loop.call_soon_threadsafe(callback)
-        except RuntimeError:
-            return False
-        return True
 
 
 class InferenceServer:
@@ -139,7 +117,8 @@ class InferenceServer:
         if loops < 1:
             raise EdgedsError(f"a server needs at least one event loop, got {loops}")
         self._loop_count = loops
-        self._loops: list[_EventLoop] = []  # made by start()
+        self._loops: EventLoops | None = None  # while started
+        self._lanes: list[_Lane] = []  # one per loop, made by start()
         for engine in engines:
             self._check_inline(engine)
         self._models: dict[str, Engine] = {e.name: e for e in engines}
@@ -151,9 +130,6 @@ class InferenceServer:
         self.name = name
         self.switch_interval_s = switch_interval_s
         self._swap_lock = threading.Lock()
-        self._accept_lock = threading.Lock()
-        self._listeners: list[socket.socket] = []
-        self._start_error: BaseException | None = None
         self._started_at = time.time()
 
     # ------------------------------------------------------------------ models
@@ -175,8 +151,8 @@ class InferenceServer:
             )
 
     def _models_changed(self) -> None:
-        for lp in self._loops:  # the plans hold the engines: let the old ones go
-            lp.plans.clear()
+        for lane in self._lanes:  # the plans hold the engines: let the old ones go
+            lane.plans.clear()
 
     def add_model(self, engine: Engine) -> None:
         """Serve a started engine under ``engine.name`` (replaces nothing; see :meth:`swap_model`)."""
@@ -229,114 +205,45 @@ class InferenceServer:
         current one): an engine worker or another loop must get the GIL back as soon as it needs
         it, not after a thread's 5 ms default slice.
         """
-        if self._listeners:
+        if self._loops is not None:
             raise EdgedsError("the server is already started")
-        self._loops = [_EventLoop(i, self) for i in range(self._loop_count)]  # fresh state for every run
-        self._start_error = None
+        lanes: list[_Lane] = []  # fresh state for every run
+
+        def dispatch(lp: EventLoop) -> Dispatch:
+            lanes.append(_Lane(lp))
+            return functools.partial(self._handle, lanes[-1])
+
+        loops = EventLoops(self._loop_count, dispatch, max_body_bytes=self.max_body_bytes, alignment=IN_PLACE_ALIGNMENT)
+        self._lanes = lanes
         try:
-            self._listeners = _listen(self.host, self.port)
+            self.port = loops.bind(self.host, self.port)
         except OSError as exc:
             raise EdgedsError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
-        self.port = int(self._listeners[0].getsockname()[1])
         if self.switch_interval_s and sys.getswitchinterval() > self.switch_interval_s:
             sys.setswitchinterval(self.switch_interval_s)
         # everything loaded so far (libraries, models) is long-lived: keep it out of the GC's scans,
         # which otherwise walk hundreds of thousands of objects every few thousand requests
         gc.collect()
         gc.freeze()
-        for lp in self._loops:
-            name = "oip-server" if len(self._loops) == 1 else f"oip-server-{lp.index}"
-            lp.thread = threading.Thread(target=self._thread_main, args=(lp,), name=name, daemon=True)
-            lp.thread.start()
-            lp.ready.wait()
-        if self._start_error is not None:
-            self.stop()
-            raise EdgedsError(f"cannot serve on {self.host}:{self.port}: {self._start_error}")
-        return self
-
-    def _thread_main(self, lp: _EventLoop) -> None:
+        self._loops = loops
         try:
-            asyncio.run(self._main(lp))
-        except BaseException as exc:  # reported by start(), or the loop just stopped
-            if not lp.ready.is_set():
-                self._start_error = exc
-        finally:
-            lp.ready.set()
-
-    async def _main(self, lp: _EventLoop) -> None:
-        loop = lp.loop = asyncio.get_running_loop()
-        lp.ident = threading.get_ident()
-        lp.stopped = asyncio.Event()
-        if lp.index == 0:  # the first loop accepts for all of them
-            for sock in self._listeners:
-                loop.add_reader(sock.fileno(), self._accept, sock)
-        lp.ready.set()
-        try:
-            await lp.stopped.wait()
-        finally:
-            if lp.index == 0:
-                for sock in self._listeners:
-                    loop.remove_reader(sock.fileno())
-                    sock.close()
-            lp.http.close()
-            for timer in lp.timers.values():
-                timer.cancel()
-            lp.timers.clear()  # they hold engines (and their pools)
-            lp.kicked.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        """Loop 0: accept every waiting connection and give each to the loop with the fewest."""
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. out of descriptors: the client is refused, the server goes on
-                _log.warning("accept failed: %s", exc)
-                return
-            conn.setblocking(False)
-            with self._accept_lock:
-                lp = min(self._loops, key=lambda candidate: candidate.connections)
-                lp.connections += 1
-            if not lp.call(functools.partial(self._adopt, lp, conn)):
-                conn.close()  # that loop has stopped: the server is stopping
-                self._forget(lp)
-
-    def _adopt(self, lp: _EventLoop, conn: socket.socket) -> None:
-        """On ``lp``: make an accepted socket one of its connections."""
-        loop = lp.loop
-        if loop is None or lp.stopped is None or lp.stopped.is_set():
-            conn.close()
-            self._forget(lp)
-            return
-        loop.create_task(self._connect(lp, conn))
-
-    async def _connect(self, lp: _EventLoop, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.connect_accepted_socket(lp.http.protocol, conn)
-        except OSError:  # the client is gone already: no connection_lost will come
-            conn.close()
-            self._forget(lp)
-        except asyncio.CancelledError:  # the loop is stopping
-            conn.close()
-            self._forget(lp)
+            loops.start()
+        except EdgedsError:
+            self._loops = None
             raise
-
-    def _forget(self, lp: _EventLoop) -> None:
-        with self._accept_lock:
-            lp.connections -= 1
+        return self
 
     def serve_forever(self, close_engines: bool = False, drain_timeout_s: float = 10.0) -> None:
         """Start (unless started) and block until SIGINT/SIGTERM or :meth:`stop`, then stop
         (with ``close_engines``: drain and close the engines first, see :meth:`stop`)."""
-        if not self._listeners:
+        if self._loops is None:
             self.start()
+        loops = self._loops
         done = threading.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: done.set())
-        while not done.is_set() and all(lp.thread is not None and lp.thread.is_alive() for lp in self._loops):
+        while not done.is_set() and loops is not None and loops.alive:
             done.wait(0.5)
         self.stop(close_engines, drain_timeout_s)
 
@@ -347,23 +254,20 @@ class InferenceServer:
         (new requests meanwhile get 503). Once the loops have stopped nobody runs an inline engine's
         queue, and no connection is left to answer: such an engine is closed at once. The accepting
         loop stops first, so no connection is handed to a loop that has stopped."""
-        running = any(lp.thread is not None and lp.thread.is_alive() for lp in self._loops)
+        loops = self._loops
+        running = loops is not None and loops.running
         if close_engines:
             for engine in list(self._models.values()):
                 if engine.inline and not running:
                     engine.close()
                 else:
                     engine.drain(drain_timeout_s)
-        for lp in self._loops:  # loop 0, the acceptor, first
-            stopped = lp.stopped
-            if stopped is not None:
-                lp.call(stopped.set)
-            if lp.thread is not None:
-                lp.thread.join(timeout=10)
-                lp.thread = None
-        for sock in self._listeners:  # when a loop could not close them
-            sock.close()
-        self._listeners = []
+        if loops is not None:
+            loops.stop()
+            self._loops = None
+        for lane in self._lanes:  # the loops are gone: what they had scheduled never runs
+            lane.timers.clear()  # they hold engines (and their pools)
+            lane.kicked.clear()
 
     @property
     def url(self) -> str:
@@ -371,12 +275,12 @@ class InferenceServer:
 
     # ------------------------------------------------------------------ routing
 
-    def _handle(self, lp: _EventLoop, request: Request) -> Response | None:
-        """The dispatch callback of loop ``lp``'s connections: an infer request is queued (and answered
+    def _handle(self, lane: _Lane, request: Request) -> Response | None:
+        """The dispatch callback of ``lane``'s connections: an infer request is queued (and answered
         when its batch has run), any other answered now."""
         if request.method == "POST":
             target = request.target
-            routes = lp.routes
+            routes = lane.routes
             if target in routes:
                 route = routes[target]
             else:
@@ -384,7 +288,7 @@ class InferenceServer:
                 remember(routes, target, route, _ROUTE_MEMO_SIZE)
             if route is not None:
                 try:
-                    self._infer(lp, route[0], route[1], request)
+                    self._infer(lane, route[0], route[1], request)
                 except HttpError as exc:
                     return error_response(exc.status, str(exc))
                 except RequestError as exc:
@@ -475,24 +379,24 @@ class InferenceServer:
 
     # ------------------------------------------------------------------ infer
 
-    def _infer(self, lp: _EventLoop, name: str, version: str | None, request: Request) -> None:
-        """Parse, validate and queue one infer request (on loop ``lp``); it is answered by :meth:`_complete`.
+    def _infer(self, lane: _Lane, name: str, version: str | None, request: Request) -> None:
+        """Parse, validate and queue one infer request (on ``lane``'s loop); :meth:`_complete` answers it.
 
         Raises HttpError / RequestError / ServiceUnavailable for a request refused before queueing.
-        An inline engine gets it on instance ``lp.index`` and ``lp`` runs the batch and answers
+        An inline engine gets it on instance ``lane.index`` and the lane's loop runs the batch and answers
         (:meth:`_run_inline`). Otherwise the engine's worker serializes the response and sends it
         (:meth:`Request.respond_from_thread`).
         """
         engine = self._engine(name, version)
         body = request.body
         header_length = request.headers.get("inference-header-content-length")
-        plan = lp.plans.plan(engine, body, header_length)
+        plan = lane.plans.plan(engine, body, header_length)
         inputs = plan.inputs(body)
         for _ in range(3):
             target = engine
 
             def done(req: InferRequest, target: Engine = target, plan: InferPlan = plan) -> None:
-                self._complete(lp, req, target, plan, request)
+                self._complete(lane, req, target, plan, request)
 
             try:
                 inline = engine.inline
@@ -501,13 +405,13 @@ class InferenceServer:
                     priority=plan.priority,
                     timeout_us=plan.timeout_us,
                     callback=done,
-                    instance=lp.index if inline else None,
+                    instance=lane.index if inline else None,
                     checked_batch=plan.batch,
                 )
                 if plan.batch is None and not plan.inline:  # checked once: the same layout passes again
                     plan.batch = queued.batch
                 if inline:
-                    self._kick(lp, engine)
+                    self._kick(lane, engine)
                 return
             except EngineDraining:
                 replacement = self._models.get(name)
@@ -515,45 +419,45 @@ class InferenceServer:
                     raise
                 engine = replacement
                 # the plan checked the outputs against the old engine's: check them again
-                plan = lp.plans.plan(engine, body, header_length)
+                plan = lane.plans.plan(engine, body, header_length)
         raise ServiceUnavailable(f"model {name!r} was replaced three times while this request was queued; retry")
 
-    def _kick(self, lp: _EventLoop, engine: Engine) -> None:
-        """On ``lp``: have it look at its instance of inline ``engine`` once it has polled its sockets."""
-        if engine not in lp.kicked and lp.loop is not None:
-            lp.kicked.add(engine)
-            lp.loop.call_soon(self._run_inline, lp, engine)
+    def _kick(self, lane: _Lane, engine: Engine) -> None:
+        """On ``lane``'s loop: have it look at its instance of inline ``engine`` once it has polled its sockets."""
+        if engine not in lane.kicked and lane.lp.loop is not None:
+            lane.kicked.add(engine)
+            lane.lp.loop.call_soon(self._run_inline, lane, engine)
 
-    def _run_inline(self, lp: _EventLoop, engine: Engine) -> None:
-        """On ``lp``: run at most one batch of its instance of ``engine``, then poll again (a batch
+    def _run_inline(self, lane: _Lane, engine: Engine) -> None:
+        """On ``lane``'s loop: run at most one batch of its instance of ``engine``, then poll again (a batch
         formed only now takes the requests that arrived while the last one ran), or wait for the
         queue delay the batcher names."""
-        lp.kicked.discard(engine)
+        lane.kicked.discard(engine)
         try:
-            wake = engine.run_ready(lp.index)
+            wake = engine.run_ready(lane.index)
         except Exception:  # a bug: the engine answers a failed batch itself; the loop must go on
             _log.exception("running an inline batch of %r failed", engine.name)
-            self._kick(lp, engine)  # what else is queued on this instance must not wait for the next request
+            self._kick(lane, engine)  # what else is queued on this instance must not wait for the next request
             return
         if wake is None:
             return
         if wake == 0:
-            self._kick(lp, engine)
+            self._kick(lane, engine)
             return
         when = wake / 1e9  # asyncio's clock is time.monotonic, the batcher's monotonic_ns
-        timer = lp.timers.get(engine)
+        timer = lane.timers.get(engine)
         if timer is not None:
             if not timer.cancelled() and timer.when() <= when:
                 return
             timer.cancel()
-        assert lp.loop is not None  # we are running on it
-        lp.timers[engine] = lp.loop.call_at(when, self._delay_over, lp, engine)
+        assert lane.lp.loop is not None  # we are running on it
+        lane.timers[engine] = lane.lp.loop.call_at(when, self._delay_over, lane, engine)
 
-    def _delay_over(self, lp: _EventLoop, engine: Engine) -> None:
-        lp.timers.pop(engine, None)
-        self._run_inline(lp, engine)
+    def _delay_over(self, lane: _Lane, engine: Engine) -> None:
+        lane.timers.pop(engine, None)
+        self._run_inline(lane, engine)
 
-    def _complete(self, lp: _EventLoop, req: InferRequest, engine: Engine, plan: InferPlan, request: Request) -> None:
+    def _complete(self, lane: _Lane, req: InferRequest, engine: Engine, plan: InferPlan, request: Request) -> None:
         """Serialize the response where the batch ran: on the connection's own loop (an inline engine)
         answer at once, on an engine worker answer from there (:meth:`Request.respond_from_thread`)."""
         try:
@@ -569,29 +473,10 @@ class InferenceServer:
             response = error_response(500, f"{type(exc).__name__}: {exc}")
         finally:
             req.release()  # the views were serialized into the response (or not needed)
-        if lp.ident == threading.get_ident():
+        if lane.lp.ident == threading.get_ident():
             request.respond(response)
         else:
             request.respond_from_thread(response)
-
-
-def _listen(host: str, port: int) -> list[socket.socket]:
-    """Non-blocking listening sockets for every address ``host`` resolves to (as asyncio's
-    ``create_server``; with port 0 the first address picks the port and the others take it too)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    try:
-        for family, _, _, _, address in dict.fromkeys(infos):
-            if port == 0 and sockets:
-                address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            # SO_REUSEADDR, and IPV6_V6ONLY for an IPv6 address, as asyncio's create_server
-            sockets.append(socket.create_server(address, family=family, backlog=1024))
-            sockets[-1].setblocking(False)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 def _infer_route(path: str) -> tuple[str, str | None] | None:

@@ -115,7 +115,7 @@ def test_one_plan_serves_every_body_with_the_same_header_and_each_gets_its_own_a
             assert status == 200, body
             _, got = logits(fields, body)
             np.testing.assert_allclose(got, reference(model, x), rtol=1e-5, atol=1e-5)
-    assert len(parsed) == 1 and len(server._loops[0].plans) == 1  # twelve requests, one header: parsed once
+    assert len(parsed) == 1 and len(server._lanes[0].plans) == 1  # twelve requests, one header: parsed once
 
 
 def test_a_known_header_on_a_longer_body_is_checked_again(server: InferenceServer) -> None:
@@ -128,7 +128,7 @@ def test_a_known_header_on_a_longer_body_is_checked_again(server: InferenceServe
 
 
 def test_ids_are_echoed_per_request_and_the_plans_stay_bounded(server: InferenceServer) -> None:
-    server._loops[0].plans.size = 4
+    server._lanes[0].plans.size = 4
     x = np.zeros((1, 3, SIZE, SIZE), dtype=np.float32)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for i in range(10):
@@ -136,7 +136,7 @@ def test_ids_are_echoed_per_request_and_the_plans_stay_bounded(server: Inference
                 status, fields, body = exchange(sock, binary_request(x, id=f"req-{i}"))
                 header, _ = logits(fields, body)
                 assert status == 200 and header["id"] == f"req-{i}", (turn, header)
-                assert len(server._loops[0].plans) <= 4
+                assert len(server._lanes[0].plans) <= 4
 
 
 def test_batches_of_other_sizes_and_json_outputs_get_their_own_layout(server: InferenceServer, model: Path) -> None:
@@ -208,8 +208,8 @@ def test_parsed_heads_and_routes_are_kept_for_reuse_and_stay_bounded(server: Inf
                 request = f"POST /v2/models/nope{i}/infer HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{{}}"
             status, _, body = exchange(sock, request.encode())
             assert (status == 200) if i % 2 else (status == 400 and f"nope{i}".encode() in body)
-    assert 0 < len(server._loops[0].http.heads) <= http1._HEAD_MEMO_SIZE
-    assert 0 < len(server._loops[0].routes) <= server_module._ROUTE_MEMO_SIZE
+    assert 0 < len(server._lanes[0].lp.http.heads) <= http1._HEAD_MEMO_SIZE
+    assert 0 < len(server._lanes[0].routes) <= server_module._ROUTE_MEMO_SIZE
 
 
 def test_plans_let_a_swapped_out_engine_go_and_answers_come_from_its_replacement(model: Path) -> None:
@@ -225,10 +225,10 @@ def test_plans_let_a_swapped_out_engine_go_and_answers_come_from_its_replacement
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
             assert logits(*exchange(sock, binary_request(x))[1:])[0]["model_version"] == "1"
-            assert [key[0] for key in srv._loops[0].plans._plans] == [old]
+            assert [key[0] for key in srv._lanes[0].plans._plans] == [old]
             srv.swap_model(start("2"))
-            assert len(srv._loops[0].plans) == 0
+            assert len(srv._lanes[0].plans) == 0
             assert logits(*exchange(sock, binary_request(x))[1:])[0]["model_version"] == "2"
-            assert all(key[0] is not old for key in srv._loops[0].plans._plans)
+            assert all(key[0] is not old for key in srv._lanes[0].plans._plans)
     finally:
         srv.stop(close_engines=True)

@@ -620,7 +620,7 @@ def test_inline_engines_and_event_loops_must_match(model: Path) -> None:
             conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10) for _ in range(2)]
             for conn in conns:  # both open at once: one on each loop
                 conn.connect()
-            _wait_for(lambda: [lp.connections for lp in srv._loops] == [1, 1])
+            _wait_for(lambda: [lane.lp.connections for lane in srv._lanes] == [1, 1])
             for conn in conns:
                 conn.request("POST", "/v2/models/tiny/infer", body=body, headers=headers)
                 resp = conn.getresponse()
