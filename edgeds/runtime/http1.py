@@ -53,7 +53,7 @@ import numpy as np
 from .chunked import ChunkedBodyError, ChunkedDecoder
 from .memo import remember
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _DISCARD_LIMIT = 1024 * 1024 * 1024
@@ -368,9 +368,9 @@ class _Connection(asyncio.BufferedProtocol):
                     continue
             try:
                 response = self._dispatch(Request(self, method, target, headers, body, keep_alive))
-            except Exception:  # a bug in the handler: this connection and the others go on
-                _log.exception("the handler of %s %s failed; answered 500", method, target)
-                response = error_response(500, "internal server error")
+            except Exception as exc:  # a bug in the handler: 500 for this request; the connection goes on
+                log.exception("the handler of %s %s failed (answered 500)", method, target)
+                response = error_response(500, f"{type(exc).__name__}: {exc}")
             if response is not None:
                 self._finish(response, keep_alive, body)
             # answered -> parse on; to be answered later -> _busy ends the loop

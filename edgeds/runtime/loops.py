@@ -23,7 +23,7 @@ from collections.abc import Callable
 from ..errors import EdgedsError
 from .http1 import ConnectionGroup, Dispatch
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class EventLoop:
@@ -165,7 +165,7 @@ class EventLoops:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. out of descriptors: the client is refused, the server goes on
-                _log.warning("accept failed: %s", exc)
+                log.warning("accept failed: %s", exc)
                 return
             conn.setblocking(False)
             with self._accept_lock:

@@ -17,7 +17,8 @@ with ``binary_data`` / ``binary_data_output``).
 Errors are non-200 with ``{"error": "..."}``: 400 for a bad request (unknown model / input /
 output, wrong shape or dtype, malformed JSON or binary header, body over ``max_body_bytes``),
 503 when the queue is full, a request times out or the model is being replaced, 404 for an
-unknown path.
+unknown path, 405 for a wrong method, 500 when the model fails or for a bug (an exception outside
+the edgeds error tree, logged with its traceback).
 
 Responses are serialized straight from the engine's output views, which are released right
 after. Model replacement without downtime: :meth:`InferenceServer.swap_model`.
@@ -55,7 +56,7 @@ from .memo import remember
 from .oip import InferPlan, PlanCache
 from .views import model_config, model_metadata, model_stats, prometheus_text
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _ROUTE_MEMO_SIZE = 256  # infer routes kept per loop by request path; the oldest goes first
 
@@ -277,86 +278,73 @@ class InferenceServer:
 
     def _handle(self, lane: _Lane, request: Request) -> Response | None:
         """The dispatch callback of ``lane``'s connections: an infer request is queued (and answered
-        when its batch has run), any other answered now."""
-        if request.method == "POST":
-            target = request.target
-            routes = lane.routes
-            if target in routes:
-                route = routes[target]
-            else:
-                route = _infer_route(target)
-                remember(routes, target, route, _ROUTE_MEMO_SIZE)
-            if route is not None:
-                try:
+        when its batch has run), any other answered now. A request refused or failed with an HttpError
+        or an EdgedsError is answered by :func:`_error_response`; any other exception is a bug and
+        escapes to the HTTP layer, which logs it with its traceback and answers 500."""
+        try:
+            if request.method == "POST":
+                target = request.target
+                routes = lane.routes
+                if target in routes:
+                    route = routes[target]
+                else:
+                    route = _infer_route(target)
+                    remember(routes, target, route, _ROUTE_MEMO_SIZE)
+                if route is not None:
                     self._infer(lane, route[0], route[1], request)
-                except HttpError as exc:
-                    return error_response(exc.status, str(exc))
-                except RequestError as exc:
-                    return error_response(400, str(exc))
-                except ServiceUnavailable as exc:
-                    return error_response(503, str(exc))
-                except Exception as exc:  # the server keeps serving whatever one request does
-                    return error_response(500, f"{type(exc).__name__}: {exc}")
-                return None
-        return self._answer(request.method, request.target)
+                    return None
+            return self._answer(request.method, request.target)
+        except (HttpError, EdgedsError) as exc:
+            return _error_response(exc)
 
     def _answer(self, method: str, target: str) -> Response:
         """The response to a request other than infer."""
         path = target.split("?", 1)[0].rstrip("/") or "/"
         parts = path.split("/")[1:]
-        try:
-            if parts[:1] == ["v2"] and len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
-                name = parts[2]
-                rest = parts[3:]
-                version = None
-                if rest[:1] == ["versions"] and len(rest) >= 2:
-                    version, rest = rest[1], rest[2:]
-                action = rest[0] if rest else ""
-                if len(rest) > 1:
-                    raise HttpError(404, f"not found: {path}")
-                if action == "infer":  # POST infer is queued by _handle
-                    raise HttpError(405, "use POST for infer")
-                if method != "GET":
-                    raise HttpError(405, f"use GET for {path}")
-                engine = self._engine(name, version)
-                if action == "":
-                    return json_response(200, model_metadata(engine))
-                if action == "ready":
-                    return json_response(200 if engine.ready else 400, {"ready": engine.ready})
-                if action == "config":
-                    return json_response(200, model_config(engine))
-                if action == "stats":
-                    return json_response(200, {"model_stats": [model_stats(engine)]})
+        if parts[:1] == ["v2"] and len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
+            name = parts[2]
+            rest = parts[3:]
+            version = None
+            if rest[:1] == ["versions"] and len(rest) >= 2:
+                version, rest = rest[1], rest[2:]
+            action = rest[0] if rest else ""
+            if len(rest) > 1:
                 raise HttpError(404, f"not found: {path}")
+            if action == "infer":  # POST infer is queued by _handle
+                raise HttpError(405, "use POST for infer")
             if method != "GET":
                 raise HttpError(405, f"use GET for {path}")
-            if path == "/v2/health/live":
-                return json_response(200, {"live": True})
-            if path == "/v2/health/ready":
-                ready = bool(self._models) and all(e.ready for e in self._models.values())
-                return json_response(200 if ready else 400, {"ready": ready})
-            if path == "/v2":
-                return json_response(
-                    200,
-                    {
-                        "name": self.name,
-                        "version": __version__,
-                        "extensions": ["binary_tensor_data", "statistics", "model_configuration"],
-                    },
-                )
-            if path == "/v2/models/stats":
-                return json_response(200, {"model_stats": [model_stats(e) for e in self._models.values()]})
-            if path == "/metrics":
-                return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            engine = self._engine(name, version)
+            if action == "":
+                return json_response(200, model_metadata(engine))
+            if action == "ready":
+                return json_response(200 if engine.ready else 400, {"ready": engine.ready})
+            if action == "config":
+                return json_response(200, model_config(engine))
+            if action == "stats":
+                return json_response(200, {"model_stats": [model_stats(engine)]})
             raise HttpError(404, f"not found: {path}")
-        except HttpError as exc:
-            return error_response(exc.status, str(exc))
-        except RequestError as exc:
-            return error_response(400, str(exc))
-        except ServiceUnavailable as exc:
-            return error_response(503, str(exc))
-        except Exception as exc:  # the server keeps serving whatever one request does
-            return error_response(500, f"{type(exc).__name__}: {exc}")
+        if method != "GET":
+            raise HttpError(405, f"use GET for {path}")
+        if path == "/v2/health/live":
+            return json_response(200, {"live": True})
+        if path == "/v2/health/ready":
+            ready = bool(self._models) and all(e.ready for e in self._models.values())
+            return json_response(200 if ready else 400, {"ready": ready})
+        if path == "/v2":
+            return json_response(
+                200,
+                {
+                    "name": self.name,
+                    "version": __version__,
+                    "extensions": ["binary_tensor_data", "statistics", "model_configuration"],
+                },
+            )
+        if path == "/v2/models/stats":
+            return json_response(200, {"model_stats": [model_stats(e) for e in self._models.values()]})
+        if path == "/metrics":
+            return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        raise HttpError(404, f"not found: {path}")
 
     def _metrics(self) -> str:
         """``/metrics``: the engines' figures, then :attr:`extra_metrics`."""
@@ -436,7 +424,7 @@ class InferenceServer:
         try:
             wake = engine.run_ready(lane.index)
         except Exception:  # a bug: the engine answers a failed batch itself; the loop must go on
-            _log.exception("running an inline batch of %r failed", engine.name)
+            log.exception("running an inline batch of %r failed", engine.name)
             self._kick(lane, engine)  # what else is queued on this instance must not wait for the next request
             return
         if wake is None:
@@ -461,22 +449,34 @@ class InferenceServer:
         """Serialize the response where the batch ran: on the connection's own loop (an inline engine)
         answer at once, on an engine worker answer from there (:meth:`Request.respond_from_thread`)."""
         try:
-            if req.error is None:
-                response = plan.respond(engine, req.outputs, keep_alive_head)
-            elif isinstance(req.error, RequestError):
-                response = error_response(400, str(req.error))
-            elif isinstance(req.error, ServiceUnavailable):
-                response = error_response(503, str(req.error))
-            else:
-                response = error_response(500, f"{type(req.error).__name__}: {req.error}")
-        except Exception as exc:
-            response = error_response(500, f"{type(exc).__name__}: {exc}")
+            error = req.error  # the engine logged it if it was not an EdgedsError
+            response = plan.respond(engine, req.outputs, keep_alive_head) if error is None else _error_response(error)
+        except Exception as exc:  # a bug in serializing the answer: 500 for this request, the rest go on
+            log.exception("answering %s failed (answered 500)", request.target)
+            response = _error_response(exc)
         finally:
             req.release()  # the views were serialized into the response (or not needed)
         if lane.lp.ident == threading.get_ident():
             request.respond(response)
         else:
             request.respond_from_thread(response)
+
+
+def _error_response(exc: Exception) -> Response:
+    """The answer to a request that failed with ``exc``: the one place the server turns exceptions
+    into statuses. :class:`HttpError`: its own status; :class:`RequestError`: 400;
+    :class:`ServiceUnavailable`: 503; anything else: 500 with the exception's type and message.
+
+    Nothing is logged here: a request error or a full queue is no fault of the server, and whoever
+    catches an unexpected exception logs it with its traceback once before asking for its answer.
+    """
+    if isinstance(exc, HttpError):
+        return error_response(exc.status, str(exc))
+    if isinstance(exc, RequestError):
+        return error_response(400, str(exc))
+    if isinstance(exc, ServiceUnavailable):
+        return error_response(503, str(exc))
+    return error_response(500, f"{type(exc).__name__}: {exc}")
 
 
 def _infer_route(path: str) -> tuple[str, str | None] | None:
