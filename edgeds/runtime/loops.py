@@ -134,9 +134,11 @@ class EventLoops:
     def _thread_main(self, lp: EventLoop) -> None:
         try:
             asyncio.run(self._main(lp))
-        except BaseException as exc:  # reported by start(), or the loop just stopped
-            if not lp.ready.is_set():
-                self._start_error = exc
+        except BaseException as exc:
+            if lp.ready.is_set():  # it served, then failed: the server sees the thread gone (alive)
+                log.exception("event loop %d stopped on an error", lp.index)
+            else:
+                self._start_error = exc  # start() raises it
         finally:
             lp.ready.set()
 

@@ -353,7 +353,8 @@ class InferenceServer:
         if extra is not None:
             try:
                 text += extra()
-            except Exception as exc:  # extra figures must never break /metrics
+            except Exception as exc:  # extra figures must never break /metrics: served without them
+                log.exception("extra_metrics failed; /metrics is served without its figures")
                 text += f"# edgeds extra metrics unavailable: {type(exc).__name__}\n"
         return text
 
