@@ -144,12 +144,12 @@ class Request:
             connection._group._hand_over(self, response)
 
 
-Dispatch = Callable[[Request], "Response | None"]
+Dispatch = Callable[[Request], Response | None]
 
 
 class ConnectionGroup:
-    """The connections of one asyncio event loop and what they share: the dispatch callback, the
-    limits, the parsed-head memo and the idle connection buffers.
+    """The connections of one asyncio event loop and what they share: the dispatch callback and the
+    limits (both fixed at construction), the parsed-head memo and the idle connection buffers.
 
     Used on its loop's thread, except :meth:`Request.respond_from_thread`'s hand-over (locked).
     ``call(callback)`` must run ``callback`` on that loop from any thread and return False once it
