@@ -1,8 +1,9 @@
 """The Open Inference Protocol's (KServe v2) infer messages: a request into numpy views, outputs into a response.
 
-Transport-free: :mod:`edgeds.runtime.server` frames these bodies in HTTP. A request body is JSON,
-or, with the binary tensor extension, a JSON header of ``Inference-Header-Content-Length`` bytes
-followed by the raw little-endian tensors in input order (each with ``binary_data_size``).
+Transport-free: it reads request bodies and builds :class:`~edgeds.runtime.http1.Response` objects,
+which :mod:`edgeds.runtime.http1` frames. A request body is JSON, or, with the binary tensor
+extension, a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw
+little-endian tensors in input order (each with ``binary_data_size``).
 
 :class:`InferPlan` is what one JSON header says, parsed and checked once. Clients send the same
 header bytes for every request of one shape (``tritonclient`` does), so :class:`PlanCache` keeps
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .http1 import HttpError, Response
+from .memo import remember
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -58,34 +62,6 @@ PLAN_CACHE_SIZE = 256  # headers remembered per server; the oldest is forgotten 
 _HEADS_PER_PLAN = 16  # response heads remembered per plan (one per output layout)
 
 
-class HttpError(Exception):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Response:
-    """An answer before HTTP framing. ``head``, when set, is its whole HTTP head for a keep-alive
-    connection, rendered in advance (:meth:`InferPlan.respond`)."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    header_length: int | None = None
-    head: bytes | None = None
-
-
-def json_response(status: int, payload: Any) -> Response:
-    return Response(status, json.dumps(payload, separators=(",", ":")).encode())
-
-
-def error_response(status: int, message: str) -> Response:
-    return json_response(status, {"error": message})
-
-
 def oip_datatype(dtype: str) -> str:
     """KServe v2 datatype of a numpy dtype name (``float32`` -> ``FP32``)."""
     return NUMPY_TO_OIP.get(dtype, "BYTES")
@@ -113,14 +89,6 @@ class _Binary:
     def view(self, body: bytes | memoryview) -> np.ndarray:
         """This input as a numpy view of ``body`` (no copy)."""
         return np.frombuffer(body, dtype=self.dtype, count=self.count, offset=self.offset).reshape(self.shape)
-
-
-def remember(memo: dict[Any, Any], key: Any, value: Any, size: int) -> None:
-    """``memo[key] = value``, first forgetting the oldest entry when ``memo`` holds ``size`` (insertion
-    order: a bounded memo without per-hit bookkeeping)."""
-    if len(memo) >= size:
-        del memo[next(iter(memo))]
-    memo[key] = value
 
 
 def _blob(view: np.ndarray) -> memoryview:
@@ -373,15 +341,10 @@ def infer_response(
 __all__ = [
     "NUMPY_TO_OIP",
     "OIP_TO_NUMPY",
-    "HttpError",
     "InferPlan",
     "PlanCache",
-    "Response",
-    "error_response",
     "infer_response",
     "int_param",
-    "json_response",
     "oip_datatype",
-    "remember",
     "requested_outputs",
 ]

@@ -14,8 +14,8 @@ import pytest
 
 from edgeds.config import Batching
 from edgeds.runtime import Engine, InferenceServer
-from edgeds.runtime.oip import HttpError, PlanCache, infer_response
-from edgeds.runtime.server import _http_bytes, _keep_alive_head
+from edgeds.runtime.http1 import HttpError, http_bytes, keep_alive_head
+from edgeds.runtime.oip import PlanCache, infer_response
 from edgeds.runtime.testing import tiny_classifier
 
 ort = pytest.importorskip("onnxruntime")
@@ -115,7 +115,7 @@ def test_one_plan_serves_every_body_with_the_same_header_and_each_gets_its_own_a
             assert status == 200, body
             _, got = logits(fields, body)
             np.testing.assert_allclose(got, reference(model, x), rtol=1e-5, atol=1e-5)
-    assert len(parsed) == 1 and len(server._loops[0].plans) == 1  # twelve requests, one header: parsed once
+    assert len(parsed) == 1 and len(server._lanes[0].plans) == 1  # twelve requests, one header: parsed once
 
 
 def test_a_known_header_on_a_longer_body_is_checked_again(server: InferenceServer) -> None:
@@ -128,7 +128,7 @@ def test_a_known_header_on_a_longer_body_is_checked_again(server: InferenceServe
 
 
 def test_ids_are_echoed_per_request_and_the_plans_stay_bounded(server: InferenceServer) -> None:
-    server._loops[0].plans.size = 4
+    server._lanes[0].plans.size = 4
     x = np.zeros((1, 3, SIZE, SIZE), dtype=np.float32)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for i in range(10):
@@ -136,7 +136,7 @@ def test_ids_are_echoed_per_request_and_the_plans_stay_bounded(server: Inference
                 status, fields, body = exchange(sock, binary_request(x, id=f"req-{i}"))
                 header, _ = logits(fields, body)
                 assert status == 200 and header["id"] == f"req-{i}", (turn, header)
-                assert len(server._loops[0].plans) <= 4
+                assert len(server._lanes[0].plans) <= 4
 
 
 def test_batches_of_other_sizes_and_json_outputs_get_their_own_layout(server: InferenceServer, model: Path) -> None:
@@ -175,14 +175,14 @@ def test_a_response_from_a_kept_head_is_byte_for_byte_the_rendered_one(engine: E
     plan = cache.plan(engine, body, str(len(header)))
     assert cache.plan(engine, body, str(len(header))) is plan
     outputs = {"logits": np.arange(10, dtype=np.float32).reshape(2, 5)}
-    first = plan.respond(engine, outputs, _keep_alive_head)  # renders, and keeps the head
-    kept = plan.respond(engine, outputs, _keep_alive_head)
+    first = plan.respond(engine, outputs, keep_alive_head)  # renders, and keeps the head
+    kept = plan.respond(engine, outputs, keep_alive_head)
     assert first.head is None and kept.head is not None
     rendered = infer_response(engine, "a", outputs, plan.wanted)
     for keep_alive in (True, False):
-        assert _http_bytes(kept, keep_alive) == _http_bytes(rendered, keep_alive)
+        assert http_bytes(kept, keep_alive) == http_bytes(rendered, keep_alive)
     other = {"logits": np.arange(15, dtype=np.float32).reshape(3, 5)}  # another layout: not the kept head
-    assert _http_bytes(plan.respond(engine, other, _keep_alive_head), True) == _http_bytes(
+    assert http_bytes(plan.respond(engine, other, keep_alive_head), True) == http_bytes(
         infer_response(engine, "a", other, plan.wanted), True
     )
 
@@ -197,18 +197,19 @@ def test_a_malformed_header_is_refused_and_not_kept(engine: Engine) -> None:
 
 def test_parsed_heads_and_routes_are_kept_for_reuse_and_stay_bounded(server: InferenceServer) -> None:
     """Each request's own head and path decide its answer, however many distinct ones came before."""
+    from edgeds.runtime import http1
     from edgeds.runtime import server as server_module
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        for i in range(server_module._HEAD_MEMO_SIZE + 40):
+        for i in range(max(http1._HEAD_MEMO_SIZE, server_module._ROUTE_MEMO_SIZE) + 40):
             if i % 2:
                 request = f"GET /v2/health/live HTTP/1.1\r\nHost: h{i}\r\n\r\n"
             else:
                 request = f"POST /v2/models/nope{i}/infer HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{{}}"
             status, _, body = exchange(sock, request.encode())
             assert (status == 200) if i % 2 else (status == 400 and f"nope{i}".encode() in body)
-    assert 0 < len(server._loops[0].heads) <= server_module._HEAD_MEMO_SIZE
-    assert 0 < len(server._loops[0].routes) <= server_module._HEAD_MEMO_SIZE
+    assert 0 < len(server._lanes[0].lp.http.heads) <= http1._HEAD_MEMO_SIZE
+    assert 0 < len(server._lanes[0].routes) <= server_module._ROUTE_MEMO_SIZE
 
 
 def test_plans_let_a_swapped_out_engine_go_and_answers_come_from_its_replacement(model: Path) -> None:
@@ -224,10 +225,10 @@ def test_plans_let_a_swapped_out_engine_go_and_answers_come_from_its_replacement
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
             assert logits(*exchange(sock, binary_request(x))[1:])[0]["model_version"] == "1"
-            assert [key[0] for key in srv._loops[0].plans._plans] == [old]
+            assert [key[0] for key in srv._lanes[0].plans._plans] == [old]
             srv.swap_model(start("2"))
-            assert len(srv._loops[0].plans) == 0
+            assert len(srv._lanes[0].plans) == 0
             assert logits(*exchange(sock, binary_request(x))[1:])[0]["model_version"] == "2"
-            assert all(key[0] is not old for key in srv._loops[0].plans._plans)
+            assert all(key[0] is not old for key in srv._lanes[0].plans._plans)
     finally:
         srv.stop(close_engines=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.request
+
+import pytest
 
 from edgeds.runtime.server import InferenceServer
 from edgeds.telemetry.metrics import to_prometheus
 
 
-def test_metrics_appends_telemetry_figures() -> None:
+def test_metrics_appends_telemetry_figures(caplog: pytest.LogCaptureFixture) -> None:
     payload = {"host": {"cpu_percent": 12.5, "memory": {"percent": 40.0}}, "inference": {"p99_ms": 3.25}}
     server = InferenceServer([], host="127.0.0.1", port=0).start()
     try:
@@ -22,8 +25,12 @@ def test_metrics_appends_telemetry_figures() -> None:
             raise RuntimeError("boom")
 
         server.extra_metrics = broken
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as response:
+        with (
+            caplog.at_level(logging.ERROR, logger="edgeds"),
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as response,
+        ):
             assert response.status == 200
             assert "extra metrics unavailable: RuntimeError" in response.read().decode()
+        assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError]  # logged, with the traceback
     finally:
         server.stop()

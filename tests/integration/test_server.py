@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import logging
 import re
 import socket
 import threading
@@ -377,6 +378,30 @@ def test_bad_requests_get_400_and_server_keeps_serving(client, server: Inference
     assert client.infer("tiny", [inp]).as_numpy("logits").shape == (1, 5)
 
 
+def test_an_unexpected_failure_is_answered_500_and_logged_once_with_its_traceback(
+    client, server: InferenceServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request id nested deeper than orjson writes (it reads 1024 levels, writes 254) fails only when
+    the answer is serialized, after inference, with a TypeError: that request gets 500 and the
+    traceback is logged once; requests refused with 4xx log nothing; the server goes on serving."""
+    x = sample(1, seed=4)
+    header = _good_header(x)
+    header["id"] = json.loads("[" * 300 + "]" * 300)
+    body, headers = _binary_body(x, header)
+    with caplog.at_level(logging.INFO, logger="edgeds"):
+        status, payload, _ = raw(server, "POST", "/v2/models/tiny/infer", body, headers)
+        assert status == 500 and "TypeError" in json.loads(payload)["error"], payload
+        assert raw(server, "POST", "/v2/models/nope/infer", b"{}")[0] == 400
+        assert raw(server, "POST", "/v2/models/tiny/infer", b'{"inputs": [')[0] == 400
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].levelno == logging.ERROR and "/v2/models/tiny/infer" in errors[0].getMessage()
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is TypeError
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    assert client.infer("tiny", [inp]).as_numpy("logits").shape == (1, 5)
+
+
 def test_tritonclient_sees_400_for_wrong_dtype(client) -> None:
     x = sample(1).astype(np.float64)
     inp = httpclient.InferInput("input", list(x.shape), "FP64")
@@ -621,7 +646,7 @@ def test_inline_engines_and_event_loops_must_match(model: Path) -> None:
             conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10) for _ in range(2)]
             for conn in conns:  # both open at once: one on each loop
                 conn.connect()
-            _wait_for(lambda: [lp.connections for lp in srv._loops] == [1, 1])
+            _wait_for(lambda: [lane.lp.connections for lane in srv._lanes] == [1, 1])
             for conn in conns:
                 conn.request("POST", "/v2/models/tiny/infer", body=body, headers=headers)
                 resp = conn.getresponse()

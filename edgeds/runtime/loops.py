@@ -1,0 +1,225 @@
+"""The inference server's event-loop threads: one asyncio loop per thread, the listening sockets,
+and the acceptor that hands each new connection to the loop with the fewest.
+
+Lifecycle of :class:`EventLoops`: construct (one :class:`EventLoop` per thread, each with its
+:class:`~edgeds.runtime.http1.ConnectionGroup`), :meth:`~EventLoops.bind` the listening sockets,
+:meth:`~EventLoops.start` the threads, :meth:`~EventLoops.stop` them. It runs once: a server that
+starts again makes a new one (so every run starts with fresh per-loop state).
+
+Loop 0 accepts for all of them. An accepted socket is counted on the loop with the fewest
+connections and handed to it; that loop owns it from then on (its protocol, its buffers, its
+writes), and the count drops when the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import threading
+from collections.abc import Callable
+
+from ..errors import EdgedsError
+from .http1 import ConnectionGroup, Dispatch
+
+log = logging.getLogger(__name__)
+
+
+class EventLoop:
+    """One event-loop thread and the state only that thread touches (``connections`` excepted: the
+    acceptor reads and counts it, under the :class:`EventLoops` lock).
+
+    ``loop`` and ``ident`` are set once the thread runs; ``http`` serves the connections it owns.
+    """
+
+    def __init__(self, index: int, http: Callable[[EventLoop], ConnectionGroup]) -> None:
+        self.index = index
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.ident = -1  # the thread's ident once it runs
+        self.stopped: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.connections = 0  # live connections (acceptor and loop: under the EventLoops' lock)
+        self.http = http(self)
+
+    def call(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on this loop (from any thread); False (dropped) once the loop has closed."""
+        loop = self.loop
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:
+            return False
+        return True
+
+
+class EventLoops:
+    """``count`` event-loop threads serving HTTP/1.1 connections on the sockets of :meth:`bind`.
+
+    ``dispatch(loop)`` gives each loop's connections their dispatch callback (called once per loop,
+    at construction); ``max_body_bytes`` and ``alignment`` are passed to every
+    :class:`~edgeds.runtime.http1.ConnectionGroup`. The threads are daemons named ``name`` (with
+    ``-i`` appended when there are several).
+    """
+
+    def __init__(
+        self,
+        count: int,
+        dispatch: Callable[[EventLoop], Dispatch],
+        *,
+        max_body_bytes: int,
+        alignment: int,
+        name: str = "oip-server",
+    ) -> None:
+        self._accept_lock = threading.Lock()
+        self._listeners: list[socket.socket] = []
+        self._start_error: BaseException | None = None
+        self._name = name
+        self._address = ""
+
+        def http(lp: EventLoop) -> ConnectionGroup:
+            lost = functools.partial(self._forget, lp)
+            return ConnectionGroup(
+                dispatch(lp), call=lp.call, lost=lost, max_body_bytes=max_body_bytes, alignment=alignment
+            )
+
+        self.loops = [EventLoop(i, http) for i in range(count)]
+
+    @property
+    def running(self) -> bool:
+        """Whether any of the threads runs."""
+        return any(lp.thread is not None and lp.thread.is_alive() for lp in self.loops)
+
+    @property
+    def alive(self) -> bool:
+        """Whether every thread runs (False once one has stopped)."""
+        return all(lp.thread is not None and lp.thread.is_alive() for lp in self.loops)
+
+    def bind(self, host: str, port: int) -> int:
+        """Listen on every address ``host`` resolves to; the bound port (the one picked for port 0).
+        Raises OSError when it cannot."""
+        self._listeners = _listen(host, port)
+        self._address = f"{host}:{port}"
+        return int(self._listeners[0].getsockname()[1])
+
+    def start(self) -> None:
+        """Start the threads; returns once each runs (loop 0 accepting). Raises EdgedsError, with the
+        threads stopped, when a loop cannot start."""
+        for lp in self.loops:
+            name = self._name if len(self.loops) == 1 else f"{self._name}-{lp.index}"
+            lp.thread = threading.Thread(target=self._thread_main, args=(lp,), name=name, daemon=True)
+            lp.thread.start()
+            lp.ready.wait()
+        error = self._start_error
+        if error is not None:
+            self.stop()
+            raise EdgedsError(f"cannot serve on {self._address}: {error}") from error
+
+    def stop(self) -> None:
+        """Stop listening, close the connections and the loops, and join the threads (loop 0, the
+        acceptor, first, so no connection is handed to a loop that has stopped)."""
+        for lp in self.loops:
+            stopped = lp.stopped
+            if stopped is not None:
+                lp.call(stopped.set)
+            if lp.thread is not None:
+                lp.thread.join(timeout=10)
+                lp.thread = None
+        for sock in self._listeners:  # when a loop could not close them
+            sock.close()
+        self._listeners = []
+
+    def _thread_main(self, lp: EventLoop) -> None:
+        try:
+            asyncio.run(self._main(lp))
+        except BaseException as exc:
+            if lp.ready.is_set():  # it served, then failed: the server sees the thread gone (alive)
+                log.exception("event loop %d stopped on an error", lp.index)
+            else:
+                self._start_error = exc  # start() raises it
+        finally:
+            lp.ready.set()
+
+    async def _main(self, lp: EventLoop) -> None:
+        loop = lp.loop = asyncio.get_running_loop()
+        lp.ident = threading.get_ident()
+        lp.stopped = asyncio.Event()
+        if lp.index == 0:  # the first loop accepts for all of them
+            for sock in self._listeners:
+                loop.add_reader(sock.fileno(), self._accept, sock)
+        lp.ready.set()
+        try:
+            await lp.stopped.wait()
+        finally:
+            if lp.index == 0:
+                for sock in self._listeners:
+                    loop.remove_reader(sock.fileno())
+                    sock.close()
+            lp.http.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        """Loop 0: accept every waiting connection and give each to the loop with the fewest."""
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of descriptors: the client is refused, the server goes on
+                log.warning("accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            with self._accept_lock:
+                lp = min(self.loops, key=lambda candidate: candidate.connections)
+                lp.connections += 1
+            if not lp.call(functools.partial(self._adopt, lp, conn)):
+                conn.close()  # that loop has stopped: the server is stopping
+                self._forget(lp)
+
+    def _adopt(self, lp: EventLoop, conn: socket.socket) -> None:
+        """On ``lp``: make an accepted socket one of its connections."""
+        loop = lp.loop
+        if loop is None or lp.stopped is None or lp.stopped.is_set():
+            conn.close()
+            self._forget(lp)
+            return
+        loop.create_task(self._connect(lp, conn))
+
+    async def _connect(self, lp: EventLoop, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lp.http.protocol, conn)
+        except OSError:  # the client is gone already: no connection_lost will come
+            conn.close()
+            self._forget(lp)
+        except asyncio.CancelledError:  # the loop is stopping
+            conn.close()
+            self._forget(lp)
+            raise
+
+    def _forget(self, lp: EventLoop) -> None:
+        with self._accept_lock:
+            lp.connections -= 1
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Non-blocking listening sockets for every address ``host`` resolves to (as asyncio's
+    ``create_server``; with port 0 the first address picks the port and the others take it too)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in dict.fromkeys(infos):
+            if port == 0 and sockets:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            # SO_REUSEADDR, and IPV6_V6ONLY for an IPv6 address, as asyncio's create_server
+            sockets.append(socket.create_server(address, family=family, backlog=1024))
+            sockets[-1].setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+__all__ = ["EventLoop", "EventLoops"]
