@@ -321,10 +321,7 @@ def acquire_all(
 
     ``paths``: local paths, or ``(files, path)`` pairs (e.g. one :class:`SshFiles` per device).
     """
-    pairs: list[tuple[LeaseFiles, str]] = [
-        (LocalFiles(), str(p)) if isinstance(p, Path) else p
-        for p in paths
-    ]
+    pairs: list[tuple[LeaseFiles, str]] = [(LocalFiles(), str(p)) if isinstance(p, Path) else p for p in paths]
     taken: list[Lease] = []
     deadline = time.monotonic() + wait_s
     try:

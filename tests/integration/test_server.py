@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def server(model: Path, request: pytest.FixtureRequest) -> Iterator[InferenceSer
 
 
 @pytest.fixture
-def client(server: InferenceServer) -> Iterator[object]:
+def client(server: InferenceServer) -> Iterator[Any]:
     c = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
     yield c
     c.close()
@@ -75,7 +76,9 @@ def ref(model: Path, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def raw(server: InferenceServer, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+def raw(
+    server: InferenceServer, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -85,7 +88,7 @@ def raw(server: InferenceServer, method: str, path: str, body: bytes = b"", head
         conn.close()
 
 
-def test_health_and_metadata(client, server: InferenceServer) -> None:
+def test_health_and_metadata(client: Any, server: InferenceServer) -> None:
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
     meta = client.get_model_metadata("tiny")
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, SIZE, SIZE]}]
@@ -99,7 +102,7 @@ def test_health_and_metadata(client, server: InferenceServer) -> None:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_infer_matches_reference(client, model: Path, binary: bool) -> None:
+def test_infer_matches_reference(client: Any, model: Path, binary: bool) -> None:
     x = sample(3, seed=int(binary))
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
@@ -111,7 +114,7 @@ def test_infer_matches_reference(client, model: Path, binary: bool) -> None:
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_compressed_requests_from_tritonclient(client, model: Path, algorithm: str, binary: bool) -> None:
+def test_compressed_requests_from_tritonclient(client: Any, model: Path, algorithm: str, binary: bool) -> None:
     x = sample(2, seed=11)
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
@@ -233,7 +236,7 @@ def test_pipelined_chunked_and_sized_requests_are_answered_in_order(server: Infe
     ids=["bad size", "wrong size", "over the limit", "bare LF", "gzip coding", "repeated TE", "two lengths"],
 )
 def test_bad_chunked_bodies_are_refused_and_the_connection_closed(
-    client, server: InferenceServer, wire: bytes, status: int, message: str
+    client: Any, server: InferenceServer, wire: bytes, status: int, message: str
 ) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\n" + wire)
@@ -271,7 +274,7 @@ def test_chunked_with_doubtful_framing_is_served_then_closed(
         assert sock.recv(1 << 16) == b""
 
 
-def test_default_tritonclient_call_and_stats(client, server: InferenceServer, model: Path) -> None:
+def test_default_tritonclient_call_and_stats(client: Any, server: InferenceServer, model: Path) -> None:
     x = sample(1, seed=5)
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
@@ -327,7 +330,7 @@ ENCODING_ERRORS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_requests_get_400_and_server_keeps_serving(client, server: InferenceServer, case: str) -> None:
+def test_bad_requests_get_400_and_server_keeps_serving(client: Any, server: InferenceServer, case: str) -> None:
     path, variant, header_len = BAD_REQUESTS[case]
     x = sample(1)
     header = _good_header(x)
@@ -379,7 +382,7 @@ def test_bad_requests_get_400_and_server_keeps_serving(client, server: Inference
 
 
 def test_an_unexpected_failure_is_answered_500_and_logged_once_with_its_traceback(
-    client, server: InferenceServer, caplog: pytest.LogCaptureFixture
+    client: Any, server: InferenceServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A request id nested deeper than orjson writes (it reads 1024 levels, writes 254) fails only when
     the answer is serialized, after inference, with a TypeError: that request gets 500 and the
@@ -402,7 +405,7 @@ def test_an_unexpected_failure_is_answered_500_and_logged_once_with_its_tracebac
     assert client.infer("tiny", [inp]).as_numpy("logits").shape == (1, 5)
 
 
-def test_tritonclient_sees_400_for_wrong_dtype(client) -> None:
+def test_tritonclient_sees_400_for_wrong_dtype(client: Any) -> None:
     x = sample(1).astype(np.float64)
     inp = httpclient.InferInput("input", list(x.shape), "FP64")
     inp.set_data_from_numpy(x)
@@ -615,7 +618,7 @@ def test_binary_tensors_reach_onnxruntime_without_a_copy(model: Path) -> None:
             inp = httpclient.InferInput("input", list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
             np.testing.assert_allclose(c.infer("tiny", [inp]).as_numpy("logits"), ref(model, x), atol=1e-4, rtol=1e-4)
-        bound = engine.backends[0]._bound[1]  # white box: the memory the last inference read
+        bound = engine.backends[0]._bound[1]  # type: ignore[attr-defined]  # white box: the memory the last inference read
         assert bound.addresses["input"] != bound.inputs["input"].ctypes.data
         assert bound.addresses["input"] % 64 == 0
     finally:
