@@ -1,4 +1,4 @@
-"""LiteRT (TensorFlow Lite) backend: the only module that imports ``ai_edge_litert``."""
+"""LiteRT (TensorFlow Lite) backend: runs ``.tflite`` artifacts with ``ai_edge_litert`` (its runtime import)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OpenVINO backend: the only module that imports ``openvino`` and ``nncf``."""
+"""OpenVINO backend: runs OpenVINO IR artifacts (conversion and NNCF quantization are in the toolchain)."""
 
 from __future__ import annotations
 

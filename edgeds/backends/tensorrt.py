@@ -1,4 +1,4 @@
-"""TensorRT backend: the only module that imports ``tensorrt`` and ``cuda`` (cuda-python)."""
+"""TensorRT backend: runs engines with ``tensorrt`` and ``cuda`` (cuda-python); engines are built by the toolchain."""
 
 from __future__ import annotations
 

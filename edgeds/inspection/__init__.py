@@ -1,11 +1,12 @@
 """Factory inspection: camera frames to accept / reject / uncertain decisions on the device.
 
-A package rather than DESIGN.md's single ``inspect.py``: a module named like the standard
-library's :mod:`inspect` invites shadowing mistakes, and the job splits cleanly into one
-module each: :mod:`.sources` (images, video, V4L2 camera, RTSP), :mod:`.prep` (frames into
-reusable input buffers), :mod:`.decisions` (thresholds, line alarm), :mod:`.ledger` (JSONL
-ledger, rejected images), :mod:`.pipeline` (stations on a shared engine, back-pressure),
-:mod:`.runner` (entry points for the CLI, the demo and the agent), :mod:`.video` (images to a
+A package named ``inspection``, not ``inspect``: a module named like the standard library's
+:mod:`inspect` invites shadowing mistakes. One module per job: :mod:`.sources` (images,
+video, V4L2 camera, RTSP), :mod:`.prep` (frames into reusable input buffers),
+:mod:`.decisions` (thresholds, line alarm), :mod:`.ledger` (JSONL ledger, rejected images),
+:mod:`.pipeline` (stations on a shared engine, back-pressure), :mod:`.runner` (entry points
+for the CLI, the demo and the agent), :mod:`.service` (the agent's stations), :mod:`.station`
+(the station of an ``edgeds inspect`` run, and its ground truth), :mod:`.video` (images to a
 video file). OpenCV is imported lazily by the modules that need it.
 """
 

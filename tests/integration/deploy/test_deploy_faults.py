@@ -1,4 +1,4 @@
-"""The fault matrix of FIELD_NOTES "Deploy and update guarantees" on simulated devices."""
+"""The deploy fault matrix (docs/deploy.md, "On the device") on simulated devices."""
 
 from __future__ import annotations
 
