@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ModelCard, load_model_card
-from .errors import BundleError, BundleVerificationError
+from .errors import BundleError, BundleVerificationError, ConfigError
 from .hashing import sha256_file
 from .paths import is_safe_relative
 
@@ -351,7 +351,9 @@ def pack_bundle(path: str | Path, tar_path: str | Path) -> Path:
 def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
     name = member.name
     if PurePosixPath(name).parts not in ((), (".",)) and not is_safe_relative(name):
-        raise BundleVerificationError("unsafe_archive", f"member {name!r} has an absolute path or '..'")
+        raise BundleVerificationError(
+            "unsafe_archive", f"member {name!r} is not a safe relative path (absolute, '..' or a backslash)"
+        )
     if member.issym() or member.islnk():
         target = member.linkname
         escapes = target.startswith("/") or not (dest / Path(name).parent / target).resolve().is_relative_to(
@@ -507,6 +509,10 @@ class Bundle:
     root: Path
     manifest: Manifest
     card: ModelCard
+    manifest_bytes: bytes = field(default=b"", repr=False)
+    """``manifest.json`` exactly as read (and signed) when the bundle was opened."""
+    signature: bytes | None = field(default=None, repr=False)
+    """``manifest.sig`` as stored (64 raw bytes or hex text) when opened; None when unsigned."""
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @classmethod
@@ -515,7 +521,8 @@ class Bundle:
 
         With ``verify`` (the default) its integrity is checked and, given ``public_key``, its
         signature (see :func:`verify_bundle`); without, only the manifest and card are parsed.
-        Raises :class:`BundleError` / :class:`BundleVerificationError` (with ``.reason``).
+        Raises :class:`BundleError` / :class:`BundleVerificationError` (with ``.reason``; a
+        missing or invalid model card is ``missing_file`` / ``malformed_manifest``).
         """
         path = Path(path)
         tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -532,12 +539,15 @@ class Bundle:
             raise BundleError(f"no bundle at {path}")
         try:
             manifest = _verify_dir(root, public_key) if verify else read_manifest(root)
-            card = load_model_card(root / CARD)
+            card = _read_card(root / CARD)
+            manifest_bytes = (root / MANIFEST).read_bytes()
+            sig_path = root / SIGNATURE
+            signature = sig_path.read_bytes() if sig_path.is_file() else None
         except BaseException:
             if tmp is not None:
                 tmp.cleanup()
             raise
-        return cls(root=root, manifest=manifest, card=card, _tmp=tmp)
+        return cls(root, manifest, card, manifest_bytes, signature, _tmp=tmp)
 
     @property
     def name(self) -> str:
@@ -552,17 +562,6 @@ class Bundle:
     def artifact_path(self) -> Path:
         """The file the backend opens."""
         return self.root / self.manifest.artifact
-
-    @property
-    def manifest_bytes(self) -> bytes:
-        """``manifest.json`` exactly as signed."""
-        return (self.root / MANIFEST).read_bytes()
-
-    @property
-    def signature(self) -> bytes | None:
-        """``manifest.sig`` as stored (64 raw bytes or hex text), None when unsigned."""
-        path = self.root / SIGNATURE
-        return path.read_bytes() if path.is_file() else None
 
     def verify(self, public_key: PublicKeyLike | None) -> Manifest:
         """Check integrity (and the signature under ``public_key``) now; see :func:`verify_bundle`."""
@@ -597,6 +596,15 @@ class Bundle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_card(path: Path) -> ModelCard:
+    if not path.is_file():
+        raise BundleVerificationError("missing_file", f"the bundle has no {CARD}")
+    try:
+        return load_model_card(path)
+    except ConfigError as exc:
+        raise BundleVerificationError("malformed_manifest", f"{CARD}: {exc}") from exc
 
 
 def load_bundle(path: str | Path, public_key: PublicKeyLike | None = None, verify: bool = True) -> Bundle:

@@ -75,7 +75,7 @@ def deploy(
     hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Signing key when compiling a model.")] = None,
     version: int | None = typer.Option(None, "--version", help="Bundle version when compiling a model."),
-    requests: int = typer.Option(50, "--requests", help="Health check: requests for the p99 bound."),
+    requests: int = typer.Option(50, "--requests", min=1, help="Health check: requests for the p99 bound."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Accept a version not newer."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -13,12 +13,10 @@ from pathlib import Path
 
 from ..bundle import Bundle
 from ..config import RolloutPolicy
-from ..errors import BundleError
-from .device.protocol import REJECTED
-from .host import HostResult, Progress, _no_progress
+from .host import Progress, _no_progress
 from .options import DeployOptions
 from .rollout import RolloutResult, rollout
-from .targets import HostPlan, host_plans, resolve_target
+from .targets import host_plans, resolve_target
 
 
 def deploy_bundle(
@@ -38,36 +36,10 @@ def deploy_bundle(
     replaces the target's rollout policy (canary, batches, failure limit, timeouts). ``progress`` is
     called as ``progress(host, event, data)`` from the rollout's threads.
 
-    A bundle that cannot even be opened (unsafe tar member, malformed manifest, missing file) is
-    REJECTED for every host before any host is contacted. Raises :class:`ConfigError` /
+    A bundle that cannot even be opened (unsafe tar member, malformed manifest or card, missing
+    file) is REJECTED for every host before any host is contacted. Raises :class:`ConfigError` /
     :class:`NotFoundError` for a bad target or host name.
     """
     loaded, path = resolve_target(target)
     plans = host_plans(loaded, path, list(hosts) if hosts else None)
-    chosen = options or DeployOptions()
-    policy = policy or loaded.rollout
-    if isinstance(bundle, Bundle):
-        return _named(rollout(plans, bundle, policy, options=chosen, progress=progress), bundle)
-    try:
-        opened = Bundle.open(bundle, verify=False)
-    except BundleError as exc:
-        return _rejected(plans, exc, progress)
-    with opened:
-        try:
-            opened.objects()
-        except BundleError as exc:
-            return _rejected(plans, exc, progress)
-        return _named(rollout(plans, opened, policy, options=chosen, progress=progress), opened)
-
-
-def _named(result: RolloutResult, bundle: Bundle) -> RolloutResult:
-    result.model, result.version = bundle.name, bundle.version
-    return result
-
-
-def _rejected(plans: Sequence[HostPlan], exc: BundleError, progress: Progress) -> RolloutResult:
-    reason = getattr(exc, "reason", "bundle")
-    hosts = [HostResult(p.host.name, REJECTED, reason=reason, message=str(exc)) for p in plans]
-    for host in hosts:
-        progress(host.host, "done", {"status": REJECTED})
-    return RolloutResult(hosts=hosts, aborted=True, abort_reason=f"bundle rejected: {exc}")
+    return rollout(plans, bundle, policy or loaded.rollout, options=options or DeployOptions(), progress=progress)

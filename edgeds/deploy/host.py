@@ -245,6 +245,12 @@ def deploy_host(
         if applying:
             result.status, result.message = _after_lost_apply(plan, result.release, committed_before, str(exc))
         return result
+    except Exception as exc:  # a bug (ours, a callback's, the SSH library's) is this host's result
+        log.exception("deploying to %s failed unexpectedly", name)
+        result.message = f"unexpected {type(exc).__name__}: {exc}"
+        if applying:  # the device may be mid-activation: let its state decide, as for a dropped connection
+            result.status, result.message = _after_lost_apply(plan, result.release, committed_before, result.message)
+        return result
     finally:
         if watchdog is not None:
             watchdog.cancel()

@@ -38,6 +38,9 @@ class DeployOptions:
             raise ValueError(f"health_requests must be at least 1, got {self.health_requests}")
         if self.reload_timeout_s <= 0:
             raise ValueError(f"reload_timeout_s must be positive, got {self.reload_timeout_s}")
+        taken = sorted(set(self.device_hooks) & {"health", "reload_timeout_s", "skip_health"})
+        if taken:
+            raise ValueError(f"device_hooks may not set {', '.join(taken)}: use the fields of DeployOptions")
 
     def plan_fields(self) -> dict[str, Any]:
         """The keys of the device's ``plan`` request that come from these options."""

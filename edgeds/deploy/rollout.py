@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..bundle import Bundle
 from ..config import RolloutPolicy
+from ..errors import BundleError
 from .device import protocol as dev
 from .host import HostResult, Progress, _no_progress, deploy_host
 from .options import DeployOptions
@@ -137,20 +139,44 @@ def run_rollout(
 
 def rollout(
     plans: Sequence[HostPlan],
-    bundle: Bundle,
+    bundle: Bundle | str | Path,
     policy: RolloutPolicy,
     *,
     options: DeployOptions | None = None,
     progress: Progress = _no_progress,
 ) -> RolloutResult:
-    """Deploy the opened ``bundle`` to the fleet by waves; see :func:`run_rollout`.
+    """Deploy ``bundle`` to the fleet by waves; see :func:`run_rollout`.
 
-    The caller owns ``bundle`` and keeps it open until this returns.
+    ``bundle``: an opened :class:`Bundle` (the caller owns it and keeps it open until this
+    returns) or the path of a bundle directory or ``.tar``, opened here once and closed before
+    returning. A bundle that cannot even be opened (unsafe tar member, malformed manifest or
+    card, missing file) is REJECTED for every host before any host is contacted.
     """
+    if not isinstance(bundle, Bundle):
+        try:
+            opened = Bundle.open(bundle, verify=False)
+        except BundleError as exc:
+            return _rejected(plans, exc, progress)
+        with opened:
+            return rollout(plans, opened, policy, options=options, progress=progress)
+    try:
+        bundle.objects()
+    except BundleError as exc:
+        return _rejected(plans, exc, progress)
 
     def one(plan: HostPlan, cancel: threading.Event) -> HostResult:
         return deploy_host(
             plan, bundle, options=options, progress=progress, timeout=policy.host_timeout_s, cancel=cancel
         )
 
-    return run_rollout(plans, policy, one, progress)
+    result = run_rollout(plans, policy, one, progress)
+    result.model, result.version = bundle.name, bundle.version
+    return result
+
+
+def _rejected(plans: Sequence[HostPlan], exc: BundleError, progress: Progress) -> RolloutResult:
+    reason = getattr(exc, "reason", "bundle")
+    hosts = [HostResult(p.host.name, dev.REJECTED, reason=reason, message=str(exc)) for p in plans]
+    for host in hosts:
+        progress(host.host, "done", {"status": dev.REJECTED})
+    return RolloutResult(hosts=hosts, aborted=True, abort_reason=f"bundle rejected: {exc}")

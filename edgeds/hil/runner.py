@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import HilError, TelemetryError
+from ..errors import BundleError, HilError, TelemetryError
 from . import lease as leases
 from .devices import Faults, RigDevice, wait_until
 from .rig import Rig
@@ -300,7 +300,13 @@ def _gate(
                 settings, [f"{target.mqtt.prefix}/#"], on_message, client_id=f"hil-{rig.name}-{owner}", persistent=False
             ).start()
         progress("deploy")
-        with Bundle.open(bundle, verify=False) as opened:
+        try:
+            opened = Bundle.open(bundle, verify=False)
+        except BundleError as exc:  # the same REJECTED line per host that the devices would give
+            for plan in plans:
+                result.add("deploy", plan.host.name, "SUCCEEDED", f"REJECTED: {exc}", False)
+            return result
+        with opened:
             rollout = roll_out(plans, opened, target.rollout)
         manifest = opened.manifest
         for host in rollout.hosts:
@@ -421,7 +427,6 @@ def _reliability(
 ) -> None:
     """The fault matrix: network cut, agent kill, broker outage, rollback, power cycle (each where
     the rig can inject it; otherwise reported as skipped)."""
-    from ..bundle import Bundle
     from ..deploy.rollout import rollout as roll_out
 
     device = devices[0]
@@ -459,8 +464,7 @@ def _reliability(
 
     progress("reliability: rollback")
     if second_bundle is not None:  # sim: deploy a v2 everywhere, then roll every device back
-        with Bundle.open(second_bundle(), verify=False) as second:
-            rollout = roll_out(plans, second, target.rollout)
+        rollout = roll_out(plans, second_bundle(), target.rollout)
         for d in devices:
             before = result.devices.get(d.name, {}).get("release")
             try:
@@ -479,8 +483,7 @@ def _reliability(
             try:
                 device.session.call("rollback", {}, timeout=120.0)
                 back_ok = wait_until(lambda: device.serving(previous), 120.0, 0.5)
-                with Bundle.open(bundle, verify=False) as opened:
-                    forward = roll_out([device.plan], opened, target.rollout)
+                forward = roll_out([device.plan], bundle, target.rollout)
                 ok = back_ok and forward.succeeded and wait_until(lambda: device.serving(release), 120.0, 0.5)
                 measured = {"rolled_back_to": previous, "served": back_ok, "redeployed": forward.succeeded}
             except Exception as exc:  # a failing device is a failed check in the report; the run goes on

@@ -517,6 +517,7 @@ def test_pipelined_requests_are_answered_in_order(server: InferenceServer) -> No
     assert statuses == [400] * 1500 + [200] + [400] * 10 + [200]
 
 
+@pytest.mark.slow
 def test_answers_wait_for_a_client_that_reads_late(server: InferenceServer, model: Path) -> None:
     """A pipelining client that reads nothing for a while: the server's answers fill the socket and
     queue in the transport (so engine workers hand theirs to the loop instead of writing), and once

@@ -19,6 +19,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.slow
 def test_ort_int8_passes_the_gate_on_the_full_validation_split(tmp_path: Path) -> None:
     profile = fx.profile(tmp_path, "shipped-ort", "x86-cpu", "backends:\n  - name: onnxruntime\n")
     result = compile_model(MODEL, profile, out=tmp_path / "bundle")

@@ -132,6 +132,7 @@ class Recorder:
         return [p for k, p in self.messages if k == "inspection" and p["type"] == kind]
 
 
+@pytest.mark.slow
 def test_accuracy_on_a_video_equals_offline_accuracy(
     tmp_path: Path, card: ModelCard, validation: tuple[np.ndarray, np.ndarray], offline: np.ndarray
 ) -> None:

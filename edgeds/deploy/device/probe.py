@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -68,6 +67,8 @@ def probe(root: str | Path) -> dict[str, Any]:
     backends = {name: importlib.util.find_spec(module) is not None for name, module in BACKEND_MODULES.items()}
     tensorrt_version = None
     if backends["tensorrt"]:
+        import importlib.metadata  # here, so that an interpreter too old to have it still reports itself
+
         # An importable tensorrt without distribution metadata (a JetPack system package) has no version to report.
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             tensorrt_version = importlib.metadata.version("tensorrt")

@@ -228,6 +228,21 @@ def test_uncommitted_flip_is_rolled_back_by_a_restarted_agent(rig: Rig) -> None:
     assert rig.status()["consistent"]
 
 
+def test_a_failing_progress_callback_is_that_hosts_result_not_the_rollouts(rig: Rig) -> None:
+    """A bug outside edgeds (here the caller's progress callback) fails the host, logged; nothing changes."""
+    good = rig.deploy(rig.bundle())
+    assert good.status == SUCCEEDED, good
+
+    def progress(host: str, event: str, data: dict[str, Any]) -> None:
+        if event == "uploading":
+            raise RuntimeError("the caller's progress bar broke")
+
+    failed = rig.deploy(rig.bundle(), progress=progress)
+    assert failed.status == FAILED_NO_STATE_CHANGE, failed
+    assert "RuntimeError" in failed.message and "progress bar broke" in failed.message
+    assert rig.status()["committed"] == good.release and rig.current() == good.release
+
+
 def test_unknown_or_changed_host_key_is_refused(rig: Rig) -> None:
     known_hosts = rig.fleet.known_hosts
     pinned = known_hosts.read_text()

@@ -32,6 +32,7 @@ def _hil(*args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_sim_rig_passes_and_a_second_run_is_refused(tmp_path: Path) -> None:
     lease = DEFAULT_LEASE_DIR / "sim.lease"
     first = _hil("--rig", "sim", "--out", str(tmp_path / "a"), "--perf-seconds", "1")

@@ -105,6 +105,7 @@ def test_port_forward_reaches_an_agent_on_the_device_loopback(devices: Devices) 
         session.conn.close()
 
 
+@pytest.mark.slow
 def test_target_rig_runs_the_whole_suite_over_ssh(devices: Devices, tmp_path: Path) -> None:
     rig = load_rig(_rig(devices, tmp_path))
     gated = make_bundle(tmp_path / "bundle-2", 2, devices.private_key)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("cv2")
 
 
+@pytest.mark.slow
 def test_bundle_decisions_match_the_bundles_offline_accuracy(tmp_path: Path) -> None:
     shipped = shipped_card()
     if shipped is not None:

@@ -63,6 +63,7 @@ def test_spool_over_cap_drops_oldest_counts_and_stays_flat(
         pub.stop()
 
 
+@pytest.mark.slow
 def test_embedded_amqtt_broker_delivers_every_seq(tmp_path: Path, consumers: Callable[..., Consumer]) -> None:
     with EmbeddedBroker(port=free_port()) as broker:
         cfg = MqttConfig(url=broker.url, protocol="3.1.1")
