@@ -67,11 +67,11 @@ def probe(root: str | Path) -> dict[str, Any]:
     backends = {name: importlib.util.find_spec(module) is not None for name, module in BACKEND_MODULES.items()}
     tensorrt_version = None
     if backends["tensorrt"]:
-        import importlib.metadata  # here, so that an interpreter too old to have it still reports itself
+        from importlib import metadata  # here, so that an interpreter too old to have it still reports itself
 
         # An importable tensorrt without distribution metadata (a JetPack system package) has no version to report.
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            tensorrt_version = importlib.metadata.version("tensorrt")
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            tensorrt_version = metadata.version("tensorrt")
     return {
         "arch": machine(),
         "os": os_release.get("PRETTY_NAME", platform.platform()),
