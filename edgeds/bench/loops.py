@@ -16,13 +16,13 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..errors import BenchError, RequestError, ServiceUnavailable
-from .clients import HttpClient
+from .clients import Client, HttpClient
 from .stats import Samples
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def engine_closed_loop(
 
 
 def closed_loop(
-    client: Callable[[], int],
+    client: Client,
     concurrency: int,
     duration_s: float,
     warmup_s: float = 0.5,
@@ -248,7 +248,7 @@ def closed_loop(
 
 
 def poisson_open_loop(
-    client: Callable[[], int], qps: float, duration_s: float, workers: int = 32, seed: int = 0
+    client: Client, qps: float, duration_s: float, workers: int = 32, seed: int = 0
 ) -> tuple[Samples, float]:
     """Open loop: arrivals at exponential gaps; latency counts from the *scheduled* arrival.
 

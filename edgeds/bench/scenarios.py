@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import BenchError
 from ..runtime.oip_requests import oip_binary_body
-from .clients import EngineClient, HttpClient, stats_snapshot
+from .clients import Client, EngineClient, HttpClient, stats_snapshot
 from .loops import closed_loop, poisson_open_loop
 from .monitor import ResourceMonitor
 from .stats import Samples, batch_stats_delta, summarize
@@ -98,11 +98,11 @@ def floor_window(
     return rate, [x for lat in latencies for x in lat]
 
 
-def single_stream(client: Callable[[], int], duration_s: float) -> dict[str, Any]:
+def single_stream(client: Client, duration_s: float) -> dict[str, Any]:
     return summarize(closed_loop(client, 1, duration_s))
 
 
-def multi_stream(client: Callable[[], int], duration_s: float, samples_per_query: int = 8) -> dict[str, Any]:
+def multi_stream(client: Client, duration_s: float, samples_per_query: int = 8) -> dict[str, Any]:
     """Each query is ``samples_per_query`` concurrent single-sample requests; latency = the slowest."""
     queries = Samples()
     with ThreadPoolExecutor(samples_per_query) as pool:
@@ -116,7 +116,7 @@ def multi_stream(client: Callable[[], int], duration_s: float, samples_per_query
 
 
 def server_scenario(
-    client: Callable[[], int],
+    client: Client,
     p99_bound_ms: float,
     start_qps: float,
     duration_s: float = 3.0,
@@ -148,11 +148,11 @@ def server_scenario(
     return {"p99_bound_ms": p99_bound_ms, "runs": runs, "max_qps_under_bound": best["offered_qps"] if best else 0.0}
 
 
-def offline(client: Callable[[], int], concurrency: int, duration_s: float) -> dict[str, Any]:
+def offline(client: Client, concurrency: int, duration_s: float) -> dict[str, Any]:
     return summarize(closed_loop(client, concurrency, duration_s))
 
 
-def concurrency_sweep(client: Callable[[], int], levels: Sequence[int], duration_s: float) -> list[dict[str, Any]]:
+def concurrency_sweep(client: Client, levels: Sequence[int], duration_s: float) -> list[dict[str, Any]]:
     out = []
     for level in levels:
         summary = summarize(closed_loop(client, level, duration_s))
@@ -186,7 +186,7 @@ def run_benchmark(
     """
     report: dict[str, Any] = {"transport": "in-process" if engine is not None else "http", "scenarios": {}}
     if engine is not None:
-        client: Callable[[], int] = EngineClient(engine, {input_name: sample})
+        client: Client = EngineClient(engine, {input_name: sample})
 
         def snapshot() -> Any:
             return engine.stats()

@@ -9,11 +9,14 @@ one of those stations' thresholds here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from ._output import JSON_OPTION, console, console_err, emit
+
+if TYPE_CHECKING:
+    from ..inspection.pipeline import QueuePolicy
 
 
 def _parse_thresholds(values: list[str]) -> dict[str, float]:
@@ -113,7 +116,7 @@ def inspect_command(
             state_dir=state_dir or Path("inspection"),
             fps=fps,
             queue_size=queue_size,
-            queue_policy=policy,  # type: ignore[arg-type]
+            queue_policy=cast("QueuePolicy | None", policy),  # checked against the three names above
             timeout_s=timeout,
             on_progress=progress,
         )
