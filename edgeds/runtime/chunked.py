@@ -27,7 +27,12 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # what no size, extension o
 
 
 class ChunkedBodyError(RequestError):
-    """The chunked body is malformed or too large (the server answers 400 and closes the connection)."""
+    """The chunked body is malformed (``status`` 400) or decodes past the limit (413); the server
+    answers with ``status`` and closes the connection."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ChunkedDecoder:
@@ -102,7 +107,7 @@ class ChunkedDecoder:
             self._phase = "trailer"
             return
         if len(self.body) + size > self.limit:
-            raise ChunkedBodyError(f"chunked request body exceeds the limit of {self.limit} bytes")
+            raise ChunkedBodyError(f"chunked request body exceeds the limit of {self.limit} bytes", 413)
         self._phase, self._left = "data", size
 
     def _trailer_line(self, line: bytes) -> None:

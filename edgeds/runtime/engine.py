@@ -196,6 +196,7 @@ class Engine:
         batching: Batching | None = None,
         name: str = "model",
         version: str = "1",
+        release: str = "",
         labels: tuple[str, ...] = (),
         warmup: bool = True,
     ) -> None:
@@ -207,7 +208,8 @@ class Engine:
         self.artifact = Path(artifact)
         self.batching = batching or Batching()
         self.name = name
-        self.version = version
+        self.version = version  # what clients address (/versions/{v}, model_version): the card's
+        self.release = release  # which build serves it (the bundle's monotonic version); "" when not a bundle
         self.labels = labels
         self._warmup = warmup
         self._state = "new"  # new -> ready -> draining -> closed
@@ -242,14 +244,17 @@ class Engine:
         """An engine for a loaded bundle: backend, options, artifact and batching from its manifest.
 
         ``options`` are merged over the manifest's ``backend_options`` (e.g. thread counts);
-        ``batching`` replaces the manifest's batching. The engine is not started. Name, version
-        and labels default to the manifest's model name, bundle version and labels.
+        ``batching`` replaces the manifest's batching. The engine is not started. Name, version,
+        release and labels default to the manifest's model name, model card version
+        (``manifest.model.version``: what clients address), bundle version (``manifest.version``,
+        monotonic: which build serves it) and labels.
         """
         manifest = bundle.manifest
         if batching is None:
             batching = Batching.from_manifest(manifest.batching)
         kwargs.setdefault("name", manifest.model.name)
-        kwargs.setdefault("version", str(manifest.version))
+        kwargs.setdefault("version", manifest.model.version)
+        kwargs.setdefault("release", str(manifest.version))
         kwargs.setdefault("labels", tuple(manifest.labels or ()))
         merged = dict(manifest.backend_options or {})
         if manifest.device and manifest.backend == "openvino":

@@ -20,13 +20,17 @@ framed and written back. The interface, all of it in this module:
   advance; :class:`HttpError` is an error answered with its status and ``{"error": message}``, the
   shape of every error this layer sends itself.
 
-Framing: a request body comes with a ``Content-Length`` or chunked (``Transfer-Encoding: chunked``,
-see :mod:`edgeds.runtime.chunked`), and may be gzip or deflate (``Content-Encoding``; inflated here,
-before dispatch, to at most ``max_body_bytes``); responses are not compressed. A body over
-``max_body_bytes`` is 400 (read and dropped first when it is small enough, so the client sees the
-answer); a transfer coding before chunked is 501 (400 when the last one is not chunked). The
-connection stays usable after a 400 whenever the body could be read; after a malformed head or
-chunked body it is closed. ``Expect: 100-continue`` is answered.
+Framing: request heads are parsed strictly (RFC 9110, RFC 9112; see :func:`_parse_head`): a
+malformed head is 400, an HTTP version other than 1.0 or 1.1 is 505, a head over 64 KiB is 431. A
+request body comes with a ``Content-Length`` or chunked (``Transfer-Encoding: chunked``, see
+:mod:`edgeds.runtime.chunked`), never both, and may be gzip or deflate (``Content-Encoding``;
+inflated here, before dispatch, to at most ``max_body_bytes``); responses are not compressed. A body
+over ``max_body_bytes`` is 413 (read and dropped first when it is small enough, so the client sees
+the answer); a transfer coding before chunked is 501 (400 when the last one is not chunked). The
+connection stays usable after an error whenever the body could be read; after a malformed head or
+chunked body (the framing of what follows is lost) it is answered, shut for writing and closed once
+the client closes or after ``_LINGER_S`` (never reset under the answer). ``Expect: 100-continue`` is
+answered. Every answer of status 400 or more is counted in :attr:`ConnectionGroup.failures`.
 
 One framing extension is known: a body that starts with a header of ``Inference-Header-Content-Length``
 bytes (KServe's binary tensor extension). The connection lays out the next request so that the
@@ -41,6 +45,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import zlib
@@ -51,6 +56,7 @@ from typing import Any, cast
 import numpy as np
 
 from .chunked import ChunkedBodyError, ChunkedDecoder
+from .counters import StatusCounts
 from .memo import remember
 
 log = logging.getLogger(__name__)
@@ -65,41 +71,58 @@ _BUFFER_POOL = 32  # idle connection buffers kept for reuse
 _HEAD_MEMO_SIZE = 256
 _HEAD_MEMO_BYTES = 2048
 
+_LINGER_S = 2.0  # after an answer that closes a connection whose framing is lost: how long its bytes are drained
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented"}
-_REASONS[500] = "Internal Server Error"
-_REASONS[503] = "Service Unavailable"
+_REASONS.update({413: "Content Too Large", 431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"})
+_REASONS.update({401: "Unauthorized", 500: "Internal Server Error", 503: "Service Unavailable"})
+
+# RFC 9110 5.6.2: a token (method, field name) is 1*tchar
+_TCHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_METHOD = re.compile(f"[{_TCHARS}]+")
+_FIELD_NAME = re.compile(f"[{_TCHARS}]+:")  # RFC 9112 5.1: no whitespace before the colon
+_DIGITS = re.compile("[0-9]+")
+_VERSION = re.compile("HTTP/[0-9][.][0-9]")
+# What a request head may not hold: a CR or LF outside a CRLF pair (RFC 9112 2.2), NUL and the other
+# controls except HTAB (RFC 9110 5.5); obs-text (0x80-0xFF) is allowed in values
+_BAD_HEAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 
 # A parsed request head: method, target, HTTP version, keep-alive, header fields (lower-case names).
 _Head = tuple[str, str, str, bool, Mapping[str, str]]
 
 
 class HttpError(Exception):
-    """An error answered with ``status`` and ``{"error": message}``."""
+    """An error answered with ``status`` and ``{"error": message}`` (and ``fields``, extra header
+    fields of the answer: e.g. ``(("Allow", "GET"),)`` with a 405)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, fields: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.fields = fields
 
 
 @dataclass
 class Response:
     """An answer before HTTP framing. ``header_length``, when set, is sent as
-    ``Inference-Header-Content-Length``. ``head``, when set, is its whole HTTP head for a keep-alive
-    connection, rendered in advance (with :func:`keep_alive_head`) and sent as is."""
+    ``Inference-Header-Content-Length``; ``fields`` are further header fields (name, value).
+    ``head``, when set, is its whole HTTP head for a keep-alive connection, rendered in advance (with
+    :func:`keep_alive_head`) and sent as is."""
 
     status: int
     body: bytes
     content_type: str = "application/json"
     header_length: int | None = None
     head: bytes | None = None
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def json_response(status: int, payload: Any) -> Response:
     return Response(status, json.dumps(payload, separators=(",", ":")).encode())
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response(status, {"error": message})
+def error_response(status: int, message: str, fields: tuple[tuple[str, str], ...] = ()) -> Response:
+    response = json_response(status, {"error": message})
+    response.fields = fields
+    return response
 
 
 class Request:
@@ -155,6 +178,8 @@ class ConnectionGroup:
     ``call(callback)`` must run ``callback`` on that loop from any thread and return False once it
     cannot; ``lost()`` is called on the loop each time one of the connections ends. ``alignment``
     (bytes, a power of two) is where a binary tensor should land in the connection's buffer.
+    ``failures`` counts every answer of status 400 or more sent on these connections; a server
+    sharing one counter among its groups sets it before the connections start.
     """
 
     def __init__(
@@ -170,6 +195,7 @@ class ConnectionGroup:
         self.max_body_bytes = max_body_bytes
         self.alignment = alignment
         self.heads: dict[bytes, _Head] = {}  # parsed request heads by their bytes (bounded)
+        self.failures = StatusCounts()
         self.transports: set[asyncio.BaseTransport] = set()  # the open connections'
         self._call = call
         self._lost = lost
@@ -249,6 +275,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
         self._in_flight = False  # its body's views may be alive: do not compact over them
         self._processing = False
+        self._lingering = False  # refused (framing lost): what arrives is dropped until the close
         self._pending: tuple[str, str, bool, Mapping[str, str], int] | None = None  # parsed head; -1 = chunked
         self._chunks: ChunkedDecoder | None = None  # the chunked body being received
         self._transport: asyncio.Transport | None = None
@@ -286,6 +313,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        if self._lingering:  # refused: only the client's close (or the linger timer) is awaited
+            self._start = self._end
+            return
         self._process()
 
     def eof_received(self) -> bool | None:
@@ -376,14 +406,24 @@ class _Connection(asyncio.BufferedProtocol):
             # answered -> parse on; to be answered later -> _busy ends the loop
 
     def _parse_head(self) -> bool:
-        """Parse one request head if complete; False when more bytes are needed (or on close)."""
+        """Parse one request head if complete; False when more bytes are needed (or on close).
+
+        A head over ``_HEADER_LIMIT`` is refused with 431, a malformed one with its 4xx/5xx
+        (:func:`_parse_head`), both closing the connection (:meth:`_refuse`); a head cut short is
+        refused at once when a bare LF already shows it can never be well-formed."""
         buf = self._buf
         end = buf.find(b"\r\n\r\n", self._start, self._end)
         if end < 0:
             if self._end - self._start > _HEADER_LIMIT:
-                self._reply(error_response(400, "request header too large"), keep_alive=False)
+                self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
+                return False
+            if buf.count(b"\n", self._start, self._end) != buf.count(b"\r\n", self._start, self._end):
+                self._refuse(400, "a bare LF in the request head (lines end with CRLF, RFC 9112 2.2)")
                 return False
             self._reset_if_empty()
+            return False
+        if end + 4 - self._start > _HEADER_LIMIT:
+            self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
             return False
         head = bytes(buf[self._start : end + 4])
         head_start, self._start = self._start, end + 4
@@ -393,44 +433,29 @@ class _Connection(asyncio.BufferedProtocol):
             try:
                 parsed = _parse_head(head)
             except HttpError as exc:
-                self._reply(error_response(exc.status, str(exc)), keep_alive=False)
+                self._refuse(exc.status, str(exc))
                 return False
             if len(head) <= _HEAD_MEMO_BYTES:
                 remember(heads, head, parsed, _HEAD_MEMO_SIZE)
-        method, target, version, keep_alive, headers = parsed
+        method, target, _version, keep_alive, headers = parsed
         limit = self._group.max_body_bytes
         expect = headers.get("expect", "").lower() == "100-continue"
-        if "transfer-encoding" in headers:
-            codings = [part.strip() for part in headers["transfer-encoding"].lower().split(",")]
-            if codings[-1] != "chunked":  # the body's length cannot be known (RFC 9112 6.3)
-                message = f"the last Transfer-Encoding must be chunked, not {codings[-1]!r}"
-                self._reply(error_response(400, message), keep_alive=False)
-                return False
-            if len(codings) > 1:
-                message = f"unsupported Transfer-Encoding {', '.join(codings)!r} (only chunked)"
-                self._reply(error_response(501, message), keep_alive=False)
-                return False
-            # a Content-Length beside it is overridden and, as for HTTP/1.0 with a transfer coding,
-            # the connection is closed after the answer: disagreeing framing is how requests get smuggled
-            keep_alive = keep_alive and version == "HTTP/1.1" and "content-length" not in headers
+        if "transfer-encoding" in headers:  # chunked, alone (checked by _parse_head)
             length = -1
             self._chunks = ChunkedDecoder(limit)  # enforces the limit as the chunks arrive
         else:
-            raw = headers.get("content-length", "0")
+            raw = headers.get("content-length", "0")  # 1*DIGIT (checked by _parse_head)
             try:
                 length = int(raw)
-                if length < 0:
-                    raise ValueError(raw)
-            except ValueError:
-                self._reply(error_response(400, f"bad Content-Length {raw!r}"), keep_alive=False)
-                return False
+            except ValueError:  # more digits than int() reads: far over any limit
+                length = _DISCARD_LIMIT + 1
             if length > limit:
-                message = f"request body of {length} bytes exceeds the limit of {limit} bytes"
+                message = f"request body of {raw} bytes exceeds the limit of {limit} bytes"
                 if expect or length > _DISCARD_LIMIT:
-                    self._reply(error_response(400, message), keep_alive=False)
+                    self._refuse(413, message)
                     return False
-                self._discard = length  # read and drop it, then answer, so the client sees the 400
-                self._reply(error_response(400, message), keep_alive=keep_alive)
+                self._discard = length  # read and drop it, then answer, so the client sees the 413
+                self._reply(error_response(413, message), keep_alive=keep_alive)
                 return True
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -455,7 +480,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._start = chunks.feed(self._buf, self._start, self._end)
         except ChunkedBodyError as exc:
             self._pending = self._chunks = None
-            self._reply(error_response(400, str(exc)), keep_alive=False)
+            self._refuse(exc.status, str(exc))
             return None
         if not chunks.done:
             self._reset_if_empty()
@@ -492,8 +517,29 @@ class _Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if response.status >= 400:
+            self._group.failures.add(response.status)
         transport.write(http_bytes(response, keep_alive))
         if not keep_alive:
+            transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request whose framing is lost with ``status``, then close without a reset.
+
+        Closing a socket with unread bytes sends an RST, which can destroy the answer before the
+        client reads it; so our side is shut for writing once the answer is out, and what the client
+        still sends is dropped until it closes too, or for at most ``_LINGER_S`` seconds."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._lingering:
+            return
+        self._group.failures.add(status)
+        transport.write(http_bytes(error_response(status, message), False))
+        self._lingering = self._busy = True  # nothing more is parsed
+        self._start = self._end
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
+        else:
             transport.close()
 
     def _answer_from_thread(self, response: Response, keep_alive: bool, body: memoryview) -> bool:
@@ -520,6 +566,8 @@ class _Connection(asyncio.BufferedProtocol):
                 return False
             except OSError:
                 return False  # the peer is gone: the loop sees it and closes the connection
+            if response.status >= 400:
+                self._group.failures.add(response.status)
             if sent < len(data):  # the socket buffer is full (rare for a response): the loop sends the rest
                 rest = data[sent:]
                 self._group._call(lambda: self._send_rest(rest, body))
@@ -564,6 +612,8 @@ def _http_head(response: Response, keep_alive: bool) -> bytes:
     )
     if response.header_length is not None:
         head += f"Inference-Header-Content-Length: {response.header_length}\r\n"
+    if response.fields:
+        head += "".join(f"{name}: {value}\r\n" for name, value in response.fields)
     if not keep_alive:
         head += "Connection: close\r\n"
     return (head + "\r\n").encode("latin-1")
@@ -582,34 +632,85 @@ def http_bytes(response: Response, keep_alive: bool) -> bytes:
 
 def _parse_head(head: bytes) -> _Head:
     """Method, target, HTTP version, keep-alive and the header fields (lower-case names) of a request
-    head. A repeated field's values are joined with ", " (RFC 9110 5.3); Content-Length values that
-    disagree are refused (RFC 9112 6.3). The fields are shared by every request with the same head
-    bytes (``_HEAD_MEMO_SIZE``): never change them."""
-    try:
-        text = head.decode("latin-1")
-        request_line, *header_lines = text.split("\r\n")
-        method, target, version = request_line.split(" ")
-    except ValueError as exc:
-        raise HttpError(400, "malformed request line") from exc
+    head (its bytes up to and with the blank line), checked strictly (RFC 9110, RFC 9112): HttpError
+    400 for any malformed part, 505 for an HTTP version other than 1.0 and 1.1, 501 for a transfer
+    coding before chunked.
+
+    Refused: a CR or LF outside a CRLF pair, a control character other than HTAB; a request line
+    other than ``token SP target SP HTTP/d.d``; a field line whose name is not a token or is
+    followed by whitespace before its colon, and obs-fold; an HTTP/1.1 request without one Host
+    field, and two Host fields; a Content-Length that is not 1*DIGIT, or values that disagree
+    (identical repeated values are folded into one, RFC 9110 8.6); a Transfer-Encoding whose last
+    coding is not chunked, and one beside a Content-Length (RFC 9112 6.3, how requests get
+    smuggled). Empty lines before the request line are skipped (RFC 9112 2.2). An HTTP/1.0 request
+    with a Transfer-Encoding is served and then closed (RFC 9112 6.1).
+
+    A repeated field's values are joined with ", " (RFC 9110 5.3). The result is memoized by the
+    head's bytes and shared by every request with the same head: never change its fields."""
+    text = head.decode("latin-1")
+    while text.startswith("\r\n"):
+        text = text[2:]
+    bad = _BAD_HEAD_CHAR.search(text)
+    if bad is not None:
+        what = {"\r": "a bare CR", "\n": "a bare LF"}.get(bad.group(), f"the control character {bad.group()!r}")
+        raise HttpError(400, f"{what} in the request head (RFC 9112 2.2, RFC 9110 5.5)")
+    request_line, *lines = text[:-4].split("\r\n")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not all(parts) or "\t" in request_line or not _METHOD.fullmatch(parts[0]):
+        raise HttpError(400, f"malformed request line {request_line[:80]!r}")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if _VERSION.fullmatch(version):
+            raise HttpError(505, f"{version} is not supported (HTTP/1.0 and HTTP/1.1 are)")
+        raise HttpError(400, f"malformed HTTP version {version[:20]!r}")
     headers: dict[str, str] = {}
-    for line in header_lines:
-        if not line:
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise HttpError(400, f"malformed header line {line[:80]!r}")
-        key, value = key.strip().lower(), value.strip()
+    for line in lines:
+        name = _FIELD_NAME.match(line)
+        if name is None:
+            raise HttpError(400, _field_line_problem(line))
+        key, value = line[: name.end() - 1].lower(), line[name.end() :].strip(" \t")
         seen = headers.get(key)
         if seen is None:
             headers[key] = value
-        elif key == "content-length":
-            if value != seen:
-                raise HttpError(400, f"conflicting Content-Length values {seen!r} and {value!r}")
+        elif key == "host":
+            raise HttpError(400, "more than one Host field (RFC 9112 3.2)")
         else:
             headers[key] = f"{seen}, {value}"
-    connection = headers.get("connection", "").lower()
-    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    if version == "HTTP/1.1" and "host" not in headers:
+        raise HttpError(400, "an HTTP/1.1 request needs a Host field (RFC 9112 3.2)")
+    length = headers.get("content-length")
+    if length is not None:
+        values = {part.strip(" \t") for part in length.split(",")}
+        if len(values) > 1:
+            raise HttpError(400, f"conflicting Content-Length values {length[:80]!r}")
+        length = values.pop()
+        if not _DIGITS.fullmatch(length):
+            raise HttpError(400, f"bad Content-Length {length[:40]!r} (only digits, RFC 9110 8.6)")
+        headers["content-length"] = length
+    connection = {part.strip(" \t") for part in headers.get("connection", "").lower().split(",")}
+    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    if "transfer-encoding" in headers:
+        codings = [part.strip(" \t") for part in headers["transfer-encoding"].lower().split(",")]
+        if codings[-1] != "chunked":  # the body's length cannot be known (RFC 9112 6.3)
+            raise HttpError(400, f"the last Transfer-Encoding must be chunked, not {codings[-1]!r}")
+        if len(codings) > 1:
+            raise HttpError(501, f"unsupported Transfer-Encoding {', '.join(codings)!r} (only chunked)")
+        if length is not None:
+            raise HttpError(400, "both Content-Length and Transfer-Encoding: the body's framing is ambiguous")
+        keep_alive = keep_alive and version == "HTTP/1.1"  # HTTP/1.0 has no transfer codings: close after
     return method, target, version, keep_alive, headers
+
+
+def _field_line_problem(line: str) -> str:
+    """Why ``line`` is not a field line (``name: value`` with a token name)."""
+    if line[:1] in (" ", "\t"):
+        return f"obs-fold (a line continued with whitespace) is not accepted (RFC 9112 5.2): {line[:80]!r}"
+    name, colon, _ = line.partition(":")
+    if not colon:
+        return f"malformed header line {line[:80]!r}"
+    if name != name.rstrip(" \t"):
+        return f"whitespace between the field name {name.strip()[:40]!r} and the colon (RFC 9112 5.1)"
+    return f"the field name {name[:40]!r} is not a token (RFC 9110 5.1)"
 
 
 def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
@@ -629,7 +730,7 @@ def _decompress(body: bytes | memoryview, encoding: str, limit: int) -> bytes:
     except zlib.error as exc:
         raise HttpError(400, f"the body is not valid {encoding}: {exc}") from exc
     if len(data) > limit or inflater.unconsumed_tail:
-        raise HttpError(400, f"the {encoding} body inflates past the limit of {limit} bytes")
+        raise HttpError(413, f"the {encoding} body inflates past the limit of {limit} bytes")
     if not inflater.eof:
         raise HttpError(400, f"the {encoding} body is truncated")
     return data

@@ -10,15 +10,19 @@ Loopback (127.0.0.1) by default. HTTP framing, compression and keep-alive: :mod:
 
 Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}``,
 ``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``/v2/models/stats``,
-``/metrics``; ``POST /v2/models/{m}/infer`` (``/versions/{v}/`` accepted everywhere), JSON or the
-binary tensor extension (``Inference-Header-Content-Length``, ``binary_data_size``, binary outputs
-with ``binary_data`` / ``binary_data_output``).
+``/metrics``; ``POST /v2/models/{m}/infer`` (``/versions/{v}/`` accepted everywhere; ``v`` is the
+model card's version, :attr:`Engine.version`), JSON or the binary tensor extension
+(``Inference-Header-Content-Length``, ``binary_data_size``, binary outputs with ``binary_data`` /
+``binary_data_output``); ``POST /v2/repository/index`` (Triton's model repository extension: the
+served models, ``{"ready": true}`` for the ready ones only).
 
-Errors are non-200 with ``{"error": "..."}``: 400 for a bad request (unknown model / input /
-output, wrong shape or dtype, malformed JSON or binary header, body over ``max_body_bytes``),
-503 when the queue is full, a request times out or the model is being replaced, 404 for an
-unknown path, 405 for a wrong method, 500 when the model fails or for a bug (an exception outside
-the edgeds error tree, logged with its traceback).
+Errors are non-200 with ``{"error": "..."}``: 400 for a bad request (unknown model / version /
+input / output, wrong shape or dtype, malformed JSON or binary header), 413 for a body over
+``max_body_bytes``, 503 when the queue is full, a request times out or the model is being replaced,
+404 for an unknown path (whatever the method), 405 with ``Allow`` for a wrong method on a known path,
+500 when the model fails or for a bug (an exception outside the edgeds error tree, logged with its
+traceback). Every answer of 400 or more, framing errors included, is counted by status code
+(:class:`~edgeds.runtime.counters.StatusCounts`, in ``/metrics``).
 
 Responses are serialized straight from the engine's output views, which are released right
 after. Model replacement without downtime: :meth:`InferenceServer.swap_model`.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
 import logging
 import signal
 import sys
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from .._version import __version__
 from ..backends.base import IN_PLACE_ALIGNMENT
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
+from .counters import StatusCounts
 from .engine import Engine, EngineDraining, InferRequest
 from .http1 import (
     DEFAULT_MAX_BODY,
@@ -59,17 +65,22 @@ from .views import model_config, model_metadata, model_stats, prometheus_text
 log = logging.getLogger(__name__)
 
 _ROUTE_MEMO_SIZE = 256  # infer routes kept per loop by request path; the oldest goes first
+_GET_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/stats", "/metrics"})
+_MODEL_ACTIONS = {"": "GET", "ready": "GET", "config": "GET", "stats": "GET", "infer": "POST"}  # -> method
 
 
 @dataclass(frozen=True)
 class SwapReport:
-    """Outcome of :meth:`InferenceServer.swap_model` (times in seconds)."""
+    """Outcome of :meth:`InferenceServer.swap_model` (times in seconds). Versions are the card's
+    (what clients address, equal when two builds share one); releases name the builds."""
 
     model: str
     old_version: str | None
     new_version: str
     drained: bool
     drain_s: float
+    old_release: str | None = None
+    new_release: str = ""
 
 
 class _Lane:
@@ -132,6 +143,12 @@ class InferenceServer:
         self.switch_interval_s = switch_interval_s
         self._swap_lock = threading.Lock()
         self._started_at = time.time()
+        self._failures = StatusCounts()  # every answer >= 400, shared by the loops of every run
+
+    @property
+    def failures(self) -> StatusCounts:
+        """Requests answered 4xx or 5xx since the server was made, by status code (all its runs)."""
+        return self._failures
 
     # ------------------------------------------------------------------ models
 
@@ -194,7 +211,13 @@ class InferenceServer:
         started = time.perf_counter()
         drained = old.drain(drain_timeout_s) if old is not None and old is not new else True
         return SwapReport(
-            new.name, old.version if old is not None else None, new.version, drained, time.perf_counter() - started
+            new.name,
+            old.version if old is not None else None,
+            new.version,
+            drained,
+            time.perf_counter() - started,
+            old.release if old is not None else None,
+            new.release,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -215,6 +238,8 @@ class InferenceServer:
             return functools.partial(self._handle, lanes[-1])
 
         loops = EventLoops(self._loop_count, dispatch, max_body_bytes=self.max_body_bytes, alignment=IN_PLACE_ALIGNMENT)
+        for lp in loops.loops:
+            lp.http.failures = self._failures
         self._lanes = lanes
         try:
             self.port = loops.bind(self.host, self.port)
@@ -293,13 +318,15 @@ class InferenceServer:
                 if route is not None:
                     self._infer(lane, route[0], route[1], request)
                     return None
-            return self._answer(request.method, request.target)
+            return self._answer(request)
         except (HttpError, EdgedsError) as exc:
             return _error_response(exc)
 
-    def _answer(self, method: str, target: str) -> Response:
-        """The response to a request other than infer."""
-        path = target.split("?", 1)[0].rstrip("/") or "/"
+    def _answer(self, request: Request) -> Response:
+        """The response to a request other than infer: 404 for an unknown path, whatever the method;
+        405 with ``Allow`` for a known path asked with another method."""
+        method = request.method
+        path = request.target.split("?", 1)[0].rstrip("/") or "/"
         parts = path.split("/")[1:]
         if parts[:1] == ["v2"] and len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
             name = parts[2]
@@ -308,12 +335,11 @@ class InferenceServer:
             if rest[:1] == ["versions"] and len(rest) >= 2:
                 version, rest = rest[1], rest[2:]
             action = rest[0] if rest else ""
-            if len(rest) > 1:
+            allowed = _MODEL_ACTIONS.get(action)
+            if len(rest) > 1 or allowed is None:
                 raise HttpError(404, f"not found: {path}")
-            if action == "infer":  # POST infer is queued by _handle
-                raise HttpError(405, "use POST for infer")
-            if method != "GET":
-                raise HttpError(405, f"use GET for {path}")
+            if method != allowed:  # a POST infer never gets here: _handle queued it
+                raise HttpError(405, f"use {allowed} for {path}", (("Allow", allowed),))
             engine = self._engine(name, version)
             if action == "":
                 return json_response(200, model_metadata(engine))
@@ -321,11 +347,15 @@ class InferenceServer:
                 return json_response(200 if engine.ready else 400, {"ready": engine.ready})
             if action == "config":
                 return json_response(200, model_config(engine))
-            if action == "stats":
-                return json_response(200, {"model_stats": [model_stats(engine)]})
+            return json_response(200, {"model_stats": [model_stats(engine)]})
+        if path == "/v2/repository/index":
+            if method != "POST":
+                raise HttpError(405, f"use POST for {path}", (("Allow", "POST"),))
+            return json_response(200, self._repository_index(request.body))
+        if path not in _GET_PATHS:
             raise HttpError(404, f"not found: {path}")
         if method != "GET":
-            raise HttpError(405, f"use GET for {path}")
+            raise HttpError(405, f"use GET for {path}", (("Allow", "GET"),))
         if path == "/v2/health/live":
             return json_response(200, {"live": True})
         if path == "/v2/health/ready":
@@ -342,13 +372,29 @@ class InferenceServer:
             )
         if path == "/v2/models/stats":
             return json_response(200, {"model_stats": [model_stats(e) for e in self._models.values()]})
-        if path == "/metrics":
-            return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
-        raise HttpError(404, f"not found: {path}")
+        return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _repository_index(self, body: memoryview) -> list[dict[str, str]]:
+        """``POST /v2/repository/index``: every served model (name, card version, state), or only the
+        ready ones when the body is ``{"ready": true}``. Raises HttpError 400 for another body."""
+        ready_only = False
+        if body.nbytes:
+            try:
+                options = json.loads(bytes(body))
+            except ValueError as exc:
+                raise HttpError(400, f"the repository index request is not JSON: {exc}") from exc
+            if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+                raise HttpError(400, 'the repository index request is {"ready": true|false} or empty')
+            ready_only = options.get("ready", False)
+        return [
+            {"name": e.name, "version": e.version, "state": "READY" if e.ready else "UNAVAILABLE"}
+            for e in self._models.values()
+            if e.ready or not ready_only
+        ]
 
     def _metrics(self) -> str:
         """``/metrics``: the engines' figures, then :attr:`extra_metrics`."""
-        text = prometheus_text(self._models.values(), self._started_at)
+        text = prometheus_text(self._models.values(), self._started_at, self._failures.snapshot())
         extra = self.extra_metrics
         if extra is not None:
             try:
@@ -472,7 +518,7 @@ def _error_response(exc: Exception) -> Response:
     catches an unexpected exception logs it with its traceback once before asking for its answer.
     """
     if isinstance(exc, HttpError):
-        return error_response(exc.status, str(exc))
+        return error_response(exc.status, str(exc), exc.fields)
     if isinstance(exc, RequestError):
         return error_response(400, str(exc))
     if isinstance(exc, ServiceUnavailable):

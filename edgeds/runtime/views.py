@@ -2,7 +2,9 @@
 Prometheus text of ``/metrics``.
 
 Functions of the served :class:`~edgeds.runtime.engine.Engine` objects' state (what they serve, how
-they batch, their counters; ``/metrics`` adds the process's RSS and uptime): no HTTP, no routing.
+they batch, their counters; ``/metrics`` adds the server's failed answers by status code, the
+process's RSS and uptime): no HTTP, no routing. A model's ``version`` is its card's version (what
+clients address); ``/metrics`` names each model's release in ``edgeds_model_info``.
 :mod:`edgeds.runtime.server` answers its GET endpoints with them.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .oip import oip_datatype
@@ -111,9 +113,10 @@ def model_stats(engine: Engine) -> dict[str, Any]:
     }
 
 
-def prometheus_text(engines: Iterable[Engine], started_at: float) -> str:
-    """The Prometheus text exposition of ``engines``' counters, the process RSS and the uptime since
-    ``started_at`` (``time.time()`` seconds)."""
+def prometheus_text(engines: Iterable[Engine], started_at: float, failures: Mapping[int, int]) -> str:
+    """The Prometheus text exposition of ``engines``' counters, the server's ``failures`` (answers of
+    status 400 or more, by status code, whether or not they reached a model), the process RSS and
+    the uptime since ``started_at`` (``time.time()`` seconds)."""
     lines: list[str] = []
 
     def family(metric: str, kind: str, help_text: str, values: list[tuple[str, float]]) -> None:
@@ -143,6 +146,12 @@ def prometheus_text(engines: Iterable[Engine], started_at: float) -> str:
             f"Cumulative {what} time in microseconds",
             [(lb, getattr(s, key)) for lb, _, s in stats],
         )
+    family(
+        "edgeds_model_info",
+        "gauge",
+        "1 per served model: its card version and its release (the bundle's monotonic version)",
+        [(f'{lb},release="{e.release}"', 1.0) for lb, e, _ in stats],
+    )
     family("edgeds_queue_depth", "gauge", "Requests waiting", [(lb, e.queue_depth()) for lb, e, _ in stats])
     family(
         "edgeds_model_ready",
@@ -162,6 +171,12 @@ def prometheus_text(engines: Iterable[Engine], started_at: float) -> str:
         lines.append(f'edgeds_batch_size_bucket{{{lb},le="+Inf"}} {s.execution_count}')
         lines.append(f"edgeds_batch_size_sum{{{lb}}} {total}")
         lines.append(f"edgeds_batch_size_count{{{lb}}} {s.execution_count}")
+    family(
+        "edgeds_http_request_failures_total",
+        "counter",
+        "Requests answered 4xx or 5xx by the server, framing errors included",
+        [(f'class="{code // 100}xx",code="{code}"', n) for code, n in failures.items()],
+    )
     family("edgeds_process_resident_memory_bytes", "gauge", "RSS of the server process", [("", _rss_bytes())])
     family("edgeds_uptime_seconds", "gauge", "Seconds since the server started", [("", time.time() - started_at)])
     return "\n".join(lines).replace("{}", "") + "\n"
