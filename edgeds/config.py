@@ -150,6 +150,16 @@ class ServerLimits(Frozen):
         default=0.5, gt=0, description="accepting pauses this long when descriptors run out"
     )
 
+    @classmethod
+    def from_profile(cls, recorded: Mapping[str, Any] | None, **overrides: Any) -> ServerLimits:
+        """The limits of a profile a bundle manifest records (``manifest.profile``), with every
+        override that is not None applied. Keys this edgeds does not know are dropped (a bundle
+        written by a newer edgeds still serves); the rest are validated."""
+        server = dict((recorded or {}).get("server") or {})
+        data = {k: v for k, v in server.items() if k in cls.model_fields}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
     @model_validator(mode="after")
     def _json_within_body(self) -> ServerLimits:
         if self.max_json_mb > self.max_body_mb:
