@@ -62,6 +62,7 @@ class Agent:
         self.device_id = str(config.get("device_id") or os.uname().nodename)
         self.mqtt: dict[str, Any] | None = config.get("mqtt")
         self.unload_first = config.get("swap_mode") == "unload_first"
+        self.server_limits: dict[str, Any] = dict(config.get("server") or {})  # the profile's server: block
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._status: dict[str, Any] = {
@@ -81,6 +82,19 @@ class Agent:
         self._interface: tuple[Any, str] | None = None  # (card, layout) of the release being loaded
         self._stations_config: list[Any] = list(config.get("inspection") or [])
         self._inspection: Any = None  # StationService once a release serves
+
+    def _limits(self) -> Any:
+        """The server limits ``agent-config.json`` holds (the target profile's ``server:`` block; the
+        defaults without one). Raises ConfigError when they are not valid."""
+        from pydantic import ValidationError
+
+        from .config import ServerLimits
+        from .errors import ConfigError
+
+        try:
+            return ServerLimits.model_validate(self.server_limits)
+        except ValidationError as exc:
+            raise ConfigError.single(self.store.root / CONFIG_FILE, None, "server", str(exc)) from exc
 
     def _config(self) -> dict[str, Any]:
         try:
@@ -351,7 +365,7 @@ class Agent:
         recovered = recover(self.store)
         if recovered:
             log.warning("rolled back an uncommitted activation: %s", recovered)
-        self._server = InferenceServer([], host=self.http_host, port=self.http_port).start()
+        self._server = InferenceServer([], host=self.http_host, port=self.http_port, limits=self._limits()).start()
         self.http_port = self._server.port  # port 0 picks a free one
         self._write_status(state="starting")
         log.info("listening on %s:%s", self.http_host, self.http_port)

@@ -124,6 +124,61 @@ class Batching(Frozen):
         return tuple(sorted(sizes))
 
 
+class ServerLimits(Frozen):
+    """What one client may hold of the device server (``edgeds serve``, the agent): times in seconds,
+    sizes in MiB. The defaults suit a 4 GB device on a network shared with untrusted clients."""
+
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request head must arrive whole within this, from its first byte"
+    )
+    idle_timeout_s: float = Field(default=60.0, gt=0, description="a keep-alive connection idle this long is closed")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="a body's deadline: this plus its size at the rate")
+    body_min_rate_kib_s: float = Field(
+        default=256.0, gt=0, description="slowest body upload allowed (KiB/s), for the deadline"
+    )
+    max_body_mb: float = Field(default=64.0, gt=0, description="largest request body (binary tensors)")
+    max_json_mb: float = Field(
+        default=8.0, gt=0, description="largest JSON part of a request (parsing costs ~13 times its size)"
+    )
+    max_connections: int = Field(
+        default=256, ge=1, description="open connections (fewer when the descriptor limit is lower)"
+    )
+    reserve_connections: int = Field(
+        default=4, ge=1, description="connections beyond the cap kept for health and metrics"
+    )
+    accept_backoff_s: float = Field(
+        default=0.5, gt=0, description="accepting pauses this long when descriptors run out"
+    )
+
+    @classmethod
+    def from_profile(cls, recorded: Mapping[str, Any] | None, **overrides: Any) -> ServerLimits:
+        """The limits of a profile a bundle manifest records (``manifest.profile``), with every
+        override that is not None applied. Keys this edgeds does not know are dropped (a bundle
+        written by a newer edgeds still serves); the rest are validated."""
+        server = dict((recorded or {}).get("server") or {})
+        data = {k: v for k, v in server.items() if k in cls.model_fields}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+    @model_validator(mode="after")
+    def _json_within_body(self) -> ServerLimits:
+        if self.max_json_mb > self.max_body_mb:
+            raise ValueError(f"max_json_mb ({self.max_json_mb}) must not exceed max_body_mb ({self.max_body_mb})")
+        return self
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 2**20)
+
+    @property
+    def body_min_rate_bytes_s(self) -> float:
+        return self.body_min_rate_kib_s * 1024
+
+
 class MemoryBudget(Frozen):
     """Memory the engine may use on the device, in MiB."""
 
@@ -160,6 +215,7 @@ class Profile(Frozen):
     memory: MemoryBudget
     accuracy: AccuracyBudget = AccuracyBudget()
     latency: LatencyBudget
+    server: ServerLimits = ServerLimits()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

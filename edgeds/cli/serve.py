@@ -30,7 +30,30 @@ def serve(
             "On a small CPU, one instance per core avoids intra-op stalls.",
         ),
     ] = None,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body (MiB); larger gets 400.")] = 64.0,
+    max_body_mb: Annotated[
+        float | None, typer.Option(help="Largest request body (MiB; default the profile's, 64); larger gets 400.")
+    ] = None,
+    max_json_mb: Annotated[
+        float | None, typer.Option(help="Largest JSON body or binary request's JSON header (MiB; default 8).")
+    ] = None,
+    header_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a request head may take from its first byte (default 10).")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Seconds an idle keep-alive connection stays open (default 60).")
+    ] = None,
+    body_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a body may take, plus its size at --body-min-rate (default 30).")
+    ] = None,
+    body_min_rate: Annotated[
+        float | None, typer.Option(help="Slowest body upload allowed, KiB/s (default 256).")
+    ] = None,
+    max_connections: Annotated[
+        int | None, typer.Option(help="Open connections served (default 256; fewer under a low fd limit).")
+    ] = None,
+    reserve_connections: Annotated[
+        int | None, typer.Option(help="Connections past the cap kept for health and metrics (default 4).")
+    ] = None,
     execution: Annotated[
         Literal["auto", "inline", "workers"],
         typer.Option(
@@ -46,15 +69,36 @@ def serve(
 
     Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
     """
-    from ..runtime.loading import Execution, load_engine
+    from ..runtime.loading import Execution, load_served
     from ..runtime.server import InferenceServer
 
     sizes = None if preferred is None else tuple(int(p) for p in preferred.split(",") if p.strip())
+    limits = {
+        "max_body_mb": max_body_mb,
+        "max_json_mb": max_json_mb,
+        "header_timeout_s": header_timeout,
+        "idle_timeout_s": idle_timeout,
+        "body_timeout_s": body_timeout,
+        "body_min_rate_kib_s": body_min_rate,
+        "max_connections": max_connections,
+        "reserve_connections": reserve_connections,
+    }
     with console_err.status("loading the bundle and warming every batch bucket..."):
-        engine = load_engine(
-            bundle, key, key is not None, threads, max_batch, delay_us, queue, sizes, instances, Execution(execution)
+        served = load_served(
+            bundle,
+            key,
+            key is not None,
+            threads,
+            max_batch,
+            delay_us,
+            queue,
+            sizes,
+            instances,
+            Execution(execution),
+            limits,
         )
-    server = InferenceServer(engine, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20)).start()
+    engine = served.engine
+    server = InferenceServer(engine, host=host, port=port, limits=served.limits).start()
     info = {
         "url": server.url,
         "model": engine.name,

@@ -13,7 +13,7 @@ Steps per host, each idempotent:
    then points at it and nothing is installed - documented, and only meant for rigs that share
    this machine's packages.
 3. **trust**: the bundle publisher's public key goes to ``<install_dir>/trust/``.
-4. **agent config** (``agent-config.json``: HTTP bind, device id, MQTT) and **service**:
+4. **agent config** (``agent-config.json``: HTTP bind, device id, MQTT, the profile's server limits) and **service**:
    a systemd unit where systemd runs (and we may install it), otherwise a supervised background
    process (``bin/edgeds-supervise``: restarts the agent when it exits; pid files under ``run/``).
 """
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Target
+from ..config import Target, load_profile
 from ..errors import DeployError, DeviceError
 from .device import probe as device_probe
 from .host import DeviceSession, open_session
@@ -188,6 +188,8 @@ def write_agent_config(session: DeviceSession, target: Target, plan: HostPlan) -
         "http_host": host.agent_host or target.agent.http_host,
         "http_port": target.agent.http_port,
         "swap_mode": target.agent.swap_mode,
+        # the profile's server limits (the agent's defaults when the profile is detected on the device)
+        "server": None if target.profile == "auto" else load_profile(target.profile).server.model_dump(mode="json"),
         "mqtt": target.mqtt.model_dump(mode="json") if target.mqtt.url else None,
         "inspection": [station.model_dump(mode="json") for station in target.inspection],
     }

@@ -14,6 +14,7 @@ framing of whatever follows on the connection is then unknown, so the caller ans
 
 from __future__ import annotations
 
+import mmap
 import re
 from typing import Literal
 
@@ -52,7 +53,7 @@ class ChunkedDecoder:
         self._left = 0  # data bytes of the current chunk not yet copied
         self._framing = 0  # bytes of size lines, CRLFs after data, and trailers so far
 
-    def feed(self, buf: bytearray, start: int, end: int) -> int:
+    def feed(self, buf: bytearray | mmap.mmap, start: int, end: int) -> int:
         """Decode from ``buf[start:end]``; return the index of the first byte not consumed.
 
         Stops at ``done`` (bytes after the body are the next request's) or when the rest is an

@@ -4,7 +4,7 @@ This layer knows nothing of models or routes. It parses each request's head and 
 every complete request to a **dispatch callback**; what the callback returns (or later sends) is
 framed and written back. The interface, all of it in this module:
 
-* :class:`ConnectionGroup` ``(dispatch, call=, lost=, max_body_bytes=, alignment=)``: the
+* :class:`ConnectionGroup` ``(dispatch, call=, lost=, limits=, reserved_targets=, alignment=)``: the
   connections of one asyncio event loop and what they share; :meth:`ConnectionGroup.protocol` makes
   the protocol object of each accepted socket. ``call`` runs a callback on that loop from any thread
   (False once the loop is gone); ``lost`` is called on the loop when a connection ends.
@@ -24,18 +24,39 @@ Framing: request heads are parsed strictly (RFC 9110, RFC 9112; see :func:`_pars
 malformed head is 400, an HTTP version other than 1.0 or 1.1 is 505, a head over 64 KiB is 431. A
 request body comes with a ``Content-Length`` or chunked (``Transfer-Encoding: chunked``, see
 :mod:`edgeds.runtime.chunked`), never both, and may be gzip or deflate (``Content-Encoding``;
-inflated here, before dispatch, to at most ``max_body_bytes``); responses are not compressed. A body
-over ``max_body_bytes`` is 413 (read and dropped first when it is small enough, so the client sees
-the answer); a transfer coding before chunked is 501 (400 when the last one is not chunked). The
-connection stays usable after an error whenever the body could be read; after a malformed head or
-chunked body (the framing of what follows is lost) it is answered, shut for writing and closed once
-the client closes or after ``_LINGER_S`` (never reset under the answer). ``Expect: 100-continue`` is
-answered. Every answer of status 400 or more is counted in :attr:`ConnectionGroup.failures`.
+inflated here, before dispatch, to at most the limit); responses are not compressed. The limit is
+the :class:`~edgeds.config.ServerLimits`' ``max_body_bytes`` for a body with a binary tensor header
+(below), its ``max_json_bytes`` for any other (a JSON body: parsing it costs many times its size),
+and a binary body's JSON header must fit ``max_json_bytes`` too. A body over its limit is 413 (read
+and dropped first when it is small enough, so the client sees the answer); a transfer coding before
+chunked is 501 (400 when the last one is not chunked). The connection stays usable after an error
+whenever the body could be read; after a malformed head or chunked body (the framing of what
+follows is lost) it is answered, shut for writing and closed once the client closes or after
+``_LINGER_S`` (never reset under the answer). ``Expect: 100-continue`` is answered. Every answer of
+status 400 or more is counted in :attr:`ConnectionGroup.failures`.
 
 One framing extension is known: a body that starts with a header of ``Inference-Header-Content-Length``
 bytes (KServe's binary tensor extension). The connection lays out the next request so that the
 bytes after that header land ``alignment``-aligned (readable in place), and
 :attr:`Response.header_length` is sent in that field.
+
+Limits (:class:`~edgeds.config.ServerLimits`), enforced by one sweep per event loop (every quarter
+of the shortest timeout, at most every second, so each fires within that much of its time; the
+request path only stores a deadline): a request head must arrive whole within ``header_timeout_s``
+of its first byte (of the connection's opening, for the first); a body within ``body_timeout_s``
+plus its length at ``body_min_rate_kib_s``; a keep-alive connection idle for ``idle_timeout_s`` is
+closed. A head or body cut short by its deadline is answered 408 and the connection closed (a
+connection that sent nothing is closed silently). A request being served has no deadline.
+
+Memory: connection buffers up to ``_POOLED_MAX`` are heap ``bytearray`` objects, kept for the next
+connection when one ends (``_BUFFER_POOL`` of them); larger ones are anonymous memory maps, committed
+only as bytes arrive (a body announced large but sent slowly costs what was sent) and unmapped as
+soon as the connection and the views of its last body are gone.
+
+Reserve: a connection made *reserved* (the acceptor's choice, past the connection cap) serves only
+targets that start with one of ``reserved_targets`` (health and metrics) and closes after each
+answer; anything else gets 503 and the connection is closed. The group keeps at most
+``limits.reserve_connections`` of them and drops the oldest to make room (:meth:`ConnectionGroup.make_reserve_room`).
 """
 
 from __future__ import annotations
@@ -44,28 +65,35 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import mmap
 import os
 import re
 import socket
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from ..config import ServerLimits
 from .chunked import ChunkedBodyError, ChunkedDecoder
 from .counters import StatusCounts
 from .memo import remember
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_MAX_BODY = ServerLimits().max_body_bytes
 _DISCARD_LIMIT = 1024 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
 _INITIAL_BUFFER = 64 * 1024
 _BUFFER_POOL = 32  # idle connection buffers kept for reuse
+_POOLED_MAX = 1024 * 1024  # larger connection buffers are memory maps, never pooled
+_NEVER = math.inf  # the deadline of a connection whose request is being served
+_SWEEP_MAX_S = 1.0  # the longest interval between two deadline sweeps of a loop
 # Parsed request heads kept by their bytes: a client's heads repeat byte for byte (same path, same
 # fields, same Content-Length for same-shaped tensors). Heads are small; the oldest goes first.
 _HEAD_MEMO_SIZE = 256
@@ -85,9 +113,12 @@ _VERSION = re.compile("HTTP/[0-9][.][0-9]")
 # What a request head may not hold: a CR or LF outside a CRLF pair (RFC 9112 2.2), NUL and the other
 # controls except HTAB (RFC 9110 5.5); obs-text (0x80-0xFF) is allowed in values
 _BAD_HEAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+_REASONS[408] = "Request Timeout"
 
 # A parsed request head: method, target, HTTP version, keep-alive, header fields (lower-case names).
 _Head = tuple[str, str, str, bool, Mapping[str, str]]
+# A connection buffer: a heap bytearray (pooled) or, past _POOLED_MAX, an anonymous memory map.
+_Buffer = bytearray | mmap.mmap
 
 
 class HttpError(Exception):
@@ -172,14 +203,17 @@ Dispatch = Callable[[Request], Response | None]
 
 class ConnectionGroup:
     """The connections of one asyncio event loop and what they share: the dispatch callback and the
-    limits (both fixed at construction), the parsed-head memo and the idle connection buffers.
+    limits (both fixed at construction), the parsed-head memo, the idle connection buffers and the
+    deadline sweep.
 
     Used on its loop's thread, except :meth:`Request.respond_from_thread`'s hand-over (locked).
     ``call(callback)`` must run ``callback`` on that loop from any thread and return False once it
-    cannot; ``lost()`` is called on the loop each time one of the connections ends. ``alignment``
-    (bytes, a power of two) is where a binary tensor should land in the connection's buffer.
-    ``failures`` counts every answer of status 400 or more sent on these connections; a server
-    sharing one counter among its groups sets it before the connections start.
+    cannot; ``lost()`` is called on the loop each time one of the connections ends (reserved ones
+    excepted: the group counts those itself, :attr:`reserved`). ``reserved_targets``: the target
+    prefixes a reserved connection serves. ``alignment`` (bytes, a power of two) is where a binary
+    tensor should land in the connection's buffer. ``failures`` counts every answer of status 400 or
+    more sent on these connections; a server sharing one counter among its groups sets it before the
+    connections start.
     """
 
     def __init__(
@@ -188,15 +222,29 @@ class ConnectionGroup:
         *,
         call: Callable[[Callable[[], None]], bool],
         lost: Callable[[], None],
-        max_body_bytes: int = DEFAULT_MAX_BODY,
+        limits: ServerLimits | None = None,
+        reserved_targets: tuple[str, ...] = (),
         alignment: int = 1,
     ) -> None:
+        limits = limits if limits is not None else ServerLimits()
         self.dispatch = dispatch
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
+        self.max_body_bytes = limits.max_body_bytes
+        self.max_json_bytes = min(limits.max_json_bytes, self.max_body_bytes)
+        self.header_timeout = limits.header_timeout_s
+        self.idle_timeout = limits.idle_timeout_s
+        self.body_timeout = limits.body_timeout_s
+        self.body_rate = limits.body_min_rate_bytes_s
+        self.reserved_targets = reserved_targets
         self.alignment = alignment
         self.heads: dict[bytes, _Head] = {}  # parsed request heads by their bytes (bounded)
         self.failures = StatusCounts()
-        self.transports: set[asyncio.BaseTransport] = set()  # the open connections'
+        self.connections: set[_Connection] = set()  # the open ones
+        self.reserved = 0  # reserved connections accepted and not yet lost (see make_reserve_room)
+        self.now = 0.0  # the loop's clock at the last sweep: deadlines are set from it (no clock read)
+        self._reserve: deque[_Connection] = deque()  # the open reserved connections, oldest first
+        self._sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
+        self._sweep: asyncio.TimerHandle | None = None
         self._call = call
         self._lost = lost
         self._free_buffers: list[bytearray] = []  # idle connection buffers (take_buffer, give_buffer)
@@ -204,25 +252,82 @@ class ConnectionGroup:
         self._answers_lock = threading.Lock()
         self._wake_pending = False
 
-    def protocol(self) -> asyncio.BufferedProtocol:
-        """The protocol of a new connection (for ``loop.connect_accepted_socket``)."""
-        return _Connection(self)
+    def protocol(self, reserved: bool = False) -> asyncio.BufferedProtocol:
+        """The protocol of a new connection (for ``loop.connect_accepted_socket``); a ``reserved`` one
+        is counted in :attr:`reserved` at once, until it is lost (or :meth:`reserved_gone`)."""
+        if reserved:
+            self.reserved += 1
+        return _Connection(self, reserved)
+
+    def reserved_gone(self) -> None:
+        """A reserved connection that never started (its socket failed before ``connection_made``)."""
+        self.reserved -= 1
+
+    def make_reserve_room(self) -> bool:
+        """Whether a reserved connection may be accepted now; if not, the oldest open reserved
+        connection is closed (its place is free once it is gone, on a later turn of the loop)."""
+        if self.reserved < self.limits.reserve_connections:
+            return True
+        if self._reserve:
+            oldest = self._reserve.popleft()
+            transport = oldest._transport
+            if transport is not None:
+                transport.abort()
+        return False
 
     def close(self) -> None:
-        """Close every open connection (on the loop thread)."""
-        for transport in list(self.transports):
-            transport.close()
+        """Close every open connection (on the loop thread) and stop the sweep."""
+        for connection in list(self.connections):
+            transport = connection._transport
+            if transport is not None:
+                transport.close()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
     def take_buffer(self) -> bytearray:
         """A connection buffer: a recycled one (already grown to the usual request size) or a new one."""
         pool = self._free_buffers
         return pool.pop() if pool else bytearray(_INITIAL_BUFFER)
 
-    def give_buffer(self, buf: bytearray) -> None:
-        """Keep a lost connection's buffer for the next one (recycling keeps RSS flat when clients
-        reconnect: no malloc churn of body-sized buffers)."""
-        if len(self._free_buffers) < _BUFFER_POOL and len(buf) <= 2 * self.max_body_bytes + _INITIAL_BUFFER:
+    def give_buffer(self, buf: _Buffer) -> None:
+        """Keep a lost connection's heap buffer for the next one (recycling keeps RSS flat when clients
+        reconnect: no malloc churn of request-sized buffers). A memory map is not kept: dropping it
+        unmaps it (once no view of it is left)."""
+        if isinstance(buf, bytearray) and len(buf) <= _POOLED_MAX and len(self._free_buffers) < _BUFFER_POOL:
             self._free_buffers.append(buf)
+
+    # -- deadlines
+
+    def _added(self, connection: _Connection) -> None:
+        """A connection was made: sweep its loop's connections while there are any."""
+        self.connections.add(connection)
+        if connection._reserved:
+            self._reserve.append(connection)
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self.now = loop.time()
+            self._sweep = loop.call_at(self.now + self._sweep_interval, self._sweep_deadlines, loop)
+
+    def _removed(self, connection: _Connection) -> None:
+        self.connections.discard(connection)
+        if connection._reserved:
+            self.reserved -= 1
+            try:  # noqa: SIM105 (not in the deque once make_reserve_room has dropped it)
+                self._reserve.remove(connection)
+            except ValueError:
+                pass
+        else:
+            self._lost()
+
+    def _sweep_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connections whose deadline has passed; again after an interval while any is open."""
+        now = self.now = loop.time()
+        for connection in [c for c in self.connections if c._deadline <= now]:
+            connection._expire()
+        self._sweep = (
+            loop.call_at(now + self._sweep_interval, self._sweep_deadlines, loop) if self.connections else None
+        )
 
     def _hand_over(self, request: Request, response: Response) -> None:
         """Any thread: queue an answer for the loop, waking it once for all that queue meanwhile."""
@@ -260,11 +365,12 @@ class _Connection(asyncio.BufferedProtocol):
     nothing to the connection, so the worker's bytes cannot interleave with the loop's.
     """
 
-    def __init__(self, group: ConnectionGroup) -> None:
+    def __init__(self, group: ConnectionGroup, reserved: bool = False) -> None:
         self._group = group
-        self._dispatch = group.dispatch
+        self._reserved = reserved
+        self._dispatch = self._reserved_dispatch if reserved else group.dispatch
         self._alignment = group.alignment
-        self._buf = group.take_buffer()
+        self._buf: _Buffer = group.take_buffer()
         self._base = _address(self._buf)
         self._lead = 0  # bytes from the last request's first byte to its first binary tensor byte
         self._head_len = 0  # bytes of the last request's head
@@ -281,13 +387,17 @@ class _Connection(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._wlock = threading.Lock()
         self._fd = -1  # the socket's descriptor for workers' writes; -1 once the connection is lost
+        self._deadline = _NEVER  # (the loop's clock) when the connection expires, unless served by then
+        self._idle = False  # waiting for the next request: its first byte starts the head's deadline
 
     # -- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport (its methods are all this protocol uses)
         self._transport = cast(asyncio.Transport, transport)
-        self._group.transports.add(transport)
+        group = self._group
+        group._added(self)
+        self._deadline = group.now + group.header_timeout  # the first head must come in time
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -298,9 +408,8 @@ class _Connection(asyncio.BufferedProtocol):
         with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
             self._fd = -1
         if self._transport is not None:
-            self._group.transports.discard(self._transport)
+            self._group._removed(self)
         self._transport = None
-        self._group._lost()
         if not self._in_flight:  # no request views point into it: the next connection reuses it
             self._group.give_buffer(self._buf)
 
@@ -316,6 +425,9 @@ class _Connection(asyncio.BufferedProtocol):
         if self._lingering:  # refused: only the client's close (or the linger timer) is awaited
             self._start = self._end
             return
+        if self._idle:  # the next request's first bytes: its head must be whole in time
+            self._idle = False
+            self._deadline = self._group.now + self._group.header_timeout
         self._process()
 
     def eof_received(self) -> bool | None:
@@ -336,7 +448,7 @@ class _Connection(asyncio.BufferedProtocol):
             size = max(size * 2, want + _INITIAL_BUFFER // 4)
         if size != len(self._buf) or self._in_flight:
             # a new buffer (views of the old one, if any, keep it alive until they are dropped)
-            fresh = bytearray(size)
+            fresh: _Buffer = bytearray(size) if size <= _POOLED_MAX else mmap.mmap(-1, size)
             fresh[:used] = self._buf[self._start : self._end]
             self._buf = fresh
             self._base = _address(fresh)
@@ -369,6 +481,9 @@ class _Connection(asyncio.BufferedProtocol):
             if self._pending is None:
                 if self._start == self._end:  # all answered: wait for the next request
                     self._reset_if_empty()
+                    if not self._idle:
+                        self._idle = True
+                        self._deadline = self._group.now + self._group.idle_timeout
                     return
                 if not self._parse_head():
                     return
@@ -387,22 +502,27 @@ class _Connection(asyncio.BufferedProtocol):
                 self._start += length
             self._pending = None
             self._need = 0
+            self._deadline = _NEVER  # being served
             self._busy = True  # nothing more is parsed until this is answered (answers stay in order)
             self._in_flight = chunks is None  # views of _buf may be alive: nothing is compacted over them
             coding = headers.get("content-encoding")
             if coding is not None and coding.strip().lower() not in ("identity", ""):
                 try:
-                    body = self._inflate(body, coding.strip().lower())
+                    limit = self._group.max_json_bytes
+                    if "inference-header-content-length" in headers:
+                        limit = self._group.max_body_bytes
+                    body = self._inflate(body, coding.strip().lower(), limit)
                 except HttpError as exc:
                     self._finish(error_response(exc.status, str(exc)), keep_alive, body)
                     continue
+            request = Request(self, method, target, headers, body, keep_alive)
             try:
-                response = self._dispatch(Request(self, method, target, headers, body, keep_alive))
+                response = self._dispatch(request)
             except Exception as exc:  # a bug in the handler: 500 for this request; the connection goes on
                 log.exception("the handler of %s %s failed (answered 500)", method, target)
                 response = error_response(500, f"{type(exc).__name__}: {exc}")
             if response is not None:
-                self._finish(response, keep_alive, body)
+                self._finish(response, request.keep_alive, body)
             # answered -> parse on; to be answered later -> _busy ends the loop
 
     def _parse_head(self) -> bool:
@@ -417,7 +537,8 @@ class _Connection(asyncio.BufferedProtocol):
             if self._end - self._start > _HEADER_LIMIT:
                 self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
                 return False
-            if buf.count(b"\n", self._start, self._end) != buf.count(b"\r\n", self._start, self._end):
+            partial = bytes(buf[self._start : self._end])  # at most _HEADER_LIMIT bytes; buf may be an mmap
+            if partial.count(b"\n") != partial.count(b"\r\n"):
                 self._refuse(400, "a bare LF in the request head (lines end with CRLF, RFC 9112 2.2)")
                 return False
             self._reset_if_empty()
@@ -438,7 +559,19 @@ class _Connection(asyncio.BufferedProtocol):
             if len(head) <= _HEAD_MEMO_BYTES:
                 remember(heads, head, parsed, _HEAD_MEMO_SIZE)
         method, target, _version, keep_alive, headers = parsed
-        limit = self._group.max_body_bytes
+        group = self._group
+        binary = headers.get("inference-header-content-length")
+        json_part = -1  # the binary tensor header's length (-1: none, or not a number)
+        if binary is None:  # the body is JSON (or not an infer request): parsing costs many times its size
+            limit = group.max_json_bytes
+        else:
+            limit = group.max_body_bytes
+            with contextlib.suppress(ValueError):
+                json_part = int(binary)
+            if json_part > group.max_json_bytes:
+                message = f"a JSON header of {json_part} bytes exceeds the limit of {group.max_json_bytes} bytes"
+                self._refuse(400, message)
+                return False
         expect = headers.get("expect", "").lower() == "100-continue"
         if "transfer-encoding" in headers:  # chunked, alone (checked by _parse_head)
             length = -1
@@ -455,21 +588,26 @@ class _Connection(asyncio.BufferedProtocol):
                     self._refuse(413, message)
                     return False
                 self._discard = length  # read and drop it, then answer, so the client sees the 413
+                self._deadline = group.now + group.body_timeout + length / group.body_rate
                 self._reply(error_response(413, message), keep_alive=keep_alive)
                 return True
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pending = (method, target, keep_alive, headers, length)
+        if length:  # the body must arrive in time (a chunked one: as if it were as large as allowed)
+            self._deadline = group.now + group.body_timeout + (length if length > 0 else limit) / group.body_rate
         if length >= 0:  # how the next request's tensor will lie (a chunked body is decoded elsewhere)
             self._head_len = self._start - head_start
-            with contextlib.suppress(ValueError):
-                self._lead = self._head_len + int(headers.get("inference-header-content-length", "0"))
+            if binary is None:
+                self._lead = self._head_len
+            elif json_part >= 0:
+                self._lead = self._head_len + json_part
         return True
 
-    def _inflate(self, body: memoryview, coding: str) -> memoryview:
+    def _inflate(self, body: memoryview, coding: str, limit: int) -> memoryview:
         """The body a ``Content-Encoding`` compressed (HttpError 400 when it cannot be inflated within
-        the limit); the received bytes' view is released at once."""
-        inflated = _decompress(body, coding, self._group.max_body_bytes)
+        ``limit`` bytes); the received bytes' view is released at once."""
+        inflated = _decompress(body, coding, limit)
         _release(body)
         return memoryview(inflated)
 
@@ -497,6 +635,28 @@ class _Connection(asyncio.BufferedProtocol):
             # (for a chunked body, decoded elsewhere, the shift is as good as any)
             lead = self._lead - self._head_len if self._pending is not None else self._lead
             self._start = self._end = -(self._base + lead) % self._alignment
+
+    # -- limits
+
+    def _expire(self) -> None:
+        """The deadline passed (loop thread): answer 408 to a head or body cut short, then close; a
+        connection that sent nothing of its next request is closed silently."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._busy:
+            return
+        if (self._pending is not None or self._end > self._start) and not self._discard:
+            transport.write(http_bytes(error_response(408, "the request did not arrive in time"), False))
+        transport.close()
+        if transport.get_write_buffer_size():  # a client that reads nothing must not hold the socket
+            transport.abort()
+
+    def _reserved_dispatch(self, request: Request) -> Response | None:
+        """The dispatch of a reserved connection (past the connection cap): health and metrics, then
+        close; anything else 503."""
+        request.keep_alive = False
+        if request.target.startswith(self._group.reserved_targets):
+            return self._group.dispatch(request)
+        return error_response(503, "the server is at its connection limit: only health and metrics are answered")
 
     # -- responses
 
@@ -573,6 +733,8 @@ class _Connection(asyncio.BufferedProtocol):
                 self._group._call(lambda: self._send_rest(rest, body))
                 return True
             self._busy = False
+            self._idle = True  # (until bytes arrive: parsing what is waiting sets the deadline it needs)
+            self._deadline = self._group.now + self._group.idle_timeout
             waiting = self._end > self._start
         if waiting:
             self._group._call(self._process)
@@ -598,7 +760,7 @@ def _release(view: memoryview) -> None:
         pass
 
 
-def _address(buf: bytearray) -> int:
+def _address(buf: _Buffer) -> int:
     """Memory address of ``buf``'s first byte (the view is dropped at once: ``buf`` stays resizable)."""
     return int(np.frombuffer(buf, dtype=np.uint8).ctypes.data) if buf else 0
 

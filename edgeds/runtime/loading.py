@@ -1,16 +1,19 @@
 """Open a bundle as a started engine, with its batching overridden by the caller.
 
 This is what ``edgeds serve`` serves: the manifest's batching with any overrides applied and
-re-validated, the backend's thread count, and who runs the batches (:class:`Execution`).
+re-validated, the backend's thread count, who runs the batches (:class:`Execution`), and the
+server limits of the profile the bundle was compiled for (:func:`load_served`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
-from ..config import Batching
+from ..config import Batching, ServerLimits
 from .engine import Engine, thread_options
 
 
@@ -58,6 +61,14 @@ def batching_overrides(
     return Batching.model_validate(data)
 
 
+@dataclass(frozen=True)
+class Served:
+    """A started engine and the limits its server should keep (see :func:`load_served`)."""
+
+    engine: Engine
+    limits: ServerLimits
+
+
 def load_engine(
     bundle_path: Path,
     key: Path | None = None,
@@ -70,14 +81,36 @@ def load_engine(
     instances: int | None = None,
     execution: Execution = Execution.workers,
 ) -> Engine:
-    """A started engine for the bundle at ``bundle_path`` (directory or .tar); the caller closes it.
+    """:func:`load_served`'s engine (the same arguments, no limit overrides)."""
+    return load_served(
+        bundle_path, key, verify, threads, max_batch, delay_us, queue, preferred, instances, execution
+    ).engine
+
+
+def load_served(
+    bundle_path: Path,
+    key: Path | None = None,
+    verify: bool = True,
+    threads: int | None = None,
+    max_batch: int | None = None,
+    delay_us: int | None = None,
+    queue: int | None = None,
+    preferred: Sequence[int] | None = None,
+    instances: int | None = None,
+    execution: Execution = Execution.workers,
+    limits: Mapping[str, Any] | None = None,
+) -> Served:
+    """A started engine for the bundle at ``bundle_path`` (directory or .tar), which the caller
+    closes, and the server limits of the profile its manifest records with the ``limits`` overrides
+    (:class:`~edgeds.config.ServerLimits` field names; None values are ignored) applied.
 
     The bundle is verified against the public ``key`` when ``verify`` and a key is given (an
     unverified bundle is only read). Batching is the manifest's with :func:`batching_overrides`;
     ``threads`` (None = the backend's default) is split among the instances. Starting opens the
     backend and warms every batch bucket; ``execution`` says who then runs the batches.
     Raises the bundle's errors (:class:`~edgeds.errors.BundleError` and subclasses) and the
-    backend's when it cannot open the artifact.
+    backend's when it cannot open the artifact; pydantic's ValidationError for limits that are not
+    valid (checked before the engine starts).
     """
     from ..bundle import load_bundle
 
@@ -85,7 +118,8 @@ def load_engine(
         batching = batching_overrides(
             Batching.from_manifest(bundle.manifest.batching), max_batch, delay_us, queue, preferred, instances
         )
+        served_limits = ServerLimits.from_profile(bundle.manifest.profile, **dict(limits or {}))
         engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
         if execution is Execution.auto:
             execution = Execution.workers if batching.preserve_ordering else Execution.inline
-        return engine.start(inline=execution is Execution.inline)
+        return Served(engine.start(inline=execution is Execution.inline), served_limits)

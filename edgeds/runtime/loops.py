@@ -9,21 +9,40 @@ starts again makes a new one (so every run starts with fresh per-loop state).
 Loop 0 accepts for all of them. An accepted socket is counted on the loop with the fewest
 connections and handed to it; that loop owns it from then on (its protocol, its buffers, its
 writes), and the count drops when the connection ends.
+
+Limits (:class:`~edgeds.config.ServerLimits`): at most :attr:`EventLoops.cap` connections are
+served, ``max_connections`` or fewer when the descriptor limit (``RLIMIT_NOFILE``) leaves less room
+beside what the process holds at :meth:`~EventLoops.start` (``_FD_HEADROOM`` more are left for files
+it opens later). Past the cap, up to ``reserve_connections`` more are taken as *reserved*
+connections of loop 0 (health and metrics only, see :mod:`edgeds.runtime.http1`), the oldest of
+them dropped to make room for a new one, so a health check gets through a flood of idle
+connections. When ``accept`` fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+ENOMEM), accepting pauses for ``accept_backoff_s`` while the open connections are served, and one
+line is logged per ``_ACCEPT_LOG_S`` however often it happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
+import os
+import resource
 import socket
 import threading
+import time
 from collections.abc import Callable
 
+from ..config import ServerLimits
 from ..errors import EdgedsError
 from .http1 import ConnectionGroup, Dispatch
 
 log = logging.getLogger(__name__)
+
+_FD_HEADROOM = 32  # descriptors left beside connections for what the process opens later (models, logs)
+_ACCEPT_LOG_S = 10.0  # at most one line per this many seconds about failing accepts
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class EventLoop:
@@ -59,7 +78,7 @@ class EventLoops:
     """``count`` event-loop threads serving HTTP/1.1 connections on the sockets of :meth:`bind`.
 
     ``dispatch(loop)`` gives each loop's connections their dispatch callback (called once per loop,
-    at construction); ``max_body_bytes`` and ``alignment`` are passed to every
+    at construction); ``limits``, ``reserved_targets`` and ``alignment`` are passed to every
     :class:`~edgeds.runtime.http1.ConnectionGroup`. The threads are daemons named ``name`` (with
     ``-i`` appended when there are several).
     """
@@ -69,7 +88,8 @@ class EventLoops:
         count: int,
         dispatch: Callable[[EventLoop], Dispatch],
         *,
-        max_body_bytes: int,
+        limits: ServerLimits | None = None,
+        reserved_targets: tuple[str, ...] = (),
         alignment: int,
         name: str = "oip-server",
     ) -> None:
@@ -78,11 +98,21 @@ class EventLoops:
         self._start_error: BaseException | None = None
         self._name = name
         self._address = ""
+        self.limits = limits = limits if limits is not None else ServerLimits()
+        self.cap = limits.max_connections  # connections served (lowered by start() to what descriptors allow)
+        self._paused: dict[socket.socket, asyncio.TimerHandle] = {}  # listeners waiting to accept again
+        self._accept_failures = 0  # since the last line logged about them
+        self._accept_logged = -_ACCEPT_LOG_S
 
         def http(lp: EventLoop) -> ConnectionGroup:
             lost = functools.partial(self._forget, lp)
             return ConnectionGroup(
-                dispatch(lp), call=lp.call, lost=lost, max_body_bytes=max_body_bytes, alignment=alignment
+                dispatch(lp),
+                call=lp.call,
+                lost=lost,
+                limits=limits,
+                reserved_targets=reserved_targets,
+                alignment=alignment,
             )
 
         self.loops = [EventLoop(i, http) for i in range(count)]
@@ -106,7 +136,8 @@ class EventLoops:
 
     def start(self) -> None:
         """Start the threads; returns once each runs (loop 0 accepting). Raises EdgedsError, with the
-        threads stopped, when a loop cannot start."""
+        threads stopped, when a loop cannot start. Sets :attr:`cap` from the descriptors left now."""
+        self.cap = _connection_cap(self.limits)
         for lp in self.loops:
             name = self._name if len(self.loops) == 1 else f"{self._name}-{lp.index}"
             lp.thread = threading.Thread(target=self._thread_main, args=(lp,), name=name, daemon=True)
@@ -154,22 +185,34 @@ class EventLoops:
             await lp.stopped.wait()
         finally:
             if lp.index == 0:
+                for handle in self._paused.values():
+                    handle.cancel()
                 for sock in self._listeners:
-                    loop.remove_reader(sock.fileno())
+                    if sock.fileno() >= 0:
+                        loop.remove_reader(sock.fileno())
                     sock.close()
             lp.http.close()
 
     def _accept(self, listener: socket.socket) -> None:
-        """Loop 0: accept every waiting connection and give each to the loop with the fewest."""
+        """Loop 0: accept every waiting connection and give each to the loop with the fewest; past
+        the cap, make it a reserved connection of loop 0 (once there is room for one)."""
+        first = self.loops[0]
         while True:
+            with self._accept_lock:
+                over = sum(lp.connections for lp in self.loops) >= self.cap
+            if over and not first.http.make_reserve_room():
+                return  # the oldest reserved connection is closing: accept on the loop's next turn
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. out of descriptors: the client is refused, the server goes on
-                log.warning("accept failed: %s", exc)
+            except OSError as exc:  # the client waits in the backlog (or is refused); the server goes on
+                self._accept_failed(listener, exc)
                 return
             conn.setblocking(False)
+            if over:
+                self._adopt(first, conn, reserved=True)  # on this loop, at once: counted before the next
+                continue
             with self._accept_lock:
                 lp = min(self.loops, key=lambda candidate: candidate.connections)
                 lp.connections += 1
@@ -177,30 +220,89 @@ class EventLoops:
                 conn.close()  # that loop has stopped: the server is stopping
                 self._forget(lp)
 
-    def _adopt(self, lp: EventLoop, conn: socket.socket) -> None:
+    def _accept_failed(self, listener: socket.socket, exc: OSError) -> None:
+        """Loop 0: ``accept`` failed. Out of descriptors or memory: stop accepting on ``listener`` for
+        ``accept_backoff_s`` (the open connections go on). Logged at most once per ``_ACCEPT_LOG_S``."""
+        exhausted = exc.errno in _OUT_OF_RESOURCES
+        self._accept_failures += 1
+        now = time.monotonic()
+        if now - self._accept_logged >= _ACCEPT_LOG_S:
+            more = f" ({self._accept_failures - 1} more since the last such line)" if self._accept_failures > 1 else ""
+            pause = f"; accepting pauses for {self.limits.accept_backoff_s} s at a time" if exhausted else ""
+            log.warning("accept failed: %s%s%s", exc, pause, more)
+            self._accept_logged, self._accept_failures = now, 0
+        loop = self.loops[0].loop
+        if not exhausted or loop is None:
+            return
+        loop.remove_reader(listener.fileno())
+        self._paused[listener] = loop.call_later(self.limits.accept_backoff_s, self._resume, listener)
+
+    def _resume(self, listener: socket.socket) -> None:
+        """Loop 0: accept on ``listener`` again after a pause (unless the loop is stopping)."""
+        first = self.loops[0]
+        self._paused.pop(listener, None)
+        if first.loop is None or first.stopped is None or first.stopped.is_set() or listener.fileno() < 0:
+            return
+        first.loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def _adopt(self, lp: EventLoop, conn: socket.socket, reserved: bool = False) -> None:
         """On ``lp``: make an accepted socket one of its connections."""
         loop = lp.loop
         if loop is None or lp.stopped is None or lp.stopped.is_set():
             conn.close()
-            self._forget(lp)
+            if not reserved:
+                self._forget(lp)
             return
-        loop.create_task(self._connect(lp, conn))
+        protocol = lp.http.protocol(reserved)  # a reserved one is counted from here
+        loop.create_task(self._connect(lp, conn, protocol, reserved))
 
-    async def _connect(self, lp: EventLoop, conn: socket.socket) -> None:
+    async def _connect(
+        self, lp: EventLoop, conn: socket.socket, protocol: asyncio.BufferedProtocol, reserved: bool
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(lp.http.protocol, conn)
+            await loop.connect_accepted_socket(lambda: protocol, conn)
         except OSError:  # the client is gone already: no connection_lost will come
             conn.close()
-            self._forget(lp)
+            self._never_connected(lp, reserved)
         except asyncio.CancelledError:  # the loop is stopping
             conn.close()
-            self._forget(lp)
+            self._never_connected(lp, reserved)
             raise
+
+    def _never_connected(self, lp: EventLoop, reserved: bool) -> None:
+        if reserved:
+            lp.http.reserved_gone()
+        else:
+            self._forget(lp)
 
     def _forget(self, lp: EventLoop) -> None:
         with self._accept_lock:
             lp.connections -= 1
+
+
+def _connection_cap(limits: ServerLimits) -> int:
+    """``max_connections``, or fewer when the descriptor limit leaves less room beside the descriptors
+    open now, ``_FD_HEADROOM`` and the reserved connections (logged when it does)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (not Linux): assume a typical process
+        open_now = 64
+    room = soft - open_now - _FD_HEADROOM - limits.reserve_connections
+    if room >= limits.max_connections:
+        return limits.max_connections
+    cap = max(1, room)
+    log.warning(
+        "serving at most %d connections (max_connections %d): the descriptor limit is %d and %d are open",
+        cap,
+        limits.max_connections,
+        soft,
+        open_now,
+    )
+    return cap
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:

@@ -44,11 +44,11 @@ from dataclasses import dataclass
 
 from .._version import __version__
 from ..backends.base import IN_PLACE_ALIGNMENT
+from ..config import ServerLimits
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .counters import StatusCounts
 from .engine import Engine, EngineDraining, InferRequest
 from .http1 import (
-    DEFAULT_MAX_BODY,
     Dispatch,
     HttpError,
     Request,
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 _ROUTE_MEMO_SIZE = 256  # infer routes kept per loop by request path; the oldest goes first
 _GET_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/stats", "/metrics"})
 _MODEL_ACTIONS = {"": "GET", "ready": "GET", "config": "GET", "stats": "GET", "infer": "POST"}  # -> method
+# What a connection past the connection cap may ask for (see edgeds.runtime.loops).
+_RESERVED_TARGETS = ("/v2/health/", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ class InferenceServer:
     ``loops`` event-loop threads serve the connections (default: the instance count of the inline
     engines given, else 1). Every inline engine (``engine.start(inline=True)``) must have
     ``loops`` instances: loop ``i`` runs instance ``i``. Engines with workers work with any count.
+
+    ``limits``: timeouts, body sizes and the connection cap (:class:`~edgeds.config.ServerLimits`,
+    its defaults when None); ``max_body_bytes``, when given, replaces its ``max_body_mb``.
     """
 
     def __init__(
@@ -118,10 +123,11 @@ class InferenceServer:
         engines: Engine | Iterable[Engine],
         host: str = "127.0.0.1",
         port: int = 8000,
-        max_body_bytes: int = DEFAULT_MAX_BODY,
+        max_body_bytes: int | None = None,
         name: str = "edgeds",
         switch_interval_s: float | None = 0.0005,
         loops: int | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         engines = [engines] if isinstance(engines, Engine) else list(engines)
         if loops is None:
@@ -138,7 +144,11 @@ class InferenceServer:
         self.extra_metrics: Callable[[], str] | None = None
         self.host = host
         self.port = port
-        self.max_body_bytes = max_body_bytes
+        limits = limits if limits is not None else ServerLimits()
+        if max_body_bytes is not None:
+            limits = limits.model_copy(update={"max_body_mb": max_body_bytes / 2**20})
+        self.limits = limits
+        self.max_body_bytes = limits.max_body_bytes
         self.name = name
         self.switch_interval_s = switch_interval_s
         self._swap_lock = threading.Lock()
@@ -237,7 +247,13 @@ class InferenceServer:
             lanes.append(_Lane(lp))
             return functools.partial(self._handle, lanes[-1])
 
-        loops = EventLoops(self._loop_count, dispatch, max_body_bytes=self.max_body_bytes, alignment=IN_PLACE_ALIGNMENT)
+        loops = EventLoops(
+            self._loop_count,
+            dispatch,
+            limits=self.limits,
+            reserved_targets=_RESERVED_TARGETS,
+            alignment=IN_PLACE_ALIGNMENT,
+        )
         for lp in loops.loops:
             lp.http.failures = self._failures
         self._lanes = lanes

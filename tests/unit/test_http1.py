@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from edgeds.config import ServerLimits
 from edgeds.runtime.http1 import Dispatch, Request, Response, json_response
 from edgeds.runtime.loops import EventLoop, EventLoops
 
@@ -26,7 +27,8 @@ def serving(dispatch: Dispatch) -> Iterator[int]:
     def factory(lp: EventLoop) -> Dispatch:
         return dispatch
 
-    loops = EventLoops(1, factory, max_body_bytes=1 << 20, alignment=64, name="http1-test")
+    limits = ServerLimits(max_body_mb=1, max_json_mb=1)
+    loops = EventLoops(1, factory, limits=limits, alignment=64, name="http1-test")
     port = loops.bind("127.0.0.1", 0)
     loops.start()
     try:
