@@ -8,7 +8,9 @@ starts again makes a new one (so every run starts with fresh per-loop state).
 
 Loop 0 accepts for all of them. An accepted socket is counted on the loop with the fewest
 connections and handed to it; that loop owns it from then on (its protocol, its buffers, its
-writes), and the count drops when the connection ends.
+writes), and the count drops when the connection ends. With a TLS context every accepted socket
+is wrapped by the loop that adopts it (the handshake runs there, bounded by
+``TLS_HANDSHAKE_TIMEOUT_S``; a client that fails it is closed and never reaches HTTP).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import functools
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -24,6 +27,8 @@ from ..errors import EdgedsError
 from .http1 import ConnectionGroup, Dispatch
 
 log = logging.getLogger(__name__)
+
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class EventLoop:
@@ -61,7 +66,7 @@ class EventLoops:
     ``dispatch(loop)`` gives each loop's connections their dispatch callback (called once per loop,
     at construction); ``max_body_bytes`` and ``alignment`` are passed to every
     :class:`~edgeds.runtime.http1.ConnectionGroup`. The threads are daemons named ``name`` (with
-    ``-i`` appended when there are several).
+    ``-i`` appended when there are several). ``tls``: every connection speaks TLS with this context.
     """
 
     def __init__(
@@ -72,7 +77,9 @@ class EventLoops:
         max_body_bytes: int,
         alignment: int,
         name: str = "oip-server",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
         self._accept_lock = threading.Lock()
         self._listeners: list[socket.socket] = []
         self._start_error: BaseException | None = None
@@ -189,8 +196,13 @@ class EventLoops:
     async def _connect(self, lp: EventLoop, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(lp.http.protocol, conn)
-        except OSError:  # the client is gone already: no connection_lost will come
+            if self._tls is None:
+                await loop.connect_accepted_socket(lp.http.protocol, conn)
+            else:
+                await loop.connect_accepted_socket(
+                    lp.http.protocol, conn, ssl=self._tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
+                )
+        except OSError:  # gone already, or the TLS handshake failed: no connection_lost will come
             conn.close()
             self._forget(lp)
         except asyncio.CancelledError:  # the loop is stopping
