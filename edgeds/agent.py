@@ -20,6 +20,13 @@ again; when that fails too, the device serves nothing: the agent logs both trace
 telemetry (``agent.release``/``deploy.release`` null), and publishes a ``not_serving`` deploy
 event. The next reload request (e.g. the deploy's rollback) loads ``current`` afresh.
 
+Callers: with ``api_keys_file`` in ``agent-config.json`` (written by ``edgeds device setup``) the
+server asks every caller but health for one of its keys (``metrics_public``: ``/metrics`` too is
+open); the file is read again at each reload request, so keys rotate with a SIGHUP. With ``tls``
+(``cert``, ``key``: PEM paths on the device) the server speaks only HTTPS; ``run/agent.json``
+then says ``"scheme": "https"``. A key file or certificate that cannot be loaded at start stops
+the agent (it must not serve unprotected what it was told to protect).
+
 Telemetry is optional: with a broker configured in ``agent-config.json`` the agent embeds
 :class:`edgeds.telemetry.publisher.TelemetryPublisher`; without one, or when it cannot start,
 the agent runs without telemetry and says so in its log.
@@ -63,6 +70,10 @@ class Agent:
         self.mqtt: dict[str, Any] | None = config.get("mqtt")
         self.unload_first = config.get("swap_mode") == "unload_first"
         self.server_limits: dict[str, Any] = dict(config.get("server") or {})  # the profile's server: block
+        self.api_keys_file: str | None = config.get("api_keys_file")
+        self.metrics_public = bool(config.get("metrics_public", False))
+        tls = config.get("tls") or {}
+        self.tls_files: tuple[str, str] | None = (str(tls["cert"]), str(tls["key"])) if tls else None
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._status: dict[str, Any] = {
@@ -113,7 +124,11 @@ class Agent:
             except Exception:  # a station's bug must not stop the status file: deploys wait on it
                 log.exception("inspection summary for run/agent.json failed; the previous one is kept")
         self._status.update(
-            pid=os.getpid(), http=f"{self.http_host}:{self.http_port}", ts=time.time(), agent_version=__version__
+            pid=os.getpid(),
+            http=f"{self.http_host}:{self.http_port}",
+            scheme="https" if self.tls_files is not None else "http",
+            ts=time.time(),
+            agent_version=__version__,
         )
         path = self.store.run_dir / "agent.json"
         tmp = path.with_name(f".agent.json.{os.getpid()}")
@@ -157,6 +172,23 @@ class Agent:
         self._engine = engine
         log.warning("unload-first: release %s serves again after the failed load", release)
         return None
+
+    def _api_keys(self) -> Any:
+        """The keys of ``api_keys_file`` (none without one); EdgedsError when it cannot be read."""
+        from .runtime.auth import ApiKeys, load_api_keys
+
+        if self.api_keys_file is None:
+            return ApiKeys()
+        return load_api_keys(key_file=self.api_keys_file, environ=False)
+
+    def _reload_api_keys(self) -> None:
+        """Read the key file again (a rotation); on failure the keys in use stay."""
+        from .errors import EdgedsError
+
+        try:
+            self._server.set_api_keys(self._api_keys())
+        except EdgedsError:  # the old keys keep protecting the server; the log says why
+            log.exception("API keys not reloaded; the previous keys stay in use")
 
     def _activate_current(self) -> None:
         """Serve whatever ``current`` points at (no-op if already served)."""
@@ -365,10 +397,28 @@ class Agent:
         recovered = recover(self.store)
         if recovered:
             log.warning("rolled back an uncommitted activation: %s", recovered)
-        self._server = InferenceServer([], host=self.http_host, port=self.http_port, limits=self._limits()).start()
+        from .runtime.auth import server_tls_context
+
+        tls = server_tls_context(*self.tls_files) if self.tls_files is not None else None
+        keys = self._api_keys()
+        self._server = InferenceServer(
+            [],
+            host=self.http_host,
+            port=self.http_port,
+            limits=self._limits(),
+            api_keys=keys,
+            metrics_public=self.metrics_public,
+            tls=tls,
+        ).start()
         self.http_port = self._server.port  # port 0 picks a free one
         self._write_status(state="starting")
-        log.info("listening on %s:%s", self.http_host, self.http_port)
+        log.info(
+            "listening on %s:%s (%s, %s)",
+            self.http_host,
+            self.http_port,
+            "HTTPS" if tls is not None else "HTTP",
+            f"{len(keys)} API key(s)" if keys else "no API key",
+        )
         self._start_telemetry()
         self._server.extra_metrics = self._prometheus
         self._activate_current()
@@ -378,6 +428,7 @@ class Agent:
                     self._reload.clear()
                     if self._stop.is_set():
                         break
+                    self._reload_api_keys()
                     self._activate_current()
                 else:
                     self._write_status()

@@ -293,13 +293,37 @@ class RolloutPolicy(Frozen):
     host_timeout_s: float = Field(default=900.0, gt=0)
 
 
+class AgentTls(Frozen):
+    """TLS of the agent's HTTP endpoint: PEM files on the machine that runs ``edgeds device setup``
+    (~ expanded; relative paths from the target file's directory), installed on every device."""
+
+    cert: str = Field(description="the server certificate (chain)")
+    key: str = Field(description="its private key")
+
+
 class AgentConfig(Frozen):
-    """The on-device agent's HTTP endpoint."""
+    """The on-device agent's HTTP endpoint, who may call it, and the user it runs as."""
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     swap_mode: Literal["zero_downtime", "unload_first"] = Field(
         default="zero_downtime", description="unload_first: memory-constrained devices; the gap is reported"
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="API keys, one a line, on the machine that runs setup (installed on every device); "
+        "callers then send 'Authorization: Bearer <key>'",
+    )
+    api_keys_env: str | None = Field(
+        default=None,
+        description="environment variable (on the machine that runs setup) holding API keys, comma-separated",
+    )
+    metrics_public: bool = Field(default=False, description="/metrics answers without a key")
+    tls: AgentTls | None = None
+    user: str = Field(
+        default="edgeds",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="the unprivileged user a systemd unit runs the agent as (setup creates it when missing)",
     )
 
 

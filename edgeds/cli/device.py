@@ -70,6 +70,11 @@ def setup(
                 "Device setup", ["host", "result", "arch", "python", "environment", "service", "time", "message"], rows
             )
         )
+        for r in results:
+            if r.agent_user:
+                console.print(f"{r.host}: the agent runs as {r.agent_user}")
+            for line in r.secrets:
+                console.print(f"{r.host}: installed {line}")
 
     emit(results, as_json, human)
     if not all(r.ok for r in results):

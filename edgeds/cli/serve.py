@@ -63,14 +63,39 @@ def serve(
             "bundle asks for preserve_ordering.",
         ),
     ] = "auto",
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="Callers must send 'Authorization: Bearer KEY' (repeatable: several keys, for rotation). "
+            "Also from --api-key-file and $EDGEDS_API_KEY (comma-separated). Health stays open.",
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option("--api-key-file", help="File of API keys, one a line ('#' comments).")
+    ] = None,
+    metrics_public: Annotated[
+        bool, typer.Option("--metrics-public", help="Serve /metrics without a key (keyed by default).")
+    ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS only.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve BUNDLE: health, metadata, config, stats, infer (JSON and binary tensors) and /metrics.
 
     Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
     """
+    from ..errors import EdgedsError
+    from ..runtime.auth import load_api_keys, server_tls_context
     from ..runtime.loading import Execution, load_served
     from ..runtime.server import InferenceServer
+
+    if (tls_cert is None) != (tls_key is None):
+        raise EdgedsError("--tls-cert and --tls-key go together")
+    keys = load_api_keys(api_key or (), api_key_file)
+    tls = server_tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
 
     sizes = None if preferred is None else tuple(int(p) for p in preferred.split(",") if p.strip())
     limits = {
@@ -98,7 +123,15 @@ def serve(
             limits,
         )
     engine = served.engine
-    server = InferenceServer(engine, host=host, port=port, limits=served.limits).start()
+    server = InferenceServer(
+        engine,
+        host=host,
+        port=port,
+        limits=served.limits,
+        api_keys=keys,
+        metrics_public=metrics_public,
+        tls=tls,
+    ).start()
     info = {
         "url": server.url,
         "model": engine.name,
@@ -108,13 +141,16 @@ def serve(
         "instances": engine.batching.instances,
         "execution": "inline" if engine.inline else "workers",
         "first_inference_s": round(engine.first_inference_s or 0.0, 3),
+        "api_keys": len(keys),
+        "tls": tls is not None,
     }
     emit(
         info,
         as_json,
         lambda: console.print(
             f"serving [bold]{engine.name}[/] v{engine.version} ({engine.backend.name}) at {server.url}/v2 "
-            f"- buckets {info['buckets']} - {info['instances']} instance(s), {info['execution']} - Ctrl-C to stop"
+            f"- buckets {info['buckets']} - {info['instances']} instance(s), {info['execution']} - "
+            f"{f'{len(keys)} API key(s)' if keys else 'no API key'} - Ctrl-C to stop"
         ),
     )
     import sys

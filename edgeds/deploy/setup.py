@@ -13,14 +13,24 @@ Steps per host, each idempotent:
    then points at it and nothing is installed - documented, and only meant for rigs that share
    this machine's packages.
 3. **trust**: the bundle publisher's public key goes to ``<install_dir>/trust/``.
-4. **agent config** (``agent-config.json``: HTTP bind, device id, MQTT, the profile's server limits) and **service**:
-   a systemd unit where systemd runs (and we may install it), otherwise a supervised background
-   process (``bin/edgeds-supervise``: restarts the agent when it exits; pid files under ``run/``).
+4. **secrets**: the target's API keys (``agent.api_keys_file`` / ``agent.api_keys_env``) and TLS
+   certificate and key (``agent.tls``), read on this machine, go to ``<install_dir>/secrets/``
+   (directory 0700, files 0600, owned by the agent's user); ones the target no longer names are
+   removed.
+5. **agent config** (``agent-config.json``: HTTP bind, device id, MQTT, the profile's server
+   limits, the secrets' paths on the device) and **service**: where systemd runs and the SSH user
+   is root, a hardened unit that runs the agent as its own unprivileged user (``agent.user``,
+   created when missing; the install dir is its only writable path, and device steps run by root
+   over SSH drop to that user too);
+   otherwise a supervised background process of the SSH user (``bin/edgeds-supervise``: restarts
+   the agent when it exits; pid files under ``run/``). The result names the user the agent's
+   process runs as, read from the device.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -32,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Target, load_profile
-from ..errors import DeployError, DeviceError
+from ..errors import DeployError, DeviceError, EdgedsError
+from ..runtime.auth import ApiKeys, read_key_file, server_tls_context
 from .device import probe as device_probe
 from .host import DeviceSession, open_session
-from .targets import HostPlan
+from .targets import HostPlan, resolve_path
 
 Progress = Callable[[str, str, dict[str, Any]], None]
 
@@ -58,19 +69,66 @@ done
 rm -f "$D/run/supervisor.pid"
 """
 
+# Under a systemd unit the agent runs as {user}; a step started by root over SSH drops to that user
+# too, so every file of the install dir stays the agent's.
+DROPPING_WRAPPER = """#!/bin/sh
+if [ "$(id -u)" = 0 ]; then
+  exec runuser -u {user} -- env PYTHONSAFEPATH=1 {python} "$@"
+fi
+PYTHONSAFEPATH=1 exec {python} "$@"
+"""
+
 UNIT = """[Unit]
 Description=edgeds agent ({root})
 After=network-online.target
+Wants=network-online.target
 
 [Service]
+User={user}
+Group={user}
 ExecStart={root}/bin/python -m edgeds agent --root {root}
+WorkingDirectory={root}
+Environment=HOME={root}
 Restart=always
 RestartSec=1
 KillSignal=SIGTERM
+UMask=0077
+# The agent may write its install dir and nothing else; it needs no privilege.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome={protect_home}
+ReadWritePaths={root}
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+{mdwe}SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+CapabilityBoundingSet=
+AmbientCapabilities=
+RemoveIPC=yes
 
 [Install]
 WantedBy={wanted_by}
 """
+
+# Backends that generate code at run time (oneDNN / CUDA JIT) and so cannot run under
+# MemoryDenyWriteExecute; ONNX Runtime's CPU provider runs under it (checked with PR_SET_MDWE).
+_JIT_BACKENDS = ("openvino", "tensorrt")
+SECRETS_DIR = "secrets"
+API_KEYS_FILE = "api-keys"
+TLS_CERT_FILE = "tls.crt"
+TLS_KEY_FILE = "tls.key"
 
 
 @dataclass
@@ -80,6 +138,8 @@ class SetupResult:
     probe: dict[str, Any] = field(default_factory=dict)
     environment: str = ""
     service: str = ""
+    agent_user: str = ""  # who the agent's process runs as, read from the device: "name (uid N)"
+    secrets: list[str] = field(default_factory=list)  # what was installed under <install_dir>/secrets
     installed_seconds: float = 0.0
     message: str = ""
 
@@ -181,7 +241,87 @@ def install_environment(
     return f"venv {venv} ({'offline wheelhouse' if wheelhouse else 'package index'})"
 
 
-def write_agent_config(session: DeviceSession, target: Target, plan: HostPlan) -> None:
+@dataclass(frozen=True)
+class AgentSecrets:
+    """What the agent's callers must present, read on this machine: API keys and TLS files (PEM bytes)."""
+
+    api_keys: tuple[str, ...] = ()
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
+
+
+def read_agent_secrets(target: Target, plan: HostPlan) -> AgentSecrets:
+    """The target's API keys and TLS files, checked here (keys well-formed, certificate and key a
+    pair) so that a device never gets ones its agent would refuse. DeployError when they cannot be read."""
+    agent = target.agent
+    base = plan.target_dir or Path.cwd()
+    keys: list[str] = []
+    try:
+        if agent.api_keys_file is not None:
+            keys += read_key_file(resolve_path(agent.api_keys_file, base))
+        if agent.api_keys_env is not None:
+            value = os.environ.get(agent.api_keys_env, "")
+            if not value.strip():
+                raise DeployError(f"agent.api_keys_env: ${agent.api_keys_env} is not set here")
+            keys += [part.strip() for part in value.split(",") if part.strip()]
+        ApiKeys(keys)  # refuses a malformed key (without showing it)
+        if agent.tls is None:
+            return AgentSecrets(tuple(keys))
+        cert, key = resolve_path(agent.tls.cert, base), resolve_path(agent.tls.key, base)
+        server_tls_context(cert, key)  # a certificate and key that load, and belong together
+        return AgentSecrets(tuple(keys), cert.read_bytes(), key.read_bytes())
+    except OSError as exc:
+        raise DeployError(f"agent secrets: {exc}") from exc
+    except DeployError:
+        raise
+    except EdgedsError as exc:
+        raise DeployError(f"agent secrets: {exc}") from exc
+
+
+def _put_secret(session: DeviceSession, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` on the device as 0600 from the first byte (umask 077, temp + rename)."""
+    script = f"umask 077; cat > {_q(path)}.tmp && chmod 600 {_q(path)}.tmp && mv -f {_q(path)}.tmp {_q(path)}"
+    result = session.conn.run(["sh", "-c", script], stdin=data, timeout=60)
+    if result.exit_code != 0:
+        raise DeviceError(f"{session.plan.host.name}: writing {path} failed: {result.stderr.decode(errors='replace')}")
+
+
+def install_secrets(session: DeviceSession, secrets: AgentSecrets) -> dict[str, Any]:
+    """Install the API keys and TLS files under ``<install_dir>/secrets`` (0700 / 0600) and remove
+    those the target no longer names; returns their paths on the device for ``agent-config.json``."""
+    directory = f"{session.install_dir}/{SECRETS_DIR}"
+    _sh(session, f"mkdir -p {_q(directory)} && chmod 700 {_q(directory)}")
+    paths: dict[str, Any] = {"api_keys_file": None, "tls": None}
+    stale: list[str] = []
+    if secrets.api_keys:
+        paths["api_keys_file"] = f"{directory}/{API_KEYS_FILE}"
+        _put_secret(session, paths["api_keys_file"], ("\n".join(secrets.api_keys) + "\n").encode())
+    else:
+        stale.append(API_KEYS_FILE)
+    if secrets.tls_cert is not None and secrets.tls_key is not None:
+        paths["tls"] = {"cert": f"{directory}/{TLS_CERT_FILE}", "key": f"{directory}/{TLS_KEY_FILE}"}
+        _put_secret(session, paths["tls"]["cert"], secrets.tls_cert)
+        _put_secret(session, paths["tls"]["key"], secrets.tls_key)
+    else:
+        stale += [TLS_CERT_FILE, TLS_KEY_FILE]
+    if stale:
+        _sh(session, "rm -f " + " ".join(_q(f"{directory}/{name}") for name in stale))
+    return paths
+
+
+def describe_secrets(secrets: AgentSecrets, directory: str) -> list[str]:
+    """What :func:`install_secrets` put on the device, in words (never the keys)."""
+    out = []
+    if secrets.api_keys:
+        out.append(f"{len(secrets.api_keys)} API key(s) in {directory}/{API_KEYS_FILE} (0600)")
+    if secrets.tls_cert is not None:
+        out.append(f"TLS certificate and key in {directory}/{TLS_CERT_FILE}, {TLS_KEY_FILE} (0600)")
+    return out
+
+
+def write_agent_config(
+    session: DeviceSession, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
+) -> None:
     host = plan.host
     config = {
         "device_id": host.name,
@@ -192,20 +332,55 @@ def write_agent_config(session: DeviceSession, target: Target, plan: HostPlan) -
         "server": None if target.profile == "auto" else load_profile(target.profile).server.model_dump(mode="json"),
         "mqtt": target.mqtt.model_dump(mode="json") if target.mqtt.url else None,
         "inspection": [station.model_dump(mode="json") for station in target.inspection],
+        "metrics_public": target.agent.metrics_public,
+        **(secret_paths or {"api_keys_file": None, "tls": None}),
     }
     session.conn.write_file(f"{session.install_dir}/agent-config.json", json.dumps(config, indent=2).encode())
 
 
-def install_service(session: DeviceSession, probe: dict[str, Any], restart: bool = False) -> str:
-    """systemd unit where systemd runs and we are root there; else the supervised background process."""
+def render_unit(root: str, user: str, probe: dict[str, Any]) -> str:
+    """The systemd unit of the agent in ``root``, run as ``user``. ``ProtectHome`` is read-only when
+    the install dir lies under a home directory (else ``yes``); ``MemoryDenyWriteExecute`` is on
+    unless the device has a backend that generates code at run time (``probe['backends']``)."""
+    under_home = any(root == top or root.startswith(top + "/") for top in ("/home", "/root", "/run/user"))
+    backends = probe.get("backends") or {}
+    jit = any(backends.get(name) for name in _JIT_BACKENDS) or bool(probe.get("gpu"))
+    return UNIT.format(
+        root=root,
+        user=user,
+        protect_home="read-only" if under_home else "yes",
+        mdwe="" if jit else "MemoryDenyWriteExecute=yes\n",
+        wanted_by="multi-user.target",
+    )
+
+
+def install_service(session: DeviceSession, probe: dict[str, Any], restart: bool = False, user: str = "edgeds") -> str:
+    """A hardened systemd unit running the agent as ``user`` where systemd runs and we are root
+    there; else the supervised background process of the SSH user."""
     root = session.install_dir
     if probe.get("systemd") and session.plan.endpoint.user == "root":
-        unit = UNIT.format(root=root, wanted_by="multi-user.target")
         name = "edgeds-agent.service"
-        session.conn.write_file(f"/etc/systemd/system/{name}", unit.encode())
-        verb = "restart" if restart else "start"
+        path = f"/etc/systemd/system/{name}"
+        python = _sh(session, f"sed -n 's/^PYTHONSAFEPATH=1 exec \\(.*\\) \"\\$@\"$/\\1/p' {_q(root)}/bin/python")
+        python = python.strip().splitlines()[-1] if python.strip() else ""
+        if python:  # the plain wrapper install_environment wrote: steps run by root drop to the agent's user
+            body = DROPPING_WRAPPER.format(user=user, python=python)
+            session.conn.write_file(f"{root}/bin/python", body.encode())
+        create = (
+            f"id -u {user} >/dev/null 2>&1 || useradd --system --user-group --home-dir {_q(root)} "
+            f"--no-create-home --shell /usr/sbin/nologin {user}"
+        )
+        reach = (
+            f"runuser -u {user} -- test -x {_q(root)} || {{ echo 'the agent user {user} cannot reach "
+            f"{root}: use an install_dir outside a private home, e.g. /opt/edgeds' >&2; exit 3; }}"
+        )
+        _sh(session, f"set -e; {create}; chown -R {user}:{user} {_q(root)}; chmod 755 {_q(root)}/bin/python; {reach}")
+        session.conn.write_file(f"{path}.new", render_unit(root, user, probe).encode())
+        # a changed unit (e.g. hardening added) is applied now; an unchanged one leaves the agent alone
+        changed = f"if cmp -s {path}.new {path}; then rm -f {path}.new; else mv -f {path}.new {path}; echo changed; fi"
+        verb = "restart" if restart or _sh(session, changed).strip() == "changed" else "start"
         _sh(session, f"systemctl daemon-reload && systemctl enable {name} && systemctl {verb} {name}")
-        return f"systemd unit {name}"
+        return f"systemd unit {name} (user {user}, hardened)"
     script = SUPERVISOR.format(root=_q(root))
     session.conn.write_file(f"{root}/bin/edgeds-supervise", script.encode())
     _sh(session, f"chmod 755 {_q(root)}/bin/edgeds-supervise")
@@ -217,6 +392,15 @@ def install_service(session: DeviceSession, probe: dict[str, Any], restart: bool
     else:
         _sh(session, f"if {running}; then true; else {start}; fi")
     return f"supervised process ({root}/bin/edgeds-supervise, pid file {root}/run/supervisor.pid)"
+
+
+def agent_user(session: DeviceSession) -> str:
+    """The user the device's agent process runs as, ``name (uid N)``, read from the device."""
+    pid_file = f"{session.install_dir}/run/agent.pid"
+    out = _sh(session, f'p=$(cat {_q(pid_file)}) && ps -o user= -o uid= -p "$p"').split()
+    if len(out) != 2:
+        raise DeviceError(f"{session.plan.host.name}: cannot tell which user the agent runs as ({out})")
+    return f"{out[0]} (uid {out[1]})"
 
 
 def wait_for_agent(session: DeviceSession, timeout: float = 60.0) -> dict[str, Any]:
@@ -262,12 +446,20 @@ def setup_host(
         )
         if public_key is not None:
             session.call("trust", {"name": "publisher", "key": public_key.decode()}, timeout=60)
-        write_agent_config(session, target, plan)
+        secrets = read_agent_secrets(target, plan)
+        secret_paths = install_secrets(session, secrets)
+        result.secrets = describe_secrets(secrets, f"{session.install_dir}/{SECRETS_DIR}")
+        if progress and result.secrets:
+            progress(name, "secrets", {"installed": result.secrets})
+        write_agent_config(session, target, plan, secret_paths)
         if start_agent:
             if progress:
                 progress(name, "service", {})
-            result.service = install_service(session, result.probe)
+            result.service = install_service(session, result.probe, user=target.agent.user)
             wait_for_agent(session)
+            result.agent_user = agent_user(session)
+            if progress:
+                progress(name, "agent", {"runs_as": result.agent_user})
         result.ok = True
     except DeployError as exc:
         result.message = str(exc)

@@ -1,6 +1,6 @@
 """A target's hosts as SSH endpoints: key and pinned known_hosts resolved on this machine.
 
-Relative ``ssh.key`` / ``ssh.known_hosts`` paths are relative to the target file's directory;
+Relative ``ssh.key`` / ``ssh.known_hosts`` (and agent secret) paths are relative to the target file's directory;
 ``known_hosts`` defaults to ``<target dir>/known_hosts/<target name>``.
 """
 
@@ -22,6 +22,7 @@ class HostPlan:
     host: HostEntry
     endpoint: Endpoint
     install_dir: str
+    target_dir: Path | None = None  # relative paths of the target (agent secrets) start here
 
 
 def resolve_target(name_or_path: str | Path) -> tuple[Target, Path | None]:
@@ -34,7 +35,7 @@ def resolve_target(name_or_path: str | Path) -> tuple[Target, Path | None]:
     return target, found.resolve() if found else None
 
 
-def _resolve_path(value: str, base: Path) -> Path:
+def resolve_path(value: str, base: Path) -> Path:
     path = Path(os.path.expanduser(value))
     return path if path.is_absolute() else (base / path).resolve()
 
@@ -45,8 +46,8 @@ def host_plans(target: Target, target_path: Path | None, only: list[str] | None 
         raise ConfigError.single(target_path, None, "local", "the local target has no hosts to reach over SSH")
     base = target_path.parent if target_path is not None else Path.cwd()
     known = target.ssh.known_hosts or f"known_hosts/{target.name}"
-    known_hosts = _resolve_path(known, base)
-    key = _resolve_path(target.ssh.key, base) if target.ssh.key else None
+    known_hosts = resolve_path(known, base)
+    key = resolve_path(target.ssh.key, base) if target.ssh.key else None
     names = [h.name for h in target.hosts]
     for name in only or []:
         if name not in names:
@@ -64,5 +65,5 @@ def host_plans(target: Target, target_path: Path | None, only: list[str] | None 
             known_hosts=known_hosts,
             connect_timeout_s=target.ssh.connect_timeout_s,
         )
-        plans.append(HostPlan(host, endpoint, host.install_dir or target.install_dir))
+        plans.append(HostPlan(host, endpoint, host.install_dir or target.install_dir, base))
     return plans

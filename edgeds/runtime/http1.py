@@ -134,9 +134,9 @@ class HttpError(Exception):
 @dataclass
 class Response:
     """An answer before HTTP framing. ``header_length``, when set, is sent as
-    ``Inference-Header-Content-Length``; ``fields`` are further header fields (name, value).
-    ``head``, when set, is its whole HTTP head for a keep-alive connection, rendered in advance (with
-    :func:`keep_alive_head`) and sent as is."""
+    ``Inference-Header-Content-Length``; ``fields`` are further header fields (name, value) sent as
+    they are. ``head``, when set, is its whole HTTP head for a keep-alive connection, rendered in
+    advance (with :func:`keep_alive_head`) and sent as is."""
 
     status: int
     body: bytes
@@ -402,7 +402,9 @@ class _Connection(asyncio.BufferedProtocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._fd = sock.fileno()
+                # workers write the socket themselves only in the clear: TLS records are the transport's
+                if transport.get_extra_info("sslcontext") is None:
+                    self._fd = sock.fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
         with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
@@ -774,8 +776,8 @@ def _http_head(response: Response, keep_alive: bool) -> bytes:
     )
     if response.header_length is not None:
         head += f"Inference-Header-Content-Length: {response.header_length}\r\n"
-    if response.fields:
-        head += "".join(f"{name}: {value}\r\n" for name, value in response.fields)
+    for name, value in response.fields:
+        head += f"{name}: {value}\r\n"
     if not keep_alive:
         head += "Connection: close\r\n"
     return (head + "\r\n").encode("latin-1")

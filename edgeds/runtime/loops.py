@@ -18,7 +18,9 @@ connections of loop 0 (health and metrics only, see :mod:`edgeds.runtime.http1`)
 them dropped to make room for a new one, so a health check gets through a flood of idle
 connections. When ``accept`` fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
 ENOMEM), accepting pauses for ``accept_backoff_s`` while the open connections are served, and one
-line is logged per ``_ACCEPT_LOG_S`` however often it happens.
+line is logged per ``_ACCEPT_LOG_S`` however often it happens. With a TLS context every accepted socket is
+wrapped by the loop that adopts it (the handshake runs there, bounded by
+``TLS_HANDSHAKE_TIMEOUT_S``; a client that fails it is closed and never reaches HTTP).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 _FD_HEADROOM = 32  # descriptors left beside connections for what the process opens later (models, logs)
 _ACCEPT_LOG_S = 10.0  # at most one line per this many seconds about failing accepts
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class EventLoop:
@@ -80,7 +84,7 @@ class EventLoops:
     ``dispatch(loop)`` gives each loop's connections their dispatch callback (called once per loop,
     at construction); ``limits``, ``reserved_targets`` and ``alignment`` are passed to every
     :class:`~edgeds.runtime.http1.ConnectionGroup`. The threads are daemons named ``name`` (with
-    ``-i`` appended when there are several).
+    ``-i`` appended when there are several). ``tls``: every connection speaks TLS with this context.
     """
 
     def __init__(
@@ -92,7 +96,9 @@ class EventLoops:
         reserved_targets: tuple[str, ...] = (),
         alignment: int,
         name: str = "oip-server",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
         self._accept_lock = threading.Lock()
         self._listeners: list[socket.socket] = []
         self._start_error: BaseException | None = None
@@ -261,8 +267,13 @@ class EventLoops:
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(lambda: protocol, conn)
-        except OSError:  # the client is gone already: no connection_lost will come
+            if self._tls is None:
+                await loop.connect_accepted_socket(lambda: protocol, conn)
+            else:
+                await loop.connect_accepted_socket(
+                    lambda: protocol, conn, ssl=self._tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
+                )
+        except OSError:  # gone already, or the TLS handshake failed: no connection_lost will come
             conn.close()
             self._never_connected(lp, reserved)
         except asyncio.CancelledError:  # the loop is stopping

@@ -8,6 +8,13 @@ threads or cores). Other engines' workers run the batches and write the response
 writes the rest). New connections go to the loop with the fewest.
 Loopback (127.0.0.1) by default. HTTP framing, compression and keep-alive: :mod:`edgeds.runtime.http1`.
 
+Who may call (:mod:`edgeds.runtime.auth`): with ``api_keys`` every request needs
+``Authorization: Bearer <key>`` (401 with ``WWW-Authenticate: Bearer`` otherwise) except the
+health routes ``/v2/health/live`` and ``/v2/health/ready``, and ``/metrics`` when
+``metrics_public``. Keyed: infer, model metadata / ready / config / stats, server metadata
+(``/v2``) and any unknown path (so a caller without the key learns nothing of what is served).
+With ``tls`` the sockets speak TLS (:mod:`edgeds.runtime.loops`).
+
 Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}``,
 ``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``/v2/models/stats``,
 ``/metrics``; ``POST /v2/models/{m}/infer`` (``/versions/{v}/`` accepted everywhere; ``v`` is the
@@ -36,6 +43,7 @@ import gc
 import json
 import logging
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -46,6 +54,7 @@ from .._version import __version__
 from ..backends.base import IN_PLACE_ALIGNMENT
 from ..config import ServerLimits
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
+from .auth import ApiKeys
 from .counters import StatusCounts
 from .engine import Engine, EngineDraining, InferRequest
 from .http1 import (
@@ -69,6 +78,17 @@ _GET_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/model
 _MODEL_ACTIONS = {"": "GET", "ready": "GET", "config": "GET", "stats": "GET", "infer": "POST"}  # -> method
 # What a connection past the connection cap may ask for (see edgeds.runtime.loops).
 _RESERVED_TARGETS = ("/v2/health/", "/metrics")
+_HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # answered without a key
+_NO_KEY = Response(
+    401,
+    b'{"error":"this server needs an API key (Authorization: Bearer <key>)"}',
+    fields=(("WWW-Authenticate", 'Bearer realm="edgeds"'),),
+)
+_BAD_KEY = Response(
+    401,
+    b'{"error":"the API key is not valid"}',
+    fields=(("WWW-Authenticate", 'Bearer realm="edgeds", error="invalid_token"'),),
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +130,11 @@ class InferenceServer:
     :meth:`serve_forever` (blocks until SIGINT/SIGTERM or :meth:`stop`). The server does not own
     the engines' lifetime unless ``close_engines`` is passed to :meth:`stop`.
 
+    ``api_keys``: the keys a caller must send (none: no key is asked for; see the module's doc for
+    the open routes); :meth:`set_api_keys` replaces them while serving. ``metrics_public``:
+    ``/metrics`` answers without a key. ``tls``: a server context
+    (:func:`edgeds.runtime.auth.server_tls_context`); the sockets then speak only TLS.
+
     ``loops`` event-loop threads serve the connections (default: the instance count of the inline
     engines given, else 1). Every inline engine (``engine.start(inline=True)``) must have
     ``loops`` instances: loop ``i`` runs instance ``i``. Engines with workers work with any count.
@@ -128,6 +153,10 @@ class InferenceServer:
         switch_interval_s: float | None = 0.0005,
         loops: int | None = None,
         limits: ServerLimits | None = None,
+        *,
+        api_keys: ApiKeys | Iterable[str] = (),
+        metrics_public: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         engines = [engines] if isinstance(engines, Engine) else list(engines)
         if loops is None:
@@ -154,6 +183,10 @@ class InferenceServer:
         self._swap_lock = threading.Lock()
         self._started_at = time.time()
         self._failures = StatusCounts()  # every answer >= 400, shared by the loops of every run
+        self._keys: ApiKeys | None = None  # None: no key is asked for
+        self.set_api_keys(api_keys)
+        self._open_paths = _HEALTH_PATHS | ({"/metrics"} if metrics_public else set())
+        self.tls = tls
 
     @property
     def failures(self) -> StatusCounts:
@@ -230,6 +263,18 @@ class InferenceServer:
             new.release,
         )
 
+    # ------------------------------------------------------------------ callers
+
+    def set_api_keys(self, keys: ApiKeys | Iterable[str]) -> None:
+        """Accept these keys from now on (empty: ask for none); requests already let in go on."""
+        keys = keys if isinstance(keys, ApiKeys) else ApiKeys(keys)
+        self._keys = keys or None
+
+    @property
+    def keyed(self) -> bool:
+        """Whether callers need an API key."""
+        return self._keys is not None
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> InferenceServer:
@@ -253,6 +298,7 @@ class InferenceServer:
             limits=self.limits,
             reserved_targets=_RESERVED_TARGETS,
             alignment=IN_PLACE_ALIGNMENT,
+            tls=self.tls,
         )
         for lp in loops.loops:
             lp.http.failures = self._failures
@@ -313,7 +359,7 @@ class InferenceServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ routing
 
@@ -322,6 +368,10 @@ class InferenceServer:
         when its batch has run), any other answered now. A request refused or failed with an HttpError
         or an EdgedsError is answered by :func:`_error_response`; any other exception is a bug and
         escapes to the HTTP layer, which logs it with its traceback and answers 500."""
+        if self._keys is not None:
+            refused = self._refused(self._keys, request)
+            if refused is not None:
+                return refused
         try:
             if request.method == "POST":
                 target = request.target
@@ -337,6 +387,15 @@ class InferenceServer:
             return self._answer(request)
         except (HttpError, EdgedsError) as exc:
             return _error_response(exc)
+
+    def _refused(self, keys: ApiKeys, request: Request) -> Response | None:
+        """401 for a request that does not carry one of ``keys``, unless its path is open; None lets it in."""
+        authorization = request.headers.get("authorization")
+        if keys.accepts(authorization):
+            return None
+        if request.target.split("?", 1)[0].rstrip("/") in self._open_paths:
+            return None
+        return _NO_KEY if authorization is None else _BAD_KEY
 
     def _answer(self, request: Request) -> Response:
         """The response to a request other than infer: 404 for an unknown path, whatever the method;

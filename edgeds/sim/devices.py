@@ -409,22 +409,26 @@ class SimFleet:
         """An interpreter every device user can run, with this process's packages (edgeds included).
 
         Sim rigs use it as the agent environment (``edgeds device setup --python``) instead of
-        installing onnxruntime & co. into a venv per device. With dedicated users it is a venv of
-        the system Python whose ``.pth`` adds this interpreter's site-packages (same X.Y ABI);
-        otherwise it is simply ``sys.executable``.
+        installing onnxruntime & co. into a venv per device. It is a venv of the system Python
+        whose ``.pth`` adds this interpreter's site-packages (same X.Y ABI) and, first on the path,
+        the directory this process imports ``edgeds`` from: the devices run the code under test
+        (a checkout on ``PYTHONPATH`` included, which an SSH session would not inherit). Without
+        dedicated users and without such a system Python it is simply ``sys.executable``.
         """
-        if not self.dedicated_users:
+        system = _system_python()
+        if not self.dedicated_users and system is None:
             return Path(sys.executable)
         venv = self.base_dir / "shared-venv"
         python = venv / "bin" / "python"
         if not python.exists():
-            system = _system_python()
             if system is None:
                 raise HilError("no system python3 of this X.Y version for the shared device environment")
             subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
             version = f"python{sys.version_info.major}.{sys.version_info.minor}"
             site = venv / "lib" / version / "site-packages"
             lines = [f"import site; site.addsitedir({str(d)!r})" for d in _site_dirs()]
+            source = str(Path(__file__).resolve().parents[2])  # the directory holding this edgeds package
+            lines.append(f"import sys; sys.path.insert(0, {source!r})")
             (site / "edgeds-shared-env.pth").write_text("\n".join(lines) + "\n")
         return python
 

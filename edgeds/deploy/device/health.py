@@ -6,6 +6,10 @@ Open Inference Protocol server whether it is ready, runs the bundle's golden inp
 (outputs within the manifest's tolerances) and measures p99 latency over N single requests
 against the bound. Without a running agent the release is opened in-process instead. Every
 failure raises :class:`edgeds.errors.StepFailed`; the apply step then rolls back.
+
+The checks call the agent as any client must: over HTTPS when it serves TLS (trusting exactly
+the certificate it serves, named in ``agent-config.json``) and with its first API key when it
+asks for one (:func:`agent_access`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-from ...errors import StepFailed
+from ...errors import EdgedsError, StepFailed
+from ...runtime.auth import client_tls_context, read_key_file
 from .protocol import Emit, quiet
 from .store import Store, agent_pid
 
@@ -47,10 +53,27 @@ def reload_agent(store: Store, release_id: str | None, timeout: float, emit: Emi
 
 
 def agent_url(store: Store) -> str | None:
-    """``http://host:port`` of the running agent's server, from its status file; None when it does not run."""
+    """``http(s)://host:port`` of the running agent's server, from its status file; None when it does not run."""
     status = store.agent_status()
     http = status.get("http")
-    return f"http://{http}" if http and status.get("running") else None
+    scheme = status.get("scheme") or "http"
+    return f"{scheme}://{http}" if http and status.get("running") else None
+
+
+def agent_access(store: Store) -> tuple[dict[str, str], ssl.SSLContext | None]:
+    """The header fields (the API key) and TLS context a client of this device's agent needs, from
+    ``agent-config.json``; StepFailed when the key file or certificate named there cannot be read."""
+    try:
+        config = json.loads((store.root / "agent-config.json").read_text())
+    except (OSError, ValueError):
+        return {}, None
+    try:
+        key_file = config.get("api_keys_file")
+        headers = {"Authorization": f"Bearer {read_key_file(key_file)[0]}"} if key_file else {}
+        tls = config.get("tls")
+        return headers, client_tls_context(tls["cert"]) if tls else None
+    except (EdgedsError, OSError, ssl.SSLError) as exc:
+        raise StepFailed(f"cannot call the agent as a client: {exc}") from exc
 
 
 def agent_ready(store: Store, timeout: float = 3.0) -> bool | None:
@@ -59,18 +82,25 @@ def agent_ready(store: Store, timeout: float = 3.0) -> bool | None:
     if url is None:
         return None
     try:
-        return _http(f"{url}/v2/health/ready", timeout=timeout)[0] == 200
-    except (OSError, ValueError):  # no HTTP answer (refused, timed out, garbled): readiness unknown
+        return _http(f"{url}/v2/health/ready", timeout=timeout, access=agent_access(store))[0] == 200
+    except (OSError, ValueError, StepFailed):  # no HTTP answer (refused, timed out, garbled): readiness unknown
         return None
 
 
-def _http(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Status and body of a GET (a JSON POST with ``body``); an HTTP error status is an answer, not an exception."""
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+def _http(
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+    access: tuple[dict[str, str], ssl.SSLContext | None] = ({}, None),
+) -> tuple[int, bytes]:
+    """Status and body of a GET (a JSON POST with ``body``) with ``access`` (:func:`agent_access`);
+    an HTTP error status is an answer, not an exception."""
+    headers, context = access
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers)
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
@@ -128,20 +158,26 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
         _compare(outputs, expected, *tol)
         return {"mode": "in_process", "golden": "ok"}
     model = manifest["model"]["name"]
-    code, _ = _http(f"{url}/v2/health/ready")
+    access = agent_access(store)
+    code, _ = _http(f"{url}/v2/health/ready", access=access)
     if code != 200:
         raise StepFailed(f"agent not ready (HTTP {code})")
-    code, _ = _http(f"{url}/v2/models/{model}/ready")
+    code, _ = _http(f"{url}/v2/models/{model}/ready", access=access)
     if code != 200:
         raise StepFailed(f"model {model} not ready (HTTP {code})")
     in_name = manifest["io"]["inputs"][0]["name"]
-    host, _, port = url.removeprefix("http://").rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    auth, context = access
+    host, _, port = url.partition("://")[2].rpartition(":")
+    conn = (
+        http.client.HTTPSConnection(host, int(port), timeout=30, context=context)
+        if context is not None
+        else http.client.HTTPConnection(host, int(port), timeout=30)
+    )
 
     def infer(batch: Any) -> dict[str, Any]:
         """One OIP request with the binary tensor extension (JSON outputs), on a kept-alive connection."""
         body, headers = oip_binary_body(in_name, np.ascontiguousarray(batch, dtype=np.float32), binary_outputs=False)
-        conn.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
+        conn.request("POST", f"/v2/models/{model}/infer", body=body, headers={**headers, **auth})
         response = conn.getresponse()
         payload = response.read()
         if response.status != 200:

@@ -9,6 +9,7 @@ path is exercised once, in test_device_setup.py).
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from edgeds.deploy.host import HostResult, deploy_host, host_command
 from edgeds.deploy.setup import setup_host
 from edgeds.deploy.targets import HostPlan, host_plans, resolve_target
 from edgeds.sim.bundles import make_bundle
+from edgeds.sim.certs import make_certificates
 from edgeds.sim.devices import SSHD, SimDevice, SimFleet
 
 pytestmark = pytest.mark.integration
@@ -49,6 +51,8 @@ class Rig:
     plans: list[HostPlan]
     keys: Keys
     work: Path
+    api_key: str | None = None  # the key callers of the agents must send (secure rigs)
+    ca: Path | None = None  # the CA that signed the agents' TLS certificate (secure rigs)
 
     @property
     def devices(self) -> list[SimDevice]:
@@ -110,10 +114,24 @@ def _make_rig(
     work: Path,
     start_agent: bool = True,
     mqtt_url: str | None = None,
+    secure: bool = False,
     **target_overrides: Any,
 ) -> Iterator[Rig]:
-    """``target_overrides`` replace top-level keys of the fleet's target YAML (e.g. ``inspection``)."""
+    """``target_overrides`` replace top-level keys of the fleet's target YAML (e.g. ``inspection``).
+    ``secure``: the agents ask for an API key and serve HTTPS with a certificate of a fresh CA."""
+    api_key = ca = None
     with SimFleet(count, mqtt_url=mqtt_url) as fleet:
+        if secure:
+            api_key = f"sim-key-{time.monotonic_ns()}"
+            (work / "api-keys").write_text(f"# the rig's key\n{api_key}\n")
+            certs = make_certificates(work / "tls", [d.address for d in fleet.devices])
+            ca = certs.ca
+            target_overrides["agent"] = {
+                "http_host": "127.0.0.1",
+                "http_port": 8000,
+                "api_keys_file": str(work / "api-keys"),
+                "tls": {"cert": str(certs.cert), "key": str(certs.key)},
+            }
         if target_overrides:
             fleet.write_target(**target_overrides)
         target, path = resolve_target(str(fleet.target_path))
@@ -136,7 +154,11 @@ def _make_rig(
             )
         for result in results:
             assert result.ok, result.message
-        yield Rig(fleet, target, path, plans, keys, work)
+        for result in results:  # setup read back the user the agent runs as: the device's own
+            assert result.agent_user or not start_agent
+            if fleet.dedicated_users or os.geteuid() != 0:
+                assert not result.agent_user.endswith("(uid 0)"), result.agent_user
+        yield Rig(fleet, target, path, plans, keys, work, api_key, ca)
         for device in fleet.devices:  # keep the agent log of a failing test visible in -rA output
             log = device.install_dir / "logs" / "agent.log"
             if log.exists():
@@ -147,6 +169,12 @@ def _make_rig(
 def rig(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
     """One simulated device with its agent running and nothing deployed."""
     yield from _make_rig(1, keys, tmp_path)
+
+
+@pytest.fixture
+def secure_rig(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
+    """One simulated device whose agent asks for an API key and serves HTTPS."""
+    yield from _make_rig(1, keys, tmp_path, secure=True)
 
 
 @pytest.fixture

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
+import stat
+import urllib.error
+import urllib.request
 
+import psutil
+import pytest
 from typer.testing import CliRunner
 
 from edgeds.cli import app
@@ -73,3 +80,57 @@ def test_cli_deploy_fleet_reports_every_host(rig3: Rig) -> None:
     assert data["waves"][0] == ["sim-1"]  # canary first
     for index in range(3):
         assert rig3.current(index) == data["hosts"][index]["release"]
+
+
+def _call(url: str, path: str, context: ssl.SSLContext, key: str | None = None) -> int:
+    request = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_deploy_to_an_agent_with_api_key_and_tls(secure_rig: Rig) -> None:
+    """Setup installs the key and certificate (0600, the agent's user); the deploy's health check
+    calls the agent over HTTPS with the key; callers without it get 401, health stays open."""
+    device = secure_rig.devices[0]
+    secrets = device.install_dir / "secrets"
+    for name in ("api-keys", "tls.crt", "tls.key"):
+        info = (secrets / name).stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == device.uid, name
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+
+    result = secure_rig.deploy(secure_rig.bundle(seed=3))
+    assert result.status == SUCCEEDED, result
+    assert result.details["health"]["mode"] == "agent"
+    agent = secure_rig.wait_agent(release=result.release)
+    assert agent["scheme"] == "https"
+    url = f"https://{agent['http']}"
+    assert secure_rig.ca is not None and secure_rig.api_key is not None
+    ca = ssl.create_default_context(cafile=str(secure_rig.ca))
+    model = "tiny"
+    assert _call(url, "/v2/health/ready", ca) == 200
+    assert _call(url, f"/v2/models/{model}", ca) == 401
+    assert _call(url, f"/v2/models/{model}", ca, "not-the-key") == 401
+    assert _call(url, "/metrics", ca) == 401
+    assert _call(url, f"/v2/models/{model}", ca, secure_rig.api_key) == 200
+    with pytest.raises(urllib.error.URLError):  # the system's CAs do not vouch for the device
+        _call(url, "/v2/health/ready", ssl.create_default_context())
+
+    code, status = _cli("status", "--target", str(secure_rig.target_path))
+    assert code == 0
+    assert status["sim-1"]["agent"]["ready"] is True  # type: ignore[index]
+
+
+def test_agent_runs_as_the_device_user(rig: Rig) -> None:
+    """The supervised agent runs as the device's own unprivileged user, never root."""
+    device = rig.devices[0]
+    pid = device.agent_pid()
+    assert pid is not None
+    uid = psutil.Process(pid).uids().real
+    assert uid == device.uid
+    if rig.fleet.dedicated_users or os.geteuid() != 0:
+        assert uid != 0
+    else:  # pragma: no cover - root without dedicated device users: the sim device is root's
+        pytest.skip("the simulated device logs in as root here (no dedicated device users)")
