@@ -1,6 +1,6 @@
 """The Open Inference Protocol's (KServe v2) infer messages: a request into numpy views, outputs into a response.
 
-Transport-free: it reads request bodies and builds :class:`~edgeds.runtime.http1.Response` objects,
+Transport-free: it reads request bodies and builds :class:`~edgeds.runtime.http_syntax.Response` objects,
 which :mod:`edgeds.runtime.http1` frames. A request body is JSON, or, with the binary tensor
 extension, a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw
 little-endian tensors in input order (each with ``binary_data_size``).
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .http1 import HttpError, Response
+from .http_syntax import HttpError, Response
 from .memo import remember
 
 if TYPE_CHECKING:

@@ -57,15 +57,8 @@ from ..errors import EdgedsError, RequestError, ServiceUnavailable
 from .auth import ApiKeys
 from .counters import StatusCounts
 from .engine import Engine, EngineDraining, InferRequest
-from .http1 import (
-    Dispatch,
-    HttpError,
-    Request,
-    Response,
-    error_response,
-    json_response,
-    keep_alive_head,
-)
+from .http1 import Dispatch, Request
+from .http_syntax import HttpError, Response, error_response, json_response, keep_alive_head
 from .loops import EventLoop, EventLoops
 from .memo import remember
 from .oip import InferPlan, PlanCache

@@ -14,7 +14,7 @@ import pytest
 
 from edgeds.config import Batching
 from edgeds.runtime import Engine, InferenceServer
-from edgeds.runtime.http1 import HttpError, http_bytes, keep_alive_head
+from edgeds.runtime.http_syntax import HttpError, http_bytes, keep_alive_head
 from edgeds.runtime.oip import PlanCache, infer_response
 from edgeds.runtime.testing import tiny_classifier
 

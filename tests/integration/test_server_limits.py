@@ -253,7 +253,7 @@ ACCEPT_SCRIPT = textwrap.dedent(
     """
     import logging, os, resource, sys, time
     from edgeds.config import ServerLimits
-    from edgeds.runtime.http1 import json_response
+    from edgeds.runtime.http_syntax import json_response
     from edgeds.runtime.loops import EventLoops
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import pytest
 
 from edgeds.config import ServerLimits
-from edgeds.runtime.http1 import Dispatch, Request, Response, json_response
+from edgeds.runtime.http1 import Dispatch, Request
+from edgeds.runtime.http_syntax import Response, json_response
 from edgeds.runtime.loops import EventLoop, EventLoops
 
 
