@@ -131,7 +131,8 @@ def test_failed_activation_rolls_back_and_old_model_keeps_serving(
     agent = rig.wait_agent(release=good.release)
     assert agent["release"] == good.release
     assert good.release is not None
-    assert _infer_ok(rig) == good.release.split("-v")[1].split("-")[0]
+    manifest = json.loads((rig.devices[0].install_dir / "releases" / good.release / "manifest.json").read_text())
+    assert _infer_ok(rig) == manifest["model"]["version"]  # the card's version answers, not the bad bundle's
 
 
 def test_sshd_killed_mid_upload_leaves_current_untouched_and_retry_completes(rig: Rig) -> None:
