@@ -25,7 +25,12 @@ profile at FP32 and INT8 (ONNX Runtime), it measures:
   thinnest Python server of the same binary requests, one single-thread session per thread. It is
   a reference, not a peer: where the floor's best layout is that one (INT8 here), its share of the
   floor is what loopback TCP and the load generator leave of these cores, and ``serve / bare
-  socket`` tells how much of the rest edgeds itself costs.
+  socket`` tells how much of the rest edgeds itself costs;
+* with ``--reference TREE`` (another checkout of edgeds, e.g. a ``git worktree`` of an older
+  commit), a reference build in the same paired windows: ``edgeds serve`` of the same bundle from
+  TREE's package, with the same options and CPU placement under the same load generator, and for
+  both servers samples/s, serve / floor and server CPU per request (CPU-seconds of the server
+  process / requests, in µs), with the ratio of this tree's to the reference's.
 
 The load generator shares the 2 cores with the server under test, so every CPU microsecond it spends
 per request is taken from the server. By default it is ``bench/loadgen/closed_loop.c`` (built here
@@ -49,6 +54,7 @@ This script holds the command line and the measurements. What it is built from i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -75,8 +81,16 @@ if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing 
 from edgeds import bench as lib  # noqa: E402
 from edgeds.bench.loadgen import LoadGenerator, LoadgenUnavailable  # noqa: E402
 from edgeds.bench.placement import Placement, parse_cpus  # noqa: E402
-from edgeds.bench.runtime_report import interval, markdown, verdicts  # noqa: E402
-from edgeds.bench.servers import free_port, start_bare_socket, start_serve, stop, wait_http  # noqa: E402
+from edgeds.bench.reference import Reference  # noqa: E402
+from edgeds.bench.runtime_report import interval, markdown, reference_summary, verdicts  # noqa: E402
+from edgeds.bench.servers import (  # noqa: E402
+    free_port,
+    imported_edgeds,
+    start_bare_socket,
+    start_serve,
+    stop,
+    wait_http,
+)
 from edgeds.bench.sizing import (  # noqa: E402
     BUCKETS,
     batch_candidates,
@@ -388,6 +402,8 @@ def paired(
     windows: int,
     window_s: float,
     floor_batch: int,
+    reference: Reference | None = None,
+    work: Path | None = None,
 ) -> dict[str, Any]:
     """Interleaved windows of bare floor (at ``floor_batch``, the best bucket, with the ``tuned``
     instance layout), in-process batcher (c=8, completion callbacks submit the next request), serve
@@ -400,32 +416,50 @@ def paired(
     window with the floor measured right before it cancels most of that drift. Ratios are the
     medians of the per-window ratios. When :data:`LOADGEN` is the native one, each window also
     drives serve with the Python load generator (``serve_python_loadgen``).
+
+    With a ``reference`` build, each window also drives its ``edgeds serve`` of the same bundle with
+    the same options (started the same way, its output in ``work``/reference-serve-BUNDLE.log), and the
+    rows and the result's ``reference`` summary hold both servers' samples/s and CPU per request
+    (CPU-seconds of the server process over the window, per request answered). A reference that
+    fails a request fails the run: its figures would flatter it.
     """
     compare_python = LOADGEN.kind != "python"
     best = floor_batch
-    bare = open_instances(artifact, threads, tuned.instances, [best])
-    feeds = [staged_feed(b, best, sample) for b in bare]
-    engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=tuned).start()
-    proc, port, model = start_serve(bundle, threads, tuned)
     body, headers = oip_binary_body("input", sample)
-    http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
-    try:
+    with contextlib.ExitStack() as stack:  # closes and stops everything below, last started first
+        bare = open_instances(artifact, threads, tuned.instances, [best])
+        for backend in bare:
+            stack.callback(backend.close)
+        feeds = [staged_feed(b, best, sample) for b in bare]
+        engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=tuned).start()
+        stack.callback(engine.close)
+        proc, port, model = start_serve(bundle, threads, tuned)
+        stack.callback(stop, proc)
+        http = lib.HttpClient("127.0.0.1", port, f"/v2/models/{model}/infer", body, headers)
+        stack.callback(http.close)
         bare_proc, bare_port = start_bare_socket(artifact, threads)
-    except BaseException:
-        http.close()
-        stop(proc)
-        raise
-    bare_http = lib.HttpClient("127.0.0.1", bare_port, "/v2/models/bare/infer", body, headers)
-    import psutil
+        stack.callback(stop, bare_proc)
+        bare_http = lib.HttpClient("127.0.0.1", bare_port, "/v2/models/bare/infer", body, headers)
+        stack.callback(bare_http.close)
+        import psutil
 
-    me, server = psutil.Process(), psutil.Process(proc.pid)
+        me = psutil.Process()
+        servers = {"serve": (http, psutil.Process(proc.pid)), "serve_python": (http, psutil.Process(proc.pid))}
+        log_file = (work or Path(tempfile.gettempdir())) / f"reference-serve-{bundle.name}.log"
+        if reference is not None:
+            ref_proc, ref_port, ref_model = start_serve(bundle, threads, tuned, tree=reference.tree, log=log_file)
+            stack.callback(stop, ref_proc)
+            ref_http = lib.HttpClient("127.0.0.1", ref_port, f"/v2/models/{ref_model}/infer", body, headers)
+            stack.callback(ref_http.close)
+            if (status := ref_http()) != 200:
+                raise BenchError(f"the reference build answered a valid request with {status}; see {log_file}")
+            servers["reference"] = (ref_http, psutil.Process(ref_proc.pid))
 
-    def cpu(p: Any) -> float:
-        t = p.cpu_times()
-        return float(t.user + t.system)
+        def cpu(p: Any) -> float:
+            t = p.cpu_times()
+            return float(t.user + t.system)
 
-    rows: list[dict[str, float]] = []
-    try:
+        rows: list[dict[str, float]] = []
         for window in range(windows):
             c0 = cpu(me)
             floor_sps, lat = lib.floor_window(bare, feeds, best, window_s)
@@ -434,19 +468,28 @@ def paired(
             c0 = cpu(me)
             e = lib.summarize(lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, window_s, warmup_s=0.0))
             inproc_eff = e["ok"] / max(1e-9, cpu(me) - c0)
-            # serve, the bare socket (and serve under the Python load generator) take turns going
-            # first, so none is always further from its floor than the others
-            turns = ["serve", "bare"] + (["serve_python"] if compare_python else [])
+            # serve, the bare socket (and the reference build, and serve under the Python load
+            # generator) take turns going first, so none is always further from its floor than the others
+            turns = ["serve", "bare"] + (["reference"] if reference is not None else [])
+            turns += ["serve_python"] if compare_python else []
             shift = window % len(turns)
             measured: dict[str, Any] = {}
             for turn in turns[shift:] + turns[:shift]:
                 if turn == "bare":
                     measured[turn] = bare_window(bare_http, window_s)
                     continue
+                client, server = servers[turn]
                 c0 = cpu(server)
                 generator = PYTHON_LOADGEN if turn == "serve_python" else LOADGEN
-                measured[turn] = lib.summarize(PLACEMENT.drive(http, window_s, generator, warmup_s=0.0))
-                measured[turn]["per_cpu_s"] = measured[turn]["ok"] / max(1e-9, cpu(server) - c0)
+                measured[turn] = lib.summarize(PLACEMENT.drive(client, window_s, generator, warmup_s=0.0))
+                spent = cpu(server) - c0
+                measured[turn]["per_cpu_s"] = measured[turn]["ok"] / max(1e-9, spent)
+                measured[turn]["cpu_us_per_request"] = 1e6 * spent / max(1, measured[turn]["ok"])
+                if turn == "reference" and (measured[turn]["errors"] or not measured[turn]["ok"]):
+                    raise BenchError(
+                        f"the reference build failed: {measured[turn]['errors']} errors, "
+                        f"{measured[turn]['ok']} answers; see {log_file}"
+                    )
             h, bare_sps = measured["serve"], measured["bare"]
             serve_eff = h["per_cpu_s"]
             rows.append(
@@ -471,16 +514,22 @@ def paired(
                 rows[-1]["serve_python_loadgen"] = measured["serve_python"]["samples_per_s"]
                 rows[-1]["serve_python_loadgen_ratio"] = round(measured["serve_python"]["samples_per_s"] / floor_sps, 3)
                 rows[-1]["serve_python_loadgen_per_cpu_s"] = round(measured["serve_python"]["per_cpu_s"], 2)
+            if reference is not None:
+                ref = measured["reference"]
+                rows[-1].update(
+                    {
+                        "reference": ref["samples_per_s"],
+                        "reference_ratio": round(ref["samples_per_s"] / floor_sps, 3),
+                        "serve_over_reference": round(h["samples_per_s"] / ref["samples_per_s"], 3),
+                        "serve_cpu_us_per_request": round(h["cpu_us_per_request"], 1),
+                        "reference_cpu_us_per_request": round(ref["cpu_us_per_request"], 1),
+                        "cpu_per_request_over_reference": round(
+                            h["cpu_us_per_request"] / max(1e-9, ref["cpu_us_per_request"]), 3
+                        ),
+                    }
+                )
             log(f"  window: {rows[-1]}")
-    finally:
-        http.close()
-        bare_http.close()
-        stop(proc)
-        stop(bare_proc)
-        engine.close()
-        for backend in bare:
-            backend.close()
-    return {
+    out: dict[str, Any] = {
         "windows": rows,
         "window_s": window_s,
         "batch": best,
@@ -503,6 +552,9 @@ def paired(
             float(np.mean([r["in_process"] for r in rows]) / np.mean([r["floor"] for r in rows])), 3
         ),
     }
+    if reference is not None:
+        out["reference"] = reference_summary(rows)
+    return out
 
 
 # ---------------------------------------------------------------------- peers
@@ -653,6 +705,12 @@ def main() -> int:
     ap.add_argument("--server-cpus", help="pin the floor, the batcher and every server to these CPUs (e.g. 0,1)")
     ap.add_argument("--loadgen-cpus", help="run the HTTP load generator on these CPUs, apart from --server-cpus")
     ap.add_argument(
+        "--reference",
+        type=Path,
+        metavar="TREE",
+        help="another checkout of edgeds: its edgeds serve runs beside this one's in the paired windows",
+    )
+    ap.add_argument(
         "--loadgen",
         choices=("native", "python"),
         default="native",
@@ -671,6 +729,17 @@ def main() -> int:
         )
     except BenchError as exc:
         ap.error(str(exc))
+    reference = None
+    if args.reference is not None:
+        try:
+            reference = Reference.check(args.reference)
+        except BenchError as exc:
+            ap.error(str(exc))
+        log(f"this tree's edgeds serve imports {imported_edgeds(ROOT)}")
+        log(
+            f"reference build {reference.tree} at {reference.commit or '(not a git checkout)'}: "
+            f"its edgeds serve imports {reference.edgeds_file}"
+        )
     PLACEMENT.pin_server_side()
     args.out.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
@@ -688,6 +757,8 @@ def main() -> int:
             "load_generator": LOADGEN.describe(),
             "results": {},
         }
+        if reference is not None:
+            report["reference"] = reference.describe()
         for precision in args.precisions.split(","):
             log(f"compiling {precision}")
             try:
@@ -750,9 +821,18 @@ def main() -> int:
             for peer in peers:
                 log(f"{precision}: peer {peer}")
                 entry["peers"][peer] = run_peer(peer, artifact, args.threads, args.duration, sample, work)
-            log(f"{precision}: paired windows (floor / in-process / serve)")
+            log(f"{precision}: paired windows (floor / in-process / serve{' / reference' if reference else ''})")
             entry["paired"] = paired(
-                artifact, bundle, args.threads, tuned, sample, args.windows, args.window, floor_batch=best
+                artifact,
+                bundle,
+                args.threads,
+                tuned,
+                sample,
+                args.windows,
+                args.window,
+                floor_batch=best,
+                reference=reference,
+                work=work,
             )
             for instances in layouts(args.threads):
                 log(f"{precision}: engine floor again, {instances} instance(s)")

@@ -19,6 +19,7 @@ source checkout):
 - :mod:`.loadgen`: :class:`~.loadgen.LoadGenerator`, the native program or the Python loop
 - :mod:`.placement`: servers and the load generator on CPU sets apart
 - :mod:`.servers`: servers under test in processes of their own (``edgeds serve``, the bare socket)
+- :mod:`.reference`: a reference build, another checkout whose ``edgeds serve`` runs beside this one's
 - :mod:`.sizing`: the instance layout and batcher size chosen from measurements
 - :mod:`.runtime_report`: verdicts against the targets and the Markdown report
 """

@@ -6,6 +6,7 @@ precision: floor scans, paired windows, longer runs, peers, memory) and says it 
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
 from .stats import median_interval
@@ -17,9 +18,35 @@ def interval(ratios: list[float]) -> dict[str, float]:
     return {key: round(value, 3) for key, value in median_interval(ratios).items()}
 
 
+def reference_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reference build's figures over the paired windows' ``rows`` (each with ``reference``,
+    ``reference_ratio``, ``serve_over_reference`` and both servers' ``*_cpu_us_per_request``):
+    medians, with intervals for the ratios, and the median per-window difference of CPU per request
+    (this tree's minus the reference's, µs; the inference is the same, so this is the request path's)."""
+
+    def mid(key: str, digits: int = 3) -> float:
+        return round(float(median(r[key] for r in rows)), digits)
+
+    return {
+        "reference_ratio_median": mid("reference_ratio"),
+        "reference_ratio_interval": interval([r["reference_ratio"] for r in rows]),
+        "serve_over_reference_median": mid("serve_over_reference"),
+        "serve_over_reference_interval": interval([r["serve_over_reference"] for r in rows]),
+        "serve_cpu_us_per_request_median": mid("serve_cpu_us_per_request", 1),
+        "reference_cpu_us_per_request_median": mid("reference_cpu_us_per_request", 1),
+        "cpu_per_request_over_reference_median": mid("cpu_per_request_over_reference"),
+        "cpu_per_request_over_reference_interval": interval([r["cpu_per_request_over_reference"] for r in rows]),
+        "cpu_us_per_request_difference_median": round(
+            float(median(r["serve_cpu_us_per_request"] - r["reference_cpu_us_per_request"] for r in rows)), 1
+        ),
+    }
+
+
 def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
     """One precision's verdicts: the ratios to the floor against their targets (serve >= 0.85,
-    in-process >= 0.95), the peers compared with serve, RSS growth <= 1 MiB and tracemalloc."""
+    in-process >= 0.95), the peers compared with serve, RSS growth <= 1 MiB and tracemalloc; with a
+    reference build, its ratio to the floor against the same target and serve compared with it
+    (samples/s and server CPU per request, this tree's over the reference's)."""
     pair = entry["paired"]
     serve_bin = entry["serve"]["binary"]
     out: dict[str, Any] = {
@@ -36,6 +63,18 @@ def verdicts(entry: dict[str, Any]) -> dict[str, Any]:
     }
     out["serve_ok"] = out["serve_binary_over_floor"] >= 0.85
     out["in_process_ok"] = out["in_process_over_floor"] >= 0.95
+    ref = pair.get("reference")  # absent without --reference
+    if ref is not None:
+        out["reference_over_floor"] = ref["reference_ratio_median"]
+        out["reference_ok"] = out["reference_over_floor"] >= 0.85
+        out["serve_over_reference"] = ref["serve_over_reference_median"]
+        out["serve_cpu_us_per_request"] = ref["serve_cpu_us_per_request_median"]
+        out["reference_cpu_us_per_request"] = ref["reference_cpu_us_per_request_median"]
+        out["cpu_per_request_over_reference"] = ref["cpu_per_request_over_reference_median"]
+        out["cpu_per_request_over_reference_interval"] = [
+            ref["cpu_per_request_over_reference_interval"]["low"],
+            ref["cpu_per_request_over_reference_interval"]["high"],
+        ]
     for peer in ("bentoml", "mlserver", "fastapi"):
         p = entry.get("peers", {}).get(peer, {})
         if p.get("samples_per_s"):
@@ -83,13 +122,17 @@ def python_loadgen_text(pair: dict[str, Any]) -> str:
     return f"; the same windows with the Python load generator driving serve: {ratio}"
 
 
-def interval_text(pair: dict[str, Any], what: str) -> str:
-    """``what``'s median interval over the paired windows, in words."""
-    found = pair[f"{what}_ratio_interval"]
+def interval_words(found: dict[str, float], windows: int) -> str:
+    """A median's interval (:func:`interval`) over ``windows`` paired windows, in words."""
     return (
         f"{round(100 * found['coverage'])} % interval of the median {found['low']}-{found['high']} "
-        f"over {len(pair['windows'])} windows"
+        f"over {windows} windows"
     )
+
+
+def interval_text(pair: dict[str, Any], what: str) -> str:
+    """``what``'s median interval over the paired windows, in words."""
+    return interval_words(pair[f"{what}_ratio_interval"], len(pair["windows"]))
 
 
 def placement_line(placement: dict[str, Any]) -> str:
@@ -111,6 +154,47 @@ def loadgen_line(generator: dict[str, Any]) -> str:
     return line
 
 
+def reference_line(reference: dict[str, Any] | None) -> list[str]:
+    """The report header's line for the reference build (:meth:`.reference.Reference.describe`), if any."""
+    if reference is None:
+        return []
+    commit = f"commit `{reference['commit']}`" if reference["commit"] else "not a git checkout"
+    return [
+        f"- reference build (`--reference`): `{reference['tree']}`, {commit}; "
+        f"its edgeds serve imports `{reference['edgeds_file']}`"
+    ]
+
+
+def reference_section(entry: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """One precision's reference-build table (per paired window) and its summary, in Markdown."""
+    pair, v = entry["paired"], entry["verdicts"]
+    ref = pair["reference"]
+    name = f"`{reference['commit']}`" if reference["commit"] else f"`{reference['tree']}`"
+    return [
+        f"Reference build {name} in the same windows (the same bundle, options, CPUs and load generator; "
+        "server CPU per request = CPU-seconds of the server process / requests, µs):",
+        "",
+        "| window | serve samples/s | reference samples/s | serve / floor | reference / floor | serve / reference "
+        "| server CPU µs per request: serve / reference | CPU per request, serve / reference |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {i + 1} | {r['serve']} | {r['reference']} | {r['serve_ratio']} | {r['reference_ratio']} "
+            f"| {r['serve_over_reference']} | {r['serve_cpu_us_per_request']} / {r['reference_cpu_us_per_request']} "
+            f"| {r['cpu_per_request_over_reference']} |"
+            for i, r in enumerate(pair["windows"])
+        ),
+        "",
+        f"- reference build / floor = **{v['reference_over_floor']}** "
+        f"({interval_words(ref['reference_ratio_interval'], len(pair['windows']))}; target >= 0.85: "
+        f"{'PASS' if v['reference_ok'] else 'FAIL'}); serve / reference samples/s = **{v['serve_over_reference']}**",
+        f"- server CPU per request: serve **{v['serve_cpu_us_per_request']} µs**, reference "
+        f"**{v['reference_cpu_us_per_request']} µs**; serve / reference = **{v['cpu_per_request_over_reference']}** "
+        f"({interval_words(ref['cpu_per_request_over_reference_interval'], len(pair['windows']))}), "
+        f"median difference {ref['cpu_us_per_request_difference_median']} µs per request",
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The whole report (as ``runtime_bench.json`` holds it) in Markdown."""
     lines = [
@@ -122,6 +206,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"intra-op threads {report['threads']}; duration {report['duration_s']} s per run; concurrency 8; loopback",
         placement_line(report["placement"]),
         loadgen_line(report["load_generator"]),
+        *reference_line(report.get("reference")),
         "",
     ]
     for precision, entry in report["results"].items():
@@ -161,6 +246,7 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             bare_socket_summary(entry, report["threads"]),
             "",
+            *(reference_section(entry, report["reference"]) if "reference" in entry["paired"] else []),
             f"CPU-normalized (samples per CPU-second of the measured process; serve = the server process only, "
             f"not the load generator): in-process / floor median **{entry['paired']['in_process_cpu_ratio_median']}**, "
             f"serve / floor median **{entry['paired']['serve_cpu_ratio_median']}**.",
@@ -238,6 +324,10 @@ def markdown(report: dict[str, Any]) -> str:
 __all__ = [
     "interval",
     "interval_text",
+    "interval_words",
     "markdown",
+    "reference_line",
+    "reference_section",
+    "reference_summary",
     "verdicts",
 ]

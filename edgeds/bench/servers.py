@@ -1,13 +1,16 @@
 """Servers under test, each in a process of its own: start one, wait until it answers, stop it.
 
 Each server runs in its own process group (so that stopping it stops its workers too) and inherits
-the CPU affinity of the thread that starts it. ``edgeds serve`` runs from this interpreter; the
-bare-socket reference is ``bench/peers/bare_socket.py`` of the source checkout.
+the CPU affinity of the thread that starts it. ``edgeds serve`` runs from this interpreter, with
+the ``edgeds`` package of a source tree: this checkout's, or another's to serve a reference build
+beside it (:mod:`.reference` checks one); the bare-socket reference is
+``bench/peers/bare_socket.py`` of this checkout.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,20 +59,90 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def start_serve(bundle: Path, threads: int, batching: Batching | None) -> tuple[subprocess.Popen[bytes], int, str]:
-    """``edgeds serve`` of ``bundle`` in its own process group, with ``batching`` (None: the bundle's own)
-    on the command line; returns (process, port, model name) once ready. The caller stops it."""
+def tree_env(tree: Path) -> dict[str, str]:
+    """This process's environment with ``tree`` first on ``PYTHONPATH``: with the working directory
+    ``tree`` too, ``python -m edgeds`` imports ``tree``'s package, not an installed one."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(tree) if not path else f"{tree}{os.pathsep}{path}"}
+
+
+def imported_edgeds(tree: Path) -> Path:
+    """The ``edgeds/__init__.py`` that ``edgeds serve`` run from ``tree`` imports (probed in a child
+    process started the same way). BenchError if it cannot import one."""
+    code = "import edgeds; print(edgeds.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=tree_env(tree), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise BenchError(f"python cannot import edgeds from {tree}: {tail}")
+    return Path(done.stdout.strip()).resolve()
+
+
+SERVE_FLAGS = ("--port", "--threads", "--max-batch", "--delay-us", "--preferred", "--instances")
+"""Every option :func:`start_serve` passes; a reference build must take them all."""
+
+
+def serve_flags(tree: Path) -> frozenset[str]:
+    """The options that ``edgeds serve --help`` of ``tree`` lists. BenchError if the help fails."""
+    env = {**tree_env(tree), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}  # one option a line, no colour
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeds", "serve", "--help"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise BenchError(f"edgeds serve --help of {tree} failed with {done.returncode}: {tail}")
+    return frozenset(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", done.stdout))
+
+
+def start_serve(
+    bundle: Path,
+    threads: int,
+    batching: Batching | None,
+    *,
+    tree: Path = REPO_ROOT,
+    log: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``edgeds serve`` of ``bundle`` from ``tree``'s package (this checkout's by default) in its own
+    process group, with ``batching`` (None: the bundle's own) on the command line (only
+    :data:`SERVE_FLAGS`); its output goes to ``log`` (None: discarded), whose last lines a
+    BenchError quotes if it does not start. Returns (process, port, model name) once ready; the
+    caller stops it."""
     port = free_port()
     cmd = [sys.executable, "-m", "edgeds", "serve", str(bundle), "--port", str(port), "--threads", str(threads)]
     if batching is not None:
         cmd += ["--max-batch", str(batching.max_batch_size), "--delay-us", str(batching.max_queue_delay_us)]
         cmd += ["--preferred", ",".join(str(p) for p in batching.preferred_batch_sizes)]
         cmd += ["--instances", str(batching.instances)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if log is None:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=tree,
+            env=tree_env(tree),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    else:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=tree, env=tree_env(tree), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/v2/health/ready", 60, proc)
         model = str(http_json(f"{url}/v2/models/stats")["model_stats"][0]["name"])
+    except BenchError as exc:
+        stop(proc)
+        if log is None:
+            raise
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
+        raise BenchError(f"{exc} (edgeds serve from {tree}; its log {log}: {tail})") from exc
     except BaseException:
         stop(proc)
         raise
@@ -97,4 +170,15 @@ def start_bare_socket(artifact: Path, threads: int) -> tuple[subprocess.Popen[by
     return proc, port
 
 
-__all__ = ["BARE_SOCKET", "free_port", "start_bare_socket", "start_serve", "stop", "wait_http"]
+__all__ = [
+    "BARE_SOCKET",
+    "SERVE_FLAGS",
+    "free_port",
+    "imported_edgeds",
+    "serve_flags",
+    "start_bare_socket",
+    "start_serve",
+    "stop",
+    "tree_env",
+    "wait_http",
+]

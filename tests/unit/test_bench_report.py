@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeds.bench.runtime_report import interval, markdown, verdicts
+from edgeds.bench.runtime_report import interval, markdown, reference_summary, verdicts
 
 
 def _run(samples_per_s: float, p99_ms: float) -> dict[str, Any]:
@@ -125,3 +125,76 @@ def test_the_markdown_report_states_each_verdict_and_a_skipped_precision() -> No
     assert "| fastapi 0.115 | binary OIP | 300.0 | 0.3 |" in text
     assert "| bentoml | - | not run: pip |" in text
     assert "- vs fastapi: 3.0x throughput, lower p99: True" in text
+    assert "reference build" not in text.lower()  # no --reference: no reference section
+
+
+def _with_reference(entry: dict[str, Any], reference_sps: list[float], cpu_us: list[tuple[float, float]]) -> None:
+    """Adds a reference build's figures to ``entry``'s paired windows, as ``paired`` records them."""
+    rows = entry["paired"]["windows"]
+    for row, sps, (serve_us, ref_us) in zip(rows, reference_sps, cpu_us, strict=True):
+        row.update(
+            {
+                "reference": sps,
+                "reference_ratio": round(sps / row["floor"], 3),
+                "serve_over_reference": round(row["serve"] / sps, 3),
+                "serve_cpu_us_per_request": serve_us,
+                "reference_cpu_us_per_request": ref_us,
+                "cpu_per_request_over_reference": round(serve_us / ref_us, 3),
+            }
+        )
+    entry["paired"]["reference"] = reference_summary(rows)
+
+
+def test_a_reference_build_is_summarized_held_to_the_floor_target_and_compared_with_serve() -> None:
+    entry = _entry([0.86, 0.9, 0.88], [0.96, 0.97, 0.99], rss_growth_mib=0.2)
+    _with_reference(entry, [800.0, 840.0, 900.0], [(8000.0, 8100.0), (8050.0, 8200.0), (7900.0, 7950.0)])
+    summary = entry["paired"]["reference"]
+    assert summary["reference_ratio_median"] == 0.84
+    assert summary["serve_cpu_us_per_request_median"] == 8000.0
+    assert summary["reference_cpu_us_per_request_median"] == 8100.0
+    assert summary["cpu_us_per_request_difference_median"] == -100.0  # per window: -100, -150, -50
+    assert summary["cpu_per_request_over_reference_interval"]["low"] == 0.982
+    v = verdicts(entry)
+    assert v["reference_over_floor"] == 0.84 and v["reference_ok"] is False
+    assert v["serve_over_reference"] == 1.071  # per window: 860/800, 900/840, 880/900
+    assert v["cpu_per_request_over_reference"] == 0.988
+    assert v["cpu_per_request_over_reference_interval"] == [0.982, 0.994]
+    assert v["serve_ok"]  # serve's own verdict does not depend on the reference
+
+
+def test_the_markdown_report_names_the_reference_build_and_gives_both_servers_per_window() -> None:
+    entry = _entry([0.86, 0.9, 0.88], [0.96, 0.97, 0.99], rss_growth_mib=0.2)
+    _with_reference(entry, [900.0, 880.0, 870.0], [(8000.0, 8100.0), (8050.0, 8200.0), (7900.0, 7950.0)])
+    entry["verdicts"] = verdicts(entry)
+    reference: dict[str, Any] = {
+        "tree": "/tmp/ref-tree",
+        "commit": "363a84f",
+        "edgeds_file": "/tmp/ref-tree/edgeds/__init__.py",
+    }
+    report: dict[str, Any] = {
+        "model": "models/surface-defect/model.onnx",
+        "shipped_model": True,
+        "threads": 2,
+        "duration_s": 10.0,
+        "environment": {"cpu": "Test CPU", "cores": 2},
+        "placement": {"server_cpus": "all", "loadgen_cpus": "the servers' own"},
+        "load_generator": {"kind": "python", "what": "edgeds.bench.http_closed_loop"},
+        "reference": reference,
+        "results": {"int8": entry},
+    }
+    text = markdown(report)
+    header = (
+        "- reference build (`--reference`): `/tmp/ref-tree`, commit `363a84f`; "
+        "its edgeds serve imports `/tmp/ref-tree/edgeds/__init__.py`\n"
+    )
+    assert header in text and text.index(header) < text.index("## ONNX Runtime INT8")
+    assert "Reference build `363a84f` in the same windows" in text
+    assert "| 1 | 860.0 | 900.0 | 0.86 | 0.9 | 0.956 | 8000.0 / 8100.0 | 0.988 |" in text
+    assert "- reference build / floor = **0.88** (75 % interval of the median 0.87-0.9 over 3 windows" in text
+    assert "target >= 0.85: PASS); serve / reference samples/s = **1.011**" in text
+    assert (
+        "- server CPU per request: serve **8000.0 µs**, reference **8100.0 µs**; serve / reference = **0.988**" in text
+    )
+    assert "median difference -100.0 µs per request" in text
+    report["reference"] = {**reference, "commit": None}
+    assert "- reference build (`--reference`): `/tmp/ref-tree`, not a git checkout;" in markdown(report)
