@@ -11,9 +11,10 @@ framed and written back. The interface, all of it in this module:
 * :data:`Dispatch` ``= Callable[[Request], Response | None]``: called on the loop thread with each
   complete :class:`Request`, in arrival order. It returns the :class:`Response`, or None when the
   handler answers later, exactly once, with :meth:`Request.respond` (on the loop thread) or
-  :meth:`Request.respond_from_thread` (from any other). Until then nothing more is parsed on that
-  connection (answers stay in order; pipelined requests wait in the buffer). The callback should not
-  raise: an exception that escapes it is logged with its traceback and answered 500.
+  :meth:`Request.respond_from_thread` (from any other), or streamed (:meth:`Request.stream`, see
+  :mod:`edgeds.runtime.streams`). Until then nothing more is parsed on that connection (answers
+  stay in order; pipelined requests wait in the buffer). The callback should not raise: an
+  exception that escapes it is logged with its traceback and answered 500 (a stream it began is cut).
 * :class:`Request`: method, target, header fields (lower-case names), the decoded body (a
   memoryview, valid until the answer is sent) and whether the connection stays open after it.
 * :class:`~edgeds.runtime.http_syntax.Response` (status, body, content type, extra fields, optionally
@@ -48,7 +49,9 @@ request path only stores a deadline): a request head must arrive whole within ``
 of its first byte (of the connection's opening, for the first); a body within ``body_timeout_s``
 plus its length at ``body_min_rate_kib_s``; a keep-alive connection idle for ``idle_timeout_s`` is
 closed. A head or body cut short by its deadline is answered 408 and the connection closed (a
-connection that sent nothing is closed silently). A request being served has no deadline.
+connection that sent nothing is closed silently). A request being served has no deadline; a
+stream whose client reads nothing (the transport above its high-water mark) for ``idle_timeout_s``
+is cut, and so is a closing connection whose client does not read its last bytes in that time.
 
 Memory: connection buffers up to ``_POOLED_MAX`` are heap ``bytearray`` objects, kept for the next
 connection when one ends (``_BUFFER_POOL`` of them); larger ones are anonymous memory maps, committed
@@ -73,6 +76,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import cast
 
 import numpy as np
@@ -88,8 +92,10 @@ from .http_syntax import (
     error_response,
     http_bytes,
     parse_head,
+    stream_head,
 )
 from .memo import remember
+from .streams import Stream
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +124,8 @@ class Request:
     every request with the same head bytes: never change it. ``body`` is the decoded body
     (de-chunked and inflated): a view of the connection's buffer, valid until the answer is sent;
     keep nothing that points into it past that. ``keep_alive``: the connection stays open after the
-    answer. Answer once: return the response from the callback, or call :meth:`respond` or
-    :meth:`respond_from_thread` later.
+    answer (for a stream, until it is closed). Answer once: return the response from the callback,
+    or call :meth:`respond`, :meth:`respond_from_thread` or :meth:`stream` later.
     """
 
     __slots__ = ("_connection", "body", "headers", "keep_alive", "method", "target")
@@ -151,6 +157,28 @@ class Request:
         connection = self._connection
         if not connection._answer_from_thread(response, self.keep_alive, self.body):
             connection._group._hand_over(self, response)
+
+    def stream(
+        self,
+        status: int = 200,
+        content_type: str = "text/event-stream",
+        fields: tuple[tuple[str, str], ...] = (),
+        on_cancel: Callable[[], None] | None = None,
+    ) -> Stream:
+        """Answer with a body sent as it is produced, from any thread (the dispatch callback then
+        returns None): the head goes out at once, the :class:`~edgeds.runtime.streams.Stream` sends
+        the rest. ``on_cancel``: called on the loop if the client goes before the stream is closed."""
+        connection, group = self._connection, self._connection._group
+        chunked = connection._version == "HTTP/1.1"  # HTTP/1.0: the body ends with the connection
+        keep_alive = self.keep_alive and chunked
+        head = stream_head(status, content_type, fields, chunked, keep_alive)
+        done = partial(connection._stream_ended, keep_alive, self.body)
+        stream = Stream(head, chunked=chunked, call=group._call, loop_thread=group.loop_thread, done=done)
+        stream.on_cancel = on_cancel
+        if status >= 400:
+            group.failures.add(status)
+        stream._start(connection._attach_stream)
+        return stream
 
 
 Dispatch = Callable[[Request], Response | None]
@@ -197,6 +225,7 @@ class ConnectionGroup:
         self.connections: set[_Connection] = set()  # the open ones
         self.reserved = 0  # reserved connections accepted and not yet lost (see make_reserve_room)
         self.now = 0.0  # the loop's clock at the last sweep: deadlines are set from it (no clock read)
+        self.loop_thread = -1  # the ident of the loop's thread, once a connection was made
         self._reserve: deque[_Connection] = deque()  # the open reserved connections, oldest first
         self._sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
         self._sweep: asyncio.TimerHandle | None = None
@@ -260,6 +289,7 @@ class ConnectionGroup:
         if connection._reserved:
             self._reserve.append(connection)
         if self._sweep is None:
+            self.loop_thread = threading.get_ident()
             loop = asyncio.get_running_loop()
             self.now = loop.time()
             self._sweep = loop.call_at(self.now + self._sweep_interval, self._sweep_deadlines, loop)
@@ -344,6 +374,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._fd = -1  # the socket's descriptor for workers' writes; -1 once the connection is lost
         self._deadline = _NEVER  # (the loop's clock) when the connection expires, unless served by then
         self._idle = False  # waiting for the next request: its first byte starts the head's deadline
+        self._version = "HTTP/1.1"  # of the request being answered
+        self._stream: Stream | None = None  # the streamed answer being sent
+        self._writing_paused = False  # the transport is above its high-water mark
 
     # -- asyncio callbacks
 
@@ -364,6 +397,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
             self._fd = -1
+        self._cancel_stream()
         if self._transport is not None:
             self._group._removed(self)
         self._transport = None
@@ -388,7 +422,20 @@ class _Connection(asyncio.BufferedProtocol):
         self._process()
 
     def eof_received(self) -> bool | None:
+        self._cancel_stream()  # a client that closes its side wants no more of the stream: stop it now
         return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._stream is not None:  # the client must read some of it within idle_timeout_s
+            self._deadline = self._group.now + self._group.idle_timeout
+            self._stream._pause()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._stream is not None:
+            self._deadline = _NEVER
+            self._stream._resume()
 
     # -- buffer management
 
@@ -479,7 +526,11 @@ class _Connection(asyncio.BufferedProtocol):
                 log.exception("the handler of %s %s failed (answered 500)", method, target)
                 response = error_response(500, f"{type(exc).__name__}: {exc}")
             if response is not None:
-                self._finish(response, request.keep_alive, body)
+                if self._stream is not None:  # the handler began a stream, then answered or raised
+                    log.error("%s %s: a handler streamed and answered too: the stream is cut", method, target)
+                    self._stream.abort()
+                else:
+                    self._finish(response, request.keep_alive, body)
             # answered -> parse on; to be answered later -> _busy ends the loop
 
     def _parse_head(self) -> bool:
@@ -516,7 +567,7 @@ class _Connection(asyncio.BufferedProtocol):
                 return False
             if len(head) <= _HEAD_MEMO_BYTES:
                 remember(heads, head, parsed, _HEAD_MEMO_SIZE)
-        method, target, _version, keep_alive, headers = parsed
+        method, target, self._version, keep_alive, headers = parsed
         group = self._group
         binary = headers.get("inference-header-content-length")
         json_part = -1  # the binary tensor header's length (-1: none, or not a number)
@@ -600,7 +651,13 @@ class _Connection(asyncio.BufferedProtocol):
         """The deadline passed (loop thread): answer 408 to a head or body cut short, then close; a
         connection that sent nothing of its next request is closed silently."""
         transport = self._transport
-        if transport is None or transport.is_closing() or self._busy:
+        if transport is None:
+            return
+        if transport.is_closing() or self._stream is not None:  # a client that stopped reading the answer
+            if transport.get_write_buffer_size():
+                transport.abort()
+            return
+        if self._busy:
             return
         if (self._pending is not None or self._end > self._start) and not self._discard:
             transport.write(http_bytes(error_response(408, "the request did not arrive in time"), False))
@@ -659,6 +716,32 @@ class _Connection(asyncio.BufferedProtocol):
             asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
         else:
             transport.close()
+
+    def _attach_stream(self, stream: Stream) -> None:
+        """Loop thread: ``stream`` answers the request in flight (cancelled if the connection is gone)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return stream._lost()
+        self._stream = stream
+        if self._writing_paused:
+            self.pause_writing()
+        stream._attached(transport)
+
+    def _stream_ended(self, keep_alive: bool, body: memoryview) -> None:
+        """Loop thread: a stream's last bytes are written; the request is answered. A connection that
+        closes after it must be drained within ``idle_timeout_s`` (see :meth:`_expire`)."""
+        self._stream = None
+        transport = self._transport
+        if not keep_alive and transport is not None:
+            transport.close()
+            self._deadline = self._group.now + self._group.idle_timeout
+        self._finish_after_reply(body)
+
+    def _cancel_stream(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            self._stream = None
+            stream._lost()
 
     def _answer_from_thread(self, response: Response, keep_alive: bool, body: memoryview) -> bool:
         """Send the in-flight request's response from a thread other than the loop's; False = the loop must.

@@ -9,7 +9,8 @@ connections that use them. What is here:
   connections, so the checks cost nothing for a head seen before.
 * :class:`Response`, :func:`json_response`, :func:`error_response`, :class:`HttpError`: an answer
   before framing, and the error every layer of the server raises to be answered with its status.
-* :func:`http_head`, :func:`keep_alive_head`, :func:`http_bytes`: a response's HTTP head and bytes.
+* :func:`http_head`, :func:`keep_alive_head`, :func:`http_bytes`: a response's HTTP head and bytes;
+  :func:`stream_head`: the head of a response whose body is streamed.
 * :func:`decompress`: a gzip or deflate request body, inflated to a bound.
 """
 
@@ -101,6 +102,25 @@ def http_bytes(response: Response, keep_alive: bool) -> bytes:
     """``response`` as sent on the wire (its head rendered in advance when it has one)."""
     head = response.head if keep_alive and response.head is not None else http_head(response, keep_alive)
     return head + response.body
+
+
+def stream_head(
+    status: int, content_type: str, fields: tuple[tuple[str, str], ...], chunked: bool, keep_alive: bool
+) -> bytes:
+    """The head of a streamed response: ``Transfer-Encoding: chunked`` when ``chunked`` (HTTP/1.1),
+    else no length at all (HTTP/1.0: the body ends when the connection closes, so ``keep_alive`` must
+    then be False). An event stream (``text/event-stream``) gets ``Cache-Control: no-cache`` unless
+    ``fields`` set its own."""
+    head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
+    if content_type.startswith("text/event-stream") and not any(n.lower() == "cache-control" for n, _ in fields):
+        head += "Cache-Control: no-cache\r\n"
+    if chunked:
+        head += "Transfer-Encoding: chunked\r\n"
+    for name, value in fields:
+        head += f"{name}: {value}\r\n"
+    if not keep_alive:
+        head += "Connection: close\r\n"
+    return (head + "\r\n").encode("latin-1")
 
 
 def parse_head(head: bytes) -> Head:
@@ -220,4 +240,5 @@ __all__ = [
     "json_response",
     "keep_alive_head",
     "parse_head",
+    "stream_head",
 ]
