@@ -67,52 +67,34 @@ answer; anything else gets 503 and the connection is closed. The group keeps at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import mmap
-import os
-import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import cast
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..config import ServerLimits
-from .chunked import ChunkedBodyError, ChunkedDecoder
 from .counters import StatusCounts
 from .http_syntax import (
     Head,
-    HttpError,
     Response,
-    decompress,
-    error_response,
-    http_bytes,
-    parse_head,
     stream_head,
 )
-from .memo import remember
 from .streams import Stream
+
+if TYPE_CHECKING:
+    from .http_connection import Connection
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = ServerLimits().max_body_bytes
-_DISCARD_LIMIT = 1024 * 1024 * 1024
-_HEADER_LIMIT = 64 * 1024
 _INITIAL_BUFFER = 64 * 1024
 _BUFFER_POOL = 32  # idle connection buffers kept for reuse
 _POOLED_MAX = 1024 * 1024  # larger connection buffers are memory maps, never pooled
-_NEVER = math.inf  # the deadline of a connection whose request is being served
 _SWEEP_MAX_S = 1.0  # the longest interval between two deadline sweeps of a loop
-# Parsed request heads kept by their bytes: a client's heads repeat byte for byte (same path, same
-# fields, same Content-Length for same-shaped tensors). Heads are small; the oldest goes first.
-_HEAD_MEMO_SIZE = 256
-_HEAD_MEMO_BYTES = 2048
 
-_LINGER_S = 2.0  # after an answer that closes a connection whose framing is lost: how long its bytes are drained
 # A connection buffer: a heap bytearray (pooled) or, past _POOLED_MAX, an anonymous memory map.
 _Buffer = bytearray | mmap.mmap
 
@@ -132,7 +114,7 @@ class Request:
 
     def __init__(
         self,
-        connection: _Connection,
+        connection: Connection,
         method: str,
         target: str,
         headers: Mapping[str, str],
@@ -209,6 +191,11 @@ class ConnectionGroup:
         reserved_targets: tuple[str, ...] = (),
         alignment: int = 1,
     ) -> None:
+        # Imported here, not at the top (that module imports this one), and at construction, not per
+        # accepted socket: an import opens files, which a server out of descriptors cannot.
+        from .http_connection import Connection
+
+        self._connection_type = Connection
         limits = limits if limits is not None else ServerLimits()
         self.dispatch = dispatch
         self.limits = limits
@@ -222,11 +209,11 @@ class ConnectionGroup:
         self.alignment = alignment
         self.heads: dict[bytes, Head] = {}  # parsed request heads by their bytes (bounded)
         self.failures = StatusCounts()
-        self.connections: set[_Connection] = set()  # the open ones
+        self.connections: set[Connection] = set()  # the open ones
         self.reserved = 0  # reserved connections accepted and not yet lost (see make_reserve_room)
         self.now = 0.0  # the loop's clock at the last sweep: deadlines are set from it (no clock read)
         self.loop_thread = -1  # the ident of the loop's thread, once a connection was made
-        self._reserve: deque[_Connection] = deque()  # the open reserved connections, oldest first
+        self._reserve: deque[Connection] = deque()  # the open reserved connections, oldest first
         self._sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
         self._sweep: asyncio.TimerHandle | None = None
         self._call = call
@@ -241,7 +228,7 @@ class ConnectionGroup:
         is counted in :attr:`reserved` at once, until it is lost (or :meth:`reserved_gone`)."""
         if reserved:
             self.reserved += 1
-        return _Connection(self, reserved)
+        return self._connection_type(self, reserved)
 
     def reserved_gone(self) -> None:
         """A reserved connection that never started (its socket failed before ``connection_made``)."""
@@ -283,7 +270,7 @@ class ConnectionGroup:
 
     # -- deadlines
 
-    def _added(self, connection: _Connection) -> None:
+    def _added(self, connection: Connection) -> None:
         """A connection was made: sweep its loop's connections while there are any."""
         self.connections.add(connection)
         if connection._reserved:
@@ -294,7 +281,7 @@ class ConnectionGroup:
             self.now = loop.time()
             self._sweep = loop.call_at(self.now + self._sweep_interval, self._sweep_deadlines, loop)
 
-    def _removed(self, connection: _Connection) -> None:
+    def _removed(self, connection: Connection) -> None:
         self.connections.discard(connection)
         if connection._reserved:
             self.reserved -= 1
@@ -329,481 +316,6 @@ class ConnectionGroup:
             self._wake_pending = False
         for request, response in answers:
             request.respond(response)
-
-
-class _Connection(asyncio.BufferedProtocol):
-    """One HTTP/1.1 keep-alive connection, parsed in place in a buffer owned by the connection.
-
-    The socket is read with ``recv_into`` straight into ``_buf``; a request body is handed on as a
-    memoryview of it, or of the buffer its decoder filled for a chunked body (or of the inflated
-    bytes), so a handler can read it in place. Until its answer is sent (``_busy``) nothing more is parsed, and while
-    views of ``_buf`` may be alive (``_in_flight``, cleared once the inference and the response are
-    done) nothing is compacted over them; the buffer grows only when a larger request arrives, so
-    steady-state traffic allocates nothing per request for the payload (a chunked body is the
-    exception: its decoder allocates the body's buffer).
-
-    Threads: everything runs on the loop thread except :meth:`_answer_from_thread`, by which another
-    thread (an engine worker) sends a response itself (saving the loop a wake-up per request). It writes
-    to the socket only while ``_wlock`` is held and ``_fd`` is open; ``connection_lost`` (which
-    asyncio calls *before* it closes the socket) invalidates ``_fd`` under the same lock, so a worker
-    never writes to a closed or reused descriptor. While a request is in flight the loop writes
-    nothing to the connection, so the worker's bytes cannot interleave with the loop's.
-    """
-
-    def __init__(self, group: ConnectionGroup, reserved: bool = False) -> None:
-        self._group = group
-        self._reserved = reserved
-        self._dispatch = self._reserved_dispatch if reserved else group.dispatch
-        self._alignment = group.alignment
-        self._buf: _Buffer = group.take_buffer()
-        self._base = _address(self._buf)
-        self._lead = 0  # bytes from the last request's first byte to its first binary tensor byte
-        self._head_len = 0  # bytes of the last request's head
-        self._start = 0  # first unparsed byte
-        self._end = 0  # end of received data
-        self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
-        self._discard = 0  # bytes of an oversized body still to drop
-        self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
-        self._in_flight = False  # its body's views may be alive: do not compact over them
-        self._processing = False
-        self._lingering = False  # refused (framing lost): what arrives is dropped until the close
-        self._pending: tuple[str, str, bool, Mapping[str, str], int] | None = None  # parsed head; -1 = chunked
-        self._chunks: ChunkedDecoder | None = None  # the chunked body being received
-        self._transport: asyncio.Transport | None = None
-        self._wlock = threading.Lock()
-        self._fd = -1  # the socket's descriptor for workers' writes; -1 once the connection is lost
-        self._deadline = _NEVER  # (the loop's clock) when the connection expires, unless served by then
-        self._idle = False  # waiting for the next request: its first byte starts the head's deadline
-        self._version = "HTTP/1.1"  # of the request being answered
-        self._stream: Stream | None = None  # the streamed answer being sent
-        self._writing_paused = False  # the transport is above its high-water mark
-
-    # -- asyncio callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # a stream transport (its methods are all this protocol uses)
-        self._transport = cast(asyncio.Transport, transport)
-        group = self._group
-        group._added(self)
-        self._deadline = group.now + group.header_timeout  # the first head must come in time
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                # workers write the socket themselves only in the clear: TLS records are the transport's
-                if transport.get_extra_info("sslcontext") is None:
-                    self._fd = sock.fileno()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
-            self._fd = -1
-        self._cancel_stream()
-        if self._transport is not None:
-            self._group._removed(self)
-        self._transport = None
-        if not self._in_flight:  # no request views point into it: the next connection reuses it
-            self._group.give_buffer(self._buf)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if not self._in_flight:
-            self._reset_if_empty()  # all parsed and answered (maybe by a worker): start over
-        if self._end == len(self._buf):
-            self._make_room(max(_INITIAL_BUFFER, self._need))
-        return memoryview(self._buf)[self._end :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._end += nbytes
-        if self._lingering:  # refused: only the client's close (or the linger timer) is awaited
-            self._start = self._end
-            return
-        if self._idle:  # the next request's first bytes: its head must be whole in time
-            self._idle = False
-            self._deadline = self._group.now + self._group.header_timeout
-        self._process()
-
-    def eof_received(self) -> bool | None:
-        self._cancel_stream()  # a client that closes its side wants no more of the stream: stop it now
-        return None  # close our side too
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-        if self._stream is not None:  # the client must read some of it within idle_timeout_s
-            self._deadline = self._group.now + self._group.idle_timeout
-            self._stream._pause()
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._stream is not None:
-            self._deadline = _NEVER
-            self._stream._resume()
-
-    # -- buffer management
-
-    def _make_room(self, want: int) -> None:
-        """Free space after ``_end``: drop parsed bytes, and grow to hold ``want`` unparsed bytes.
-
-        While a request is in flight its body (before ``_start``) must stay intact, so the unparsed
-        tail then moves to a fresh buffer instead of being compacted in place (clients that wait for
-        the answer before sending again never get here).
-        """
-        used = self._end - self._start
-        size = len(self._buf)
-        if used + _INITIAL_BUFFER // 4 > size or want > size:
-            size = max(size * 2, want + _INITIAL_BUFFER // 4)
-        if size != len(self._buf) or self._in_flight:
-            # a new buffer (views of the old one, if any, keep it alive until they are dropped)
-            fresh: _Buffer = bytearray(size) if size <= _POOLED_MAX else mmap.mmap(-1, size)
-            fresh[:used] = self._buf[self._start : self._end]
-            self._buf = fresh
-            self._base = _address(fresh)
-        elif self._start:
-            self._buf[:used] = self._buf[self._start : self._end]
-        self._start, self._end = 0, used
-
-    # -- parsing
-
-    def _process(self) -> None:
-        if self._processing:  # re-entered from a request answered synchronously: the outer loop goes on
-            return
-        self._processing = True
-        try:
-            self._parse_loop()
-        finally:
-            self._processing = False
-
-    def _parse_loop(self) -> None:
-        transport = self._transport
-        while transport is not None and not self._busy and not transport.is_closing():
-            if self._discard:
-                dropped = min(self._discard, self._end - self._start)
-                self._start += dropped
-                self._discard -= dropped
-                if self._discard:
-                    self._reset_if_empty()
-                    return
-                continue
-            if self._pending is None:
-                if self._start == self._end:  # all answered: wait for the next request
-                    self._reset_if_empty()
-                    if not self._idle:
-                        self._idle = True
-                        self._deadline = self._group.now + self._group.idle_timeout
-                    return
-                if not self._parse_head():
-                    return
-                continue
-            method, target, keep_alive, headers, length = self._pending
-            chunks = self._chunks
-            if chunks is not None:  # decoded into a buffer of its own as it arrives
-                body = self._dechunk(chunks)
-                if body is None:
-                    return
-            elif self._end - self._start < length:
-                self._need = length
-                return
-            else:
-                body = memoryview(self._buf)[self._start : self._start + length]
-                self._start += length
-            self._pending = None
-            self._need = 0
-            self._deadline = _NEVER  # being served
-            self._busy = True  # nothing more is parsed until this is answered (answers stay in order)
-            self._in_flight = chunks is None  # views of _buf may be alive: nothing is compacted over them
-            coding = headers.get("content-encoding")
-            if coding is not None and coding.strip().lower() not in ("identity", ""):
-                try:
-                    limit = self._group.max_json_bytes
-                    if "inference-header-content-length" in headers:
-                        limit = self._group.max_body_bytes
-                    body = self._inflate(body, coding.strip().lower(), limit)
-                except HttpError as exc:
-                    self._finish(error_response(exc.status, str(exc)), keep_alive, body)
-                    continue
-            request = Request(self, method, target, headers, body, keep_alive)
-            try:
-                response = self._dispatch(request)
-            except Exception as exc:  # a bug in the handler: 500 for this request; the connection goes on
-                log.exception("the handler of %s %s failed (answered 500)", method, target)
-                response = error_response(500, f"{type(exc).__name__}: {exc}")
-            if response is not None:
-                if self._stream is not None:  # the handler began a stream, then answered or raised
-                    log.error("%s %s: a handler streamed and answered too: the stream is cut", method, target)
-                    self._stream.abort()
-                else:
-                    self._finish(response, request.keep_alive, body)
-            # answered -> parse on; to be answered later -> _busy ends the loop
-
-    def _parse_head(self) -> bool:
-        """Parse one request head if complete; False when more bytes are needed (or on close).
-
-        A head over ``_HEADER_LIMIT`` is refused with 431, a malformed one with its 4xx/5xx
-        (:func:`~edgeds.runtime.http_syntax.parse_head`), both closing the connection
-        (:meth:`_refuse`); a head cut short is refused at once when a bare LF already shows it can
-        never be well-formed."""
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n", self._start, self._end)
-        if end < 0:
-            if self._end - self._start > _HEADER_LIMIT:
-                self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
-                return False
-            partial = bytes(buf[self._start : self._end])  # at most _HEADER_LIMIT bytes; buf may be an mmap
-            if partial.count(b"\n") != partial.count(b"\r\n"):
-                self._refuse(400, "a bare LF in the request head (lines end with CRLF, RFC 9112 2.2)")
-                return False
-            self._reset_if_empty()
-            return False
-        if end + 4 - self._start > _HEADER_LIMIT:
-            self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
-            return False
-        head = bytes(buf[self._start : end + 4])
-        head_start, self._start = self._start, end + 4
-        heads = self._group.heads
-        parsed = heads.get(head)
-        if parsed is None:
-            try:
-                parsed = parse_head(head)
-            except HttpError as exc:
-                self._refuse(exc.status, str(exc))
-                return False
-            if len(head) <= _HEAD_MEMO_BYTES:
-                remember(heads, head, parsed, _HEAD_MEMO_SIZE)
-        method, target, self._version, keep_alive, headers = parsed
-        group = self._group
-        binary = headers.get("inference-header-content-length")
-        json_part = -1  # the binary tensor header's length (-1: none, or not a number)
-        if binary is None:  # the body is JSON (or not an infer request): parsing costs many times its size
-            limit = group.max_json_bytes
-        else:
-            limit = group.max_body_bytes
-            with contextlib.suppress(ValueError):
-                json_part = int(binary)
-            if json_part > group.max_json_bytes:
-                message = f"a JSON header of {json_part} bytes exceeds the limit of {group.max_json_bytes} bytes"
-                self._refuse(400, message)
-                return False
-        expect = headers.get("expect", "").lower() == "100-continue"
-        if "transfer-encoding" in headers:  # chunked, alone (checked by parse_head)
-            length = -1
-            self._chunks = ChunkedDecoder(limit)  # enforces the limit as the chunks arrive
-        else:
-            raw = headers.get("content-length", "0")  # 1*DIGIT (checked by parse_head)
-            try:
-                length = int(raw)
-            except ValueError:  # more digits than int() reads: far over any limit
-                length = _DISCARD_LIMIT + 1
-            if length > limit:
-                message = f"request body of {raw} bytes exceeds the limit of {limit} bytes"
-                if expect or length > _DISCARD_LIMIT:
-                    self._refuse(413, message)
-                    return False
-                self._discard = length  # read and drop it, then answer, so the client sees the 413
-                self._deadline = group.now + group.body_timeout + length / group.body_rate
-                self._reply(error_response(413, message), keep_alive=keep_alive)
-                return True
-        if expect and self._transport is not None:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._pending = (method, target, keep_alive, headers, length)
-        if length:  # the body must arrive in time (a chunked one: as if it were as large as allowed)
-            self._deadline = group.now + group.body_timeout + (length if length > 0 else limit) / group.body_rate
-        if length >= 0:  # how the next request's tensor will lie (a chunked body is decoded elsewhere)
-            self._head_len = self._start - head_start
-            if binary is None:
-                self._lead = self._head_len
-            elif json_part >= 0:
-                self._lead = self._head_len + json_part
-        return True
-
-    def _inflate(self, body: memoryview, coding: str, limit: int) -> memoryview:
-        """The body a ``Content-Encoding`` compressed (HttpError 400 when it cannot be inflated within
-        ``limit`` bytes); the received bytes' view is released at once."""
-        inflated = decompress(body, coding, limit)
-        _release(body)
-        return memoryview(inflated)
-
-    def _dechunk(self, chunks: ChunkedDecoder) -> memoryview | None:
-        """Feed the received bytes to the chunked body's decoder: the whole body once it is complete,
-        None while more is needed (or after a malformed body was answered with 400 and closed)."""
-        try:
-            self._start = chunks.feed(self._buf, self._start, self._end)
-        except ChunkedBodyError as exc:
-            self._pending = self._chunks = None
-            self._refuse(exc.status, str(exc))
-            return None
-        if not chunks.done:
-            self._reset_if_empty()
-            return None
-        self._chunks = None
-        return memoryview(chunks.body)
-
-    def _reset_if_empty(self) -> None:
-        """Receive the next request from the buffer's start, shifted (< 64 bytes) so that if it is laid
-        out like the last one, its first binary tensor lands aligned (the group's ``alignment``): a backend
-        can then read it in place instead of copying it."""
-        if self._start == self._end:
-            # a parsed head whose body has not arrived yet: the body starts here, not the head
-            # (for a chunked body, decoded elsewhere, the shift is as good as any)
-            lead = self._lead - self._head_len if self._pending is not None else self._lead
-            self._start = self._end = -(self._base + lead) % self._alignment
-
-    # -- limits
-
-    def _expire(self) -> None:
-        """The deadline passed (loop thread): answer 408 to a head or body cut short, then close; a
-        connection that sent nothing of its next request is closed silently."""
-        transport = self._transport
-        if transport is None:
-            return
-        if transport.is_closing() or self._stream is not None:  # a client that stopped reading the answer
-            if transport.get_write_buffer_size():
-                transport.abort()
-            return
-        if self._busy:
-            return
-        if (self._pending is not None or self._end > self._start) and not self._discard:
-            transport.write(http_bytes(error_response(408, "the request did not arrive in time"), False))
-        transport.close()
-        if transport.get_write_buffer_size():  # a client that reads nothing must not hold the socket
-            transport.abort()
-
-    def _reserved_dispatch(self, request: Request) -> Response | None:
-        """The dispatch of a reserved connection (past the connection cap): health and metrics, then
-        close; anything else 503."""
-        request.keep_alive = False
-        if request.target.startswith(self._group.reserved_targets):
-            return self._group.dispatch(request)
-        return error_response(503, "the server is at its connection limit: only health and metrics are answered")
-
-    # -- responses
-
-    def _finish(self, response: Response, keep_alive: bool, body: memoryview) -> None:
-        """Answer the request in flight and go on reading (loop thread)."""
-        self._reply(response, keep_alive)
-        self._finish_after_reply(body)
-
-    def _finish_after_reply(self, body: memoryview) -> None:
-        _release(body)
-        self._busy = self._in_flight = False
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            self._reset_if_empty()
-            self._process()
-
-    def _reply(self, response: Response, keep_alive: bool) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if response.status >= 400:
-            self._group.failures.add(response.status)
-        transport.write(http_bytes(response, keep_alive))
-        if not keep_alive:
-            transport.close()
-
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer a request whose framing is lost with ``status``, then close without a reset.
-
-        Closing a socket with unread bytes sends an RST, which can destroy the answer before the
-        client reads it; so our side is shut for writing once the answer is out, and what the client
-        still sends is dropped until it closes too, or for at most ``_LINGER_S`` seconds."""
-        transport = self._transport
-        if transport is None or transport.is_closing() or self._lingering:
-            return
-        self._group.failures.add(status)
-        transport.write(http_bytes(error_response(status, message), False))
-        self._lingering = self._busy = True  # nothing more is parsed
-        self._start = self._end
-        if transport.can_write_eof():
-            transport.write_eof()
-            asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
-        else:
-            transport.close()
-
-    def _attach_stream(self, stream: Stream) -> None:
-        """Loop thread: ``stream`` answers the request in flight (cancelled if the connection is gone)."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return stream._lost()
-        self._stream = stream
-        if self._writing_paused:
-            self.pause_writing()
-        stream._attached(transport)
-
-    def _stream_ended(self, keep_alive: bool, body: memoryview) -> None:
-        """Loop thread: a stream's last bytes are written; the request is answered. A connection that
-        closes after it must be drained within ``idle_timeout_s`` (see :meth:`_expire`)."""
-        self._stream = None
-        transport = self._transport
-        if not keep_alive and transport is not None:
-            transport.close()
-            self._deadline = self._group.now + self._group.idle_timeout
-        self._finish_after_reply(body)
-
-    def _cancel_stream(self) -> None:
-        stream = self._stream
-        if stream is not None:
-            self._stream = None
-            stream._lost()
-
-    def _answer_from_thread(self, response: Response, keep_alive: bool, body: memoryview) -> bool:
-        """Send the in-flight request's response from a thread other than the loop's; False = the loop must.
-
-        Only a keep-alive response on a connection with nothing queued in the transport is sent here
-        (anything else keeps the loop's ordering). The body's views are done with before the bytes
-        leave (the client may send its next request at once, and the loop may then reuse the
-        buffer); once all is sent the connection stops being busy, and bytes that arrived meanwhile
-        (a pipelining client, or one quicker than this thread) are parsed on the loop.
-        """
-        if not keep_alive:
-            return False
-        data = http_bytes(response, keep_alive)
-        with self._wlock:
-            transport = self._transport
-            if self._fd < 0 or transport is None or transport.is_closing() or transport.get_write_buffer_size():
-                return False
-            _release(body)
-            self._in_flight = False
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                return False
-            except OSError:
-                return False  # the peer is gone: the loop sees it and closes the connection
-            if response.status >= 400:
-                self._group.failures.add(response.status)
-            if sent < len(data):  # the socket buffer is full (rare for a response): the loop sends the rest
-                rest = data[sent:]
-                self._group._call(lambda: self._send_rest(rest, body))
-                return True
-            self._busy = False
-            self._idle = True  # (until bytes arrive: parsing what is waiting sets the deadline it needs)
-            self._deadline = self._group.now + self._group.idle_timeout
-            waiting = self._end > self._start
-        if waiting:
-            self._group._call(self._process)
-        return True
-
-    def _send_rest(self, rest: bytes, body: memoryview) -> None:
-        """Loop thread: the tail of a response another thread began, then go on as after any answer."""
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(rest)
-        self._finish_after_reply(body)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _release(view: memoryview) -> None:
-    """Release a request body's view unless something still holds it (e.g. a traceback). Per request,
-    so a plain try: ``contextlib.suppress`` builds an object and enters and leaves it."""
-    try:  # noqa: SIM105
-        view.release()
-    except BufferError:
-        pass
-
-
-def _address(buf: _Buffer) -> int:
-    """Memory address of ``buf``'s first byte (the view is dropped at once: ``buf`` stays resizable)."""
-    return int(np.frombuffer(buf, dtype=np.uint8).ctypes.data) if buf else 0
 
 
 __all__ = [

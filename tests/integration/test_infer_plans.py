@@ -197,18 +197,18 @@ def test_a_malformed_header_is_refused_and_not_kept(engine: Engine) -> None:
 
 def test_parsed_heads_and_routes_are_kept_for_reuse_and_stay_bounded(server: InferenceServer) -> None:
     """Each request's own head and path decide its answer, however many distinct ones came before."""
-    from edgeds.runtime import http1
+    from edgeds.runtime import http_connection
     from edgeds.runtime import server as server_module
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        for i in range(max(http1._HEAD_MEMO_SIZE, server_module._ROUTE_MEMO_SIZE) + 40):
+        for i in range(max(http_connection._HEAD_MEMO_SIZE, server_module._ROUTE_MEMO_SIZE) + 40):
             if i % 2:
                 request = f"GET /v2/health/live HTTP/1.1\r\nHost: h{i}\r\n\r\n"
             else:
                 request = f"POST /v2/models/nope{i}/infer HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{{}}"
             status, _, body = exchange(sock, request.encode())
             assert (status == 200) if i % 2 else (status == 400 and f"nope{i}".encode() in body)
-    assert 0 < len(server._lanes[0].lp.http.heads) <= http1._HEAD_MEMO_SIZE
+    assert 0 < len(server._lanes[0].lp.http.heads) <= http_connection._HEAD_MEMO_SIZE
     assert 0 < len(server._lanes[0].routes) <= server_module._ROUTE_MEMO_SIZE
 
 
