@@ -11,6 +11,7 @@ package. A value containing ``/`` or ending in ``.yaml`` is taken as a path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -158,7 +159,23 @@ class ServerLimits(Frozen):
         server = dict((recorded or {}).get("server") or {})
         data = {k: v for k, v in server.items() if k in cls.model_fields}
         data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "server"
+            raise ConfigError.single(None, None, f"server.{where}" if first["loc"] else where, first["msg"]) from exc
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_follows_a_smaller_body(cls, data: Any) -> Any:
+        """A body limit below the JSON default lowers the JSON limit with it, unless that is given."""
+        if isinstance(data, dict) and "max_json_mb" not in data and "max_body_mb" in data:
+            default = cls.model_fields["max_json_mb"].default
+            with contextlib.suppress(TypeError, ValueError):
+                if float(data["max_body_mb"]) < default:
+                    return {**data, "max_json_mb": float(data["max_body_mb"])}
+        return data
 
     @model_validator(mode="after")
     def _json_within_body(self) -> ServerLimits:

@@ -31,7 +31,7 @@ def serve(
         ),
     ] = None,
     max_body_mb: Annotated[
-        float | None, typer.Option(help="Largest request body (MiB; default the profile's, 64); larger gets 400.")
+        float | None, typer.Option(help="Largest request body (MiB; default the profile's, 64); larger gets 413.")
     ] = None,
     max_json_mb: Annotated[
         float | None, typer.Option(help="Largest JSON body or binary request's JSON header (MiB; default 8).")

@@ -109,8 +109,8 @@ def load_served(
     ``threads`` (None = the backend's default) is split among the instances. Starting opens the
     backend and warms every batch bucket; ``execution`` says who then runs the batches.
     Raises the bundle's errors (:class:`~edgeds.errors.BundleError` and subclasses) and the
-    backend's when it cannot open the artifact; pydantic's ValidationError for limits that are not
-    valid (checked before the engine starts).
+    backend's when it cannot open the artifact; :class:`~edgeds.errors.ConfigError` for limits
+    that are not valid (checked before the engine starts).
     """
     from ..bundle import load_bundle
 

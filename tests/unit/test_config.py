@@ -155,3 +155,11 @@ def test_batching_from_a_manifest_drops_unknown_keys_and_validates_the_rest() ->
     assert config.Batching.from_manifest(None) == config.Batching()
     with pytest.raises(ValueError, match="max_batch_size"):
         config.Batching.from_manifest({"max_batch_size": 2, "buckets": [8]})
+
+
+def test_server_limits_json_follows_a_smaller_body_limit() -> None:
+    limits = config.ServerLimits.from_profile(None, max_body_mb=4)
+    assert limits.max_json_mb == 4 and limits.max_body_mb == 4
+    assert config.ServerLimits.from_profile({"server": {"max_body_mb": 2}}).max_json_bytes == 2 * 2**20
+    with pytest.raises(ConfigError, match="max_json_mb"):
+        config.ServerLimits.from_profile(None, max_body_mb=4, max_json_mb=6)
