@@ -319,22 +319,48 @@ def describe_secrets(secrets: AgentSecrets, directory: str) -> list[str]:
     return out
 
 
-def write_agent_config(
-    session: DeviceSession, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
-) -> None:
+def agent_config(target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The agent's ``agent-config.json`` for ``plan``'s host. DeployError (one line) when the target's
+    profile cannot be loaded here (see :func:`profile_server_limits`)."""
     host = plan.host
-    config = {
+    return {
         "device_id": host.name,
         "http_host": host.agent_host or target.agent.http_host,
         "http_port": target.agent.http_port,
         "swap_mode": target.agent.swap_mode,
-        # the profile's server limits (the agent's defaults when the profile is detected on the device)
-        "server": None if target.profile == "auto" else load_profile(target.profile).server.model_dump(mode="json"),
+        "server": profile_server_limits(target, plan),
         "mqtt": target.mqtt.model_dump(mode="json") if target.mqtt.url else None,
         "inspection": [station.model_dump(mode="json") for station in target.inspection],
         "metrics_public": target.agent.metrics_public,
         **(secret_paths or {"api_keys_file": None, "tls": None}),
     }
+
+
+def profile_server_limits(target: Target, plan: HostPlan) -> dict[str, Any] | None:
+    """The server limits of the target's profile, for the agent; None for ``auto`` (the agent's
+    defaults, the profile being detected on the device). A profile path (``/`` in it or a YAML
+    suffix) that is relative starts at the target file's directory; a name is looked up on this
+    machine's profile search path. DeployError, with the first problem on one line, when it cannot
+    be loaded."""
+    profile = target.profile
+    if profile == "auto":
+        return None
+    source: str | Path = profile
+    if "/" in profile or profile.endswith((".yaml", ".yml")):
+        source = resolve_path(profile, plan.target_dir or Path.cwd())
+    try:
+        return load_profile(source).server.model_dump(mode="json")
+    except (OSError, EdgedsError) as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+        raise DeployError(f"profile {profile!r}: {lines[0]}{more}") from exc
+
+
+def write_agent_config(
+    session: DeviceSession, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
+) -> None:
+    """Write :func:`agent_config` to the device's install dir."""
+    config = agent_config(target, plan, secret_paths)
     session.conn.write_file(f"{session.install_dir}/agent-config.json", json.dumps(config, indent=2).encode())
 
 
