@@ -138,7 +138,7 @@ class SetupResult:
     probe: dict[str, Any] = field(default_factory=dict)
     environment: str = ""
     service: str = ""
-    agent_user: str = ""  # who the agent's process runs as, read from the device: "name (uid N)"
+    agent_user: str = ""  # who the agent's process runs as, read from the device: "name (uid N)" (agent_user)
     secrets: list[str] = field(default_factory=list)  # what was installed under <install_dir>/secrets
     installed_seconds: float = 0.0
     message: str = ""
@@ -319,22 +319,48 @@ def describe_secrets(secrets: AgentSecrets, directory: str) -> list[str]:
     return out
 
 
-def write_agent_config(
-    session: DeviceSession, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
-) -> None:
+def agent_config(target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The agent's ``agent-config.json`` for ``plan``'s host. DeployError (one line) when the target's
+    profile cannot be loaded here (see :func:`profile_server_limits`)."""
     host = plan.host
-    config = {
+    return {
         "device_id": host.name,
         "http_host": host.agent_host or target.agent.http_host,
         "http_port": target.agent.http_port,
         "swap_mode": target.agent.swap_mode,
-        # the profile's server limits (the agent's defaults when the profile is detected on the device)
-        "server": None if target.profile == "auto" else load_profile(target.profile).server.model_dump(mode="json"),
+        "server": profile_server_limits(target, plan),
         "mqtt": target.mqtt.model_dump(mode="json") if target.mqtt.url else None,
         "inspection": [station.model_dump(mode="json") for station in target.inspection],
         "metrics_public": target.agent.metrics_public,
         **(secret_paths or {"api_keys_file": None, "tls": None}),
     }
+
+
+def profile_server_limits(target: Target, plan: HostPlan) -> dict[str, Any] | None:
+    """The server limits of the target's profile, for the agent; None for ``auto`` (the agent's
+    defaults, the profile being detected on the device). A profile path (``/`` in it or a YAML
+    suffix) that is relative starts at the target file's directory; a name is looked up on this
+    machine's profile search path. DeployError, with the first problem on one line, when it cannot
+    be loaded."""
+    profile = target.profile
+    if profile == "auto":
+        return None
+    source: str | Path = profile
+    if "/" in profile or profile.endswith((".yaml", ".yml")):
+        source = resolve_path(profile, plan.target_dir or Path.cwd())
+    try:
+        return load_profile(source).server.model_dump(mode="json")
+    except (OSError, EdgedsError) as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+        raise DeployError(f"profile {profile!r}: {lines[0]}{more}") from exc
+
+
+def write_agent_config(
+    session: DeviceSession, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
+) -> None:
+    """Write :func:`agent_config` to the device's install dir."""
+    config = agent_config(target, plan, secret_paths)
     session.conn.write_file(f"{session.install_dir}/agent-config.json", json.dumps(config, indent=2).encode())
 
 
@@ -394,13 +420,41 @@ def install_service(session: DeviceSession, probe: dict[str, Any], restart: bool
     return f"supervised process ({root}/bin/edgeds-supervise, pid file {root}/run/supervisor.pid)"
 
 
+# The agent's effective uid from /proc (busybox `ps` has no -o user/uid), then its name: getent,
+# else Python's pwd with the install's interpreter. Prints "UID NAME", "UID" or nothing; exits 0.
+_AGENT_USER = (
+    'p=$(cat {pid_file} 2>/dev/null); [ -n "$p" ] || exit 0; '
+    "u=$(sed -n 's/^Uid:[[:space:]]*[0-9]*[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/\"$p\"/status 2>/dev/null); "
+    '[ -n "$u" ] || exit 0; '
+    'n=$(getent passwd "$u" 2>/dev/null | cut -d: -f1); '
+    '[ -n "$n" ] || n=$({python} -c \'import pwd, sys; print(pwd.getpwuid(int(sys.argv[1])).pw_name)\' "$u" '
+    "2>/dev/null); "
+    'echo "$u" $n; exit 0'
+)
+
+
+def agent_user_script(install_dir: str) -> str:
+    """The shell script :func:`agent_user` runs on the device (POSIX sh and busybox alike)."""
+    return _AGENT_USER.format(pid_file=_q(f"{install_dir}/run/agent.pid"), python=_q(f"{install_dir}/bin/python"))
+
+
+def parse_agent_user(out: str) -> str:
+    """``name (uid N)`` or ``uid N`` from :func:`agent_user_script`'s output; "" when it has none."""
+    words = out.split()
+    if not words or not words[0].isdigit():
+        return ""
+    return f"{words[1]} (uid {words[0]})" if len(words) > 1 else f"uid {words[0]}"
+
+
 def agent_user(session: DeviceSession) -> str:
-    """The user the device's agent process runs as, ``name (uid N)``, read from the device."""
-    pid_file = f"{session.install_dir}/run/agent.pid"
-    out = _sh(session, f'p=$(cat {_q(pid_file)}) && ps -o user= -o uid= -p "$p"').split()
-    if len(out) != 2:
-        raise DeviceError(f"{session.plan.host.name}: cannot tell which user the agent runs as ({out})")
-    return f"{out[0]} (uid {out[1]})"
+    """The user the device's agent process runs as, read from the device: ``name (uid N)``, ``uid
+    N`` when the uid has no name there, or ``unknown (why)``. Never an error: it is a report on a
+    setup whose steps are done."""
+    try:
+        out = _sh(session, agent_user_script(session.install_dir), timeout=60)
+    except DeployError as exc:
+        return f"unknown ({str(exc).splitlines()[0][:200]})"
+    return parse_agent_user(out) or "unknown (no readable agent pid or /proc/PID/status)"
 
 
 def wait_for_agent(session: DeviceSession, timeout: float = 60.0) -> dict[str, Any]:

@@ -4,10 +4,11 @@ This layer knows nothing of models or routes. It parses each request's head and 
 every complete request to a **dispatch callback**; what the callback returns (or later sends) is
 framed and written back. The interface, all of it in this module:
 
-* :class:`ConnectionGroup` ``(dispatch, call=, lost=, limits=, reserved_targets=, alignment=)``: the
-  connections of one asyncio event loop and what they share; :meth:`ConnectionGroup.protocol` makes
-  the protocol object of each accepted socket. ``call`` runs a callback on that loop from any thread
-  (False once the loop is gone); ``lost`` is called on the loop when a connection ends.
+* :class:`ConnectionGroup` ``(dispatch, call=, lost=, limits=, reserved_targets=, alignment=,
+  reserve_freed=)``: the connections of one asyncio event loop and what they share;
+  :meth:`ConnectionGroup.protocol` makes the protocol object of each accepted socket. ``call`` runs
+  a callback on that loop from any thread (False once the loop is gone); ``lost`` is called on the
+  loop when a connection ends (``reserve_freed`` when a reserved one does).
 * :data:`Dispatch` ``= Callable[[Request], Response | None]``: called on the loop thread with each
   complete :class:`Request`, in arrival order. It returns the :class:`Response`, or None when the
   handler answers later, exactly once, with :meth:`Request.respond` (on the loop thread) or
@@ -61,7 +62,9 @@ soon as the connection and the views of its last body are gone.
 Reserve: a connection made *reserved* (the acceptor's choice, past the connection cap) serves only
 targets that start with one of ``reserved_targets`` (health and metrics) and closes after each
 answer; anything else gets 503 and the connection is closed. The group keeps at most
-``limits.reserve_connections`` of them and drops the oldest to make room (:meth:`ConnectionGroup.make_reserve_room`).
+``limits.reserve_connections`` of them, counted from the accept (a TLS handshake included), and
+drops the oldest to make room (:meth:`ConnectionGroup.make_reserve_room`): aborted once connected,
+its connecting cancelled before (a client that never completes its handshake holds no place).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..config import ServerLimits
 from .counters import StatusCounts
@@ -174,11 +177,11 @@ class ConnectionGroup:
     Used on its loop's thread, except :meth:`Request.respond_from_thread`'s hand-over (locked).
     ``call(callback)`` must run ``callback`` on that loop from any thread and return False once it
     cannot; ``lost()`` is called on the loop each time one of the connections ends (reserved ones
-    excepted: the group counts those itself, :attr:`reserved`). ``reserved_targets``: the target
-    prefixes a reserved connection serves. ``alignment`` (bytes, a power of two) is where a binary
-    tensor should land in the connection's buffer. ``failures`` counts every answer of status 400 or
-    more sent on these connections; a server sharing one counter among its groups sets it before the
-    connections start.
+    excepted: the group counts those itself, :attr:`reserved`, and calls ``reserve_freed()`` on the loop
+    when one ends). ``reserved_targets``: the target prefixes a reserved connection serves.
+    ``alignment`` (bytes, a power of two) is where a binary tensor should land in the connection's
+    buffer. ``failures`` counts every answer of status 400 or more sent on these connections; a server
+    sharing one counter among its groups sets it before the connections start.
     """
 
     def __init__(
@@ -190,6 +193,7 @@ class ConnectionGroup:
         limits: ServerLimits | None = None,
         reserved_targets: tuple[str, ...] = (),
         alignment: int = 1,
+        reserve_freed: Callable[[], None] | None = None,
     ) -> None:
         # Imported here, not at the top (that module imports this one), and at construction, not per
         # accepted socket: an import opens files, which a server out of descriptors cannot.
@@ -213,11 +217,14 @@ class ConnectionGroup:
         self.reserved = 0  # reserved connections accepted and not yet lost (see make_reserve_room)
         self.now = 0.0  # the loop's clock at the last sweep: deadlines are set from it (no clock read)
         self.loop_thread = -1  # the ident of the loop's thread, once a connection was made
-        self._reserve: deque[Connection] = deque()  # the open reserved connections, oldest first
+        self._reserve: deque[Connection] = deque()  # the reserved connections, oldest first (not dropped)
+        self._unmade: dict[asyncio.BufferedProtocol, Callable[[], object] | None] = {}  # reserved, connecting: cancel
+        self._dropped: set[Connection] = set()  # reserved, dropped by make_reserve_room and not gone yet
         self._sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
         self._sweep: asyncio.TimerHandle | None = None
         self._call = call
         self._lost = lost
+        self._reserve_freed = reserve_freed
         self._free_buffers: list[bytearray] = []  # idle connection buffers (take_buffer, give_buffer)
         self._answers: list[tuple[Request, Response]] = []  # handed over by other threads
         self._answers_lock = threading.Lock()
@@ -226,25 +233,55 @@ class ConnectionGroup:
     def protocol(self, reserved: bool = False) -> asyncio.BufferedProtocol:
         """The protocol of a new connection (for ``loop.connect_accepted_socket``); a ``reserved`` one
         is counted in :attr:`reserved` at once, until it is lost (or :meth:`reserved_gone`)."""
+        connection = self._connection_type(self, reserved)
         if reserved:
             self.reserved += 1
-        return self._connection_type(self, reserved)
+            self._reserve.append(connection)
+            self._unmade[connection] = None
+        return connection
 
-    def reserved_gone(self) -> None:
-        """A reserved connection that never started (its socket failed before ``connection_made``)."""
-        self.reserved -= 1
+    def connecting(self, protocol: asyncio.BufferedProtocol, cancel: Callable[[], object]) -> None:
+        """``cancel()`` stops the connecting of reserved ``protocol`` (a TLS handshake, say), should
+        :meth:`make_reserve_room` drop it before it is made; :meth:`reserved_gone` must follow."""
+        if protocol in self._unmade:
+            self._unmade[protocol] = cancel
+
+    def reserved_gone(self, protocol: asyncio.BufferedProtocol) -> None:
+        """Reserved ``protocol`` ended before ``connection_made`` (its socket failed, its handshake
+        failed or it was dropped while connecting). Nothing happens once it was made: its
+        ``connection_lost`` counts it."""
+        if protocol not in self._unmade:
+            return
+        del self._unmade[protocol]
+        self._forget_reserved(cast("Connection", protocol))
 
     def make_reserve_room(self) -> bool:
-        """Whether a reserved connection may be accepted now; if not, the oldest open reserved
-        connection is closed (its place is free once it is gone, on a later turn of the loop)."""
+        """Whether a reserved connection may be accepted now. If not, and none is on its way out
+        already, the oldest reserved connection is dropped (aborted, or stopped while connecting);
+        its place is free once it is gone, on a later turn of the loop."""
         if self.reserved < self.limits.reserve_connections:
             return True
-        if self._reserve:
-            oldest = self._reserve.popleft()
-            transport = oldest._transport
-            if transport is not None:
-                transport.abort()
+        if self._dropped or not self._reserve:
+            return False  # one is closing already (or there is no reserve)
+        oldest = self._reserve.popleft()
+        self._dropped.add(oldest)
+        transport = oldest._transport
+        if transport is not None:
+            transport.abort()
+        else:
+            cancel = self._unmade.get(oldest)
+            if cancel is not None:
+                cancel()
         return False
+
+    def _forget_reserved(self, connection: Connection) -> None:
+        self.reserved -= 1
+        if connection in self._dropped:
+            self._dropped.discard(connection)
+        else:
+            self._reserve.remove(connection)
+        if self._reserve_freed is not None:
+            self._reserve_freed()
 
     def close(self) -> None:
         """Close every open connection (on the loop thread) and stop the sweep."""
@@ -274,7 +311,7 @@ class ConnectionGroup:
         """A connection was made: sweep its loop's connections while there are any."""
         self.connections.add(connection)
         if connection._reserved:
-            self._reserve.append(connection)
+            self._unmade.pop(connection, None)
         if self._sweep is None:
             self.loop_thread = threading.get_ident()
             loop = asyncio.get_running_loop()
@@ -284,11 +321,7 @@ class ConnectionGroup:
     def _removed(self, connection: Connection) -> None:
         self.connections.discard(connection)
         if connection._reserved:
-            self.reserved -= 1
-            try:  # noqa: SIM105 (not in the deque once make_reserve_room has dropped it)
-                self._reserve.remove(connection)
-            except ValueError:
-                pass
+            self._forget_reserved(connection)
         else:
             self._lost()
 

@@ -14,13 +14,15 @@ Limits (:class:`~edgeds.config.ServerLimits`): at most :attr:`EventLoops.cap` co
 served, ``max_connections`` or fewer when the descriptor limit (``RLIMIT_NOFILE``) leaves less room
 beside what the process holds at :meth:`~EventLoops.start` (``_FD_HEADROOM`` more are left for files
 it opens later). Past the cap, up to ``reserve_connections`` more are taken as *reserved*
-connections of loop 0 (health and metrics only, see :mod:`edgeds.runtime.http1`), the oldest of
-them dropped to make room for a new one, so a health check gets through a flood of idle
-connections. When ``accept`` fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
-ENOMEM), accepting pauses for ``accept_backoff_s`` while the open connections are served, and one
-line is logged per ``_ACCEPT_LOG_S`` however often it happens. With a TLS context every accepted socket is
-wrapped by the loop that adopts it (the handshake runs there, bounded by
-``TLS_HANDSHAKE_TIMEOUT_S``; a client that fails it is closed and never reaches HTTP).
+connections of loop 0 (health and metrics only, see :mod:`edgeds.runtime.http1`), the oldest of them
+dropped to make room for a new one (mid-handshake too), so a health check gets through a flood of
+idle connections. While no place is free, loop 0 stops watching the listener (clients wait in its
+backlog) until a connection ends or ``_ROOM_WAIT_S`` passes. When ``accept`` fails for want of
+descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), accepting pauses for ``accept_backoff_s``
+while the open connections are served, and one line is logged per ``_ACCEPT_LOG_S`` however often it
+happens. With a TLS context every accepted socket is wrapped by the loop that adopts it (the
+handshake runs there, bounded by ``TLS_HANDSHAKE_TIMEOUT_S``; a client that fails it is closed and
+never reaches HTTP).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 _FD_HEADROOM = 32  # descriptors left beside connections for what the process opens later (models, logs)
 _ACCEPT_LOG_S = 10.0  # at most one line per this many seconds about failing accepts
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ROOM_WAIT_S = 0.05  # at the cap, the longest wait before accepting again (sooner when a connection ends)
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -107,6 +110,7 @@ class EventLoops:
         self.limits = limits = limits if limits is not None else ServerLimits()
         self.cap = limits.max_connections  # connections served (lowered by start() to what descriptors allow)
         self._paused: dict[socket.socket, asyncio.TimerHandle] = {}  # listeners waiting to accept again
+        self._room_waits: set[socket.socket] = set()  # those of them waiting for a connection to end
         self._accept_failures = 0  # since the last line logged about them
         self._accept_logged = -_ACCEPT_LOG_S
 
@@ -119,6 +123,7 @@ class EventLoops:
                 limits=limits,
                 reserved_targets=reserved_targets,
                 alignment=alignment,
+                reserve_freed=self._room_freed if lp.index == 0 else None,
             )
 
         self.loops = [EventLoop(i, http) for i in range(count)]
@@ -200,14 +205,21 @@ class EventLoops:
             lp.http.close()
 
     def _accept(self, listener: socket.socket) -> None:
-        """Loop 0: accept every waiting connection and give each to the loop with the fewest; past
-        the cap, make it a reserved connection of loop 0 (once there is room for one)."""
+        """Loop 0 (``listener`` is readable): accept every waiting connection and give each to the loop
+        with the fewest; past the cap, make one a reserved connection of loop 0, dropping the oldest
+        reserved one when none is free (room is made only for a client known to wait: on the first
+        turn, when the listener was readable). Never returns with the listener watched, readable
+        and nothing done (the loop would spin): it waits for room instead (:meth:`_wait_for_room`)."""
         first = self.loops[0]
+        accepted = False
         while True:
             with self._accept_lock:
                 over = sum(lp.connections for lp in self.loops) >= self.cap
+            if over and accepted:
+                return  # a client still waiting makes the listener readable: called again
             if over and not first.http.make_reserve_room():
-                return  # the oldest reserved connection is closing: accept on the loop's next turn
+                self._wait_for_room(listener)  # the oldest reserved connection is on its way out
+                return
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -216,9 +228,10 @@ class EventLoops:
                 self._accept_failed(listener, exc)
                 return
             conn.setblocking(False)
+            accepted = True
             if over:
                 self._adopt(first, conn, reserved=True)  # on this loop, at once: counted before the next
-                continue
+                return
             with self._accept_lock:
                 lp = min(self.loops, key=lambda candidate: candidate.connections)
                 lp.connections += 1
@@ -243,10 +256,30 @@ class EventLoops:
         loop.remove_reader(listener.fileno())
         self._paused[listener] = loop.call_later(self.limits.accept_backoff_s, self._resume, listener)
 
+    def _wait_for_room(self, listener: socket.socket) -> None:
+        """Loop 0: at the cap with no reserved place free yet. Stop watching ``listener`` (it stays
+        readable: the loop would spin) until a connection ends or ``_ROOM_WAIT_S`` has passed."""
+        loop = self.loops[0].loop
+        if loop is None:
+            return
+        loop.remove_reader(listener.fileno())
+        self._paused[listener] = loop.call_later(_ROOM_WAIT_S, self._resume, listener)
+        self._room_waits.add(listener)
+
+    def _room_freed(self) -> None:
+        """Loop 0: a connection or a reserved place ended; accept again on the listeners waiting
+        for room."""
+        for listener in list(self._room_waits):
+            handle = self._paused.get(listener)
+            if handle is not None:
+                handle.cancel()
+            self._resume(listener)
+
     def _resume(self, listener: socket.socket) -> None:
         """Loop 0: accept on ``listener`` again after a pause (unless the loop is stopping)."""
         first = self.loops[0]
         self._paused.pop(listener, None)
+        self._room_waits.discard(listener)
         if first.loop is None or first.stopped is None or first.stopped.is_set() or listener.fileno() < 0:
             return
         first.loop.add_reader(listener.fileno(), self._accept, listener)
@@ -260,7 +293,20 @@ class EventLoops:
                 self._forget(lp)
             return
         protocol = lp.http.protocol(reserved)  # a reserved one is counted from here
-        loop.create_task(self._connect(lp, conn, protocol, reserved))
+        task = loop.create_task(self._connect(lp, conn, protocol, reserved))
+        if reserved:  # droppable while it connects (a client that never completes its TLS handshake)
+            lp.http.connecting(protocol, task.cancel)
+            task.add_done_callback(functools.partial(self._reserved_connected, lp, conn, protocol))
+
+    @staticmethod
+    def _reserved_connected(
+        lp: EventLoop, conn: socket.socket, protocol: asyncio.BufferedProtocol, task: asyncio.Task[None]
+    ) -> None:
+        """A reserved connection's connecting task is done. Cancelled before it ran (dropped for
+        room at once), its socket is closed here; ``reserved_gone`` is a no-op once counted."""
+        if task.cancelled():
+            conn.close()
+            lp.http.reserved_gone(protocol)
 
     async def _connect(
         self, lp: EventLoop, conn: socket.socket, protocol: asyncio.BufferedProtocol, reserved: bool
@@ -275,21 +321,23 @@ class EventLoops:
                 )
         except OSError:  # gone already, or the TLS handshake failed: no connection_lost will come
             conn.close()
-            self._never_connected(lp, reserved)
-        except asyncio.CancelledError:  # the loop is stopping
+            self._never_connected(lp, protocol, reserved)
+        except asyncio.CancelledError:  # the loop is stopping, or a reserved one dropped for room
             conn.close()
-            self._never_connected(lp, reserved)
+            self._never_connected(lp, protocol, reserved)
             raise
 
-    def _never_connected(self, lp: EventLoop, reserved: bool) -> None:
+    def _never_connected(self, lp: EventLoop, protocol: asyncio.BufferedProtocol, reserved: bool) -> None:
         if reserved:
-            lp.http.reserved_gone()
+            lp.http.reserved_gone(protocol)
         else:
             self._forget(lp)
 
     def _forget(self, lp: EventLoop) -> None:
         with self._accept_lock:
             lp.connections -= 1
+        if self._room_waits:  # (read from any loop: a stale answer only waits for the timer)
+            self.loops[0].call(self._room_freed)
 
 
 def _connection_cap(limits: ServerLimits) -> int:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import ssl
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
-from edgeds.config import Batching
+from edgeds.config import Batching, ServerLimits
 from edgeds.errors import EdgedsError
 from edgeds.runtime import Engine, InferenceServer
 from edgeds.runtime.auth import ApiKeys, client_tls_context, load_api_keys, server_tls_context
@@ -232,3 +236,34 @@ def test_tls_files_that_do_not_load(tmp_path: Path, certs: SimCertificates) -> N
         server_tls_context(certs.cert, other.key)  # a key that is not the certificate's
     with pytest.raises(EdgedsError, match="cannot load the TLS certificate"):
         server_tls_context(tmp_path / "missing.pem", certs.key)
+
+
+def test_tls_reserve_drops_clients_stuck_in_the_handshake(model: Path, certs: SimCertificates) -> None:
+    """At the cap, raw TCP clients that never send a ClientHello hold the reserved place: each new
+    one drops the oldest while it is still in its handshake, the acceptor does not spin (well under
+    one core over 2 s), and a health check over TLS gets through within a few seconds."""
+    limits = ServerLimits(max_connections=2, reserve_connections=1)
+    srv = InferenceServer(_engine(model), port=0, limits=limits, tls=server_tls_context(certs.cert, certs.key)).start()
+    ca = client_tls_context(certs.ca)
+    try:
+        with ExitStack() as stack:
+            for _ in range(2):  # the cap, held by handshaken TLS connections
+                raw = stack.enter_context(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+                stack.enter_context(ca.wrap_socket(raw, server_hostname="localhost"))
+            for _ in range(3):  # silent clients: the reserved place, then waiting in the backlog
+                stack.enter_context(socket.create_connection(("127.0.0.1", srv.port)))
+            time.sleep(0.5)
+            process = psutil.Process()
+            before = process.cpu_times()
+            time.sleep(2)
+            after = process.cpu_times()
+            used = (after.user - before.user) + (after.system - before.system)
+            assert used < 0.5, f"{used:.2f} s of CPU in 2 s with silent clients waiting"
+            conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=5, context=ca)
+            try:
+                conn.request("GET", "/v2/health/live")
+                assert conn.getresponse().status == 200
+            finally:
+                conn.close()
+    finally:
+        srv.stop(close_engines=True)

@@ -155,7 +155,7 @@ def _make_rig(
         for result in results:
             assert result.ok, result.message
         for result in results:  # setup read back the user the agent runs as: the device's own
-            assert result.agent_user or not start_agent
+            assert "uid " in result.agent_user or not start_agent, result.agent_user  # not "unknown (...)"
             if fleet.dedicated_users or os.geteuid() != 0:
                 assert not result.agent_user.endswith("(uid 0)"), result.agent_user
         yield Rig(fleet, target, path, plans, keys, work, api_key, ca)
