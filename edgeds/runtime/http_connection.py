@@ -204,6 +204,7 @@ class Connection(asyncio.BufferedProtocol):
                 if self._discard:
                     self._reset_if_empty()
                     return
+                self._await_next()  # dropped: the next request's deadline starts
                 continue
             if self._pending is None:
                 if self._start == self._end:  # all answered: wait for the next request
@@ -371,8 +372,8 @@ class Connection(asyncio.BufferedProtocol):
     # -- limits
 
     def _expire(self) -> None:
-        """The deadline passed (loop thread): answer 408 to a head or body cut short, then close; a
-        connection that sent nothing of its next request is closed silently."""
+        """The deadline passed (loop thread): answer 408 to a head or body cut short (counted in the
+        failures), then close; a connection that sent nothing of its next request is closed silently."""
         transport = self._transport
         if transport is None:
             return
@@ -382,7 +383,9 @@ class Connection(asyncio.BufferedProtocol):
             return
         if self._busy:
             return
+        group = self._group
         if (self._pending is not None or self._end > self._start) and not self._discard:
+            group.failures.add(408)
             transport.write(http_bytes(error_response(408, "the request did not arrive in time"), False))
         transport.close()
         if transport.get_write_buffer_size():  # a client that reads nothing must not hold the socket
@@ -406,10 +409,22 @@ class Connection(asyncio.BufferedProtocol):
     def _finish_after_reply(self, body: memoryview) -> None:
         _release(body)
         self._busy = self._in_flight = False
+        self._await_next()
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self._reset_if_empty()
             self._process()
+
+    def _await_next(self) -> None:
+        """The connection is not busy any more: the next head must be whole within
+        ``header_timeout_s`` when bytes of it wait, else it may idle for ``idle_timeout_s``."""
+        group = self._group
+        if self._end > self._start:
+            self._idle = False
+            self._deadline = group.now + group.header_timeout
+        else:
+            self._idle = True
+            self._deadline = group.now + group.idle_timeout
 
     def _reply(self, response: Response, keep_alive: bool) -> None:
         transport = self._transport
@@ -457,7 +472,6 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if not keep_alive and transport is not None:
             transport.close()
-            self._deadline = self._group.now + self._group.idle_timeout
         self._finish_after_reply(body)
 
     def _cancel_stream(self) -> None:
@@ -497,8 +511,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._group._call(lambda: self._send_rest(rest, body))
                 return True
             self._busy = False
-            self._idle = True  # (until bytes arrive: parsing what is waiting sets the deadline it needs)
-            self._deadline = self._group.now + self._group.idle_timeout
+            self._await_next()
             waiting = self._end > self._start
         if waiting:
             self._group._call(self._process)

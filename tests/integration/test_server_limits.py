@@ -300,3 +300,50 @@ def test_out_of_descriptors_the_acceptor_pauses_and_logs_once(tmp_path: Path) ->
     lines = [line for line in err.splitlines() if "accept" in line]
     assert 1 <= len(lines) <= 2, err
     assert "Too many open files" in lines[0] and "pauses" in lines[0]
+
+
+def infer_request(keep: bytes = b"") -> bytes:
+    """A binary-tensor infer request for the tiny model (answered by an engine worker), then ``keep``."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 3, 160, 160],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 307200},
+                }
+            ]
+        }
+    ).encode()
+    head = (
+        "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {len(header) + 307200}\r\n\r\n"
+    )
+    return head.encode() + header + b"\0" * 307200 + keep
+
+
+def failures(port: int) -> dict[str, float]:
+    """The failure counters of ``/metrics`` by status code."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = re.findall(r'^edgeds_http_request_failures_total\{class="\dxx",code="(\d+)"\} (\S+)$', text, re.M)
+    return {code: float(value) for code, value in found}
+
+
+def test_the_start_of_a_next_head_after_an_answer_gets_408_and_counts(bundle: Path, tmp_path: Path) -> None:
+    """A whole request and the first bytes of the next: the answer, then 408 at the header deadline
+    (not the idle one), whether the loop answered (health) or an engine worker (infer), and each 408
+    is counted in the failures."""
+    flags = ("--header-timeout", "0.5", "--idle-timeout", "60")
+    with serving(bundle, tmp_path, *flags) as served:
+        for request in (f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), infer_request()):
+            with socket.create_connection(("127.0.0.1", served.port)) as sock:
+                sock.sendall(request + b"GET /v2/he")
+                started = time.monotonic()
+                answer = read_all(sock, 10)
+                assert time.monotonic() - started < 5  # closed at the header deadline, not the idle one
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 408 " in answer, answer[-300:]
+        assert failures(served.port).get("408") == 2
+        assert health(served.port) == 200
