@@ -214,7 +214,7 @@ class ConnectionGroup:
         self.now = 0.0  # the loop's clock at the last sweep: deadlines are set from it (no clock read)
         self.loop_thread = -1  # the ident of the loop's thread, once a connection was made
         self._reserve: deque[Connection] = deque()  # the open reserved connections, oldest first
-        self._sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
+        self.sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
         self._sweep: asyncio.TimerHandle | None = None
         self._call = call
         self._lost = lost
@@ -279,7 +279,7 @@ class ConnectionGroup:
             self.loop_thread = threading.get_ident()
             loop = asyncio.get_running_loop()
             self.now = loop.time()
-            self._sweep = loop.call_at(self.now + self._sweep_interval, self._sweep_deadlines, loop)
+            self._sweep = loop.call_at(self.now + self.sweep_interval, self._sweep_deadlines, loop)
 
     def _removed(self, connection: Connection) -> None:
         self.connections.discard(connection)
@@ -297,9 +297,7 @@ class ConnectionGroup:
         now = self.now = loop.time()
         for connection in [c for c in self.connections if c._deadline <= now]:
             connection._expire()
-        self._sweep = (
-            loop.call_at(now + self._sweep_interval, self._sweep_deadlines, loop) if self.connections else None
-        )
+        self._sweep = loop.call_at(now + self.sweep_interval, self._sweep_deadlines, loop) if self.connections else None
 
     def _hand_over(self, request: Request, response: Response) -> None:
         """Any thread: queue an answer for the loop, waking it once for all that queue meanwhile."""

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeds.runtime.http1")
 
-_DISCARD_LIMIT = 1024 * 1024 * 1024
+_DISCARD_LIMIT = 4 * 1024 * 1024  # an oversized body up to this is read and dropped before its 413; past it, closed
 _HEADER_LIMIT = 64 * 1024
 _NEVER = math.inf  # the deadline of a connection whose request is being served
 # Parsed request heads kept by their bytes: a client's heads repeat byte for byte (same path, same
@@ -85,6 +85,9 @@ class Connection(asyncio.BufferedProtocol):
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received data
         self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
+        self._received = 0  # bytes received in all (a body's progress is checked by the sweep)
+        self._body_mark = -1  # _received at the last progress check of the body arriving; -1 = in its grace
+        self._body_checked = 0.0  # when (the loop's clock) that check was
         self._discard = 0  # bytes of an oversized body still to drop
         self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
         self._in_flight = False  # its body's views may be alive: do not compact over them
@@ -136,6 +139,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        self._received += nbytes
         if self._lingering:  # refused: only the client's close (or the linger timer) is awaited
             self._start = self._end
             return
@@ -321,14 +325,14 @@ class Connection(asyncio.BufferedProtocol):
                     self._refuse(413, message)
                     return False
                 self._discard = length  # read and drop it, then answer, so the client sees the 413
-                self._deadline = group.now + group.body_timeout + length / group.body_rate
+                self._deadline, self._body_mark = group.now + group.body_timeout, -1  # then the minimum rate
                 self._reply(error_response(413, message), keep_alive=keep_alive)
                 return True
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pending = (method, target, keep_alive, headers, length)
-        if length:  # the body must arrive in time (a chunked one: as if it were as large as allowed)
-            self._deadline = group.now + group.body_timeout + (length if length > 0 else limit) / group.body_rate
+        if length:  # the body must start within body_timeout_s, then keep coming at the minimum rate
+            self._deadline, self._body_mark = group.now + group.body_timeout, -1
         if length >= 0:  # how the next request's tensor will lie (a chunked body is decoded elsewhere)
             self._head_len = self._start - head_start
             if binary is None:
@@ -372,8 +376,13 @@ class Connection(asyncio.BufferedProtocol):
     # -- limits
 
     def _expire(self) -> None:
-        """The deadline passed (loop thread): answer 408 to a head or body cut short (counted in the
-        failures), then close; a connection that sent nothing of its next request is closed silently."""
+        """The deadline passed (loop thread, from the group's sweep, ``group.now`` just read).
+
+        A body being received (or dropped after a 413) is checked instead: past its grace of
+        ``body_timeout_s``, each sweep it must have brought ``body_min_rate`` bytes per second since
+        the last; if it did, the next check is the next sweep. Otherwise a head or body cut short is
+        answered 408 (counted in the failures) and the connection closed; one that sent nothing of its
+        next request is closed silently, and one whose client stopped reading its answers is reset."""
         transport = self._transport
         if transport is None:
             return
@@ -384,6 +393,12 @@ class Connection(asyncio.BufferedProtocol):
         if self._busy:
             return
         group = self._group
+        if self._pending is not None or self._discard:  # a body is arriving
+            now = group.now
+            if self._body_mark < 0 or self._received - self._body_mark >= group.body_rate * (now - self._body_checked):
+                self._body_mark, self._body_checked = self._received, now
+                self._deadline = now + group.sweep_interval
+                return
         if (self._pending is not None or self._end > self._start) and not self._discard:
             group.failures.add(408)
             transport.write(http_bytes(error_response(408, "the request did not arrive in time"), False))

@@ -347,3 +347,28 @@ def test_the_start_of_a_next_head_after_an_answer_gets_408_and_counts(bundle: Pa
             assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 408 " in answer, answer[-300:]
         assert failures(served.port).get("408") == 2
         assert health(served.port) == 200
+
+
+def test_a_body_that_stops_coming_gets_408_after_its_grace(bundle: Path, tmp_path: Path) -> None:
+    """A body's deadline does not grow with its declared length: a 60 MB binary body and a chunked one
+    that stop coming get 408 soon after ``body_timeout_s``; a body over the limit too large to drop
+    (1 GB declared) is answered 413 and closed at once."""
+    flags = ("--body-timeout", "0.5", "--max-body-mb", "64")
+    infer = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+    stalled = (
+        infer + b"Inference-Header-Content-Length: 10\r\nContent-Length: 60000000\r\n\r\n" + b"\0" * 1000,
+        infer + b"Transfer-Encoding: chunked\r\n\r\n1000\r\n" + b"\0" * 100,
+    )
+    with serving(bundle, tmp_path, *flags) as served:
+        for request in stalled:
+            with socket.create_connection(("127.0.0.1", served.port)) as sock:
+                sock.sendall(request)
+                started = time.monotonic()
+                assert read_all(sock, 10).startswith(b"HTTP/1.1 408 ")
+                assert time.monotonic() - started < 5  # 0.5 s of grace, then the first sweep
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.sendall(infer + b"Content-Length: 1000000000\r\n\r\n" + b"\0" * 1000)
+            started = time.monotonic()
+            assert read_all(sock, 10).startswith(b"HTTP/1.1 413 ")
+            assert time.monotonic() - started < 5  # not held while 1 GB is dropped
+        assert health(served.port) == 200
