@@ -153,16 +153,29 @@ class Connection(asyncio.BufferedProtocol):
         return None  # close our side too
 
     def pause_writing(self) -> None:
+        """The transport is above its high-water mark: the client must read some of it within
+        ``idle_timeout_s``; until then nothing more is read or parsed (its answers would pile up)."""
         self._writing_paused = True
-        if self._stream is not None:  # the client must read some of it within idle_timeout_s
-            self._deadline = self._group.now + self._group.idle_timeout
+        self._deadline = self._group.now + self._group.idle_timeout
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        if self._stream is not None:
             self._stream._pause()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        transport = self._transport
         if self._stream is not None:
             self._deadline = _NEVER
             self._stream._resume()
+        elif self._busy:
+            self._deadline = _NEVER
+        else:
+            self._await_next()
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+            self._process()
 
     # -- buffer management
 
@@ -200,7 +213,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _parse_loop(self) -> None:
         transport = self._transport
-        while transport is not None and not self._busy and not transport.is_closing():
+        while transport is not None and not self._busy and not self._writing_paused and not transport.is_closing():
             if self._discard:
                 dropped = min(self._discard, self._end - self._start)
                 self._start += dropped
@@ -386,7 +399,7 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None:
             return
-        if transport.is_closing() or self._stream is not None:  # a client that stopped reading the answer
+        if transport.is_closing() or self._stream is not None or self._writing_paused:  # a client not reading
             if transport.get_write_buffer_size():
                 transport.abort()
             return
@@ -432,7 +445,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def _await_next(self) -> None:
         """The connection is not busy any more: the next head must be whole within
-        ``header_timeout_s`` when bytes of it wait, else it may idle for ``idle_timeout_s``."""
+        ``header_timeout_s`` when bytes of it wait, else it may idle for ``idle_timeout_s``. A client
+        not reading its answers keeps the deadline :meth:`pause_writing` set."""
+        if self._writing_paused:
+            return
         group = self._group
         if self._end > self._start:
             self._idle = False

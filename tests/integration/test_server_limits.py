@@ -372,3 +372,26 @@ def test_a_body_that_stops_coming_gets_408_after_its_grace(bundle: Path, tmp_pat
             assert read_all(sock, 10).startswith(b"HTTP/1.1 413 ")
             assert time.monotonic() - started < 5  # not held while 1 GB is dropped
         assert health(served.port) == 200
+
+
+def test_a_client_that_reads_no_answers_cannot_grow_the_server(bundle: Path, tmp_path: Path) -> None:
+    """Pipelined requests from a client that never reads: the server stops reading once its write
+    buffer is full (the client's sends block), RSS stays bounded, and the connection is dropped after
+    ``idle_timeout_s``."""
+    with serving(bundle, tmp_path, "--idle-timeout", "1") as served:
+        baseline = served.rss()
+        requests = f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 1000
+        sent = 0
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(5)
+            deadline = time.monotonic() + 8
+            with contextlib.suppress(OSError):  # blocked (timeout), then reset by the server
+                while time.monotonic() < deadline:
+                    sock.sendall(requests)
+                    sent += len(requests)
+            held = served.rss()
+        assert sent < 64 * 2**20  # the server stopped reading
+        assert held <= baseline + 32 * 2**20, (baseline, held)
+        assert health(served.port) == 200
+        assert settle(served, baseline) <= baseline * 1.1
