@@ -85,6 +85,7 @@ class Connection(asyncio.BufferedProtocol):
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received data
         self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
+        self._scanned = 0  # bytes of the head being received (from _start) already scanned for its end
         self._received = 0  # bytes received in all (a body's progress is checked by the sweep)
         self._body_mark = -1  # _received at the last progress check of the body arriving; -1 = in its grace
         self._body_checked = 0.0  # when (the loop's clock) that check was
@@ -282,17 +283,23 @@ class Connection(asyncio.BufferedProtocol):
         (:meth:`_refuse`); a head cut short is refused at once when a bare LF already shows it can
         never be well-formed."""
         buf = self._buf
-        end = buf.find(b"\r\n\r\n", self._start, self._end)
+        scanned = self._scanned
+        # only the bytes not yet scanned are searched (a head received a few bytes at a time stays O(n))
+        end = buf.find(b"\r\n\r\n", self._start + max(0, scanned - 3), self._end)
         if end < 0:
             if self._end - self._start > _HEADER_LIMIT:
                 self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
                 return False
-            partial = bytes(buf[self._start : self._end])  # at most _HEADER_LIMIT bytes; buf may be an mmap
-            if partial.count(b"\n") != partial.count(b"\r\n"):
+            new = self._start + scanned
+            if scanned and buf[new - 1] == 13:  # a CRLF may straddle the last scan's end
+                new -= 1
+            fresh = bytes(buf[new : self._end])  # at most _HEADER_LIMIT bytes; buf may be an mmap
+            if fresh.count(b"\n") != fresh.count(b"\r\n"):
                 self._refuse(400, "a bare LF in the request head (lines end with CRLF, RFC 9112 2.2)")
                 return False
-            self._reset_if_empty()
+            self._scanned = self._end - self._start
             return False
+        self._scanned = 0
         if end + 4 - self._start > _HEADER_LIMIT:
             self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
             return False

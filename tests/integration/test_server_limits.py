@@ -395,3 +395,23 @@ def test_a_client_that_reads_no_answers_cannot_grow_the_server(bundle: Path, tmp
         assert held <= baseline + 32 * 2**20, (baseline, held)
         assert health(served.port) == 200
         assert settle(served, baseline) <= baseline * 1.1
+
+
+def test_a_head_trickled_in_pieces_is_scanned_as_it_comes(bundle: Path, tmp_path: Path) -> None:
+    """A head sent a few bytes at a time, its CRLFs split between sends, is answered; a bare LF that
+    arrives after the first bytes were scanned is still found (400)."""
+    with serving(bundle, tmp_path) as served:
+        pieces = (f"GET {HEALTH} HTTP/1.1\r", "\nHost: x\r", "\n", "\r", "\n")
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for piece in pieces:
+                sock.sendall(piece.encode())
+                time.sleep(0.05)
+            sock.settimeout(5)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for piece in (f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n", "X-A: 1", "\nX-B: 2\r\n"):
+                sock.sendall(piece.encode())
+                time.sleep(0.05)
+            assert read_all(sock, 5).startswith(b"HTTP/1.1 400 ")
