@@ -284,6 +284,12 @@ class Connection(asyncio.BufferedProtocol):
         never be well-formed."""
         buf = self._buf
         scanned = self._scanned
+        if not scanned and buf[self._start] == 13:  # CR: empty lines before the request line are skipped
+            while self._end - self._start >= 2 and buf[self._start + 1] == 10 and buf[self._start] == 13:
+                self._start += 2
+            if self._end - self._start < 2:  # nothing more yet (or a lone CR): the head's deadline runs on
+                self._reset_if_empty()
+                return False
         # only the bytes not yet scanned are searched (a head received a few bytes at a time stays O(n))
         end = buf.find(b"\r\n\r\n", self._start + max(0, scanned - 3), self._end)
         if end < 0:
