@@ -133,9 +133,11 @@ class ServerLimits(Frozen):
         default=10.0, gt=0, description="a request head must arrive whole within this, from its first byte"
     )
     idle_timeout_s: float = Field(default=60.0, gt=0, description="a keep-alive connection idle this long is closed")
-    body_timeout_s: float = Field(default=30.0, gt=0, description="a body's deadline: this plus its size at the rate")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a body's grace: after it, it must keep coming at the rate"
+    )
     body_min_rate_kib_s: float = Field(
-        default=256.0, gt=0, description="slowest body upload allowed (KiB/s), for the deadline"
+        default=256.0, gt=0, description="slowest body upload allowed (KiB/s), checked at each sweep after the grace"
     )
     max_body_mb: float = Field(default=64.0, gt=0, description="largest request body (binary tensors)")
     max_json_mb: float = Field(

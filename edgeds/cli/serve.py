@@ -43,7 +43,7 @@ def serve(
         float | None, typer.Option(help="Seconds an idle keep-alive connection stays open (default 60).")
     ] = None,
     body_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a body may take, plus its size at --body-min-rate (default 30).")
+        float | None, typer.Option(help="Seconds of grace for a body, then it must keep --body-min-rate (default 30).")
     ] = None,
     body_min_rate: Annotated[
         float | None, typer.Option(help="Slowest body upload allowed, KiB/s (default 256).")

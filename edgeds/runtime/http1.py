@@ -32,12 +32,13 @@ inflated here, before dispatch, to at most the limit); responses are not compres
 the :class:`~edgeds.config.ServerLimits`' ``max_body_bytes`` for a body with a binary tensor header
 (below), its ``max_json_bytes`` for any other (a JSON body: parsing it costs many times its size),
 and a binary body's JSON header must fit ``max_json_bytes`` too. A body over its limit is 413 (read
-and dropped first when it is small enough, so the client sees the answer); a transfer coding before
-chunked is 501 (400 when the last one is not chunked). The connection stays usable after an error
-whenever the body could be read; after a malformed head or chunked body (the framing of what
-follows is lost) it is answered, shut for writing and closed once the client closes or after
-``_LINGER_S`` (never reset under the answer). ``Expect: 100-continue`` is answered. Every answer of
-status 400 or more is counted in :attr:`ConnectionGroup.failures`.
+and dropped first when it is at most 4 MiB, so the client sees the answer); a transfer coding before
+chunked is 501 (400 when the last one is not chunked). Empty lines before a request line are
+skipped. The connection stays usable after an error whenever the body could be read; after a
+malformed head or chunked body (the framing of what follows is lost) it is answered, shut for
+writing and closed once the client closes or after ``_LINGER_S`` (never reset under the answer).
+``Expect: 100-continue`` is answered. Every answer of status 400 or more is counted in
+:attr:`ConnectionGroup.failures`.
 
 One framing extension is known: a body that starts with a header of ``Inference-Header-Content-Length``
 bytes (KServe's binary tensor extension). The connection lays out the next request so that the
@@ -47,12 +48,15 @@ bytes after that header land ``alignment``-aligned (readable in place), and
 Limits (:class:`~edgeds.config.ServerLimits`), enforced by one sweep per event loop (every quarter
 of the shortest timeout, at most every second, so each fires within that much of its time; the
 request path only stores a deadline): a request head must arrive whole within ``header_timeout_s``
-of its first byte (of the connection's opening, for the first); a body within ``body_timeout_s``
-plus its length at ``body_min_rate_kib_s``; a keep-alive connection idle for ``idle_timeout_s`` is
-closed. A head or body cut short by its deadline is answered 408 and the connection closed (a
-connection that sent nothing is closed silently). A request being served has no deadline; a
-stream whose client reads nothing (the transport above its high-water mark) for ``idle_timeout_s``
-is cut, and so is a closing connection whose client does not read its last bytes in that time.
+of its first byte (of the connection's opening, for the first; of the answer before it, when its
+first bytes came meanwhile); a body (also one dropped after a 413) gets ``body_timeout_s`` of
+grace, then each sweep must find at least ``body_min_rate_kib_s`` times the time since the last
+received; a keep-alive connection idle for ``idle_timeout_s`` is closed. A head or body cut short
+is answered 408 and the connection closed (a connection that sent nothing is closed silently). A
+request being served has no deadline. A client that reads nothing (the transport above its
+high-water mark) is not read from either, until it reads; after ``idle_timeout_s`` so, its
+connection is reset (a stream is cut), and so is a closing connection whose client does not read
+its last bytes in that time.
 
 Memory: connection buffers up to ``_POOLED_MAX`` are heap ``bytearray`` objects, kept for the next
 connection when one ends (``_BUFFER_POOL`` of them); larger ones are anonymous memory maps, committed
@@ -220,7 +224,7 @@ class ConnectionGroup:
         self._reserve: deque[Connection] = deque()  # the reserved connections, oldest first (not dropped)
         self._unmade: dict[asyncio.BufferedProtocol, Callable[[], object] | None] = {}  # reserved, connecting: cancel
         self._dropped: set[Connection] = set()  # reserved, dropped by make_reserve_room and not gone yet
-        self._sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
+        self.sweep_interval = min(_SWEEP_MAX_S, min(self.header_timeout, self.idle_timeout, self.body_timeout) / 4)
         self._sweep: asyncio.TimerHandle | None = None
         self._call = call
         self._lost = lost
@@ -316,7 +320,7 @@ class ConnectionGroup:
             self.loop_thread = threading.get_ident()
             loop = asyncio.get_running_loop()
             self.now = loop.time()
-            self._sweep = loop.call_at(self.now + self._sweep_interval, self._sweep_deadlines, loop)
+            self._sweep = loop.call_at(self.now + self.sweep_interval, self._sweep_deadlines, loop)
 
     def _removed(self, connection: Connection) -> None:
         self.connections.discard(connection)
@@ -330,9 +334,7 @@ class ConnectionGroup:
         now = self.now = loop.time()
         for connection in [c for c in self.connections if c._deadline <= now]:
             connection._expire()
-        self._sweep = (
-            loop.call_at(now + self._sweep_interval, self._sweep_deadlines, loop) if self.connections else None
-        )
+        self._sweep = loop.call_at(now + self.sweep_interval, self._sweep_deadlines, loop) if self.connections else None
 
     def _hand_over(self, request: Request, response: Response) -> None:
         """Any thread: queue an answer for the loop, waking it once for all that queue meanwhile."""

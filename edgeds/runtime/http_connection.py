@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeds.runtime.http1")
 
-_DISCARD_LIMIT = 1024 * 1024 * 1024
+_DISCARD_LIMIT = 4 * 1024 * 1024  # an oversized body up to this is read and dropped before its 413; past it, closed
 _HEADER_LIMIT = 64 * 1024
 _NEVER = math.inf  # the deadline of a connection whose request is being served
 # Parsed request heads kept by their bytes: a client's heads repeat byte for byte (same path, same
@@ -85,6 +85,10 @@ class Connection(asyncio.BufferedProtocol):
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received data
         self._need = 0  # bytes the current body still needs beyond _start (0 = parsing a head)
+        self._scanned = 0  # bytes of the head being received (from _start) already scanned for its end
+        self._received = 0  # bytes received in all (a body's progress is checked by the sweep)
+        self._body_mark = -1  # _received at the last progress check of the body arriving; -1 = in its grace
+        self._body_checked = 0.0  # when (the loop's clock) that check was
         self._discard = 0  # bytes of an oversized body still to drop
         self._busy = False  # a request is unanswered: parse nothing more (answers stay in order)
         self._in_flight = False  # its body's views may be alive: do not compact over them
@@ -136,6 +140,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        self._received += nbytes
         if self._lingering:  # refused: only the client's close (or the linger timer) is awaited
             self._start = self._end
             return
@@ -149,16 +154,29 @@ class Connection(asyncio.BufferedProtocol):
         return None  # close our side too
 
     def pause_writing(self) -> None:
+        """The transport is above its high-water mark: the client must read some of it within
+        ``idle_timeout_s``; until then nothing more is read or parsed (its answers would pile up)."""
         self._writing_paused = True
-        if self._stream is not None:  # the client must read some of it within idle_timeout_s
-            self._deadline = self._group.now + self._group.idle_timeout
+        self._deadline = self._group.now + self._group.idle_timeout
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        if self._stream is not None:
             self._stream._pause()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        transport = self._transport
         if self._stream is not None:
             self._deadline = _NEVER
             self._stream._resume()
+        elif self._busy:
+            self._deadline = _NEVER
+        else:
+            self._await_next()
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+            self._process()
 
     # -- buffer management
 
@@ -196,7 +214,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _parse_loop(self) -> None:
         transport = self._transport
-        while transport is not None and not self._busy and not transport.is_closing():
+        while transport is not None and not self._busy and not self._writing_paused and not transport.is_closing():
             if self._discard:
                 dropped = min(self._discard, self._end - self._start)
                 self._start += dropped
@@ -204,6 +222,7 @@ class Connection(asyncio.BufferedProtocol):
                 if self._discard:
                     self._reset_if_empty()
                     return
+                self._await_next()  # dropped: the next request's deadline starts
                 continue
             if self._pending is None:
                 if self._start == self._end:  # all answered: wait for the next request
@@ -264,17 +283,29 @@ class Connection(asyncio.BufferedProtocol):
         (:meth:`_refuse`); a head cut short is refused at once when a bare LF already shows it can
         never be well-formed."""
         buf = self._buf
-        end = buf.find(b"\r\n\r\n", self._start, self._end)
+        scanned = self._scanned
+        if not scanned and buf[self._start] == 13:  # CR: empty lines before the request line are skipped
+            while self._end - self._start >= 2 and buf[self._start + 1] == 10 and buf[self._start] == 13:
+                self._start += 2
+            if self._end - self._start < 2:  # nothing more yet (or a lone CR): the head's deadline runs on
+                self._reset_if_empty()
+                return False
+        # only the bytes not yet scanned are searched (a head received a few bytes at a time stays O(n))
+        end = buf.find(b"\r\n\r\n", self._start + max(0, scanned - 3), self._end)
         if end < 0:
             if self._end - self._start > _HEADER_LIMIT:
                 self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
                 return False
-            partial = bytes(buf[self._start : self._end])  # at most _HEADER_LIMIT bytes; buf may be an mmap
-            if partial.count(b"\n") != partial.count(b"\r\n"):
+            new = self._start + scanned
+            if scanned and buf[new - 1] == 13:  # a CRLF may straddle the last scan's end
+                new -= 1
+            fresh = bytes(buf[new : self._end])  # at most _HEADER_LIMIT bytes; buf may be an mmap
+            if fresh.count(b"\n") != fresh.count(b"\r\n"):
                 self._refuse(400, "a bare LF in the request head (lines end with CRLF, RFC 9112 2.2)")
                 return False
-            self._reset_if_empty()
+            self._scanned = self._end - self._start
             return False
+        self._scanned = 0
         if end + 4 - self._start > _HEADER_LIMIT:
             self._refuse(431, f"the request head exceeds {_HEADER_LIMIT} bytes")
             return False
@@ -320,14 +351,14 @@ class Connection(asyncio.BufferedProtocol):
                     self._refuse(413, message)
                     return False
                 self._discard = length  # read and drop it, then answer, so the client sees the 413
-                self._deadline = group.now + group.body_timeout + length / group.body_rate
+                self._deadline, self._body_mark = group.now + group.body_timeout, -1  # then the minimum rate
                 self._reply(error_response(413, message), keep_alive=keep_alive)
                 return True
         if expect and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pending = (method, target, keep_alive, headers, length)
-        if length:  # the body must arrive in time (a chunked one: as if it were as large as allowed)
-            self._deadline = group.now + group.body_timeout + (length if length > 0 else limit) / group.body_rate
+        if length:  # the body must start within body_timeout_s, then keep coming at the minimum rate
+            self._deadline, self._body_mark = group.now + group.body_timeout, -1
         if length >= 0:  # how the next request's tensor will lie (a chunked body is decoded elsewhere)
             self._head_len = self._start - head_start
             if binary is None:
@@ -371,18 +402,31 @@ class Connection(asyncio.BufferedProtocol):
     # -- limits
 
     def _expire(self) -> None:
-        """The deadline passed (loop thread): answer 408 to a head or body cut short, then close; a
-        connection that sent nothing of its next request is closed silently."""
+        """The deadline passed (loop thread, from the group's sweep, ``group.now`` just read).
+
+        A body being received (or dropped after a 413) is checked instead: past its grace of
+        ``body_timeout_s``, each sweep it must have brought ``body_min_rate`` bytes per second since
+        the last; if it did, the next check is the next sweep. Otherwise a head or body cut short is
+        answered 408 (counted in the failures) and the connection closed; one that sent nothing of its
+        next request is closed silently, and one whose client stopped reading its answers is reset."""
         transport = self._transport
         if transport is None:
             return
-        if transport.is_closing() or self._stream is not None:  # a client that stopped reading the answer
+        if transport.is_closing() or self._stream is not None or self._writing_paused:  # a client not reading
             if transport.get_write_buffer_size():
                 transport.abort()
             return
         if self._busy:
             return
+        group = self._group
+        if self._pending is not None or self._discard:  # a body is arriving
+            now = group.now
+            if self._body_mark < 0 or self._received - self._body_mark >= group.body_rate * (now - self._body_checked):
+                self._body_mark, self._body_checked = self._received, now
+                self._deadline = now + group.sweep_interval
+                return
         if (self._pending is not None or self._end > self._start) and not self._discard:
+            group.failures.add(408)
             transport.write(http_bytes(error_response(408, "the request did not arrive in time"), False))
         transport.close()
         if transport.get_write_buffer_size():  # a client that reads nothing must not hold the socket
@@ -406,10 +450,25 @@ class Connection(asyncio.BufferedProtocol):
     def _finish_after_reply(self, body: memoryview) -> None:
         _release(body)
         self._busy = self._in_flight = False
+        self._await_next()
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self._reset_if_empty()
             self._process()
+
+    def _await_next(self) -> None:
+        """The connection is not busy any more: the next head must be whole within
+        ``header_timeout_s`` when bytes of it wait, else it may idle for ``idle_timeout_s``. A client
+        not reading its answers keeps the deadline :meth:`pause_writing` set."""
+        if self._writing_paused:
+            return
+        group = self._group
+        if self._end > self._start:
+            self._idle = False
+            self._deadline = group.now + group.header_timeout
+        else:
+            self._idle = True
+            self._deadline = group.now + group.idle_timeout
 
     def _reply(self, response: Response, keep_alive: bool) -> None:
         transport = self._transport
@@ -457,7 +516,6 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if not keep_alive and transport is not None:
             transport.close()
-            self._deadline = self._group.now + self._group.idle_timeout
         self._finish_after_reply(body)
 
     def _cancel_stream(self) -> None:
@@ -497,8 +555,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._group._call(lambda: self._send_rest(rest, body))
                 return True
             self._busy = False
-            self._idle = True  # (until bytes arrive: parsing what is waiting sets the deadline it needs)
-            self._deadline = self._group.now + self._group.idle_timeout
+            self._await_next()
             waiting = self._end > self._start
         if waiting:
             self._group._call(self._process)

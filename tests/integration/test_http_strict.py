@@ -142,6 +142,8 @@ FRAMING: dict[str, tuple[bytes, int, bool]] = {
         True,
     ),
     "empty lines before the request line": (b"\r\n" + HEALTH, 200, False),
+    "two empty lines before the request line": (b"\r\n\r\n" + HEALTH, 200, False),
+    "empty lines after a request": (HEALTH + b"\r\n\r\n", 200, False),
 }
 
 

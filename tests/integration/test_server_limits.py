@@ -300,3 +300,118 @@ def test_out_of_descriptors_the_acceptor_pauses_and_logs_once(tmp_path: Path) ->
     lines = [line for line in err.splitlines() if "accept" in line]
     assert 1 <= len(lines) <= 2, err
     assert "Too many open files" in lines[0] and "pauses" in lines[0]
+
+
+def infer_request(keep: bytes = b"") -> bytes:
+    """A binary-tensor infer request for the tiny model (answered by an engine worker), then ``keep``."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 3, 160, 160],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 307200},
+                }
+            ]
+        }
+    ).encode()
+    head = (
+        "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {len(header) + 307200}\r\n\r\n"
+    )
+    return head.encode() + header + b"\0" * 307200 + keep
+
+
+def failures(port: int) -> dict[str, float]:
+    """The failure counters of ``/metrics`` by status code."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = re.findall(r'^edgeds_http_request_failures_total\{class="\dxx",code="(\d+)"\} (\S+)$', text, re.M)
+    return {code: float(value) for code, value in found}
+
+
+def test_the_start_of_a_next_head_after_an_answer_gets_408_and_counts(bundle: Path, tmp_path: Path) -> None:
+    """A whole request and the first bytes of the next: the answer, then 408 at the header deadline
+    (not the idle one), whether the loop answered (health) or an engine worker (infer), and each 408
+    is counted in the failures."""
+    flags = ("--header-timeout", "0.5", "--idle-timeout", "60")
+    with serving(bundle, tmp_path, *flags) as served:
+        for request in (f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), infer_request()):
+            with socket.create_connection(("127.0.0.1", served.port)) as sock:
+                sock.sendall(request + b"GET /v2/he")
+                started = time.monotonic()
+                answer = read_all(sock, 10)
+                assert time.monotonic() - started < 5  # closed at the header deadline, not the idle one
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 408 " in answer, answer[-300:]
+        assert failures(served.port).get("408") == 2
+        assert health(served.port) == 200
+
+
+def test_a_body_that_stops_coming_gets_408_after_its_grace(bundle: Path, tmp_path: Path) -> None:
+    """A body's deadline does not grow with its declared length: a 60 MB binary body and a chunked one
+    that stop coming get 408 soon after ``body_timeout_s``; a body over the limit too large to drop
+    (1 GB declared) is answered 413 and closed at once."""
+    flags = ("--body-timeout", "0.5", "--max-body-mb", "64")
+    infer = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+    stalled = (
+        infer + b"Inference-Header-Content-Length: 10\r\nContent-Length: 60000000\r\n\r\n" + b"\0" * 1000,
+        infer + b"Transfer-Encoding: chunked\r\n\r\n1000\r\n" + b"\0" * 100,
+    )
+    with serving(bundle, tmp_path, *flags) as served:
+        for request in stalled:
+            with socket.create_connection(("127.0.0.1", served.port)) as sock:
+                sock.sendall(request)
+                started = time.monotonic()
+                assert read_all(sock, 10).startswith(b"HTTP/1.1 408 ")
+                assert time.monotonic() - started < 5  # 0.5 s of grace, then the first sweep
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.sendall(infer + b"Content-Length: 1000000000\r\n\r\n" + b"\0" * 1000)
+            started = time.monotonic()
+            assert read_all(sock, 10).startswith(b"HTTP/1.1 413 ")
+            assert time.monotonic() - started < 5  # not held while 1 GB is dropped
+        assert health(served.port) == 200
+
+
+def test_a_client_that_reads_no_answers_cannot_grow_the_server(bundle: Path, tmp_path: Path) -> None:
+    """Pipelined requests from a client that never reads: the server stops reading once its write
+    buffer is full (the client's sends block), RSS stays bounded, and the connection is dropped after
+    ``idle_timeout_s``."""
+    with serving(bundle, tmp_path, "--idle-timeout", "1") as served:
+        baseline = served.rss()
+        requests = f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 1000
+        sent = 0
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(5)
+            deadline = time.monotonic() + 8
+            with contextlib.suppress(OSError):  # blocked (timeout), then reset by the server
+                while time.monotonic() < deadline:
+                    sock.sendall(requests)
+                    sent += len(requests)
+            held = served.rss()
+        assert sent < 64 * 2**20  # the server stopped reading
+        assert held <= baseline + 32 * 2**20, (baseline, held)
+        assert health(served.port) == 200
+        assert settle(served, baseline) <= baseline * 1.1
+
+
+def test_a_head_trickled_in_pieces_is_scanned_as_it_comes(bundle: Path, tmp_path: Path) -> None:
+    """A head sent a few bytes at a time, its CRLFs split between sends, is answered; a bare LF that
+    arrives after the first bytes were scanned is still found (400)."""
+    with serving(bundle, tmp_path) as served:
+        pieces = (f"GET {HEALTH} HTTP/1.1\r", "\nHost: x\r", "\n", "\r", "\n")
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for piece in pieces:
+                sock.sendall(piece.encode())
+                time.sleep(0.05)
+            sock.settimeout(5)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for piece in (f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n", "X-A: 1", "\nX-B: 2\r\n"):
+                sock.sendall(piece.encode())
+                time.sleep(0.05)
+            assert read_all(sock, 5).startswith(b"HTTP/1.1 400 ")
