@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from edgeds.cli import app
 
+from ._serve import json_banner
+
 pytest.importorskip("onnxruntime")
 
 
@@ -44,12 +46,7 @@ def served(bundle: Path) -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the --json banner is one JSON document
-            lines.append(line)
-            if line.startswith("}"):
-                break
-        info = json.loads("".join(lines))
+        info = json_banner(proc.stdout)
         # the default execution: each of the two instances runs on its own event loop
         assert info["execution"] == "inline" and info["instances"] == 2
         yield info["url"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import ssl
@@ -15,6 +14,8 @@ import pytest
 
 from edgeds.sim.bundles import make_bundle
 from edgeds.sim.certs import make_certificates
+
+from ._serve import json_banner
 
 pytest.importorskip("onnxruntime")
 
@@ -53,12 +54,7 @@ def test_serve_with_keys_and_tls(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the --json banner is one JSON document
-            lines.append(line)
-            if line.startswith("}"):
-                break
-        info = json.loads("".join(lines))
+        info = json_banner(proc.stdout)
         assert info["url"].startswith("https://127.0.0.1:")
         assert info["api_keys"] == 3 and info["tls"] is True
         port = int(info["url"].rsplit(":", 1)[1])

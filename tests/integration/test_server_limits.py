@@ -26,6 +26,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ._serve import json_banner
+
 pytest.importorskip("onnxruntime")
 
 HEALTH = "/v2/health/ready"
@@ -79,12 +81,7 @@ def serving(bundle: Path, tmp_path: Path, *flags: str, nofile: int | None = None
         )
     try:
         assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the --json banner is one JSON document
-            lines.append(line)
-            if line.startswith("}"):
-                break
-        info = json.loads("".join(lines))
+        info = json_banner(proc.stdout)
         served = Served(int(info["url"].rsplit(":", 1)[1]), psutil.Process(proc.pid), stderr)
         assert health(served.port) == 200
         yield served
