@@ -69,24 +69,6 @@ class Served:
     limits: ServerLimits
 
 
-def load_engine(
-    bundle_path: Path,
-    key: Path | None = None,
-    verify: bool = True,
-    threads: int | None = None,
-    max_batch: int | None = None,
-    delay_us: int | None = None,
-    queue: int | None = None,
-    preferred: Sequence[int] | None = None,
-    instances: int | None = None,
-    execution: Execution = Execution.workers,
-) -> Engine:
-    """:func:`load_served`'s engine (the same arguments, no limit overrides)."""
-    return load_served(
-        bundle_path, key, verify, threads, max_batch, delay_us, queue, preferred, instances, execution
-    ).engine
-
-
 def load_served(
     bundle_path: Path,
     key: Path | None = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeds.bench.commands import bench_bundle, bench_url, served_models
-from edgeds.runtime.loading import load_engine
+from edgeds.runtime.loading import load_served
 from edgeds.sim.bundles import make_bundle
 
 pytest.importorskip("onnxruntime")
@@ -39,7 +39,7 @@ def test_bench_bundle_floor_per_instance_and_config(bundle: Path) -> None:
 def served(bundle: Path) -> Iterator[str]:
     from edgeds.runtime.server import InferenceServer
 
-    server = InferenceServer(load_engine(bundle, threads=1), port=0).start()
+    server = InferenceServer(load_served(bundle, threads=1).engine, port=0).start()
     try:
         yield server.url
     finally:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from edgeds.bundle import generate_keypair
 from edgeds.config import Batching
 from edgeds.errors import BundleVerificationError
-from edgeds.runtime.loading import Execution, batching_overrides, load_engine
+from edgeds.runtime.loading import Execution, batching_overrides, load_served
 from edgeds.sim.bundles import make_bundle
 
 pytest.importorskip("onnxruntime")
@@ -47,9 +47,9 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_bundle(root / "bundle", 1, private, max_batch_size=8), public
 
 
-def test_load_engine_applies_overrides_and_starts_inline_by_auto(signed: tuple[Path, Path]) -> None:
+def test_load_served_applies_overrides_and_starts_inline_by_auto(signed: tuple[Path, Path]) -> None:
     bundle, public = signed
-    engine = load_engine(bundle, public, True, 1, max_batch=4, instances=2, execution=Execution.auto)
+    engine = load_served(bundle, public, True, 1, max_batch=4, instances=2, execution=Execution.auto).engine
     try:
         assert engine.ready and engine.inline
         assert engine.batching.max_batch_size == 4 and engine.batching.instances == 2
@@ -59,20 +59,20 @@ def test_load_engine_applies_overrides_and_starts_inline_by_auto(signed: tuple[P
         engine.close()
 
 
-def test_load_engine_with_workers(signed: tuple[Path, Path]) -> None:
-    engine = load_engine(signed[0], execution=Execution.workers)
+def test_load_served_with_workers(signed: tuple[Path, Path]) -> None:
+    engine = load_served(signed[0], execution=Execution.workers).engine
     try:
         assert engine.ready and not engine.inline
     finally:
         engine.close()
 
 
-def test_load_engine_verifies_against_the_key(signed: tuple[Path, Path], tmp_path: Path) -> None:
+def test_load_served_verifies_against_the_key(signed: tuple[Path, Path], tmp_path: Path) -> None:
     _, other = generate_keypair(tmp_path, "other")
     with pytest.raises(BundleVerificationError) as err:
-        load_engine(signed[0], other, True)
+        load_served(signed[0], other, True)
     assert err.value.reason == "bad_signature"
-    load_engine(signed[0], other, False).close()  # verify=False only reads the bundle
+    load_served(signed[0], other, False).engine.close()  # verify=False only reads the bundle
 
 
 def test_serve_offers_every_execution() -> None:
