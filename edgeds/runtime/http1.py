@@ -171,6 +171,10 @@ class Request:
 
 
 Dispatch = Callable[[Request], Response | None]
+# Called with a request's method, target and header fields once its head is parsed, before its body
+# is read or ``100 Continue`` is sent: a Response refuses it there (answered, then the connection is
+# closed without reading the body); None lets it in.
+Admit = Callable[[str, str, Mapping[str, str]], Response | None]
 
 
 class ConnectionGroup:
@@ -198,6 +202,7 @@ class ConnectionGroup:
         reserved_targets: tuple[str, ...] = (),
         alignment: int = 1,
         reserve_freed: Callable[[], None] | None = None,
+        admit: Admit | None = None,
     ) -> None:
         # Imported here, not at the top (that module imports this one), and at construction, not per
         # accepted socket: an import opens files, which a server out of descriptors cannot.
@@ -206,6 +211,7 @@ class ConnectionGroup:
         self._connection_type = Connection
         limits = limits if limits is not None else ServerLimits()
         self.dispatch = dispatch
+        self.admit = admit
         self.limits = limits
         self.max_body_bytes = limits.max_body_bytes
         self.max_json_bytes = min(limits.max_json_bytes, self.max_body_bytes)

@@ -322,6 +322,12 @@ class Connection(asyncio.BufferedProtocol):
             if len(head) <= _HEAD_MEMO_BYTES:
                 remember(heads, head, parsed, _HEAD_MEMO_SIZE)
         method, target, self._version, keep_alive, headers = parsed
+        admit = self._group.admit
+        if admit is not None:
+            refusal = admit(method, target, headers)
+            if refusal is not None:  # before 100 Continue or any body byte is taken in
+                self._refuse(refusal.status, "", refusal)
+                return False
         group = self._group
         binary = headers.get("inference-header-content-length")
         json_part = -1  # the binary tensor header's length (-1: none, or not a number)
@@ -480,8 +486,9 @@ class Connection(asyncio.BufferedProtocol):
         if not keep_alive:
             transport.close()
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer a request whose framing is lost with ``status``, then close without a reset.
+    def _refuse(self, status: int, message: str, response: Response | None = None) -> None:
+        """Answer a request whose framing is lost (or whose body is not to be read) with ``status``
+        (``response`` when given, else an error with ``message``), then close without a reset.
 
         Closing a socket with unread bytes sends an RST, which can destroy the answer before the
         client reads it; so our side is shut for writing once the answer is out, and what the client
@@ -490,7 +497,7 @@ class Connection(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing() or self._lingering:
             return
         self._group.failures.add(status)
-        transport.write(http_bytes(error_response(status, message), False))
+        transport.write(http_bytes(response or error_response(status, message), False))
         self._lingering = self._busy = True  # nothing more is parsed
         self._start = self._end
         if transport.can_write_eof():

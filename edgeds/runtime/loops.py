@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 from ..config import ServerLimits
 from ..errors import EdgedsError
-from .http1 import ConnectionGroup, Dispatch
+from .http1 import Admit, ConnectionGroup, Dispatch
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class EventLoops:
         alignment: int,
         name: str = "oip-server",
         tls: ssl.SSLContext | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self._tls = tls
         self._accept_lock = threading.Lock()
@@ -124,6 +125,7 @@ class EventLoops:
                 reserved_targets=reserved_targets,
                 alignment=alignment,
                 reserve_freed=self._room_freed if lp.index == 0 else None,
+                admit=admit,
             )
 
         self.loops = [EventLoop(i, http) for i in range(count)]

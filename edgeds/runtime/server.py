@@ -292,6 +292,7 @@ class InferenceServer:
             reserved_targets=_RESERVED_TARGETS,
             alignment=IN_PLACE_ALIGNMENT,
             tls=self.tls,
+            admit=self._admit,
         )
         for lp in loops.loops:
             lp.http.failures = self._failures
@@ -361,10 +362,6 @@ class InferenceServer:
         when its batch has run), any other answered now. A request refused or failed with an HttpError
         or an EdgedsError is answered by :func:`_error_response`; any other exception is a bug and
         escapes to the HTTP layer, which logs it with its traceback and answers 500."""
-        if self._keys is not None:
-            refused = self._refused(self._keys, request)
-            if refused is not None:
-                return refused
         try:
             if request.method == "POST":
                 target = request.target
@@ -381,12 +378,16 @@ class InferenceServer:
         except (HttpError, EdgedsError) as exc:
             return _error_response(exc)
 
-    def _refused(self, keys: ApiKeys, request: Request) -> Response | None:
-        """401 for a request that does not carry one of ``keys``, unless its path is open; None lets it in."""
-        authorization = request.headers.get("authorization")
+    def _admit(self, method: str, target: str, headers: Mapping[str, str]) -> Response | None:
+        """The HTTP layer's admission check, run on each request's head before its body is read: 401
+        for a request without one of the keys, unless its path is open; None lets it in."""
+        keys = self._keys
+        if keys is None:
+            return None
+        authorization = headers.get("authorization")
         if keys.accepts(authorization):
             return None
-        if request.target.split("?", 1)[0].rstrip("/") in self._open_paths:
+        if target.split("?", 1)[0].rstrip("/") in self._open_paths:
             return None
         return _NO_KEY if authorization is None else _BAD_KEY
 

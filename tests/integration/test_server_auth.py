@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -267,3 +268,26 @@ def test_tls_reserve_drops_clients_stuck_in_the_handshake(model: Path, certs: Si
                 conn.close()
     finally:
         srv.stop(close_engines=True)
+
+
+def test_a_keyless_request_is_refused_before_its_body_is_read(keyed: InferenceServer) -> None:
+    """The key is checked on the head: no 100 Continue, no body taken in, the connection closed."""
+    head = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 60000000\r\n"
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as sock:
+        sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in answer
+        sock.settimeout(5)
+        while sock.recv(65536):  # then the server closes (what arrives meanwhile is dropped)
+            pass
+    rss = psutil.Process().memory_info().rss  # the server runs in this process
+    chunk = b"\0" * (1 << 20)
+    with ExitStack() as stack:
+        for _ in range(4):  # keyless 60 MB bodies: the first 8 MB each are sent, none is kept
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", keyed.port), timeout=10))
+            sock.sendall(head + b"\r\n")
+            with contextlib.suppress(OSError):  # the server may close while this is still sending
+                for _ in range(8):
+                    sock.sendall(chunk)
+        assert _ask(keyed.port, "GET", "/v2/health/live")[0] == 200
+        assert psutil.Process().memory_info().rss - rss < 16 * 2**20
