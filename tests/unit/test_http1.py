@@ -10,32 +10,16 @@ import queue
 import re
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from edgeds.config import ServerLimits
-from edgeds.runtime.http1 import Dispatch, Request
+from edgeds.runtime.http1 import Request
 from edgeds.runtime.http_syntax import Response, json_response
-from edgeds.runtime.loops import EventLoop, EventLoops
 
+from ._http_serving import serving
 
-@contextmanager
-def serving(dispatch: Dispatch) -> Iterator[int]:
-    """One event loop whose connections go to ``dispatch``; yields the port."""
-
-    def factory(lp: EventLoop) -> Dispatch:
-        return dispatch
-
-    limits = ServerLimits(max_body_mb=1, max_json_mb=1)
-    loops = EventLoops(1, factory, limits=limits, alignment=64, name="http1-test")
-    port = loops.bind("127.0.0.1", 0)
-    loops.start()
-    try:
-        yield port
-    finally:
-        loops.stop()
+SMALL = ServerLimits(max_body_mb=1, max_json_mb=1)
 
 
 def echo(request: Request) -> Response:
@@ -50,7 +34,7 @@ def test_a_handler_that_raises_is_answered_500_logged_and_the_connection_goes_on
             raise ZeroDivisionError("the handler has a bug")
         return echo(request)
 
-    with serving(dispatch) as port, caplog.at_level(logging.ERROR, logger="edgeds"):
+    with serving(dispatch, SMALL) as port, caplog.at_level(logging.ERROR, logger="edgeds"):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             conn.request("GET", "/boom")
@@ -80,7 +64,7 @@ def test_answers_from_another_thread_go_out_in_request_order() -> None:
     thread = threading.Thread(target=worker)
     thread.start()
     try:
-        with serving(dispatch) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with serving(dispatch, SMALL) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             wire = b"".join(
                 b"POST /n HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%d" % (len(b"%d" % i), i) for i in range(50)
             )
@@ -98,7 +82,7 @@ def test_answers_from_another_thread_go_out_in_request_order() -> None:
 
 def test_the_handler_gets_the_body_dechunked_and_inflated() -> None:
     body = b"tensor bytes " * 1000
-    with serving(echo) as port:
+    with serving(echo, SMALL) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             pieces = (body[i : i + 1000] for i in range(0, len(body), 1000))

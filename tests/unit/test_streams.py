@@ -12,34 +12,18 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from edgeds.config import ServerLimits
 from edgeds.runtime.auth import server_tls_context
-from edgeds.runtime.http1 import Dispatch, Request
+from edgeds.runtime.http1 import Request
 from edgeds.runtime.http_syntax import Response
-from edgeds.runtime.loops import EventLoop, EventLoops
 from edgeds.runtime.streams import Stream, StreamCancelled, StreamError, StreamStalled
 from edgeds.sim.certs import make_certificates
 
-
-@contextmanager
-def serving(dispatch: Dispatch, limits: ServerLimits | None = None, tls: ssl.SSLContext | None = None) -> Iterator[int]:
-    """One event loop whose connections go to ``dispatch``; yields the port."""
-
-    def factory(lp: EventLoop) -> Dispatch:
-        return dispatch
-
-    loops = EventLoops(1, factory, limits=limits or ServerLimits(), alignment=64, name="stream-test", tls=tls)
-    port = loops.bind("127.0.0.1", 0)
-    loops.start()
-    try:
-        yield port
-    finally:
-        loops.stop()
+from ._http_serving import serving
 
 
 class Producer:
