@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeds-installed
-EXTRAS := dev,openvino,litert
+EXTRAS := dev,openvino,litert,llm
 SYSTEM_PACKAGES := openssh-server mosquitto systemd
 
 .PHONY: demo test test-fast lint typecheck layers checks system-deps venv clean bench toolchains
