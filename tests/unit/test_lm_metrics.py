@@ -2,60 +2,31 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-
 from edgeds.runtime.lm.metrics import prometheus_text
+from edgeds.runtime.lm.stats import HistogramSnapshot, LMStats
 
-# one sample line of the text exposition format: name{labels} value
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
+from .._prometheus import parse
 
-
-@dataclass(frozen=True)
-class _Hist:
-    bounds: Sequence[float] = (0.1, 1.0)
-    counts: Sequence[int] = (1, 2, 1)
-    sum: float = 3.5
-    count: int = 4
-
-
-@dataclass(frozen=True)
-class _Stats:
-    running: int = 2
-    waiting: int = 1
-    kv_usage: float = 0.25
-    preemptions: int = 0
-    prompt_tokens: int = 40
-    generation_tokens: int = 17
-    finished: Mapping[str, int] = field(default_factory=lambda: {"stop": 2, "length": 1})
-    ttft: _Hist = _Hist()
-    inter_token: _Hist = _Hist()
-    e2e: _Hist = _Hist()
-    queue_time: _Hist = _Hist()
-
-
-def parse(text: str) -> dict[str, dict[str, float]]:
-    """Family -> {sample line's name+labels: value}; every line must be a comment or a sample."""
-    samples: dict[str, dict[str, float]] = {}
-    types: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-            continue
-        if line.startswith("# HELP "):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, line
-        name = match.group(1)
-        family = next(f for f in sorted(types, key=len, reverse=True) if name.startswith(f))
-        samples.setdefault(family, {})[name + (match.group(2) or "")] = float(match.group(3))
-    return samples
+_HIST = HistogramSnapshot(buckets=(0.1, 1.0), counts=(1, 2, 1), count=4, total=3.5)
+_STATS = LMStats(
+    running=2,
+    waiting=1,
+    kv_usage=0.25,
+    kv_bytes=1 << 20,
+    preemptions=None,
+    prompt_tokens=40,
+    generation_tokens=17,
+    requests={"stop": 2, "length": 1},
+    rejected={"queue_full": 1},
+    ttft=_HIST,
+    inter_token=_HIST,
+    e2e=_HIST,
+    queue_time=_HIST,
+)
 
 
 def test_vllm_names_parse_with_the_model_label() -> None:
-    text = prometheus_text([("shift", _Stats())], {429: 2}, started_at=0.0)
+    text = prometheus_text([("shift", _STATS)], {429: 2}, started_at=0.0)
     families = parse(text)
     for name in (
         "vllm:num_requests_running",
@@ -80,5 +51,6 @@ def test_vllm_names_parse_with_the_model_label() -> None:
     assert families["edgeds_http_request_failures_total"] == {
         'edgeds_http_request_failures_total{class="4xx",code="429"}': 2.0
     }
+    assert families["vllm:num_preemptions"] == {'vllm:num_preemptions_total{model_name="shift"}': 0.0}
     success = families["vllm:request_success"]
     assert success['vllm:request_success_total{model_name="shift",finished_reason="stop"}'] == 2.0

@@ -15,18 +15,18 @@ from typing import Protocol
 
 
 class Histogram(Protocol):
-    """What a histogram of a statistics snapshot gives: bucket upper bounds (ascending, seconds),
-    the observations per bucket (one more than the bounds: the last counts those above them all),
-    their sum and their count."""
+    """What a histogram of a statistics snapshot gives (:class:`~edgeds.runtime.lm.stats.HistogramSnapshot`):
+    bucket upper bounds (ascending, seconds), the observations per bucket, not cumulative (one more
+    than the bounds: the last counts those above them all), their count and their sum."""
 
     @property
-    def bounds(self) -> Sequence[float]: ...
+    def buckets(self) -> Sequence[float]: ...
     @property
     def counts(self) -> Sequence[int]: ...
     @property
-    def sum(self) -> float: ...
-    @property
     def count(self) -> int: ...
+    @property
+    def total(self) -> float: ...
 
 
 class Stats(Protocol):
@@ -39,13 +39,13 @@ class Stats(Protocol):
     @property
     def kv_usage(self) -> float: ...
     @property
-    def preemptions(self) -> int: ...
+    def preemptions(self) -> int | None: ...
     @property
     def prompt_tokens(self) -> int: ...
     @property
     def generation_tokens(self) -> int: ...
     @property
-    def finished(self) -> Mapping[str, int]: ...
+    def requests(self) -> Mapping[str, int]: ...
     @property
     def ttft(self) -> Histogram: ...
     @property
@@ -80,18 +80,18 @@ def prometheus_text(models: Iterable[tuple[str, Stats]], failures: Mapping[int, 
 
     def counter(name: str, help_text: str, pick: str) -> None:
         family(name, "counter", help_text)
-        lines.extend(f"{name}_total{{{labels}}} {_value(getattr(s, pick))}" for labels, s in rows)
+        lines.extend(f"{name}_total{{{labels}}} {_value(getattr(s, pick) or 0)}" for labels, s in rows)
 
     def histogram(name: str, help_text: str, pick: str) -> None:
         family(name, "histogram", help_text)
         for labels, s in rows:
             h: Histogram = getattr(s, pick)
             cumulative = 0
-            for bound, count in zip(h.bounds, h.counts, strict=False):
+            for bound, count in zip(h.buckets, h.counts, strict=False):
                 cumulative += count
                 lines.append(f'{name}_bucket{{{labels},le="{bound!r}"}} {cumulative}')
             lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {h.count}')
-            lines.append(f"{name}_sum{{{labels}}} {_value(float(h.sum))}")
+            lines.append(f"{name}_sum{{{labels}}} {_value(float(h.total))}")
             lines.append(f"{name}_count{{{labels}}} {h.count}")
 
     gauge("vllm:num_requests_running", "Sequences in the runtime (prefill or decode)", "running")
@@ -102,7 +102,7 @@ def prometheus_text(models: Iterable[tuple[str, Stats]], failures: Mapping[int, 
     counter("vllm:generation_tokens", "Tokens generated", "generation_tokens")
     family("vllm:request_success", "counter", "Requests finished, by finish reason")
     for labels, s in rows:
-        for reason, n in sorted(s.finished.items()):
+        for reason, n in sorted(s.requests.items()):
             lines.append(f'vllm:request_success_total{{{labels},finished_reason="{_label(reason)}"}} {n}')
     histogram("vllm:time_to_first_token_seconds", "Time to the first token (from arrival)", "ttft")
     histogram("vllm:inter_token_latency_seconds", "Time between two tokens of a sequence", "inter_token")
