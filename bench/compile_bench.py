@@ -37,8 +37,8 @@ from edgeds import __version__, backends  # noqa: E402
 from edgeds.compile import compile_model  # noqa: E402
 from edgeds.compile import data as data_mod  # noqa: E402
 from edgeds.compile.toolchains import litert as litert_toolchain  # noqa: E402
-from edgeds.config import load_model_card  # noqa: E402
 from edgeds.errors import AccuracyGateFailed  # noqa: E402
+from edgeds.modelcard import load_model_card  # noqa: E402
 
 PROFILES = {
     "onnxruntime": ("x86-cpu", "  - name: onnxruntime\n    options: {intra_op_num_threads: 2}\n"),

@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import ModelCard, load_model_card
 from .errors import BundleError, BundleVerificationError, ConfigError
 from .hashing import sha256_file
+from .modelcard import ModelCard, load_model_card
 from .paths import is_safe_relative
 
 SCHEMA_VERSION = 1

@@ -38,7 +38,7 @@ from .. import backends
 from .._version import __version__
 from ..backends.base import Artifact, BackendOptions, Precision
 from ..bundle import build_bundle, load_private_key
-from ..config import ModelCard, Profile, load_model_card, load_profile
+from ..config import Profile, load_profile
 from ..errors import (
     AccuracyGateFailed,
     BackendError,
@@ -49,6 +49,7 @@ from ..errors import (
     ToolchainError,
     UnsupportedPrecision,
 )
+from ..modelcard import ModelCard, load_model_card
 from . import data as data_mod
 from . import toolchains
 from .cache import CompileCache, cache_key

@@ -39,7 +39,7 @@ from ...paths import cache_dir
 from . import package_version
 
 if TYPE_CHECKING:
-    from ...config import ModelCard
+    from ...modelcard import ModelCard
 
 SUPPORTS_MIXED = False
 DEFERRED_GATE = False
