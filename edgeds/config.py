@@ -220,6 +220,47 @@ class LatencyBudget(Frozen):
     p99_ms: float = Field(gt=0)
 
 
+LMPrecision = Literal["int4", "int8", "fp16", "fp32"]
+LM_RUNTIMES = ("openvino-genai", "onnxruntime-genai")
+
+
+class LLMRuntimeEntry(Frozen):
+    """One link of the language-model runtime chain: the runtime, the precision to try first, and
+    the runtime's options (the runtime's own schema checks them when the bundle is opened)."""
+
+    name: Literal["openvino-genai", "onnxruntime-genai"]
+    precision: LMPrecision = "int4"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LLMQuality(Frozen):
+    """What a compressed language model must keep against the FP32 checkpoint on the held-out prompts."""
+
+    max_metric_drop: float = Field(default=3.0, ge=0, le=100, description="task metric, percentage points")
+    min_token_agreement: float = Field(
+        default=0.85, ge=0, le=1, description="greedy tokens equal to the reference's, position by position"
+    )
+    max_perplexity_ratio: float = Field(default=1.10, ge=1, description="candidate / reference perplexity")
+    min_tokenizer_agreement: float = Field(
+        default=1.0, ge=0, le=1, description="prompts the runtime tokenizes exactly as tokenizer.json does"
+    )
+
+
+class LLMConfig(Frozen):
+    """How a ``causal-lm`` card is compiled and served for this hardware class. The memory budget
+    is the profile's ``memory.budget_mb``: KV budget = budget - weights - ``kv_overhead_mb``."""
+
+    runtimes: tuple[LLMRuntimeEntry, ...] = Field(min_length=1, description="the chain, tried in order")
+    group_size: int | None = Field(
+        default=None, ge=16, description="INT4 group size; None = the largest of 128, 64, 32 dividing the hidden size"
+    )
+    max_num_seqs: int = Field(default=8, ge=1, description="cap; the KV budget may allow fewer")
+    max_queue: int = Field(default=64, ge=0, description="requests waiting in front of the runtime; full -> 429")
+    context_length: int | None = Field(default=None, ge=16, description="cap; None = the card's")
+    kv_overhead_mb: int = Field(default=64, ge=0, description="runtime scratch kept out of the KV budget")
+    quality: LLMQuality = LLMQuality()
+
+
 class Profile(Frozen):
     """A class of hardware and how to compile for it."""
 
@@ -235,6 +276,7 @@ class Profile(Frozen):
     accuracy: AccuracyBudget = AccuracyBudget()
     latency: LatencyBudget
     server: ServerLimits = ServerLimits()
+    llm: LLMConfig | None = Field(default=None, description="language models; None = this profile compiles none")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
