@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 import edgeds
-from edgeds.bundle import CARD, MANIFEST, generate_keypair
+from edgeds.bundle import CARD, generate_keypair
 from edgeds.cli import app
 from edgeds.errors import BundleVerificationError
+from edgeds.manifest import MANIFEST
 from edgeds.sim.bundles import make_bundle
 
 

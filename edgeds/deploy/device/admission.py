@@ -54,7 +54,7 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     from cryptography.exceptions import InvalidSignature
     from pydantic import ValidationError
 
-    from ...bundle import Manifest
+    from ...manifest import Manifest
 
     keys = store.trusted_keys()
     if not keys:
