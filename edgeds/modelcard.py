@@ -253,10 +253,11 @@ def _card_path(path: Path) -> Path:
     return path
 
 
-def load_card(path: str | Path) -> AnyCard:
+def load_card(path: str | Path, *, check_checkpoint: bool = True) -> AnyCard:
     """Load a model card of any task. ``path`` may be the YAML, the ONNX file beside it, or its
     directory. The ``task`` selects the schema; a causal-lm card is checked against its
-    checkpoint's ``config.json`` (architecture, context length, tokenizer, chat template)."""
+    checkpoint's ``config.json`` (architecture, context length, tokenizer, chat template) unless
+    ``check_checkpoint`` is False (a bundle's copy of the card has no checkpoint beside it)."""
     path = _card_path(Path(path))
     data, smap = load_yaml(path)
     shown = display_path(path)
@@ -265,7 +266,7 @@ def load_card(path: str | Path) -> AnyCard:
     if task == "causal-lm":
         card = validate_mapping(LMCard, data, smap, shown)
         card._directory = path.parent
-        problems = _checkpoint_problems(card, smap, shown)
+        problems = _checkpoint_problems(card, smap, shown) if check_checkpoint else []
         if problems:
             raise ConfigError(problems)
         return card

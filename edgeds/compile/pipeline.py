@@ -589,13 +589,23 @@ def _write_bundle(
         "model": {"name": card.name, "version": card.version},
         "version": version if version is not None else int(time.time()),
         "expires_at": expires_at,
-        "backend": name,
-        "precision": precision,
-        "backend_options": options.model_dump(mode="json"),
-        "device": cand.metadata.get("device"),
+        "task": "image-classification",
+        "artifacts": [
+            {
+                "runtime": name,
+                "precision": precision,
+                "path": str(cand.artifact.relative_to(cand.root)),
+                "options": options.model_dump(mode="json"),
+                "device": cand.metadata.get("device"),
+                "recipe": cand.metadata.get("recipe"),
+                "gated": (
+                    {"where": "compile-host", "device": cand.metadata.get("device") or "CPU", "figures": gate.as_dict()}
+                    if gate
+                    else {"where": "device", "figures": {}}
+                ),
+            }
+        ],
         "layout": cand.layout,
-        "artifact": str(cand.artifact.relative_to(cand.root)),
-        "recipe": cand.metadata.get("recipe"),
         "profile": prof.model_dump(mode="json", by_alias=True),
         "batching": batching,
         "io": io_meta,

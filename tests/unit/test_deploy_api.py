@@ -47,7 +47,7 @@ def test_a_bundle_that_cannot_be_opened_is_rejected_for_every_host(
         (bundle / CARD).write_text("name: [unclosed\n")
     else:
         manifest = json.loads((bundle / MANIFEST).read_text())
-        (bundle / manifest["artifact"]).unlink()
+        (bundle / manifest["artifacts"][0]["path"]).unlink()
     seen: list[tuple[str, str]] = []
     result = edgeds.deploy_bundle(bundle, target, progress=lambda host, event, data: seen.append((host, event)))
     assert [(h.host, h.status, h.reason) for h in result.hosts] == [
