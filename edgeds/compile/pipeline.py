@@ -53,7 +53,7 @@ from ..modelcard import ModelCard, load_model_card
 from . import data as data_mod
 from . import toolchains
 from .cache import CompileCache, cache_key
-from .gate import GateResult, Outputs, evaluate, judge, run_batches
+from .gates.image import GateResult, Outputs, evaluate, judge, run_batches
 from .onnxmodel import ModelInfo, inspect_model
 from .report import Attempt, CompileReport, CompileResult
 

@@ -11,7 +11,7 @@ import pytest
 
 from edgeds import backends
 from edgeds.compile import data, toolchains
-from edgeds.compile.gate import cosine_rows, run_batches
+from edgeds.compile.gates.image import cosine_rows, run_batches
 from edgeds.compile.tiny import write_tiny_model
 from edgeds.compile.toolchains import litert as litert_toolchain
 from edgeds.modelcard import ModelCard, load_model_card

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backends.base import Backend
-from ..config import AccuracyBudget
-from ..errors import InferenceError
+from ...backends.base import Backend
+from ...config import AccuracyBudget
+from ...errors import InferenceError
 
 Outputs = dict[str, np.ndarray]
 
