@@ -36,7 +36,6 @@ def compile_command(
 ) -> None:
     """Walk the profile's backend chain, quantize behind the accuracy gate, write a bundle and show the report."""
     from ..compile import compile_model
-    from ..compile.report import COLUMNS
     from ..errors import AccuracyGateFailed, UnsupportedPrecision
     from ._progress import progress_callback
 
@@ -63,7 +62,7 @@ def compile_command(
                     lambda: console.print(
                         table(
                             "Compile report (no candidate passed)",
-                            COLUMNS,
+                            report.columns(),
                             [[escape(c) for c in r] for r in report.rows()],
                         )
                     ),
@@ -72,7 +71,8 @@ def compile_command(
 
     def human() -> None:
         rows: list[list[Any]] = [[escape(c) for c in r] for r in result.report.rows()]
-        console.print(table(f"Compile report: {result.report.model} for {result.report.profile}", COLUMNS, rows))
+        title = f"Compile report: {result.report.model} for {result.report.profile}"
+        console.print(table(title, result.report.columns(), rows))
         signed = "signed" if result.signed else "unsigned (pass --key to sign)"
         console.print(
             f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, {signed}) "
