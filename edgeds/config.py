@@ -221,16 +221,42 @@ class LatencyBudget(Frozen):
 
 
 LMPrecision = Literal["int4", "int8", "fp16", "fp32"]
-LM_RUNTIMES = ("openvino-genai", "onnxruntime-genai")
 
 
 class LLMRuntimeEntry(Frozen):
     """One link of the language-model runtime chain: the runtime, the precision to try first, and
-    the runtime's options (the runtime's own schema checks them when the bundle is opened)."""
+    the runtime's options (checked by the runtime's own schema)."""
 
-    name: Literal["openvino-genai", "onnxruntime-genai"]
+    name: str
     precision: LMPrecision = "int4"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        from .backends import lm
+
+        if value not in lm.lm_names():
+            raise ValueError(f"unknown LM runtime {value!r} (known: {', '.join(lm.lm_names())})")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_runtime(self) -> LLMRuntimeEntry:
+        from .backends import lm
+
+        try:
+            lm.lm_backend_class(self.name).Options.model_validate(self.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"options.{where}: {_describe(first)} ({self.name})") from None
+        return self
+
+    def parsed_options(self) -> BackendOptions:
+        """``options`` validated by the runtime's own schema."""
+        from .backends import lm
+
+        return lm.lm_backend_class(self.name).Options.model_validate(self.options)
 
 
 class LLMQuality(Frozen):

@@ -131,7 +131,7 @@ def test_the_lm_loader_refuses_an_image_card(tmp_path: Path) -> None:
 def test_every_shipped_profile_has_an_llm_block(name: str) -> None:
     llm = config.load_profile(name).llm
     assert llm is not None and llm.runtimes
-    assert all(r.name in config.LM_RUNTIMES for r in llm.runtimes)
+    assert all(r.parsed_options() is not None for r in llm.runtimes)
     assert 0 < llm.quality.min_token_agreement <= 1 and llm.quality.max_perplexity_ratio >= 1
 
 
@@ -145,8 +145,19 @@ def test_the_llm_block_is_validated_with_file_line_field(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as info:
         config.load_profile(path)
     text = str(info.value)
-    assert "llm.runtimes[0].name: must be one of 'openvino-genai' or 'onnxruntime-genai', got 'llama.cpp'" in text
+    assert "llm.runtimes[0].name: unknown LM runtime 'llama.cpp' (known: openvino-genai, onnxruntime-genai)" in text
     assert "llm.max_num_seqs: must be >= 1, got 0" in text
     del base["llm"]
     path.write_text(yaml.safe_dump(base, sort_keys=False))
     assert config.load_profile(path).llm is None
+
+
+def test_llm_runtime_options_are_checked_by_the_runtime(tmp_path: Path) -> None:
+    import yaml
+
+    base = config.load_profile("x86-cpu").model_dump(mode="json", by_alias=True, exclude={"llm"})
+    base["llm"] = {"runtimes": [{"name": "onnxruntime-genai", "options": {"device": "cuda"}}]}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"llm\.runtimes\[0\]: options\.device: unknown field \(onnxruntime-genai\)"):
+        config.load_profile(path)
