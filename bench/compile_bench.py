@@ -136,7 +136,7 @@ def bench_backend(name: str, args: argparse.Namespace, card: Any, sample: np.nda
     for precision in PRECISIONS[name]:
         out = work / f"{name}-{precision}"
         try:
-            result = compile_model(args.model, profile, precision=precision, out=out)  # type: ignore[arg-type]
+            result = compile_model(args.model, profile, precision=precision, out=out)
         except AccuracyGateFailed as exc:
             report = exc.report  # type: ignore[attr-defined]
             entry["precisions"][precision] = {"gate": "failed", "attempts": [a.as_dict() for a in report.attempts]}

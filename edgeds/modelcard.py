@@ -159,7 +159,8 @@ class LMCard(Frozen):
     architecture: Literal["qwen2", "llama", "phi3"]
     context_length: int = Field(ge=16, description="tokens, prompt and generation together")
     chat_template: str = Field(
-        default="tokenizer", description="'tokenizer' (tokenizer_config.json's chat_template) or a Jinja file"
+        default="tokenizer",
+        description="'tokenizer' (the checkpoint's chat_template.jinja or tokenizer_config.json's) or a Jinja file",
     )
     special_tokens: SpecialTokens = SpecialTokens()
     generation: GenerationDefaults = GenerationDefaults()
@@ -187,11 +188,15 @@ class LMCard(Frozen):
         return data
 
     def chat_template_text(self) -> str:
-        """The chat template's Jinja source (from the tokenizer config or the named file)."""
-        if self.chat_template == "tokenizer":
-            config = json.loads((self.model_path / "tokenizer_config.json").read_text())
-            return str(config["chat_template"])
-        return (self._directory / self.chat_template).read_text()
+        """The chat template's Jinja source: for ``tokenizer``, the checkpoint's ``chat_template.jinja``
+        or else ``tokenizer_config.json``'s ``chat_template``; otherwise the named file."""
+        if self.chat_template != "tokenizer":
+            return (self._directory / self.chat_template).read_text()
+        jinja = self.model_path / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text()
+        config = json.loads((self.model_path / "tokenizer_config.json").read_text())
+        return str(config["chat_template"])
 
 
 AnyCard = ModelCard | LMCard
@@ -227,14 +232,16 @@ def _checkpoint_problems(card: LMCard, smap: SourceMap, shown: Path) -> list[tup
             has = "chat_template" in json.loads(tok_config.read_text())
         except (OSError, ValueError):
             has = False
-        if not has:
-            problems.append(at("chat_template", f"{tok_config} has no chat_template"))
+        if not has and not (root / "chat_template.jinja").is_file():
+            problems.append(
+                at("chat_template", f"{tok_config} has no chat_template (nor is there a chat_template.jinja)")
+            )
     elif not (card.directory / card.chat_template).is_file():
         problems.append(at("chat_template", f"no file {card.chat_template!r} beside the card"))
     return problems
 
 
-def _card_path(path: Path) -> Path:
+def card_path(path: Path) -> Path:
     """The card file for ``path``: the YAML itself, the one ``*.yaml`` of a directory, or the
     card beside an ONNX file."""
     if path.is_dir():
@@ -258,7 +265,7 @@ def load_card(path: str | Path, *, check_checkpoint: bool = True) -> AnyCard:
     directory. The ``task`` selects the schema; a causal-lm card is checked against its
     checkpoint's ``config.json`` (architecture, context length, tokenizer, chat template) unless
     ``check_checkpoint`` is False (a bundle's copy of the card has no checkpoint beside it)."""
-    path = _card_path(Path(path))
+    path = card_path(Path(path))
     data, smap = load_yaml(path)
     shown = display_path(path)
     task = data.get("task") if isinstance(data, dict) else None
