@@ -155,8 +155,9 @@ def bench_backend(name: str, args: argparse.Namespace, card: Any, sample: np.nda
         if result.precision != precision:
             print(f"{name} {precision}: gate {first.outcome} ({first.reason}); not measured")
             continue
-        runner = backends.create(name, manifest["backend_options"])
-        spec = runner.open(out / manifest["artifact"], buckets=BATCHES)
+        primary = manifest["artifacts"][0]  # schema 2: the first artifact is what the bundle ships first
+        runner = backends.create(name, primary["options"])
+        spec = runner.open(out / primary["path"], buckets=BATCHES)
         runners[precision] = (runner, spec.inputs[0].name, manifest["layout"])
     inputs = {layout: data_mod.preprocess_all(card, sample, layout) for layout in ("NCHW", "NHWC")}
     rates: dict[str, dict[int, list[float]]] = {p: {b: [] for b in BATCHES} for p in runners}
