@@ -37,8 +37,8 @@ from edgeds import __version__, backends  # noqa: E402
 from edgeds.compile import compile_model  # noqa: E402
 from edgeds.compile import data as data_mod  # noqa: E402
 from edgeds.compile.toolchains import litert as litert_toolchain  # noqa: E402
-from edgeds.config import load_model_card  # noqa: E402
 from edgeds.errors import AccuracyGateFailed  # noqa: E402
+from edgeds.modelcard import load_model_card  # noqa: E402
 
 PROFILES = {
     "onnxruntime": ("x86-cpu", "  - name: onnxruntime\n    options: {intra_op_num_threads: 2}\n"),
@@ -136,7 +136,7 @@ def bench_backend(name: str, args: argparse.Namespace, card: Any, sample: np.nda
     for precision in PRECISIONS[name]:
         out = work / f"{name}-{precision}"
         try:
-            result = compile_model(args.model, profile, precision=precision, out=out)  # type: ignore[arg-type]
+            result = compile_model(args.model, profile, precision=precision, out=out)
         except AccuracyGateFailed as exc:
             report = exc.report  # type: ignore[attr-defined]
             entry["precisions"][precision] = {"gate": "failed", "attempts": [a.as_dict() for a in report.attempts]}
@@ -155,8 +155,9 @@ def bench_backend(name: str, args: argparse.Namespace, card: Any, sample: np.nda
         if result.precision != precision:
             print(f"{name} {precision}: gate {first.outcome} ({first.reason}); not measured")
             continue
-        runner = backends.create(name, manifest["backend_options"])
-        spec = runner.open(out / manifest["artifact"], buckets=BATCHES)
+        primary = manifest["artifacts"][0]  # schema 2: the first artifact is what the bundle ships first
+        runner = backends.create(name, primary["options"])
+        spec = runner.open(out / primary["path"], buckets=BATCHES)
         runners[precision] = (runner, spec.inputs[0].name, manifest["layout"])
     inputs = {layout: data_mod.preprocess_all(card, sample, layout) for layout in ("NCHW", "NHWC")}
     rates: dict[str, dict[int, list[float]]] = {p: {b: [] for b in BATCHES} for p in runners}

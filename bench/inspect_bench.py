@@ -45,9 +45,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edgeds import __version__  # noqa: E402
-from edgeds.config import ModelCard, load_profile  # noqa: E402
+from edgeds.config import load_profile  # noqa: E402
 from edgeds.inspection import inspect_source, open_engine, write_video  # noqa: E402
 from edgeds.inspection.prep import FramePreprocessor  # noqa: E402
+from edgeds.modelcard import ModelCard  # noqa: E402
 from edgeds.runtime.engine import Engine, InferRequest  # noqa: E402
 from edgeds.runtime.testing import write_tiny_card  # noqa: E402
 

@@ -147,7 +147,7 @@ def prepare_model(work: Path) -> tuple[Path, bool]:
 def compile_bundle(model: Path, precision: str, out: Path) -> Path:
     from edgeds.compile.pipeline import compile_model
 
-    result = compile_model(model, "x86-cpu", precision=precision, out=out)  # type: ignore[arg-type]
+    result = compile_model(model, "x86-cpu", precision=precision, out=out)
     if result.backend != "onnxruntime":
         raise BenchError(f"the x86-cpu chain picked {result.backend}, not onnxruntime")
     return result.bundle

@@ -31,12 +31,10 @@ if TYPE_CHECKING:
     from .bundle import Bundle
     from .compile import CompileResult, compile_model
     from .config import (
-        ModelCard,
         Profile,
         Target,
         list_profiles,
         list_targets,
-        load_model_card,
         load_profile,
         load_target,
         resolve_target_profile,
@@ -45,17 +43,18 @@ if TYPE_CHECKING:
     from .deploy.host import HostResult
     from .deploy.options import DeployOptions
     from .deploy.rollout import RolloutResult
+    from .modelcard import ModelCard, load_model_card
     from .runtime.engine import Engine
     from .runtime.server import InferenceServer
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
-    "ModelCard": ".config",
+    "ModelCard": ".modelcard",
     "Profile": ".config",
     "Target": ".config",
     "list_profiles": ".config",
     "list_targets": ".config",
-    "load_model_card": ".config",
+    "load_model_card": ".modelcard",
     "load_profile": ".config",
     "load_target": ".config",
     "resolve_target_profile": ".config",

@@ -2,15 +2,18 @@
 
 A bundle is a directory (or a ``.tar`` of one)::
 
-    manifest.json        the :class:`Manifest` (UTF-8 JSON)
+    manifest.json        the :class:`~edgeds.manifest.Manifest` (UTF-8 JSON, schema 2; schema 1 is read too)
     manifest.sig         ed25519 signature over the exact bytes of manifest.json (hex text or 64 raw bytes)
     model-card.yaml      copy of the model card
-    artifacts/...        the backend's files; ``manifest.artifact`` is the one the backend opens
-    golden/inputs.npy    a preprocessed input batch (in the artifact's layout)
-    golden/outputs.npz   the outputs THIS artifact gives for it, keyed by output name
+    artifacts/...        one file or directory per runtime, in ``manifest.artifacts`` order
+    golden/inputs.npy    image models: a preprocessed input batch (in the artifact's layout)
+    golden/outputs.npz   image models: the outputs the primary artifact gives for it, keyed by output name
+    golden/prompts.json  language models: the golden prompts with their greedy token ids
+    tokenizer/ ...       language models: the checkpoint's tokenizer files and chat template
 
 Every file except ``manifest.json`` and ``manifest.sig`` is listed in ``manifest.files`` with
-its sha256 and size. :func:`verify_bundle` raises :class:`~edgeds.errors.BundleVerificationError`
+its sha256 and size; :attr:`Bundle.digest` (sha256 of the manifest bytes) names the whole
+content. :func:`verify_bundle` raises :class:`~edgeds.errors.BundleVerificationError`
 whose ``reason`` is one of :data:`REASONS`. Verification order: archive safety, signature
 (over the raw bytes, before the JSON is trusted), manifest schema, then every listed file,
 then files nobody listed. Bundles hold regular files and directories only: links are refused.
@@ -22,7 +25,6 @@ written.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -32,25 +34,22 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from .config import ModelCard, load_model_card
 from .errors import BundleError, BundleVerificationError, ConfigError
 from .hashing import sha256_file
+from .manifest import GOLDEN_INPUTS, GOLDEN_OUTPUTS, MANIFEST, FileEntry, Manifest, manifest_digest, parse_manifest
+from .modelcard import AnyCard, LMCard, ModelCard, load_card
 from .paths import is_safe_relative
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 CARD = "model-card.yaml"
-GOLDEN_INPUTS = "golden/inputs.npy"
-GOLDEN_OUTPUTS = "golden/outputs.npz"
 REASONS = (
     "checksum_mismatch",
     "unlisted_file",
@@ -59,104 +58,11 @@ REASONS = (
     "unsigned",
     "unsafe_archive",
     "malformed_manifest",
+    "unsupported_schema",
 )
 
 PrivateKeyLike = Ed25519PrivateKey | str | Path
 PublicKeyLike = Ed25519PublicKey | str | Path | bytes
-
-
-# --------------------------------------------------------------------------- schema
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModelRef(_Frozen):
-    name: str
-    version: str
-
-
-class FileEntry(_Frozen):
-    """One file of the bundle: POSIX path relative to the bundle root, sha256 hex, size in bytes."""
-
-    path: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
-
-
-class TensorInfo(_Frozen):
-    """An input or output; ``-1`` marks a variable dimension (batch first)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-
-class IOInfo(_Frozen):
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-
-
-class Requirements(_Frozen):
-    """What a device must offer to install the bundle."""
-
-    arch: str
-    backends: tuple[str, ...]
-    min_memory_mb: int = Field(ge=0)
-    min_disk_mb: int = Field(ge=0)
-    max_bundle_bytes: int | None = Field(default=None, ge=1)
-
-
-class GoldenInfo(_Frozen):
-    """The on-device conformance check: outputs must match within atol/rtol and min_cosine."""
-
-    inputs: str = GOLDEN_INPUTS
-    outputs: str = GOLDEN_OUTPUTS
-    atol: float = Field(ge=0)
-    rtol: float = Field(ge=0)
-    min_cosine: float = Field(ge=0, le=1)
-
-
-class AccuracyInfo(_Frozen):
-    """Gate figures of the shipped artifact vs the FP32 reference (top-1 as fractions, drop in points)."""
-
-    reference_top1: float | None = None
-    top1: float | None = None
-    top1_drop: float | None = None
-    agreement: float | None = None
-    cosine: float | None = None
-    max_abs_error: float | None = None
-
-
-class Manifest(_Frozen):
-    """``manifest.json``. ``version`` is monotonic per model name: devices refuse a lower one."""
-
-    schema_version: Literal[1] = 1
-    model: ModelRef
-    version: int = Field(ge=0)
-    created_at: str
-    expires_at: str | None = Field(default=None, description="ISO 8601 UTC; devices refuse the bundle after it")
-    backend: str
-    precision: Literal["fp32", "fp16", "int8"]
-    backend_options: dict[str, Any] = Field(default_factory=dict)
-    device: str | None = None
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-    artifact: str
-    recipe: dict[str, Any] | None = None
-    profile: dict[str, Any] = Field(default_factory=dict)
-    batching: dict[str, Any] = Field(default_factory=dict)
-    io: IOInfo
-    labels: tuple[str, ...] = ()
-    tools: dict[str, str] = Field(default_factory=dict)
-    files: tuple[FileEntry, ...] = ()
-    requirements: Requirements
-    golden: GoldenInfo
-    accuracy: AccuracyInfo = AccuracyInfo()
-
-    def to_json_bytes(self) -> bytes:
-        """The canonical bytes written to ``manifest.json`` (sorted keys, 2-space indent, LF)."""
-        return (json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
 
 
 # --------------------------------------------------------------------------- keys
@@ -270,16 +176,21 @@ def build_bundle(
     manifest: Mapping[str, Any],
     artifacts: Mapping[str, Path],
     card_file: Path,
-    golden_inputs: np.ndarray,
-    golden_outputs: Mapping[str, np.ndarray],
+    golden_inputs: np.ndarray | None = None,
+    golden_outputs: Mapping[str, np.ndarray] | None = None,
+    files: Mapping[str, Path | bytes] | None = None,
     private_key: PrivateKeyLike | None = None,
 ) -> Path:
     """Write a bundle directory at ``out`` (must not exist or be empty) and return it.
 
-    ``manifest`` holds every :class:`Manifest` field except ``files`` (computed here) and
-    ``golden.inputs/outputs`` (fixed paths). ``artifacts`` maps a path relative to
-    ``artifacts/`` to the source file to copy. ``manifest["artifact"]`` may be given relative
-    to ``artifacts/`` or to the bundle root. Signed when ``private_key`` is given.
+    ``manifest`` holds every :class:`~edgeds.manifest.Manifest` field except ``files`` (computed
+    here) and the golden file paths (fixed); a schema-1 mapping (one ``backend``/``artifact``)
+    is written as schema 2 with one artifact. ``artifacts`` maps a path relative to
+    ``artifacts/`` to the source file or directory to copy; each artifact's ``path`` may be
+    given relative to ``artifacts/`` or to the bundle root. ``golden_inputs``/``golden_outputs``
+    are the tensor golden of an image model; ``files`` are further bundle files by
+    bundle-relative path (source file or bytes: an LM's golden prompts, tokenizer files).
+    Signed when ``private_key`` is given.
     """
     root = Path(out)
     if root.exists() and any(root.iterdir()):
@@ -290,30 +201,44 @@ def build_bundle(
             raise BundleError(f"artifact path {rel!r} must be relative without '..'")
         dest = root / "artifacts" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
+        if Path(source).is_dir():
+            shutil.copytree(source, dest)
+        else:
+            shutil.copyfile(source, dest)
+    for rel, content in (files or {}).items():
+        if not is_safe_relative(rel) or rel in (MANIFEST, SIGNATURE, CARD):
+            raise BundleError(f"bundle file path {rel!r} must be relative without '..' and not a reserved name")
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            dest.write_bytes(content)
+        else:
+            shutil.copyfile(content, dest)
     shutil.copyfile(card_file, root / CARD)
-    (root / "golden").mkdir(exist_ok=True)
-    np.save(root / GOLDEN_INPUTS, np.ascontiguousarray(golden_inputs), allow_pickle=False)
-    outputs: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in golden_outputs.items()}
-    np.savez(root / GOLDEN_OUTPUTS, **outputs)
-
     data = dict(manifest)
-    artifact = str(data["artifact"])
-    if not artifact.startswith("artifacts/"):
-        artifact = f"artifacts/{artifact}"
-    if not (root / artifact).exists():
-        raise BundleError(f"manifest artifact {artifact!r} is not among the bundle's files")
-    data["artifact"] = artifact
-    golden = dict(data.get("golden") or {})
-    golden.update(inputs=GOLDEN_INPUTS, outputs=GOLDEN_OUTPUTS)
-    data["golden"] = golden
+    if golden_inputs is not None and golden_outputs is not None:
+        (root / "golden").mkdir(exist_ok=True)
+        np.save(root / GOLDEN_INPUTS, np.ascontiguousarray(golden_inputs), allow_pickle=False)
+        outputs: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in golden_outputs.items()}
+        np.savez(root / GOLDEN_OUTPUTS, **outputs)
+        golden = dict(data.get("golden") or {})
+        golden.update(inputs=GOLDEN_INPUTS, outputs=GOLDEN_OUTPUTS)
+        data["golden"] = golden
     data.setdefault("created_at", utc_now())
-    data["files"] = [e.model_dump() for e in _file_entries(root)]
     try:
         parsed = Manifest.model_validate(data)
     except ValidationError as exc:
         raise BundleError(f"invalid manifest: {exc}") from exc
-    (root / MANIFEST).write_bytes(parsed.to_json_bytes())
+    entries = []
+    for entry in parsed.artifacts:
+        path = entry.path if entry.path.startswith("artifacts/") else f"artifacts/{entry.path}"
+        if not is_safe_relative(path) or not (root / path).exists():
+            raise BundleError(f"manifest artifact {path!r} is not among the bundle's files")
+        entries.append(entry.model_copy(update={"path": path}))
+    parsed = parsed.model_copy(
+        update={"artifacts": tuple(entries), "files": tuple(_file_entries(root)), "schema_version": 2}
+    )
+    (root / MANIFEST).write_bytes(Manifest.model_validate(parsed.model_dump()).to_json_bytes())
     if private_key is not None:
         sign_bundle(root, private_key)
     return root
@@ -416,18 +341,12 @@ def _read_signature(path: Path) -> bytes:
 
 
 def read_manifest(root: Path) -> Manifest:
-    """Parse ``root/manifest.json`` (no signature or file checks); ``malformed_manifest`` on failure."""
+    """Parse ``root/manifest.json`` of any known schema (no signature or file checks):
+    ``malformed_manifest`` on failure, ``unsupported_schema`` for a newer schema."""
     path = root / MANIFEST
     if not path.is_file():
         raise BundleVerificationError("malformed_manifest", f"{root} has no {MANIFEST}")
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise BundleVerificationError(
-            "malformed_manifest", f"{MANIFEST}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
-        ) from exc
+    return parse_manifest(path.read_bytes())
 
 
 def _verify_dir(root: Path, public_key: PublicKeyLike | None) -> Manifest:
@@ -476,8 +395,9 @@ def _verify_dir(root: Path, public_key: PublicKeyLike | None) -> Manifest:
             raise BundleVerificationError("unlisted_file", f"{rel} is in the bundle but not in the manifest")
         if not stat.S_ISREG(file.stat().st_mode):
             raise BundleVerificationError("unsafe_archive", f"{rel} is not a regular file")
-    if manifest.artifact not in listed:
-        raise BundleVerificationError("missing_file", f"artifact {manifest.artifact!r} is not listed")
+    unlisted = manifest.unlisted_artifacts(listed)
+    if unlisted:
+        raise BundleVerificationError("missing_file", f"artifact {unlisted[0]!r} is not listed")
     return manifest
 
 
@@ -498,7 +418,7 @@ def verify_bundle(path: str | Path, public_key: PublicKeyLike | None) -> Manifes
 
 @dataclass
 class Bundle:
-    """An opened bundle: its root directory, parsed manifest and model card.
+    """An opened bundle: its root directory, parsed manifest and model card (of the bundle's task).
 
     Open one with :meth:`Bundle.open`. For a ``.tar`` the files live in a temporary extraction
     that :meth:`close` (or the context manager) removes; a directory bundle is used in place and
@@ -508,7 +428,7 @@ class Bundle:
 
     root: Path
     manifest: Manifest
-    card: ModelCard
+    model_card: AnyCard
     manifest_bytes: bytes = field(default=b"", repr=False)
     """``manifest.json`` exactly as read (and signed) when the bundle was opened."""
     signature: bytes | None = field(default=None, repr=False)
@@ -539,7 +459,7 @@ class Bundle:
             raise BundleError(f"no bundle at {path}")
         try:
             manifest = _verify_dir(root, public_key) if verify else read_manifest(root)
-            card = _read_card(root / CARD)
+            card = _read_card(root / CARD, manifest)
             manifest_bytes = (root / MANIFEST).read_bytes()
             sig_path = root / SIGNATURE
             signature = sig_path.read_bytes() if sig_path.is_file() else None
@@ -557,6 +477,34 @@ class Bundle:
     def version(self) -> int:
         """The bundle's monotonic version (devices refuse one not newer than what they run)."""
         return self.manifest.version
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def card(self) -> ModelCard:
+        """The image model's card; a causal-lm bundle raises :class:`BundleError` (see :attr:`lm_card`)."""
+        if not isinstance(self.model_card, ModelCard):
+            raise BundleError(f"{self.root} is a {self.manifest.task} bundle: it has no image model card")
+        return self.model_card
+
+    @property
+    def lm_card(self) -> LMCard:
+        """The language model's card; any other task raises :class:`BundleError`."""
+        if not isinstance(self.model_card, LMCard):
+            raise BundleError(f"{self.root} is a {self.manifest.task} bundle, not a causal-lm one")
+        return self.model_card
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the manifest bytes as opened: names the whole bundle (the manifest
+        lists every file's sha256), usable as an OCI reference."""
+        return manifest_digest(self.manifest_bytes)
+
+    def artifact_dir(self, index: int = 0) -> Path:
+        """Artifact ``index`` of ``manifest.artifacts`` (a file or a directory) in this bundle."""
+        return self.root / self.manifest.artifacts[index].path
 
     @property
     def artifact_path(self) -> Path:
@@ -579,9 +527,13 @@ class Bundle:
         return files
 
     def golden(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``(inputs, {output name: reference outputs})`` for the conformance check."""
-        inputs = np.load(self.root / self.manifest.golden.inputs, allow_pickle=False)
-        with np.load(self.root / self.manifest.golden.outputs, allow_pickle=False) as npz:
+        """``(inputs, {output name: reference outputs})`` for the conformance check of a tensor
+        model; a causal-lm bundle raises :class:`BundleError` (its golden is ``llm.golden``)."""
+        golden = self.manifest.golden
+        if golden is None:
+            raise BundleError(f"{self.root} is a {self.manifest.task} bundle: it has no tensor golden")
+        inputs = np.load(self.root / golden.inputs, allow_pickle=False)
+        with np.load(self.root / golden.outputs, allow_pickle=False) as npz:
             outputs = {name: npz[name] for name in npz.files}
         return inputs, outputs
 
@@ -598,13 +550,18 @@ class Bundle:
         self.close()
 
 
-def _read_card(path: Path) -> ModelCard:
+def _read_card(path: Path, manifest: Manifest) -> AnyCard:
     if not path.is_file():
         raise BundleVerificationError("missing_file", f"the bundle has no {CARD}")
     try:
-        return load_model_card(path)
+        card = load_card(path, check_checkpoint=False)
     except ConfigError as exc:
         raise BundleVerificationError("malformed_manifest", f"{CARD}: {exc}") from exc
+    if card.task != manifest.task:
+        raise BundleVerificationError(
+            "malformed_manifest", f"{CARD} is a {card.task} card, the manifest says {manifest.task}"
+        )
+    return card
 
 
 def load_bundle(path: str | Path, public_key: PublicKeyLike | None = None, verify: bool = True) -> Bundle:
@@ -619,8 +576,11 @@ def describe(manifest: Manifest) -> dict[str, Any]:
         "model": f"{manifest.model.name} {manifest.model.version}",
         "version": manifest.version,
         "created_at": manifest.created_at,
+        "schema_version": manifest.schema_version,
+        "task": manifest.task,
         "backend": manifest.backend,
         "precision": manifest.precision,
+        "artifacts": [f"{a.runtime} {a.precision} {a.path}" for a in manifest.artifacts],
         "device": manifest.device,
         "layout": manifest.layout,
         "artifact": manifest.artifact,
@@ -635,8 +595,6 @@ def describe(manifest: Manifest) -> dict[str, Any]:
 __all__ = [
     "REASONS",
     "Bundle",
-    "FileEntry",
-    "Manifest",
     "build_bundle",
     "describe",
     "extract_bundle",

@@ -1,4 +1,4 @@
-"""Frozen schemas for profiles, targets and model cards, and their YAML loading.
+"""Frozen schemas for profiles and targets, and their YAML loading (model cards: :mod:`edgeds.modelcard`).
 
 Every schema rejects unknown keys. Every loading error is a :class:`~edgeds.errors.ConfigError`
 whose lines read ``file:line: field: message``. A profile may ``extends:`` another profile by
@@ -37,7 +37,7 @@ from .yamlio import Loc, SourceMap, deep_merge, display_path, dotted, load_yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Profiles and targets shipped inside the package (package data), so an installed wheel has them.
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"
-_NAME = r"^[a-z0-9][a-z0-9._-]*$"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 
 
 class Frozen(BaseModel):
@@ -220,11 +220,78 @@ class LatencyBudget(Frozen):
     p99_ms: float = Field(gt=0)
 
 
+LMPrecision = Literal["int4", "int8", "fp16", "fp32"]
+
+
+class LLMRuntimeEntry(Frozen):
+    """One link of the language-model runtime chain: the runtime, the precision to try first, and
+    the runtime's options (checked by the runtime's own schema)."""
+
+    name: str
+    precision: LMPrecision = "int4"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        from .backends import lm
+
+        if value not in lm.lm_names():
+            raise ValueError(f"unknown LM runtime {value!r} (known: {', '.join(lm.lm_names())})")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_runtime(self) -> LLMRuntimeEntry:
+        from .backends import lm
+
+        try:
+            lm.lm_backend_class(self.name).Options.model_validate(self.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"options.{where}: {_describe(first)} ({self.name})") from None
+        return self
+
+    def parsed_options(self) -> BackendOptions:
+        """``options`` validated by the runtime's own schema."""
+        from .backends import lm
+
+        return lm.lm_backend_class(self.name).Options.model_validate(self.options)
+
+
+class LLMQuality(Frozen):
+    """What a compressed language model must keep against the FP32 checkpoint on the held-out prompts."""
+
+    max_metric_drop: float = Field(default=3.0, ge=0, le=100, description="task metric, percentage points")
+    min_token_agreement: float = Field(
+        default=0.85, ge=0, le=1, description="greedy tokens equal to the reference's, position by position"
+    )
+    max_perplexity_ratio: float = Field(default=1.10, ge=1, description="candidate / reference perplexity")
+    min_tokenizer_agreement: float = Field(
+        default=1.0, ge=0, le=1, description="prompts the runtime tokenizes exactly as tokenizer.json does"
+    )
+
+
+class LLMConfig(Frozen):
+    """How a ``causal-lm`` card is compiled and served for this hardware class. The memory budget
+    is the profile's ``memory.budget_mb``: KV budget = budget - weights - ``kv_overhead_mb``."""
+
+    runtimes: tuple[LLMRuntimeEntry, ...] = Field(min_length=1, description="the chain, tried in order")
+    group_size: int | None = Field(
+        default=None, ge=16, description="INT4 group size; None = the largest of 128, 64, 32 dividing the hidden size"
+    )
+    max_num_seqs: int = Field(default=8, ge=1, description="cap; the KV budget may allow fewer")
+    max_queue: int = Field(default=64, ge=0, description="requests waiting in front of the runtime; full -> 429")
+    context_length: int | None = Field(default=None, ge=16, description="cap; None = the card's")
+    kv_overhead_mb: int = Field(default=64, ge=0, description="runtime scratch kept out of the KV budget")
+    quality: LLMQuality = LLMQuality()
+
+
 class Profile(Frozen):
     """A class of hardware and how to compile for it."""
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     description: str
     extends: str | None = None
     hardware: Hardware
@@ -235,6 +302,7 @@ class Profile(Frozen):
     accuracy: AccuracyBudget = AccuracyBudget()
     latency: LatencyBudget
     server: ServerLimits = ServerLimits()
+    llm: LLMConfig | None = Field(default=None, description="language models; None = this profile compiles none")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -249,7 +317,7 @@ class Profile(Frozen):
 class HostEntry(Frozen):
     """One device of a target."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     address: str
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
@@ -349,7 +417,7 @@ class AgentConfig(Frozen):
 class InspectionStation(Frozen):
     """One camera station run by the inspection agent."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     source: str
     thresholds: dict[str, float] = Field(default_factory=dict)
     uncertain_below: float = Field(default=0.5, ge=0, le=1)
@@ -371,7 +439,7 @@ class Target(Frozen):
     """Concrete devices and how to reach them."""
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     profile: str = Field(description="profile name, or 'auto' to detect this machine's")
     local: bool = False
@@ -395,90 +463,6 @@ class Target(Frozen):
         if len(set(names)) != len(names):
             raise ValueError("host names must be unique")
         return self
-
-
-# --------------------------------------------------------------------------- model card
-
-
-class InputSpec(Frozen):
-    """How raw RGB uint8 images become the model's input tensor."""
-
-    name: str
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-    height: int = Field(ge=1)
-    width: int = Field(ge=1)
-    color_order: Literal["RGB", "BGR"] = "RGB"
-    dtype: Literal["float32", "float16", "uint8"] = "float32"
-    scale: float = Field(default=1 / 255, gt=0, description="applied first")
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resize: Literal["stretch", "letterbox"] = "stretch"
-
-    @field_validator("std")
-    @classmethod
-    def _nonzero_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(v == 0 for v in value):
-            raise ValueError("std must not contain 0")
-        return value
-
-
-class OutputSpec(Frozen):
-    name: str
-    kind: Literal["logits", "probabilities"] = "logits"
-
-
-class DataSplit(Frozen):
-    """A split produced by the card's generator: ``seed``, ``count``, and its fingerprint."""
-
-    seed: int
-    count: int = Field(ge=1)
-    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-
-
-class DataSource(Frozen):
-    """Where calibration and validation data come from."""
-
-    generator: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
-    validation: DataSplit
-    calibration: DataSplit
-
-
-class ReferenceFigures(Frozen):
-    fp32_top1: float = Field(ge=0, le=1)
-
-
-class ModelCard(Frozen):
-    """Metadata beside ``<model>.onnx``. Relative paths are relative to the card's directory."""
-
-    schema_version: Literal[1] = Field(default=1, alias="schema")
-    name: str = Field(pattern=_NAME)
-    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    task: Literal["image-classification"]
-    description: str = ""
-    model: str
-    input: InputSpec
-    output: OutputSpec
-    labels: tuple[str, ...] = Field(min_length=2)
-    data: DataSource | None = None
-    samples: str | None = None
-    reference: ReferenceFigures | None = None
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    # Set by load_model_card; not part of the YAML.
-    _directory: Path = Path(".")
-
-    @property
-    def directory(self) -> Path:
-        return self._directory
-
-    @property
-    def model_path(self) -> Path:
-        return self._directory / self.model
-
-    @property
-    def samples_dir(self) -> Path | None:
-        return self._directory / self.samples if self.samples else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -511,7 +495,9 @@ def _problem_order(problem: Problem) -> tuple[str, int]:
     return (str(problem[0]), problem[1] or 0)
 
 
-def _validate(model: type[M], data: Any, smap: SourceMap, path: Path, loc_prefix: Loc = ()) -> M:
+def validate_mapping(model: type[M], data: Any, smap: SourceMap, path: Path, loc_prefix: Loc = ()) -> M:
+    """``data`` (loaded from ``path`` with ``smap``) validated by ``model``; every problem becomes a
+    ``file:line: field: message`` line of one :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError.single(path, 1, "", f"expected a mapping at the top level, got {type(data).__name__}")
     try:
@@ -612,7 +598,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     shown = display_path(path)
     option_problems = _backend_option_problems(data, smap, shown)
     try:
-        profile = _validate(Profile, data, smap, shown)
+        profile = validate_mapping(Profile, data, smap, shown)
     except ConfigError as exc:
         raise ConfigError(sorted(exc.problems + option_problems, key=_problem_order)) from exc
     if option_problems:
@@ -629,29 +615,7 @@ def load_target(name_or_path: str | Path) -> Target:
             return LOCAL_TARGET
         raise
     data, smap = load_yaml(path)
-    return _validate(Target, data, smap, display_path(path))
-
-
-def load_model_card(path: str | Path) -> ModelCard:
-    """Load a model card. ``path`` may be the YAML, the ONNX file beside it, or its directory."""
-    path = Path(path)
-    if path.is_dir():
-        cards = sorted(path.glob("*.yaml"))
-        if len(cards) != 1:
-            raise ConfigError.single(
-                display_path(path), None, "", f"expected one model card *.yaml, found {len(cards)}"
-            )
-        path = cards[0]
-    elif path.suffix == ".onnx":
-        candidates = [path.with_suffix(".yaml"), *sorted(path.parent.glob("*.yaml"))]
-        card_path = next((c for c in candidates if c.is_file()), None)
-        if card_path is None:
-            raise ConfigError.single(display_path(path), None, "", "no model card (*.yaml) beside the ONNX file")
-        path = card_path
-    data, smap = load_yaml(path)
-    card = _validate(ModelCard, data, smap, display_path(path))
-    card._directory = path.parent
-    return card
+    return validate_mapping(Target, data, smap, display_path(path))
 
 
 LOCAL_TARGET = Target.model_validate(

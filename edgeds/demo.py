@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import backends, config
+from . import backends, config, modelcard
 from ._version import __version__
 from .cli._output import table
 from .datasets import load_split
@@ -55,7 +55,7 @@ def run(model: Path = SHIPPED_MODEL, console: Console | None = None) -> float:
     chain = " → ".join(f"{name}:{precision}" for name, precision, _ in profile.chain())
     console.print(f"target [bold]local[/] resolves to profile [bold]{profile.name}[/]: {chain}")
 
-    card = config.load_model_card(model)
+    card = modelcard.load_model_card(model)
     console.print(f"model [bold]{card.name} {card.version}[/] ({card.model_path}), labels: {', '.join(card.labels)}")
 
     batch_size = 8
@@ -173,7 +173,7 @@ def trip(model: Path, work: Path, console: Console) -> bool:
             ok &= all(h.status == "SUCCEEDED" for h in rollout.hosts)
 
             console.rule("inspection")
-            card = config.load_model_card(model)
+            card = modelcard.load_model_card(model)
             video = work / "validation.avi"
             truth = labelled_video(card, video, "validation")
             console.print(f"video of the {len(truth)} validation images: {video}")
@@ -222,7 +222,7 @@ def main() -> None:
 
     console = Console(highlight=False)
     accuracy = run(console=console)
-    card = config.load_model_card(SHIPPED_MODEL)
+    card = modelcard.load_model_card(SHIPPED_MODEL)
     floor = (card.reference.fp32_top1 if card.reference else 0.97) - 0.005
     if accuracy < floor:
         print(f"validation accuracy {accuracy:.4f} is below the expected {floor:.4f}", file=sys.stderr)

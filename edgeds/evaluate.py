@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends.base import Backend
-from .config import ModelCard
+from .modelcard import ModelCard
 from .preprocess import Preprocessor
 
 

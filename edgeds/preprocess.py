@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .config import InputSpec
+    from .modelcard import InputSpec
 
 
 class Preprocessor:

@@ -140,3 +140,77 @@ def lm_onnxruntime_dir(llm_toolchain: ModuleType, lm_checkpoint: Path) -> Callab
         )
 
     return export
+
+
+SHIPPED_CARD = REPO / "models" / "shift-assistant" / "shift-assistant.yaml"
+LM_TEST_PROMPTS = 4
+"""Evaluation prompts the LM compile tests gate on (the first N of the card's split)."""
+
+
+@pytest.fixture(scope="session")
+def lm_card(lm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A causal-lm model card for :func:`lm_checkpoint`: the shipped card beside the shipped
+    checkpoint, else a card written for the tiny stand-in (short answers, so tests stay quick)."""
+    if lm_checkpoint == SHIPPED_CHECKPOINT and SHIPPED_CARD.is_file():
+        return SHIPPED_CARD
+    from edgeds.datasets import shift_reports
+
+    evaluation = shift_reports.generate("evaluation", 20261201, LM_TEST_PROMPTS)
+    calibration = shift_reports.generate("calibration", 20261202, 2)
+    fp_eval, fp_cal = shift_reports.fingerprint(evaluation), shift_reports.fingerprint(calibration)
+    directory = tmp_path_factory.mktemp("lm-card")
+    card = directory / "tiny-lm.yaml"
+    card.write_text(
+        "schema: 1\nname: tiny-lm\nversion: 1.0.0\ntask: causal-lm\n"
+        f"model: {lm_checkpoint}\narchitecture: qwen2\ncontext_length: 512\n"
+        'special_tokens: {eos: "<|im_end|>"}\ngeneration: {max_new_tokens: 16, temperature: 0.0}\n'
+        "data:\n  generator: edgeds.datasets.shift_reports:generate\n"
+        f'  evaluation: {{seed: 20261201, count: {LM_TEST_PROMPTS}, fingerprint: "{fp_eval}"}}\n'
+        f'  calibration: {{seed: 20261202, count: 2, fingerprint: "{fp_cal}"}}\n'
+        "metric: {name: facts-exact, scorer: edgeds.datasets.shift_reports:score}\n"
+    )
+    return card
+
+
+def _lm_profile(directory: Path, *, min_token_agreement: float = 0.0, name: str = "lm-test") -> Path:
+    """A profile file (x86-cpu with one OpenVINO GenAI INT4 link, 2 threads) whose quality budget
+    is loose except for ``min_token_agreement``."""
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        f"schema: 1\nname: {name}\nextends: x86-cpu\ndescription: LM compile tests\n"
+        "llm:\n  runtimes:\n    - name: openvino-genai\n      precision: int4\n"
+        "      options: {device: CPU, kv_cache_precision: u8, num_threads: 2}\n"
+        "  max_num_seqs: 4\n"
+        f"  quality: {{max_metric_drop: 100, min_token_agreement: {min_token_agreement}, "
+        "max_perplexity_ratio: 100, min_tokenizer_agreement: 1.0}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def lm_profile() -> Callable[..., Path]:
+    """``lm_profile(directory, min_token_agreement=0.0, name="lm-test")``: a profile file (x86-cpu
+    with one OpenVINO GenAI INT4 link) whose quality budget is loose except for token agreement."""
+    return _lm_profile
+
+
+@pytest.fixture(scope="session")
+def lm_bundle(llm_toolchain: ModuleType, lm_card: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One causal-lm bundle per test session: the card compiled for :func:`lm_profile` (OpenVINO
+    GenAI INT4), its exports and evaluations cached by fingerprint under ``cache_dir()/test-lm``."""
+    from edgeds.backends.lm import lm_probe
+    from edgeds.compile import compile_model
+
+    if not lm_probe("openvino-genai").available:
+        pytest.skip("openvino-genai is not installed: pip install 'edgeds[llm]'")
+    directory = tmp_path_factory.mktemp("lm-bundle")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEDS_TOOLCHAINS", str(TOOLCHAINS))
+        result = compile_model(
+            lm_card,
+            _lm_profile(directory),
+            out=directory / "bundle",
+            validation_limit=LM_TEST_PROMPTS,
+            cache_root=LM_CACHE / "compile",
+        )
+    return result.bundle

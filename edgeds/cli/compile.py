@@ -1,26 +1,30 @@
-"""``edgeds compile``: ONNX model + profile -> gated, signed bundle."""
+"""``edgeds compile``: ONNX model or causal-lm checkpoint + profile -> gated, signed bundle."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-
-if TYPE_CHECKING:
-    from ..backends.base import Precision
 
 from ._output import JSON_OPTION, console, console_err, emit, table
 
 
 def compile_command(
-    model: Annotated[Path, typer.Argument(help="ONNX model file; its model card (*.yaml) sits beside it.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="ONNX model file (its model card *.yaml beside it), or a model directory / card: "
+            "a causal-lm card compiles its checkpoint for the profile's LM runtimes."
+        ),
+    ],
     profile: Annotated[
         str, typer.Option("--profile", "-p", help="Profile name or path (shipped, ./profiles, $EDGEDS_PROFILES).")
     ],
     precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, fp16 or int8; overrides the profile.")
+        str | None,
+        typer.Option("--precision", help="fp32, fp16, int8 (int4: causal-lm); overrides the profile."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("-o", "--out", help="Bundle directory to write (default dist/...).")
@@ -34,20 +38,20 @@ def compile_command(
     ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Walk the profile's backend chain, quantize behind the accuracy gate, write a bundle and show the report."""
+    """Walk the profile's backend (or LM runtime) chain, quantize behind the task's quality gate, write a bundle
+    and show the report."""
     from ..compile import compile_model
-    from ..compile.report import COLUMNS
     from ..errors import AccuracyGateFailed, UnsupportedPrecision
     from ._progress import progress_callback
 
-    if precision is not None and precision not in ("fp32", "fp16", "int8"):
-        raise UnsupportedPrecision(f"unknown precision {precision!r} (fp32, fp16 or int8)")
+    if precision is not None and precision not in ("fp32", "fp16", "int8", "int4"):
+        raise UnsupportedPrecision(f"unknown precision {precision!r} (fp32, fp16, int8 or int4)")
     with progress_callback(console_err.is_terminal) as progress:
         try:
             result = compile_model(
                 model,
                 profile,
-                precision=cast("Precision | None", precision),
+                precision=precision,
                 out=out,
                 use_cache=not no_cache,
                 progress=progress,
@@ -63,7 +67,7 @@ def compile_command(
                     lambda: console.print(
                         table(
                             "Compile report (no candidate passed)",
-                            COLUMNS,
+                            report.columns(),
                             [[escape(c) for c in r] for r in report.rows()],
                         )
                     ),
@@ -72,7 +76,8 @@ def compile_command(
 
     def human() -> None:
         rows: list[list[Any]] = [[escape(c) for c in r] for r in result.report.rows()]
-        console.print(table(f"Compile report: {result.report.model} for {result.report.profile}", COLUMNS, rows))
+        title = f"Compile report: {result.report.model} for {result.report.profile}"
+        console.print(table(title, result.report.columns(), rows))
         signed = "signed" if result.signed else "unsigned (pass --key to sign)"
         console.print(
             f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, {signed}) "

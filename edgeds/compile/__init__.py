@@ -3,7 +3,7 @@
 :func:`compile_model` is the public entry (``edgeds compile`` is its CLI). Layout:
 
 - :mod:`.pipeline` walks the profile's backend chain with the INT8 -> mixed -> FP16 -> FP32 fallback;
-- :mod:`.gate` the accuracy gate, :mod:`.sensitivity` the per-node error scan;
+- :mod:`.gates` the quality gate per task, :mod:`.sensitivity` the per-node error scan;
 - :mod:`.data` calibration / validation data from the model card, :mod:`.cache` the compile cache;
 - :mod:`.toolchains` one compile-time module per backend. Import split: ``edgeds/backends/``
   own the runtime imports, ``edgeds/compile/toolchains/`` own the compile-time imports

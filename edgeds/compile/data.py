@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends.base import TensorDict
-from ..config import ModelCard
 from ..datasets import Split, load_split
 from ..errors import DatasetError
+from ..modelcard import ModelCard
 from ..preprocess import Preprocessor
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .. import backends
 from .._version import __version__
 from ..backends.base import Artifact, BackendOptions, Precision
 from ..bundle import build_bundle, load_private_key
-from ..config import ModelCard, Profile, load_model_card, load_profile
+from ..config import Profile, load_profile
 from ..errors import (
     AccuracyGateFailed,
     BackendError,
@@ -49,10 +49,11 @@ from ..errors import (
     ToolchainError,
     UnsupportedPrecision,
 )
+from ..modelcard import LMCard, ModelCard, card_path, load_card, load_model_card
 from . import data as data_mod
 from . import toolchains
 from .cache import CompileCache, cache_key
-from .gate import GateResult, Outputs, evaluate, judge, run_batches
+from .gates.image import GateResult, Outputs, evaluate, judge, run_batches
 from .onnxmodel import ModelInfo, inspect_model
 from .report import Attempt, CompileReport, CompileResult
 
@@ -369,7 +370,7 @@ def compile_model(
     model: str | Path,
     profile: str | Path | Profile,
     *,
-    precision: Precision | None = None,
+    precision: str | None = None,
     out: str | Path | None = None,
     use_cache: bool = True,
     progress: Progress | None = None,
@@ -381,7 +382,12 @@ def compile_model(
     calibration_limit: int | None = None,
     cache_root: Path | None = None,
 ) -> CompileResult:
-    """Compile ``model`` (ONNX, model card beside it) for ``profile`` and write a bundle to ``out``.
+    """Compile ``model`` for ``profile`` and write a bundle to ``out``.
+
+    ``model`` is an ONNX file with its model card beside it, or a model directory / card file: a
+    ``causal-lm`` card goes through :func:`edgeds.compile.lm_pipeline.compile_lm` (its LM runtime
+    chain and quality gate; ``validation_limit`` limits its evaluation prompts, ``precision`` may
+    also be int4), an image card's ONNX model through the steps below.
 
     ``precision`` overrides the profile's (and every chain entry's). ``key`` signs the bundle
     (ed25519 private key file); devices refuse it ``valid_days`` after now when given.
@@ -393,9 +399,32 @@ def compile_model(
     """
     started = time.perf_counter()
     progress = progress or _no_progress
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    given = Path(model)
+    if given.is_dir() or given.suffix in (".yaml", ".yml"):
+        any_card = load_card(given)
+        if isinstance(any_card, LMCard):
+            from .lm_pipeline import compile_lm
+
+            return compile_lm(
+                any_card,
+                card_path(given),
+                prof,
+                precision=precision,
+                out=out,
+                use_cache=use_cache,
+                progress=progress,
+                key=key,
+                version=version,
+                valid_days=valid_days,
+                evaluation_limit=validation_limit,
+                cache_root=cache_root,
+            )
+        model = any_card.model_path
+    if precision is not None and precision not in ("fp32", "fp16", "int8"):
+        raise UnsupportedPrecision(f"an image model compiles to fp32, fp16 or int8, not {precision!r}")
     info = inspect_model(model)
     card = load_model_card(info.path)
-    prof = profile if isinstance(profile, Profile) else load_profile(profile)
     names = {o.name for o in info.outputs}
     if card.output.name not in names or card.input.name not in {i.name for i in info.inputs}:
         raise InvalidModel(
@@ -410,7 +439,7 @@ def compile_model(
         )
     plan: list[tuple[str, Precision, BackendOptions]] = []
     for name, entry_precision, options in chain:
-        want = precision or entry_precision
+        want = cast("Precision", precision) or entry_precision
         supported = toolchains.module(name).PRECISIONS
         if want not in supported:
             raise UnsupportedPrecision(f"backend {name!r} cannot compile {want} (supported: {', '.join(supported)})")
@@ -588,13 +617,23 @@ def _write_bundle(
         "model": {"name": card.name, "version": card.version},
         "version": version if version is not None else int(time.time()),
         "expires_at": expires_at,
-        "backend": name,
-        "precision": precision,
-        "backend_options": options.model_dump(mode="json"),
-        "device": cand.metadata.get("device"),
+        "task": "image-classification",
+        "artifacts": [
+            {
+                "runtime": name,
+                "precision": precision,
+                "path": str(cand.artifact.relative_to(cand.root)),
+                "options": options.model_dump(mode="json"),
+                "device": cand.metadata.get("device"),
+                "recipe": cand.metadata.get("recipe"),
+                "gated": (
+                    {"where": "compile-host", "device": cand.metadata.get("device") or "CPU", "figures": gate.as_dict()}
+                    if gate
+                    else {"where": "device", "figures": {}}
+                ),
+            }
+        ],
         "layout": cand.layout,
-        "artifact": str(cand.artifact.relative_to(cand.root)),
-        "recipe": cand.metadata.get("recipe"),
         "profile": prof.model_dump(mode="json", by_alias=True),
         "batching": batching,
         "io": io_meta,

@@ -11,7 +11,8 @@ Outcome = Literal["passed", "failed", "skipped", "error", "deferred"]
 
 @dataclass
 class Attempt:
-    """One backend at one precision (``variant`` is ``int8``, ``int8-mixed``, ``fp16`` or ``fp32``)."""
+    """One backend (or LM runtime) at one precision: ``variant`` is ``int8``, ``int8-mixed``, ``fp16``,
+    ``fp32``, or for language models ``int4``, ``int4-r0.8`` (INT4 with 20 % of the layers in INT8), ..."""
 
     backend: str
     precision: str
@@ -40,6 +41,8 @@ class CompileReport:
     attempts: list[Attempt] = field(default_factory=list)
     selected: int | None = None  # index into attempts
     seconds: float = 0.0
+    task: str = "image-classification"
+    reference: dict[str, Any] | None = None  # the task's reference figures (causal-lm: FP32 metric, perplexity)
 
     @property
     def winner(self) -> Attempt | None:
@@ -56,23 +59,30 @@ class CompileReport:
             "attempts": [a.as_dict() for a in self.attempts],
             "selected": self.winner.as_dict() if self.winner else None,
             "seconds": round(self.seconds, 3),
+            "task": self.task,
+            "reference": self.reference,
         }
 
+    def columns(self) -> list[str]:
+        """The report table's header for this report's task."""
+        return list(COLUMNS if self.task == "image-classification" else LM_COLUMNS)
+
     def rows(self) -> list[list[str]]:
-        """Table rows: backend, precision, outcome, top-1, drop, agreement, cosine, size, time, note."""
+        """Table rows: backend, precision, outcome, the task gate's figures, size, time, note."""
+        from .gates import gate_for
+
+        gate = gate_for(self.task)
+        figure_columns = self.columns()[3:-3]
         rows = []
         for index, a in enumerate(self.attempts):
-            acc = a.accuracy or {}
+            cells = gate.cells(a.accuracy) if a.accuracy else {}
             mark = " ✔" if index == self.selected else ""
             rows.append(
                 [
                     a.backend + (f" ({a.device})" if a.device else ""),
                     a.variant,
                     a.outcome + mark,
-                    f"{acc['top1'] * 100:.2f}%" if "top1" in acc else "",
-                    f"{acc['top1_drop']:+.2f}" if "top1_drop" in acc else "",
-                    f"{acc['agreement']:.4f}" if "agreement" in acc else "",
-                    f"{acc['min_cosine']:.4f}" if "min_cosine" in acc else "",
+                    *(cells.get(column, "") for column in figure_columns),
                     f"{a.size_bytes / 1e6:.2f} MB" if a.size_bytes else "",
                     ("cached" if a.cached else f"{a.seconds:.1f} s"),
                     a.reason or "",
@@ -102,3 +112,16 @@ class CompileResult:
 
 
 COLUMNS = ["backend", "precision", "outcome", "top-1", "drop pts", "agreement", "cosine", "size", "time", "why"]
+LM_COLUMNS = [
+    "runtime",
+    "precision",
+    "outcome",
+    "task metric",
+    "drop pts",
+    "tokens",
+    "ppl ratio",
+    "tokenizer",
+    "size",
+    "time",
+    "why",
+]

@@ -23,7 +23,7 @@ from ..errors import DatasetError
 from ..paths import cache_dir
 
 if TYPE_CHECKING:
-    from ..config import ModelCard
+    from ..modelcard import ModelCard
 
 Split = Literal["validation", "calibration"]
 Generator = Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import REPO_ROOT, _validate
+from ..config import REPO_ROOT, validate_mapping
 from ..errors import HilError
 from ..yamlio import load_yaml
 
@@ -91,4 +91,4 @@ def load_rig(name_or_path: str | Path) -> Rig:
     if not path.exists():
         raise HilError(f"rig file {path} does not exist")
     data, smap = load_yaml(path)
-    return _validate(Rig, data, smap, path)
+    return validate_mapping(Rig, data, smap, path)

@@ -113,7 +113,7 @@ def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> 
     bundle = load_bundle(bundle_path, verify=False)
     try:
         inputs, outputs = bundle.golden()
-        golden = bundle.manifest.golden
+        golden = bundle.manifest.tensor_golden
         in_name = bundle.manifest.io.inputs[0].name
     finally:
         bundle.close()

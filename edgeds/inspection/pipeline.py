@@ -50,7 +50,8 @@ from .prep import FramePreprocessor
 from .sources import Frame, FrameSource, SourceEvent
 
 if TYPE_CHECKING:
-    from ..config import InspectionStation, ModelCard
+    from ..config import InspectionStation
+    from ..modelcard import ModelCard
     from ..runtime.engine import Engine, InferRequest
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import numpy as np
 from ..preprocess import Preprocessor
 
 if TYPE_CHECKING:
-    from ..config import InputSpec
+    from ..modelcard import InputSpec
 
 
 def _contiguous_base(image: np.ndarray) -> tuple[np.ndarray, bool] | None:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..config import InspectionStation, ModelCard, Profile
+from ..config import InspectionStation, Profile
 from ..errors import ConfigError
+from ..modelcard import ModelCard
 from .pipeline import InspectionPipeline, Publisher, QueuePolicy
 from .sources import Frame, FrameSource, open_source
 
@@ -141,7 +142,7 @@ def open_engine(
         m = loaded.manifest
         described = f"bundle {m.model.name} v{m.version} ({m.backend}:{m.precision}, {m.layout})"
         return LoadedModel(engine, loaded.card, m.layout, described, (loaded.close,))
-    from ..config import load_model_card
+    from ..modelcard import load_model_card
 
     card = load_model_card(Path(str(model)))
     options: Any = None

@@ -32,8 +32,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import InspectionStation, ModelCard
+from ..config import InspectionStation
 from ..errors import BundleError, EdgedsError
+from ..modelcard import ModelCard
 from .pipeline import InspectionPipeline, Publisher
 from .sources import source_kind
 

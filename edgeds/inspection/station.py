@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import InspectionStation, ModelCard, Target
+from ..config import InspectionStation, Target
 from ..errors import ConfigError
+from ..modelcard import ModelCard
 
 DEFAULT_STATION = "station-1"
 

@@ -20,7 +20,7 @@ from ..errors import InspectionError
 from .sources import cv2_module
 
 if TYPE_CHECKING:
-    from ..config import ModelCard
+    from ..modelcard import ModelCard
 
 _LOSSLESS = {".avi": "HFYU", ".mkv": "FFV1"}
 _LOSSY = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG"}

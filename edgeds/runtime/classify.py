@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelCard
 from ..errors import RequestError
 from ..evaluate import softmax
+from ..modelcard import ModelCard
 from ..preprocess import Preprocessor
 from .engine import Engine, thread_options
 

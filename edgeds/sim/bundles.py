@@ -100,11 +100,16 @@ def make_bundle(
         manifest: dict[str, Any] = {
             "model": {"name": name, "version": f"1.0.{version}"},
             "version": version,
-            "backend": "onnxruntime",
-            "precision": "fp32",
-            "backend_options": {"intra_op_num_threads": 1, "allow_spinning": False},
+            "task": "image-classification",
+            "artifacts": [
+                {
+                    "runtime": "onnxruntime",
+                    "precision": "fp32",
+                    "path": "model.onnx",
+                    "options": {"intra_op_num_threads": 1, "allow_spinning": False},
+                }
+            ],
             "layout": "NCHW",
-            "artifact": "model.onnx",
             "profile": {"name": "x86-cpu", "latency": {"p99_ms": p99_ms}},
             "batching": {"max_batch_size": max_batch_size, "max_queue_delay_us": 500, "max_queue_size": 1024},
             "io": {

@@ -11,10 +11,10 @@ import pytest
 
 from edgeds import backends
 from edgeds.compile import data, toolchains
-from edgeds.compile.gate import cosine_rows, run_batches
+from edgeds.compile.gates.image import cosine_rows, run_batches
 from edgeds.compile.tiny import write_tiny_model
 from edgeds.compile.toolchains import litert as litert_toolchain
-from edgeds.config import ModelCard, load_model_card
+from edgeds.modelcard import ModelCard, load_model_card
 
 # (minimum mean cosine vs FP32, minimum top-1 agreement) per precision on 32 validation images
 BOUNDS = {"fp32": (0.9999, 1.0), "fp16": (0.999, 0.95), "int8": (0.99, 0.8)}

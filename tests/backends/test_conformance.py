@@ -186,7 +186,7 @@ def test_bundle_golden_outputs(bundle_dir: Path) -> None:
         if not backends.probe(bundle.manifest.backend).available:
             pytest.skip(f"bundle backend {bundle.manifest.backend} not available")
         inputs, golden = bundle.golden()
-        g = bundle.manifest.golden
+        g = bundle.manifest.tensor_golden
         with Engine.from_bundle(bundle) as eng:
             assert eng.io is not None
             name = eng.io.inputs[0].name

@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError
 
 from edgeds.bundle import (
-    Manifest,
     build_bundle,
     extract_bundle,
     generate_keypair,
@@ -24,6 +23,7 @@ from edgeds.bundle import (
     verify_bundle,
 )
 from edgeds.errors import BundleError, BundleVerificationError
+from edgeds.manifest import Manifest
 
 CARD = """schema: 1
 name: demo

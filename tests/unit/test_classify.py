@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeds.config import ModelCard, load_model_card
 from edgeds.errors import RequestError
 from edgeds.evaluate import softmax
+from edgeds.modelcard import ModelCard, load_model_card
 from edgeds.preprocess import Preprocessor
 from edgeds.runtime.classify import LabelScore, classify_file, load_inputs, probabilities, top_k
 from edgeds.runtime.testing import write_tiny_card

@@ -44,7 +44,10 @@ def test_keys_compile_verify_show(tiny: Path, profiles: Path, tmp_path: Path) ->
     verified = _ok("bundle", "verify", str(out), "--key", str(keys["public_key"]))
     assert verified["ok"] is True and verified["signature"] == "verified"
     shown = _ok("bundle", "show", str(out))
-    assert shown["backend"] == "onnxruntime" and shown["precision"] == "int8"
+    artifacts = shown["artifacts"]
+    assert isinstance(artifacts, list)
+    primary = artifacts[0]  # --json shows the manifest (schema 2): the first artifact is the primary
+    assert shown["schema_version"] == 2 and primary["runtime"] == "onnxruntime" and primary["precision"] == "int8"
 
 
 def test_verify_reports_the_reason(tiny: Path, profiles: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeds.compile.gate import GateResult, cosine_rows, evaluate, judge
+from edgeds.compile.gates.image import GateResult, cosine_rows, evaluate, judge
 from edgeds.config import AccuracyBudget
 
 LABELS = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])

@@ -54,7 +54,9 @@ def test_ort_int8_passes_and_writes_a_signed_bundle(tiny: Path, profiles: Path, 
 
         session = ort.InferenceSession(str(bundle.artifact_path), providers=["CPUExecutionProvider"])
         again = session.run(None, {"input": inputs})[0]
-        np.testing.assert_allclose(again, outputs["logits"], atol=manifest.golden.atol, rtol=manifest.golden.rtol)
+        np.testing.assert_allclose(
+            again, outputs["logits"], atol=manifest.tensor_golden.atol, rtol=manifest.tensor_golden.rtol
+        )
         assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(str(bundle.artifact_path)).graph.node}
 
 
@@ -194,5 +196,5 @@ def test_litert_bundle_is_nhwc_and_reproduces_its_golden_outputs(tiny: Path, tmp
         with backends.create("litert", {}) as runner:
             spec = runner.open(bundle.artifact_path, buckets=(8,))
             got = np.array(next(iter(runner.infer({spec.inputs[0].name: inputs}).values())))
-        golden = bundle.manifest.golden
+        golden = bundle.manifest.tensor_golden
         np.testing.assert_allclose(got, outputs["logits"], atol=golden.atol, rtol=golden.rtol)

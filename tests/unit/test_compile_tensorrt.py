@@ -12,8 +12,8 @@ import pytest
 from edgeds.backends.tensorrt import TensorRtOptions
 from edgeds.compile.tiny import write_tiny_model
 from edgeds.compile.toolchains import tensorrt as trt_tc
-from edgeds.config import load_model_card
 from edgeds.errors import UnsupportedPrecision
+from edgeds.modelcard import load_model_card
 
 FACTS = trt_tc.DeviceFacts(tensorrt_version="10.3.0", compute_capability="8.7", l4t="36.4.0", gpu_name="Orin")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeds import config
+from edgeds import config, modelcard
 from edgeds.errors import ConfigError, NotFoundError
 
 BROKEN = Path(__file__).parent / "data" / "broken"
@@ -73,7 +73,7 @@ def _expectation(path: Path) -> str:
 @pytest.mark.parametrize("path", sorted(BROKEN.glob("*.yaml")), ids=lambda p: p.stem)
 def test_broken_file_reports_file_line_field(path: Path) -> None:
     expected = _expectation(path)
-    loader = {"profile": config.load_profile, "target": config.load_target, "card": config.load_model_card}
+    loader = {"profile": config.load_profile, "target": config.load_target, "card": modelcard.load_model_card}
     with pytest.raises(ConfigError) as info:
         loader[path.stem.split("_")[0]](path)
     message = str(info.value)
@@ -145,7 +145,7 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     card = tmp_path / "card.yaml"
     card.write_bytes(b"name: \xff\xfe\n")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
-        config.load_model_card(card)
+        modelcard.load_model_card(card)
 
 
 def test_batching_from_a_manifest_drops_unknown_keys_and_validates_the_rest() -> None:

@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 import edgeds
-from edgeds.bundle import CARD, MANIFEST, generate_keypair
+from edgeds.bundle import CARD, generate_keypair
 from edgeds.cli import app
 from edgeds.errors import BundleVerificationError
+from edgeds.manifest import MANIFEST
 from edgeds.sim.bundles import make_bundle
 
 
@@ -46,7 +47,7 @@ def test_a_bundle_that_cannot_be_opened_is_rejected_for_every_host(
         (bundle / CARD).write_text("name: [unclosed\n")
     else:
         manifest = json.loads((bundle / MANIFEST).read_text())
-        (bundle / manifest["artifact"]).unlink()
+        (bundle / manifest["artifacts"][0]["path"]).unlink()
     seen: list[tuple[str, str]] = []
     result = edgeds.deploy_bundle(bundle, target, progress=lambda host, event, data: seen.append((host, event)))
     assert [(h.host, h.status, h.reason) for h in result.hosts] == [

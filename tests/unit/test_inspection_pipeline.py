@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from edgeds import backends
 from edgeds.cli import app
-from edgeds.config import REPO_ROOT, Batching, InspectionStation, ModelCard, load_model_card
+from edgeds.config import REPO_ROOT, Batching, InspectionStation
 from edgeds.datasets.surface import generate
 from edgeds.evaluate import predict, top1_accuracy
 from edgeds.inspection import (
@@ -32,6 +32,7 @@ from edgeds.inspection import (
     run_inspection,
     write_video,
 )
+from edgeds.modelcard import ModelCard, load_model_card
 from edgeds.runtime import Engine
 from edgeds.runtime.testing import tiny_classifier, write_tiny_card
 

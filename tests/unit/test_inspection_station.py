@@ -46,7 +46,7 @@ def test_unknown_station_and_bad_override_are_config_errors() -> None:
 
 
 def test_truth_from_a_labels_file(tmp_path: Path) -> None:
-    from edgeds.config import load_model_card
+    from edgeds.modelcard import load_model_card
     from edgeds.runtime.testing import write_tiny_card
 
     card = load_model_card(write_tiny_card(tmp_path))
@@ -65,8 +65,8 @@ def test_truth_from_a_labels_file(tmp_path: Path) -> None:
 
 def test_truth_from_the_validation_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeds.compile.tiny import write_tiny_model
-    from edgeds.config import load_model_card
     from edgeds.datasets import load_split
+    from edgeds.modelcard import load_model_card
 
     monkeypatch.setenv("EDGEDS_CACHE_DIR", str(tmp_path / "cache"))
     model = write_tiny_model(tmp_path / "tiny", validation_count=6, calibration_count=2)

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeds import backends, config
+from edgeds import backends, config, modelcard
 from edgeds.datasets import fingerprint, load_split
 from edgeds.datasets.surface import LABELS, generate
 from edgeds.errors import DatasetError
@@ -18,11 +18,11 @@ MODEL = config.REPO_ROOT / "models" / "surface-defect" / "model.onnx"
 
 
 @pytest.fixture(scope="module")
-def card() -> config.ModelCard:
-    return config.load_model_card(MODEL)
+def card() -> modelcard.ModelCard:
+    return modelcard.load_model_card(MODEL)
 
 
-def test_card_matches_the_model(card: config.ModelCard) -> None:
+def test_card_matches_the_model(card: modelcard.ModelCard) -> None:
     assert card.labels == LABELS
     assert MODEL.stat().st_size <= 10 * 1024 * 1024
     model = onnx.load(str(MODEL))
@@ -46,7 +46,7 @@ def test_generator_is_deterministic_and_prefix_stable() -> None:
     assert fingerprint(a_images, a_labels) != fingerprint(*generate(124, 10, 160))
 
 
-def test_splits_are_disjoint_and_fingerprinted(card: config.ModelCard) -> None:
+def test_splits_are_disjoint_and_fingerprinted(card: modelcard.ModelCard) -> None:
     assert card.data is not None
     assert card.data.validation.count >= 1000
     assert card.data.calibration.count >= 200
@@ -56,7 +56,9 @@ def test_splits_are_disjoint_and_fingerprinted(card: config.ModelCard) -> None:
     assert set(np.unique(labels)) == set(range(len(card.labels)))
 
 
-def test_drifted_generator_is_detected(card: config.ModelCard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drifted_generator_is_detected(
+    card: modelcard.ModelCard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EDGEDS_CACHE_DIR", str(tmp_path))
     assert card.data is not None
     drifted = card.model_copy(
@@ -68,7 +70,7 @@ def test_drifted_generator_is_detected(card: config.ModelCard, tmp_path: Path, m
         load_split(drifted, "calibration")
 
 
-def test_validation_accuracy_through_onnxruntime(card: config.ModelCard) -> None:
+def test_validation_accuracy_through_onnxruntime(card: modelcard.ModelCard) -> None:
     images, labels = load_split(card, "validation")
     with backends.create("onnxruntime", {"intra_op_num_threads": 2}) as runtime:
         runtime.open(card.model_path, buckets=(16,))
@@ -79,7 +81,7 @@ def test_validation_accuracy_through_onnxruntime(card: config.ModelCard) -> None
     assert abs(accuracy - card.reference.fp32_top1) <= 0.002, "card's reference figure is stale"
 
 
-def test_sample_images_are_labelled_and_mostly_right(card: config.ModelCard) -> None:
+def test_sample_images_are_labelled_and_mostly_right(card: modelcard.ModelCard) -> None:
     samples = load_samples(card)
     assert len(samples) >= 24
     assert {label for _, label, _ in samples} == set(card.labels)

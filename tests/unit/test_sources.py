@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeds.config import InputSpec
 from edgeds.datasets.surface import generate
 from edgeds.errors import ConfigError
 from edgeds.inspection.prep import FramePreprocessor
@@ -25,6 +24,7 @@ from edgeds.inspection.sources import (
     source_kind,
 )
 from edgeds.inspection.video import write_video
+from edgeds.modelcard import InputSpec
 from edgeds.preprocess import Preprocessor
 
 cv2 = pytest.importorskip("cv2")

@@ -37,7 +37,7 @@ from ...paths import cache_dir
 from . import _venv, package_version
 
 if TYPE_CHECKING:
-    from ...config import ModelCard
+    from ...modelcard import ModelCard
 
 SUPPORTS_MIXED = False
 DEFERRED_GATE = False

@@ -411,6 +411,24 @@ def reference(
     return Reference.from_json(run_worker("reference", request, timeout_s=timeout_s))
 
 
+def tokenize(
+    checkpoint: Path,
+    texts: Sequence[str] = (),
+    ids: Sequence[Sequence[int]] = (),
+    *,
+    timeout_s: float = REFERENCE_TIMEOUT_S,
+) -> tuple[list[list[int]], list[str]]:
+    """The checkpoint's own ``tokenizer.json`` (the reference the runtimes' tokenizers are checked
+    against): ``texts`` encoded without adding special tokens, and ``ids`` decoded skipping them."""
+    request = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "texts": list(texts),
+        "ids": [list(map(int, row)) for row in ids],
+    }
+    answer = run_worker("tokenize", request, timeout_s=timeout_s)
+    return [[int(t) for t in row] for row in answer["ids"]], [str(t) for t in answer["texts"]]
+
+
 def random_checkpoint(
     shape: str | Mapping[str, Any],
     out: Path,

@@ -11,6 +11,7 @@ Commands:
                         weight compression, plus the OpenVINO tokenizer/detokenizer
     export-onnxruntime  onnxruntime-genai's model builder (execution provider cpu)
     reference           transformers FP32: greedy token ids and per-example NLL over answer tokens
+    tokenize            the checkpoint's tokenizer.json: texts to ids, ids to texts (no specials added)
     random-checkpoint   a random-init Qwen2 of a given shape with a given tokenizer's files
     train-tokenizer     a small byte-level BPE tokenizer trained on the given lines
     versions            the versions of the toolchain's packages
@@ -166,6 +167,16 @@ def reference(req: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": tokens, "finish": finish, "nll": nll, "eos_token_ids": sorted(eos_ids)}
 
 
+def tokenize(req: dict[str, Any]) -> dict[str, Any]:
+    """``texts`` encoded and ``ids`` decoded by the checkpoint's own ``tokenizer.json``."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(req["checkpoint"]) / "tokenizer.json"))
+    ids = [tokenizer.encode(text, add_special_tokens=False).ids for text in req.get("texts", [])]
+    texts = [tokenizer.decode([int(t) for t in row], skip_special_tokens=True) for row in req.get("ids", [])]
+    return {"ids": ids, "texts": texts}
+
+
 def random_checkpoint(req: dict[str, Any]) -> dict[str, Any]:
     """A random-init Qwen2ForCausalLM of ``req["config"]`` (seeded) beside the tokenizer's files."""
     import torch
@@ -236,6 +247,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "export-openvino": export_openvino,
     "export-onnxruntime": export_onnxruntime,
     "reference": reference,
+    "tokenize": tokenize,
     "random-checkpoint": random_checkpoint,
     "train-tokenizer": train_tokenizer,
     "versions": versions,

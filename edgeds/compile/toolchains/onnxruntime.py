@@ -28,7 +28,8 @@ from . import package_version
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ...config import Hardware, ModelCard
+    from ...config import Hardware
+    from ...modelcard import ModelCard
 
 SUPPORTS_MIXED = True
 DEFERRED_GATE = False

@@ -24,7 +24,7 @@ from ...errors import CompileError, UnsupportedPrecision
 from . import package_version
 
 if TYPE_CHECKING:
-    from ...config import ModelCard
+    from ...modelcard import ModelCard
 
 SUPPORTS_MIXED = True
 DEFERRED_GATE = False

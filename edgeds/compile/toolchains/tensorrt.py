@@ -32,7 +32,7 @@ from ...errors import BackendUnavailable, CompileError, ToolchainError, Unsuppor
 from . import package_version
 
 if TYPE_CHECKING:
-    from ...config import ModelCard
+    from ...modelcard import ModelCard
 
 SUPPORTS_MIXED = False
 DEFERRED_GATE = True

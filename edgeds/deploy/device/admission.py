@@ -52,9 +52,9 @@ def _signature_bytes(raw: bytes) -> bytes:
 def verify_candidate(store: Store, candidate: Candidate) -> Any:
     """Signature, schema, paths, compatibility: raise :class:`ReleaseRejected` or return the Manifest."""
     from cryptography.exceptions import InvalidSignature
-    from pydantic import ValidationError
 
-    from ...bundle import Manifest
+    from ...errors import BundleVerificationError
+    from ...manifest import parse_manifest
 
     keys = store.trusted_keys()
     if not keys:
@@ -71,23 +71,27 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     else:
         raise ReleaseRejected("bad_signature", "manifest.sig does not verify under any trusted key")
     try:
-        manifest = Manifest.model_validate_json(candidate.manifest_bytes)
-    except ValidationError as exc:
-        raise ReleaseRejected("malformed_manifest", str(exc).splitlines()[0]) from exc
+        manifest = parse_manifest(candidate.manifest_bytes)
+    except BundleVerificationError as exc:
+        # malformed_manifest, or unsupported_schema for a manifest newer than this edgeds
+        raise ReleaseRejected(exc.reason, str(exc).removeprefix(f"{exc.reason}: ")) from exc
     for entry in manifest.files:
         if not is_safe_relative(entry.path) or entry.path in ("manifest.json", "manifest.sig"):
             raise ReleaseRejected("unsafe_archive", f"manifest lists an unsafe path {entry.path!r}")
-    if manifest.artifact not in {f.path for f in manifest.files}:
-        raise ReleaseRejected("missing_file", f"artifact {manifest.artifact!r} is not listed")
+    unlisted = manifest.unlisted_artifacts(f.path for f in manifest.files)
+    if unlisted:
+        raise ReleaseRejected("missing_file", f"artifact {unlisted[0]!r} is not listed")
     if manifest.expires_at is not None and _expired(manifest.expires_at):
         raise ReleaseRejected("expired", f"the bundle expired at {manifest.expires_at}")
     req = manifest.requirements
     if req.arch not in ("any", machine()):
         raise ReleaseRejected("incompatible_device", f"bundle is for {req.arch}, this device is {machine()}")
-    for backend in (*req.backends, manifest.backend):
-        module = BACKEND_MODULES.get(backend, backend)
-        if importlib.util.find_spec(module) is None:
-            raise ReleaseRejected("incompatible_device", f"backend {backend!r} ({module}) is not importable here")
+    # the artifacts are in the order the device tries them: one whose runtime is here will do
+    runtimes = list(dict.fromkeys(a.runtime for a in manifest.artifacts))
+    usable = [r for r in runtimes if importlib.util.find_spec(BACKEND_MODULES.get(r, r)) is not None]
+    if not usable:
+        shown = ", ".join(f"{r!r} ({BACKEND_MODULES.get(r, r)})" for r in runtimes)
+        raise ReleaseRejected("incompatible_device", f"no runtime of the bundle is importable here: {shown}")
     if manifest.recipe is not None and importlib.util.find_spec("tensorrt") is None:
         raise ReleaseRejected("incompatible_device", "bundle carries a TensorRT recipe but tensorrt is missing")
     memory = memory_mb()

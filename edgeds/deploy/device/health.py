@@ -132,11 +132,13 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     """
     import numpy as np
 
+    from ...manifest import parse_manifest
     from ...runtime.oip_requests import oip_binary_body
 
     root = store.releases / release_id
-    manifest = json.loads((root / "manifest.json").read_text())
-    golden = manifest["golden"]
+    parsed = parse_manifest((root / "manifest.json").read_bytes())
+    manifest = parsed.model_dump(mode="json")
+    golden = parsed.tensor_golden.model_dump()
     inputs = np.load(root / golden["inputs"], allow_pickle=False)
     with np.load(root / golden["outputs"], allow_pickle=False) as npz:
         expected = {k: npz[k] for k in npz.files}
@@ -146,9 +148,9 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     if url is None:
         from ... import backends
 
-        backend = backends.create(manifest["backend"], manifest.get("backend_options") or {})
+        backend = backends.create(parsed.backend, parsed.backend_options)
         try:
-            backend.open(root / manifest["artifact"], buckets=(int(inputs.shape[0]),))
+            backend.open(root / parsed.artifact, buckets=(int(inputs.shape[0]),))
             name = manifest["io"]["inputs"][0]["name"]
             outputs = {k: np.array(v) for k, v in backend.infer({name: inputs}).items()}
         except Exception as exc:  # any backend failure means the release is not healthy here

@@ -26,6 +26,8 @@ BACKEND_MODULES = {
     "openvino": "openvino",
     "litert": "ai_edge_litert",
     "tensorrt": "tensorrt",
+    "openvino-genai": "openvino_genai",
+    "onnxruntime-genai": "onnxruntime_genai",
 }
 MIB = 1024 * 1024
 

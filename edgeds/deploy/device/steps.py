@@ -233,6 +233,13 @@ def prune(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str
         return {"status": "ok", "removed": removed, "kept": sorted(keepers), "objects_removed": dropped}
 
 
+def _primary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The first artifact of a schema-2 manifest dict ({} for schema 1, which names its backend at the top)."""
+    artifacts = manifest.get("artifacts") or [{}]
+    first = artifacts[0]
+    return first if isinstance(first, dict) else {}
+
+
 def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = quiet) -> dict[str, Any]:
     """Current, committed and previous release, pending activation, releases, agent."""
     state = store.load_state()
@@ -247,8 +254,8 @@ def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = qui
             "model": manifest.get("model", {}).get("name"),
             "model_version": manifest.get("model", {}).get("version"),
             "version": manifest.get("version"),
-            "backend": manifest.get("backend"),
-            "precision": manifest.get("precision"),
+            "backend": _primary(manifest).get("runtime", manifest.get("backend")),
+            "precision": _primary(manifest).get("precision", manifest.get("precision")),
         }
 
     agent = store.agent_status()

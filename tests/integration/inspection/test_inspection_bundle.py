@@ -14,9 +14,9 @@ from edgeds.bundle import generate_keypair, load_bundle
 from edgeds.cli import app
 from edgeds.compile.pipeline import compile_model
 from edgeds.compile.tiny import write_tiny_model
-from edgeds.config import load_model_card
 from edgeds.datasets import load_split
 from edgeds.inspection import write_video
+from edgeds.modelcard import load_model_card
 from tests.unit.test_inspection_pipeline import shipped_card
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeds.config import InspectionStation, MqttConfig, load_model_card
+from edgeds.config import InspectionStation, MqttConfig
 from edgeds.datasets.surface import generate
 from edgeds.inspection import run_inspection, write_video
+from edgeds.modelcard import load_model_card
 from edgeds.sim.broker import Mosquitto, mosquitto_binary
 from edgeds.telemetry.publisher import TelemetryPublisher
 from tests.integration.telemetry.conftest import Consumer, wait_until

@@ -1,4 +1,4 @@
-"""The accuracy gate: a compiled candidate against the FP32 reference on the validation split.
+"""The image-classification gate: a compiled candidate against the FP32 reference on the validation split.
 
 Figures: top-1 of the reference and of the candidate against the labels (fractions), the
 top-1 drop in percentage points, top-1 agreement between the two, per-output cosine similarity
@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend
-from ..config import AccuracyBudget
-from ..errors import InferenceError
+from ...backends.base import Backend
+from ...config import AccuracyBudget, Profile
+from ...errors import InferenceError
 
 Outputs = dict[str, np.ndarray]
 
@@ -110,6 +111,27 @@ def judge(result: GateResult, budget: AccuracyBudget) -> GateResult:
     if budget.max_abs_error is not None and result.max_abs_error > budget.max_abs_error:
         failures.append(f"max abs error {result.max_abs_error:.4g} > {budget.max_abs_error}")
     return dataclasses.replace(result, passed=not failures, failures=tuple(failures))
+
+
+class ImageGate:
+    """The ``image-classification`` gate (:func:`evaluate` / :func:`judge`) for the registry."""
+
+    task = "image-classification"
+
+    def budget(self, profile: Profile) -> AccuracyBudget:
+        return profile.accuracy
+
+    def judge(self, figures: Mapping[str, Any], budget: AccuracyBudget) -> tuple[str, ...]:
+        return judge(GateResult.from_dict(figures), budget).failures
+
+    def cells(self, figures: Mapping[str, Any]) -> dict[str, str]:
+        acc = figures
+        return {
+            "top-1": f"{acc['top1'] * 100:.2f}%" if "top1" in acc else "",
+            "drop pts": f"{acc['top1_drop']:+.2f}" if "top1_drop" in acc else "",
+            "agreement": f"{acc['agreement']:.4f}" if "agreement" in acc else "",
+            "cosine": f"{acc['min_cosine']:.4f}" if "min_cosine" in acc else "",
+        }
 
 
 def run_batches(

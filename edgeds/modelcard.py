@@ -1,0 +1,303 @@
+"""Model cards: the metadata beside a model, its schemas and loading.
+
+A card names what is compiled (the model file or checkpoint), how its inputs are made and what
+its outputs mean, and where its calibration and evaluation data come from. The card's ``task``
+selects its schema: ``image-classification`` (:class:`ModelCard`, an ONNX model) or
+``causal-lm`` (:class:`LMCard`, a Hugging Face checkpoint directory, checked against its
+``config.json``). Errors are :class:`~edgeds.errors.ConfigError` lines
+``file:line: field: message``, as for profiles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator
+
+from .config import NAME_PATTERN, Frozen, validate_mapping
+from .errors import ConfigError
+from .yamlio import SourceMap, display_path, load_yaml
+
+TASKS = ("image-classification", "causal-lm")
+ARCHITECTURES = ("qwen2", "llama", "phi3")
+"""Decoder architectures (config.json ``model_type``) the LM exporters and runtimes handle."""
+
+
+class InputSpec(Frozen):
+    """How raw RGB uint8 images become the model's input tensor."""
+
+    name: str
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    height: int = Field(ge=1)
+    width: int = Field(ge=1)
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    scale: float = Field(default=1 / 255, gt=0, description="applied first")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: Literal["stretch", "letterbox"] = "stretch"
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v == 0 for v in value):
+            raise ValueError("std must not contain 0")
+        return value
+
+
+class OutputSpec(Frozen):
+    name: str
+    kind: Literal["logits", "probabilities"] = "logits"
+
+
+class DataSplit(Frozen):
+    """A split produced by the card's generator: ``seed``, ``count``, and its fingerprint."""
+
+    seed: int
+    count: int = Field(ge=1)
+    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class DataSource(Frozen):
+    """Where calibration and validation data come from."""
+
+    generator: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    validation: DataSplit
+    calibration: DataSplit
+
+
+class ReferenceFigures(Frozen):
+    fp32_top1: float = Field(ge=0, le=1)
+
+
+class ModelCard(Frozen):
+    """Metadata beside ``<model>.onnx``. Relative paths are relative to the card's directory."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    task: Literal["image-classification"]
+    description: str = ""
+    model: str
+    input: InputSpec
+    output: OutputSpec
+    labels: tuple[str, ...] = Field(min_length=2)
+    data: DataSource | None = None
+    samples: str | None = None
+    reference: ReferenceFigures | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    # Set by load_model_card; not part of the YAML.
+    _directory: Path = Path(".")
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def model_path(self) -> Path:
+        return self._directory / self.model
+
+    @property
+    def samples_dir(self) -> Path | None:
+        return self._directory / self.samples if self.samples else None
+
+
+class SpecialTokens(Frozen):
+    """Special tokens as text (as in ``tokenizer.json``); None = the checkpoint has none."""
+
+    bos: str | None = None
+    eos: str | None = None
+    pad: str | None = None
+
+
+class GenerationDefaults(Frozen):
+    """Sampling a request gets unless it says otherwise (0 temperature = greedy)."""
+
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0, description="0 = off")
+
+
+class LMDataSource(Frozen):
+    """The generator of the evaluation (held-out prompts) and calibration splits."""
+
+    generator: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    evaluation: DataSplit
+    calibration: DataSplit
+
+
+class TaskMetric(Frozen):
+    """The task metric: ``scorer(answer, example) -> bool``, averaged over the evaluation split."""
+
+    name: str
+    scorer: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+
+
+class LMReferenceFigures(Frozen):
+    """What the FP32 checkpoint scores (task metric as a fraction; perplexity over the answers)."""
+
+    fp32_task_metric: float | None = Field(default=None, ge=0, le=1)
+    fp32_perplexity: float | None = Field(default=None, ge=1)
+
+
+class LMCard(Frozen):
+    """A decoder language model (``task: causal-lm``): a Hugging Face checkpoint directory
+    (``config.json``, safetensors, ``tokenizer.json``, generation config, chat template).
+    Relative paths are relative to the card's directory."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    task: Literal["causal-lm"]
+    description: str = ""
+    model: str = Field(description="the checkpoint directory")
+    architecture: Literal["qwen2", "llama", "phi3"]
+    context_length: int = Field(ge=16, description="tokens, prompt and generation together")
+    chat_template: str = Field(
+        default="tokenizer",
+        description="'tokenizer' (the checkpoint's chat_template.jinja or tokenizer_config.json's) or a Jinja file",
+    )
+    special_tokens: SpecialTokens = SpecialTokens()
+    generation: GenerationDefaults = GenerationDefaults()
+    data: LMDataSource | None = None
+    metric: TaskMetric | None = None
+    reference: LMReferenceFigures | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    # Set by the loader; not part of the YAML.
+    _directory: Path = Path(".")
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def model_path(self) -> Path:
+        """The checkpoint directory."""
+        return self._directory / self.model
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The checkpoint's ``config.json``."""
+        data: dict[str, Any] = json.loads((self.model_path / "config.json").read_text())
+        return data
+
+    def chat_template_text(self) -> str:
+        """The chat template's Jinja source: for ``tokenizer``, the checkpoint's ``chat_template.jinja``
+        or else ``tokenizer_config.json``'s ``chat_template``; otherwise the named file."""
+        if self.chat_template != "tokenizer":
+            return (self._directory / self.chat_template).read_text()
+        jinja = self.model_path / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text()
+        config = json.loads((self.model_path / "tokenizer_config.json").read_text())
+        return str(config["chat_template"])
+
+
+AnyCard = ModelCard | LMCard
+
+
+def _checkpoint_problems(card: LMCard, smap: SourceMap, shown: Path) -> list[tuple[Path | None, int | None, str, str]]:
+    """What the checkpoint directory says against the card: one problem per mismatch."""
+
+    def at(field: str, message: str) -> tuple[Path | None, int | None, str, str]:
+        return (shown, smap.where((field,))[1], field, message)
+
+    root = card.model_path
+    config_file = root / "config.json"
+    if not config_file.is_file():
+        return [at("model", f"{root} has no config.json (a Hugging Face checkpoint directory is expected)")]
+    try:
+        config = card.checkpoint_config()
+    except ValueError as exc:
+        return [at("model", f"{config_file} is not JSON: {exc}")]
+    problems = []
+    model_type = config.get("model_type")
+    if model_type != card.architecture:
+        known = ", ".join(ARCHITECTURES)
+        problems.append(at("architecture", f"config.json says model_type {model_type!r} (supported: {known})"))
+    limit = config.get("max_position_embeddings")
+    if isinstance(limit, int) and card.context_length > limit:
+        problems.append(at("context_length", f"{card.context_length} > the model's max_position_embeddings {limit}"))
+    if not (root / "tokenizer.json").is_file():
+        problems.append(at("model", f"{root} has no tokenizer.json"))
+    if card.chat_template == "tokenizer":
+        tok_config = root / "tokenizer_config.json"
+        try:
+            has = "chat_template" in json.loads(tok_config.read_text())
+        except (OSError, ValueError):
+            has = False
+        if not has and not (root / "chat_template.jinja").is_file():
+            problems.append(
+                at("chat_template", f"{tok_config} has no chat_template (nor is there a chat_template.jinja)")
+            )
+    elif not (card.directory / card.chat_template).is_file():
+        problems.append(at("chat_template", f"no file {card.chat_template!r} beside the card"))
+    return problems
+
+
+def card_path(path: Path) -> Path:
+    """The card file for ``path``: the YAML itself, the one ``*.yaml`` of a directory, or the
+    card beside an ONNX file."""
+    if path.is_dir():
+        cards = sorted(path.glob("*.yaml"))
+        if len(cards) != 1:
+            raise ConfigError.single(
+                display_path(path), None, "", f"expected one model card *.yaml, found {len(cards)}"
+            )
+        return cards[0]
+    if path.suffix == ".onnx":
+        candidates = [path.with_suffix(".yaml"), *sorted(path.parent.glob("*.yaml"))]
+        card_path = next((c for c in candidates if c.is_file()), None)
+        if card_path is None:
+            raise ConfigError.single(display_path(path), None, "", "no model card (*.yaml) beside the ONNX file")
+        return card_path
+    return path
+
+
+def load_card(path: str | Path, *, check_checkpoint: bool = True) -> AnyCard:
+    """Load a model card of any task. ``path`` may be the YAML, the ONNX file beside it, or its
+    directory. The ``task`` selects the schema; a causal-lm card is checked against its
+    checkpoint's ``config.json`` (architecture, context length, tokenizer, chat template) unless
+    ``check_checkpoint`` is False (a bundle's copy of the card has no checkpoint beside it)."""
+    path = card_path(Path(path))
+    data, smap = load_yaml(path)
+    shown = display_path(path)
+    task = data.get("task") if isinstance(data, dict) else None
+    card: AnyCard
+    if task == "causal-lm":
+        card = validate_mapping(LMCard, data, smap, shown)
+        card._directory = path.parent
+        problems = _checkpoint_problems(card, smap, shown) if check_checkpoint else []
+        if problems:
+            raise ConfigError(problems)
+        return card
+    if isinstance(data, dict) and task is not None and task not in TASKS:
+        line = smap.where(("task",))[1]
+        raise ConfigError.single(shown, line, "task", f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    card = validate_mapping(ModelCard, data, smap, shown)
+    card._directory = path.parent
+    return card
+
+
+def load_lm_card(path: str | Path) -> LMCard:
+    """Load a ``task: causal-lm`` card (see :func:`load_card`); any other task is one clear error."""
+    card = load_card(path)
+    if not isinstance(card, LMCard):
+        raise ConfigError.single(display_path(Path(path)), None, "task", f"{card.task} card, expected causal-lm")
+    return card
+
+
+def load_model_card(path: str | Path) -> ModelCard:
+    """Load an ``image-classification`` card (see :func:`load_card`); a causal-lm card is one clear error."""
+    card = load_card(path)
+    if not isinstance(card, ModelCard):
+        raise ConfigError.single(
+            display_path(Path(path)), None, "task", f"{card.task} card, expected image-classification"
+        )
+    return card
