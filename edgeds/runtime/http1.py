@@ -147,6 +147,12 @@ class Request:
         if not connection._answer_from_thread(response, self.keep_alive, self.body):
             connection._group._hand_over(self, response)
 
+    def on_lost(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` on the loop if the connection is lost (the client went away) before
+        this request is answered; None forgets it (before answering, so that a later loss of the
+        keep-alive connection does not call it)."""
+        self._connection._on_lost = callback
+
     def stream(
         self,
         status: int = 200,

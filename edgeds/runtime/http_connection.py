@@ -21,7 +21,7 @@ import mmap
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -103,6 +103,7 @@ class Connection(asyncio.BufferedProtocol):
         self._idle = False  # waiting for the next request: its first byte starts the head's deadline
         self._version = "HTTP/1.1"  # of the request being answered
         self._stream: Stream | None = None  # the streamed answer being sent
+        self._on_lost: Callable[[], None] | None = None  # Request.on_lost of the request in flight
         self._writing_paused = False  # the transport is above its high-water mark
 
     # -- asyncio callbacks
@@ -125,6 +126,12 @@ class Connection(asyncio.BufferedProtocol):
         with self._wlock:  # asyncio closes the socket after this returns: no worker is writing now
             self._fd = -1
         self._cancel_stream()
+        on_lost, self._on_lost = self._on_lost, None
+        if on_lost is not None:
+            try:
+                on_lost()
+            except Exception:  # a handler's bug: the connection is gone either way, the loop goes on
+                log.exception("the on_lost callback of a request failed")
         if self._transport is not None:
             self._group._removed(self)
         self._transport = None
