@@ -42,6 +42,14 @@ class OpenVinoGenAIOptions(BackendOptions):
     max_num_batched_tokens: int = Field(default=256, ge=16, description="tokens per step (prefill chunk)")
 
 
+def _first_reason(exc: BaseException) -> str:
+    """The first line of an OpenVINO error that says something: its messages open with lines of
+    source locations (``Exception from src/...cpp:117:``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not (line.startswith("Exception from ") and line.endswith(":"))]
+    return (said or lines or [type(exc).__name__])[0]
+
+
 class _OvHandle(LMHandle):
     __slots__ = ("_backend", "_done", "_handle", "_reason")
 
@@ -150,7 +158,7 @@ class OpenVinoGenAIBackend(LMBackend):
             tokenizer = pipe.get_tokenizer()
             eos = {int(tokenizer.get_eos_token_id())} | {int(i) for i in pipe.get_config().stop_token_ids}
         except RuntimeError as exc:
-            raise BackendError(f"openvino-genai cannot open {model_dir}: {str(exc).strip().splitlines()[0]}") from exc
+            raise BackendError(f"openvino-genai cannot open {model_dir}: {_first_reason(exc)}") from exc
         self._pipe, self._tokenizer, self._plan = pipe, tokenizer, plan
         self._eos = frozenset(i for i in eos if i >= 0)
         self._reasons = {
