@@ -31,7 +31,11 @@ def chat(
         float | None, typer.Option(min=0.0, max=2.0, help="0 = greedy (default: the model's).")
     ] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="LM runtime for a bundle or model dir (openvino-genai, onnxruntime-genai).")
+        str | None,
+        typer.Option(help="A bundle: only this LM runtime's artifact (default: its first that opens here)."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="ed25519 public key: verify the bundle first.")
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads of the runtime (in process).")] = None,
     as_json: Annotated[
@@ -56,7 +60,7 @@ def chat(
         from ..runtime.lm.loading import open_engine
 
         with console_err.status("opening the model..."):
-            engine = open_engine(Path(target), runtime=runtime, threads=threads)
+            engine = open_engine(Path(target), public_key=key, runtime=runtime, threads=threads)
         replier = LocalReplier(engine)
     session = ChatSession(replier, system, Sampling(max_tokens=max_tokens, temperature=temperature))
     interactive = sys.stdin.isatty() and not as_json

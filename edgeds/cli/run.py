@@ -13,7 +13,9 @@ from ._output import JSON_OPTION, console, console_err, emit, table
 
 
 def run(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar (a language model: also its model dir).")],
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle directory or .tar (a language model: also a runtime's model dir).")
+    ],
     input_file: Annotated[
         Path | None, typer.Option("--input", "-i", help="Image (png/jpg/...) or .npy (image classifiers).")
     ] = None,
@@ -32,7 +34,8 @@ def run(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="LM runtime (openvino-genai, onnxruntime-genai; default: the bundle's first).")
+        str | None,
+        typer.Option(help="Only this LM runtime's artifact (default: the bundle's first that opens here)."),
     ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -41,7 +44,7 @@ def run(
     if (input_file is None) == (prompt is None):
         raise typer.BadParameter("give --input (an image classifier) or --prompt (a language model), one of them")
     if prompt is not None:
-        _answer(bundle, prompt, system, max_tokens, temperature, seed, runtime, threads, as_json)
+        _answer(bundle, key, prompt, system, max_tokens, temperature, seed, runtime, threads, as_json)
         return
     assert input_file is not None
     from ..runtime.classify import classify_file
@@ -72,6 +75,7 @@ def run(
 
 def _answer(
     bundle: Path,
+    key: Path | None,
     prompt: str,
     system: str | None,
     max_tokens: int | None,
@@ -88,7 +92,7 @@ def _answer(
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
     with console_err.status("opening the model..."):
-        engine = open_engine(bundle, runtime=runtime, threads=threads)
+        engine = open_engine(bundle, public_key=key, runtime=runtime, threads=threads)
     try:
 
         def show(text: str) -> None:

@@ -92,23 +92,40 @@ def serve(
     runtime: Annotated[
         str | None,
         typer.Option(
-            help="Language models: the LM runtime (openvino-genai, onnxruntime-genai; default: the bundle's "
-            "first that works). Also serves a runtime's model directory as it is."
+            help="Language models: serve only this LM runtime's artifact (openvino-genai, onnxruntime-genai; "
+            "default: the bundle's first artifact that opens here)."
         ),
     ] = None,
     budget_mb: Annotated[
         float | None,
-        typer.Option("--budget-mb", min=1, help="Language models: memory for weights + KV cache, MiB (default 1024)."),
+        typer.Option(
+            "--budget-mb",
+            min=1,
+            help="Language models: memory for weights + KV cache + overhead, MiB (default: the bundle's profile).",
+        ),
+    ] = None,
+    max_num_seqs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-num-seqs", min=1, help="Language models: sequences at once, a cap (default: the bundle's profile)."
+        ),
     ] = None,
     max_tokens: Annotated[
-        int, typer.Option(min=1, help="Language models: answer length when a request names no max_tokens.")
-    ] = 256,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Language models: answer length when a request names no max_tokens "
+            "(default: the card's generation.max_new_tokens).",
+        ),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve BUNDLE: an image model gets health, metadata, config, stats, infer (JSON and binary
     tensors) and /metrics; a language model gets the OpenAI API (/v1/chat/completions,
     /v1/completions, /v1/models), the generate extension (/v2/models/M/generate, generate_stream),
-    health, metadata and /metrics under vLLM's names.
+    health, metadata and /metrics under vLLM's names, with the settings its bundle records
+    (the LM flags override them). A runtime's bare model directory is served too (a developer
+    path: 1024 MiB, 8 sequences, 256-token answers unless the flags say otherwise).
 
     Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
     """
@@ -132,12 +149,24 @@ def serve(
         "max_connections": max_connections,
         "reserve_connections": reserve_connections,
     }
-    from ..runtime.lm.server import is_language_model
+    from ..runtime.lm.loading import is_language_model
 
-    if runtime is not None or is_language_model(bundle):
-        lm = {"runtime": runtime, "threads": threads, "max_queue": queue, "budget_mb": budget_mb}
+    if is_language_model(bundle):
+        lm = {
+            "public_key": key,
+            "runtime": runtime,
+            "threads": threads,
+            "max_queue": queue,
+            "budget_mb": budget_mb,
+            "max_num_seqs": max_num_seqs,
+        }
         _serve_lm(bundle, host, port, lm, max_tokens, limits, keys, metrics_public, tls, as_json)
         return
+    if runtime is not None or budget_mb is not None or max_num_seqs is not None or max_tokens is not None:
+        raise EdgedsError(
+            f"{bundle} is not a language model: --runtime, --budget-mb, --max-num-seqs and "
+            "--max-tokens are for language models"
+        )
     sizes = None if preferred is None else tuple(int(p) for p in preferred.split(",") if p.strip())
     with console_err.status("loading the bundle and warming every batch bucket..."):
         served = load_served(
@@ -196,7 +225,7 @@ def _serve_lm(
     host: str,
     port: int,
     lm: dict[str, Any],
-    max_tokens: int,
+    max_tokens: int | None,
     limits: dict[str, Any],
     keys: ApiKeys,
     metrics_public: bool,
@@ -227,13 +256,22 @@ def _serve_lm(
         "url": server.url,
         "model": engine.name,
         "version": engine.version,
+        "release": engine.release,
         "runtime": engine.runtime,
+        "artifact": engine.artifact,
+        "skipped": list(engine.skipped),
         "task": "causal-lm",
         "context_length": engine.spec.context_length,
         "max_num_seqs": engine.spec.max_num_seqs,
+        "max_queue": engine.max_queue,
+        "max_tokens": max_tokens if max_tokens is not None else engine.generation.max_tokens,
+        "kv_plan": engine.plan.describe(),
         "api_keys": len(keys),
         "tls": tls is not None,
     }
+    if not as_json:
+        for line in engine.skipped:
+            console_err.print(f"[yellow]not served:[/] {line}")
     emit(
         info,
         as_json,

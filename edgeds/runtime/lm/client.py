@@ -23,8 +23,6 @@ from .openai_api import chat_completion
 from .sampling import Sampling
 from .server import sampling_params
 
-DEFAULT_MAX_TOKENS = 256  # an answer's length when neither the caller nor the bundle names one
-
 
 class Replier(Protocol):
     """Streams the assistant's answer to ``messages`` as text deltas."""
@@ -172,7 +170,7 @@ def complete(
 
 def _submit(engine: LMEngine, messages: Sequence[dict[str, str]], sampling: Sampling) -> Generation:
     ids = engine.encode(engine.chat_prompt(list(messages)))
-    params = sampling_params(sampling, len(ids), engine.spec.context_length, DEFAULT_MAX_TOKENS)
+    params = sampling_params(sampling, len(ids), engine.spec.context_length, engine.generation)
     return engine.submit(ids, params)
 
 

@@ -1,10 +1,11 @@
 """LM engine = LM backend + admission against the KV plan + one step-loop thread + statistics.
 
-Lifecycle: ``LMEngine(...)`` (or :meth:`LMEngine.from_dir`) is free; :meth:`LMEngine.start`
-starts the step-loop thread, which opens the backend with the plan's KV cache (and raises what
-opening raised); :meth:`LMEngine.close`
+Lifecycle: ``LMEngine(...)`` (or :meth:`LMEngine.from_bundle`, :meth:`LMEngine.from_dir`) is
+free; :meth:`LMEngine.start` starts the step-loop thread, which opens the backend with the plan's
+KV cache (and raises what opening raised); then :attr:`LMEngine.ready` holds until
+:meth:`LMEngine.close` (or a runtime failure, which fails every request with an error event)
 finishes every queued and running request with ``abort``, stops the loop and closes the
-backend (idempotent).
+backend (idempotent) and a bundle the engine opened itself.
 
 Threads: :meth:`LMEngine.submit`, :meth:`Generation.cancel`, :meth:`LMEngine.stats` and the
 tokenizer methods may be called from any thread and never wait on the runtime. One step-loop
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...backends.base import BackendOptions
 from ...backends.lm import GenParams, LMBackend, LMHandle, LMSpec, lm_create
@@ -48,9 +49,16 @@ from .detokenizer import Detokenizer
 from .stats import EngineCounters, LMStats
 from .stops import StopMatcher
 
+if TYPE_CHECKING:
+    from ...bundle import Bundle, PublicKeyLike
+
 log = logging.getLogger(__name__)
 
 _CONTEXT_IDS = 4  # prompt ids that seed each detokenizer's window
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,29 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class GenerationDefaults:
+    """What a request that names no sampling field gets: a bundle's ``llm.generation`` (the card's
+    ``generation:``); ``max_tokens`` is then at most what the context leaves after the prompt."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    @classmethod
+    def from_manifest(cls, generation: Mapping[str, Any]) -> GenerationDefaults:
+        """From a manifest's ``llm.generation`` (the card's ``max_new_tokens`` is ``max_tokens``);
+        absent fields keep the defaults above."""
+        base = cls()
+        return cls(
+            max_tokens=int(generation.get("max_new_tokens") or base.max_tokens),
+            temperature=float(generation.get("temperature", base.temperature)),
+            top_p=float(generation.get("top_p", base.top_p)),
+            top_k=int(generation.get("top_k", base.top_k) or 0),
+        )
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token counts of one request (OpenAI's ``usage``)."""
 
@@ -112,13 +143,16 @@ class Usage:
 @dataclass(frozen=True)
 class Event:
     """New output of one request: a text delta and the token ids behind it; the last event has
-    ``finished``, the ``finish_reason`` and the ``usage``."""
+    ``finished``, the ``finish_reason`` and the ``usage``. ``error`` (on the last event only) says
+    why the runtime failed the request (its finish reason is then ``abort``): a server sends it
+    as an error, not as an ordinary end."""
 
     text: str
     token_ids: tuple[int, ...]
     finished: bool = False
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +223,15 @@ class Generation:
 
 
 class LMEngine:
-    """See the module docstring for the lifecycle, threads and admission."""
+    """See the module docstring for the lifecycle, threads and admission.
+
+    ``version`` is the model card's version (what clients address), ``release`` the bundle's
+    monotonic version (which build serves it; None for a bare model directory), ``generation``
+    the defaults of a request that names no sampling field. ``artifact`` names the bundle's
+    artifact served (its index in the manifest: ``artifact_index``) and ``skipped`` says, one
+    line each, why earlier artifacts were not. ``owns``: closed with the engine (a bundle it
+    opened itself).
+    """
 
     def __init__(
         self,
@@ -199,10 +241,15 @@ class LMEngine:
         *,
         name: str | None = None,
         version: str = "1",
-        release: int | None = None,
+        release: str | None = None,
         max_queue: int = 64,
         default_timeout_s: float | None = None,
         chat_template: ChatTemplate | None = None,
+        generation: GenerationDefaults | None = None,
+        artifact: str | None = None,
+        artifact_index: int | None = None,
+        skipped: Sequence[str] = (),
+        owns: Closeable | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
@@ -215,6 +262,11 @@ class LMEngine:
         self.max_queue = max_queue
         self.default_timeout_s = default_timeout_s
         self.chat_template = chat_template if chat_template is not None else ChatTemplate.from_dir(model_dir)
+        self.generation = generation if generation is not None else GenerationDefaults()
+        self.artifact = artifact
+        self.artifact_index = artifact_index
+        self.skipped = tuple(skipped)
+        self.owns = owns
         self._clock = clock
         self._spec: LMSpec | None = None
         self._cond = threading.Condition()
@@ -223,6 +275,7 @@ class LMEngine:
         self._active: dict[int, Generation] = {}
         self._ids = itertools.count(1)
         self._closing = False
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._counters = EngineCounters()
         # kv_usage, kv_bytes, preemptions: written by the step thread, read by stats()
@@ -269,7 +322,54 @@ class LMEngine:
             default_timeout_s=default_timeout_s,
         )
 
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle | str | Path,
+        *,
+        public_key: PublicKeyLike | None = None,
+        runtime: str | None = None,
+        budget_mb: float | None = None,
+        kv_overhead_mb: float | None = None,
+        context_length: int | None = None,
+        max_num_seqs: int | None = None,
+        max_queue: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        default_timeout_s: float | None = None,
+        exclude: Mapping[int, str] | None = None,
+    ) -> LMEngine:
+        """An engine (not started) for a causal-lm bundle (an opened :class:`Bundle`, or a path the
+        engine opens, verifying it when ``public_key`` is given, and closes with itself): the first
+        artifact whose runtime can run here, with the profile's ``llm:`` settings the manifest
+        records; the keyword arguments override them. See :func:`edgeds.runtime.lm.loading.engine_from_bundle`."""
+        from .loading import engine_from_bundle
+
+        return engine_from_bundle(
+            bundle,
+            public_key=public_key,
+            runtime=runtime,
+            budget_mb=budget_mb,
+            kv_overhead_mb=kv_overhead_mb,
+            context_length=context_length,
+            max_num_seqs=max_num_seqs,
+            max_queue=max_queue,
+            options=options,
+            default_timeout_s=default_timeout_s,
+            exclude=exclude,
+        )
+
     # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Started and taking requests: false before :meth:`start`, after :meth:`close` and once
+        the runtime has failed."""
+        return self._spec is not None and not self._closing
+
+    @property
+    def closed(self) -> bool:
+        """Closed or closing (by :meth:`close`, or because the runtime failed): no new request."""
+        return self._closing
 
     @property
     def spec(self) -> LMSpec:
@@ -299,14 +399,19 @@ class LMEngine:
     def close(self) -> None:
         """Abort what is queued and running, stop the loop, close the backend. Idempotent."""
         with self._cond:
-            if self._closing:
+            if self._closed:
                 return
-            self._closing = True
+            self._closed = self._closing = True  # _closing alone: the runtime failed, still to join
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-        else:
-            self.backend.close()
+        try:
+            if self._thread is not None:
+                self._thread.join()
+            else:
+                self.backend.close()
+        finally:
+            owned, self.owns = self.owns, None
+            if owned is not None:
+                owned.close()
 
     def __enter__(self) -> LMEngine:
         return self.start()
@@ -584,5 +689,6 @@ class LMEngine:
         counters = self._counters
         counters.requests[reason] = counters.requests.get(reason, 0) + 1
         counters.e2e.observe(self._clock() - generation.submitted)
-        self._deliver(generation, Event(tail, (), finished=True, finish_reason=reason, usage=usage))
+        error = None if generation._error is None else f"the runtime failed this request: {generation._error}"
+        self._deliver(generation, Event(tail, (), finished=True, finish_reason=reason, usage=usage, error=error))
         generation._done.set()

@@ -25,20 +25,19 @@ cancels its generation (the stream's ``on_cancel``), which frees its sequence in
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import signal
 import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from ..._version import __version__
 from ...config import ServerLimits
-from ...errors import EdgedsError, EngineClosed, QueueFull, RequestError, RequestTooLarge, ServiceUnavailable
+from ...errors import EdgedsError, QueueFull, RequestError, RequestTooLarge, ServiceUnavailable
 from ..auth import ApiKeys
 from ..counters import StatusCounts
 from ..http1 import Dispatch, Request
@@ -46,7 +45,7 @@ from ..http_syntax import HttpError, Response, json_response
 from ..http_syntax import error_response as kserve_error
 from ..loops import EventLoop, EventLoops
 from ..streams import Stream, StreamError
-from .engine import Event, Generation, LMEngine, SamplingParams
+from .engine import Event, Generation, GenerationDefaults, LMEngine, SamplingParams
 from .generate_api import DeltaFormat, GenerateRequest, generate_answer, parse_generate
 from .metrics import prometheus_text
 from .openai_api import (
@@ -165,12 +164,14 @@ class _Answer:
             self.stream.abort()
         elif not self.sent:
             self.sent = True
+            self.request.on_lost(None)
             message = "the answer could not be rendered (logged by the server)"
             error = kserve_error(500, message) if self.kind == "generate" else openai_error(500, message)
             self.request.respond(error)
 
     def on_event(self, event: Event) -> None:
-        """Loop thread: send what ``event`` adds; answer when it is the last."""
+        """Loop thread: send what ``event`` adds; answer when it is the last (an error event as
+        the protocol's error: a 500 answer, or an error event ending the stream)."""
         if self.sent:
             return
         stream = self.stream
@@ -180,20 +181,29 @@ class _Answer:
                 self.pieces.append(text)
             if event.finished:
                 self.sent = True
-                self.request.respond(json_response(200, self._whole(event)))
+                self.request.on_lost(None)
+                if event.error is not None:
+                    generate = self.kind == "generate"
+                    self.request.respond(kserve_error(500, event.error) if generate else openai_error(500, event.error))
+                else:
+                    self.request.respond(json_response(200, self._whole(event)))
             return
         if stream.closed:
             return
         try:
             if self.chunks is not None:
                 data = self.chunks.delta(text)
-                if event.finished:
+                if event.error is not None:
+                    data += self.chunks.error(event.error)
+                elif event.finished:
                     prompt, new = _usage(event, self.prompt_tokens)
                     data += self.chunks.closing(event.finish_reason, prompt, new)
             else:
                 assert self.deltas is not None
                 data = self.deltas.delta(text)
-                if event.finished:
+                if event.error is not None:
+                    data += self.deltas.error(event.error)
+                elif event.finished:
                     prompt, new = _usage(event, self.prompt_tokens)
                     data += self.deltas.closing(event.finish_reason, prompt, new)
             stream.send(data)
@@ -229,9 +239,9 @@ class LMServer:
     :meth:`serve_forever` (blocks until SIGINT/SIGTERM or :meth:`stop`). It does not own the
     engines unless :meth:`stop` is told to close them. ``api_keys``, ``metrics_public``, ``tls``
     and ``limits`` as :class:`~edgeds.runtime.server.InferenceServer`'s. ``loops``: event-loop
-    threads (one is plenty: the engine's step loop does the work). ``default_max_tokens``: the
-    longest answer of a request that names no ``max_tokens`` (the bundle's generation default),
-    at most what the context leaves.
+    threads (one is plenty: the engine's step loop does the work). A request's absent sampling
+    fields take the engine's ``generation`` defaults (a bundle's); ``default_max_tokens``, when
+    given, replaces their ``max_tokens`` (an answer is at most what the context leaves).
     """
 
     def __init__(
@@ -246,7 +256,7 @@ class LMServer:
         tls: ssl.SSLContext | None = None,
         loops: int = 1,
         name: str = "edgeds",
-        default_max_tokens: int = 256,
+        default_max_tokens: int | None = None,
     ) -> None:
         engines = [engines] if isinstance(engines, LMEngine) else list(engines)
         if not engines:
@@ -410,7 +420,7 @@ class LMServer:
         if path == "/v2/health/live":
             return json_response(200, {"live": True})
         if path == "/v2/health/ready":
-            ready = all(_ready(e) for e in self._models.values())
+            ready = all(e.ready for e in self._models.values())
             return json_response(200 if ready else 400, {"ready": ready})
         if path == "/v2":
             extensions = ["generate", "generate_stream"]
@@ -438,7 +448,7 @@ class LMServer:
         if action == "":
             return json_response(200, _metadata(engine))
         if action == "ready":
-            ready = _ready(engine)
+            ready = engine.ready
             return json_response(200 if ready else 400, {"ready": ready})
         generate = parse_generate(request.body)
         answer = _Answer("generate", engine, request, generate.id or f"gen-{next(self._ids)}")
@@ -464,11 +474,16 @@ class LMServer:
         sent); a stream's head goes out at once, the rest as events arrive on the loop."""
         engine = answer.engine
         ids = engine.encode(prompt) if isinstance(prompt, str) else prompt
-        params = sampling_params(sampling, len(ids), engine.spec.context_length, self.default_max_tokens)
+        defaults = engine.generation
+        if self.default_max_tokens is not None:
+            defaults = replace(defaults, max_tokens=self.default_max_tokens)
+        params = sampling_params(sampling, len(ids), engine.spec.context_length, defaults)
         generation = engine.submit(ids, params, partial(inbox.put, answer))
         answer.generation = generation
         answer.prompt_tokens = generation.prompt_tokens
-        if stream:
+        if not stream:  # a client gone before its answer: the generation is cancelled
+            answer.request.on_lost(generation.cancel)
+        else:
             answer.stream = stream_ = answer.request.stream(200, "text/event-stream", on_cancel=generation.cancel)
             if answer.chunks is not None:
                 opening = answer.chunks.opening()
@@ -477,33 +492,24 @@ class LMServer:
 
 
 def sampling_params(
-    sampling: Sampling, prompt_tokens: int, context_length: int, default_max_tokens: int
+    sampling: Sampling, prompt_tokens: int, context_length: int, defaults: GenerationDefaults
 ) -> SamplingParams:
-    """The engine's sampling parameters for what a request asked. ``max_tokens`` not asked:
-    ``default_max_tokens``, at most what the context leaves after the prompt (at least 1: a prompt
-    that fills the context is then refused by the engine with the reason); the rest not asked:
-    greedy, no top-p or top-k."""
+    """The engine's sampling parameters for what a request asked; what it did not ask comes from
+    ``defaults``. ``max_tokens`` not asked: the default, at most what the context leaves after
+    the prompt (at least 1: a prompt that fills the context is then refused by the engine with
+    the reason)."""
     max_tokens = sampling.max_tokens
     if max_tokens is None:
-        max_tokens = max(1, min(default_max_tokens, context_length - prompt_tokens))
+        max_tokens = max(1, min(defaults.max_tokens, context_length - prompt_tokens))
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=sampling.temperature if sampling.temperature is not None else 0.0,
-        top_p=sampling.top_p if sampling.top_p is not None else 1.0,
-        top_k=sampling.top_k or 0,
+        temperature=sampling.temperature if sampling.temperature is not None else defaults.temperature,
+        top_p=sampling.top_p if sampling.top_p is not None else defaults.top_p,
+        top_k=sampling.top_k if sampling.top_k is not None else defaults.top_k,
         seed=sampling.seed,
         stop=sampling.stop,
         ignore_eos=sampling.ignore_eos,
     )
-
-
-def _ready(engine: LMEngine) -> bool:
-    """Whether ``engine`` takes requests (started, not closed)."""
-    try:
-        engine.spec  # noqa: B018 - raises EngineClosed until started
-    except EngineClosed:
-        return False
-    return True
 
 
 def _metadata(engine: LMEngine) -> dict[str, Any]:
@@ -541,21 +547,4 @@ def _code(exc: Exception) -> str | None:
     return None
 
 
-def is_language_model(path: Path) -> bool:
-    """Whether ``path`` holds a language model to serve with :class:`LMServer`: a bundle whose
-    manifest's task is ``causal-lm``, or a runtime's model directory (OpenVINO GenAI's
-    ``openvino_model.xml`` beside its tokenizer, ONNX Runtime GenAI's ``genai_config.json``)."""
-    if not path.is_dir():
-        return False
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        try:
-            return bool(json.loads(manifest.read_text(encoding="utf-8")).get("task") == "causal-lm")
-        except (OSError, ValueError, AttributeError):
-            return False
-    return ((path / "openvino_model.xml").is_file() and (path / "openvino_tokenizer.xml").is_file()) or (
-        path / "genai_config.json"
-    ).is_file()
-
-
-__all__ = ["LMServer", "is_language_model", "sampling_params"]
+__all__ = ["LMServer", "sampling_params"]
