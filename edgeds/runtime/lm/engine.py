@@ -422,9 +422,15 @@ class LMEngine:
     # -- tokenizer -----------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
+        """The prompt ids of ``text``; :class:`EngineClosed` once the engine is closed or failed."""
+        if self._closing:
+            raise EngineClosed(f"LM engine {self.name!r} is closed")
         return self.backend.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``; :class:`EngineClosed` once the engine is closed or failed."""
+        if self._closing:
+            raise EngineClosed(f"LM engine {self.name!r} is closed")
         return self.backend.decode(ids)
 
     def chat_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
@@ -528,6 +534,7 @@ class LMEngine:
         cond = self._cond
         admission = self._admission
         clock = self._clock
+        admitted: list[Generation] = []
         try:
             while True:
                 with cond:
@@ -563,9 +570,10 @@ class LMEngine:
             with cond:
                 self._closing = True
                 pending = admission.drain()
-            for generation in [*active.values(), *pending]:
-                generation._error = exc
-                self._finish(generation, "abort")
+            for generation in [*active.values(), *pending, *admitted]:  # admitted: some not added yet
+                if not generation.done:
+                    generation._error = exc
+                    self._finish(generation, "abort")
             active.clear()
             return
         self._abort_all()
