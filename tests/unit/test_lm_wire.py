@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from edgeds.runtime.http_syntax import HttpError
+from edgeds.runtime.lm.engine import GenerationDefaults
 from edgeds.runtime.lm.generate_api import DeltaFormat, generate_answer, parse_generate
 from edgeds.runtime.lm.openai_api import (
     DONE,
@@ -19,6 +20,7 @@ from edgeds.runtime.lm.openai_api import (
     parse_completion,
 )
 from edgeds.runtime.lm.sampling import Sampling
+from edgeds.runtime.lm.server import sampling_params
 
 
 def _body(**fields: Any) -> bytes:
@@ -67,6 +69,17 @@ def test_absent_sampling_fields_leave_the_engine_defaults() -> None:
     assert request.sampling == Sampling()
     assert not request.stream
     assert parse_completion(_body(model="m", prompt=[1, 2, 3])).prompt == (1, 2, 3)
+
+
+def test_the_bundles_generation_defaults_fill_what_a_request_does_not_ask() -> None:
+    defaults = GenerationDefaults.from_manifest({"max_new_tokens": 160, "temperature": 0.7, "top_p": 0.9, "top_k": 5})
+    assert defaults == GenerationDefaults(max_tokens=160, temperature=0.7, top_p=0.9, top_k=5)
+    assert GenerationDefaults.from_manifest({}) == GenerationDefaults()  # 256 tokens, greedy
+    params = sampling_params(Sampling(), prompt_tokens=10, context_length=512, defaults=defaults)
+    assert (params.max_tokens, params.temperature, params.top_p, params.top_k) == (160, 0.7, 0.9, 5)
+    assert sampling_params(Sampling(), 400, 512, defaults).max_tokens == 112  # what the context leaves
+    asked = sampling_params(Sampling(max_tokens=3, temperature=0.0, top_k=0), 10, 512, defaults)
+    assert (asked.max_tokens, asked.temperature, asked.top_p, asked.top_k) == (3, 0.0, 0.9, 0)
 
 
 @pytest.mark.parametrize(
