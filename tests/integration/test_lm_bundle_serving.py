@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from edgeds.bundle import generate_keypair, load_bundle, sign_bundle
+from edgeds.bundle import generate_keypair, load_bundle, pack_bundle, sign_bundle
 from edgeds.errors import BundleVerificationError
 from edgeds.runtime.lm import LMEngine, SamplingParams
-from edgeds.runtime.lm.loading import open_engine
+from edgeds.runtime.lm.loading import is_language_model, open_engine
 from edgeds.runtime.lm.server import LMServer
 
 from ._serve import json_banner
@@ -213,6 +213,19 @@ def test_an_unknown_runtime_is_skipped_when_the_artifact_is_chosen(lm_bundle: Pa
     _, other = generate_keypair(bundle.parent / "other-keys")
     with pytest.raises(BundleVerificationError):
         LMEngine.from_bundle(bundle, public_key=other)
+
+
+def test_a_bundle_tar_is_served_from_its_extraction(lm_bundle: Path, tmp_path: Path) -> None:
+    tar = pack_bundle(lm_bundle, tmp_path / "lm.tar")
+    assert is_language_model(tar) and is_language_model(lm_bundle)
+    engine = open_engine(tar, threads=1)
+    try:
+        extracted = engine.model_dir
+        assert extracted.is_dir() and not extracted.is_relative_to(lm_bundle)
+        assert engine.submit(engine.chat_prompt(MESSAGES), SamplingParams(max_tokens=2)).result(60).usage
+    finally:
+        engine.close()
+    assert not extracted.exists()  # the engine opened the tar: its extraction went with it
 
 
 @pytest.fixture
