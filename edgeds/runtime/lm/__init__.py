@@ -6,7 +6,17 @@ batching as its runtime does it; importing this package imports no LM runtime.
 
 from __future__ import annotations
 
-from .engine import Completion, Event, Generation, LMEngine, SamplingParams, Usage
+from .engine import Completion, Event, Generation, GenerationDefaults, LMEngine, SamplingParams, Usage
 from .stats import HistogramSnapshot, LMStats
 
-__all__ = ["Completion", "Event", "Generation", "HistogramSnapshot", "LMEngine", "LMStats", "SamplingParams", "Usage"]
+__all__ = [
+    "Completion",
+    "Event",
+    "Generation",
+    "GenerationDefaults",
+    "HistogramSnapshot",
+    "LMEngine",
+    "LMStats",
+    "SamplingParams",
+    "Usage",
+]
