@@ -14,6 +14,14 @@ may change without notice. The trip in Python::
         engine = edgeds.Engine.from_bundle(bundle).start()
     server = edgeds.InferenceServer(engine, port=8000).start()
 
+A language model (a ``causal-lm`` card) takes the same compile; its bundle opens as an
+:class:`LMEngine` (the runtime's own continuous batching behind edgeds' admission) and is
+served by :class:`LMServer` (the OpenAI API and KServe's generate extension)::
+
+    engine = edgeds.LMEngine.from_bundle("shift-assistant.bundle").start()
+    prompt = engine.chat_prompt([{"role": "user", "content": "..."}])
+    print(engine.submit(prompt, edgeds.SamplingParams(max_tokens=64)).result().text)
+
 ``import edgeds`` is cheap: each name is imported from its module on first use, so the heavy
 libraries behind compile, deploy and the runtime load only when a program touches them.
 All errors derive from :class:`EdgedsError`.
@@ -43,13 +51,17 @@ if TYPE_CHECKING:
     from .deploy.host import HostResult
     from .deploy.options import DeployOptions
     from .deploy.rollout import RolloutResult
-    from .modelcard import ModelCard, load_model_card
+    from .modelcard import LMCard, ModelCard, load_card, load_model_card
     from .runtime.engine import Engine
+    from .runtime.lm.engine import LMEngine, SamplingParams
+    from .runtime.lm.server import LMServer
     from .runtime.server import InferenceServer
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "ModelCard": ".modelcard",
+    "LMCard": ".modelcard",
+    "load_card": ".modelcard",
     "Profile": ".config",
     "Target": ".config",
     "list_profiles": ".config",
@@ -67,6 +79,9 @@ _LAZY = {
     "RolloutResult": ".deploy.rollout",
     "Engine": ".runtime.engine",
     "InferenceServer": ".runtime.server",
+    "LMEngine": ".runtime.lm.engine",
+    "SamplingParams": ".runtime.lm.engine",
+    "LMServer": ".runtime.lm.server",
 }
 
 __all__ = [
@@ -77,15 +92,20 @@ __all__ = [
     "Engine",
     "HostResult",
     "InferenceServer",
+    "LMCard",
+    "LMEngine",
+    "LMServer",
     "ModelCard",
     "Profile",
     "RolloutResult",
+    "SamplingParams",
     "Target",
     "__version__",
     "compile_model",
     "deploy_bundle",
     "list_profiles",
     "list_targets",
+    "load_card",
     "load_model_card",
     "load_profile",
     "load_target",
