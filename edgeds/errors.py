@@ -21,7 +21,10 @@ that library and re-raised as one of these, with the original kept as ``__cause_
     ├── BundleError
     │   └── BundleVerificationError  checksum / signature / listing mismatch, unsafe archive
     ├── RequestError                 a request to the runtime is invalid (HTTP 400)
+    │   └── RequestTooLarge          prompt + max_tokens can never fit the context (HTTP 400)
     ├── ServiceUnavailable           queue full, request timed out, engine closing (HTTP 503)
+    │   ├── QueueFull                the queue in front of an engine is full (LM server: 429 + Retry-After)
+    │   └── EngineClosed             the engine is closing or closed
     ├── DeployError
     │   ├── HostKeyError             unknown or changed SSH host key
     │   ├── ConnectionFailed         the device cannot be reached
@@ -134,8 +137,35 @@ class RequestError(EdgedsError):
     """A request to the runtime is invalid (maps to HTTP 400)."""
 
 
+class RequestTooLarge(RequestError):
+    """A request can never be served: its prompt plus ``max_tokens`` exceed the context.
+
+    ``reason`` says by how much, in tokens, in one line.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ServiceUnavailable(EdgedsError):
     """The runtime cannot take the request now (maps to HTTP 503)."""
+
+
+class QueueFull(ServiceUnavailable):
+    """The bounded queue in front of an engine is full.
+
+    ``retry_after_s`` is the caller's hint for when to retry (seconds; the LM server sends it as
+    ``Retry-After``), or None when the queue gives none (the vision batcher).
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EngineClosed(ServiceUnavailable):
+    """The engine is closing or closed and takes no new request."""
 
 
 class DeployError(EdgedsError):

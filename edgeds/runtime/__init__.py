@@ -7,7 +7,8 @@ imports no inference library: backends load theirs in ``Engine.start``.
 
 from __future__ import annotations
 
-from .batcher import BatchQueue, DynamicBatcher, QueueFull, QueueTimeout
+from ..errors import QueueFull
+from .batcher import BatchQueue, DynamicBatcher, QueueTimeout
 from .buffers import BufferPool, OutputSlot, StagingBackend
 from .engine import Engine, EngineDraining, EngineStats, InferRequest
 from .server import InferenceServer, SwapReport

@@ -41,13 +41,9 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from ..config import Batching
-from ..errors import RequestError, ServiceUnavailable
+from ..errors import QueueFull, RequestError, ServiceUnavailable
 
 T = TypeVar("T")
-
-
-class QueueFull(ServiceUnavailable):
-    """The queue holds ``max_queue_size`` requests."""
 
 
 class QueueTimeout(ServiceUnavailable):

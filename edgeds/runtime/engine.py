@@ -43,8 +43,8 @@ import numpy as np
 
 from ..backends.base import Backend, BackendOptions, IOSpec, TensorSpec
 from ..config import Batching
-from ..errors import EdgedsError, InferenceError, RequestError, ServiceUnavailable
-from .batcher import DynamicBatcher, InlineBatcher, Pending, QueueFull, QueueTimeout
+from ..errors import EdgedsError, InferenceError, QueueFull, RequestError, ServiceUnavailable
+from .batcher import DynamicBatcher, InlineBatcher, Pending, QueueTimeout
 from .buffers import BufferPool, OutputSlot, StagingBackend
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeds.config import Batching
-from edgeds.errors import RequestError
-from edgeds.runtime.batcher import BatchQueue, DynamicBatcher, Pending, QueueFull, QueueTimeout
+from edgeds.errors import QueueFull, RequestError
+from edgeds.runtime.batcher import BatchQueue, DynamicBatcher, Pending, QueueTimeout
 
 US = 1000  # ns
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeds.config import Batching
-from edgeds.errors import ServiceUnavailable
-from edgeds.runtime.batcher import InlineBatcher, Pending, QueueFull, QueueTimeout
+from edgeds.errors import QueueFull, ServiceUnavailable
+from edgeds.runtime.batcher import InlineBatcher, Pending, QueueTimeout
 
 Item = tuple[int, int]  # (instance it was submitted to, submission index)
 
