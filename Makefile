@@ -55,10 +55,12 @@ test-fast: venv system-deps checks
 demo: venv system-deps
 	$(BIN)/python -m edgeds.demo
 
-# The LiteRT compile toolchain (onnx2tf + TensorFlow, every package pinned) in its own venv under
-# the cache dir: ~1.5 min the first time, a no-op afterwards.
+# The compile toolchains, each in its own pinned venv under the cache dir, a no-op once installed:
+# LiteRT (onnx2tf + TensorFlow, ~1.5 min the first time) and the LM exporters (torch CPU,
+# optimum-intel, NNCF, onnxruntime-genai's builder, ~2 min the first time).
 toolchains: venv
 	$(BIN)/edgeds toolchain install litert
+	$(BIN)/edgeds toolchain install llm
 
 bench: venv
 	$(BIN)/python bench/compile_bench.py

@@ -1,4 +1,4 @@
-"""What this machine can do: Python, platform, and every backend's availability."""
+"""What this machine can do: Python, platform, every backend's and every installable toolchain's availability."""
 
 from __future__ import annotations
 
@@ -20,11 +20,15 @@ class DoctorReport:
     cpu_count: int
     local_profile: str
     backends: tuple[Availability, ...]
+    toolchains: tuple[Availability, ...] = ()
+    """The toolchains edgeds installs itself (``edgeds toolchain install NAME``): installed or not."""
 
 
 def diagnose() -> DoctorReport:
-    """Probe every registered backend; never raises for a missing optional library."""
+    """Probe every registered backend and installable toolchain; never raises for a missing optional library."""
     import os
+
+    from .compile import toolchains
 
     return DoctorReport(
         edgeds_version=__version__,
@@ -34,4 +38,5 @@ def diagnose() -> DoctorReport:
         cpu_count=os.cpu_count() or 1,
         local_profile=config.detect_profile_name(),
         backends=tuple(backends.probe(name) for name in backends.names()),
+        toolchains=tuple(toolchains.installable(name).available() for name in toolchains.INSTALLABLE),
     )

@@ -9,7 +9,7 @@ from ._output import JSON_OPTION, console, emit, table
 
 
 def doctor(as_json: bool = JSON_OPTION) -> None:
-    """Show Python, platform and each backend: available or not (why, how to install), version, devices."""
+    """Show Python, platform, each backend (available or not, why, how to install, version, devices) and toolchain."""
     from ..doctor import diagnose
 
     report = diagnose()
@@ -30,6 +30,16 @@ def doctor(as_json: bool = JSON_OPTION) -> None:
             for b in report.backends
         ]
         console.print(table("Backends", ["backend", "available", "version", "devices", "reason / install"], rows))
+        tools = [
+            [
+                t.name,
+                "[green]yes[/]" if t.available else "[red]no[/]",
+                t.version or "-",
+                "" if t.available else escape(f"{t.reason} → {t.hint}"),
+            ]
+            for t in report.toolchains
+        ]
+        console.print(table("Toolchains", ["toolchain", "installed", "version", "reason / install"], tools))
 
     emit(report, as_json, human)
 

@@ -1,4 +1,4 @@
-"""``edgeds toolchain install|status``: isolated compile toolchains (onnx2tf for LiteRT)."""
+"""``edgeds toolchain install|status``: isolated compile toolchains (onnx2tf for LiteRT, the LM exporters)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ toolchain_app = typer.Typer(help="Isolated compile toolchains that edgeds create
 
 @toolchain_app.command("install")
 def install(
-    name: Annotated[str, typer.Argument(help="Toolchain to install: litert (onnx2tf + TensorFlow, pinned).")],
+    name: Annotated[
+        str,
+        typer.Argument(help="Toolchain to install: litert (onnx2tf + TensorFlow) or llm (the LM exporters); pinned."),
+    ],
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create the pinned toolchain venv under the cache dir (a no-op when it is already there)."""

@@ -65,10 +65,20 @@ def test_doctor_json_lists_every_backend() -> None:
             assert b["reason"] and b["hint"], b
 
 
+def test_doctor_json_lists_the_installable_toolchains() -> None:
+    report = _json("doctor")
+    assert isinstance(report, dict)
+    toolchains = {t["name"]: t for t in report["toolchains"]}
+    assert set(toolchains) == {"litert", "llm"}
+    for t in toolchains.values():
+        assert t["available"] or t["hint"] == f"edgeds toolchain install {t['name']}", t
+
+
 def test_doctor_human_output() -> None:
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
+    assert "Toolchains" in result.stdout and "llm" in result.stdout
 
 
 def _leaf_commands() -> list[list[str]]:

@@ -23,7 +23,7 @@ from types import ModuleType
 
 from ...errors import ToolchainError
 
-INSTALLABLE: tuple[str, ...] = ("litert",)
+INSTALLABLE: tuple[str, ...] = ("litert", "llm")
 """Toolchains that edgeds installs itself (an isolated, pinned venv): ``edgeds toolchain install``.
 
 Each such module provides ``install(log=...) -> Path``, ``installed() -> bool``,

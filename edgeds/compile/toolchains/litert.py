@@ -21,11 +21,9 @@ manifest's ``layout``) and the TFLite tensor names.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -36,7 +34,7 @@ import numpy as np
 from ...backends.base import Artifact, Availability, BackendOptions, Precision, TensorDict
 from ...errors import ToolchainError, UnsupportedPrecision
 from ...paths import cache_dir
-from . import package_version
+from . import _venv, package_version
 
 if TYPE_CHECKING:
     from ...config import ModelCard
@@ -134,66 +132,22 @@ LOCK: tuple[str, ...] = (
 
 def toolchain_dir() -> Path:
     """``$EDGEDS_TOOLCHAINS/litert``, default ``cache_dir()/toolchains/litert``."""
-    root = os.environ.get("EDGEDS_TOOLCHAINS")
-    return (Path(root) if root else cache_dir() / "toolchains") / "litert"
+    return _venv.toolchain_dir("litert")
 
 
 def lock_hash() -> str:
-    return hashlib.sha256("\n".join(LOCK).encode()).hexdigest()[:16]
-
-
-def _venv_python(root: Path) -> Path:
-    return root / "venv" / "bin" / "python"
+    return _venv.lock_hash(LOCK)
 
 
 def installed(root: Path | None = None) -> bool:
     """Whether the toolchain venv exists and matches :data:`LOCK`."""
-    root = root or toolchain_dir()
-    try:
-        stamp = json.loads((root / "installed.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(stamp.get("lock") == lock_hash() and _venv_python(root).exists())
+    return _venv.installed(root or toolchain_dir(), LOCK)
 
 
 def install(root: Path | None = None, python: str | None = None, log: Callable[[str], None] | None = None) -> Path:
     """Create (or re-create) the pinned toolchain venv; a no-op when it is already installed."""
-    root = root or toolchain_dir()
-    if installed(root):
-        return root
-    say = log or (lambda _line: None)
-    root.mkdir(parents=True, exist_ok=True)
-    venv = root / "venv"
-    if venv.exists():
-        shutil.rmtree(venv)
-    (root / "installed.json").unlink(missing_ok=True)
-    interpreter = python or sys.executable
-    say(f"creating {venv} with {interpreter}")
-    steps = [
-        [interpreter, "-m", "venv", str(venv)],
-    ]
-    lock_file = root / "requirements.lock"
-    lock_file.write_text("\n".join(LOCK) + "\n")
-    pip = [str(_venv_python(root)), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    steps.append([*pip, "--no-deps", "-r", str(lock_file)])
-    for step in steps:
-        say(" ".join(step[:6]) + (" ..." if len(step) > 6 else ""))
-        proc = subprocess.run(step, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ToolchainError(f"installing the litert toolchain failed at {step[:5]}: {proc.stderr[-2000:]}")
-    check = subprocess.run(
-        [
-            str(_venv_python(root)),
-            "-c",
-            "import onnx2tf, tensorflow; print(onnx2tf.__version__, tensorflow.__version__)",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if check.returncode != 0:
-        raise ToolchainError(f"the litert toolchain does not import: {check.stderr[-2000:]}")
-    (root / "installed.json").write_text(json.dumps({"lock": lock_hash(), "versions": check.stdout.split()}))
-    return root
+    check = "import onnx2tf, tensorflow; print(onnx2tf.__version__, tensorflow.__version__)"
+    return _venv.install("litert", root or toolchain_dir(), LOCK, check, python=python, log=log)
 
 
 def available() -> Availability:
@@ -217,21 +171,7 @@ def tool_versions() -> dict[str, str]:
 
 def offline_env() -> dict[str, str]:
     """Environment for the conversion subprocess: proxies to a closed loopback port (no internet)."""
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    dead = "http://127.0.0.1:9"
-    env.update(
-        HTTP_PROXY=dead,
-        HTTPS_PROXY=dead,
-        http_proxy=dead,
-        https_proxy=dead,
-        ALL_PROXY=dead,
-        NO_PROXY="",
-        no_proxy="",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        CUDA_VISIBLE_DEVICES="-1",
-        PYTHONNOUSERSITE="1",
-    )
-    return env
+    return _venv.offline_env()
 
 
 def _sample_file(calib_nhwc: np.ndarray, card: ModelCard) -> np.ndarray:
