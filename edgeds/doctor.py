@@ -1,4 +1,4 @@
-"""What this machine can do: Python, platform, every backend's and every installable toolchain's availability."""
+"""What this machine can do: Python, platform, and which backends, LM runtimes and toolchains work here."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ class DoctorReport:
     backends: tuple[Availability, ...]
     toolchains: tuple[Availability, ...] = ()
     """The toolchains edgeds installs itself (``edgeds toolchain install NAME``): installed or not."""
+    lm_runtimes: tuple[Availability, ...] = ()
+    """The LM runtimes (``llm.runtimes`` in a profile); ``devices`` says how each batches here."""
 
 
 def diagnose() -> DoctorReport:
     """Probe every registered backend and installable toolchain; never raises for a missing optional library."""
     import os
 
+    from .backends import lm
     from .compile import toolchains
 
     return DoctorReport(
@@ -39,4 +42,5 @@ def diagnose() -> DoctorReport:
         local_profile=config.detect_profile_name(),
         backends=tuple(backends.probe(name) for name in backends.names()),
         toolchains=tuple(toolchains.installable(name).available() for name in toolchains.INSTALLABLE),
+        lm_runtimes=tuple(lm.lm_probe(name) for name in lm.lm_names()),
     )

@@ -30,6 +30,17 @@ def doctor(as_json: bool = JSON_OPTION) -> None:
             for b in report.backends
         ]
         console.print(table("Backends", ["backend", "available", "version", "devices", "reason / install"], rows))
+        lms = [
+            [
+                b.name,
+                "[green]yes[/]" if b.available else "[red]no[/]",
+                b.version or "-",
+                ", ".join(b.devices) or "-",
+                "" if b.available else escape(f"{b.reason} → {b.hint}"),
+            ]
+            for b in report.lm_runtimes
+        ]
+        console.print(table("LM runtimes", ["runtime", "available", "version", "batching", "reason / install"], lms))
         tools = [
             [
                 t.name,

@@ -74,11 +74,25 @@ def test_doctor_json_lists_the_installable_toolchains() -> None:
         assert t["available"] or t["hint"] == f"edgeds toolchain install {t['name']}", t
 
 
+def test_doctor_json_lists_the_lm_runtimes_and_how_they_batch() -> None:
+    report = _json("doctor")
+    assert isinstance(report, dict)
+    runtimes = {r["name"]: r for r in report["lm_runtimes"]}
+    assert set(runtimes) == {"openvino-genai", "onnxruntime-genai"}
+    for r in runtimes.values():
+        assert r["available"] or (r["reason"] and r["hint"]), r
+    if runtimes["onnxruntime-genai"]["available"]:
+        assert "static batching" in runtimes["onnxruntime-genai"]["devices"][0]
+    if runtimes["openvino-genai"]["available"]:
+        assert "continuous batching" in runtimes["openvino-genai"]["devices"][0]
+
+
 def test_doctor_human_output() -> None:
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
     assert "Toolchains" in result.stdout and "llm" in result.stdout
+    assert "LM runtimes" in result.stdout and "openvino-genai" in result.stdout
 
 
 def _leaf_commands() -> list[list[str]]:

@@ -171,14 +171,36 @@ def _prompt_ids(model_dir: Path) -> list[int]:
     return [int(t) for t in tokenizer.encode(PROMPT, add_special_tokens=False).input_ids.data[0]]
 
 
+def _weight_types(model_dir: Path) -> dict[str, int]:
+    """How many weight constants of each element type the exported model holds."""
+    import openvino as ov
+
+    model = ov.Core().read_model(model_dir / "openvino_model.xml")
+    counts: dict[str, int] = {}
+    for op in model.get_ops():
+        if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2:
+            kind = op.get_output_element_type(0).get_type_name()
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["int4", "int8"])
+@pytest.mark.parametrize(
+    ("precision", "ratio", "sym", "weights"),
+    [
+        ("int4", None, False, {"u4"}),
+        ("int4", 0.5, True, {"i4", "u8"}),
+        ("int8", None, False, {"u8"}),
+        ("fp16", None, False, {"f16"}),
+    ],
+)
 def test_openvino_exports_load_in_openvino_genai_and_generate(
-    lm_openvino_dir: Callable[..., Path], precision: str
+    lm_openvino_dir: Callable[..., Path], precision: str, ratio: float | None, sym: bool, weights: set[str]
 ) -> None:
-    model_dir = lm_openvino_dir(precision)
+    model_dir = lm_openvino_dir(precision, ratio=ratio, sym=sym)
     for name in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
         assert (model_dir / name).is_file(), name
+    assert weights <= set(_weight_types(model_dir)), _weight_types(model_dir)
     prompt = _prompt_ids(model_dir)
     assert prompt and len(_ov_generate(model_dir, prompt, 8)) >= 1
 

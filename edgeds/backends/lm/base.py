@@ -4,18 +4,20 @@ Lifecycle: ``LMBackend(options)`` is free (imports no runtime). :meth:`LMBackend
 model directory (an OpenVINO GenAI or ONNX Runtime GenAI export) and allocates the KV cache the
 :class:`~edgeds.backends.lm.kv.KVPlan` sets; :meth:`LMBackend.close` releases it and is idempotent.
 
-Threads: ``add``, ``step``, ``has_unfinished``, ``metrics``, ``close`` and every
-:class:`LMHandle` method are called from one thread at a time (the engine's step loop owns the
-backend). ``encode`` and ``decode`` may be called from any thread at any time after ``open``.
+Threads: ``open``, ``add``, ``step``, ``has_unfinished``, ``metrics``, ``close`` and every
+:class:`LMHandle` method are called from one and the same thread (the engine's step loop opens
+and owns the backend; ONNX Runtime GenAI's Engine refuses any other thread). ``encode`` and
+``decode`` may be called from any thread at any time after ``open``.
 
 Serving loop: ``add`` queues a sequence in the runtime's own scheduler (it never runs the
 model); each ``step`` runs one scheduler iteration (prefill chunks and/or one decode token for the
 sequences the runtime schedules); :meth:`LMHandle.read` then returns the tokens generated since
 the previous read. The caller keeps at most ``LMSpec.max_num_seqs`` unfinished sequences in the
-runtime (the engine's admission does; not every runtime enforces it itself). A handle is ``finished`` once its last tokens are read; ``cancel`` ends it at
-once and frees its KV blocks at the runtime's next step. Batching is the runtime's: a backend
-with ``continuous_batching`` lets a sequence added mid-generation join the running batch; one
-without it (static batching) runs it once the current batch has finished.
+runtime (the engine's admission does; not every runtime enforces it itself). A handle is
+``finished`` once its last tokens are read; ``cancel`` ends it at once and frees its KV blocks
+at the runtime's next step. Batching is the runtime's: a backend with ``continuous_batching``
+lets a sequence added mid-generation join the running batch; one without it (static batching)
+runs it once the current batch has finished.
 """
 
 from __future__ import annotations
