@@ -232,11 +232,10 @@ class _Connection:
         head += "Accept: text/event-stream\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
         head += f"Content-Length: {len(body)}\r\n\r\n"
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(host, port)
-        assert self.reader is not None and self.writer is not None
         record = Generation(start=time.perf_counter())
         try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(host, port)
             self.writer.write(head.encode() + body)
             await asyncio.wait_for(self._read(record), timeout_s)
         except (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError, BenchError) as exc:
