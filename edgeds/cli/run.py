@@ -1,26 +1,49 @@
-"""``edgeds run BUNDLE --input FILE``: one-off inference on an image or a .npy, labels and scores."""
+"""``edgeds run BUNDLE``: one-off inference. ``--input FILE``: an image or a .npy through an image
+classifier (labels and scores); ``--prompt TEXT``: a language model's answer, streamed."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._output import JSON_OPTION, console, emit, table
+from ._output import JSON_OPTION, console, console_err, emit, table
 
 
 def run(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.")],
-    input_file: Annotated[Path, typer.Option("--input", "-i", help="Image (png/jpg/...) or .npy.")],
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar (a language model: also its model dir).")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Image (png/jpg/...) or .npy (image classifiers).")
+    ] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Text to answer (language models).")] = None,
     top: Annotated[int, typer.Option(help="How many labels to show per sample.")] = 3,
     key: Annotated[
         Path | None, typer.Option("--key", "-k", help="ed25519 public key: verify the bundle first.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message before --prompt.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Longest answer in tokens (default: the model's).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(min=0.0, max=2.0, help="0 = greedy (default: the model's).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="LM runtime (openvino-genai, onnxruntime-genai; default: the bundle's first).")
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Run BUNDLE once on an image or .npy with the model card's preprocessing; print labels and scores."""
+    """Run BUNDLE once: an image classifier on --input (labels and scores), or a language model on
+    --prompt (the answer streamed to the terminal; --json prints the OpenAI completion object)."""
+    if (input_file is None) == (prompt is None):
+        raise typer.BadParameter("give --input (an image classifier) or --prompt (a language model), one of them")
+    if prompt is not None:
+        _answer(bundle, prompt, system, max_tokens, temperature, seed, runtime, threads, as_json)
+        return
+    assert input_file is not None
     from ..runtime.classify import classify_file
 
     result = classify_file(bundle, input_file, top=top, key=key, threads=threads)
@@ -45,6 +68,45 @@ def run(
         )
 
     emit(data, as_json, human)
+
+
+def _answer(
+    bundle: Path,
+    prompt: str,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+    runtime: str | None,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    from ..runtime.lm.client import complete
+    from ..runtime.lm.loading import open_engine
+    from ..runtime.lm.sampling import Sampling
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    with console_err.status("opening the model..."):
+        engine = open_engine(bundle, runtime=runtime, threads=threads)
+    try:
+
+        def show(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        completion = complete(engine, messages, sampling, None if as_json else show)
+    finally:
+        engine.close()
+    if as_json:
+        emit(completion, True, lambda: None)
+    else:
+        sys.stdout.write("\n")
+        usage = completion["usage"]
+        console_err.print(
+            f"[dim]{usage['prompt_tokens']} prompt + {usage['completion_tokens']} generated tokens, "
+            f"finish: {completion['choices'][0]['finish_reason']}[/]"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,13 +1,21 @@
-"""``edgeds serve BUNDLE``: serve a bundle over the Open Inference Protocol (KServe v2) on HTTP."""
+"""``edgeds serve BUNDLE``: serve a bundle on HTTP, the protocol picked by its task: an image model
+over the Open Inference Protocol (KServe v2), a language model over the OpenAI API and the KServe
+generate extension."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from ._output import JSON_OPTION, console, console_err, emit
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ..runtime.auth import ApiKeys
 
 
 def serve(
@@ -81,9 +89,26 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS only.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="Language models: the LM runtime (openvino-genai, onnxruntime-genai; default: the bundle's "
+            "first that works). Also serves a runtime's model directory as it is."
+        ),
+    ] = None,
+    budget_mb: Annotated[
+        float | None,
+        typer.Option("--budget-mb", min=1, help="Language models: memory for weights + KV cache, MiB (default 1024)."),
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, help="Language models: answer length when a request names no max_tokens.")
+    ] = 256,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Serve BUNDLE: health, metadata, config, stats, infer (JSON and binary tensors) and /metrics.
+    """Serve BUNDLE: an image model gets health, metadata, config, stats, infer (JSON and binary
+    tensors) and /metrics; a language model gets the OpenAI API (/v1/chat/completions,
+    /v1/completions, /v1/models), the generate extension (/v2/models/M/generate, generate_stream),
+    health, metadata and /metrics under vLLM's names.
 
     Runs until SIGINT/SIGTERM. Without --key the bundle is not verified (use it on devices).
     """
@@ -97,7 +122,6 @@ def serve(
     keys = load_api_keys(api_key or (), api_key_file)
     tls = server_tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
 
-    sizes = None if preferred is None else tuple(int(p) for p in preferred.split(",") if p.strip())
     limits = {
         "max_body_mb": max_body_mb,
         "max_json_mb": max_json_mb,
@@ -108,6 +132,13 @@ def serve(
         "max_connections": max_connections,
         "reserve_connections": reserve_connections,
     }
+    from ..runtime.lm.server import is_language_model
+
+    if runtime is not None or is_language_model(bundle):
+        lm = {"runtime": runtime, "threads": threads, "max_queue": queue, "budget_mb": budget_mb}
+        _serve_lm(bundle, host, port, lm, max_tokens, limits, keys, metrics_public, tls, as_json)
+        return
+    sizes = None if preferred is None else tuple(int(p) for p in preferred.split(",") if p.strip())
     with console_err.status("loading the bundle and warming every batch bucket..."):
         served = load_served(
             bundle,
@@ -153,13 +184,71 @@ def serve(
             f"{f'{len(keys)} API key(s)' if keys else 'no API key'} - Ctrl-C to stop"
         ),
     )
-    import sys
-
     sys.stdout.flush()
     try:
         server.serve_forever(close_engines=True)  # drained while the event loops still run
     finally:
         server.stop(close_engines=True)  # when serve_forever did not get that far
+
+
+def _serve_lm(
+    bundle: Path,
+    host: str,
+    port: int,
+    lm: dict[str, Any],
+    max_tokens: int,
+    limits: dict[str, Any],
+    keys: ApiKeys,
+    metrics_public: bool,
+    tls: ssl.SSLContext | None,
+    as_json: bool,
+) -> None:
+    from ..config import ServerLimits
+    from ..runtime.lm.loading import open_engine
+    from ..runtime.lm.server import LMServer
+
+    with console_err.status("opening the language model..."):
+        engine = open_engine(bundle, **lm)
+    try:
+        server = LMServer(
+            engine,
+            host=host,
+            port=port,
+            limits=ServerLimits.from_profile(None, **limits),
+            api_keys=keys,
+            metrics_public=metrics_public,
+            tls=tls,
+            default_max_tokens=max_tokens,
+        ).start()
+    except BaseException:
+        engine.close()
+        raise
+    info = {
+        "url": server.url,
+        "model": engine.name,
+        "version": engine.version,
+        "runtime": engine.runtime,
+        "task": "causal-lm",
+        "context_length": engine.spec.context_length,
+        "max_num_seqs": engine.spec.max_num_seqs,
+        "api_keys": len(keys),
+        "tls": tls is not None,
+    }
+    emit(
+        info,
+        as_json,
+        lambda: console.print(
+            f"serving [bold]{engine.name}[/] v{engine.version} ({engine.runtime}) at {server.url}/v1 "
+            f"(OpenAI API) and {server.url}/v2 (generate) - context {info['context_length']}, "
+            f"{info['max_num_seqs']} sequence(s) at once - "
+            f"{f'{len(keys)} API key(s)' if keys else 'no API key'} - Ctrl-C to stop"
+        ),
+    )
+    sys.stdout.flush()
+    try:
+        server.serve_forever(close_engines=True)
+    finally:
+        server.stop(close_engines=True)
 
 
 def register(app: typer.Typer) -> None:

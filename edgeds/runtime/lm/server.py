@@ -164,7 +164,9 @@ class _Answer:
             self.stream.abort()
         elif not self.sent:
             self.sent = True
-            self.request.respond(kserve_error(500, "the answer could not be rendered (logged by the server)"))
+            message = "the answer could not be rendered (logged by the server)"
+            error = kserve_error(500, message) if self.kind == "generate" else openai_error(500, message)
+            self.request.respond(error)
 
     def on_event(self, event: Event) -> None:
         """Loop thread: send what ``event`` adds; answer when it is the last."""
