@@ -151,11 +151,15 @@ def llama_cpp_source(venv: Path) -> Path | str:
 
 
 CONVERT_WRAPPER = """\
-import runpy, sys
+import sys
 sys.path.insert(0, {gguf_py!r})
 sys.path.insert(0, {source!r})
+try:  # llama.cpp keeps its model classes in a conversion package, earlier in the script itself
+    from conversion import base as classes
+except ImportError:
+    classes = None
 import convert_hf_to_gguf as c
-base = getattr(c, "TextModel", None) or getattr(c, "Model")
+base = getattr(classes, "TextModel", None) or getattr(c, "TextModel", None) or getattr(c, "Model")
 original = base.get_vocab_base_pre
 def get_vocab_base_pre(self, tokenizer):
     # a checkpoint's own BPE with Qwen2's pre-tokenizer regex is not in llama.cpp's list of
@@ -165,6 +169,14 @@ def get_vocab_base_pre(self, tokenizer):
     except NotImplementedError:
         return "qwen2"
 base.get_vocab_base_pre = get_vocab_base_pre
+sentencepiece_vocab = base._create_vocab_sentencepiece
+def _create_vocab_sentencepiece(self):
+    # Qwen2 tries a SentencePiece vocabulary first and imports sentencepiece before it looks for
+    # tokenizer.model; without that file it falls back to tokenizer.json, sentencepiece or not
+    if not (self.dir_model / "tokenizer.model").is_file():
+        raise FileNotFoundError(self.dir_model / "tokenizer.model")
+    return sentencepiece_vocab(self)
+base._create_vocab_sentencepiece = _create_vocab_sentencepiece
 sys.argv = ["convert_hf_to_gguf.py", *sys.argv[1:]]
 c.main()
 """
