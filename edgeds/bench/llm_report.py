@@ -158,7 +158,10 @@ def system_rows(systems: Mapping[str, Any]) -> list[list[str]]:
             continue
         for run in system.get("sweep", []):
             if not run.get("ok"):
-                rows.append([title, str(run.get("concurrency")), "failed", "", "", "", "", "", str(run.get("errors"))])
+                why = "; ".join(run.get("error_examples", [])) or "failed"
+                rows.append(
+                    [title, str(run.get("concurrency")), f"failed: {why}", "", "", "", "", "", str(run.get("errors"))]
+                )
                 continue
             ttft, itl, dec = run.get("ttft_ms", {}), run.get("itl_ms", {}), run.get("decode_tok_s_per_stream", {})
             rows.append(
@@ -183,12 +186,14 @@ def markdown(report: Mapping[str, Any]) -> str:
     env = report.get("environment", {})
     settings = report.get("settings", {})
     lines = ["# LLM serving benchmark", ""]
+    per_level = settings.get("requests_per_level", {})
     lines.append(
         f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores; git {env.get('git_sha')}; "
-        f"threads {settings.get('threads')}; prompts {settings.get('prompt_tokens', '?')} tokens, "
-        f"{settings.get('max_tokens')} generated tokens each (ignore_eos), greedy; "
-        f"{settings.get('requests_per_level', '?')} requests per concurrency level (at least 2 per client); "
-        "warm-up excluded. The load generator shares the cores with what it measures."
+        f"threads {settings.get('threads')}; {settings.get('max_tokens')} generated tokens per request "
+        "(ignore_eos), greedy; requests per concurrency level: "
+        + (", ".join(f"{c}: {n}" for c, n in per_level.items()) or "?")
+        + "; the same prompts for every system, warm-up excluded. The load generator shares the "
+        "cores with what it measures."
     )
     lines.append("")
     v = report.get("verdicts") or verdicts(report)
@@ -204,6 +209,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines += [f"## {label}", ""]
         if model.get("description"):
             lines += [str(model["description"]), ""]
+        if model.get("prompt_tokens") is not None:
+            lines += [
+                f"{model.get('precision', '?')} weights {model.get('weights_mb', '?')} MB; prompts of "
+                f"{model['prompt_tokens']} tokens on average.",
+                "",
+            ]
         if model.get("error"):
             lines += [f"Not measured: {model['error']}", ""]
             continue

@@ -74,7 +74,7 @@ def test_check_and_verdicts() -> None:
 def test_markdown_has_every_system_and_the_precision_table() -> None:
     report = {
         "environment": {"cpu": "test cpu", "cores": 2, "git_sha": "abc"},
-        "settings": {"threads": 2, "max_tokens": 32, "prompt_tokens": 100, "requests_per_level": 16},
+        "settings": {"threads": 2, "max_tokens": 32, "requests_per_level": {"1": 4, "8": 16}},
         "models": {"m": model(paired=True), "broken": {"error": "export failed"}},
         "precision": [
             {"precision": "int4", "single_tok_s": 500.0, "total_tok_s_c8": 900.0, "speed_vs_fp32": 0.8},
@@ -92,5 +92,6 @@ def test_markdown_has_every_system_and_the_precision_table() -> None:
         "| int4 | 500.0 | 900.0 | 0.80 |",
         "| serve_over_floor_tok_s | m | 0.950 | >= 0.9 | pass |",
         "cpu: test cpu",
+        "requests per concurrency level: 1: 4, 8: 16;",
     ):
         assert needle in text, needle
