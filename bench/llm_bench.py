@@ -99,15 +99,31 @@ def cached(key: str, build: Callable[[Path], Path]) -> Path:
     return out
 
 
-def bench_tokenizer() -> Path:
-    """A byte-level BPE tokenizer trained on the benchmark's own prompts (the random models' one:
-    their weights are random, so any tokenizer of the same kind serves; this one depends on
-    nothing but the toolchain)."""
+def bench_tokenizer(vocab: int) -> Path:
+    """A byte-level BPE tokenizer trained on the benchmark's own prompts, padded to ``vocab`` ids
+    (the random models' one: their weights are random, so any tokenizer of the kind serves).
+
+    The padding ids (`` w<id>``) have no merges, so no text encodes to them, but each decodes to
+    text: a random model's tokens then stream as text, one SSE chunk each, as a real model's do
+    (unpadded, most of them would decode to nothing and a server would send no chunk)."""
     from edgeds.compile.toolchains import llm
 
     texts = make_prompts(400, 60, offset=10**6)
-    key = "tokenizer-" + hashlib.sha256(("\n".join(texts) + llm.lock_hash()).encode()).hexdigest()[:16]
-    return cached(key, lambda out: llm.train_tokenizer(texts, out, vocab_size=1000))
+    key = "tokenizer-" + hashlib.sha256(f"{texts}{vocab}{llm.lock_hash()}".encode()).hexdigest()[:16]
+
+    def build(out: Path) -> Path:
+        llm.train_tokenizer(texts, out, vocab_size=1000)
+        path = out / "tokenizer.json"
+        data = json.loads(path.read_text())
+        table = data["model"]["vocab"]
+        taken = set(table.values()) | {t["id"] for t in data.get("added_tokens", [])}
+        for i in range(vocab):
+            if i not in taken:
+                table[f"\u0120w{i}"] = i  # "Ġw<id>": a space and the id, in byte-level letters
+        path.write_text(json.dumps(data, ensure_ascii=False))
+        return out
+
+    return cached(key, build)
 
 
 def random_checkpoint(shape: str) -> Path:
@@ -116,8 +132,8 @@ def random_checkpoint(shape: str) -> Path:
     so the KV plan holds as many sequences as the real model would at that context."""
     from edgeds.compile.toolchains import llm
 
-    tokenizer = bench_tokenizer()
     config = {**llm.SHAPES[shape], "max_position_embeddings": RANDOM_CONTEXT}
+    tokenizer = bench_tokenizer(int(config["vocab_size"]))
     key = f"random-{shape}-" + fingerprint([tokenizer / "tokenizer.json"], json.dumps(config) + llm.lock_hash())
     log(f"random checkpoint of the {shape} shape ({key})")
     return cached(key, lambda out: llm.random_checkpoint(config, out, tokenizer, seed=0))
