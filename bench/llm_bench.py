@@ -376,8 +376,22 @@ def main() -> int:
     ap.add_argument("--shape", action="append", help="random checkpoint shape(s) for speed (default qwen2.5-0.5b)")
     ap.add_argument("--peers", default="llamacpp,vllm", help="comma list; empty for none")
     ap.add_argument("--peer-models", default="speed,shipped-int4", help="which models the peers run")
+    ap.add_argument(
+        "--bundle",
+        action="append",
+        default=[],
+        metavar="PRECISION=PATH",
+        help="the shipped LM at PRECISION from this compiled bundle (its artifact served, its gate figures "
+        "in the precision table) instead of a plain export",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
+    bundles: dict[str, Path] = {}
+    for item in args.bundle:
+        precision, sep, path = item.partition("=")
+        if not sep or not Path(path).is_dir():
+            ap.error(f"--bundle {item!r}: give PRECISION=PATH of a bundle directory")
+        bundles[precision] = Path(path)
     args.peers = [p for p in args.peers.split(",") if p]
     unknown = set(args.peers) - set(peers.PEERS)
     if unknown:
@@ -444,11 +458,17 @@ def main() -> int:
         for label, ckpt, precision, roles, with_peers in todo:
             log(f"model {label}")
             try:
-                model_dir = export(ckpt, precision)
+                gate: dict[str, Any] = {}
+                if label.startswith("shift-assistant ") and precision in bundles:
+                    model_dir, gate = bundle_artifact(bundles[precision])
+                else:
+                    model_dir = export(ckpt, precision)
                 names = args.peers if with_peers else []
                 report["models"][label] = bench_model(
                     label, model_dir, ckpt, precision, args, schedule, work, roles, names
                 )
+                if gate:
+                    report["models"][label]["gate"] = gate
             except EdgedsError as exc:  # this model cannot be measured here: say why, run the others
                 report["models"][label] = {"error": f"{type(exc).__name__}: {exc}"}
         report["precision"] = precision_table(report["models"])
@@ -476,7 +496,7 @@ def precision_table(models: dict[str, Any]) -> list[dict[str, Any]]:
                 "single_tok_s": one["decode_tok_s_per_stream"].get("p50") if one else None,
                 "total_tok_s_c8": eight["total_tok_s"] if eight else None,
                 "weights_mb": model.get("weights_mb"),
-                **gate_figures(Path(model["model_dir"])),
+                **{k: model.get("gate", {}).get(k) for k in ("metric", "metric_drop", "token_agreement")},
             }
         )
     base = next((r["single_tok_s"] for r in rows if r["precision"] == "fp32"), None)
@@ -485,13 +505,18 @@ def precision_table(models: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def gate_figures(model_dir: Path) -> dict[str, Any]:
-    """Task metric, its drop and token agreement from a compile report beside the model (none yet)."""
-    report = model_dir / "compile_report.json"
-    if not report.is_file():
-        return {}
-    data = json.loads(report.read_text())
-    return {k: data.get(k) for k in ("task_metric", "metric_drop", "token_agreement")}
+def bundle_artifact(bundle: Path) -> tuple[Path, dict[str, Any]]:
+    """The first artifact's model directory of a causal-lm bundle (schema 2) and its gate figures
+    (``artifacts[0].gated.figures``: task metric, drop, token agreement, ...; empty if ungated).
+    The manifest is read as JSON, not verified: the benchmark serves what the bundle ships."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if manifest.get("task") != "causal-lm" or not manifest.get("artifacts"):
+        raise BenchError(f"{bundle} is not a causal-lm bundle with artifacts")
+    artifact = manifest["artifacts"][0]
+    figures = dict((artifact.get("gated") or {}).get("figures") or {})
+    figures["runtime"] = artifact.get("runtime")
+    figures["bundle_precision"] = artifact.get("precision")
+    return bundle / artifact["path"], figures
 
 
 if __name__ == "__main__":

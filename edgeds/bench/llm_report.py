@@ -255,7 +255,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 _fmt(p.get("single_tok_s")),
                 _fmt(p.get("total_tok_s_c8")),
                 _fmt(p.get("speed_vs_fp32"), 2),
-                _fmt(p.get("task_metric"), 3),
+                _fmt(p.get("metric"), 3),
                 _fmt(p.get("metric_drop"), 2),
                 _fmt(p.get("token_agreement"), 3),
                 _fmt(p.get("weights_mb")),
