@@ -74,6 +74,7 @@ def test_spec_and_tokenizer(opened: tuple[LMBackend, LMSpec]) -> None:
     ids = backend.encode(PROMPT)
     assert ids and all(0 <= i < spec.vocab_size for i in ids)
     assert backend.decode(ids) == PROMPT
+    assert backend.decode_batch([ids, ids[:2], ids[1:]]) == [backend.decode(w) for w in (ids, ids[:2], ids[1:])]
     assert backend.probe().available and backend.probe().devices
 
 

@@ -144,6 +144,11 @@ class LMBackend(abc.ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``, special tokens skipped. A trailing incomplete UTF-8 sequence decodes as U+FFFD."""
 
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        """:meth:`decode` of each id list, in one runtime call where the runtime has one (its cost
+        is per call, so the engine decodes a whole step's sequences at once)."""
+        return [self.decode(ids) for ids in batch]
+
     @abc.abstractmethod
     def add(self, request_id: int, prompt_ids: Sequence[int], params: GenParams) -> LMHandle:
         """Queue one sequence in the runtime's scheduler; never runs the model."""

@@ -195,6 +195,11 @@ class OpenVinoGenAIBackend(LMBackend):
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
 
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        if len(batch) == 1:
+            return [self.decode(batch[0])]
+        return [str(text) for text in self._tokenizer.decode([list(ids) for ids in batch], skip_special_tokens=True)]
+
     def add(self, request_id: int, prompt_ids: Sequence[int], params: GenParams) -> LMHandle:
         import openvino as ov
         import openvino_genai as genai

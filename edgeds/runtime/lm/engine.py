@@ -449,9 +449,8 @@ class LMEngine:
                     self._add(generation, now)
                 if backend.has_unfinished():
                     backend.step()
-                now = clock()
-                for generation in list(active.values()):
-                    self._collect(generation, now)
+                if active:
+                    self._collect(clock())
                 metrics = backend.metrics()
                 self._metrics = (metrics.kv_usage, metrics.kv_bytes, metrics.preemptions)
         except Exception as exc:  # the runtime failed: every request fails with it, the loop ends
@@ -493,12 +492,31 @@ class LMEngine:
             return
         self._active[generation.id] = generation
 
-    def _collect(self, generation: Generation, now: float) -> None:
-        """Read a running request's new tokens and deliver them (the hot path: one call per token)."""
+    def _collect(self, now: float) -> None:
+        """Read every running request's new tokens, decode them in one batched call, deliver them
+        (the hot path: per step, one read per sequence and one decode call)."""
+        reads: list[tuple[Generation, list[int], int, int]] = []
+        windows: list[list[int]] = []
+        for generation in list(self._active.values()):
+            handle, detok = generation._handle, generation._detok
+            assert handle is not None and detok is not None
+            ids = handle.read()
+            if ids:
+                named = detok.windows(ids)
+                reads.append((generation, ids, len(windows), len(named)))
+                windows += named
+            else:
+                reads.append((generation, ids, 0, 0))
+        texts = self.backend.decode_batch(windows) if windows else []
+        for generation, ids, at, count in reads:
+            assert generation._detok is not None
+            text = generation._detok.accept(texts[at : at + count]) if count else ""
+            self._advance(generation, ids, text, now)
+
+    def _advance(self, generation: Generation, ids: list[int], text: str, now: float) -> None:
+        """Apply one step's tokens and text to a request: statistics, stop strings, end, events."""
         handle = generation._handle
-        assert handle is not None and generation._detok is not None
-        ids = handle.read()
-        text = ""
+        assert handle is not None
         if ids:
             counters = self._counters
             counters.generation_tokens += len(ids)
@@ -508,7 +526,6 @@ class LMEngine:
                 counters.ttft.observe(now - generation.submitted)
             generation._last_token_at = now
             generation._ids.extend(ids)
-            text = generation._detok.push(ids)
             stops = generation._stops
             if stops is not None:
                 text = stops.feed(text)
