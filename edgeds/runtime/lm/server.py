@@ -99,6 +99,7 @@ class _Inbox:
         if not self.lp.call(self._drain):  # the loop is gone: nobody is left to answer
             with self._lock:
                 items, self._items = self._items, []
+                self._wake = False
             for item, _ in items:
                 item.cancel()
 
@@ -188,13 +189,13 @@ class _Answer:
                 data = self.chunks.delta(text)
                 if event.finished:
                     prompt, new = _usage(event, self.prompt_tokens)
-                    data += self.chunks.closing(_finish(event), prompt, new)
+                    data += self.chunks.closing(event.finish_reason, prompt, new)
             else:
                 assert self.deltas is not None
                 data = self.deltas.delta(text)
                 if event.finished:
                     prompt, new = _usage(event, self.prompt_tokens)
-                    data += self.deltas.closing(_finish(event), prompt, new)
+                    data += self.deltas.closing(event.finish_reason, prompt, new)
             stream.send(data)
             if event.finished:
                 self.sent = True
@@ -205,7 +206,7 @@ class _Answer:
     def _whole(self, event: Event) -> dict[str, Any]:
         text = "".join(self.pieces)
         prompt, new = _usage(event, self.prompt_tokens)
-        finish = _finish(event)
+        finish = event.finish_reason
         if self.kind == "chat":
             return chat_completion(self.ident, self.created, self.model, text, finish, prompt, new)
         if self.kind == "completion":
@@ -219,10 +220,6 @@ def _usage(event: Event, prompt_tokens: int) -> tuple[int, int]:
     if usage is None:
         return prompt_tokens, 0
     return usage.prompt_tokens, usage.completion_tokens
-
-
-def _finish(event: Event) -> str | None:
-    return event.finish_reason
 
 
 class LMServer:
