@@ -373,6 +373,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=2, help="extra alternating floor / serve runs at concurrency 8")
     ap.add_argument("--models", default="shipped,speed", help="shipped (the shipped LM), speed (random, --shape)")
     ap.add_argument("--precisions", default="int4,int8,fp32", help="the shipped LM's precisions")
+    ap.add_argument("--shipped", type=Path, default=SHIPPED, help="the shipped LM's checkpoint directory")
     ap.add_argument("--shape", action="append", help="random checkpoint shape(s) for speed (default qwen2.5-0.5b)")
     ap.add_argument("--peers", default="llamacpp,vllm", help="comma list; empty for none")
     ap.add_argument("--peer-models", default="speed,shipped-int4", help="which models the peers run")
@@ -432,15 +433,15 @@ def main() -> int:
         work = Path(tmp)
         todo: list[tuple[str, Path, str, list[str], bool]] = []
         if "shipped" in models:
-            if not SHIPPED.is_dir():
-                report["models"]["shift-assistant"] = {"error": f"{SHIPPED} is not there"}
+            if not (args.shipped / "config.json").is_file():
+                report["models"]["shift-assistant"] = {"error": f"{args.shipped} holds no checkpoint"}
             else:
                 for precision in args.precisions.split(","):
                     roles = ["batching"] if precision == "int4" else []
                     todo.append(
                         (
                             f"shift-assistant {precision}",
-                            SHIPPED,
+                            args.shipped,
                             precision,
                             roles,
                             f"shipped-{precision}" in peer_models,
