@@ -247,7 +247,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     precision = report.get("precision")
     if precision:
         lines += ["## Precision (the shipped LM)", ""]
-        header = ["precision", "single-stream tok/s", f"total tok/s at {PAIRED_CONCURRENCY}", "vs FP32 (single)"]
+        header = ["precision", "single-stream tok/s (e2e)", f"total tok/s at {PAIRED_CONCURRENCY}", "vs FP32 (single)"]
         header += ["task metric", "metric drop (points)", "token agreement", "weights MB"]
         rows = [
             [

@@ -8,7 +8,9 @@ computed from them, never averaged. Definitions (as vLLM's ``benchmark_serving``
 - inter-token latency (ITL): the time between successive arrivals of generated text, one value
   per arrival after the first (an arrival carrying several tokens is one interval);
 - TPOT: per request, (end - first token) / (completion tokens - 1);
-- single-stream decode tok/s: per request, (completion tokens - 1) / (end - first token);
+- decode tok/s per stream: per request, (completion tokens - 1) / (end - first token); where a
+  server's chunks reach the client in bursts (a tiny model, a starved client) it is inflated;
+- stream tok/s: per request, completion tokens / (end - start), prefill included: robust to bursts;
 - total tok/s: completion tokens of every successful request / the span from the first request's
   start to the last one's end.
 """
@@ -108,6 +110,7 @@ def summarize(records: Sequence[Generation], concurrency: int | None = None) -> 
     out["e2e_ms"] = percentiles([r.end - r.start for r in ok])
     decode = [1.0 / t for r in ok if (t := r.tpot) is not None and t > 0]
     out["decode_tok_s_per_stream"] = percentiles(decode, scale=1.0)
+    out["stream_tok_s"] = percentiles([r.completion_tokens / (r.end - r.start) for r in ok if r.end > r.start], 1.0)
     out["finish_reasons"] = _counts(r.finish_reason or "none" for r in ok)
     return out
 

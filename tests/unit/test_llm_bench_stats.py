@@ -102,6 +102,7 @@ def test_summarize_counts_tokens_over_the_span() -> None:
     assert s["ttft_ms"]["p50"] == pytest.approx(750.0)
     assert s["itl_ms"]["p50"] == pytest.approx(750.0)  # 0.5 x3, 1.0 x3
     assert s["decode_tok_s_per_stream"]["p50"] == pytest.approx(1.5)  # 2 and 1 tok/s
+    assert s["stream_tok_s"]["p50"] == pytest.approx(1.5)  # 4 tokens in 2 s and in 4 s
     with pytest.raises(BenchError):
         summarize([])
     assert summarize([Generation(start=0.0, end=1.0, ok=False)])["ok"] == 0
