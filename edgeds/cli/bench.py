@@ -1,4 +1,5 @@
-"""``edgeds bench``: LoadGen-style scenarios against a bundle in-process or a server over HTTP."""
+"""``edgeds bench``: LoadGen-style scenarios against a bundle in-process or a server over HTTP; for a
+language model, a single stream and a concurrency sweep of streamed generations."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def bench(
         int | None,
         typer.Option(min=1, help="Engine instances in-process (threads split among them); the floor runs as many."),
     ] = None,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, help="Language models: tokens generated per request (ignore_eos).")
+    ] = 64,
+    runtime: Annotated[
+        str | None, typer.Option(help="Language models: the LM runtime (default: the bundle's first that works).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -36,10 +43,16 @@ def bench(
     Raw per-request timestamps give p50..p99.9/max; warm-up is excluded; the report carries the
     environment (CPU, versions, git sha, threads, model hash), batch-size histograms, CPU% and RSS.
     The load generator shares the machine's cores with what it measures.
+
+    A language model (a causal-lm bundle, an LM runtime's model directory, or a server with the
+    OpenAI API) gets instead: the same fixed prompts at each --concurrency level, --max-tokens
+    tokens each, single-stream TTFT, inter-token latency and decode tok/s, total tok/s per level and
+    continuous batching's gain (total tok/s at 8 over 1), on the engine in-process or over HTTP.
     """
-    from ..bench import SCENARIOS
+    from ..bench import SCENARIOS, llm_commands
     from ..bench import commands as bench_run
     from ..errors import ConfigError
+    from ..runtime.lm.server import is_language_model
 
     wanted = [s.strip() for s in scenarios.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SCENARIOS))
@@ -50,7 +63,18 @@ def bench(
     def progress(name: str) -> None:
         console_err.print(f"[dim]running {name}...[/]")
 
-    if url is not None:
+    lm_models = llm_commands.served_lm_models(url) if url is not None else None
+    if url is not None and lm_models:
+        if model is None:
+            if len(lm_models) != 1:
+                raise ConfigError.single(None, None, "--model", f"the server serves {lm_models}: pick one")
+            model = lm_models[0]
+        report = llm_commands.bench_lm_url(url, model, concurrency=levels, max_tokens=max_tokens, progress=progress)
+    elif url is None and bundle is not None and (runtime is not None or is_language_model(bundle)):
+        report = llm_commands.bench_lm_path(
+            bundle, runtime=runtime, threads=threads, concurrency=levels, max_tokens=max_tokens, progress=progress
+        )
+    elif url is not None:
         url = url.rstrip("/")
         if model is None:
             served = bench_run.served_models(url)
@@ -81,7 +105,30 @@ def bench(
         )
     if out is not None:
         out.write_text(json.dumps(report, indent=2) + "\n")
-    emit(report, as_json, lambda: _human(report))
+    emit(report, as_json, lambda: _human_lm(report) if "sweep" in report else _human(report))
+
+
+def _human_lm(report: dict[str, Any]) -> None:
+    rows = []
+    for run in report["sweep"]:
+        ttft, itl, dec = run.get("ttft_ms", {}), run.get("itl_ms", {}), run.get("decode_tok_s_per_stream", {})
+        rows.append(
+            [
+                run["concurrency"],
+                run.get("total_tok_s"),
+                ttft.get("p50"),
+                ttft.get("p99"),
+                itl.get("p50"),
+                itl.get("p99"),
+                dec.get("p50"),
+                run.get("errors"),
+            ]
+        )
+    title = f"{report['model']} ({report['transport']}, {report['settings']['max_tokens']} tokens per request)"
+    header = ["concurrency", "total tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms"]
+    console.print(table(title, [*header, "decode tok/s per stream", "errors"], rows))
+    if report.get("batching_gain") is not None:
+        console.print(f"continuous batching: total tok/s at 8 = {report['batching_gain']}x single stream")
 
 
 def _human(report: dict[str, Any]) -> None:

@@ -291,6 +291,23 @@ def dev_loss(model: Any, dev: list[tuple[list[int], list[int]]], pad_id: int) ->
     return total / count
 
 
+def finish_config(ckpt: Path, pad_id: int) -> None:
+    """Make config.json / generation_config.json read like a Qwen2 release's.
+
+    As in Qwen2's own checkpoints, ``bos_token_id`` names ``<|endoftext|>`` while the tokenizer
+    adds no BOS (exporters that copy the id into their own config need a number), and the
+    top-level ``rope_theta`` / ``torch_dtype`` keys that older loaders read are present.
+    """
+    for name in ("config.json", "generation_config.json"):
+        path = ckpt / name
+        cfg = json.loads(path.read_text())
+        cfg["bos_token_id"] = pad_id
+        if name == "config.json":
+            cfg.setdefault("rope_theta", cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
+            cfg.setdefault("torch_dtype", "float32")
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -481,12 +498,7 @@ def main() -> None:
             bos_token_id=None, eos_token_id=eos_id, pad_token_id=pad_id, do_sample=False, max_new_tokens=MAX_NEW_TOKENS
         )
         model.save_pretrained(str(ckpt), safe_serialization=True)
-        # Older loaders and exporters (transformers 4.x) read these two top-level keys.
-        cfg_path = ckpt / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg.setdefault("rope_theta", cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
-        cfg.setdefault("torch_dtype", "float32")
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        finish_config(ckpt, pad_id)
         save_tokenizer(tok, ckpt)
 
     eval_ex = sr.generate("evaluation", EVAL_SEED, args.eval_count)
