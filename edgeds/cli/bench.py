@@ -52,7 +52,7 @@ def bench(
     from ..bench import SCENARIOS, llm_commands
     from ..bench import commands as bench_run
     from ..errors import ConfigError
-    from ..runtime.lm.server import is_language_model
+    from ..runtime.lm.loading import is_language_model
 
     wanted = [s.strip() for s in scenarios.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SCENARIOS))
