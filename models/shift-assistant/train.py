@@ -463,6 +463,12 @@ def main() -> None:
     ap.add_argument("--eval-count", type=int, default=EVAL_COUNT)
     ap.add_argument("--eval-batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="continue training this checkpoint (its weights and tokenizer) with a fresh schedule",
+    )
     ap.add_argument("--skip-train", action="store_true", help="only re-evaluate out/checkpoint and rewrite the card")
     args = ap.parse_args()
 
@@ -479,14 +485,25 @@ def main() -> None:
         train_ex = sr.generate("train", TRAIN_SEED, args.train_count)
         dev_ex = sr.generate("development", DEV_SEED, 256)
         summary["generate_train_s"] = round(time.perf_counter() - t0, 1)
-        tok = train_tokenizer(train_ex, args.vocab)
+        if args.init_from is None:
+            tok = train_tokenizer(train_ex, args.vocab)
+        else:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(args.init_from / "tokenizer.json"))
         data = encode_examples(tok, train_ex)
         dev = encode_examples(tok, dev_ex)
         lengths = [len(p) + len(a) for p, a in data]
         summary["train_tokens_per_example"] = {"mean": round(float(np.mean(lengths)), 1), "max": max(lengths)}
         assert max(lengths) < CONTEXT
         pad_id, eos_id = tok.token_to_id(PAD), tok.token_to_id(EOS)
-        model = build_model(tok.get_vocab_size(), args, pad_id, eos_id)
+        if args.init_from is None:
+            model = build_model(tok.get_vocab_size(), args, pad_id, eos_id)
+        else:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(str(args.init_from), dtype=torch.float32)
+            model.config._attn_implementation = "eager"
         summary["parameters"] = sum(p.numel() for p in model.parameters())
         print(json.dumps({"parameters": summary["parameters"], "vocab": tok.get_vocab_size(), **summary}), flush=True)
         summary["train"] = train(model, data, dev, args, pad_id)
