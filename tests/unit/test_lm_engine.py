@@ -15,7 +15,7 @@ import pytest
 from edgeds.backends.lm import lm_backend_class
 from edgeds.backends.lm.base import model_weights_bytes
 from edgeds.backends.lm.kv import MB, Architecture
-from edgeds.errors import EngineClosed, QueueFull, RequestError, RequestTooLarge
+from edgeds.errors import EngineClosed, InferenceError, QueueFull, RequestError, RequestTooLarge
 from edgeds.runtime.lm import Event, LMEngine, SamplingParams
 
 CONTEXT = 256
@@ -144,6 +144,28 @@ def test_timeouts_and_validation(engine: LMEngine) -> None:
     _wait(lambda: engine.stats().running == 0)
     stats = engine.stats()
     assert stats.requests["timeout"] == 1 and stats.ttft.count >= 1 and stats.e2e.count >= 1
+
+
+def test_out_of_range_seeds_and_token_ids_are_refused_at_submit(engine: LMEngine) -> None:
+    vocab = engine.spec.vocab_size
+    for seed in (-1, 2**63):
+        with pytest.raises(RequestError, match="seed must be in"):
+            engine.submit("x", SamplingParams(max_tokens=2, seed=seed))
+    for bad in (vocab, 2**63, -1):
+        with pytest.raises(RequestError, match=f"prompt token id {bad} is outside the vocabulary"):
+            engine.submit([1, bad], SamplingParams(max_tokens=2))
+    assert engine.submit([1, vocab - 1], SamplingParams(max_tokens=2)).result(30).usage.completion_tokens >= 1
+
+
+def test_a_request_the_runtime_refuses_fails_alone(engine: LMEngine) -> None:
+    """A value the runtime's bindings cannot hold (here a stop token id over 64 bits) fails its own
+    request when it is added; the engine keeps serving and nothing stays counted as running."""
+    refused = engine.submit("Station S3", SamplingParams(max_tokens=2, stop_token_ids=frozenset({2**64})))
+    with pytest.raises(InferenceError, match="refused request"):
+        refused.result(30)
+    assert engine.ready and not engine.failed
+    assert engine.submit("Station S3", SamplingParams(max_tokens=2)).result(30).finish_reason in ("stop", "length")
+    _wait(lambda: engine.stats().running == 0)
 
 
 def test_close_aborts_what_is_queued_and_refuses_more(model: Path) -> None:

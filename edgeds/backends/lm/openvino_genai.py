@@ -215,24 +215,24 @@ class OpenVinoGenAIBackend(LMBackend):
         if self._pipe is None:
             raise BackendError("openvino-genai: add() before open()")
         config = genai.GenerationConfig()
-        config.max_new_tokens = params.max_tokens
-        config.ignore_eos = params.ignore_eos
-        config.stop_token_ids = set(self._eos | params.stop_token_ids)
-        if self._eos:
-            config.eos_token_id = min(self._eos)
-        if params.temperature > 0:
-            config.do_sample = True
-            config.temperature = params.temperature
-            config.top_p = params.top_p
-            if params.top_k > 0:
-                config.top_k = params.top_k
-        if params.seed is not None:
-            config.rng_seed = params.seed
-        tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
-        try:
+        try:  # the bindings raise TypeError/OverflowError for a value their C++ type cannot hold
+            config.max_new_tokens = params.max_tokens
+            config.ignore_eos = params.ignore_eos
+            config.stop_token_ids = set(self._eos | params.stop_token_ids)
+            if self._eos:
+                config.eos_token_id = min(self._eos)
+            if params.temperature > 0:
+                config.do_sample = True
+                config.temperature = params.temperature
+                config.top_p = params.top_p
+                if params.top_k > 0:
+                    config.top_k = params.top_k
+            if params.seed is not None:
+                config.rng_seed = params.seed
+            tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
             handle = self._pipe.add_request(request_id, tensor, config)
-        except RuntimeError as exc:
-            raise InferenceError(f"openvino-genai refused request {request_id}: {exc}") from exc
+        except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
+            raise InferenceError(f"openvino-genai refused request {request_id}: {_first_reason(exc)}") from exc
         self._live += 1
         return _OvHandle(self, handle)
 
