@@ -240,7 +240,7 @@ def test_a_client_that_goes_away_frees_its_sequence(server: LMServer, engine: LM
     after = _wait_idle(server)
     assert _gauge(after, "vllm:num_requests_running") == 0
     assert _gauge(after, "vllm:kv_cache_usage_perc") <= kv_before
-    aborted = after["vllm:request_success"]
+    aborted = after["vllm:request_success_total"]
     assert any('finished_reason="abort"' in k and v >= 1 for k, v in aborted.items())
 
 
@@ -251,12 +251,12 @@ def test_metrics_carry_vllm_names(server: LMServer, engine: LMEngine) -> None:
         "vllm:inter_token_latency_seconds",
         "vllm:e2e_request_latency_seconds",
         "vllm:request_queue_time_seconds",
-        "vllm:prompt_tokens",
-        "vllm:generation_tokens",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
         "vllm:kv_cache_usage_perc",
-        "vllm:num_preemptions",
+        "vllm:num_preemptions_total",
     ):
         assert all(f'model_name="{engine.name}"' in key for key in families[name]), name
 
