@@ -29,6 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
+from pydantic import ValidationError
+
+from ...errors import ConfigError
 from ..base import Availability, BackendOptions
 from .kv import KVPlan, KVPrecision
 
@@ -117,10 +120,18 @@ class LMBackend(abc.ABC):
     install_hint: ClassVar[str] = "pip install 'edgeds[llm]'"
 
     def __init__(self, options: BackendOptions | Mapping[str, Any] | None = None) -> None:
+        """:class:`~edgeds.errors.ConfigError` (one line, naming the option) when ``options``
+        do not validate."""
         if options is None:
             options = self.Options()
         elif not isinstance(options, BackendOptions):
-            options = self.Options.model_validate(dict(options))
+            try:
+                options = self.Options.model_validate(dict(options))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                field = f"{self.name} options" + (f".{where}" if where else "")
+                raise ConfigError.single(None, None, field, first["msg"]) from exc
         self.options = options
 
     @classmethod
