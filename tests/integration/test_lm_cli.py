@@ -77,3 +77,34 @@ def test_run_prompt_prints_the_completion(model_dir: Path) -> None:
         check=True,
     )
     assert streamed.stdout.endswith("\n") and "generated tokens" in streamed.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--threads", "0"], "--threads"),
+        (["--seed", "-1"], "--seed"),
+        (["--key", "pub.pem"], "not a signed bundle"),
+    ],
+)
+def test_run_refuses_bad_options_in_one_line(model_dir: Path, extra: list[str], said: str) -> None:
+    out = subprocess.run(
+        [*EDGEDS, "run", str(model_dir), "--prompt", "Status?", "--max-tokens", "2", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert said in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_refuses_zero_threads(model_dir: Path) -> None:
+    out = subprocess.run(
+        [*EDGEDS, "serve", str(model_dir), "--port", "0", "--threads", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2 and "--threads" in out.stderr and "Traceback" not in out.stderr
