@@ -32,14 +32,15 @@ def test_serve_then_chat_against_its_url(model_dir: Path) -> None:
         assert info["task"] == "causal-lm" and info["runtime"] == "openvino-genai" and info["api_keys"] == 1
         chat = subprocess.run(
             [*EDGEDS, "chat", info["url"], "--api-key", "k-12345678", "--max-tokens", "4", "--json"],
-            input="Status of station 3?\n/reset\nAnd station 4?\n",
+            input="Status of station 3?\n" + "word " * 2000 + "\n/reset\nAnd station 4?\n",
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
         answers = [json.loads(line) for line in chat.stdout.splitlines()]
-        assert [a["role"] for a in answers] == ["assistant", "assistant"]
+        assert [a["role"] for a in answers] == ["assistant", "assistant"]  # the turn over the context is dropped
+        assert "400" in chat.stderr and "/reset" in chat.stderr and "Traceback" not in chat.stderr
         refused = subprocess.run(
             [*EDGEDS, "chat", info["url"], "--api-key", "wrong-key"],
             input="hi\n",

@@ -17,6 +17,8 @@ from edgeds.backends.lm.base import model_weights_bytes
 from edgeds.backends.lm.kv import MB, Architecture
 from edgeds.errors import EngineClosed, InferenceError, QueueFull, RequestError, RequestTooLarge
 from edgeds.runtime.lm import Event, LMEngine, SamplingParams
+from edgeds.runtime.lm.client import LocalReplier, complete
+from edgeds.runtime.lm.sampling import Sampling
 
 CONTEXT = 256
 OVERHEAD_MB = 96.0  # the runtime's own memory kept out of the KV budget (measured: ~65 MiB OpenVINO GenAI)
@@ -166,6 +168,33 @@ def test_a_request_the_runtime_refuses_fails_alone(engine: LMEngine) -> None:
     assert engine.ready and not engine.failed
     assert engine.submit("Station S3", SamplingParams(max_tokens=2)).result(30).finish_reason in ("stop", "length")
     _wait(lambda: engine.stats().running == 0)
+
+
+def _ask(engine: LMEngine, use: str, raised: list[BaseException]) -> None:
+    messages = [{"role": "user", "content": "Status?"}]
+    sampling = Sampling(max_tokens=CONTEXT - 64, ignore_eos=True)
+    try:
+        if use == "complete":
+            complete(engine, messages, sampling)
+        else:
+            list(LocalReplier(engine).reply(messages, sampling))
+    except InferenceError as exc:
+        raised.append(exc)
+
+
+@pytest.mark.parametrize("use", ["complete", "reply"])
+def test_complete_and_the_local_replier_raise_when_the_runtime_fails(model: Path, use: str) -> None:
+    """``edgeds run --prompt`` and ``edgeds chat`` read these: a request the runtime failed is an
+    error, never an empty answer that exits 0. The runtime is closed under a long request."""
+    with LMEngine.from_dir(model, budget_mb=_budget_for(model, 1), context_length=CONTEXT) as engine:
+        raised: list[BaseException] = []
+        thread = threading.Thread(target=_ask, args=(engine, use, raised), daemon=True)
+        thread.start()
+        _wait(lambda: engine.stats().running == 1)
+        engine.backend.close()  # the next step of the loop finds no runtime
+        thread.join(30)
+        assert not thread.is_alive()
+        assert len(raised) == 1 and "the runtime failed this request" in str(raised[0])
 
 
 def test_close_aborts_what_is_queued_and_refuses_more(model: Path) -> None:

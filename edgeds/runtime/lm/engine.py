@@ -716,7 +716,9 @@ class LMEngine:
     def _finish(self, generation: Generation, reason: FinishReason) -> None:
         if generation._done.is_set():
             return
-        tail = generation._detok.flush() if generation._detok is not None else ""
+        # a failed request's held-back tail is not decoded: the runtime (its tokenizer) may be gone
+        failed = generation._error is not None
+        tail = generation._detok.flush() if generation._detok is not None and not failed else ""
         stops = generation._stops
         if stops is not None:  # nothing once a stop string has ended the text
             tail = stops.feed(tail) + stops.flush()
