@@ -32,9 +32,21 @@ def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.005)
 
 
+_MEASURED: dict[Path, int] = {}
+
+
+def _measured_bytes_per_token(model: Path) -> int:
+    """What one token of OpenVINO GenAI's u8 cache takes for ``model`` (scales and zero points
+    included), measured once: a roomy budget opens without refitting and reports it."""
+    if model not in _MEASURED:
+        with LMEngine.from_dir(model, budget_mb=256, context_length=CONTEXT, max_num_seqs=1) as engine:
+            _MEASURED[model] = engine.spec.kv_bytes_per_token
+    return _MEASURED[model]
+
+
 def _budget_for(model: Path, seqs: float) -> float:
-    """A budget (MiB) whose KV part holds ``seqs`` full-context u8 sequences."""
-    per_seq = Architecture.from_dir(model).kv_bytes_per_token("u8") * CONTEXT
+    """A budget (MiB) whose KV part holds ``seqs`` full-context sequences of the runtime's u8 cache."""
+    per_seq = _measured_bytes_per_token(model) * CONTEXT
     return (model_weights_bytes(model) + seqs * per_seq) / MB + OVERHEAD_MB
 
 
@@ -208,8 +220,12 @@ def test_close_aborts_what_is_queued_and_refuses_more(model: Path) -> None:
         engine.submit("x", SamplingParams())
 
 
+RSS_SLACK_MB = 64.0  # the Python side of serving (threads, the engine's objects, allocator pages)
+
+
 def test_rss_stays_within_the_computed_budget(model: Path) -> None:
-    """Weights + the runtime's KV cache + the stated overhead bound what serving adds to the process."""
+    """The computed budget (weights + KV budget + the stated overhead) + :data:`RSS_SLACK_MB`
+    bounds what serving adds to the process; the runtime's measured cache fits the KV budget."""
     process = psutil.Process()
     gc.collect()
     before = process.memory_info().rss
@@ -220,9 +236,34 @@ def test_rss_stays_within_the_computed_budget(model: Path) -> None:
         generations = [engine.submit("Station S3", full) for _ in range(engine.spec.max_num_seqs)]
         assert all(g.result(60).finish_reason == "length" for g in generations)
         grown = process.memory_info().rss - before
-        bound = engine.plan.weights_bytes + engine.spec.kv_bytes + engine.plan.overhead_bytes
+        bound = engine.plan.budget_bytes + int(RSS_SLACK_MB * MB)
         assert engine.spec.max_num_seqs == 4
+        assert engine.spec.kv_bytes <= engine.plan.kv_budget_bytes
         assert grown <= bound, f"RSS grew {grown / MB:.1f} MiB, budget {bound / MB:.1f} MiB"
+
+
+@pytest.mark.parametrize("precision", ["u4", "u8", "f32"])
+def test_a_quantized_cache_is_measured_and_the_plan_refitted_to_the_budget(model: Path, precision: str) -> None:
+    """The formula leaves out a u8/u4 cache's scales and zero points; the backend measures its cache
+    after opening and, over the KV budget, reopens with fewer sequences so the cache fits."""
+    formula = Architecture.from_dir(model).kv_bytes_per_token(precision)  # type: ignore[arg-type]
+    budget = (model_weights_bytes(model) + 4 * formula * CONTEXT) / MB + OVERHEAD_MB  # 4 sequences by the formula
+    with LMEngine.from_dir(
+        model,
+        budget_mb=budget,
+        kv_overhead_mb=OVERHEAD_MB,
+        context_length=CONTEXT,
+        options={"kv_cache_precision": precision, "num_threads": 1},
+    ) as engine:
+        spec = engine.spec
+        assert spec.kv_bytes <= engine.plan.kv_budget_bytes
+        assert engine.plan == spec.plan and engine.plan.bytes_per_token == spec.kv_bytes_per_token
+        assert spec.kv_bytes == spec.plan.num_blocks * spec.plan.block_size * spec.kv_bytes_per_token
+        if precision == "f32":
+            assert spec.kv_bytes_per_token == formula and spec.max_num_seqs == 4
+        else:
+            assert spec.kv_bytes_per_token > formula and spec.max_num_seqs < 4
+        assert engine.submit("Station S3", SamplingParams(max_tokens=3)).result(30).usage.completion_tokens >= 1
 
 
 @pytest.mark.parametrize("runtime", ["openvino-genai", "onnxruntime-genai"])

@@ -60,7 +60,11 @@ class GenParams:
 class LMSpec:
     """What an opened model serves: the limits the engine admits against.
 
-    ``kv_bytes`` is the KV cache the runtime holds for ``max_num_seqs`` full sequences (bytes).
+    ``kv_bytes`` is the KV cache the runtime holds for ``max_num_seqs`` full sequences (bytes);
+    ``kv_bytes_per_token`` what one token of it takes, as measured after opening where the runtime
+    reports its cache's size (else the plan's figure); ``plan`` the KV plan the runtime was opened
+    with: the one given, or, when the measured cache did not fit its KV budget, that plan refitted
+    (:func:`~edgeds.backends.lm.kv.refit`) to the measured bytes per token.
     """
 
     context_length: int
@@ -69,6 +73,8 @@ class LMSpec:
     eos_token_ids: frozenset[int]
     vocab_size: int
     continuous_batching: bool
+    kv_bytes_per_token: int
+    plan: KVPlan
 
 
 @dataclass(frozen=True)

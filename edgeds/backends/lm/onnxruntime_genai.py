@@ -174,6 +174,8 @@ class OnnxRuntimeGenAIBackend(LMBackend):
             eos_token_ids=eos,
             vocab_size=arch.vocab,
             continuous_batching=False,
+            kv_bytes_per_token=plan.bytes_per_token,
+            plan=plan,
         )
 
     def encode(self, text: str) -> list[int]:

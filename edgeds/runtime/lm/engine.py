@@ -544,6 +544,7 @@ class LMEngine:
             opened.set()
             return
         self._spec = spec
+        self.plan = spec.plan  # refitted when the runtime's cache measured larger than planned
         self._admission = Admission(spec.max_num_seqs, self.max_queue)
         self._metrics = (0.0, spec.kv_bytes, None)
         opened.set()
