@@ -197,6 +197,13 @@ class _LMCompiler:
             self._scorer = _import(self.card.metric.scorer)
         return self._scorer
 
+    def _scorer_hash(self) -> str | None:
+        """The code of the card's scorer (its module's source), which the gate's metric depends on."""
+        if self.scorer() is None or self.card.metric is None:  # scorer(): DatasetError when it cannot import
+            return None
+        module = importlib.import_module(self.card.metric.scorer.partition(":")[0])
+        return _code_hash(Path(str(module.__file__))) if module.__file__ else self.card.metric.scorer
+
     def metric(self, answers: Sequence[str]) -> float | None:
         score = self.scorer()
         if score is None:
@@ -310,6 +317,10 @@ class _LMCompiler:
                 "eval": ev.fingerprint,
                 "reference": _ids_fingerprint(ref.tokens),
                 "max_new": self.max_new,
+                "generation": self.card.generation.model_dump(mode="json"),
+                # the plan's context truncates generations and its max_num_seqs is the batch
+                "kv_plan": self.kv(entry.name, model_dir, lm_create(entry.name, options)).to_dict(),
+                "scorer": self._scorer_hash(),
                 "runtime_version": lm_probe(entry.name).version,
                 "code": _code_hash(
                     Path(str(importlib.import_module(lm_backend_class(entry.name).__module__).__file__))
