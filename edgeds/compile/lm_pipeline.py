@@ -446,18 +446,23 @@ def compile_lm(
                     )
                     continue
                 t0 = time.perf_counter()
-                try:
+                try:  # what every variant shares: when it fails, no variant of this runtime can be judged
+                    compiler.evaluation()
+                    compiler.reference()
+                except ToolchainError as exc:
+                    log.info("compile: %s: the FP32 reference failed", entry.name, exc_info=True)
+                    reason = str(exc).splitlines()[0][:300]
+                    report.attempts.append(
+                        Attempt(entry.name, variant.precision, variant.name, "skipped", reason, device=device)
+                    )
+                    break
+                try:  # one export or evaluation failing (worker error, timeout): the next precision is tried
                     model_dir, weights, export_key, export_cached = compiler.export(entry.name, variant)
                     result, outputs, eval_cached = compiler.evaluate(entry, variant, model_dir, export_key)
                 except (CompileError, BackendError, ConfigError) as exc:
                     log.info(
                         "compile: %s/%s failed, trying the next candidate", entry.name, variant.name, exc_info=True
                     )
-                    if isinstance(exc, ToolchainError):
-                        report.attempts.append(
-                            Attempt(entry.name, variant.precision, variant.name, "skipped", str(exc), device=device)
-                        )
-                        break
                     report.attempts.append(
                         Attempt(
                             entry.name,
