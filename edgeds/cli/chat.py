@@ -44,9 +44,11 @@ def chat(
 ) -> None:
     """Chat with TARGET: type a line, read the answer as it is generated; the history is kept.
 
-    '/reset' forgets the turns, '/exit' or end of input (Ctrl-D) quits. A URL is asked through the
+    '/reset' forgets the turns, '/exit' or end of input (Ctrl-D) quits. A turn that fails (too
+    long for the context, refused, the server busy) prints one line and the session goes on. A URL is asked through the
     OpenAI API (any server that speaks it); a bundle is opened in this process.
     """
+    from ..errors import InferenceError, RequestError, ServiceUnavailable
     from ..runtime.auth import client_tls_context
     from ..runtime.lm.client import ChatSession, LocalReplier, RemoteReplier, Replier
     from ..runtime.lm.sampling import Sampling
@@ -77,14 +79,20 @@ def chat(
             if text == "/reset":
                 session.reset()
                 continue
-            if as_json:
-                answer = "".join(session.ask(text))
-                sys.stdout.write(json.dumps({"role": "assistant", "content": answer}) + "\n")
-            else:
-                for piece in session.ask(text):
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-                sys.stdout.write("\n")
+            try:
+                if as_json:
+                    answer = "".join(session.ask(text))
+                    sys.stdout.write(json.dumps({"role": "assistant", "content": answer}) + "\n")
+                else:
+                    for piece in session.ask(text):
+                        sys.stdout.write(piece)
+                        sys.stdout.flush()
+                    sys.stdout.write("\n")
+            except (RequestError, InferenceError, ServiceUnavailable) as exc:
+                if engine is not None and engine.closed:
+                    raise  # the engine in this process is gone: nothing more can be answered
+                # one turn failed (too long for the context, refused, server busy): the session goes on
+                console_err.print(f"[red]{exc}[/] (the turn is dropped; /reset forgets the history)")
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass

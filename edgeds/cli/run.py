@@ -24,7 +24,7 @@ def run(
     key: Annotated[
         Path | None, typer.Option("--key", "-k", help="ed25519 public key: verify the bundle first.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
     system: Annotated[str | None, typer.Option(help="System message before --prompt.")] = None,
     max_tokens: Annotated[
         int | None, typer.Option(min=1, help="Longest answer in tokens (default: the model's).")
@@ -32,7 +32,7 @@ def run(
     temperature: Annotated[
         float | None, typer.Option(min=0.0, max=2.0, help="0 = greedy (default: the model's).")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Sampling seed.")] = None,
     runtime: Annotated[
         str | None,
         typer.Option(help="Only this LM runtime's artifact (default: the bundle's first that opens here)."),

@@ -25,7 +25,7 @@ def serve(
     key: Annotated[
         Path | None, typer.Option("--key", "-k", help="ed25519 public key: verify the bundle first.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the backend (default: its own).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend (default: its own).")] = None,
     max_batch: Annotated[int | None, typer.Option(help="Override max_batch_size.")] = None,
     delay_us: Annotated[int | None, typer.Option(help="Override max_queue_delay_us.")] = None,
     queue: Annotated[int | None, typer.Option(help="Override max_queue_size (503 beyond).")] = None,

@@ -197,6 +197,13 @@ class _LMCompiler:
             self._scorer = _import(self.card.metric.scorer)
         return self._scorer
 
+    def _scorer_hash(self) -> str | None:
+        """The code of the card's scorer (its module's source), which the gate's metric depends on."""
+        if self.scorer() is None or self.card.metric is None:  # scorer(): DatasetError when it cannot import
+            return None
+        module = importlib.import_module(self.card.metric.scorer.partition(":")[0])
+        return _code_hash(Path(str(module.__file__))) if module.__file__ else self.card.metric.scorer
+
     def metric(self, answers: Sequence[str]) -> float | None:
         score = self.scorer()
         if score is None:
@@ -310,6 +317,10 @@ class _LMCompiler:
                 "eval": ev.fingerprint,
                 "reference": _ids_fingerprint(ref.tokens),
                 "max_new": self.max_new,
+                "generation": self.card.generation.model_dump(mode="json"),
+                # the plan's context truncates generations and its max_num_seqs is the batch
+                "kv_plan": self.kv(entry.name, model_dir, lm_create(entry.name, options)).to_dict(),
+                "scorer": self._scorer_hash(),
                 "runtime_version": lm_probe(entry.name).version,
                 "code": _code_hash(
                     Path(str(importlib.import_module(lm_backend_class(entry.name).__module__).__file__))
@@ -435,18 +446,23 @@ def compile_lm(
                     )
                     continue
                 t0 = time.perf_counter()
-                try:
+                try:  # what every variant shares: when it fails, no variant of this runtime can be judged
+                    compiler.evaluation()
+                    compiler.reference()
+                except ToolchainError as exc:
+                    log.info("compile: %s: the FP32 reference failed", entry.name, exc_info=True)
+                    reason = str(exc).splitlines()[0][:300]
+                    report.attempts.append(
+                        Attempt(entry.name, variant.precision, variant.name, "skipped", reason, device=device)
+                    )
+                    break
+                try:  # one export or evaluation failing (worker error, timeout): the next precision is tried
                     model_dir, weights, export_key, export_cached = compiler.export(entry.name, variant)
                     result, outputs, eval_cached = compiler.evaluate(entry, variant, model_dir, export_key)
                 except (CompileError, BackendError, ConfigError) as exc:
                     log.info(
                         "compile: %s/%s failed, trying the next candidate", entry.name, variant.name, exc_info=True
                     )
-                    if isinstance(exc, ToolchainError):
-                        report.attempts.append(
-                            Attempt(entry.name, variant.precision, variant.name, "skipped", str(exc), device=device)
-                        )
-                        break
                     report.attempts.append(
                         Attempt(
                             entry.name,

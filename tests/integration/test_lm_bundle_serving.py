@@ -270,6 +270,9 @@ def test_a_runtime_failure_answers_a_whole_request_with_500(served: tuple[LMEngi
         _client(server.url).completions.create(model=engine.name, prompt=ids)
     answer = httpx.post(f"{server.url}/v2/models/{engine.name}/generate", json={"text_input": "Status?"}, timeout=30)
     assert answer.status_code == 503  # the engine closed itself: nothing more is taken
+    assert engine.failed and engine.stats().running == 0  # nothing is left counted as running
+    live = httpx.get(f"{server.url}/v2/health/live", timeout=10)
+    assert live.status_code == 503 and live.json() == {"live": False}  # a supervisor restarts it
 
 
 def test_a_whole_request_whose_client_goes_away_is_cancelled(served: tuple[LMEngine, LMServer]) -> None:

@@ -151,6 +151,40 @@ def test_errors_are_openai_shaped(server: LMServer, engine: LMEngine) -> None:
     assert httpx.get(f"{server.url}/v1/chat/completions", timeout=10).headers["allow"] == "POST"
 
 
+@pytest.mark.parametrize(
+    ("fields", "param", "said"),
+    [
+        ({"prompt": "hi", "seed": -1}, "seed", "seed must be at least 0"),
+        ({"prompt": "hi", "seed": 2**64}, "seed", "seed must be at most"),
+        ({"prompt": "hi", "top_k": 2**64, "temperature": 0.5}, "top_k", "top_k must be at most"),
+        ({"prompt": [1, "vocab"]}, None, "outside the vocabulary"),
+        ({"prompt": [1, 2**63]}, None, "outside the vocabulary"),
+    ],
+)
+def test_an_out_of_range_value_gets_400_and_the_next_request_is_served(
+    server: LMServer, engine: LMEngine, fields: dict[str, Any], param: str | None, said: str
+) -> None:
+    """Values a runtime's bindings cannot hold are refused at the edge, never reach the step loop."""
+    url = f"{server.url}/v1/completions"
+    body = {"model": engine.name, "max_tokens": 3, **fields}
+    if isinstance(body["prompt"], list):
+        body["prompt"] = [engine.spec.vocab_size if t == "vocab" else t for t in body["prompt"]]
+    refused = httpx.post(url, json=body, timeout=30)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert said in error["message"] and "\n" not in error["message"]
+    served = httpx.post(url, json={"model": engine.name, "prompt": "hi", "max_tokens": 3}, timeout=60)
+    assert served.status_code == 200, served.text
+    assert engine.ready and httpx.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
+
+
+def test_a_top_k_over_the_vocabulary_and_the_largest_seed_are_served(server: LMServer, engine: LMEngine) -> None:
+    body = {"model": engine.name, "prompt": "hi", "max_tokens": 3, "temperature": 0.7, "seed": 2**63 - 1}
+    answer = httpx.post(f"{server.url}/v1/completions", json={**body, "top_k": engine.spec.vocab_size + 5}, timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
 def _long(engine: LMEngine) -> dict[str, Any]:
     return {"max_tokens": engine.spec.context_length // 2, "ignore_eos": True, "temperature": 0}
 
@@ -206,7 +240,7 @@ def test_a_client_that_goes_away_frees_its_sequence(server: LMServer, engine: LM
     after = _wait_idle(server)
     assert _gauge(after, "vllm:num_requests_running") == 0
     assert _gauge(after, "vllm:kv_cache_usage_perc") <= kv_before
-    aborted = after["vllm:request_success"]
+    aborted = after["vllm:request_success_total"]
     assert any('finished_reason="abort"' in k and v >= 1 for k, v in aborted.items())
 
 
@@ -217,12 +251,12 @@ def test_metrics_carry_vllm_names(server: LMServer, engine: LMEngine) -> None:
         "vllm:inter_token_latency_seconds",
         "vllm:e2e_request_latency_seconds",
         "vllm:request_queue_time_seconds",
-        "vllm:prompt_tokens",
-        "vllm:generation_tokens",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
         "vllm:kv_cache_usage_perc",
-        "vllm:num_preemptions",
+        "vllm:num_preemptions_total",
     ):
         assert all(f'model_name="{engine.name}"' in key for key in families[name]), name
 

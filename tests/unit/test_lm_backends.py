@@ -15,6 +15,7 @@ import pytest
 from edgeds.backends.lm import GenParams, LMBackend, LMHandle, LMSpec, lm_backend_class, lm_create, lm_names
 from edgeds.backends.lm.base import model_weights_bytes
 from edgeds.backends.lm.kv import Architecture, plan
+from edgeds.errors import ConfigError
 
 MAX_STEPS = 400
 PROMPT = "Station S3, shift B: inspected 1240"
@@ -164,3 +165,12 @@ def test_metrics_are_sane(opened: tuple[LMBackend, LMSpec]) -> None:
         seen_running = max(seen_running, m.running)
     assert all(h.finish_reason == "length" for h in handles)
     assert seen_running == spec.max_num_seqs
+
+
+@pytest.mark.parametrize("name", lm_names())
+def test_options_that_do_not_validate_are_a_one_line_config_error(name: str) -> None:
+    """A manifest's artifact options or ``--threads 0``: ConfigError naming the option, which the
+    loader reports as that artifact's reason, never a pydantic traceback."""
+    with pytest.raises(ConfigError, match="num_threads") as caught:
+        lm_backend_class(name)({"num_threads": 0})
+    assert "\n" not in str(caught.value) and name in str(caught.value)

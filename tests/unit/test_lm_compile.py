@@ -74,6 +74,39 @@ def test_the_shared_lm_bundle_carries_what_serving_needs(lm_bundle: Path) -> Non
 
 
 @pytest.mark.slow
+def test_the_evaluation_cache_is_keyed_by_the_kv_plan(
+    llm_toolchain: ModuleType,
+    lm_card: Path,
+    lm_profile: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plan's batch (max_num_seqs) and context change what the gate generates: a profile that
+    changes them re-evaluates the cached export instead of reusing the figures and outputs."""
+    from edgeds.compile.report import CompileResult
+    from tests.conftest import LM_TEST_PROMPTS, TOOLCHAINS
+
+    monkeypatch.setenv("EDGEDS_TOOLCHAINS", str(TOOLCHAINS))
+    two = lm_profile(tmp_path, name="lm-two-seqs")
+    two.write_text(two.read_text().replace("  max_num_seqs: 4\n", "  max_num_seqs: 2\n"))
+    four = lm_profile(tmp_path)
+    results = [
+        compile_model(
+            lm_card,
+            profile,
+            out=tmp_path / f"bundle-{i}",
+            validation_limit=LM_TEST_PROMPTS,
+            cache_root=tmp_path / "cache",
+        )
+        for i, profile in enumerate((four, four, two))
+    ]
+    assert all(isinstance(r, CompileResult) for r in results)
+    first, same, other = (r.report.attempts[0] for r in results)
+    assert not first.cached and same.cached  # the same profile: export and evaluation reused
+    assert not other.cached  # the export is reused, its evaluation under the new plan is not
+
+
+@pytest.mark.slow
 def test_a_budget_int4_cannot_meet_ships_the_next_precision_and_says_why(
     llm_toolchain: ModuleType,
     lm_card: Path,

@@ -15,8 +15,10 @@ import pytest
 from edgeds.backends.lm import lm_backend_class
 from edgeds.backends.lm.base import model_weights_bytes
 from edgeds.backends.lm.kv import MB, Architecture
-from edgeds.errors import EngineClosed, QueueFull, RequestError, RequestTooLarge
+from edgeds.errors import EngineClosed, InferenceError, QueueFull, RequestError, RequestTooLarge
 from edgeds.runtime.lm import Event, LMEngine, SamplingParams
+from edgeds.runtime.lm.client import LocalReplier, complete
+from edgeds.runtime.lm.sampling import Sampling
 
 CONTEXT = 256
 OVERHEAD_MB = 96.0  # the runtime's own memory kept out of the KV budget (measured: ~65 MiB OpenVINO GenAI)
@@ -30,9 +32,21 @@ def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.005)
 
 
+_MEASURED: dict[Path, int] = {}
+
+
+def _measured_bytes_per_token(model: Path) -> int:
+    """What one token of OpenVINO GenAI's u8 cache takes for ``model`` (scales and zero points
+    included), measured once: a roomy budget opens without refitting and reports it."""
+    if model not in _MEASURED:
+        with LMEngine.from_dir(model, budget_mb=256, context_length=CONTEXT, max_num_seqs=1) as engine:
+            _MEASURED[model] = engine.spec.kv_bytes_per_token
+    return _MEASURED[model]
+
+
 def _budget_for(model: Path, seqs: float) -> float:
-    """A budget (MiB) whose KV part holds ``seqs`` full-context u8 sequences."""
-    per_seq = Architecture.from_dir(model).kv_bytes_per_token("u8") * CONTEXT
+    """A budget (MiB) whose KV part holds ``seqs`` full-context sequences of the runtime's u8 cache."""
+    per_seq = _measured_bytes_per_token(model) * CONTEXT
     return (model_weights_bytes(model) + seqs * per_seq) / MB + OVERHEAD_MB
 
 
@@ -146,6 +160,55 @@ def test_timeouts_and_validation(engine: LMEngine) -> None:
     assert stats.requests["timeout"] == 1 and stats.ttft.count >= 1 and stats.e2e.count >= 1
 
 
+def test_out_of_range_seeds_and_token_ids_are_refused_at_submit(engine: LMEngine) -> None:
+    vocab = engine.spec.vocab_size
+    for seed in (-1, 2**63):
+        with pytest.raises(RequestError, match="seed must be in"):
+            engine.submit("x", SamplingParams(max_tokens=2, seed=seed))
+    for bad in (vocab, 2**63, -1):
+        with pytest.raises(RequestError, match=f"prompt token id {bad} is outside the vocabulary"):
+            engine.submit([1, bad], SamplingParams(max_tokens=2))
+    assert engine.submit([1, vocab - 1], SamplingParams(max_tokens=2)).result(30).usage.completion_tokens >= 1
+
+
+def test_a_request_the_runtime_refuses_fails_alone(engine: LMEngine) -> None:
+    """A value the runtime's bindings cannot hold (here a stop token id over 64 bits) fails its own
+    request when it is added; the engine keeps serving and nothing stays counted as running."""
+    refused = engine.submit("Station S3", SamplingParams(max_tokens=2, stop_token_ids=frozenset({2**64})))
+    with pytest.raises(InferenceError, match="refused request"):
+        refused.result(30)
+    assert engine.ready and not engine.failed
+    assert engine.submit("Station S3", SamplingParams(max_tokens=2)).result(30).finish_reason in ("stop", "length")
+    _wait(lambda: engine.stats().running == 0)
+
+
+def _ask(engine: LMEngine, use: str, raised: list[BaseException]) -> None:
+    messages = [{"role": "user", "content": "Status?"}]
+    sampling = Sampling(max_tokens=CONTEXT - 64, ignore_eos=True)
+    try:
+        if use == "complete":
+            complete(engine, messages, sampling)
+        else:
+            list(LocalReplier(engine).reply(messages, sampling))
+    except InferenceError as exc:
+        raised.append(exc)
+
+
+@pytest.mark.parametrize("use", ["complete", "reply"])
+def test_complete_and_the_local_replier_raise_when_the_runtime_fails(model: Path, use: str) -> None:
+    """``edgeds run --prompt`` and ``edgeds chat`` read these: a request the runtime failed is an
+    error, never an empty answer that exits 0. The runtime is closed under a long request."""
+    with LMEngine.from_dir(model, budget_mb=_budget_for(model, 1), context_length=CONTEXT) as engine:
+        raised: list[BaseException] = []
+        thread = threading.Thread(target=_ask, args=(engine, use, raised), daemon=True)
+        thread.start()
+        _wait(lambda: engine.stats().running == 1)
+        engine.backend.close()  # the next step of the loop finds no runtime
+        thread.join(30)
+        assert not thread.is_alive()
+        assert len(raised) == 1 and "the runtime failed this request" in str(raised[0])
+
+
 def test_close_aborts_what_is_queued_and_refuses_more(model: Path) -> None:
     engine = LMEngine.from_dir(model, budget_mb=_budget_for(model, 1.5), context_length=CONTEXT, kv_overhead_mb=96)
     engine.start()
@@ -157,8 +220,12 @@ def test_close_aborts_what_is_queued_and_refuses_more(model: Path) -> None:
         engine.submit("x", SamplingParams())
 
 
+RSS_SLACK_MB = 64.0  # the Python side of serving (threads, the engine's objects, allocator pages)
+
+
 def test_rss_stays_within_the_computed_budget(model: Path) -> None:
-    """Weights + the runtime's KV cache + the stated overhead bound what serving adds to the process."""
+    """The computed budget (weights + KV budget + the stated overhead) + :data:`RSS_SLACK_MB`
+    bounds what serving adds to the process; the runtime's measured cache fits the KV budget."""
     process = psutil.Process()
     gc.collect()
     before = process.memory_info().rss
@@ -169,9 +236,34 @@ def test_rss_stays_within_the_computed_budget(model: Path) -> None:
         generations = [engine.submit("Station S3", full) for _ in range(engine.spec.max_num_seqs)]
         assert all(g.result(60).finish_reason == "length" for g in generations)
         grown = process.memory_info().rss - before
-        bound = engine.plan.weights_bytes + engine.spec.kv_bytes + engine.plan.overhead_bytes
+        bound = engine.plan.budget_bytes + int(RSS_SLACK_MB * MB)
         assert engine.spec.max_num_seqs == 4
+        assert engine.spec.kv_bytes <= engine.plan.kv_budget_bytes
         assert grown <= bound, f"RSS grew {grown / MB:.1f} MiB, budget {bound / MB:.1f} MiB"
+
+
+@pytest.mark.parametrize("precision", ["u4", "u8", "f32"])
+def test_a_quantized_cache_is_measured_and_the_plan_refitted_to_the_budget(model: Path, precision: str) -> None:
+    """The formula leaves out a u8/u4 cache's scales and zero points; the backend measures its cache
+    after opening and, over the KV budget, reopens with fewer sequences so the cache fits."""
+    formula = Architecture.from_dir(model).kv_bytes_per_token(precision)  # type: ignore[arg-type]
+    budget = (model_weights_bytes(model) + 4 * formula * CONTEXT) / MB + OVERHEAD_MB  # 4 sequences by the formula
+    with LMEngine.from_dir(
+        model,
+        budget_mb=budget,
+        kv_overhead_mb=OVERHEAD_MB,
+        context_length=CONTEXT,
+        options={"kv_cache_precision": precision, "num_threads": 1},
+    ) as engine:
+        spec = engine.spec
+        assert spec.kv_bytes <= engine.plan.kv_budget_bytes
+        assert engine.plan == spec.plan and engine.plan.bytes_per_token == spec.kv_bytes_per_token
+        assert spec.kv_bytes == spec.plan.num_blocks * spec.plan.block_size * spec.kv_bytes_per_token
+        if precision == "f32":
+            assert spec.kv_bytes_per_token == formula and spec.max_num_seqs == 4
+        else:
+            assert spec.kv_bytes_per_token > formula and spec.max_num_seqs < 4
+        assert engine.submit("Station S3", SamplingParams(max_tokens=3)).result(30).usage.completion_tokens >= 1
 
 
 @pytest.mark.parametrize("runtime", ["openvino-genai", "onnxruntime-genai"])

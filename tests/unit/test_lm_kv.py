@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeds.backends.lm.kv import BYTES_PER_ELEMENT, KV_PRECISIONS, MB, MIN_CONTEXT, Architecture, KVPlan, plan
+from edgeds.backends.lm.kv import BYTES_PER_ELEMENT, KV_PRECISIONS, MB, MIN_CONTEXT, Architecture, KVPlan, plan, refit
 from edgeds.errors import ConfigError
 
 QWEN25_05B = {
@@ -144,3 +144,39 @@ def test_architecture_from_configs(tmp_path: Path) -> None:
         Architecture.from_config({k: v for k, v in QWEN25_05B.items() if k != "vocab_size"})
     with pytest.raises(ConfigError, match="cannot read"):
         Architecture.from_dir(tmp_path / "missing")
+
+
+@given(
+    budget_mb=st.floats(min_value=2, max_value=4096),
+    context=st.integers(min_value=MIN_CONTEXT, max_value=8192),
+    cap=st.integers(min_value=1, max_value=64),
+    factor=st.floats(min_value=1.0, max_value=8.0),
+)
+def test_refit_to_measured_bytes_fits_the_same_kv_budget(
+    budget_mb: float, context: int, cap: int, factor: float
+) -> None:
+    """A runtime whose cache measures ``factor`` × the formula: the refitted plan's cache, at the
+    measured bytes per token, fits the KV budget, and it never grows the context or sequences."""
+    arch = Architecture("qwen2", 24, 896, 14, 2, 64, 151936, 32768)
+    try:
+        base = plan(
+            arch, budget_mb=budget_mb, weights_bytes=MB, context_length=context, max_num_seqs=cap, overhead_mb=1
+        )
+    except ConfigError:
+        return
+    measured = math.ceil(base.bytes_per_token * factor)
+    try:
+        fitted = refit(base, measured)
+    except ConfigError as exc:
+        assert exc.problems[0][2] == "memory.budget_mb"
+        assert base.kv_budget_bytes // (measured * base.block_size) * base.block_size < MIN_CONTEXT  # whole blocks
+        return
+    assert fitted.bytes_per_token == measured and fitted.kv_bytes <= fitted.kv_budget_bytes == base.kv_budget_bytes
+    assert fitted.context_length <= base.context_length and fitted.max_num_seqs <= base.max_num_seqs
+    assert (fitted.budget_bytes, fitted.weights_bytes, fitted.overhead_bytes) == (
+        base.budget_bytes,
+        base.weights_bytes,
+        base.overhead_bytes,
+    )
+    if factor == 1.0:
+        assert fitted == base

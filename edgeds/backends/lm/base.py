@@ -29,6 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
+from pydantic import ValidationError
+
+from ...errors import ConfigError
 from ..base import Availability, BackendOptions
 from .kv import KVPlan, KVPrecision
 
@@ -57,7 +60,11 @@ class GenParams:
 class LMSpec:
     """What an opened model serves: the limits the engine admits against.
 
-    ``kv_bytes`` is the KV cache the runtime holds for ``max_num_seqs`` full sequences (bytes).
+    ``kv_bytes`` is the KV cache the runtime holds for ``max_num_seqs`` full sequences (bytes);
+    ``kv_bytes_per_token`` what one token of it takes, as measured after opening where the runtime
+    reports its cache's size (else the plan's figure); ``plan`` the KV plan the runtime was opened
+    with: the one given, or, when the measured cache did not fit its KV budget, that plan refitted
+    (:func:`~edgeds.backends.lm.kv.refit`) to the measured bytes per token.
     """
 
     context_length: int
@@ -66,6 +73,8 @@ class LMSpec:
     eos_token_ids: frozenset[int]
     vocab_size: int
     continuous_batching: bool
+    kv_bytes_per_token: int
+    plan: KVPlan
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,18 @@ class LMBackend(abc.ABC):
     install_hint: ClassVar[str] = "pip install 'edgeds[llm]'"
 
     def __init__(self, options: BackendOptions | Mapping[str, Any] | None = None) -> None:
+        """:class:`~edgeds.errors.ConfigError` (one line, naming the option) when ``options``
+        do not validate."""
         if options is None:
             options = self.Options()
         elif not isinstance(options, BackendOptions):
-            options = self.Options.model_validate(dict(options))
+            try:
+                options = self.Options.model_validate(dict(options))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                field = f"{self.name} options" + (f".{where}" if where else "")
+                raise ConfigError.single(None, None, field, first["msg"]) from exc
         self.options = options
 
     @classmethod

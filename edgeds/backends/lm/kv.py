@@ -12,8 +12,10 @@ runtime's KV cache precision). The budget (the profile's ``memory.budget_mb``) i
 
     kv_budget = budget − weights − overhead
 
-``overhead`` is the runtime's scratch (activations, tokenizer, allocator slack, the quantized
-cache's scales) that the plan keeps out of the KV budget. The cache is paged in blocks of
+``overhead`` is the runtime's scratch (activations, tokenizer, allocator slack) that the plan
+keeps out of the KV budget. A quantized cache also stores per-token scales and zero points, which
+the formula leaves out: a backend that can measure its cache refits the plan to the measured bytes
+per token (:func:`refit`) so the cache stays within ``kv_budget``. The cache is paged in blocks of
 ``block_size`` tokens (OpenVINO GenAI uses 32 on CPU); each sequence may reach the full context,
 so it reserves ``ceil(context / block_size)`` blocks. ``max_num_seqs`` is how many such sequences
 fit (capped by the caller's cap); when not even one full-context sequence fits, the context
@@ -31,6 +33,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...errors import ConfigError
+
+__all__ = [
+    "BYTES_PER_ELEMENT",
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_MAX_NUM_SEQS",
+    "KV_PRECISIONS",
+    "MB",
+    "MIN_CONTEXT",
+    "Architecture",
+    "KVPlan",
+    "KVPrecision",
+    "plan",
+    "refit",
+]
 
 KVPrecision = Literal["u4", "u8", "f16", "f32"]
 KV_PRECISIONS: tuple[KVPrecision, ...] = ("u4", "u8", "f16", "f32")
@@ -201,13 +217,47 @@ def plan(
         raise ConfigError.single(None, None, "block_size", f"must be positive, not {block_size}")
     budget = int(budget_mb * MB)
     overhead = int(overhead_mb * MB)
-    kv_budget = budget - weights_bytes - overhead
-    per_token = arch.kv_bytes_per_token(kv_precision)
-    block_bytes = per_token * block_size
     context = arch.max_position if context_length is None else min(context_length, arch.max_position)
     cap = DEFAULT_MAX_NUM_SEQS if max_num_seqs is None else max_num_seqs
     if context < 1 or cap < 1:
         raise ConfigError.single(None, None, "llm", f"context_length {context} and max_num_seqs {cap} must be positive")
+    return _split(
+        kv_precision, arch.kv_bytes_per_token(kv_precision), budget, weights_bytes, overhead, context, cap, block_size
+    )
+
+
+def refit(kv_plan: KVPlan, bytes_per_token: int) -> KVPlan:
+    """``kv_plan`` with the bytes per token a runtime was measured to take (a quantized cache
+    also stores per-token scales and zero points, which :meth:`Architecture.kv_bytes_per_token`
+    leaves out): the same budget, the context and the sequences shrunk until
+    ``num_blocks × block_size × bytes_per_token`` fits ``kv_budget_bytes``; never grown.
+    :class:`~edgeds.errors.ConfigError` (``memory.budget_mb``) when not one sequence of
+    :data:`MIN_CONTEXT` tokens fits."""
+    return _split(
+        kv_plan.kv_precision,
+        max(bytes_per_token, 1),
+        kv_plan.budget_bytes,
+        kv_plan.weights_bytes,
+        kv_plan.overhead_bytes,
+        kv_plan.context_length,
+        kv_plan.max_num_seqs,
+        kv_plan.block_size,
+    )
+
+
+def _split(
+    kv_precision: KVPrecision,
+    per_token: int,
+    budget: int,
+    weights_bytes: int,
+    overhead: int,
+    context: int,
+    cap: int,
+    block_size: int,
+) -> KVPlan:
+    kv_budget = budget - weights_bytes - overhead
+    block_bytes = per_token * block_size
+    budget_mb, overhead_mb = budget / MB, overhead / MB
     blocks_available = max(kv_budget, 0) // block_bytes
     blocks_per_seq = math.ceil(context / block_size)
     if blocks_available < blocks_per_seq:

@@ -174,6 +174,8 @@ class OnnxRuntimeGenAIBackend(LMBackend):
             eos_token_ids=eos,
             vocab_size=arch.vocab,
             continuous_batching=False,
+            kv_bytes_per_token=plan.bytes_per_token,
+            plan=plan,
         )
 
     def encode(self, text: str) -> list[int]:
@@ -203,8 +205,9 @@ class OnnxRuntimeGenAIBackend(LMBackend):
             if params.seed is not None:
                 turn.set_seed(params.seed)
             turn_id = request.begin_turn(np.asarray(prompt_ids, dtype=np.int32), turn)
-        except RuntimeError as exc:
-            raise InferenceError(f"onnxruntime-genai refused request {request_id}: {exc}") from exc
+        except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # also a value its C++ type cannot hold
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InferenceError(f"onnxruntime-genai refused request {request_id}: {reason}") from exc
         handle = _OrtHandle(self, request, turn_id, params.stop_token_ids)
         self._by_request[request] = handle
         return handle

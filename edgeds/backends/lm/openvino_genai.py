@@ -2,7 +2,10 @@
 
 The one runtime here with continuous batching on CPU: a sequence added mid-generation joins the
 running batch at the next step. The KV cache is ``plan.num_blocks`` blocks of 32 tokens in
-``KV_CACHE_PRECISION`` (u8 by default; u4, f16, f32), allocated at :meth:`open`; the scheduler
+``KV_CACHE_PRECISION`` (u8 by default; u4, f16, f32), allocated at :meth:`open`, which then
+measures the cache's real size: a u8 or u4 cache also keeps scales and zero points, so when the
+cache exceeds the plan's KV budget the pipeline is reopened with the plan refitted to the measured
+bytes per token (fewer sequences or a shorter context; ``LMSpec.plan``). The scheduler
 holds at most ``plan.max_num_seqs`` sequences and prefills in chunks of
 ``max_num_batched_tokens`` (``dynamic_split_fuse``). OpenVINO GenAI does not report preemptions
 (``LMMetrics.preemptions`` is None); with ``num_blocks`` sized for ``max_num_seqs`` full
@@ -13,6 +16,7 @@ it trails a cancel by one step; with no sequence left the usage is 0.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +27,7 @@ from pydantic import Field
 from ...errors import BackendError, InferenceError
 from ..base import Availability, BackendOptions
 from .base import FinishReason, GenParams, LMBackend, LMHandle, LMMetrics, LMSpec
-from .kv import Architecture, KVPlan, KVPrecision
+from .kv import Architecture, KVPlan, KVPrecision, refit
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +139,41 @@ class OpenVinoGenAIBackend(LMBackend):
         return self.opts.kv_cache_precision
 
     def open(self, model_dir: Path, plan: KVPlan) -> LMSpec:
-        import openvino_genai as genai
-
         if plan.block_size != self.block_size:
             raise BackendError(
                 f"openvino-genai pages the KV cache in blocks of {self.block_size}, plan has {plan.block_size}"
             )
-        opts = self.opts
         arch = Architecture.from_dir(model_dir)
+        kv_bytes = self._open(model_dir, plan)
+        per_token = math.ceil(kv_bytes / (plan.num_blocks * plan.block_size))
+        if kv_bytes > plan.kv_budget_bytes:  # the quantized cache's scales and zero points
+            fitted = refit(plan, per_token)
+            log.info(
+                "openvino-genai: the KV cache takes %d B/token, not %d: %s",
+                per_token,
+                plan.bytes_per_token,
+                fitted.describe(),
+            )
+            self.close()
+            plan = fitted
+            kv_bytes = self._open(model_dir, plan)
+            per_token = math.ceil(kv_bytes / (plan.num_blocks * plan.block_size))
+        return LMSpec(
+            context_length=plan.context_length,
+            max_num_seqs=plan.max_num_seqs,
+            kv_bytes=kv_bytes,
+            eos_token_ids=self._eos,
+            vocab_size=arch.vocab,
+            continuous_batching=True,
+            kv_bytes_per_token=per_token,
+            plan=plan,
+        )
+
+    def _open(self, model_dir: Path, plan: KVPlan) -> int:
+        """Build the pipeline with ``plan``'s cache and warm it up; the cache's size in bytes."""
+        import openvino_genai as genai
+
+        opts = self.opts
         scheduler = genai.SchedulerConfig()
         scheduler.num_kv_blocks = plan.num_blocks
         scheduler.max_num_seqs = plan.max_num_seqs
@@ -168,15 +199,7 @@ class OpenVinoGenAIBackend(LMBackend):
         }
         self._running = genai.GenerationStatus.RUNNING
         self._finished = genai.GenerationStatus.FINISHED
-        kv_bytes = self._warm_up()
-        return LMSpec(
-            context_length=plan.context_length,
-            max_num_seqs=plan.max_num_seqs,
-            kv_bytes=kv_bytes,
-            eos_token_ids=self._eos,
-            vocab_size=arch.vocab,
-            continuous_batching=True,
-        )
+        return self._warm_up()
 
     def _warm_up(self) -> int:
         """Generate one token (compiles the model, allocates the cache); the cache's size in bytes."""
@@ -215,24 +238,24 @@ class OpenVinoGenAIBackend(LMBackend):
         if self._pipe is None:
             raise BackendError("openvino-genai: add() before open()")
         config = genai.GenerationConfig()
-        config.max_new_tokens = params.max_tokens
-        config.ignore_eos = params.ignore_eos
-        config.stop_token_ids = set(self._eos | params.stop_token_ids)
-        if self._eos:
-            config.eos_token_id = min(self._eos)
-        if params.temperature > 0:
-            config.do_sample = True
-            config.temperature = params.temperature
-            config.top_p = params.top_p
-            if params.top_k > 0:
-                config.top_k = params.top_k
-        if params.seed is not None:
-            config.rng_seed = params.seed
-        tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
-        try:
+        try:  # the bindings raise TypeError/OverflowError for a value their C++ type cannot hold
+            config.max_new_tokens = params.max_tokens
+            config.ignore_eos = params.ignore_eos
+            config.stop_token_ids = set(self._eos | params.stop_token_ids)
+            if self._eos:
+                config.eos_token_id = min(self._eos)
+            if params.temperature > 0:
+                config.do_sample = True
+                config.temperature = params.temperature
+                config.top_p = params.top_p
+                if params.top_k > 0:
+                    config.top_k = params.top_k
+            if params.seed is not None:
+                config.rng_seed = params.seed
+            tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
             handle = self._pipe.add_request(request_id, tensor, config)
-        except RuntimeError as exc:
-            raise InferenceError(f"openvino-genai refused request {request_id}: {exc}") from exc
+        except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
+            raise InferenceError(f"openvino-genai refused request {request_id}: {_first_reason(exc)}") from exc
         self._live += 1
         return _OvHandle(self, handle)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ...errors import EdgedsError, ServiceUnavailable
+from ...errors import EdgedsError, InferenceError, RequestError, ServiceUnavailable
 from .engine import Generation, LMEngine
 from .openai_api import chat_completion
 from .sampling import Sampling
@@ -34,7 +34,10 @@ class RemoteReplier:
     """A server's OpenAI API at ``url`` (``http(s)://host:port``, an optional path prefix before
     ``/v1``). ``model``: the model to ask (None: the first ``GET /v1/models`` lists). ``api_key``
     is sent as a bearer token; ``tls``: the client context of an HTTPS server (None: the system's
-    trust). ``timeout_s`` bounds connecting and each read."""
+    trust). ``timeout_s`` bounds connecting and each read. Answers 400/413 raise
+    :class:`~edgeds.errors.RequestError`, 429/503 and an unreachable server
+    :class:`~edgeds.errors.ServiceUnavailable`, an error mid-stream
+    :class:`~edgeds.errors.InferenceError`, any other status :class:`~edgeds.errors.EdgedsError`."""
 
     def __init__(
         self,
@@ -75,7 +78,12 @@ class RemoteReplier:
         if response.status != 200:
             text = response.read().decode("utf-8", "replace")
             connection.close()
-            raise EdgedsError(f"the server answered {response.status}: {_error_message(text)}")
+            message = f"the server answered {response.status}: {_error_message(text)}"
+            if response.status in (400, 413):
+                raise RequestError(message)
+            if response.status in (429, 503):
+                raise ServiceUnavailable(message)
+            raise EdgedsError(message)
         return connection, response
 
     def _first_model(self) -> str:
@@ -113,7 +121,7 @@ class RemoteReplier:
                     return
                 chunk = json.loads(payload)
                 if "error" in chunk:
-                    raise EdgedsError(f"the server failed mid-answer: {_error_message(json.dumps(chunk))}")
+                    raise InferenceError(f"the server failed mid-answer: {_error_message(json.dumps(chunk))}")
                 for choice in chunk.get("choices", []):
                     text = choice.get("delta", {}).get("content")
                     if text:
@@ -123,7 +131,8 @@ class RemoteReplier:
 
 
 class LocalReplier:
-    """An engine in this process (started; its owner closes it)."""
+    """An engine in this process (started; its owner closes it). A request the runtime failed
+    raises :class:`~edgeds.errors.InferenceError` (after the text it had produced)."""
 
     def __init__(self, engine: LMEngine) -> None:
         self.engine = engine
@@ -134,6 +143,8 @@ class LocalReplier:
             for event in generation:
                 if event.text:
                     yield event.text
+                if event.error is not None:
+                    raise InferenceError(event.error)
         finally:
             generation.cancel()  # nothing once finished; frees the sequence when the reader stops early
 
@@ -145,7 +156,8 @@ def complete(
     on_text: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Answer ``messages`` with an engine in this process, calling ``on_text`` with each text delta
-    as it comes; the OpenAI ``chat.completion`` object of the whole answer."""
+    as it comes; the OpenAI ``chat.completion`` object of the whole answer.
+    :class:`~edgeds.errors.InferenceError` when the runtime failed the request."""
     generation = _submit(engine, messages, sampling)
     pieces: list[str] = []
     finish_reason = None
@@ -156,6 +168,8 @@ def complete(
                 pieces.append(event.text)
                 if on_text is not None:
                     on_text(event.text)
+            if event.error is not None:
+                raise InferenceError(event.error)
             if event.finished:
                 finish_reason = event.finish_reason
                 if event.usage is not None:

@@ -3,7 +3,8 @@
 Lifecycle: ``LMEngine(...)`` (or :meth:`LMEngine.from_bundle`, :meth:`LMEngine.from_dir`) is
 free; :meth:`LMEngine.start` starts the step-loop thread, which opens the backend with the plan's
 KV cache (and raises what opening raised); then :attr:`LMEngine.ready` holds until
-:meth:`LMEngine.close` (or a runtime failure, which fails every request with an error event)
+:meth:`LMEngine.close` (or a runtime failure under ``step()``, which fails every request with an error event and
+sets :attr:`LMEngine.failed`; a request the runtime refuses when it is added fails alone)
 finishes every queued and running request with ``abort``, stops the loop and closes the
 backend (idempotent) and a bundle the engine opened itself.
 
@@ -34,7 +35,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,9 +44,10 @@ from ...backends.lm import GenParams, LMBackend, LMHandle, LMSpec, lm_create
 from ...backends.lm.base import FinishReason, model_weights_bytes
 from ...backends.lm.chat import ChatTemplate
 from ...backends.lm.kv import Architecture, KVPlan, plan
-from ...errors import EngineClosed, InferenceError, QueueFull, RequestError, RequestTooLarge
+from ...errors import BackendError, EngineClosed, InferenceError, QueueFull, RequestError, RequestTooLarge
 from .admission import Admission, check_fits
 from .detokenizer import Detokenizer
+from .sampling import MAX_SEED
 from .stats import EngineCounters, LMStats
 from .stops import StopMatcher
 
@@ -55,6 +57,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CONTEXT_IDS = 4  # prompt ids that seed each detokenizer's window
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first non-empty line of an error's message (runtimes' messages can be long dumps)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 class Closeable(Protocol):
@@ -90,6 +97,8 @@ class SamplingParams:
             raise RequestError(f"top_p must be in (0, 1], not {self.top_p}")
         if self.top_k < 0:
             raise RequestError(f"top_k must be >= 0, not {self.top_k}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise RequestError(f"seed must be in [0, {MAX_SEED}], not {self.seed}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise RequestError(f"timeout_s must be > 0, not {self.timeout_s}")
 
@@ -207,7 +216,7 @@ class Generation:
         if not self._done.wait(timeout):
             raise TimeoutError(f"request {self.id} not finished within {timeout} s")
         if self._error is not None:
-            raise InferenceError(f"request {self.id} failed: {self._error}") from self._error
+            raise InferenceError(f"request {self.id} failed: {_one_line(self._error)}") from self._error
         assert self._completion is not None
         return self._completion
 
@@ -276,6 +285,7 @@ class LMEngine:
         self._ids = itertools.count(1)
         self._closing = False
         self._closed = False
+        self._failed = False
         self._thread: threading.Thread | None = None
         self._counters = EngineCounters()
         # kv_usage, kv_bytes, preemptions: written by the step thread, read by stats()
@@ -372,6 +382,12 @@ class LMEngine:
         return self._closing
 
     @property
+    def failed(self) -> bool:
+        """The runtime failed under the step loop (the engine closed itself): only a new process
+        (or a new engine) serves again. A liveness probe reports it."""
+        return self._failed
+
+    @property
     def spec(self) -> LMSpec:
         """What the opened model serves (after :meth:`start`)."""
         if self._spec is None:
@@ -449,9 +465,10 @@ class LMEngine:
     ) -> Generation:
         """Queue a request; never waits on the runtime.
 
-        Raises :class:`RequestError` (bad parameters, empty prompt), :class:`RequestTooLarge`
-        (prompt + ``max_tokens`` over the context), :class:`QueueFull` (with ``retry_after_s``),
-        :class:`EngineClosed`.
+        Raises :class:`RequestError` (bad parameters, empty prompt, a token id outside the
+        vocabulary), :class:`RequestTooLarge` (prompt + ``max_tokens`` over the context),
+        :class:`QueueFull` (with ``retry_after_s``), :class:`EngineClosed`. A ``top_k`` at or over
+        the vocabulary size filters nothing and is passed on as 0 (off).
         """
         params.validate()
         if self._closing:
@@ -460,6 +477,13 @@ class LMEngine:
         ids = tuple(self.backend.encode(prompt) if isinstance(prompt, str) else (int(i) for i in prompt))
         if not ids:
             raise RequestError("the prompt is empty")
+        if not isinstance(prompt, str):
+            vocab = spec.vocab_size
+            bad = next((i for i in ids if not 0 <= i < vocab), None)
+            if bad is not None:
+                raise RequestError(f"prompt token id {bad} is outside the vocabulary (0 to {vocab - 1})")
+        if params.top_k >= spec.vocab_size:
+            params = replace(params, top_k=0)
         now = self._clock()
         timeout = params.timeout_s if params.timeout_s is not None else self.default_timeout_s
         generation = Generation(
@@ -520,6 +544,7 @@ class LMEngine:
             opened.set()
             return
         self._spec = spec
+        self.plan = spec.plan  # refitted when the runtime's cache measured larger than planned
         self._admission = Admission(spec.max_num_seqs, self.max_queue)
         self._metrics = (0.0, spec.kv_bytes, None)
         opened.set()
@@ -568,8 +593,9 @@ class LMEngine:
         except Exception as exc:  # the runtime failed: every request fails with it, the loop ends
             log.exception("LM engine %s: step loop failed", self.name)
             with cond:
-                self._closing = True
+                self._closing = self._failed = True
                 pending = admission.drain()
+                admission.running = 0  # nothing runs any more: stats and /metrics say so
             for generation in [*active.values(), *pending, *admitted]:  # admitted: some not added yet
                 if not generation.done:
                     generation._error = exc
@@ -596,8 +622,13 @@ class LMEngine:
             generation._stops = StopMatcher(generation.params.stop)
         try:
             generation._handle = self.backend.add(generation.id, generation.prompt_ids, generation.params.gen_params())
-        except InferenceError as exc:
-            log.warning("LM engine %s: request %d refused by the runtime: %s", self.name, generation.id, exc)
+        except Exception as exc:  # one request the runtime refuses fails alone; the engine serves on
+            if isinstance(exc, BackendError) and not isinstance(exc, InferenceError):
+                raise  # the backend itself is unusable (closed, never opened): the step loop fails
+            if isinstance(exc, InferenceError):
+                log.warning("LM engine %s: request %d refused by the runtime: %s", self.name, generation.id, exc)
+            else:
+                log.exception("LM engine %s: adding request %d failed", self.name, generation.id)
             generation._error = exc
             with self._cond:
                 self._admission.release()
@@ -686,7 +717,9 @@ class LMEngine:
     def _finish(self, generation: Generation, reason: FinishReason) -> None:
         if generation._done.is_set():
             return
-        tail = generation._detok.flush() if generation._detok is not None else ""
+        # a failed request's held-back tail is not decoded: the runtime (its tokenizer) may be gone
+        failed = generation._error is not None
+        tail = generation._detok.flush() if generation._detok is not None and not failed else ""
         stops = generation._stops
         if stops is not None:  # nothing once a stop string has ended the text
             tail = stops.feed(tail) + stops.flush()
@@ -697,6 +730,7 @@ class LMEngine:
         counters = self._counters
         counters.requests[reason] = counters.requests.get(reason, 0) + 1
         counters.e2e.observe(self._clock() - generation.submitted)
-        error = None if generation._error is None else f"the runtime failed this request: {generation._error}"
+        failure = generation._error
+        error = None if failure is None else f"the runtime failed this request: {_one_line(failure)}"
         self._deliver(generation, Event(tail, (), finished=True, finish_reason=reason, usage=usage, error=error))
         generation._done.set()

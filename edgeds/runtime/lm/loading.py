@@ -333,9 +333,13 @@ def open_engine(
     """A started engine for a causal-lm bundle (an opened one, a directory or a ``.tar``) or a
     runtime's model directory (the developer path); the caller closes it. An artifact whose
     runtime fails to open it is skipped (logged, and listed in ``engine.skipped``) for the next.
-    ``threads`` sets the runtime's ``num_threads``; the rest override the recorded settings."""
+    ``threads`` sets the runtime's ``num_threads``; the rest override the recorded settings.
+    ``public_key`` verifies a bundle; with a model directory it raises
+    :class:`~edgeds.errors.BundleError` (a directory carries no signature to check)."""
     options: dict[str, Any] = {} if threads is None else {"num_threads": threads}
     if isinstance(path, Path) and is_model_dir(path):
+        if public_key is not None:
+            raise BundleError(f"{path} is a model directory, not a signed bundle: it has nothing a key can verify")
         engine = LMEngine.from_dir(
             path,
             runtime or runtime_of(path),

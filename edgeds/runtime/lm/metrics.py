@@ -79,7 +79,7 @@ def prometheus_text(models: Iterable[tuple[str, Stats]], failures: Mapping[int, 
         lines.extend(f"{name}{{{labels}}} {_value(getattr(s, pick))}" for labels, s in rows)
 
     def counter(name: str, help_text: str, pick: str) -> None:
-        family(name, "counter", help_text)
+        family(f"{name}_total", "counter", help_text)  # text format 0.0.4: the family is the sample's name
         lines.extend(f"{name}_total{{{labels}}} {_value(getattr(s, pick) or 0)}" for labels, s in rows)
 
     def histogram(name: str, help_text: str, pick: str) -> None:
@@ -100,7 +100,7 @@ def prometheus_text(models: Iterable[tuple[str, Stats]], failures: Mapping[int, 
     counter("vllm:num_preemptions", "Sequences preempted by the runtime's scheduler", "preemptions")
     counter("vllm:prompt_tokens", "Prompt tokens processed", "prompt_tokens")
     counter("vllm:generation_tokens", "Tokens generated", "generation_tokens")
-    family("vllm:request_success", "counter", "Requests finished, by finish reason")
+    family("vllm:request_success_total", "counter", "Requests finished, by finish reason")
     for labels, s in rows:
         for reason, n in sorted(s.requests.items()):
             lines.append(f'vllm:request_success_total{{{labels},finished_reason="{_label(reason)}"}} {n}')

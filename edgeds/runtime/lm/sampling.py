@@ -15,6 +15,8 @@ from typing import Any
 
 MAX_STOP_STRINGS = 16  # stop sequences per request (OpenAI allows 4; vLLM any number)
 MAX_STOP_CHARS = 256  # length of one stop sequence
+MAX_SEED = 2**63 - 1  # the largest seed taken: what every runtime's generator holds
+MAX_INT = 2**31 - 1  # the largest top_k taken (the engine treats one at or over the vocabulary as off)
 
 
 class BadField(ValueError):
@@ -45,20 +47,22 @@ class Sampling:
 
 def read_sampling(body: Mapping[str, Any], max_tokens_names: tuple[str, ...] = ("max_tokens",)) -> Sampling:
     """The sampling fields of ``body``: the first of ``max_tokens_names`` present, ``temperature``
-    (0 to 2), ``top_p`` (over 0, at most 1), ``top_k`` (0 or -1: off), ``seed``, ``stop`` (a string
-    or a list of strings) and ``ignore_eos``. Raises :class:`BadField`."""
+    (0 to 2), ``top_p`` (over 0, at most 1), ``top_k`` (0 or -1: off; at most :data:`MAX_INT`),
+    ``seed`` (0 to :data:`MAX_SEED`: a runtime's generator takes an unsigned 64-bit seed, and
+    OpenAI documents no meaning for a negative one, so it is refused rather than mapped), ``stop``
+    (a string or a list of strings) and ``ignore_eos``. Raises :class:`BadField`."""
     max_tokens = None
     for name in max_tokens_names:
         if body.get(name) is not None:
             max_tokens = integer(body, name, low=1)
             break
-    top_k = integer(body, "top_k", low=-1)
+    top_k = integer(body, "top_k", low=-1, high=MAX_INT)
     return Sampling(
         max_tokens=max_tokens,
         temperature=number(body, "temperature", 0.0, 2.0),
         top_p=number(body, "top_p", 0.0, 1.0, low_open=True),
         top_k=None if top_k is None else max(top_k, 0),
-        seed=integer(body, "seed"),
+        seed=integer(body, "seed", low=0, high=MAX_SEED),
         stop=stop_strings(body.get("stop"), "stop"),
         ignore_eos=flag(body, "ignore_eos"),
     )
@@ -77,8 +81,8 @@ def number(body: Mapping[str, Any], name: str, low: float, high: float, low_open
     return float(value)
 
 
-def integer(body: Mapping[str, Any], name: str, low: int | None = None) -> int | None:
-    """``body[name]`` as an int of at least ``low``; None when absent."""
+def integer(body: Mapping[str, Any], name: str, low: int | None = None, high: int | None = None) -> int | None:
+    """``body[name]`` as an int of at least ``low`` and at most ``high``; None when absent."""
     value = body.get(name)
     if value is None:
         return None
@@ -88,6 +92,8 @@ def integer(body: Mapping[str, Any], name: str, low: int | None = None) -> int |
         raise BadField(name, f"{name} must be an integer, not {_shown(value)}")
     if low is not None and value < low:
         raise BadField(name, f"{name} must be at least {low}, not {value}")
+    if high is not None and value > high:
+        raise BadField(name, f"{name} must be at most {high}, not {value}")
     return value
 
 
@@ -122,4 +128,4 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["BadField", "Sampling", "flag", "integer", "number", "read_sampling", "stop_strings"]
+__all__ = ["MAX_INT", "MAX_SEED", "BadField", "Sampling", "flag", "integer", "number", "read_sampling", "stop_strings"]

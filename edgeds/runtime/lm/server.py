@@ -10,6 +10,8 @@ ending in ``data: [DONE]``), ``GET /v1/models``, ``GET /v1/models/{m}``;
 400 a bad body, a prompt that can never fit (prompt + ``max_tokens`` over the context); 401 a
 missing or wrong API key; 404 an unknown path (and an unknown model under ``/v1``); 405 with
 ``Allow`` a wrong method; 429 with ``Retry-After`` a full queue; 503 an engine closing.
+``/v2/health/live`` answers 503 once an engine's runtime has failed (:attr:`LMEngine.failed`:
+it never serves again), so a supervisor's liveness probe restarts the process.
 
 The HTTP layer is the vision server's (:mod:`edgeds.runtime.http1`, :mod:`.loops`, :mod:`.streams`):
 the same :class:`~edgeds.config.ServerLimits`, API keys checked on the request head before the
@@ -417,8 +419,9 @@ class LMServer:
             return json_response(
                 200, model_list([(e.name, created, e.spec.context_length) for e in self._models.values()])
             )
-        if path == "/v2/health/live":
-            return json_response(200, {"live": True})
+        if path == "/v2/health/live":  # a failed engine never recovers: a supervisor should restart
+            live = not any(e.failed for e in self._models.values())
+            return json_response(200 if live else 503, {"live": live})
         if path == "/v2/health/ready":
             ready = all(e.ready for e in self._models.values())
             return json_response(200 if ready else 400, {"ready": ready})
