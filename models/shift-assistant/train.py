@@ -45,9 +45,13 @@ MAX_NEW_TOKENS = 160
 
 PAD, BOS_NONE, EOS, START = "<|endoftext|>", None, "<|im_end|>", "<|im_start|>"
 SPECIALS = [PAD, START, EOS]
-# Qwen2's pre-tokenizer split: contractions, letter runs, single digits, punctuation, whitespace.
+# The pre-tokenizer split: Qwen2's (contractions, letter runs, punctuation, whitespace) except
+# that a number with its leading space is one piece (GPT-2's ` ?\p{N}+`) instead of one piece per
+# digit. BPE then learns every number of the task as one token, and stating a fact becomes copying
+# the token after its field name: a 4-layer model learns that within ~1,000 steps, while with one
+# token per digit it had not learned to copy after 1,900 steps (4 % of facts exact).
 QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 # Qwen2's ChatML template (the default system line replaced by the dataset's).
@@ -138,7 +142,10 @@ def save_tokenizer(tok: Any, out: Path) -> None:
         "model_max_length": CONTEXT,
         "pad_token": PAD,
         "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
+        # The generic fast tokenizer reads tokenizer.json as written. "Qwen2Tokenizer" would make
+        # transformers rebuild the pre-tokenizer with Qwen2's own split (one token per digit),
+        # which is not the split this tokenizer was trained with.
+        "tokenizer_class": "PreTrainedTokenizerFast",
         "unk_token": None,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -326,6 +333,11 @@ def evaluate(ckpt: Path, examples: list[Any], batch: int) -> dict[str, Any]:
     ]
     assert prompts[0] == render_prompt(examples[0].messages), "chat template drifted from the training format"
     prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    from tokenizers import Tokenizer
+
+    trained = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    for text, ids in zip(prompts[:50], prompt_ids[:50], strict=False):
+        assert trained.encode(text, add_special_tokens=False).ids == ids, "the saved tokenizer loads differently"
     answers: list[str] = []
     t0 = time.perf_counter()
     generated = 0
@@ -443,19 +455,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE, help="where checkpoint/ and the card go")
     ap.add_argument("--train-count", type=int, default=100_000)
-    ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--intermediate", type=int, default=640)
+    ap.add_argument("--vocab", type=int, default=2048)
+    ap.add_argument("--hidden", type=int, default=192)
+    ap.add_argument("--intermediate", type=int, default=512)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument(
         "--time-budget",
         type=float,
-        default=1500.0,
+        default=1200.0,
         help="seconds of training (0: none); the lr anneals by then, on a slow machine after fewer steps",
     )
     ap.add_argument("--log-every", type=int, default=100)
