@@ -127,16 +127,18 @@ def lm_openvino_dir(llm_toolchain: ModuleType, lm_checkpoint: Path) -> Callable[
 
 
 @pytest.fixture(scope="session")
-def lm_onnxruntime_dir(llm_toolchain: ModuleType, lm_checkpoint: Path) -> Callable[[str], Path]:
-    """``lm_onnxruntime_dir(precision)``: the checkpoint's ONNX Runtime GenAI export (int4 | fp32),
-    made once per fingerprint."""
-    source = _tree_digest(lm_checkpoint)
+def lm_onnxruntime_dir(llm_toolchain: ModuleType, lm_tiny_checkpoint: Path) -> Callable[[str], Path]:
+    """``lm_onnxruntime_dir(precision)``: the tiny checkpoint's ONNX Runtime GenAI export (int4 |
+    fp32), made once per fingerprint. Not the shipped LM's: ONNX Runtime GenAI 0.18's tokenizer
+    refuses its pre-tokenizer split (``Invalid regex:  ?\\p{N}+``, a number as one piece), and
+    accepts the tiny one's (Qwen2's, a digit per piece)."""
+    source = _tree_digest(lm_tiny_checkpoint)
 
     def export(precision: str) -> Path:
         key = _fingerprint("onnxruntime", source, precision, llm.lock_hash())
         return _cached(
             f"onnxruntime-{precision}-{key}",
-            lambda out: llm.export_onnxruntime(lm_checkpoint, out, precision),  # type: ignore[arg-type]
+            lambda out: llm.export_onnxruntime(lm_tiny_checkpoint, out, precision),  # type: ignore[arg-type]
         )
 
     return export

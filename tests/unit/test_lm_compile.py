@@ -15,6 +15,7 @@ from edgeds.cli import app
 from edgeds.compile import compile_model
 from edgeds.compile.lm_pipeline import variants
 from edgeds.errors import AccuracyGateFailed, CompileError
+from edgeds.modelcard import load_lm_card
 
 LM_CACHE_NAME = "compile"  # under LM_CACHE: where the shared bundle's compile cached its work
 
@@ -48,7 +49,7 @@ def test_a_profile_without_an_llm_block_cannot_compile_a_causal_lm(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_the_shared_lm_bundle_carries_what_serving_needs(lm_bundle: Path) -> None:
+def test_the_shared_lm_bundle_carries_what_serving_needs(lm_bundle: Path, lm_card: Path) -> None:
     manifest = verify_bundle(lm_bundle, None)
     assert manifest.schema_version == 2 and manifest.task == "causal-lm"
     primary = manifest.primary
@@ -66,7 +67,7 @@ def test_the_shared_lm_bundle_carries_what_serving_needs(lm_bundle: Path) -> Non
         assert (bundle.artifact_path / "openvino_model.xml").is_file()
         assert (bundle.artifact_path / "openvino_tokenizer.xml").is_file()
         assert (bundle.root / llm.tokenizer / "tokenizer.json").is_file()
-        assert (bundle.root / llm.chat_template).read_text() == bundle.lm_card.chat_template_text()
+        assert (bundle.root / llm.chat_template).read_text() == load_lm_card(lm_card).chat_template_text()
         golden = json.loads((bundle.root / llm.golden.prompts).read_text())
         assert len(golden) == llm.golden.count >= 1
         assert all(row["prompt_ids"] and "output_ids" in row and "reference_ids" in row for row in golden)
