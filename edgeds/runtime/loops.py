@@ -33,6 +33,7 @@ import functools
 import logging
 import os
 import resource
+import signal
 import socket
 import ssl
 import threading
@@ -142,10 +143,22 @@ class EventLoops:
 
     def bind(self, host: str, port: int) -> int:
         """Listen on every address ``host`` resolves to; the bound port (the one picked for port 0).
-        Raises OSError when it cannot."""
-        self._listeners = _listen(host, port)
+        Raises EdgedsError (the OSError as its cause) when it cannot."""
+        try:
+            self._listeners = _listen(host, port)
+        except OSError as exc:
+            raise EdgedsError(f"cannot listen on {host}:{port}: {exc}") from exc
         self._address = f"{host}:{port}"
         return int(self._listeners[0].getsockname()[1])
+
+    def wait(self) -> None:
+        """Block until the loops stop or, on the main thread, until SIGINT/SIGTERM arrives."""
+        done = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: done.set())
+        while not done.is_set() and self.alive:
+            done.wait(0.5)
 
     def start(self) -> None:
         """Start the threads; returns once each runs (loop 0 accepting). Raises EdgedsError, with the

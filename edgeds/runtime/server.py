@@ -42,7 +42,6 @@ import functools
 import gc
 import json
 import logging
-import signal
 import ssl
 import sys
 import threading
@@ -297,10 +296,7 @@ class InferenceServer:
         for lp in loops.loops:
             lp.http.failures = self._failures
         self._lanes = lanes
-        try:
-            self.port = loops.bind(self.host, self.port)
-        except OSError as exc:
-            raise EdgedsError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = loops.bind(self.host, self.port)
         if self.switch_interval_s and sys.getswitchinterval() > self.switch_interval_s:
             sys.setswitchinterval(self.switch_interval_s)
         # everything loaded so far (libraries, models) is long-lived: keep it out of the GC's scans,
@@ -320,13 +316,8 @@ class InferenceServer:
         (with ``close_engines``: drain and close the engines first, see :meth:`stop`)."""
         if self._loops is None:
             self.start()
-        loops = self._loops
-        done = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: done.set())
-        while not done.is_set() and loops is not None and loops.alive:
-            done.wait(0.5)
+        if self._loops is not None:
+            self._loops.wait()
         self.stop(close_engines, drain_timeout_s)
 
     def stop(self, close_engines: bool = False, drain_timeout_s: float = 10.0) -> None:

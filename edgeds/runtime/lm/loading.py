@@ -127,23 +127,14 @@ def engine_from_bundle(
     causal-lm bundle, a bad manifest) and :class:`BackendError` naming every artifact and why it
     cannot run here.
     """
+    opened: Bundle | None = None
     if isinstance(bundle, Bundle):
-        return _engine_for(
-            bundle,
-            runtime,
-            budget_mb,
-            kv_overhead_mb,
-            context_length,
-            max_num_seqs,
-            max_queue,
-            options,
-            default_timeout_s,
-            exclude,
-        )
-    opened = Bundle.open(bundle, public_key, verify=public_key is not None)
+        target = bundle
+    else:
+        target = opened = Bundle.open(bundle, public_key, verify=public_key is not None)
     try:
         engine = _engine_for(
-            opened,
+            target,
             runtime,
             budget_mb,
             kv_overhead_mb,
@@ -155,9 +146,11 @@ def engine_from_bundle(
             exclude,
         )
     except BaseException:
-        opened.close()
+        if opened is not None:
+            opened.close()
         raise
-    engine.owns = opened
+    if opened is not None:
+        engine.owns = opened
     return engine
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import signal
 import ssl
 import threading
 import time
@@ -314,10 +313,7 @@ class LMServer:
         )
         for lp in loops.loops:
             lp.http.failures = self._failures
-        try:
-            self.port = loops.bind(self.host, self.port)
-        except OSError as exc:
-            raise EdgedsError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = loops.bind(self.host, self.port)
         self._loops = loops
         try:
             loops.start()
@@ -330,13 +326,8 @@ class LMServer:
         """Serve (starting when not started) until SIGINT/SIGTERM or :meth:`stop`, then stop."""
         if self._loops is None:
             self.start()
-        loops = self._loops
-        done = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: done.set())
-        while not done.is_set() and loops is not None and loops.alive:
-            done.wait(0.5)
+        if self._loops is not None:
+            self._loops.wait()
         self.stop(close_engines)
 
     def stop(self, close_engines: bool = False) -> None:
