@@ -26,7 +26,6 @@ import importlib
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from ..bundle import build_bundle, load_private_key
 from ..config import LLMRuntimeEntry, Profile
 from ..errors import AccuracyGateFailed, BackendError, CompileError, ConfigError, DatasetError, ToolchainError
 from ..modelcard import LMCard
+from . import output
 from .cache import CompileCache, cache_key
 from .gates import gate_for
 from .gates.lm import LMGateResult, judge, perplexity, token_agreement, tokenizer_agreement
@@ -307,33 +307,34 @@ class _LMCompiler:
         """The gate's figures for one export (and its greedy outputs), cached by fingerprint."""
         ev, ref = self.evaluation(), self.reference()
         options = entry.parsed_options()
-        key = cache_key(
-            {
-                "kind": "lm-eval",
-                "f": CACHE_FORMAT,
-                "export": export_key,
-                "runtime": entry.name,
-                "options": options.model_dump(mode="json"),
-                "eval": ev.fingerprint,
-                "reference": _ids_fingerprint(ref.tokens),
-                "max_new": self.max_new,
-                "generation": self.card.generation.model_dump(mode="json"),
-                # the plan's context truncates generations and its max_num_seqs is the batch
-                "kv_plan": self.kv(entry.name, model_dir, lm_create(entry.name, options)).to_dict(),
-                "scorer": self._scorer_hash(),
-                "runtime_version": lm_probe(entry.name).version,
-                "code": _code_hash(
-                    Path(str(importlib.import_module(lm_backend_class(entry.name).__module__).__file__))
-                ),
-                "edgeds": __version__,
-            }
-        )
-        hit = self.cache.get(key)
-        if hit is not None:
-            return LMGateResult.from_dict(hit[1]["figures"]), hit[1]["outputs"], True
-        task = f"evaluating {entry.name} {variant.name}"
+        # one backend (closed on every path) gives the plan, which keys the cache and opens the runtime
         with lm_create(entry.name, options) as backend:
             plan = self.kv(entry.name, model_dir, backend)
+            key = cache_key(
+                {
+                    "kind": "lm-eval",
+                    "f": CACHE_FORMAT,
+                    "export": export_key,
+                    "runtime": entry.name,
+                    "options": options.model_dump(mode="json"),
+                    "eval": ev.fingerprint,
+                    "reference": _ids_fingerprint(ref.tokens),
+                    "max_new": self.max_new,
+                    "generation": self.card.generation.model_dump(mode="json"),
+                    # the plan's context truncates generations and its max_num_seqs is the batch
+                    "kv_plan": plan.to_dict(),
+                    "scorer": self._scorer_hash(),
+                    "runtime_version": lm_probe(entry.name).version,
+                    "code": _code_hash(
+                        Path(str(importlib.import_module(lm_backend_class(entry.name).__module__).__file__))
+                    ),
+                    "edgeds": __version__,
+                }
+            )
+            hit = self.cache.get(key)
+            if hit is not None:
+                return LMGateResult.from_dict(hit[1]["figures"]), hit[1]["outputs"], True
+            task = f"evaluating {entry.name} {variant.name}"
             spec = backend.open(model_dir, plan)
             runtime_ids = [backend.encode(text) for text in ev.texts]
             outputs = _generate(
@@ -388,10 +389,6 @@ def _generate(
     return [row[:-1] if row and row[-1] in eos else row for row in outputs]
 
 
-def _default_out(card: LMCard, profile: Profile) -> Path:
-    return Path("dist") / f"{card.name}-{card.version}-{profile.name}"
-
-
 def compile_lm(
     card: LMCard,
     card_file: Path,
@@ -423,7 +420,7 @@ def compile_lm(
     if precision is not None and precision not in ("int4", "int8", "fp16", "fp32"):
         raise CompileError(f"unknown LM precision {precision!r} (int4, int8, fp16 or fp32)")
     cache = CompileCache(cache_root, enabled=use_cache)
-    out_path = Path(out) if out is not None else _default_out(card, profile)
+    out_path = Path(out) if out is not None else output.default_out(card.name, card.version, profile.name)
     private = load_private_key(key) if key is not None else None
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-lm-") as tmp:
         compiler = _LMCompiler(card, profile, cache, progress, Path(tmp), evaluation_limit)
@@ -506,13 +503,8 @@ def compile_lm(
             error.report = report  # type: ignore[attr-defined]
             raise error
         entry, variant, model_dir, weights, result, outputs = chosen
-        _prepare_out(out_path)
-        expires_at = None
-        if valid_days is not None:
-            import datetime as dt
-
-            expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=valid_days)
-            expires_at = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        output.prepare_out(out_path)
+        expires_at = output.expires_at(valid_days)
         _write_bundle(
             out_path,
             compiler,
@@ -540,14 +532,6 @@ def _unavailable(runtime: str) -> str | None:
     if not probe.available:
         return f"runtime not available here to run the quality gate: {probe.reason}"
     return None
-
-
-def _prepare_out(out: Path) -> None:
-    if out.exists():
-        if (out / "manifest.json").is_file():
-            shutil.rmtree(out)  # an earlier bundle: replaced
-        elif out.is_dir() and any(out.iterdir()):
-            raise CompileError(f"{out} exists, is not empty and is not a bundle; choose another -o")
 
 
 def _write_bundle(

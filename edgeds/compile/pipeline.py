@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,7 +50,7 @@ from ..errors import (
 )
 from ..modelcard import LMCard, ModelCard, card_path, load_card, load_model_card
 from . import data as data_mod
-from . import toolchains
+from . import output, toolchains
 from .cache import CompileCache, cache_key
 from .gates.image import GateResult, Outputs, evaluate, judge, run_batches
 from .onnxmodel import ModelInfo, inspect_model
@@ -354,18 +353,6 @@ def _size(files: list[Path]) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def _default_out(card: ModelCard, profile: Profile) -> Path:
-    return Path("dist") / f"{card.name}-{card.version}-{profile.name}"
-
-
-def _prepare_out(out: Path) -> None:
-    if out.exists():
-        if (out / "manifest.json").is_file():
-            shutil.rmtree(out)  # an earlier bundle: replaced
-        elif out.is_dir() and any(out.iterdir()):
-            raise BundleError(f"{out} exists, is not empty and is not a bundle; choose another -o")
-
-
 def compile_model(
     model: str | Path,
     profile: str | Path | Profile,
@@ -462,7 +449,7 @@ def compile_model(
         raise CompileError("INT8 needs calibration data")
     cache = CompileCache(cache_root, enabled=use_cache)
     report = CompileReport(str(info.path), info.sha256, prof.name, len(validation), len(calibration))
-    out_path = Path(out) if out is not None else _default_out(card, prof)
+    out_path = Path(out) if out is not None else output.default_out(card.name, card.version, prof.name)
     private = load_private_key(key) if key is not None else None
 
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
@@ -552,13 +539,8 @@ def compile_model(
             error.report = report  # type: ignore[attr-defined]
             raise error
         name, prec, options, cand, tc = chosen
-        _prepare_out(out_path)
-        expires_at = None
-        if valid_days is not None:
-            import datetime as dt
-
-            expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=valid_days)
-            expires_at = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        output.prepare_out(out_path)
+        expires_at = output.expires_at(valid_days)
         _write_bundle(
             out_path, info, card, prof, name, prec, options, cand, tc, compiler, report, private, version, expires_at
         )
