@@ -28,6 +28,10 @@ from ..errors import EdgedsError
 API_KEY_ENV = "EDGEDS_API_KEY"
 
 
+# Health routes: answered without a key, so a load balancer or supervisor can probe them.
+HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+
+
 class ApiKeys:
     """The accepted API keys (immutable). Empty means no key is asked for."""
 

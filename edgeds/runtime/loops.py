@@ -46,6 +46,9 @@ from .http1 import Admit, ConnectionGroup, Dispatch
 
 log = logging.getLogger(__name__)
 
+# What a connection past the connection cap may still ask for: health and metrics.
+RESERVED_TARGETS = ("/v2/health/", "/metrics")
+
 _FD_HEADROOM = 32  # descriptors left beside connections for what the process opens later (models, logs)
 _ACCEPT_LOG_S = 10.0  # at most one line per this many seconds about failing accepts
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

@@ -53,12 +53,12 @@ from .._version import __version__
 from ..backends.base import IN_PLACE_ALIGNMENT
 from ..config import ServerLimits
 from ..errors import EdgedsError, RequestError, ServiceUnavailable
-from .auth import ApiKeys
+from .auth import HEALTH_PATHS, ApiKeys
 from .counters import StatusCounts
 from .engine import Engine, EngineDraining, InferRequest
 from .http1 import Dispatch, Request
 from .http_syntax import HttpError, Response, error_response, json_response, keep_alive_head
-from .loops import EventLoop, EventLoops
+from .loops import RESERVED_TARGETS, EventLoop, EventLoops
 from .memo import remember
 from .oip import InferPlan, PlanCache
 from .views import model_config, model_metadata, model_stats, prometheus_text
@@ -69,8 +69,6 @@ _ROUTE_MEMO_SIZE = 256  # infer routes kept per loop by request path; the oldest
 _GET_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/stats", "/metrics"})
 _MODEL_ACTIONS = {"": "GET", "ready": "GET", "config": "GET", "stats": "GET", "infer": "POST"}  # -> method
 # What a connection past the connection cap may ask for (see edgeds.runtime.loops).
-_RESERVED_TARGETS = ("/v2/health/", "/metrics")
-_HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # answered without a key
 _NO_KEY = Response(
     401,
     b'{"error":"this server needs an API key (Authorization: Bearer <key>)"}',
@@ -177,7 +175,7 @@ class InferenceServer:
         self._failures = StatusCounts()  # every answer >= 400, shared by the loops of every run
         self._keys: ApiKeys | None = None  # None: no key is asked for
         self.set_api_keys(api_keys)
-        self._open_paths = _HEALTH_PATHS | ({"/metrics"} if metrics_public else set())
+        self._open_paths = HEALTH_PATHS | ({"/metrics"} if metrics_public else set())
         self.tls = tls
 
     @property
@@ -288,7 +286,7 @@ class InferenceServer:
             self._loop_count,
             dispatch,
             limits=self.limits,
-            reserved_targets=_RESERVED_TARGETS,
+            reserved_targets=RESERVED_TARGETS,
             alignment=IN_PLACE_ALIGNMENT,
             tls=self.tls,
             admit=self._admit,

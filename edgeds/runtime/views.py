@@ -177,18 +177,18 @@ def prometheus_text(engines: Iterable[Engine], started_at: float, failures: Mapp
         "Requests answered 4xx or 5xx by the server, framing errors included",
         [(f'class="{code // 100}xx",code="{code}"', n) for code, n in failures.items()],
     )
-    family("edgeds_process_resident_memory_bytes", "gauge", "RSS of the server process", [("", _rss_bytes())])
+    family("edgeds_process_resident_memory_bytes", "gauge", "RSS of the server process", [("", float(rss_bytes()))])
     family("edgeds_uptime_seconds", "gauge", "Seconds since the server started", [("", time.time() - started_at)])
     return "\n".join(lines).replace("{}", "") + "\n"
 
 
-def _rss_bytes() -> float:
-    """Resident memory of this process in bytes (0.0 where ``/proc`` cannot tell)."""
+def rss_bytes() -> int:
+    """Resident memory of this process in bytes (0 where ``/proc`` cannot tell)."""
     try:
         with open(f"/proc/{os.getpid()}/statm", "rb") as fh:
-            return float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return 0.0
+        return 0
 
 
 __all__ = ["model_config", "model_metadata", "model_stats", "prometheus_text"]

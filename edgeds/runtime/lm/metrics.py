@@ -8,10 +8,11 @@ failed answers; every family carries a ``model_name`` label. Histograms are Prom
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
+
+from ..views import rss_bytes
 
 
 class Histogram(Protocol):
@@ -114,19 +115,10 @@ def prometheus_text(models: Iterable[tuple[str, Stats]], failures: Mapping[int, 
         for code, n in failures.items()
     )
     family("edgeds_process_resident_memory_bytes", "gauge", "RSS of the server process")
-    lines.append(f"edgeds_process_resident_memory_bytes {_rss_bytes()}")
+    lines.append(f"edgeds_process_resident_memory_bytes {rss_bytes()}")
     family("edgeds_uptime_seconds", "gauge", "Seconds since the server started")
     lines.append(f"edgeds_uptime_seconds {time.time() - started_at!r}")
     return "\n".join(lines) + "\n"
-
-
-def _rss_bytes() -> int:
-    """Resident memory of this process in bytes (0 where ``/proc`` cannot tell)."""
-    try:
-        with open(f"/proc/{os.getpid()}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 __all__ = ["Histogram", "Stats", "prometheus_text"]

@@ -39,12 +39,12 @@ from typing import Any
 from ..._version import __version__
 from ...config import ServerLimits
 from ...errors import EdgedsError, QueueFull, RequestError, RequestTooLarge, ServiceUnavailable
-from ..auth import ApiKeys
+from ..auth import HEALTH_PATHS, ApiKeys
 from ..counters import StatusCounts
 from ..http1 import Dispatch, Request
 from ..http_syntax import HttpError, Response, json_response
 from ..http_syntax import error_response as kserve_error
-from ..loops import EventLoop, EventLoops
+from ..loops import RESERVED_TARGETS, EventLoop, EventLoops
 from ..streams import Stream, StreamError
 from .engine import Event, Generation, GenerationDefaults, LMEngine, SamplingParams
 from .generate_api import DeltaFormat, GenerateRequest, generate_answer, parse_generate
@@ -64,8 +64,6 @@ from .sampling import Sampling
 
 log = logging.getLogger(__name__)
 
-_RESERVED_TARGETS = ("/v2/health/", "/metrics")
-_HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 _NO_KEY_MESSAGE = "this server needs an API key (Authorization: Bearer <key>)"
 _BAD_KEY_MESSAGE = "the API key is not valid"
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="edgeds"'),)
@@ -268,7 +266,7 @@ class LMServer:
         self.limits = limits if limits is not None else ServerLimits()
         keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys(api_keys)
         self._keys: ApiKeys | None = keys or None
-        self._open_paths = _HEALTH_PATHS | ({"/metrics"} if metrics_public else set())
+        self._open_paths = HEALTH_PATHS | ({"/metrics"} if metrics_public else set())
         self.tls = tls
         self.name = name
         self._loop_count = loops
@@ -305,7 +303,7 @@ class LMServer:
             self._loop_count,
             dispatch,
             limits=self.limits,
-            reserved_targets=_RESERVED_TARGETS,
+            reserved_targets=RESERVED_TARGETS,
             alignment=1,
             tls=self.tls,
             admit=self._admit,
