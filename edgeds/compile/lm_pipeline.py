@@ -49,6 +49,7 @@ from .gates import gate_for
 from .gates.lm import LMGateResult, judge, perplexity, token_agreement, tokenizer_agreement
 from .report import Attempt, CompileReport, CompileResult
 from .toolchains import llm
+from .toolchains.openvino import runtime_options
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ class _LMCompiler:
     ) -> tuple[LMGateResult, list[list[int]], bool]:
         """The gate's figures for one export (and its greedy outputs), cached by fingerprint."""
         ev, ref = self.evaluation(), self.reference()
-        options = entry.parsed_options()
+        options = runtime_options(entry.parsed_options(), variant.precision)
         # one backend (closed on every path) gives the plan, which keys the cache and opens the runtime
         with lm_create(entry.name, options) as backend:
             plan = self.kv(entry.name, model_dir, backend)
@@ -552,7 +553,7 @@ def _write_bundle(
     settings = profile.llm
     assert settings is not None
     ev, ref = compiler.evaluation(), compiler.reference()
-    options = entry.parsed_options()
+    options = runtime_options(entry.parsed_options(), variant.precision)
     with lm_create(entry.name, options) as backend:
         plan = compiler.kv(entry.name, model_dir, backend)
     golden = [

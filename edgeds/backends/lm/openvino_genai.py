@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -43,6 +43,9 @@ class OpenVinoGenAIOptions(BackendOptions):
     enable_prefix_caching: bool = True
     dynamic_split_fuse: bool = True
     num_threads: int | None = Field(default=None, ge=1, description="INFERENCE_NUM_THREADS; None = all cores")
+    inference_precision: Literal["auto", "f32", "f16", "bf16"] = Field(
+        default="auto", description="INFERENCE_PRECISION_HINT; auto = the device default (bf16 on BF16/AMX CPUs)"
+    )
     max_num_batched_tokens: int = Field(default=256, ge=16, description="tokens per step (prefill chunk)")
 
 
@@ -184,6 +187,8 @@ class OpenVinoGenAIBackend(LMBackend):
         properties: dict[str, Any] = {"KV_CACHE_PRECISION": _PRECISION_HINT[plan.kv_precision]}
         if opts.num_threads is not None:
             properties["INFERENCE_NUM_THREADS"] = opts.num_threads
+        if opts.inference_precision != "auto":
+            properties["INFERENCE_PRECISION_HINT"] = opts.inference_precision
         try:
             pipe = genai.ContinuousBatchingPipeline(str(model_dir), scheduler, opts.device, properties)
             tokenizer = pipe.get_tokenizer()

@@ -44,7 +44,7 @@ def tool_versions() -> dict[str, str]:
     return {k: v for k in ("openvino", "nncf") if (v := package_version(k))}
 
 
-def runtime_options(options: BackendOptions, precision: Precision) -> BackendOptions:
+def runtime_options(options: BackendOptions, precision: str) -> BackendOptions:
     """Options the runtime opens the artifact with. An FP32 artifact runs in f32: the CPU plugin's
     default on BF16-capable CPUs is bf16, which is not what an FP32 bundle promises."""
     if precision == "fp32" and getattr(options, "inference_precision", "auto") == "auto":
