@@ -149,22 +149,18 @@ LM_TEST_PROMPTS = 4
 """Evaluation prompts the LM compile tests gate on (the first N of the card's split)."""
 
 
-@pytest.fixture(scope="session")
-def lm_card(lm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A causal-lm model card for :func:`lm_checkpoint`: the shipped card beside the shipped
-    checkpoint, else a card written for the tiny stand-in (short answers, so tests stay quick)."""
-    if lm_checkpoint == SHIPPED_CHECKPOINT and SHIPPED_CARD.is_file():
-        return SHIPPED_CARD
+def _tiny_card(checkpoint: Path, directory: Path) -> Path:
+    """A causal-lm card for a stand-in ``checkpoint`` in ``directory``: the shift-reports data and
+    metric, the first LM_TEST_PROMPTS evaluation prompts, answers cut at 16 tokens."""
     from edgeds.datasets import shift_reports
 
     evaluation = shift_reports.generate("evaluation", 20261201, LM_TEST_PROMPTS)
     calibration = shift_reports.generate("calibration", 20261202, 2)
     fp_eval, fp_cal = shift_reports.fingerprint(evaluation), shift_reports.fingerprint(calibration)
-    directory = tmp_path_factory.mktemp("lm-card")
     card = directory / "tiny-lm.yaml"
     card.write_text(
         "schema: 1\nname: tiny-lm\nversion: 1.0.0\ntask: causal-lm\n"
-        f"model: {lm_checkpoint}\narchitecture: qwen2\ncontext_length: 512\n"
+        f"model: {checkpoint}\narchitecture: qwen2\ncontext_length: 512\n"
         'special_tokens: {eos: "<|im_end|>"}\ngeneration: {max_new_tokens: 16, temperature: 0.0}\n'
         "data:\n  generator: edgeds.datasets.shift_reports:generate\n"
         f'  evaluation: {{seed: 20261201, count: {LM_TEST_PROMPTS}, fingerprint: "{fp_eval}"}}\n'
@@ -174,14 +170,31 @@ def lm_card(lm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return card
 
 
-def _lm_profile(directory: Path, *, min_token_agreement: float = 0.0, name: str = "lm-test") -> Path:
+@pytest.fixture(scope="session")
+def lm_tiny_card(lm_tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A causal-lm card for :func:`lm_tiny_checkpoint` (see :func:`_tiny_card`)."""
+    return _tiny_card(lm_tiny_checkpoint, tmp_path_factory.mktemp("lm-tiny-card"))
+
+
+@pytest.fixture(scope="session")
+def lm_card(lm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A causal-lm model card for :func:`lm_checkpoint`: the shipped card beside the shipped
+    checkpoint, else a card written for the tiny stand-in (short answers, so tests stay quick)."""
+    if lm_checkpoint == SHIPPED_CHECKPOINT and SHIPPED_CARD.is_file():
+        return SHIPPED_CARD
+    return _tiny_card(lm_checkpoint, tmp_path_factory.mktemp("lm-card"))
+
+
+def _lm_profile(
+    directory: Path, *, min_token_agreement: float = 0.0, name: str = "lm-test", kv_cache_precision: str = "u8"
+) -> Path:
     """A profile file (x86-cpu with one OpenVINO GenAI INT4 link, 2 threads) whose quality budget
     is loose except for ``min_token_agreement``."""
     path = directory / f"{name}.yaml"
     path.write_text(
         f"schema: 1\nname: {name}\nextends: x86-cpu\ndescription: LM compile tests\n"
         "llm:\n  runtimes:\n    - name: openvino-genai\n      precision: int4\n"
-        "      options: {device: CPU, kv_cache_precision: u8, num_threads: 2}\n"
+        f"      options: {{device: CPU, kv_cache_precision: {kv_cache_precision}, num_threads: 2}}\n"
         "  max_num_seqs: 4\n"
         f"  quality: {{max_metric_drop: 100, min_token_agreement: {min_token_agreement}, "
         "max_perplexity_ratio: 100, min_tokenizer_agreement: 1.0}\n"
@@ -191,8 +204,9 @@ def _lm_profile(directory: Path, *, min_token_agreement: float = 0.0, name: str 
 
 @pytest.fixture(scope="session")
 def lm_profile() -> Callable[..., Path]:
-    """``lm_profile(directory, min_token_agreement=0.0, name="lm-test")``: a profile file (x86-cpu
-    with one OpenVINO GenAI INT4 link) whose quality budget is loose except for token agreement."""
+    """``lm_profile(directory, min_token_agreement=0.0, name="lm-test", kv_cache_precision="u8")``:
+    a profile file (x86-cpu with one OpenVINO GenAI INT4 link) whose quality budget is loose except
+    for token agreement."""
     return _lm_profile
 
 
