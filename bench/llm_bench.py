@@ -35,6 +35,7 @@ The load generator and the servers share the machine's cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ from edgeds.bench.environment import environment  # noqa: E402
 from edgeds.bench.llm_floor import run_floor  # noqa: E402
 from edgeds.bench.llm_load import Target, run_load  # noqa: E402
 from edgeds.bench.llm_prompts import Schedule, make_prompts  # noqa: E402
-from edgeds.bench.llm_report import PAIRED_CONCURRENCY, markdown, ratios, verdicts  # noqa: E402
+from edgeds.bench.llm_report import PAIRED_CONCURRENCY, markdown, precision_table, ratios, verdicts  # noqa: E402
 from edgeds.bench.llm_stats import Generation, summarize  # noqa: E402
 from edgeds.bench.servers import free_port, stop, tree_env, wait_http  # noqa: E402
 from edgeds.errors import BenchError, EdgedsError  # noqa: E402
@@ -154,13 +155,14 @@ def weights_mb(model_dir: Path) -> float:
 # ---------------------------------------------------------------------- systems
 
 
-def open_floor(model_dir: Path, threads: int) -> tuple[LMBackend, KVPlan]:
+def open_floor(model_dir: Path, threads: int, budget_mb: float) -> tuple[LMBackend, KVPlan]:
     """The bare runtime, opened with the KV plan and backend options of the engine that
-    ``edgeds serve MODEL_DIR --threads threads`` runs (read off that engine, which is then closed)."""
+    ``edgeds serve MODEL_DIR --threads threads --budget-mb budget_mb`` runs (read off that engine,
+    which is then closed)."""
     from edgeds.backends.lm import lm_create
     from edgeds.runtime.lm.loading import open_engine
 
-    engine = open_engine(model_dir, threads=threads)
+    engine = open_engine(model_dir, threads=threads, budget_mb=budget_mb)
     name, options, kv_plan = engine.runtime, engine.backend.options, engine.plan
     engine.close()
     backend = lm_create(name, options)
@@ -168,10 +170,13 @@ def open_floor(model_dir: Path, threads: int) -> tuple[LMBackend, KVPlan]:
     return backend, kv_plan
 
 
-def start_serve(model_dir: Path, threads: int, log_file: Path) -> tuple[subprocess.Popen[bytes], Target]:
+def start_serve(
+    model_dir: Path, threads: int, budget_mb: float, log_file: Path
+) -> tuple[subprocess.Popen[bytes], Target]:
     """``edgeds serve MODEL_DIR`` of this checkout in its own process group; (process, target)."""
     port = free_port()
     cmd = [sys.executable, "-m", "edgeds", "serve", str(model_dir), "--port", str(port), "--threads", str(threads)]
+    cmd += ["--budget-mb", str(budget_mb)]
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=tree_env(ROOT), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -229,7 +234,7 @@ def bench_model(
     entry["weights_mb"] = weights_mb(model_dir)
     systems: dict[str, Any] = {}
     entry["systems"] = systems
-    backend, kv_plan = open_floor(model_dir, args.threads)
+    backend, kv_plan = open_floor(model_dir, args.threads, args.budget_mb)
     entry["kv_plan"] = kv_plan.to_dict()
     proc = None
     try:
@@ -242,7 +247,8 @@ def bench_model(
             next_id[0] += len(prompts)
             return records
 
-        proc, target = start_serve(model_dir, args.threads, work / f"serve-{label.replace(' ', '-')}.log")
+        serve_log = work / f"serve-{label.replace(' ', '-')}.log"
+        proc, target = start_serve(model_dir, args.threads, args.budget_mb, serve_log)
 
         def serve(prompts: list[str], c: int) -> list[Generation]:
             return run_load(target, prompts, args.max_tokens, c)
@@ -250,7 +256,8 @@ def bench_model(
         systems["floor"] = {"sweep": [], "description": f"OpenVINO GenAI in-process; {kv_plan.describe()}"}
         systems["serve"] = {
             "sweep": [],
-            "description": f"edgeds serve --threads {args.threads}; /v1/completions, streaming",
+            "description": f"edgeds serve --threads {args.threads} --budget-mb {args.budget_mb:g}; "
+            "/v1/completions, streaming",
         }
         paired: list[dict[str, Any]] = []
         for run in schedule.runs:  # floor and serve alternate run by run
@@ -373,6 +380,17 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=2, help="extra alternating floor / serve runs at concurrency 8")
     ap.add_argument("--models", default="shipped,speed", help="shipped (the shipped LM), speed (random, --shape)")
     ap.add_argument("--precisions", default="int4,int8,fp32", help="the shipped LM's precisions")
+    ap.add_argument(
+        "--speed-precisions",
+        default="int4,int8,fp32",
+        help="the random model's precisions; INT4 runs the whole schedule, the others concurrency 1 and 8",
+    )
+    ap.add_argument(
+        "--budget-mb",
+        type=float,
+        default=2048.0,
+        help="memory for weights + KV cache + overhead of floor and serve (FP32 of the 0.5B shape takes 1.4 GB)",
+    )
     ap.add_argument("--shipped", type=Path, default=SHIPPED, help="the shipped LM's checkpoint directory")
     ap.add_argument("--shape", action="append", help="random checkpoint shape(s) for speed (default qwen2.5-0.5b)")
     ap.add_argument("--peers", default="llamacpp,vllm", help="comma list; empty for none")
@@ -431,7 +449,8 @@ def main() -> int:
     report["environment"]["toolchain"] = llm.tool_versions()
     with tempfile.TemporaryDirectory(prefix="edgeds-llmbench-") as tmp:
         work = Path(tmp)
-        todo: list[tuple[str, Path, str, list[str], bool]] = []
+        todo: list[tuple[str, Path, str, list[str], bool, Schedule]] = []
+        short = dataclasses.replace(schedule, levels=(1, PAIRED_CONCURRENCY), pairs=0)
         if "shipped" in models:
             if not (args.shipped / "config.json").is_file():
                 report["models"]["shift-assistant"] = {"error": f"{args.shipped} holds no checkpoint"}
@@ -445,6 +464,7 @@ def main() -> int:
                             precision,
                             roles,
                             f"shipped-{precision}" in peer_models,
+                            schedule,
                         )
                     )
         if "speed" in models:
@@ -454,9 +474,13 @@ def main() -> int:
                 except EdgedsError as exc:
                     report["models"][f"random {shape}"] = {"error": f"{type(exc).__name__}: {exc}"}
                     continue
-                roles = ["speed"] if shape == shapes[0] else []
-                todo.append((f"random {shape} int4", ckpt, "int4", roles, "speed" in peer_models))
-        for label, ckpt, precision, roles, with_peers in todo:
+                for precision in args.speed_precisions.split(","):
+                    whole = precision == "int4"  # the target's model; the others fill the precision table
+                    roles = ["speed"] if shape == shapes[0] and whole else []
+                    with_peers = "speed" in peer_models and whole
+                    runs = schedule if whole else short
+                    todo.append((f"random {shape} {precision}", ckpt, precision, roles, with_peers, runs))
+        for label, ckpt, precision, roles, with_peers, runs in todo:
             log(f"model {label}")
             try:
                 gate: dict[str, Any] = {}
@@ -465,9 +489,7 @@ def main() -> int:
                 else:
                     model_dir = export(ckpt, precision)
                 names = args.peers if with_peers else []
-                report["models"][label] = bench_model(
-                    label, model_dir, ckpt, precision, args, schedule, work, roles, names
-                )
+                report["models"][label] = bench_model(label, model_dir, ckpt, precision, args, runs, work, roles, names)
                 if gate:
                     report["models"][label]["gate"] = gate
             except EdgedsError as exc:  # this model cannot be measured here: say why, run the others
@@ -478,32 +500,6 @@ def main() -> int:
         (args.out / "llm_bench.md").write_text(markdown(report))
     print(markdown(report))
     return 0
-
-
-def precision_table(models: dict[str, Any]) -> list[dict[str, Any]]:
-    """The shipped LM's precisions: serve's single-stream tok/s (tokens / request time, prefill
-    included) and total tok/s at 8, speed vs FP32, and the compile gate's figures from a bundle."""
-    from edgeds.bench.llm_report import run_at
-
-    rows = []
-    for label, model in models.items():
-        if not label.startswith("shift-assistant ") or model.get("error"):
-            continue
-        serve = model["systems"].get("serve", {})
-        one, eight = run_at(serve, 1), run_at(serve, PAIRED_CONCURRENCY)
-        rows.append(
-            {
-                "precision": model["precision"],
-                "single_tok_s": one["stream_tok_s"].get("p50") if one else None,
-                "total_tok_s_c8": eight["total_tok_s"] if eight else None,
-                "weights_mb": model.get("weights_mb"),
-                **{k: model.get("gate", {}).get(k) for k in ("metric", "metric_drop", "token_agreement")},
-            }
-        )
-    base = next((r["single_tok_s"] for r in rows if r["precision"] == "fp32"), None)
-    for r in rows:
-        r["speed_vs_fp32"] = round(r["single_tok_s"] / base, 3) if base and r["single_tok_s"] else None
-    return rows
 
 
 def bundle_artifact(bundle: Path) -> tuple[Path, dict[str, Any]]:

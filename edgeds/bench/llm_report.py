@@ -246,11 +246,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
     precision = report.get("precision")
     if precision:
-        lines += ["## Precision (the shipped LM)", ""]
-        header = ["precision", "single-stream tok/s (e2e)", f"total tok/s at {PAIRED_CONCURRENCY}", "vs FP32 (single)"]
-        header += ["task metric", "metric drop (points)", "token agreement", "weights MB"]
+        lines += ["## Precision", ""]
+        header = ["model", "precision", "single-stream tok/s (e2e)", f"total tok/s at {PAIRED_CONCURRENCY}"]
+        header += ["vs FP32 (single)", "task metric", "metric drop (points)", "token agreement", "weights MB"]
         rows = [
             [
+                p.get("model", "shift-assistant"),
                 p.get("precision"),
                 _fmt(p.get("single_tok_s")),
                 _fmt(p.get("total_tok_s_c8")),
@@ -268,6 +269,32 @@ def markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def precision_table(models: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model's precisions (the label without its precision): serve's single-stream tok/s
+    (tokens / request time, prefill included) and total tok/s at 8, speed vs that model's FP32,
+    weights, and the compile gate's figures where a bundle carried them."""
+    rows = []
+    for label, model in models.items():
+        if model.get("error") or "precision" not in model:
+            continue
+        serve = model["systems"].get("serve", {})
+        one, eight = run_at(serve, 1), run_at(serve, PAIRED_CONCURRENCY)
+        rows.append(
+            {
+                "model": label.removesuffix(f" {model['precision']}"),
+                "precision": model["precision"],
+                "single_tok_s": one["stream_tok_s"].get("p50") if one else None,
+                "total_tok_s_c8": eight["total_tok_s"] if eight else None,
+                "weights_mb": model.get("weights_mb"),
+                **{k: model.get("gate", {}).get(k) for k in ("metric", "metric_drop", "token_agreement")},
+            }
+        )
+    for r in rows:
+        base = next((b["single_tok_s"] for b in rows if b["model"] == r["model"] and b["precision"] == "fp32"), None)
+        r["speed_vs_fp32"] = round(r["single_tok_s"] / base, 3) if base and r["single_tok_s"] else None
+    return rows
+
+
 def _verdict(passed: bool | None) -> str:
     return "not measured" if passed is None else ("pass" if passed else "FAIL")
 
@@ -279,6 +306,7 @@ __all__ = [
     "check",
     "markdown",
     "paired_ratios",
+    "precision_table",
     "ratios",
     "run_at",
     "system_rows",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeds.bench.llm_report import check, markdown, paired_ratios, ratios, run_at, verdicts
+from edgeds.bench.llm_report import check, markdown, paired_ratios, precision_table, ratios, run_at, verdicts
 
 
 def run(c: int, tok_s: float, p99: float, ok: int = 4) -> dict[str, Any]:
@@ -77,8 +77,21 @@ def test_markdown_has_every_system_and_the_precision_table() -> None:
         "settings": {"threads": 2, "max_tokens": 32, "requests_per_level": {"1": 4, "8": 16}},
         "models": {"m": model(paired=True), "broken": {"error": "export failed"}},
         "precision": [
-            {"precision": "int4", "single_tok_s": 500.0, "total_tok_s_c8": 900.0, "speed_vs_fp32": 0.8, "metric": 0.9},
-            {"precision": "fp32", "single_tok_s": 620.0, "total_tok_s_c8": 1200.0, "speed_vs_fp32": 1.0},
+            {
+                "model": "shift-assistant",
+                "precision": "int4",
+                "single_tok_s": 500.0,
+                "total_tok_s_c8": 900.0,
+                "speed_vs_fp32": 0.8,
+                "metric": 0.9,
+            },
+            {
+                "model": "shift-assistant",
+                "precision": "fp32",
+                "single_tok_s": 620.0,
+                "total_tok_s_c8": 1200.0,
+                "speed_vs_fp32": 1.0,
+            },
         ],
     }
     text = markdown(report)
@@ -88,10 +101,36 @@ def test_markdown_has_every_system_and_the_precision_table() -> None:
         "llama.cpp server",
         "not measured: pip install failed",
         "Not measured: export failed",
-        "## Precision (the shipped LM)",
-        "| int4 | 500.0 | 900.0 | 0.80 | 0.900 |",
+        "## Precision",
+        "| shift-assistant | int4 | 500.0 | 900.0 | 0.80 | 0.900 |",
         "| serve_over_floor_tok_s | m | 0.950 | >= 0.9 | pass |",
         "cpu: test cpu",
         "requests per concurrency level: 1: 4, 8: 16;",
     ):
         assert needle in text, needle
+
+
+def test_the_precision_table_compares_each_model_with_its_own_fp32() -> None:
+    def entry(precision: str, single: float, gate: dict[str, float] | None = None) -> dict[str, Any]:
+        one = {**run(1, single, 100.0), "stream_tok_s": {"p50": single}}
+        serve = {"sweep": [one, run(8, 4 * single, 200.0)]}
+        return {"precision": precision, "weights_mb": 1.0, "systems": {"serve": serve}, "gate": gate or {}}
+
+    models = {
+        "shift-assistant int4": entry("int4", 40.0, {"metric": 0.99, "metric_drop": 0.1, "token_agreement": 0.998}),
+        "shift-assistant fp32": entry("fp32", 50.0),
+        "random qwen2.5-0.5b int4": entry("int4", 30.0),
+        "random qwen2.5-0.5b fp32": entry("fp32", 10.0),
+        "random qwen2.5-0.5b int8": {"error": "export failed"},
+    }
+    rows = {(r["model"], r["precision"]): r for r in precision_table(models)}
+    assert set(rows) == {
+        ("shift-assistant", "int4"),
+        ("shift-assistant", "fp32"),
+        ("random qwen2.5-0.5b", "int4"),
+        ("random qwen2.5-0.5b", "fp32"),
+    }
+    assert rows["shift-assistant", "int4"]["speed_vs_fp32"] == 0.8
+    assert rows["random qwen2.5-0.5b", "int4"]["speed_vs_fp32"] == 3.0
+    assert rows["shift-assistant", "int4"]["token_agreement"] == 0.998
+    assert rows["random qwen2.5-0.5b", "int4"]["token_agreement"] is None
