@@ -299,7 +299,8 @@ def run_peer(
     python = peers.ensure_venv(peers.PEERS[peer], log)
     if isinstance(python, str):
         return {"error": python}
-    context = 2048
+    config = json.loads((checkpoint / "config.json").read_text())
+    context = min(2048, int(config.get("max_position_embeddings", 2048)))  # vLLM refuses more than the model's
     slug = label.replace(" ", "-")
     try:
         if peer == "llamacpp":
@@ -388,8 +389,8 @@ def main() -> int:
     ap.add_argument(
         "--budget-mb",
         type=float,
-        default=2048.0,
-        help="memory for weights + KV cache + overhead of floor and serve (FP32 of the 0.5B shape takes 1.4 GB)",
+        default=3072.0,
+        help="memory for weights + KV cache + overhead of floor and serve (FP32 of the 0.5B shape: 1.9 GB weights)",
     )
     ap.add_argument("--shipped", type=Path, default=SHIPPED, help="the shipped LM's checkpoint directory")
     ap.add_argument("--shape", action="append", help="random checkpoint shape(s) for speed (default qwen2.5-0.5b)")

@@ -333,11 +333,20 @@ def run_load(
     its next request when its stream has ended), and return their records in prompt order.
 
     ``timeout_s`` bounds one request; a request that fails is recorded with its error, not raised.
+    Every request asks for exactly ``max_tokens`` (``ignore_eos``): one that ends with fewer (a
+    server that cut it short) is recorded as failed, so a cut stream never counts as throughput.
     BenchError for a concurrency below 1.
     """
     if concurrency < 1:
         raise BenchError(f"concurrency must be >= 1, got {concurrency}")
-    return asyncio.run(_closed_loop(target, prompts, max_tokens, concurrency, timeout_s))
+    records = asyncio.run(_closed_loop(target, prompts, max_tokens, concurrency, timeout_s))
+    for record in records:
+        if record.ok and record.completion_tokens < max_tokens:
+            record.ok = False
+            record.error = (
+                f"ended after {record.completion_tokens} of {max_tokens} tokens ({record.finish_reason or 'no reason'})"
+            )
+    return records
 
 
 __all__ = ["Chunk", "ChunkedDecoder", "SSEParser", "Target", "parse_chunk", "run_load"]

@@ -296,6 +296,8 @@ def start_llamacpp(
     cmd = [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
     cmd += ["--n_ctx", str(context), "--model_alias", "peer", "--n_batch", "512"]
+    # by default a new request interrupts the one streaming: each would end after a few tokens
+    cmd += ["--interrupt_requests", "False"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     version = package_version(python, "llama_cpp_python")
     description = (

@@ -57,6 +57,14 @@ def test_errors_are_recorded_not_raised(server: LMServer) -> None:
     assert not refused.ok and "Error" in (refused.error or "")
 
 
+def test_a_stream_cut_short_is_a_failed_request(server: LMServer, engine: LMEngine) -> None:
+    """A server that ends a request before the ``max_tokens`` it was asked for (here told to stop
+    at 2 through the extra fields) must not count its tokens as throughput."""
+    short = Target(server.url, engine.name, extra={"max_tokens": 2})
+    (record,) = run_load(short, make_prompts(1, 12), 6, 1, timeout_s=60)
+    assert not record.ok and record.error == "ended after 2 of 6 tokens (length)"
+
+
 def test_bench_lm_url_sweeps_and_reports(server: LMServer, engine: LMEngine) -> None:
     assert served_lm_models(server.url) == [engine.name]
     report = bench_lm_url(server.url, engine.name, concurrency=(1, 2), max_tokens=4, min_requests=2, prompt_words=12)
