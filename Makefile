@@ -53,6 +53,7 @@ test-fast: venv system-deps checks
 	$(BIN)/python -m pytest -q --durations=15 -m "not slow"
 
 demo: venv system-deps
+	$(BIN)/edgeds toolchain install llm
 	$(BIN)/python -m edgeds.demo
 
 # The compile toolchains, each in its own pinned venv under the cache dir, a no-op once installed:

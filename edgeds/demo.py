@@ -8,10 +8,13 @@
    installed, telemetry going to the broker;
 5. deploy the bundle to the device over SSH (verified, atomic, health-checked);
 6. inspection on a video made from the validation images: confusion matrix, fps, drops;
-7. what ``edgeds monitor --once`` sees on the broker.
+7. what ``edgeds monitor --once`` sees on the broker;
+8. the shipped language model (:mod:`edgeds.demo_lm`): compiled behind its quality gate, served
+   with the OpenAI API, asked about shifts it has not seen.
 
 It ends by itself and stops and removes everything it started. Exit status 1 when the
-validation accuracy, the deploy or the inspection accuracy is not what it should be.
+validation accuracy, the deploy, the inspection accuracy or the language model's answers are
+not what they should be.
 """
 
 from __future__ import annotations
@@ -135,9 +138,10 @@ def trip(model: Path, work: Path, console: Console) -> bool:
     console.rule(f"compile for {profile.name}")
     with progress_callback() as on_progress:
         result = compile_model(model, profile, out=work / "bundle", key=private_key, progress=on_progress)
-    from .compile.report import COLUMNS
 
-    console.print(table(f"Compile report ({result.report.seconds:.1f} s)", COLUMNS, result.report.rows()))
+    console.print(
+        table(f"Compile report ({result.report.seconds:.1f} s)", result.report.columns(), result.report.rows())
+    )
     console.print(f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, signed: {result.signed})")
 
     console.rule("embedded broker + simulated device")
@@ -214,7 +218,12 @@ def trip(model: Path, work: Path, console: Console) -> bool:
             console.print(monitor.stdout.rstrip() or monitor.stderr.rstrip())
             ok &= monitor.returncode == 0
     console.rule("cleaned up: device, agent and broker stopped")
-    return ok
+    from .demo_lm import lm_trip
+
+    lm_ok = lm_trip(work, private_key, public_key, console)
+    if not lm_ok:
+        console.print("[red]the language model stated the facts of too few shifts[/]")
+    return ok and lm_ok
 
 
 def main() -> None:
@@ -230,7 +239,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgeds-demo-") as work:
         if not trip(SHIPPED_MODEL, Path(work), console):
             sys.exit(1)
-    console.print(f"[bold green]demo complete[/]: validation top-1 {accuracy * 100:.2f}%")
+    console.print(f"[bold green]demo complete[/]: validation top-1 {accuracy * 100:.2f}%; the shift assistant answered")
 
 
 if __name__ == "__main__":
