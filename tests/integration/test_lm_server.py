@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -192,26 +193,27 @@ def _long(engine: LMEngine, prompt_tokens: int) -> dict[str, Any]:
 
 
 def test_a_full_queue_answers_429_with_retry_after(server: LMServer, engine: LMEngine) -> None:
+    """2 running + 2 waiting fill the engine: of 8 requests sent at once, the ones beyond get 429.
+    Sent together (not one after another) so that none of the first four can finish meanwhile."""
     body = {"model": engine.name, "prompt": "x", "stream": True, **_long(engine, len(engine.encode("x")))}
-    held: list[Any] = []
-    try:
-        with httpx.Client(timeout=60) as http:
-            response = None
-            for _ in range(8):  # 2 running + 2 waiting fill it; bounded
-                request = http.build_request("POST", f"{server.url}/v1/completions", json=body)
-                response = http.send(request, stream=True)
-                if response.status_code == 429:
-                    break
-                held.append(response)
-            assert response is not None and response.status_code == 429
+    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=8)) as http:
+
+        def send(_: int) -> Any:
+            return http.send(http.build_request("POST", f"{server.url}/v1/completions", json=body), stream=True)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            responses = list(pool.map(send, range(8)))
+        try:
+            refused = [r for r in responses if r.status_code == 429]
+            assert refused, [r.status_code for r in responses]
+            assert all(r.status_code in (200, 429) for r in responses)
+            response = refused[0]
             response.read()
             assert int(response.headers["retry-after"]) >= 1
             assert response.json()["error"]["type"] == "rate_limit_error"
-            for stream in held:
-                stream.close()
-    finally:
-        for stream in held:
-            stream.close()
+        finally:
+            for r in responses:
+                r.close()
     _wait_idle(server)
 
 
