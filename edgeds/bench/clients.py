@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import RequestError, ServiceUnavailable
+from ..errors import BenchError, RequestError, ServiceUnavailable
 
 
 class Client(Protocol):
@@ -135,9 +136,17 @@ class HttpClient:
 
 
 def http_json(url: str, timeout: float = 10.0) -> Any:
-    """GET ``url`` and decode JSON (loopback servers only)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
+    """GET ``url`` and decode JSON (loopback servers only). BenchError, one line, when nothing
+    answers there, the server answers with an HTTP error, or the body is not JSON."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"{url}: the server answered HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise BenchError(f"{url}: no server answers ({exc.reason}); start one with `edgeds serve BUNDLE`") from exc
+    except (OSError, ValueError) as exc:  # a reset connection, a timeout, a body that is not JSON
+        raise BenchError(f"{url}: no usable answer ({exc})") from exc
 
 
 def stats_snapshot(url: str, model: str) -> Any:

@@ -21,7 +21,7 @@ def bench(
     scenarios: Annotated[str, typer.Option(help="Comma list of floor,single,multi,server,offline,sweep.")] = (
         "floor,single,multi,server,offline,sweep"
     ),
-    duration: Annotated[float, typer.Option(help="Seconds per measured run (warm-up excluded).")] = 3.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds per measured run (warm-up excluded).")] = 3.0,
     concurrency: Annotated[str, typer.Option(help="Concurrency levels of the sweep.")] = "1,2,4,8,16",
     p99_ms: Annotated[float, typer.Option(help="p99 bound of the Server scenario (ms).")] = 50.0,
     threads: Annotated[int | None, typer.Option(help="Backend CPU threads (in-process).")] = None,
@@ -58,7 +58,12 @@ def bench(
     unknown = sorted(set(wanted) - set(SCENARIOS))
     if unknown:
         raise ConfigError.single(None, None, "--scenarios", f"unknown scenario(s) {unknown}")
-    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter(f"{concurrency!r}: give positive integers, e.g. 1,2,4,8", param_hint="--concurrency")
 
     def progress(name: str) -> None:
         console_err.print(f"[dim]running {name}...[/]")

@@ -15,14 +15,24 @@ def default_out(name: str, version: str, profile: str) -> Path:
     return Path("dist") / f"{name}-{version}-{profile}"
 
 
+def check_out(out: Path) -> None:
+    """Refuse (:class:`BundleError`) an ``out`` a bundle cannot be written to: a file, or a
+    non-empty directory that is not an earlier bundle. Changes nothing; called before the
+    expensive work, so a mistaken ``-o`` fails at once."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BundleError(f"{out} is a file; -o takes the directory to write the bundle into")
+    if not (out / "manifest.json").is_file() and any(out.iterdir()):
+        raise BundleError(f"{out} exists, is not empty and is not a bundle; choose another -o")
+
+
 def prepare_out(out: Path) -> None:
-    """Make ``out`` ready for a new bundle: an earlier bundle there is removed; any other
-    non-empty directory is refused (:class:`BundleError`), so nothing of the user's is deleted."""
-    if out.exists():
-        if (out / "manifest.json").is_file():
-            shutil.rmtree(out)  # an earlier bundle: replaced
-        elif out.is_dir() and any(out.iterdir()):
-            raise BundleError(f"{out} exists, is not empty and is not a bundle; choose another -o")
+    """Make ``out`` ready for a new bundle: an earlier bundle there is removed; anything else
+    :func:`check_out` refuses is refused, so nothing of the user's is deleted."""
+    check_out(out)
+    if out.exists() and (out / "manifest.json").is_file():
+        shutil.rmtree(out)  # an earlier bundle: replaced
 
 
 def expires_at(valid_days: float | None) -> str | None:

@@ -387,6 +387,8 @@ def compile_model(
     started = time.perf_counter()
     progress = progress or _no_progress
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if out is not None:
+        output.check_out(Path(out))
     given = Path(model)
     if given.is_dir() or given.suffix in (".yaml", ".yml"):
         any_card = load_card(given)

@@ -53,16 +53,28 @@ def load_inputs(path: Path, card: ModelCard, layout: str, sample_shape: tuple[in
     Accepted: an image file (any size; converted to RGB), a uint8 ``.npy`` image ``[H, W, 3]`` or
     image batch ``[N, H, W, 3]`` (both preprocessed as ``card.input`` says, in ``layout``), or a
     non-uint8 ``.npy`` whose trailing dimensions are ``sample_shape`` (already preprocessed: only
-    reshaped and cast). Raises :class:`~edgeds.errors.RequestError` for anything else.
+    reshaped and cast). Raises :class:`~edgeds.errors.RequestError` for anything else: a missing
+    or unreadable file, an image PIL cannot decode (truncated, not an image), a ``.npy`` that is
+    not a plain numpy array (text, pickled objects).
     """
     suffix = path.suffix.lower()
+    if not path.is_file():
+        raise RequestError(f"{path}: no such file")
     if suffix in IMAGE_SUFFIXES:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(path) as img:
-            images = np.asarray(img.convert("RGB"))[None]
+        try:
+            with Image.open(path) as img:
+                images = np.asarray(img.convert("RGB"))[None]
+        except UnidentifiedImageError as exc:
+            raise RequestError(f"{path}: not an image PIL can read (give a png/jpg/bmp/... file)") from exc
+        except OSError as exc:  # truncated or corrupt image data, unreadable file
+            raise RequestError(f"{path}: cannot read the image: {exc}") from exc
     elif suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # text, pickled objects, a cut file
+            raise RequestError(f"{path}: not a numpy .npy array file ({str(exc).split('.')[0]})") from exc
         if array.shape[-len(sample_shape) :] == sample_shape and array.dtype != np.uint8:
             batch = array.reshape(-1, *sample_shape).astype(dtype, copy=False)
             return np.ascontiguousarray(batch)

@@ -1,0 +1,90 @@
+"""The CLI walked with a new user's mistakes: each ends with exit code 2 and one line on stderr
+that names the problem, never a Python traceback. Real processes (``python -m edgeds``), so what
+is asserted is what a terminal or a CI log shows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+SAMPLE = Path(__file__).resolve().parents[2] / "models" / "surface-defect" / "samples"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeds.compile.pipeline import compile_model
+    from edgeds.compile.tiny import write_tiny_model
+
+    work = tmp_path_factory.mktemp("mistakes")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEDS_CACHE_DIR", str(work / "cache"))
+        model = write_tiny_model(work / "src", validation_count=16, calibration_count=8)
+        return compile_model(model, "x86-cpu", precision="fp32", out=work / "bundle", use_cache=False).bundle
+
+
+def _edgeds(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "400"}  # the message's own line breaks, not the terminal's
+    return subprocess.run(
+        [sys.executable, "-m", "edgeds", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def _files(tmp: Path) -> dict[str, Path]:
+    """The broken inputs: a missing file, text named .png, a cut-off PNG, text named .npy, a
+    pickled-object .npy, and a file where a directory belongs."""
+    real = next(iter(sorted(SAMPLE.glob("*.png"))))
+    (tmp / "text.png").write_text("not an image\n")
+    (tmp / "cut.png").write_bytes(real.read_bytes()[:200])
+    (tmp / "text.npy").write_text("1 2 3\n")
+    np.save(tmp / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp / "a-file").write_text("")
+    return {p.name: p for p in tmp.iterdir()} | {"missing.png": tmp / "missing.png"}
+
+
+CASES: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]] = [
+    ("run a missing file", lambda b, f: ["run", str(b), "-i", str(f["missing.png"])], "no such file"),
+    ("run text named .png", lambda b, f: ["run", str(b), "-i", str(f["text.png"])], "not an image"),
+    ("run a truncated png", lambda b, f: ["run", str(b), "-i", str(f["cut.png"])], "truncated"),
+    ("run a text .npy", lambda b, f: ["run", str(b), "-i", str(f["text.npy"])], "not a numpy .npy array"),
+    ("run a pickled .npy", lambda b, f: ["run", str(b), "-i", str(f["objects.npy"])], "not a numpy .npy array"),
+    ("run a missing bundle", lambda b, f: ["run", str(f["missing.png"]), "-i", str(f["cut.png"])], "missing.png"),
+    ("bench --url with nothing there", lambda b, f: ["bench", "--url", "http://127.0.0.1:1"], "no server answers"),
+    ("bench --duration 0", lambda b, f: ["bench", str(b), "--duration", "0"], "--duration"),
+    ("bench --duration -1", lambda b, f: ["bench", str(b), "--duration", "-1"], "--duration"),
+    ("bench --concurrency 1,x", lambda b, f: ["bench", str(b), "--concurrency", "1,x"], "--concurrency"),
+    (
+        "compile -o an existing file",
+        lambda b, f: ["compile", str(SAMPLE.parent / "model.onnx"), "-p", "x86-cpu", "-o", str(f["a-file"])],
+        "is a file",
+    ),
+    ("compile a missing model", lambda b, f: ["compile", str(f["missing.png"]), "-p", "x86-cpu"], "missing.png"),
+    ("an unknown profile", lambda b, f: ["profiles", "show", "no-such-profile"], "no-such-profile"),
+]
+
+
+@pytest.mark.parametrize(("what", "argv", "says"), CASES, ids=[c[0] for c in CASES])
+def test_a_mistake_is_one_line_and_exit_2(
+    what: str, argv: Callable[[Path, dict[str, Path]], list[str]], says: str, bundle: Path, tmp_path: Path
+) -> None:
+    args = argv(bundle, _files(tmp_path))
+    proc = _edgeds(*args, cwd=tmp_path)
+    assert proc.returncode == 2, (what, proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert says in proc.stderr, proc.stderr
+    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    if error_lines:  # edgeds' own errors: one line; typer's usage errors draw their own box
+        assert len(error_lines) == 1 and says in error_lines[0], proc.stderr
