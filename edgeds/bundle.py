@@ -129,7 +129,8 @@ def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
             return Ed25519PublicKey.from_public_bytes(bytes.fromhex(stripped.decode()))
         loaded = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
-        raise BundleError(f"{where} is not an ed25519 public key: {exc}") from exc
+        reason = str(exc).split(". ")[0]  # cryptography's messages go on with a FAQ link
+        raise BundleError(f"{where} is not an ed25519 public key ({reason})") from exc
     if not isinstance(loaded, Ed25519PublicKey):
         raise BundleError(f"{where} holds a {type(loaded).__name__}, not an ed25519 public key")
     return loaded
@@ -315,7 +316,8 @@ def extract_bundle(tar_path: str | Path, dest: str | Path) -> Path:
             else:  # pragma: no cover - Python without PEP 706; members were checked above
                 tar.extractall(dest, members=members)
     except tarfile.TarError as exc:
-        raise BundleVerificationError("unsafe_archive", f"{tar_path} is not a readable tar: {exc}") from exc
+        reason = str(exc).splitlines()[0].rstrip(":")  # tarfile lists every method it tried below
+        raise BundleVerificationError("unsafe_archive", f"{tar_path} is not a readable tar ({reason})") from exc
     if (dest / MANIFEST).is_file():
         return dest
     children = [c for c in dest.iterdir()]
@@ -486,14 +488,14 @@ class Bundle:
     def card(self) -> ModelCard:
         """The image model's card; a causal-lm bundle raises :class:`BundleError` (see :attr:`lm_card`)."""
         if not isinstance(self.model_card, ModelCard):
-            raise BundleError(f"{self.root} is a {self.manifest.task} bundle: it has no image model card")
+            raise BundleError(f"{self.root} is a bundle of task {self.manifest.task}: it has no image model card")
         return self.model_card
 
     @property
     def lm_card(self) -> LMCard:
         """The language model's card; any other task raises :class:`BundleError`."""
         if not isinstance(self.model_card, LMCard):
-            raise BundleError(f"{self.root} is a {self.manifest.task} bundle, not a causal-lm one")
+            raise BundleError(f"{self.root} is a bundle of task {self.manifest.task}, not causal-lm")
         return self.model_card
 
     @property
@@ -531,7 +533,7 @@ class Bundle:
         model; a causal-lm bundle raises :class:`BundleError` (its golden is ``llm.golden``)."""
         golden = self.manifest.golden
         if golden is None:
-            raise BundleError(f"{self.root} is a {self.manifest.task} bundle: it has no tensor golden")
+            raise BundleError(f"{self.root} is a bundle of task {self.manifest.task}: it has no tensor golden")
         inputs = np.load(self.root / golden.inputs, allow_pickle=False)
         with np.load(self.root / golden.outputs, allow_pickle=False) as npz:
             outputs = {name: npz[name] for name in npz.files}

@@ -10,7 +10,9 @@ from ._output import JSON_OPTION
 def agent_command(
     root: str = typer.Option("~/edgeds", "--root", help="The device's install dir (holds current/, releases/)."),
     host: str | None = typer.Option(None, "--host", help="HTTP bind address (default: agent-config.json)."),
-    port: int | None = typer.Option(None, "--port", help="HTTP port (default: agent-config.json, else 8000)."),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="HTTP port (default: agent-config.json, else 8000)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve the current release over the Open Inference Protocol until SIGTERM; SIGHUP reloads.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def serve(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.")],
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0 = any free port).")] = 8000,
     key: Annotated[
         Path | None, typer.Option("--key", "-k", help="ed25519 public key: verify the bundle first.")
     ] = None,

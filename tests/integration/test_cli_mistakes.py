@@ -73,6 +73,10 @@ CASES: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]] = [
     ),
     ("compile a missing model", lambda b, f: ["compile", str(f["missing.png"]), "-p", "x86-cpu"], "missing.png"),
     ("an unknown profile", lambda b, f: ["profiles", "show", "no-such-profile"], "no-such-profile"),
+    ("verify a png as a bundle", lambda b, f: ["bundle", "verify", str(f["cut.png"])], "not a readable tar"),
+    ("a png as the public key", lambda b, f: ["bundle", "verify", str(b), "-k", str(f["cut.png"])], "ed25519"),
+    ("serve on port 99999", lambda b, f: ["serve", str(b), "--port", "99999"], "--port"),
+    ("an image bundle asked a prompt", lambda b, f: ["run", str(b), "--prompt", "hi"], "not causal-lm"),
 ]
 
 

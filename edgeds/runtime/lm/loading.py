@@ -72,7 +72,7 @@ class ServingSettings:
         manifest = bundle.manifest
         llm = manifest.llm
         if manifest.task != "causal-lm" or llm is None:
-            raise BundleError(f"{bundle.root} is a {manifest.task} bundle, not a causal-lm one")
+            raise BundleError(f"{bundle.root} is a bundle of task {manifest.task}, not causal-lm")
         profile = manifest.profile or {}
         profile_llm = _mapping(profile.get("llm"))
         memory = _mapping(profile.get("memory"))
