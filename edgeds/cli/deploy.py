@@ -77,24 +77,47 @@ def deploy(
     version: int | None = typer.Option(None, "--version", help="Bundle version when compiling a model."),
     requests: int = typer.Option(50, "--requests", min=1, help="Health check: requests for the p99 bound."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Accept a version not newer."),
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="Local target: trust this publisher key (.pub) on this machine first "
+            "(default when compiling with --key: that key's public half).",
+        ),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Upload what each device lacks, verify there, flip `current`, reload the agent, health-check, commit.
 
     Canary first, then batches (the target's rollout policy). Each host ends SUCCEEDED,
     FAILED_NO_STATE_CHANGE, FAILED_ROLLBACK_COMPLETE, FAILED_UNABLE_TO_ROLLBACK or REJECTED.
-    Exit code 1 unless every host SUCCEEDED.
+    Exit code 1 unless every host SUCCEEDED. The local target (this machine, no SSH) installs
+    under its install_dir and starts the agent as a background process of this user when it
+    does not run.
     """
     from ..deploy.api import deploy_bundle
+    from ..deploy.local_agent import public_pem
     from ..deploy.options import DeployOptions
     from ..deploy.targets import host_plans, resolve_target
 
     loaded, path = resolve_target(target)
     names = [p.host.name for p in host_plans(loaded, path, hosts or None)]
+    if public_key is not None and not loaded.local:
+        raise typer.BadParameter(
+            "a remote device trusts keys through `edgeds device setup --public-key`", param_hint="--public-key"
+        )
+    trusted: bytes | None = None
+    if public_key is not None:
+        try:
+            trusted = public_key.read_bytes()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {public_key}: {exc.strerror}", param_hint="--public-key") from exc
+    elif loaded.local and key is not None and source.suffix == ".onnx":
+        trusted = public_pem(key)  # a bundle signed here with --key: this machine trusts that key
     bundle_path = _bundle_source(source, target, key, version)
     options = DeployOptions(allow_downgrade=allow_downgrade, health_requests=requests)
     with host_progress(names, console_err.is_terminal) as progress:
-        result = deploy_bundle(bundle_path, target, hosts=hosts, options=options, progress=progress)
+        result = deploy_bundle(bundle_path, target, hosts=hosts, options=options, progress=progress, public_key=trusted)
     model, bundle_version = result.model, result.version
 
     data = {

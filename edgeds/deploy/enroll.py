@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import HostKeyError
+from ..errors import ConfigError, HostKeyError
 from .ssh import HostKey, fetch_host_key, pin_host_key, pinned_keys
 from .targets import host_plans, resolve_target
 
@@ -58,6 +58,8 @@ def enroll_hosts(
     :class:`~edgeds.errors.DeployError` when a host cannot be reached.
     """
     loaded, path = resolve_target(target)
+    if loaded.local:
+        raise ConfigError.single(path, None, "local", "the local target is reached without SSH: nothing to enroll")
     out: list[Enrollment] = []
     for plan in host_plans(loaded, path, hosts or None):
         endpoint = plan.endpoint

@@ -9,13 +9,15 @@ closed before the function returns.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..errors import DeployError
-from .host import host_command, open_session
+from .host import host_command, open_device
+from .local_agent import prepare_local
 from .setup import Progress, SetupResult, build_wheel, probe_host, setup_host
 from .targets import host_plans, resolve_target
 
@@ -45,7 +47,7 @@ def probe_hosts(target: str | Path, hosts: list[str] | None = None) -> dict[str,
     loaded, path = resolve_target(target)
     out: dict[str, dict[str, Any]] = {}
     for plan in host_plans(loaded, path, hosts or None):
-        session = open_session(plan)
+        session = open_device(plan)
         try:
             out[plan.host.name] = probe_host(session)
         finally:
@@ -70,9 +72,24 @@ def setup_hosts(
     and nothing is installed. ``public_key`` (PEM bytes) is trusted as the bundle publisher.
     ``progress(host, event, data)`` may be called from several threads at once. A host that
     fails is reported in its :class:`~edgeds.deploy.setup.SetupResult` (``ok`` False), not raised.
+    The local target installs nothing: its agent runs ``python`` (default: this interpreter) with
+    this process's edgeds, as a background process of this user.
     """
     loaded, path = resolve_target(target)
     plans = host_plans(loaded, path, hosts or None)
+    if loaded.local:
+        return [
+            prepare_local(
+                loaded,
+                plan,
+                python=python or sys.executable,
+                public_key=public_key,
+                progress=progress,
+                start_agent=start_agent,
+                require_key=False,
+            )
+            for plan in plans
+        ]
     with tempfile.TemporaryDirectory(prefix="edgeds-wheel-") as tmp:
         wheel = build_wheel(Path(tmp)) if python is None else None
         with ThreadPoolExecutor(max_workers=max(1, min(loaded.rollout.parallelism, len(plans)))) as pool:

@@ -1,11 +1,14 @@
 """One host, seen from here: plan -> upload the missing objects -> apply; plus status/rollback/prune.
 
-Every device-side step runs ``<install_dir>/bin/python -m edgeds.deploy.device`` (that wrapper is
-written by ``edgeds device setup``) with a JSON request on stdin; a deploy keeps one such process
-(``session``) for plan and apply, so the device starts one interpreter per deploy. A lost connection before
-``apply`` started changes nothing on the device (FAILED_NO_STATE_CHANGE; the retry resumes the
-upload). A lost connection during ``apply`` is resolved by reconnecting once and reading the
-device's state (an uncommitted activation is rolled back by the device itself).
+A host is reached through a transport (:mod:`.transport`): SSH for a remote device, child
+processes for the ``local`` target (:func:`open_device` picks it from the plan); every step below
+is the same either way. Every device-side step runs ``<install_dir>/bin/python -m
+edgeds.deploy.device`` (that wrapper is written by ``edgeds device setup``) with a JSON request
+on stdin; a deploy keeps one such process (``session``) for plan and apply, so the device starts
+one interpreter per deploy. A lost connection before ``apply`` started changes nothing on the
+device (FAILED_NO_STATE_CHANGE; the retry resumes the upload). A lost connection during
+``apply`` is resolved by reconnecting once and reading the device's state (an uncommitted
+activation is rolled back by the device itself).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .device.server import step_argv
 from .options import DeployOptions
 from .ssh import Connection, connect
 from .targets import HostPlan
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,13 @@ def _event_reader(on_event: Callable[[dict[str, Any]], None]) -> Callable[[str],
     return line
 
 
-class DeviceSession:
-    """An SSH connection plus where edgeds lives on that device."""
+class Session:
+    """A transport into one host plus where edgeds lives there. The session owns ``conn``: whoever
+    opened the session closes it with ``session.conn.close()``."""
 
-    def __init__(self, plan: HostPlan, conn: Connection) -> None:
+    conn: Transport
+
+    def __init__(self, plan: HostPlan, conn: Transport) -> None:
         self.plan = plan
         self.conn = conn
         install_dir = plan.install_dir
@@ -128,10 +135,19 @@ class DeviceSession:
         return data
 
 
+class DeviceSession(Session):
+    """A session over SSH (what the HIL runner uses: it forwards ports through ``conn``)."""
+
+    conn: Connection
+
+    def __init__(self, plan: HostPlan, conn: Connection) -> None:
+        super().__init__(plan, conn)
+
+
 class StepRunner:
     """One device process (``device session``) answering several steps; progress events streamed."""
 
-    def __init__(self, session: DeviceSession, on_event: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, session: Session, on_event: Callable[[dict[str, Any]], None]) -> None:
         argv = step_argv(session.python, session.install_dir, ["session", "--root", session.install_dir])
         self.name = session.plan.host.name
         self.process = session.conn.start(argv, on_stderr_line=_event_reader(on_event))
@@ -151,9 +167,26 @@ class StepRunner:
 
 
 def open_session(plan: HostPlan) -> DeviceSession:
+    """An SSH session to ``plan``'s host; a local plan has no SSH (DeployError: use :func:`open_device`)."""
+    if plan.local:
+        raise DeployError(f"{plan.host.name}: this machine is reached without SSH")
     conn = connect(plan.endpoint)
     try:
         return DeviceSession(plan, conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def open_device(plan: HostPlan) -> Session:
+    """A session to ``plan``'s host through its transport: this machine's for a local plan, else SSH."""
+    if not plan.local:
+        return open_session(plan)
+    from .local import LocalConnection
+
+    conn = LocalConnection(plan.host.name)
+    try:
+        return Session(plan, conn)
     except BaseException:
         conn.close()
         raise
@@ -177,14 +210,15 @@ def deploy_host(
     started = time.monotonic()
     deadline = started + timeout
     result = HostResult(name, FAILED_NO_STATE_CHANGE)
-    session: DeviceSession | None = None
+    session: Session | None = None
     applying = False
     committed_before: str | None = None
     watchdog: threading.Timer | None = None
+    steps: StepRunner | None = None
     chosen = options or DeployOptions()
     try:
         progress(name, "connecting", {})
-        session = open_session(plan)
+        session = open_device(plan)
         watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), session.conn.close)
         watchdog.daemon = True
         watchdog.start()
@@ -254,6 +288,8 @@ def deploy_host(
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if steps is not None:  # end the device's step session (its stdin), then the transport
+            steps.close()
         if session is not None:
             session.conn.close()
         result.seconds = round(time.monotonic() - started, 3)
@@ -263,7 +299,7 @@ def deploy_host(
 def _after_lost_apply(plan: HostPlan, release: str | None, before: str | None, error: str) -> tuple[str, str]:
     """The connection dropped during apply: reconnect once and let the device's state decide."""
     try:
-        session = open_session(plan)
+        session = open_device(plan)
     except DeployError as exc:
         return FAILED_UNABLE_TO_ROLLBACK, f"{error}; device unreachable afterwards, state unknown: {exc}"
     try:
@@ -288,7 +324,7 @@ def host_command(
     plan: HostPlan, command: str, request: dict[str, Any] | None = None, timeout: float = 300.0
 ) -> dict[str, Any]:
     """Run one device command (status, rollback, prune, probe, trust) on a host."""
-    session = open_session(plan)
+    session = open_device(plan)
     try:
         return session.call(command, request or {}, timeout=timeout)
     finally:

@@ -22,8 +22,9 @@ Steps per host, each idempotent:
    is root, a hardened unit that runs the agent as its own unprivileged user (``agent.user``,
    created when missing; the install dir is its only writable path, and device steps run by root
    over SSH drop to that user too);
-   otherwise a supervised background process of the SSH user (``bin/edgeds-supervise``: restarts
-   the agent when it exits; pid files under ``run/``). The result names the user the agent's
+   otherwise, and always on the local target (this machine: no systemd unit, no root needed), a
+   supervised background process of the SSH user (``bin/edgeds-supervise``: restarts the agent
+   when it exits; pid files under ``run/``; its output in ``logs/agent.log``). The result names the user the agent's
    process runs as, read from the device.
 """
 
@@ -45,7 +46,7 @@ from ..config import Target, load_profile
 from ..errors import DeployError, DeviceError, EdgedsError
 from ..runtime.auth import ApiKeys, read_key_file, server_tls_context
 from .device import probe as device_probe
-from .host import DeviceSession, open_session
+from .host import Session, open_device
 from .targets import HostPlan, resolve_path
 
 Progress = Callable[[str, str, dict[str, Any]], None]
@@ -173,7 +174,7 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
-def _sh(session: DeviceSession, script: str, timeout: float = 600.0) -> str:
+def _sh(session: Session, script: str, timeout: float = 600.0) -> str:
     result = session.conn.run(["sh", "-c", script], timeout=timeout)
     if result.exit_code != 0:
         raise DeviceError(
@@ -183,7 +184,7 @@ def _sh(session: DeviceSession, script: str, timeout: float = 600.0) -> str:
     return result.stdout.decode(errors="replace")
 
 
-def probe_host(session: DeviceSession, python: str = "python3") -> dict[str, Any]:
+def probe_host(session: Session, python: str = "python3") -> dict[str, Any]:
     """Probe with the device's own interpreter, before edgeds is installed there."""
     source = Path(device_probe.__file__).read_bytes()
     result = session.conn.run([python, "-", "probe", "--root", session.install_dir], stdin=source, timeout=120)
@@ -197,7 +198,7 @@ def probe_host(session: DeviceSession, python: str = "python3") -> dict[str, Any
 
 
 def install_environment(
-    session: DeviceSession,
+    session: Session,
     wheel: Path | None,
     *,
     python: str | None = None,
@@ -278,7 +279,7 @@ def read_agent_secrets(target: Target, plan: HostPlan) -> AgentSecrets:
         raise DeployError(f"agent secrets: {exc}") from exc
 
 
-def _put_secret(session: DeviceSession, path: str, data: bytes) -> None:
+def _put_secret(session: Session, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` on the device as 0600 from the first byte (umask 077, temp + rename)."""
     script = f"umask 077; cat > {_q(path)}.tmp && chmod 600 {_q(path)}.tmp && mv -f {_q(path)}.tmp {_q(path)}"
     result = session.conn.run(["sh", "-c", script], stdin=data, timeout=60)
@@ -286,7 +287,7 @@ def _put_secret(session: DeviceSession, path: str, data: bytes) -> None:
         raise DeviceError(f"{session.plan.host.name}: writing {path} failed: {result.stderr.decode(errors='replace')}")
 
 
-def install_secrets(session: DeviceSession, secrets: AgentSecrets) -> dict[str, Any]:
+def install_secrets(session: Session, secrets: AgentSecrets) -> dict[str, Any]:
     """Install the API keys and TLS files under ``<install_dir>/secrets`` (0700 / 0600) and remove
     those the target no longer names; returns their paths on the device for ``agent-config.json``."""
     directory = f"{session.install_dir}/{SECRETS_DIR}"
@@ -357,7 +358,7 @@ def profile_server_limits(target: Target, plan: HostPlan) -> dict[str, Any] | No
 
 
 def write_agent_config(
-    session: DeviceSession, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
+    session: Session, target: Target, plan: HostPlan, secret_paths: dict[str, Any] | None = None
 ) -> None:
     """Write :func:`agent_config` to the device's install dir."""
     config = agent_config(target, plan, secret_paths)
@@ -380,11 +381,12 @@ def render_unit(root: str, user: str, probe: dict[str, Any]) -> str:
     )
 
 
-def install_service(session: DeviceSession, probe: dict[str, Any], restart: bool = False, user: str = "edgeds") -> str:
+def install_service(session: Session, probe: dict[str, Any], restart: bool = False, user: str = "edgeds") -> str:
     """A hardened systemd unit running the agent as ``user`` where systemd runs and we are root
-    there; else the supervised background process of the SSH user."""
+    there; else (and always for the local target) the supervised background process of the user
+    the steps run as."""
     root = session.install_dir
-    if probe.get("systemd") and session.plan.endpoint.user == "root":
+    if probe.get("systemd") and session.plan.endpoint.user == "root" and not session.plan.local:
         name = "edgeds-agent.service"
         path = f"/etc/systemd/system/{name}"
         python = _sh(session, f"sed -n 's/^PYTHONSAFEPATH=1 exec \\(.*\\) \"\\$@\"$/\\1/p' {_q(root)}/bin/python")
@@ -446,7 +448,7 @@ def parse_agent_user(out: str) -> str:
     return f"{words[1]} (uid {words[0]})" if len(words) > 1 else f"uid {words[0]}"
 
 
-def agent_user(session: DeviceSession) -> str:
+def agent_user(session: Session) -> str:
     """The user the device's agent process runs as, read from the device: ``name (uid N)``, ``uid
     N`` when the uid has no name there, or ``unknown (why)``. Never an error: it is a report on a
     setup whose steps are done."""
@@ -457,7 +459,7 @@ def agent_user(session: DeviceSession) -> str:
     return parse_agent_user(out) or "unknown (no readable agent pid or /proc/PID/status)"
 
 
-def wait_for_agent(session: DeviceSession, timeout: float = 60.0) -> dict[str, Any]:
+def wait_for_agent(session: Session, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -485,7 +487,7 @@ def setup_host(
     result = SetupResult(name, ok=False)
     started = time.monotonic()
     try:
-        session = open_session(plan)
+        session = open_device(plan)
     except DeployError as exc:
         result.message = str(exc)
         return result
@@ -525,7 +527,7 @@ def setup_host(
 
 def stop_agent(plan: HostPlan) -> None:
     """Stop the supervised agent (supervisor first, so it does not restart it)."""
-    session = open_session(plan)
+    session = open_device(plan)
     try:
         root = _q(session.install_dir)
         _sh(

@@ -33,10 +33,9 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ConnectionFailed, DeployError, HostKeyError
+from .transport import CommandResult, ProgressFn
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,6 @@ class HostKey:
 
     def known_hosts_line(self) -> str:
         return f"{self.host_id} {self.key_type} {self.base64}"
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
 
 
 def vendor_errors() -> tuple[type[BaseException], ...]:
@@ -320,6 +312,38 @@ class Connection:
                         progress(done, size)
             sftp.posix_rename(part, remote)
         return sent
+
+    def stream(
+        self, argv: Sequence[str], on_output: Callable[[bytes], None], stop: threading.Event | None = None
+    ) -> int | None:
+        """Run ``argv`` on the device and hand its stdout to ``on_output`` as it comes, until it ends
+        or ``stop`` is set (or the caller is interrupted); then its stdin is closed and its channel
+        too. The exit code, or None when it was still running. ConnectionFailed when the
+        connection drops."""
+        with _mapped(self.endpoint):
+            chan, transport = self._exec(argv)
+        code: int | None = None
+        try:
+            with _mapped(self.endpoint):
+                while stop is None or not stop.is_set():
+                    if chan.recv_ready():
+                        on_output(chan.recv(1 << 16))
+                        continue
+                    if chan.recv_stderr_ready():
+                        chan.recv_stderr(1 << 16)  # not part of the stream; read so the channel never stalls
+                        continue
+                    if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                        code = chan.recv_exit_status()
+                        break
+                    if not transport.is_active():
+                        raise ConnectionFailed(f"{self.endpoint.name}: connection lost while running {argv[:3]}")
+                    time.sleep(0.02)
+        finally:
+            with _quietly(self.endpoint, "closing stdin of a streamed command"):
+                chan.shutdown_write()
+            with _quietly(self.endpoint, "closing a streamed command's channel"):
+                chan.close()
+        return code
 
     def start(self, argv: Sequence[str], on_stderr_line: Callable[[str], None] | None = None) -> RemoteProcess:
         """Start ``argv`` on the device and keep its stdin open for line-based requests."""
