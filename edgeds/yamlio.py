@@ -3,7 +3,8 @@
 :func:`load_yaml` returns the plain data together with a :class:`SourceMap` that maps each
 location (a tuple of keys and list indices) to the file and line it was written on, so that
 schema errors can be reported as ``file:line: field: message``. Duplicate keys and YAML merge
-keys are rejected: both silently hide a value in PyYAML's default loader.
+keys are rejected (both silently hide a value in PyYAML's default loader), every one of them in
+one :class:`~edgeds.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from .errors import ConfigError
 
 Loc = tuple[str | int, ...]
+Problem = tuple[Path | None, int | None, str, str]
 
 
 @dataclass
@@ -77,36 +79,74 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, SourceMap]:
     if node is None:
         return None, smap
     smap.entries[()] = (path, node.start_mark.line + 1)
-    return _construct(node, (), smap, path), smap
+    problems: list[Problem] = []
+    data = _Builder(path, smap, problems).build(node, ())
+    if problems:
+        raise ConfigError(problems)
+    return data, smap
 
 
 _scalar_constructor = yaml.constructor.SafeConstructor()
 
 
-def _construct(node: yaml.Node, loc: Loc, smap: SourceMap, path: Path) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise ConfigError.single(path, line, _dotted(loc), "YAML merge keys (<<) are not supported")
-            key = _construct(key_node, loc, smap, path)
-            if not isinstance(key, (str, int)):
-                raise ConfigError.single(path, line, _dotted(loc), f"keys must be strings, got {key!r}")
-            child: Loc = (*loc, key)
-            if key in out:
-                raise ConfigError.single(path, line, _dotted(child), "duplicate key")
-            smap.entries[child] = (path, line)
-            out[key] = _construct(value_node, child, smap, path)
-        return out
-    if isinstance(node, yaml.SequenceNode):
+@dataclass
+class _Builder:
+    """Builds plain data from a composed node, recording lines in ``smap`` and every duplicate
+    key, merge key and non-string key in ``problems`` (the document is read to its end)."""
+
+    path: Path
+    smap: SourceMap
+    problems: list[Problem]
+
+    open_nodes: set[int] = field(default_factory=set)  # collections being built: an alias to one is a cycle
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        if isinstance(node, yaml.CollectionNode):
+            if id(node) in self.open_nodes:
+                line = node.start_mark.line + 1
+                self.problems.append((self.path, line, _dotted(loc), "an alias refers to its own enclosing value"))
+                return None
+            self.open_nodes.add(id(node))
+            try:
+                return self._mapping(node, loc) if isinstance(node, yaml.MappingNode) else self._sequence(node, loc)
+            finally:
+                self.open_nodes.discard(id(node))
+        try:
+            return _scalar_constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as exc:  # an unknown tag, or a tagged value that is not of its type
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.problems.append((self.path, node.start_mark.line + 1, _dotted(loc), f"invalid value: {problem}"))
+            return None
+
+    def _sequence(self, node: yaml.CollectionNode, loc: Loc) -> list[Any]:
         items = []
         for index, item in enumerate(node.value):
             element: Loc = (*loc, index)
-            smap.entries[element] = (path, item.start_mark.line + 1)
-            items.append(_construct(item, element, smap, path))
+            self.smap.entries[element] = (self.path, item.start_mark.line + 1)
+            items.append(self.build(item, element))
         return items
-    return _scalar_constructor.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.CollectionNode, loc: Loc) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problems.append((self.path, line, _dotted(loc), "YAML merge keys (<<) are not supported"))
+                continue
+            key = self.build(key_node, loc)
+            if not isinstance(key, (str, int)):
+                self.problems.append((self.path, line, _dotted(loc), f"keys must be strings, got {key!r}"))
+                continue
+            child: Loc = (*loc, key)
+            if key in first_line:
+                message = f"duplicate key (first at line {first_line[key]}): remove one"
+                self.problems.append((self.path, line, _dotted(child), message))
+                continue
+            first_line[key] = line
+            self.smap.entries[child] = (self.path, line)
+            out[key] = self.build(value_node, child)
+        return out
 
 
 def _dotted(loc: Loc) -> str:
