@@ -4,7 +4,9 @@
 location (a tuple of keys and list indices) to the file and line it was written on, so that
 schema errors can be reported as ``file:line: field: message``. Duplicate keys and YAML merge
 keys are rejected (both silently hide a value in PyYAML's default loader), every one of them in
-one :class:`~edgeds.errors.ConfigError`.
+one :class:`~edgeds.errors.ConfigError`. A document merged over another (a profile's
+``extends:``) keeps both files' lines; :meth:`SourceMap.blame` reports a problem in the file
+that was loaded, naming the other file's line as the origin of an inherited value.
 """
 
 from __future__ import annotations
@@ -22,11 +24,30 @@ Loc = tuple[str | int, ...]
 Problem = tuple[Path | None, int | None, str, str]
 
 
+@dataclass(frozen=True)
+class Blame:
+    """Where a problem is reported: the loaded file and a line of it, and where the value at
+    fault was written when that is another file (an inherited value), else None."""
+
+    path: Path | None
+    line: int | None
+    inherited_from: tuple[Path, int] | None = None
+    anchored: bool = False
+    """True when the line is the anchor's: nothing enclosing the location is written in this file."""
+
+
 @dataclass
 class SourceMap:
-    """Where each location of a loaded document was written: ``loc -> (file, line)``."""
+    """Where each location of a loaded document was written: ``loc -> (file, line)``. The root
+    location ``()`` is the loaded file's first node."""
 
     entries: dict[Loc, tuple[Path, int]] = field(default_factory=dict)
+
+    @property
+    def file(self) -> Path | None:
+        """The file the document was loaded from (where its root was written)."""
+        root = self.entries.get(())
+        return root[0] if root is not None else None
 
     def where(self, loc: Loc) -> tuple[Path | None, int | None]:
         """File and line of ``loc``, or of its nearest written ancestor."""
@@ -36,9 +57,52 @@ class SourceMap:
                 return hit
         return None, None
 
-    def merged_over(self, base: SourceMap) -> SourceMap:
-        """This map's entries laid over ``base``'s (used by ``extends:``)."""
-        return SourceMap({**base.entries, **self.entries})
+    def merged_over(self, base: SourceMap, data: Mapping[str, Any], dropped: tuple[str, ...] = ()) -> SourceMap:
+        """The map of ``data`` (this map's document) merged over ``base``'s with :func:`deep_merge`
+        (used by ``extends:``): ``base``'s entries are kept where ``data`` does not replace them
+        (a list or value of ``data`` replaces the base's whole value), except under the top-level
+        keys ``dropped`` (not inherited). The root stays this map's."""
+        kept = {
+            loc: hit for loc, hit in base.entries.items() if loc and loc[0] not in dropped and not _replaced(data, loc)
+        }
+        return SourceMap({**kept, **self.entries})
+
+    def blame(self, loc: Loc, anchor: Loc | None = None) -> Blame:
+        """Where to report a problem at ``loc``: always in :attr:`file`, the file that was loaded.
+
+        The line is that of ``loc`` or of its nearest ancestor written in this file. A value
+        written only in another file (merged in by :meth:`merged_over`) is blamed on this file's
+        nearest enclosing key, or on ``anchor`` (e.g. ``("extends",)``) when there is none, and
+        its origin is returned in :attr:`Blame.inherited_from`. A location written nowhere (a
+        missing field) is blamed on its nearest written ancestor, the root being replaced by
+        ``anchor`` when that is given and written here.
+        """
+        own = self.file
+        origin: tuple[Path, int] | None = None
+        for end in range(len(loc), 0, -1):
+            hit = self.entries.get(tuple(loc[:end]))
+            if hit is None:
+                continue
+            if hit[0] == own:
+                return Blame(own, hit[1], origin)
+            origin = origin or hit
+        anchored = self.entries.get(anchor) if anchor is not None else None
+        if anchored is not None and anchored[0] == own:
+            return Blame(own, anchored[1], origin, anchored=True)
+        root = self.entries.get(())
+        return Blame(own, root[1] if root is not None else None, origin)
+
+
+def _replaced(over: Any, loc: Loc) -> bool:
+    """Whether ``over``, laid on a base document by :func:`deep_merge`, replaces the base's value at ``loc``."""
+    node = over
+    for key in loc:
+        if not isinstance(node, Mapping):
+            return True  # a list or value of ``over`` replaced the base's whole value here
+        if key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def display_path(path: Path) -> Path:

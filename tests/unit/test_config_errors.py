@@ -15,6 +15,8 @@ from edgeds import config
 from edgeds.errors import ConfigError
 from edgeds.hil.rig import load_rig
 
+SHIPPED_X86 = config.SHIPPED_DATA / "profiles" / "x86-cpu.yaml"
+
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -40,6 +42,98 @@ def _problem_lines(exc: ConfigError) -> list[str]:
 
 def _line_of(path: Path, text: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(text))
+
+
+# --------------------------------------------------------------------------- extends: blame the child
+
+
+def test_a_child_lacking_a_field_is_blamed_not_its_shipped_parent(workdir: Path) -> None:
+    # The reproduction: a profile extending a shipped one without its own description.
+    _write(workdir / "profiles" / "mine.yaml", "name: mine\nextends: x86-cpu\nprecision: fp32\n")
+    with pytest.raises(ConfigError) as info:
+        config.load_profile("mine")
+    assert _problem_lines(info.value) == ["profiles/mine.yaml:1: description: required field is missing"]
+
+
+def test_an_inherited_value_the_child_breaks_is_blamed_on_the_childs_key(workdir: Path) -> None:
+    path = _write(
+        workdir / "profiles" / "small.yaml",
+        "name: small\ndescription: smaller batches\nextends: x86-cpu\nbatching:\n  max_batch_size: 2\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        config.load_profile(path)
+    (line,) = _problem_lines(info.value)
+    parent_line = _line_of(SHIPPED_X86, "  preferred_batch_sizes")
+    assert line.startswith("profiles/small.yaml:4: batching.preferred_batch_sizes: 4 is outside 1..max_batch_size (2)")
+    assert line.endswith(f"(inherited from {SHIPPED_X86}:{parent_line})")
+
+
+def test_a_field_neither_child_nor_parent_sets_is_blamed_on_extends(workdir: Path) -> None:
+    _write(
+        workdir / "profiles" / "base.yaml",
+        "name: base\ndescription: a partial base\nhardware:\n  description: box\n  arch: x86_64\n"
+        "  cpu: any\n  cpu_cores: 2\nbackends:\n  - name: onnxruntime\nmemory: {budget_mb: 256}\n",
+    )
+    _write(workdir / "profiles" / "kid.yaml", "name: kid\ndescription: kid\n\nextends: base\n")
+    with pytest.raises(ConfigError) as info:
+        config.load_profile("kid")
+    assert _problem_lines(info.value) == [
+        "profiles/kid.yaml:4: hardware.memory_mb: required field is missing: set it here or at profiles/base.yaml:3",
+        "profiles/kid.yaml:4: latency: required field is missing: set it here or in the profile this one extends",
+    ]
+
+
+def test_a_list_the_child_replaces_keeps_no_line_of_the_parents(workdir: Path) -> None:
+    _write(workdir / "profiles" / "lists.yaml", "name: lists\ndescription: x\nextends: x86-cpu\nbackends:\n  - {}\n")
+    with pytest.raises(ConfigError) as info:
+        config.load_profile("lists")
+    assert _problem_lines(info.value) == ["profiles/lists.yaml:5: backends[0].name: required field is missing"]
+
+
+def test_a_bad_value_of_a_middle_parent_names_where_it_is_written(workdir: Path) -> None:
+    mid = _write(
+        workdir / "profiles" / "mid.yaml",
+        "name: mid\ndescription: mid\nextends: x86-cpu\nlatency:\n  p99_ms: -5\n",
+    )
+    _write(workdir / "profiles" / "leaf.yaml", "name: leaf\ndescription: leaf\nextends: mid\n")
+    with pytest.raises(ConfigError) as info:
+        config.load_profile("leaf")
+    assert _problem_lines(info.value) == [
+        "profiles/leaf.yaml:3: latency.p99_ms: must be > 0.0, got -5 (inherited from profiles/mid.yaml:5)"
+    ]
+    with pytest.raises(ConfigError) as info:
+        config.load_profile(mid)
+    assert _problem_lines(info.value) == ["profiles/mid.yaml:5: latency.p99_ms: must be > 0.0, got -5"]
+
+
+def test_a_childs_own_bad_value_keeps_its_own_line(workdir: Path) -> None:
+    _write(
+        workdir / "profiles" / "own.yaml",
+        "name: own\ndescription: own\nextends: x86-cpu\nbackends:\n  - name: onnxruntime\n"
+        "    options: {intra_op_num_threads: 0}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        config.load_profile("own")
+    (line,) = _problem_lines(info.value)
+    assert line.startswith("profiles/own.yaml:6: backends[0].options.intra_op_num_threads: ")
+    assert "inherited" not in line
+
+
+def test_extends_of_an_unknown_profile_names_the_line(workdir: Path) -> None:
+    _write(workdir / "profiles" / "orphan.yaml", "name: orphan\ndescription: x\nextends: nope\n")
+    with pytest.raises(ConfigError) as info:
+        config.load_profile("orphan")
+    (line,) = _problem_lines(info.value)
+    assert line.startswith("profiles/orphan.yaml:3: extends: no profile named 'nope' (known: ")
+
+
+def test_a_target_naming_an_unknown_profile_is_blamed_on_its_profile_line(workdir: Path) -> None:
+    _write(workdir / "targets" / "t.yaml", "name: t\ndescription: x\nprofile: x86-gpu\nlocal: true\n")
+    target = config.load_target("t")
+    with pytest.raises(ConfigError) as info:
+        config.resolve_target_profile(target)
+    (line,) = _problem_lines(info.value)
+    assert line.startswith("targets/t.yaml:3: profile: no profile named 'x86-gpu' (known: ")
 
 
 # --------------------------------------------------------------------------- YAML: every problem at once
