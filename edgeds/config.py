@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -32,6 +31,7 @@ from pydantic import (
 from . import backends
 from .backends.base import BackendOptions, Precision
 from .errors import ConfigError, NotFoundError
+from .fieldtypes import BatchAmount, FailureAmount, HostAddress, MqttUrl
 from .yamlio import Loc, Problem, SourceMap, deep_merge, display_path, dotted, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -322,11 +322,13 @@ class HostEntry(Frozen):
     """One device of a target."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    address: str
+    address: HostAddress = Field(description="IP address or host name edgeds reaches over SSH")
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     install_dir: str | None = None
-    agent_host: str | None = Field(default=None, description="address the agent binds here; default agent.http_host")
+    agent_host: HostAddress | None = Field(
+        default=None, description="address the agent binds here; default agent.http_host"
+    )
 
 
 class SshConfig(Frozen):
@@ -356,7 +358,7 @@ class SpoolConfig(Frozen):
 class MqttConfig(Frozen):
     """Broker connection. ``url`` None means the embedded broker (local target only)."""
 
-    url: str | None = Field(default=None, description="mqtt://host:port or mqtts://host:port")
+    url: MqttUrl | None = Field(default=None, description="mqtt://host:port or mqtts://host:port")
     protocol: Literal["5", "3.1.1"] = "5"
     prefix: str = "edgeds"
     username: str | None = None
@@ -366,20 +368,13 @@ class MqttConfig(Frozen):
     telemetry_interval_s: float = Field(default=5.0, gt=0)
     spool: SpoolConfig = SpoolConfig()
 
-    @field_validator("url")
-    @classmethod
-    def _url_form(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", value):
-            raise ValueError(f"must look like mqtt://host:port or mqtts://host:port, got {value!r}")
-        return value
-
 
 class RolloutPolicy(Frozen):
     """Fleet rollout: canary first, then batches; abort past the failure threshold."""
 
     canary: int = Field(default=1, ge=0)
-    batch: str = Field(default="25%", pattern=r"^(\d+|\d{1,3}%)$", description="hosts per batch: N or P%")
-    max_failures: str = Field(default="0", pattern=r"^(\d+|\d{1,3}%)$", description="abort above: N or P%")
+    batch: BatchAmount = Field(default="25%", description="hosts per batch: N (>= 1) or P% (1..100)")
+    max_failures: FailureAmount = Field(default="0", description="abort above: N or P% (0..100)")
     parallelism: int = Field(default=8, ge=1)
     host_timeout_s: float = Field(default=900.0, gt=0)
 
@@ -395,7 +390,7 @@ class AgentTls(Frozen):
 class AgentConfig(Frozen):
     """The on-device agent's HTTP endpoint, who may call it, and the user it runs as."""
 
-    http_host: str = "127.0.0.1"
+    http_host: HostAddress = Field(default="127.0.0.1", description="address the agent binds")
     http_port: int = Field(default=8000, ge=1, le=65535)
     swap_mode: Literal["zero_downtime", "unload_first"] = Field(
         default="zero_downtime", description="unload_first: memory-constrained devices; the gap is reported"

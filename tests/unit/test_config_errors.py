@@ -7,11 +7,12 @@ load; one broken file does not stop ``profiles list`` / ``targets list``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from edgeds import config
+from edgeds import config, fieldtypes
 from edgeds.errors import ConfigError
 from edgeds.hil.rig import load_rig
 
@@ -177,3 +178,114 @@ def test_yaml_that_cannot_be_read_is_one_line_not_a_traceback(workdir: Path, tex
     with pytest.raises(ConfigError) as info:
         config.load_profile(path)
     assert _problem_lines(info.value)[0].startswith(f"profiles/odd.yaml{expected}")
+
+
+# --------------------------------------------------------------------------- addresses, ports, percentages
+
+
+def test_a_target_with_a_bad_address_and_batch_is_refused_at_load(workdir: Path) -> None:
+    # The reproduction.
+    _write(
+        workdir / "targets" / "line.yaml",
+        "name: line\nprofile: x86-cpu\nhosts:\n  - name: dev-1\n    address: 192.0.2.300\nrollout:\n  batch: 150%\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        config.load_target("line")
+    assert _problem_lines(info.value) == [
+        "targets/line.yaml:5: hosts[0].address: not a valid IP address (IPv4 is four numbers 0..255), "
+        "got '192.0.2.300'",
+        "targets/line.yaml:7: rollout.batch: a percentage of the fleet must be 1..100 %, got '150%'",
+    ]
+
+
+def test_every_address_port_and_url_field_of_a_target_is_checked(workdir: Path) -> None:
+    path = _write(
+        workdir / "targets" / "all.yaml",
+        "name: all\nprofile: x86-cpu\nhosts:\n"
+        "  - {name: a, address: 'bad host', agent_host: 10.0.0.256}\n"
+        "  - {name: b, address: box.example, port: 0}\n"
+        "mqtt:\n  url: mqtt://broker.example:99999\n"
+        "rollout:\n  max_failures: 101%\n"
+        "agent:\n  http_host: '[::]'\n  http_port: 65536\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        config.load_target(path)
+    fields = [line.split(": ")[1] for line in _problem_lines(info.value)]
+    assert fields == [
+        "hosts[0].address",
+        "hosts[0].agent_host",
+        "hosts[1].port",
+        "mqtt.url",
+        "rollout.max_failures",
+        "agent.http_host",
+        "agent.http_port",
+    ]
+
+
+def test_counts_may_be_written_as_numbers(workdir: Path) -> None:
+    _write(
+        workdir / "targets" / "ok.yaml",
+        "name: ok\nprofile: x86-cpu\nhosts:\n  - {name: a, address: 'fe80::1'}\n  - {name: b, address: box-2.lan}\n"
+        "mqtt: {url: 'mqtts://[::1]:8883'}\nrollout: {batch: 2, max_failures: 0}\nagent: {http_host: 0.0.0.0}\n",
+    )
+    target = config.load_target("ok")
+    assert (target.rollout.batch, target.rollout.max_failures) == ("2", "0")
+
+
+@pytest.mark.parametrize("value", ["192.0.2.1", "::1", "fe80::1%eth0", "localhost", "dev-1", "a.b-c.example."])
+def test_good_hosts(value: str) -> None:
+    assert fieldtypes.check_host(value) == value
+
+
+@pytest.mark.parametrize(
+    "value", ["192.0.2.300", "1.2.3", "", "bad host", "-dev", "dev-", "host.123", "[::1]", "a" * 64, "x/y"]
+)
+def test_bad_hosts(value: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(value))):
+        fieldtypes.check_host(value)
+
+
+@pytest.mark.parametrize("value", ["mqtt://broker", "mqtt://broker:1883", "mqtts://10.0.0.2:8883/", "mqtt://[::1]:1"])
+def test_good_mqtt_urls(value: str) -> None:
+    assert fieldtypes.check_mqtt_url(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("http://broker:1883", "must look like mqtt://host:port"),
+        ("mqtt://broker:1883/topic", "must look like mqtt://host:port"),
+        ("mqtt://:1883", "must look like mqtt://host:port"),
+        ("mqtt://broker:0", "1..65535"),
+        ("mqtt://broker:65536", "1..65535"),
+        ("mqtt://broker:port", "1..65535"),
+        ("mqtt://user:secret@broker:1883", "credentials do not belong in the URL"),
+        ("mqtt://192.0.2.300:1883", "not a valid IP address"),
+    ],
+)
+def test_bad_mqtt_urls(value: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        fieldtypes.check_mqtt_url(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "batch_ok", "failures_ok"),
+    [
+        ("1", True, True),
+        ("0", False, True),
+        ("1%", True, True),
+        ("0%", False, True),
+        ("100%", True, True),
+        ("101%", False, False),
+        ("150%", False, False),
+        ("half", False, False),
+        ("5 %", False, False),
+    ],
+)
+def test_rollout_amounts(value: str, batch_ok: bool, failures_ok: bool) -> None:
+    for check, ok in ((fieldtypes.check_batch, batch_ok), (fieldtypes.check_failures, failures_ok)):
+        if ok:
+            assert check(value) == value
+        else:
+            with pytest.raises(ValueError, match=re.escape(repr(value))):
+                check(value)
