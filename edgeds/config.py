@@ -15,6 +15,7 @@ import contextlib
 import os
 import platform
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -664,13 +665,50 @@ LOCAL_TARGET = Target.model_validate(
 )
 
 
+@dataclass(frozen=True)
+class Unloadable:
+    """A file on the search path that does not load: its name, its file and why."""
+
+    name: str
+    path: Path
+    error: ConfigError
+
+
+def scan_profiles() -> tuple[dict[str, Profile], list[Unloadable]]:
+    """Every profile on the search path that loads (in :func:`list_profiles` order), and every
+    one that does not, with its error: one broken file does not hide the others."""
+    loaded: dict[str, Profile] = {}
+    broken: list[Unloadable] = []
+    for name, path in list_profiles().items():
+        try:
+            loaded[name] = load_profile(path)
+        except ConfigError as exc:
+            broken.append(Unloadable(name, path, exc))
+    return loaded, broken
+
+
+def scan_targets() -> tuple[list[Target], list[Unloadable]]:
+    """Every target on the search path that loads, in :func:`list_targets` order, the embedded
+    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it; and every file that
+    does not load, with its error."""
+    found = list_targets()
+    targets: list[Target] = [] if "local" in found else [LOCAL_TARGET]
+    broken: list[Unloadable] = []
+    for name, path in found.items():
+        try:
+            targets.append(load_target(path))
+        except ConfigError as exc:
+            broken.append(Unloadable(name, path, exc))
+    return targets, broken
+
+
 def load_targets() -> list[Target]:
     """Every target on the search path, loaded, in :func:`list_targets` order; the embedded
-    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it."""
-    found = list_targets()
-    targets = [load_target(path) for path in found.values()]
-    if "local" not in found:
-        targets.insert(0, LOCAL_TARGET)
+    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it. Raises the first
+    broken file's :class:`ConfigError` (:func:`scan_targets` reports them all instead)."""
+    targets, broken = scan_targets()
+    if broken:
+        raise broken[0].error
     return targets
 
 

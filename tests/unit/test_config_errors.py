@@ -7,16 +7,23 @@ load; one broken file does not stop ``profiles list`` / ``targets list``.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from edgeds import config, fieldtypes
+from edgeds.cli import app
 from edgeds.errors import ConfigError
 from edgeds.hil.rig import load_rig
 
 SHIPPED_X86 = config.SHIPPED_DATA / "profiles" / "x86-cpu.yaml"
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -289,3 +296,78 @@ def test_rollout_amounts(value: str, batch_ok: bool, failures_ok: bool) -> None:
         else:
             with pytest.raises(ValueError, match=re.escape(repr(value))):
                 check(value)
+
+
+# --------------------------------------------------------------------------- listing with a broken file
+
+
+def _broken_profile(workdir: Path) -> None:
+    _write(workdir / "profiles" / "good.yaml", "name: good\ndescription: mine\nextends: x86-cpu\n")
+    _write(workdir / "profiles" / "broken.yaml", "name: broken\ndescription: x\nextends: x86-cpu\nprecision: int3\n")
+
+
+def test_scan_profiles_loads_the_good_and_reports_the_broken(workdir: Path) -> None:
+    _broken_profile(workdir)
+    profiles, broken = config.scan_profiles()
+    assert "good" in profiles and "x86-cpu" in profiles and "broken" not in profiles
+    assert [(b.name, b.path.name) for b in broken] == [("broken", "broken.yaml")]
+    assert str(broken[0].error).startswith("profiles/broken.yaml:4: precision: must be one of")
+
+
+def test_profiles_list_shows_the_rest_and_reports_the_broken_one(workdir: Path) -> None:
+    _broken_profile(workdir)
+    result = runner.invoke(app, ["profiles", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"good", "x86-cpu"} <= {row["name"] for row in data["profiles"]}
+    assert "broken" not in {row["name"] for row in data["profiles"]}
+    (error,) = data["errors"]
+    assert error["name"] == "broken" and error["path"].endswith("broken.yaml")
+    assert len(error["problems"]) == 1 and error["problems"][0].startswith("profiles/broken.yaml:4: precision: ")
+
+    result = runner.invoke(app, ["profiles", "list"])
+    assert result.exit_code == 0, result.output
+    assert "good" in result.stdout and "broken" not in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: profile 'broken' not listed: profiles/broken.yaml:4: precision: must be one of")
+
+
+def test_targets_list_shows_the_rest_and_reports_the_broken_one(workdir: Path) -> None:
+    _write(workdir / "targets" / "bad.yaml", "name: bad\nprofile: x86-cpu\nhosts:\n  - {name: a, address: 1.2.3}\n")
+    _write(workdir / "targets" / "good.yaml", "name: good\nprofile: x86-cpu\nhosts:\n  - {name: a, address: box}\n")
+    targets, broken = config.scan_targets()
+    assert {"local", "good", "jetson-orin"} <= {t.name for t in targets}
+    assert [b.name for b in broken] == ["bad"]
+    with pytest.raises(ConfigError, match=re.escape("targets/bad.yaml:4: hosts")):
+        config.load_targets()
+
+    result = runner.invoke(app, ["targets", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert "good" in {row["name"] for row in data["targets"]}
+    assert [e["name"] for e in data["errors"]] == ["bad"]
+    result = runner.invoke(app, ["targets", "list"])
+    assert result.exit_code == 0, result.output
+    assert "targets/bad.yaml:4: hosts[0].address" in result.stderr
+
+
+def test_a_file_with_several_problems_is_one_listing_line(workdir: Path) -> None:
+    _write(workdir / "profiles" / "many.yaml", "name: many\ndescription: x\nextends: x86-cpu\na: 1\nb: 2\n")
+    result = runner.invoke(app, ["profiles", "list"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.endswith("(and 1 more: edgeds profiles show many)")
+
+
+def test_profiles_show_of_the_broken_one_exits_2_with_its_line(workdir: Path) -> None:
+    _broken_profile(workdir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeds", "profiles", "show", "broken"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "profiles/broken.yaml:4: precision: must be one of" in proc.stderr
