@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -32,12 +32,15 @@ from pydantic import (
 from . import backends
 from .backends.base import BackendOptions, Precision
 from .errors import ConfigError, NotFoundError
-from .yamlio import Loc, SourceMap, deep_merge, display_path, dotted, load_yaml
+from .fieldtypes import BatchAmount, FailureAmount, HostAddress, MqttUrl
+from .yamlio import Loc, Problem, SourceMap, deep_merge, display_path, dotted, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Profiles and targets shipped inside the package (package data), so an installed wheel has them.
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+NOT_INHERITED = ("name", "description", "extends")
+"""Top-level profile keys a child never takes from the profile it ``extends:``."""
 
 
 class Frozen(BaseModel):
@@ -164,9 +167,11 @@ class ServerLimits(Frozen):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "server"
-            raise ConfigError.single(None, None, f"server.{where}" if first["loc"] else where, first["msg"]) from exc
+            problems: list[Problem] = [
+                (None, None, dotted(("server", *(p for p in e["loc"] if isinstance(p, (str, int))))), _describe(e))
+                for e in exc.errors()
+            ]
+            raise ConfigError(problems) from exc
 
     @model_validator(mode="before")
     @classmethod
@@ -318,11 +323,13 @@ class HostEntry(Frozen):
     """One device of a target."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    address: str
+    address: HostAddress = Field(description="IP address or host name edgeds reaches over SSH")
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     install_dir: str | None = None
-    agent_host: str | None = Field(default=None, description="address the agent binds here; default agent.http_host")
+    agent_host: HostAddress | None = Field(
+        default=None, description="address the agent binds here; default agent.http_host"
+    )
 
 
 class SshConfig(Frozen):
@@ -352,7 +359,7 @@ class SpoolConfig(Frozen):
 class MqttConfig(Frozen):
     """Broker connection. ``url`` None means the embedded broker (local target only)."""
 
-    url: str | None = Field(default=None, description="mqtt://host:port or mqtts://host:port")
+    url: MqttUrl | None = Field(default=None, description="mqtt://host:port or mqtts://host:port")
     protocol: Literal["5", "3.1.1"] = "5"
     prefix: str = "edgeds"
     username: str | None = None
@@ -362,20 +369,13 @@ class MqttConfig(Frozen):
     telemetry_interval_s: float = Field(default=5.0, gt=0)
     spool: SpoolConfig = SpoolConfig()
 
-    @field_validator("url")
-    @classmethod
-    def _url_form(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", value):
-            raise ValueError(f"must look like mqtt://host:port or mqtts://host:port, got {value!r}")
-        return value
-
 
 class RolloutPolicy(Frozen):
     """Fleet rollout: canary first, then batches; abort past the failure threshold."""
 
     canary: int = Field(default=1, ge=0)
-    batch: str = Field(default="25%", pattern=r"^(\d+|\d{1,3}%)$", description="hosts per batch: N or P%")
-    max_failures: str = Field(default="0", pattern=r"^(\d+|\d{1,3}%)$", description="abort above: N or P%")
+    batch: BatchAmount = Field(default="25%", description="hosts per batch: N (>= 1) or P% (1..100)")
+    max_failures: FailureAmount = Field(default="0", description="abort above: N or P% (0..100)")
     parallelism: int = Field(default=8, ge=1)
     host_timeout_s: float = Field(default=900.0, gt=0)
 
@@ -391,7 +391,7 @@ class AgentTls(Frozen):
 class AgentConfig(Frozen):
     """The on-device agent's HTTP endpoint, who may call it, and the user it runs as."""
 
-    http_host: str = "127.0.0.1"
+    http_host: HostAddress = Field(default="127.0.0.1", description="address the agent binds")
     http_port: int = Field(default=8000, ge=1, le=65535)
     swap_mode: Literal["zero_downtime", "unload_first"] = Field(
         default="zero_downtime", description="unload_first: memory-constrained devices; the gap is reported"
@@ -453,6 +453,9 @@ class Target(Frozen):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    # Set by load_target: the file and line of ``profile:``, for errors about the profile it names.
+    _profile_source: tuple[Path | None, int | None] = (None, None)
+
     @model_validator(mode="after")
     def _hosts_xor_local(self) -> Target:
         if self.local and self.hosts:
@@ -488,26 +491,54 @@ def _describe(error: Any) -> str:
     return message
 
 
-Problem = tuple[Path | None, int | None, str, str]
-
-
 def _problem_order(problem: Problem) -> tuple[str, int]:
     return (str(problem[0]), problem[1] or 0)
 
 
-def validate_mapping(model: type[M], data: Any, smap: SourceMap, path: Path, loc_prefix: Loc = ()) -> M:
+def locate(
+    smap: SourceMap, loc: Loc, path: Path, message: str, anchor: Loc | None = None, *, missing: bool = False
+) -> Problem:
+    """The ``file:line: field: message`` problem at ``loc``, blamed on the loaded file (see
+    :meth:`SourceMap.blame`). A value inherited from another file names where it was written. A
+    field ``missing`` where the loaded file writes nothing around it says where it may be set:
+    here, or in the mapping it inherits, or in the profile it extends."""
+    blame = smap.blame(loc, anchor)
+    origin = blame.inherited_from
+    if missing and origin is not None:
+        message = f"{message}: set it here or at {origin[0]}:{origin[1]}"
+    elif missing and blame.anchored:
+        message = f"{message}: set it here or in the profile this one extends"
+    elif origin is not None:
+        message = f"{message} (inherited from {origin[0]}:{origin[1]})"
+    return (blame.path or path, blame.line, dotted(loc), message)
+
+
+def _inherit_anchor(loc: Loc) -> Loc | None:
+    """Where a profile blames what it inherits or fails to set: its ``extends:`` line, except
+    for the keys a child never inherits."""
+    return None if loc and loc[0] in NOT_INHERITED else ("extends",)
+
+
+def validate_mapping(
+    model: type[M], data: Any, smap: SourceMap, path: Path, loc_prefix: Loc = (), *, inherits: bool = False
+) -> M:
     """``data`` (loaded from ``path`` with ``smap``) validated by ``model``; every problem becomes a
-    ``file:line: field: message`` line of one :class:`ConfigError`."""
+    ``file:line: field: message`` line of one :class:`ConfigError`, blamed on the loaded file.
+    ``inherits``: ``data`` holds values merged from the file it ``extends:``."""
     if not isinstance(data, dict):
         raise ConfigError.single(path, 1, "", f"expected a mapping at the top level, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors = [(tuple(p for p in e["loc"] if isinstance(p, (str, int))), e) for e in exc.errors()]
+        failed_within = {o[:end] for o, _ in errors for end in range(len(o))}
         problems: list[Problem] = []
-        for error in exc.errors():
-            loc = (*loc_prefix, *(p for p in error["loc"] if isinstance(p, (str, int))))
-            where_path, line = smap.where(loc)
-            problems.append((where_path or path, line, dotted(loc), _describe(error)))
+        for field_loc, error in errors:
+            if error["type"] == "too_short" and field_loc in failed_within:
+                continue  # a list whose items failed also reads as too short: the items' problems say why
+            loc = (*loc_prefix, *field_loc)
+            anchor = _inherit_anchor(loc) if inherits else None
+            problems.append(locate(smap, loc, path, _describe(error), anchor, missing=error["type"] == "missing"))
         raise ConfigError(sorted(problems, key=_problem_order)) from exc
 
 
@@ -558,15 +589,18 @@ def _raw_profile(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], So
     parent = data.get("extends")
     if parent is None:
         return data, smap
+    line = smap.where(("extends",))[1]
     if not isinstance(parent, str):
-        raise ConfigError.single(shown, smap.where(("extends",))[1], "extends", "must be a profile name")
-    parent_path = _resolve("profiles", parent)
+        raise ConfigError.single(shown, line, "extends", f"must be a profile name, got {parent!r}")
+    try:
+        parent_path = _resolve("profiles", parent)
+    except NotFoundError as exc:
+        raise ConfigError.single(shown, line, "extends", str(exc)) from exc
     if parent_path.resolve() in seen:
-        raise ConfigError.single(shown, smap.where(("extends",))[1], "extends", f"cycle through {parent!r}")
+        raise ConfigError.single(shown, line, "extends", f"cycle through {parent!r}")
     base, base_map = _raw_profile(parent_path, (*seen, parent_path.resolve()))
-    base = {k: v for k, v in base.items() if k not in ("name", "description", "extends")}
-    merged = deep_merge(base, data)
-    return merged, smap.merged_over(SourceMap({k: v for k, v in base_map.entries.items() if k}))
+    base = {k: v for k, v in base.items() if k not in NOT_INHERITED}
+    return deep_merge(base, data), smap.merged_over(base_map, data, dropped=NOT_INHERITED)
 
 
 def _backend_option_problems(data: dict[str, Any], smap: SourceMap, path: Path) -> list[Problem]:
@@ -586,8 +620,7 @@ def _backend_option_problems(data: dict[str, Any], smap: SourceMap, path: Path) 
         except ValidationError as exc:
             for error in exc.errors():
                 loc = ("backends", index, "options", *(p for p in error["loc"] if isinstance(p, (str, int))))
-                where_path, line = smap.where(loc)
-                problems.append((where_path or path, line, dotted(loc), _describe(error)))
+                problems.append(locate(smap, loc, path, _describe(error), ("extends",)))
     return problems
 
 
@@ -598,7 +631,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     shown = display_path(path)
     option_problems = _backend_option_problems(data, smap, shown)
     try:
-        profile = validate_mapping(Profile, data, smap, shown)
+        profile = validate_mapping(Profile, data, smap, shown, inherits="extends" in data)
     except ConfigError as exc:
         raise ConfigError(sorted(exc.problems + option_problems, key=_problem_order)) from exc
     if option_problems:
@@ -615,7 +648,10 @@ def load_target(name_or_path: str | Path) -> Target:
             return LOCAL_TARGET
         raise
     data, smap = load_yaml(path)
-    return validate_mapping(Target, data, smap, display_path(path))
+    shown = display_path(path)
+    target = validate_mapping(Target, data, smap, shown)
+    target._profile_source = (shown, smap.where(("profile",))[1])
+    return target
 
 
 LOCAL_TARGET = Target.model_validate(
@@ -629,13 +665,50 @@ LOCAL_TARGET = Target.model_validate(
 )
 
 
+@dataclass(frozen=True)
+class Unloadable:
+    """A file on the search path that does not load: its name, its file and why."""
+
+    name: str
+    path: Path
+    error: ConfigError
+
+
+def scan_profiles() -> tuple[dict[str, Profile], list[Unloadable]]:
+    """Every profile on the search path that loads (in :func:`list_profiles` order), and every
+    one that does not, with its error: one broken file does not hide the others."""
+    loaded: dict[str, Profile] = {}
+    broken: list[Unloadable] = []
+    for name, path in list_profiles().items():
+        try:
+            loaded[name] = load_profile(path)
+        except ConfigError as exc:
+            broken.append(Unloadable(name, path, exc))
+    return loaded, broken
+
+
+def scan_targets() -> tuple[list[Target], list[Unloadable]]:
+    """Every target on the search path that loads, in :func:`list_targets` order, the embedded
+    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it; and every file that
+    does not load, with its error."""
+    found = list_targets()
+    targets: list[Target] = [] if "local" in found else [LOCAL_TARGET]
+    broken: list[Unloadable] = []
+    for name, path in found.items():
+        try:
+            targets.append(load_target(path))
+        except ConfigError as exc:
+            broken.append(Unloadable(name, path, exc))
+    return targets, broken
+
+
 def load_targets() -> list[Target]:
     """Every target on the search path, loaded, in :func:`list_targets` order; the embedded
-    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it."""
-    found = list_targets()
-    targets = [load_target(path) for path in found.values()]
-    if "local" not in found:
-        targets.insert(0, LOCAL_TARGET)
+    :data:`LOCAL_TARGET` first unless a file named ``local`` replaces it. Raises the first
+    broken file's :class:`ConfigError` (:func:`scan_targets` reports them all instead)."""
+    targets, broken = scan_targets()
+    if broken:
+        raise broken[0].error
     return targets
 
 
@@ -651,6 +724,13 @@ def detect_profile_name(machine: str | None = None, probe_tegra: Callable[[], bo
 
 
 def resolve_target_profile(target: Target) -> Profile:
-    """The profile a target uses, detecting this machine's for ``profile: auto``."""
+    """The profile a target uses, detecting this machine's for ``profile: auto``. A profile that
+    does not exist is a :class:`ConfigError` at the target's ``profile:`` line."""
     name = detect_profile_name() if target.profile == "auto" else target.profile
-    return load_profile(name)
+    try:
+        return load_profile(name)
+    except NotFoundError as exc:
+        path, line = target._profile_source
+        if path is None:
+            raise
+        raise ConfigError.single(path, line, "profile", str(exc)) from exc

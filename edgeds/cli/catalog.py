@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 
 from .. import config
-from ._output import JSON_OPTION, console, emit, table, to_jsonable
+from ._output import JSON_OPTION, console, console_err, emit, table, to_jsonable
 
 profiles_app = typer.Typer(
     help="List and show device profiles (shipped, ./profiles, $EDGEDS_PROFILES).", no_args_is_help=True
@@ -20,24 +21,24 @@ targets_app = typer.Typer(
 
 @profiles_app.command("list")
 def profiles_list(as_json: bool = JSON_OPTION) -> None:
-    """List every profile on the search path with its backend chain."""
-    rows: list[dict[str, Any]] = []
-    for name, path in config.list_profiles().items():
-        profile = config.load_profile(path)
-        rows.append(
-            {
-                "name": name,
-                "description": profile.description,
-                "chain": [f"{b}:{p}" for b, p, _ in profile.chain()],
-                "max_batch_size": profile.batching.max_batch_size,
-                "memory_budget_mb": profile.memory.budget_mb,
-                "path": str(path),
-            }
-        )
-    emit(
-        rows,
-        as_json,
-        lambda: console.print(
+    """List every profile on the search path with its backend chain; a file that does not load
+    is reported (stderr; ``errors`` in JSON) and the rest are listed."""
+    profiles, broken = config.scan_profiles()
+    paths = config.list_profiles()
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "description": profile.description,
+            "chain": [f"{b}:{p}" for b, p, _ in profile.chain()],
+            "max_batch_size": profile.batching.max_batch_size,
+            "memory_budget_mb": profile.memory.budget_mb,
+            "path": str(paths[name]),
+        }
+        for name, profile in profiles.items()
+    ]
+
+    def human() -> None:
+        console.print(
             table(
                 "Profiles",
                 ["name", "backend chain", "max batch", "memory MiB", "description"],
@@ -46,8 +47,10 @@ def profiles_list(as_json: bool = JSON_OPTION) -> None:
                     for r in rows
                 ],
             )
-        ),
-    )
+        )
+        _report_unloadable("profile", broken)
+
+    emit({"profiles": rows, "errors": _unloadable_json(broken)}, as_json, human)
 
 
 @profiles_app.command("show")
@@ -62,7 +65,9 @@ def profiles_show(name: str = typer.Argument(..., help="Profile name or path."),
 
 @targets_app.command("list")
 def targets_list(as_json: bool = JSON_OPTION) -> None:
-    """List every target on the search path (plus the embedded ``local``)."""
+    """List every target on the search path (plus the embedded ``local``); a file that does not
+    load is reported (stderr; ``errors`` in JSON) and the rest are listed."""
+    targets, broken = config.scan_targets()
     rows: list[dict[str, Any]] = [
         {
             "name": t.name,
@@ -72,19 +77,20 @@ def targets_list(as_json: bool = JSON_OPTION) -> None:
             "broker": t.mqtt.url or "embedded",
             "description": t.description,
         }
-        for t in config.load_targets()
+        for t in targets
     ]
-    emit(
-        rows,
-        as_json,
-        lambda: console.print(
+
+    def human() -> None:
+        console.print(
             table(
                 "Targets",
                 ["name", "profile", "hosts", "broker", "description"],
                 [[r["name"], r["profile"], len(r["hosts"]) or "local", r["broker"], r["description"]] for r in rows],
             )
-        ),
-    )
+        )
+        _report_unloadable("target", broken)
+
+    emit({"targets": rows, "errors": _unloadable_json(broken)}, as_json, human)
 
 
 @targets_app.command("show")
@@ -96,6 +102,19 @@ def targets_show(name: str = typer.Argument(..., help="Target name or path."), a
     data = to_jsonable(target)
     data["resolved_profile"] = config.resolve_target_profile(target).name
     emit(data, as_json, lambda: console.print(Syntax(yaml.safe_dump(data, sort_keys=False), "yaml")))
+
+
+def _unloadable_json(broken: list[config.Unloadable]) -> list[dict[str, Any]]:
+    return [{"name": b.name, "path": str(b.path), "problems": str(b.error).splitlines()} for b in broken]
+
+
+def _report_unloadable(kind: str, broken: list[config.Unloadable]) -> None:
+    """One stderr line for each file that did not load: its first ``file:line: field: message``
+    and, when it has more, how many and the command that shows them all."""
+    for item in broken:
+        first, *rest = str(item.error).splitlines() or [""]
+        more = f" (and {len(rest)} more: edgeds {kind}s show {item.name})" if rest else ""
+        console_err.print(f"[bold red]error:[/] {kind} {item.name!r} not listed: {escape(first)}{more}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

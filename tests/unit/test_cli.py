@@ -28,9 +28,9 @@ def test_version() -> None:
 
 
 def test_profiles_list_json() -> None:
-    rows = _json("profiles", "list")
-    assert isinstance(rows, list)
-    by_name = {row["name"]: row for row in rows}
+    data = _json("profiles", "list")
+    assert isinstance(data, dict) and data["errors"] == []
+    by_name = {row["name"]: row for row in data["profiles"]}
     assert by_name["x86-cpu"]["chain"][0] == "onnxruntime:int8"
     assert by_name["intel-nuc-12"]["chain"][0] == "openvino:int8"
 
@@ -43,9 +43,9 @@ def test_profiles_show_json_resolves_extends() -> None:
 
 
 def test_targets_list_and_show_json() -> None:
-    rows = _json("targets", "list")
-    assert isinstance(rows, list)
-    names = {row["name"] for row in rows}
+    data = _json("targets", "list")
+    assert isinstance(data, dict) and data["errors"] == []
+    names = {row["name"] for row in data["targets"]}
     assert {"local", "jetson-orin", "intel-nuc", "snapdragon"} <= names
     local = _json("targets", "show", "local")
     assert isinstance(local, dict)
