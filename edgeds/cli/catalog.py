@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.syntax import Syntax
 
-from .. import config
-from ._output import JSON_OPTION, console, emit, table, to_jsonable
+from ._output import JSON_OPTION, console, emit, print_yaml, table, to_jsonable
 
 profiles_app = typer.Typer(
     help="List and show device profiles (shipped, ./profiles, $EDGEDS_PROFILES).", no_args_is_help=True
@@ -21,6 +19,8 @@ targets_app = typer.Typer(
 @profiles_app.command("list")
 def profiles_list(as_json: bool = JSON_OPTION) -> None:
     """List every profile on the search path with its backend chain."""
+    from .. import config
+
     rows: list[dict[str, Any]] = []
     for name, path in config.list_profiles().items():
         profile = config.load_profile(path)
@@ -55,14 +55,18 @@ def profiles_show(name: str = typer.Argument(..., help="Profile name or path."),
     """Show one profile with ``extends:`` resolved."""
     import yaml
 
+    from .. import config
+
     profile = config.load_profile(name)
     data = to_jsonable(profile)
-    emit(data, as_json, lambda: console.print(Syntax(yaml.safe_dump(data, sort_keys=False), "yaml")))
+    emit(data, as_json, lambda: print_yaml(yaml.safe_dump(data, sort_keys=False)))
 
 
 @targets_app.command("list")
 def targets_list(as_json: bool = JSON_OPTION) -> None:
     """List every target on the search path (plus the embedded ``local``)."""
+    from .. import config
+
     rows: list[dict[str, Any]] = [
         {
             "name": t.name,
@@ -92,10 +96,12 @@ def targets_show(name: str = typer.Argument(..., help="Target name or path."), a
     """Show one target, with the profile it resolves to."""
     import yaml
 
+    from .. import config
+
     target = config.load_target(name)
     data = to_jsonable(target)
     data["resolved_profile"] = config.resolve_target_profile(target).name
-    emit(data, as_json, lambda: console.print(Syntax(yaml.safe_dump(data, sort_keys=False), "yaml")))
+    emit(data, as_json, lambda: print_yaml(yaml.safe_dump(data, sort_keys=False)))
 
 
 def register(app: typer.Typer) -> None:

@@ -79,9 +79,9 @@ class InspectionSummary:
             table = Table(
                 title=f"Confusion matrix (rows: truth, columns: predicted) | accuracy {100 * self.accuracy:.2f}%"
             )
-            table.add_column("")
+            table.add_column("", overflow="fold")
             for label in self.labels:
-                table.add_column(label, justify="right")
+                table.add_column(label, justify="right", overflow="fold")
             for label, row in zip(self.labels, self.confusion, strict=True):
                 table.add_row(label, *(str(v) for v in row))
             console.print(table)
