@@ -179,7 +179,7 @@ def _human(report: dict[str, Any]) -> None:
         console.print(
             table(
                 f"Scenarios ({report['transport']})",
-                ["scenario", "qps", "samples/s", "p50", "p90", "p99", "mean batch", "errors"],
+                ["scenario", "queries/s", "samples/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "errors"],
                 rows,
             )
         )

@@ -117,7 +117,7 @@ def deploy(
                 h.release or "",
                 "yes" if h.already_installed else "",
                 h.uploaded_bytes,
-                f"{h.seconds:.1f}s",
+                f"{h.seconds:.1f}",
                 escape(h.message[:120]),
             ]
             for h in result.hosts
@@ -125,7 +125,7 @@ def deploy(
         console.print(
             table(
                 f"Deploy {model} v{bundle_version} to {loaded.name}",
-                ["host", "status", "release", "already", "uploaded B", "time", "message"],
+                ["host", "status", "release", "already", "uploaded B", "time s", "message"],
                 rows,
             )
         )

@@ -239,3 +239,44 @@ def test_help_imports_no_heavy_library(args: list[str], tmp_path: Path) -> None:
     allowed = {"pydantic"} if len(args) > 1 else set()
     heavy = sorted(m for m in loaded if m.split(".")[0] in set(HEAVY) - allowed)
     assert not heavy, f"edgeds {' '.join(args)} imports {heavy}"
+
+
+# --- units --------------------------------------------------------------------------------------
+
+
+def test_the_compile_report_puts_units_in_its_header() -> None:
+    report = _report()
+    columns = report.columns()
+    assert columns == [
+        "backend",
+        "precision",
+        "outcome",
+        "top-1 %",
+        "drop pts",
+        "agreement",
+        "cosine",
+        "size MB",
+        "time s",
+        "why",
+    ]
+    row = report.rows()[0]
+    assert row[3:9] == ["95.75", "-3.75", "0.9612", "0.9871", "2.81", "12.3"]
+
+
+def test_the_bench_tables_put_units_in_their_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeds.cli import bench
+
+    run = {"qps": 100.0, "samples_per_s": 100.0, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0, "errors": 0}
+    report = {
+        "transport": "in-process",
+        "scenarios": {
+            "floor": {"per_batch": [{"batch": 1, "samples_per_s": 900.0, "p50_ms": 1.1, "p99_ms": 1.4}]},
+            "single": {**run, "mean_batch_size": 1.0},
+        },
+    }
+    out = io.StringIO()
+    monkeypatch.setattr(bench, "console", Console(file=out, width=200, color_system=None))
+    bench._human(report)
+    headers = [line for line in out.getvalue().splitlines() if "p50" in line]
+    assert headers and all("p50 ms" in line for line in headers)
+    assert "queries/s" in out.getvalue()
