@@ -47,7 +47,7 @@ class FitTable:
 
         Cells wrap at spaces; a word longer than its column folds onto the next line, whole.
         """
-        out = Table(title=self.title, title_justify="left")
+        out = Table()
         for index, column in enumerate(self.columns):
             width = None if widths is None else widths[index]
             out.add_column(column, overflow="fold", no_wrap=False, width=width)
@@ -58,8 +58,6 @@ class FitTable:
     def vertical(self) -> Group:
         """One block per row: ``column: value`` lines, a blank line between rows."""
         parts: list[Any] = []
-        if self.title:
-            parts.append(Text.from_markup(self.title, style="table.title"))
         for index, row in enumerate(self.rows):
             if index or self.title:
                 parts.append(Text(""))
@@ -81,18 +79,25 @@ class FitTable:
             out.append(Measurement(max(m.minimum for m in sizes), max(m.maximum for m in sizes)))
         return out
 
-    def layout(self, console: Console, options: ConsoleOptions) -> Table | Group:
-        """The table as wide as it needs when that fits ``options.max_width``; else with its columns
-        narrowed (never below their longest word) when that fits; else the vertical layout."""
+    def layout(self, console: Console, options: ConsoleOptions) -> Group:
+        """The title over: the table as wide as it needs when that fits ``options.max_width``; else
+        with its columns narrowed (never below their longest word) when that fits; else the
+        vertical layout."""
         measured = self.measure_columns(console, options)
         room = options.max_width - _frame(len(self.columns))
+        body: Table | Group
         if sum(m.maximum for m in measured) <= room:
-            return self.grid()
-        if sum(m.minimum for m in measured) <= room:
-            return self.grid(share(room, measured))
-        return self.vertical()
+            body = self.grid()
+        elif sum(m.minimum for m in measured) <= room:
+            body = self.grid(share(room, measured))
+        else:
+            body = self.vertical()
+        if not self.title:
+            return Group(body)
+        return Group(Text.from_markup(self.title, style="table.title", justify="left"), body)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        options = options.update(no_wrap=False, overflow="fold")  # a soft-wrapping print would crop the title
         for line in console.render_lines(self.layout(console, options), options, pad=False):
             yield from _rstrip(line)  # no trailing blanks: a piped table diffs and greps cleanly
             yield Segment.line()

@@ -109,6 +109,16 @@ def test_a_table_too_narrow_for_its_words_turns_vertical() -> None:
     assert "why:" + "".join(REASON.split()) in "".join(text.split())  # wrapped under its key, all of it
 
 
+@pytest.mark.parametrize("cell", ["2", "2" * 60])
+def test_a_long_title_wraps_on_a_soft_wrapping_console(cell: str) -> None:
+    title = "Compile report: models/surface-defect/model.onnx for x86-cpu"
+    out = io.StringIO()
+    Console(file=out, width=30, color_system=None, soft_wrap=True).print(table(title, ["a", "b"], [["1", cell]]))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 30 for line in lines)
+    assert "".join("".join(lines[:3]).split()).startswith("".join(title.split()))  # wrapped, folded, not cut
+
+
 def test_markup_in_cells_is_rendered_in_both_layouts() -> None:
     rows = [["tensorrt", "[red]no[/]", "TensorRT not importable → pip install 'edgeds\\[tensorrt]'"]]
     for width in (120, 20):
