@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """How long the ``edgeds`` command takes to start: ``--help``, ``doctor --help``, ``--version``.
 
-Each case runs as a fresh ``python -m edgeds ...`` subprocess, ``--runs`` times, interleaved
-round by round with a bare ``python -c pass`` baseline, so that all of them see the same
-machine state. Prints the median and p90 wall time of each in ms, and the median over the
-baseline, and writes JSON (default bench/results/cli_bench.json). ``--imports`` adds, per case,
-the 15 slowest imports that ``python -X importtime`` reports (cumulative µs).
+Each case runs as a fresh ``python -m edgeds ...`` subprocess in this checkout (its ``edgeds``
+first on the path), ``--runs`` times, interleaved round by round with a bare ``python -c pass``
+baseline, so that all of them see the same machine state. Prints the median and p90 wall time
+of each in ms, and the median over the baseline, and writes JSON (default
+bench/results/cli_bench.json). ``--imports`` adds, per case, the 15 slowest imports that
+``python -X importtime`` reports (cumulative µs).
 
     .venv/bin/python bench/cli_bench.py [--runs 20] [--imports]
 """
@@ -44,7 +45,9 @@ def _env() -> dict[str, str]:
 def run_once(args: list[str], env: dict[str, str]) -> float:
     """Wall seconds of one ``python ARGS`` subprocess; it must exit 0."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+    )
     return time.perf_counter() - start
 
 
@@ -57,7 +60,7 @@ def percentile(values: list[float], q: float) -> float:
 def slowest_imports(args: list[str], env: dict[str, str], top: int = 15) -> list[dict[str, Any]]:
     """The ``top`` imports with the largest cumulative time under ``python -X importtime``."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-X", "importtime", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     timed: list[tuple[int, str]] = []
     for line in proc.stderr.splitlines():
