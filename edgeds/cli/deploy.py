@@ -118,7 +118,7 @@ def deploy(
                 "yes" if h.already_installed else "",
                 h.uploaded_bytes,
                 f"{h.seconds:.1f}",
-                escape(h.message[:120]),
+                escape(h.message),
             ]
             for h in result.hosts
         ]

@@ -160,6 +160,20 @@ def test_doctor_at_80_columns_shows_every_install_hint() -> None:
         assert "".join(hint.split()) in flat or all(w in proc.stdout for w in hint.split()), hint
 
 
+def test_status_shows_a_host_error_whole(tmp_path: Path) -> None:
+    target = tmp_path / "t.yaml"
+    target.write_text(
+        "schema: 1\nname: t\nprofile: x86-cpu\n"
+        "hosts:\n  - {name: dev-a-with-a-rather-long-name, address: 127.0.0.1, port: 1}\n"  # nothing listens
+        f"ssh: {{user: edgeds, key: {tmp_path / 'no-key'}, known_hosts: {tmp_path / 'known_hosts'}}}\n"
+        "install_dir: /opt/edgeds\n"
+    )
+    error = json.loads(_edgeds("status", "-t", str(target), "--json").stdout)["dev-a-with-a-rather-long-name"]["error"]
+    proc = _edgeds("status", "-t", str(target), COLUMNS="60")
+    assert proc.returncode == 1 and "…" not in proc.stdout
+    assert "".join(error.split()) in "".join(proc.stdout.split()), (error, proc.stdout)
+
+
 def test_show_piped_prints_the_plain_yaml() -> None:
     data = json.loads(runner.invoke(app, ["profiles", "show", "x86-cpu", "--json"]).stdout)
     result = runner.invoke(app, ["profiles", "show", "x86-cpu"])
