@@ -19,12 +19,15 @@ not what they should be.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from . import backends, config, modelcard
 from ._version import __version__
@@ -138,10 +141,8 @@ def trip(model: Path, work: Path, console: Console) -> bool:
     console.rule(f"compile for {profile.name}")
     with progress_callback() as on_progress:
         result = compile_model(model, profile, out=work / "bundle", key=private_key, progress=on_progress)
-
-    console.print(
-        table(f"Compile report ({result.report.seconds:.1f} s)", result.report.columns(), result.report.rows())
-    )
+    rows = [[escape(c) for c in row] for row in result.report.rows()]
+    console.print(table(f"Compile report ({result.report.seconds:.1f} s)", result.report.columns(), rows))
     console.print(f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, signed: {result.signed})")
 
     console.rule("embedded broker + simulated device")
@@ -171,7 +172,7 @@ def trip(model: Path, work: Path, console: Console) -> bool:
                 table(
                     "Deploy",
                     ["host", "status", "release", "message"],
-                    [[h.host, h.status, h.release, h.message] for h in rollout.hosts],
+                    [[h.host, h.status, h.release, escape(h.message)] for h in rollout.hosts],
                 )
             )
             ok &= all(h.status == "SUCCEEDED" for h in rollout.hosts)
@@ -214,8 +215,9 @@ def trip(model: Path, work: Path, console: Console) -> bool:
                 capture_output=True,
                 text=True,
                 check=False,
+                env={**os.environ, "COLUMNS": str(console.width)},  # its table fits this console
             )
-            console.print(monitor.stdout.rstrip() or monitor.stderr.rstrip())
+            console.print(Text(monitor.stdout.rstrip() or monitor.stderr.rstrip()))
             ok &= monitor.returncode == 0
     console.rule("cleaned up: device, agent and broker stopped")
     from .demo_lm import lm_trip

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import config
 from .cli._output import table
@@ -52,9 +53,8 @@ def lm_trip(work: Path, private_key: Path, public_key: Path, console: Console) -
             progress=on_progress,
             validation_limit=GATE_PROMPTS,
         )
-    console.print(
-        table(f"Compile report ({result.report.seconds:.1f} s)", result.report.columns(), result.report.rows())
-    )
+    rows = [[escape(c) for c in row] for row in result.report.rows()]
+    console.print(table(f"Compile report ({result.report.seconds:.1f} s)", result.report.columns(), rows))
     console.print(
         f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, signed: {result.signed}); "
         f"quality gate on the first {GATE_PROMPTS} evaluation prompts"
@@ -68,7 +68,7 @@ def lm_trip(work: Path, private_key: Path, public_key: Path, console: Console) -
         try:
             console.print(f"edgeds serve on {server.url}: {engine.name} on {engine.runtime}, {engine.plan.describe()}")
             client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=60)
-            rows = []
+            answers = []
             for i, example in enumerate(examples):
                 messages = [dict(m) for m in example.messages]
                 if i == 0:
@@ -82,13 +82,14 @@ def lm_trip(work: Path, private_key: Path, public_key: Path, console: Console) -
                     )
                     answer = reply.choices[0].message.content or ""
                 ok = shift_reports.score(answer, example)
-                rows.append([example.kind, messages[-1]["content"].splitlines()[-1], answer, "✓" if ok else "✗"])
-            correct = sum(row[-1] == "✓" for row in rows)
+                request = messages[-1]["content"].splitlines()[-1]
+                answers.append([example.kind, escape(request), escape(answer), "✓" if ok else "✗"])
+            correct = sum(row[-1] == "✓" for row in answers)
             console.print(
                 table(
-                    f"Shifts it has not seen ({correct}/{len(rows)} state every fact exactly)",
+                    f"Shifts it has not seen ({correct}/{len(answers)} state every fact exactly)",
                     ["kind", "request", "answer", ""],
-                    rows,
+                    answers,
                 )
             )
             stats = engine.stats()
@@ -102,7 +103,7 @@ def lm_trip(work: Path, private_key: Path, public_key: Path, console: Console) -
             server.stop()
     finally:
         engine.close()
-    return correct >= PASS_SHARE * len(rows)
+    return correct >= PASS_SHARE * len(answers)
 
 
 def _streamed(client: object, model: str, messages: list[dict[str, str]], console: Console) -> str:

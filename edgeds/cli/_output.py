@@ -1,27 +1,51 @@
-"""Output for people (rich) and machines (``--json``), shared by every command."""
+"""Output for people (rich) and machines (``--json``), shared by every command.
+
+``console`` (stdout) lays tables out to the terminal's width, or ``$COLUMNS`` when set; piped
+without ``$COLUMNS`` it is :data:`PIPE_WIDTH` wide, so a table keeps each row on one line for
+``grep`` and ``cut`` instead of rich's default of 80 columns. Tables (:func:`table`) never cut a
+value at any width (:mod:`edgeds.cli._tables`). Neither console hard-wraps a printed line (rich's
+``soft_wrap``; the terminal wraps it): a message, and an error on ``console_err`` (stderr:
+errors, progress), stays one line however narrow the terminal.
+
+Importing this module loads rich and typer only: the ``--help`` path stays light.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
 
-console = Console(highlight=False)
-console_err = Console(stderr=True, highlight=False)
+from ._tables import FitTable
+
+PIPE_WIDTH = 4096
+"""Columns of stdout when it is not a terminal and ``$COLUMNS`` is unset."""
+
+
+def _stdout_console() -> Console:
+    out = Console(highlight=False, soft_wrap=True)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPE_WIDTH
+    return out
+
+
+console = _stdout_console()
+console_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 
 
 def to_jsonable(value: Any) -> Any:
     """Pydantic models, dataclasses, paths and tuples as plain JSON values."""
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -45,11 +69,17 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    """A rich table with ``columns`` and stringified ``rows``."""
-    out = Table(title=title, title_justify="left")
-    for column in columns:
-        out.add_column(column)
-    for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
-    return out
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> FitTable:
+    """A table with ``columns`` and stringified ``rows`` (markup) that shows every value whole at any width."""
+    return FitTable(title, columns, rows)
+
+
+def print_yaml(text: str) -> None:
+    """YAML on stdout: highlighted and wrapped on a terminal, the plain text when piped."""
+    if console.is_terminal:
+        from rich.syntax import Syntax
+
+        console.print(Syntax(text, "yaml", word_wrap=True))
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()

@@ -18,9 +18,13 @@ def bench(
         str | None, typer.Option(help="Benchmark a running server instead, e.g. http://127.0.0.1:8000")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name on the server (default: the only one).")] = None,
-    scenarios: Annotated[str, typer.Option(help="Comma list of floor,single,multi,server,offline,sweep.")] = (
-        "floor,single,multi,server,offline,sweep"
-    ),
+    scenarios: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of: floor, single, multi, server, offline, sweep.",
+            show_default="floor, single, multi, server, offline, sweep",
+        ),
+    ] = "floor,single,multi,server,offline,sweep",
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds per measured run (warm-up excluded).")] = 3.0,
     concurrency: Annotated[str, typer.Option(help="Concurrency levels of the sweep.")] = "1,2,4,8,16",
     p99_ms: Annotated[float, typer.Option(help="p99 bound of the Server scenario (ms).")] = 50.0,
@@ -180,7 +184,7 @@ def _human(report: dict[str, Any]) -> None:
         console.print(
             table(
                 f"Scenarios ({report['transport']})",
-                ["scenario", "qps", "samples/s", "p50", "p90", "p99", "mean batch", "errors"],
+                ["scenario", "queries/s", "samples/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "errors"],
                 rows,
             )
         )

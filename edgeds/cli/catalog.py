@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
-from rich.syntax import Syntax
 
-from .. import config
-from ._output import JSON_OPTION, console, console_err, emit, table, to_jsonable
+from ._output import JSON_OPTION, console, console_err, emit, print_yaml, table, to_jsonable
+
+if TYPE_CHECKING:
+    from ..config import Unloadable
 
 profiles_app = typer.Typer(
     help="List and show device profiles (shipped, ./profiles, $EDGEDS_PROFILES).", no_args_is_help=True
@@ -23,6 +24,8 @@ targets_app = typer.Typer(
 def profiles_list(as_json: bool = JSON_OPTION) -> None:
     """List every profile on the search path with its backend chain; a file that does not load
     is reported (stderr; ``errors`` in JSON) and the rest are listed."""
+    from .. import config
+
     profiles, broken = config.scan_profiles()
     paths = config.list_profiles()
     rows: list[dict[str, Any]] = [
@@ -58,15 +61,19 @@ def profiles_show(name: str = typer.Argument(..., help="Profile name or path."),
     """Show one profile with ``extends:`` resolved."""
     import yaml
 
+    from .. import config
+
     profile = config.load_profile(name)
     data = to_jsonable(profile)
-    emit(data, as_json, lambda: console.print(Syntax(yaml.safe_dump(data, sort_keys=False), "yaml")))
+    emit(data, as_json, lambda: print_yaml(yaml.safe_dump(data, sort_keys=False)))
 
 
 @targets_app.command("list")
 def targets_list(as_json: bool = JSON_OPTION) -> None:
     """List every target on the search path (plus the embedded ``local``); a file that does not
     load is reported (stderr; ``errors`` in JSON) and the rest are listed."""
+    from .. import config
+
     targets, broken = config.scan_targets()
     rows: list[dict[str, Any]] = [
         {
@@ -98,17 +105,19 @@ def targets_show(name: str = typer.Argument(..., help="Target name or path."), a
     """Show one target, with the profile it resolves to."""
     import yaml
 
+    from .. import config
+
     target = config.load_target(name)
     data = to_jsonable(target)
     data["resolved_profile"] = config.resolve_target_profile(target).name
-    emit(data, as_json, lambda: console.print(Syntax(yaml.safe_dump(data, sort_keys=False), "yaml")))
+    emit(data, as_json, lambda: print_yaml(yaml.safe_dump(data, sort_keys=False)))
 
 
-def _unloadable_json(broken: list[config.Unloadable]) -> list[dict[str, Any]]:
+def _unloadable_json(broken: list[Unloadable]) -> list[dict[str, Any]]:
     return [{"name": b.name, "path": str(b.path), "problems": str(b.error).splitlines()} for b in broken]
 
 
-def _report_unloadable(kind: str, broken: list[config.Unloadable]) -> None:
+def _report_unloadable(kind: str, broken: list[Unloadable]) -> None:
     """One stderr line for each file that did not load: its first ``file:line: field: message``
     and, when it has more, how many and the command that shows them all."""
     for item in broken:

@@ -140,15 +140,15 @@ def deploy(
                 h.release or "",
                 "yes" if h.already_installed else "",
                 h.uploaded_bytes,
-                f"{h.seconds:.1f}s",
-                escape(h.message[:120]),
+                f"{h.seconds:.1f}",
+                escape(h.message),
             ]
             for h in result.hosts
         ]
         console.print(
             table(
                 f"Deploy {model} v{bundle_version} to {loaded.name}",
-                ["host", "status", "release", "already", "uploaded B", "time", "message"],
+                ["host", "status", "release", "already", "uploaded B", "time s", "message"],
                 rows,
             )
         )

@@ -60,14 +60,16 @@ def setup(
                 r.probe.get("python", ""),
                 r.environment,
                 r.service,
-                f"{r.installed_seconds:.1f}s",
+                f"{r.installed_seconds:.1f}",
                 r.message,
             ]
             for r in results
         ]
         console.print(
             table(
-                "Device setup", ["host", "result", "arch", "python", "environment", "service", "time", "message"], rows
+                "Device setup",
+                ["host", "result", "arch", "python", "environment", "service", "time s", "message"],
+                rows,
             )
         )
         for r in results:

@@ -63,7 +63,10 @@ def sim_down(state: StateOption = None, as_json: bool = JSON_OPTION) -> None:
 def run(
     rig: str = typer.Option(..., "--rig", "-r", help="Rig name (hil/rigs/<name>.yaml) or YAML path."),
     suite: str = typer.Option(
-        "conformance,perf,reliability", "--suite", help="Comma-separated: conformance,perf,reliability,soak."
+        "conformance,perf,reliability",
+        "--suite",
+        help="Comma-separated: conformance, perf, reliability, soak.",
+        show_default="conformance, perf, reliability",
     ),
     bundle: Annotated[
         Path | None, typer.Option("--bundle", "-b", help="Signed bundle to gate (default: a tiny test bundle).")

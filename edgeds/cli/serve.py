@@ -115,7 +115,7 @@ def serve(
         typer.Option(
             min=1,
             help="Language models: answer length when a request names no max_tokens "
-            "(default: the card's generation.max_new_tokens).",
+            "(default: max_new_tokens in the card's generation block).",
         ),
     ] = None,
     as_json: bool = JSON_OPTION,

@@ -26,7 +26,7 @@ def status(
         rows = []
         for host, st in data.items():
             if st.get("status") == "error":
-                rows.append([host, "-", "-", "-", "-", escape(st["error"][:100])])
+                rows.append([host, "-", "-", "-", "-", escape(st["error"])])
                 continue
             cur, prev, agent = st.get("current") or {}, st.get("previous") or {}, st.get("agent") or {}
             health = "ready" if agent.get("ready") else (agent.get("state") or "not running")

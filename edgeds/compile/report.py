@@ -64,15 +64,19 @@ class CompileReport:
         }
 
     def columns(self) -> list[str]:
-        """The report table's header for this report's task."""
+        """The report table's header for this report's task, each quantity with its unit."""
+        return [header(column) for column in self._keys()]
+
+    def _keys(self) -> list[str]:
         return list(COLUMNS if self.task == "image-classification" else LM_COLUMNS)
 
     def rows(self) -> list[list[str]]:
-        """Table rows: backend, precision, outcome, the task gate's figures, size, time, note."""
+        """Table rows under :meth:`columns`: backend, precision, outcome, the task gate's figures,
+        size (MB), time (s, or ``cached``), note. A figure's unit is in its header, not its cell."""
         from .gates import gate_for
 
         gate = gate_for(self.task)
-        figure_columns = self.columns()[3:-3]
+        figure_columns = self._keys()[3:-3]
         rows = []
         for index, a in enumerate(self.attempts):
             cells = gate.cells(a.accuracy) if a.accuracy else {}
@@ -82,9 +86,9 @@ class CompileReport:
                     a.backend + (f" ({a.device})" if a.device else ""),
                     a.variant,
                     a.outcome + mark,
-                    *(cells.get(column, "") for column in figure_columns),
-                    f"{a.size_bytes / 1e6:.2f} MB" if a.size_bytes else "",
-                    ("cached" if a.cached else f"{a.seconds:.1f} s"),
+                    *(bare(cells.get(column, ""), column) for column in figure_columns),
+                    f"{a.size_bytes / 1e6:.2f}" if a.size_bytes else "",
+                    ("cached" if a.cached else f"{a.seconds:.1f}"),
                     a.reason or "",
                 ]
             )
@@ -109,6 +113,22 @@ class CompileResult:
             "signed": self.signed,
             "report": self.report.as_dict(),
         }
+
+
+UNITS = {"top-1": "%", "task metric": "%", "tokenizer": "%", "size": "MB", "time": "s"}
+"""The unit of each report column that holds a quantity; a gate's cells may end in it (``92.0%``)."""
+
+
+def header(column: str) -> str:
+    """``column`` as the report table shows it: with its unit, if it has one (``size MB``)."""
+    unit = UNITS.get(column)
+    return f"{column} {unit}" if unit else column
+
+
+def bare(cell: str, column: str) -> str:
+    """A gate's ``cell`` without the unit that the header of ``column`` already shows."""
+    unit = UNITS.get(column)
+    return cell.removesuffix(unit) if unit else cell
 
 
 COLUMNS = ["backend", "precision", "outcome", "top-1", "drop pts", "agreement", "cosine", "size", "time", "why"]

@@ -76,12 +76,12 @@ class InspectionSummary:
             f"p99 {lat['p99']:.1f} max {lat['max']:.1f}"
         )
         if self.confusion is not None and self.accuracy is not None:
-            table = Table(
-                title=f"Confusion matrix (rows: truth, columns: predicted) | accuracy {100 * self.accuracy:.2f}%"
-            )
-            table.add_column("")
+            # the title on its own line: a table's title is cropped by a soft-wrapping console
+            console.print(f"Confusion matrix (rows: truth, columns: predicted) | accuracy {100 * self.accuracy:.2f}%")
+            table = Table()
+            table.add_column("", overflow="fold")
             for label in self.labels:
-                table.add_column(label, justify="right")
+                table.add_column(label, justify="right", overflow="fold")
             for label, row in zip(self.labels, self.confusion, strict=True):
                 table.add_row(label, *(str(v) for v in row))
             console.print(table)

@@ -102,7 +102,7 @@ class FleetView:
         now = time.time() if now is None else now
         out = []
         for row in sorted(self.rows.values(), key=lambda r: r.device):
-            age = f"{now - row.last_seen:.0f}s" if row.last_seen else "-"
+            age = f"{now - row.last_seen:.0f}" if row.last_seen else "-"
             out.append(
                 [
                     row.device,
@@ -121,7 +121,7 @@ class FleetView:
         return out
 
 
-COLUMNS = ["device", "state", "model", "fps", "p99 ms", "CPU %", "mem %", "temp °C", "spool", "dropped", "seen"]
+COLUMNS = ["device", "state", "model", "fps", "p99 ms", "CPU %", "mem %", "temp °C", "spool", "dropped", "seen s ago"]
 
 
 def _fmt(value: float | None, digits: int) -> str:

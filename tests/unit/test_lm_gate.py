@@ -87,6 +87,6 @@ def test_the_report_shows_the_lm_figures() -> None:
     figures = judge(LMGateResult(10, 0.9, 1.0, 0.93, 0.92, 1.08, 1.09), LLMQuality()).as_dict()
     report.attempts.append(Attempt("openvino-genai", "int4", "int4", "passed", accuracy=figures, device="CPU"))
     report.selected = 0
-    assert report.columns()[3:8] == ["task metric", "drop pts", "tokens", "ppl ratio", "tokenizer"]
+    assert report.columns()[3:8] == ["task metric %", "drop pts", "tokens", "ppl ratio", "tokenizer %"]
     row = report.rows()[0]
-    assert row[:8] == ["openvino-genai (CPU)", "int4", "passed ✔", "92.0%", "+1.00", "0.9000", "1.0093", "100.0%"]
+    assert row[:8] == ["openvino-genai (CPU)", "int4", "passed ✔", "92.0", "+1.00", "0.9000", "1.0093", "100.0"]
