@@ -128,7 +128,7 @@ def test_markup_in_cells_is_rendered_in_both_layouts() -> None:
 
 
 def test_piped_without_columns_each_row_is_one_line() -> None:
-    listed = json.loads(_edgeds("profiles", "list", "--json").stdout)
+    listed = json.loads(_edgeds("profiles", "list", "--json").stdout)["profiles"]
     proc = _edgeds("profiles", "list")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -139,7 +139,7 @@ def test_piped_without_columns_each_row_is_one_line() -> None:
 
 @pytest.mark.parametrize("command", [["profiles", "list"], ["targets", "list"]])
 def test_at_80_columns_every_value_is_whole(command: list[str]) -> None:
-    listed = json.loads(_edgeds(*command, "--json").stdout)
+    listed = json.loads(_edgeds(*command, "--json").stdout)[command[0]]
     proc = _edgeds(*command, COLUMNS="80")
     assert proc.returncode == 0, proc.stderr
     assert "…" not in proc.stdout
