@@ -120,5 +120,29 @@ def probe(
     emit(out, as_json, human)
 
 
+@device_app.command("stop")
+def stop(
+    target: str = typer.Option("local", "--target", "-t", help="A target reached without SSH (local)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Stop the agent this machine runs for a local target (started by `deploy --target local`);
+    the installed releases stay, and the next deploy starts it again."""
+    from ..deploy.local_agent import stop_local_agent
+    from ..deploy.targets import host_plans, resolve_target
+    from ..errors import DeployError
+
+    resolved, path = resolve_target(target)
+    if not resolved.local:
+        raise DeployError(f"target {resolved.name!r} is reached over SSH: stop its agent on the device (systemctl)")
+    stopped = {plan.host.name: stop_local_agent(plan) for plan in host_plans(resolved, path)}
+    emit(
+        stopped,
+        as_json,
+        lambda: console.print(", ".join(f"{h}: {'stopped' if ok else 'still running'}" for h, ok in stopped.items())),
+    )
+    if not all(stopped.values()):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(device_app, name="device")

@@ -142,6 +142,13 @@ def test_deploy_status_infer_rollback_logs_on_this_machine(local: Local) -> None
     code, logs = local.cli_json("logs", "--target", "local", "--host", "local", "--lines", "2")
     assert code == 0 and len(logs["local"]["log"].splitlines()) == 2
 
+    code, stopped = local.cli_json("device", "stop", "--target", "local")
+    assert code == 0 and stopped == {"local": True}, stopped
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the agent is gone
+    code, status = local.cli_json("status", "--target", "local")
+    assert status["local"]["current"]["id"] == release1  # its releases stay installed
+
 
 def _edgeds(work: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``python -m edgeds ARGS`` in ``work``: the real entry point, with its error handling."""
