@@ -185,7 +185,8 @@ def tool_versions() -> dict[str, str]:
 
 
 def shape_profiles(model: Path, max_batch: int, opt_batch: int) -> tuple[ShapeProfile, ...]:
-    """min/opt/max per input: batch 1 / ``opt_batch`` / ``max_batch`` for the dynamic batch dim."""
+    """min/opt/max per input: batch 1 / ``opt_batch`` / ``max_batch`` for a dynamic batch dim; a
+    fixed batch N is N for all three (the engine then runs at N only)."""
     from ..onnxmodel import inspect_model
 
     profiles = []
@@ -193,6 +194,10 @@ def shape_profiles(model: Path, max_batch: int, opt_batch: int) -> tuple[ShapePr
         if any(d < 0 for d in spec.shape[1:]):
             raise CompileError(f"input {spec.name!r} has dynamic non-batch dims {spec.shape}: give static shapes")
         rest = tuple(spec.shape[1:])
+        if spec.shape[0] >= 1:
+            fixed = (spec.shape[0], *rest)
+            profiles.append(ShapeProfile(name=spec.name, min=fixed, opt=fixed, max=fixed))
+            continue
         profiles.append(ShapeProfile(name=spec.name, min=(1, *rest), opt=(opt_batch, *rest), max=(max_batch, *rest)))
     return tuple(profiles)
 
