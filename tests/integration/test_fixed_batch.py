@@ -185,3 +185,32 @@ def test_dynamic_batch_bundle_records_no_fixed_batch(tmp_path: Path, cache_env: 
     assert "fixed_batch" not in manifest
     assert manifest["batching"]["max_batch_size"] == 8
     assert result.report.notes == []
+
+
+def test_fixed_batch_through_mixed_precision_run_and_serve(fixed_model: Path, tmp_path: Path) -> None:
+    """A budget INT8 cannot meet: the per-node scan and the mixed rounds run at batch N too, and
+    the FP32 fallback wins; ``edgeds run`` and ``edgeds serve --max-batch 8`` keep to N."""
+    from edgeds.runtime.classify import classify_file
+    from edgeds.runtime.loading import load_served
+
+    batch = _batch_of(fixed_model)
+    strict = profile_for(tmp_path, "onnxruntime")
+    strict.write_text(strict.read_text().replace("min_cosine: 0.95", "min_cosine: 0.9999999"))
+    result = compile_model(fixed_model, strict, precision="int8", out=tmp_path / "bundle")
+    variants = [(a.variant, a.outcome) for a in result.report.attempts]
+    assert ("int8-mixed", "failed") in variants, variants
+    assert all(outcome != "error" for _, outcome in variants), result.report.as_dict()
+    assert result.precision == "fp32"
+
+    rows = max(1, batch - 1)  # fewer than the batch: the engine pads them
+    images = np.random.default_rng(5).integers(0, 256, (rows, SIZE, SIZE, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    ranked = classify_file(result.bundle, tmp_path / "images.npy", top=1, threads=1)
+    assert len(ranked.predictions) == rows
+
+    served = load_served(result.bundle, max_batch=8, threads=1)
+    try:
+        assert served.engine.batching.max_batch_size == batch
+        assert served.engine.batching.bucket_sizes() == (batch,)
+    finally:
+        served.engine.close()
