@@ -8,6 +8,12 @@ hardware does FP16) -> FP32. The first candidate that passes wins and is written
 A backend whose artifact is built on the device (TensorRT) is not gated here: its attempt is
 ``deferred`` and the device checks the golden outputs after building.
 
+Before any data is loaded or any toolchain runs, the model's fit to its card and the profile is
+checked (:func:`edgeds.compile.fit.check_fit`). A model whose batch is fixed at N is fed batches
+of exactly N throughout (evaluation and reference padded, calibration filled up with real
+samples), opened with the one bucket N, and its bundle records ``fixed_batch`` and a batching
+held to N.
+
 Every attempt is cached (see :mod:`edgeds.compile.cache`): a second identical compile opens no
 toolchain and runs no inference. ``progress(task, done, total)`` is called while calibrating,
 converting and evaluating.

@@ -85,11 +85,27 @@ def test_exact_batches_fill_the_last_one_with_real_samples(tmp_path: Path) -> No
 
 
 def test_tensorrt_builds_a_fixed_batch_at_that_batch_only(tmp_path: Path) -> None:
+    from edgeds import backends
     from edgeds.compile.toolchains import tensorrt
 
-    model = _fix_batch(write_tiny_model(tmp_path, with_data=False), 2)
+    model = _fix_batch(write_tiny_model(tmp_path / "model", with_data=False), 2)
     (profile,) = tensorrt.shape_profiles(model, max_batch=8, opt_batch=4)
     assert profile.min == profile.opt == profile.max == (2, 3, 160, 160)
+    options = backends.options_schema("tensorrt").model_validate({})
+    images = np.zeros((6, 160, 160, 3), dtype=np.uint8)
+    artifact = tensorrt.compile(
+        options,
+        model,
+        load_model_card(model),
+        [],
+        tmp_path / "out",
+        "int8",
+        calibration_images=images,
+        max_batch=2,
+        opt_batch=2,
+    )
+    recipe = tensorrt.load_recipe(artifact.path)
+    assert recipe.calibration_batch == 2 and recipe.inputs == (profile,)
 
 
 def test_litert_skips_a_batch_fixed_above_one(tmp_path: Path) -> None:

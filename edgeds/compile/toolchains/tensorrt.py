@@ -244,11 +244,14 @@ def compile(
         np.save(out / "calibration.npy", np.ascontiguousarray(calibration_images, dtype=np.uint8))
         files.append(out / "calibration.npy")
         calibration = "calibration.npy"
+    shapes = shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2))
+    # a fixed batch N (min = max) calibrates in batches of N: the only shape the network takes
+    fixed = {"calibration_batch": shapes[0].opt[0]} if shapes and shapes[0].min == shapes[0].max else {}
     recipe = Recipe(
         onnx="model.onnx",
         onnx_sha256=sha256_file(model),
         precision=precision,
-        inputs=shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2)),
+        inputs=shapes,
         workspace_mb=int(getattr(options, "workspace_mb", 1024)),
         dla_core=dla,
         gpu_fallback=bool(getattr(options, "gpu_fallback", True)),
@@ -257,6 +260,7 @@ def compile(
         calibration=calibration,
         version_compatible=bool(getattr(options, "version_compatible", False)),
         hardware_compatibility=getattr(options, "hardware_compatibility", "none"),
+        **fixed,
     )
     (out / RECIPE_FILE).write_text(recipe.model_dump_json(indent=2))
     files.insert(0, out / RECIPE_FILE)
