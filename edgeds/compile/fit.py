@@ -10,6 +10,7 @@ nothing but its arguments.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,8 +46,8 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
 
     Raises :class:`InvalidModel` when an input/output the card names is missing, the input's
     dtype is not the card's ``input.dtype``, its rank or non-batch dims disagree with the card's
-    layout, height and width (3 colour channels), the output does not have one row per sample,
-    or the batch dimension is fixed at a value below 1 or differs between input and output.
+    layout, height and width (3 colour channels), the output is not one score per label for each
+    sample, or the batch dimension is fixed below 1 or differs between input and output.
     """
     where = f"{info.path}: "
     inputs = {i.name: i for i in info.inputs}
@@ -84,14 +85,15 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
             "fix input.height/width in the model card"
         )
     y = outputs[card.output.name]
-    if len(y.shape) != 2:
+    if len(y.shape) < 2:
         raise InvalidModel(
             f"{where}model output {y.name!r} is {_dims(y)}, but an image classifier's output is "
             f"[batch, classes] ({len(card.labels)} labels in the card): export the logits as the output"
         )
-    if y.shape[1] >= 0 and y.shape[1] != len(card.labels):
+    classes = math.prod(y.shape[1:])  # [batch, classes, 1, 1] counts as [batch, classes]
+    if all(d >= 0 for d in y.shape[1:]) and classes != len(card.labels):
         raise InvalidModel(
-            f"{where}model output {y.name!r} has {y.shape[1]} classes but the card lists {len(card.labels)} "
+            f"{where}model output {y.name!r} has {classes} classes but the card lists {len(card.labels)} "
             "labels: fix labels in the model card"
         )
     batch = x.shape[0]

@@ -151,10 +151,15 @@ def test_class_count_against_labels(tmp_path: Path) -> None:
 
 
 def test_output_rank(tmp_path: Path) -> None:
-    info = inspect_model(_model(tmp_path / "model.onnx", ["n", 3, 8, 8], ["n", 4, 1]))
+    info = inspect_model(_model(tmp_path / "model.onnx", ["n", 3, 8, 8], ["n"]))
     with pytest.raises(InvalidModel) as exc:
         check_fit(info, _card(tmp_path))
     assert "[batch, classes]" in _one_line(exc)
+
+
+def test_trailing_unit_dims_of_the_output_fit(tmp_path: Path) -> None:
+    info = inspect_model(_model(tmp_path / "model.onnx", ["n", 3, 8, 8], ["n", 4, 1, 1]))
+    assert check_fit(info, _card(tmp_path)).batch is None
 
 
 def test_batch_disagrees_between_input_and_output(tmp_path: Path) -> None:
