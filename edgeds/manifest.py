@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -187,6 +187,13 @@ class Manifest(_Frozen):
     expires_at: str | None = Field(default=None, description="ISO 8601 UTC; devices refuse the bundle after it")
     artifacts: tuple[ArtifactEntry, ...] = Field(min_length=1, description="in order: the device opens the first")
     layout: Literal["NCHW", "NHWC"] = "NCHW"
+    fixed_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="the model's fixed batch size: every batch it runs has exactly this many rows",
+        # not written when None, so a dynamic-batch manifest stays readable by an edgeds without the field
+        exclude_if=lambda value: value is None,
+    )
     profile: dict[str, Any] = Field(default_factory=dict)
     batching: dict[str, Any] = Field(default_factory=dict)
     io: IOInfo
@@ -264,6 +271,17 @@ class Manifest(_Frozen):
     def to_json_bytes(self) -> bytes:
         """The canonical bytes written to ``manifest.json`` (sorted keys, 2-space indent, LF)."""
         return (json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+
+
+def fixed_batching(batching: Mapping[str, Any], batch: int) -> dict[str, Any]:
+    """``batching`` (a manifest's ``batching`` block) for a model whose batch is fixed at ``batch``:
+    at most ``batch`` rows per execution and one bucket, ``batch`` (smaller batches are padded to
+    it); preferred sizes above it are dropped. Other keys are kept as they are."""
+    out = dict(batching)
+    out["max_batch_size"] = batch
+    out["buckets"] = [batch]
+    out["preferred_batch_sizes"] = [int(p) for p in out.get("preferred_batch_sizes") or () if int(p) <= batch]
+    return out
 
 
 def manifest_digest(raw: bytes) -> str:

@@ -73,7 +73,8 @@ class OpenVinoBackend(Backend):
         each slice has its own reused InferRequest whose input and output tensors share memory
         with a slice of the bucket's arrays (set once), so :meth:`infer` starts the ``k``
         requests and waits: no tensor is allocated or copied by OpenVINO per call. The bucket's
-        input arrays are offered through :meth:`staging_inputs`.
+        input arrays are offered through :meth:`staging_inputs`. A model whose batch is fixed at N,
+        opened with the one bucket N, is compiled as it is, in one request.
         """
         import numpy as np
         import openvino as ov
@@ -104,17 +105,22 @@ class OpenVinoBackend(Backend):
         inputs = tuple(spec(p) for p in model.inputs)
         outputs = tuple(spec(p) for p in model.outputs)
         compiled: dict[int, Any] = {}
+        # a model with a fixed batch opened at exactly that batch runs as it is: not reshaped, not
+        # sliced (its graph may hold the batch size in constants)
+        static = inputs[0].shape[0] if inputs and inputs[0].shape[0] >= 1 else None
+        as_is = static is not None and set(int(b) for b in buckets) == {static}
 
         def compile_for(rows: int) -> Any:
             if rows not in compiled:
-                model.reshape({s.name: ov.PartialShape([rows, *s.shape[1:]]) for s in inputs})
+                if not (as_is and rows == static):
+                    model.reshape({s.name: ov.PartialShape([rows, *s.shape[1:]]) for s in inputs})
                 try:
                     compiled[rows] = core.compile_model(model, opts.device, config)
                 except Exception as exc:
                     raise BackendError(f"openvino cannot compile {artifact} for {opts.device}: {exc}") from exc
             return compiled[rows]
 
-        optimal = int(compile_for(1).get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1)
+        optimal = 1 if as_is else int(compile_for(1).get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1)
         if opts.performance_hint == "LATENCY":
             optimal = 1
         self._buckets = {}

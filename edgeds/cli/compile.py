@@ -78,6 +78,8 @@ def compile_command(
         rows: list[list[Any]] = [[escape(c) for c in r] for r in result.report.rows()]
         title = f"Compile report: {result.report.model} for {result.report.profile}"
         console.print(table(title, result.report.columns(), rows))
+        for note in result.report.notes:
+            console.print(f"note: {escape(note)}")
         signed = "signed" if result.signed else "unsigned (pass --key to sign)"
         console.print(
             f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, {signed}) "

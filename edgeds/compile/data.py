@@ -73,7 +73,17 @@ def preprocess_all(card: ModelCard, images: np.ndarray, layout: str = "NCHW") ->
     return out
 
 
-def batches(card: ModelCard, images: np.ndarray, batch: int = 8, layout: str = "NCHW") -> list[TensorDict]:
-    """Preprocessed ``{input name: [b, ...]}`` batches (last one may be smaller), caller-owned."""
+def batches(
+    card: ModelCard, images: np.ndarray, batch: int = 8, layout: str = "NCHW", *, exact: bool = False
+) -> list[TensorDict]:
+    """Preprocessed ``{input name: [b, ...]}`` batches, caller-owned.
+
+    The last batch may be smaller, unless ``exact`` (a model with a fixed batch): then it is
+    filled up with samples from the start of the set, repeated, so every batch has exactly
+    ``batch`` real samples (calibration statistics see only real data, no zero rows).
+    """
     data = preprocess_all(card, images, layout)
+    if exact and len(data) and len(data) % batch:
+        fill = np.resize(data, (batch - len(data) % batch, *data.shape[1:]))
+        data = np.concatenate([data, fill])
     return [{card.input.name: data[i : i + batch]} for i in range(0, len(data), batch)]

@@ -8,6 +8,12 @@ hardware does FP16) -> FP32. The first candidate that passes wins and is written
 A backend whose artifact is built on the device (TensorRT) is not gated here: its attempt is
 ``deferred`` and the device checks the golden outputs after building.
 
+Before any data is loaded or any toolchain runs, the model's fit to its card and the profile is
+checked (:func:`edgeds.compile.fit.check_fit`). A model whose batch is fixed at N is fed batches
+of exactly N throughout (evaluation and reference padded, calibration filled up with real
+samples), opened with the one bucket N, and its bundle records ``fixed_batch`` and a batching
+held to N.
+
 Every attempt is cached (see :mod:`edgeds.compile.cache`): a second identical compile opens no
 toolchain and runs no inference. ``progress(task, done, total)`` is called while calibrating,
 converting and evaluating.
@@ -44,14 +50,15 @@ from ..errors import (
     BundleError,
     CompileError,
     ConfigError,
-    InvalidModel,
     ToolchainError,
     UnsupportedPrecision,
 )
+from ..manifest import fixed_batching
 from ..modelcard import LMCard, ModelCard, card_path, load_card, load_model_card
 from . import data as data_mod
 from . import output, toolchains
 from .cache import CompileCache, cache_key
+from .fit import check_fit
 from .gates.image import GateResult, Outputs, evaluate, judge, run_batches
 from .onnxmodel import ModelInfo, inspect_model
 from .report import Attempt, CompileReport, CompileResult
@@ -62,6 +69,8 @@ Progress = Callable[[str, int, int | None], None]
 CACHE_FORMAT = 1
 GOLDEN_COUNT = 8
 EVAL_BATCH = 16
+CALIB_BATCH = 8
+SCAN_SAMPLES = 32
 MIXED_FRACTIONS = (0.1, 0.3)
 
 
@@ -117,9 +126,14 @@ class _Compiler:
         validation: data_mod.ImageSet,
         calibration: data_mod.ImageSet,
         work: Path,
+        fixed_batch: int | None = None,
     ) -> None:
         self.info, self.card, self.profile, self.cache, self.progress = info, card, profile, cache, progress
         self.validation, self.calibration, self.work = validation, calibration, work
+        # a model with a fixed batch N is fed batches of exactly N everywhere (padded, padding dropped)
+        self.fixed_batch = fixed_batch
+        self.eval_batch = fixed_batch or EVAL_BATCH
+        self.golden_count = fixed_batch or GOLDEN_COUNT
         self._inputs: dict[str, np.ndarray] = {}
         self._calib: dict[str, list[dict[str, np.ndarray]]] = {}
         self._reference: Outputs | None = None
@@ -135,7 +149,13 @@ class _Compiler:
         """Preprocessed calibration batches (computed once per layout)."""
         if layout not in self._calib:
             self.progress("calibration data", 0, len(self.calibration))
-            batches = data_mod.batches(self.card, self.calibration.images, batch=8, layout=layout)
+            batches = data_mod.batches(
+                self.card,
+                self.calibration.images,
+                batch=self.fixed_batch or CALIB_BATCH,
+                layout=layout,
+                exact=self.fixed_batch is not None,
+            )
             self.progress("calibration data", len(self.calibration), len(self.calibration))
             self._calib[layout] = [dict(b) for b in batches]
         return self._calib[layout]
@@ -165,16 +185,24 @@ class _Compiler:
         session = ort.InferenceSession(str(self.info.path), so, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         x = self.inputs("NCHW")
+        step = self.eval_batch
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for start in range(0, len(x), EVAL_BATCH):
-            for name, value in zip(
-                names, session.run(names, {self.card.input.name: x[start : start + EVAL_BATCH]}), strict=True
-            ):
-                parts[name].append(np.asarray(value, dtype=np.float32))
-            self.progress("FP32 reference", min(start + EVAL_BATCH, len(x)), len(x))
+        for start in range(0, len(x), step):
+            chunk = self.padded(x[start : start + step])
+            real = min(step, len(x) - start)
+            for name, value in zip(names, session.run(names, {self.card.input.name: chunk}), strict=True):
+                parts[name].append(np.asarray(value[:real], dtype=np.float32))
+            self.progress("FP32 reference", start + real, len(x))
         self._reference = {n: np.concatenate(p) for n, p in parts.items()}
         self.cache.put(key, self._empty(), {"kind": "reference"}, {"reference": self._reference})
         return self._reference
+
+    def padded(self, chunk: np.ndarray) -> np.ndarray:
+        """``chunk`` with zero rows appended up to the fixed batch (as is for a dynamic batch)."""
+        if self.fixed_batch is None or len(chunk) == self.fixed_batch:
+            return chunk
+        pad = np.zeros((self.fixed_batch - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+        return np.concatenate([chunk, pad])
 
     # ---------------------------------------------------------------- mixed precision
     def sensitive_nodes(self) -> list[str]:
@@ -204,7 +232,9 @@ class _Compiler:
         pre = ort_tc.preprocess_for_quantization(self.info.path, scan_dir / "pre.onnx")
         quant = ort_tc.quantize_int8(pre, scan_dir / "qdq.onnx", self.calib_batches())
         self.progress("per-node error scan", 1, 3)
-        feeds = {self.card.input.name: self.inputs("NCHW")[:32]}
+        # one session run over the scan samples: a fixed-batch model takes exactly its batch
+        scan_rows = self.fixed_batch or SCAN_SAMPLES
+        feeds = {self.card.input.name: self.padded(self.inputs("NCHW")[:scan_rows])}
         errors = sensitivity.scan(pre, quant, feeds)
         self.progress("per-node error scan", 2, 3)
         self._scan = [e.node for e in errors]
@@ -280,8 +310,9 @@ class _Compiler:
                 precision,
                 exclude_nodes=exclude,
                 calibration_images=self.calibration.images,
-                max_batch=self.profile.batching.max_batch_size,
-                opt_batch=max(self.profile.batching.preferred_batch_sizes or (self.profile.batching.max_batch_size,)),
+                max_batch=self.fixed_batch or self.profile.batching.max_batch_size,
+                opt_batch=self.fixed_batch
+                or max(self.profile.batching.preferred_batch_sizes or (self.profile.batching.max_batch_size,)),
             )
         else:
             self.progress(f"converting {name} {precision}", 0, 1)
@@ -290,13 +321,13 @@ class _Compiler:
         gate: GateResult | None
         if tc.DEFERRED_GATE:
             gate = None
-            golden = {k: v[:GOLDEN_COUNT] for k, v in self.reference().items()}
+            golden = {k: v[: self.golden_count] for k, v in self.reference().items()}
         else:
             outputs = self.run_candidate(name, options, artifact, tc)
             gate = evaluate(
                 self.reference(), outputs, self.validation.labels, self.profile.accuracy, self.card.output.name
             )
-            golden = {k: v[:GOLDEN_COUNT] for k, v in outputs.items()}
+            golden = {k: v[: self.golden_count] for k, v in outputs.items()}
         rel_files = [str(p.relative_to(out)) for p in artifact.files]
         meta = {
             "artifact": str(artifact.path.relative_to(out)),
@@ -331,9 +362,9 @@ class _Compiler:
             self.progress(task, done[0], len(x))
 
         with backends.create(name, options) as backend:
-            spec = backend.open(artifact.path, buckets=(EVAL_BATCH,))
+            spec = backend.open(artifact.path, buckets=(self.eval_batch,))
             input_name = spec.inputs[0].name if spec.inputs else self.card.input.name
-            return self._align(run_batches(backend, x, input_name, EVAL_BATCH, advance))
+            return self._align(run_batches(backend, x, input_name, self.eval_batch, advance))
 
     def _align(self, outputs: Outputs) -> Outputs:
         """Key outputs by the ONNX model's output names (converters rename them; order is kept)."""
@@ -414,12 +445,7 @@ def compile_model(
         raise UnsupportedPrecision(f"an image model compiles to fp32, fp16 or int8, not {precision!r}")
     info = inspect_model(model)
     card = load_model_card(info.path)
-    names = {o.name for o in info.outputs}
-    if card.output.name not in names or card.input.name not in {i.name for i in info.inputs}:
-        raise InvalidModel(
-            f"{info.path}: the model card names input {card.input.name!r} / output {card.output.name!r}, the model has "
-            f"inputs {[i.name for i in info.inputs]} and outputs {sorted(names)}"
-        )
+    fit = check_fit(info, card, prof)  # before any data is loaded or any toolchain runs
     chain = prof.chain()
     hardware = prof.hardware.precisions
     if precision is not None and precision not in hardware:
@@ -451,11 +477,12 @@ def compile_model(
         raise CompileError("INT8 needs calibration data")
     cache = CompileCache(cache_root, enabled=use_cache)
     report = CompileReport(str(info.path), info.sha256, prof.name, len(validation), len(calibration))
+    report.notes.extend(fit.notes)
     out_path = Path(out) if out is not None else output.default_out(card.name, card.version, prof.name)
     private = load_private_key(key) if key is not None else None
 
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
-        compiler = _Compiler(info, card, prof, cache, progress, validation, calibration, Path(tmp))
+        compiler = _Compiler(info, card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
         chosen: tuple[str, Precision, BackendOptions, _Candidate, ModuleType] | None = None
         for name, want, options in plan:
             tc = toolchains.module(name)
@@ -579,7 +606,7 @@ def _write_bundle(
     version: int | None,
     expires_at: str | None = None,
 ) -> None:
-    golden_inputs = compiler.inputs(cand.layout)[:GOLDEN_COUNT]
+    golden_inputs = compiler.inputs(cand.layout)[: compiler.golden_count]
     atol, rtol, min_cos = _golden_tolerance(precision, cand.golden_outputs)
     gate = cand.gate
     io_meta = cand.metadata.get("io")
@@ -597,6 +624,8 @@ def _write_bundle(
     total = sum(f.stat().st_size for f in cand.files)
     batching = prof.batching.model_dump(mode="json")
     batching["buckets"] = list(prof.batching.bucket_sizes())
+    if compiler.fixed_batch is not None:
+        batching = fixed_batching(batching, compiler.fixed_batch)
     manifest: dict[str, Any] = {
         "model": {"name": card.name, "version": card.version},
         "version": version if version is not None else int(time.time()),
@@ -643,6 +672,9 @@ def _write_bundle(
             else {"reference_top1": report.reference_top1}
         ),
     }
+    if compiler.fixed_batch is not None:
+        # only then: a manifest without the key stays readable by an edgeds that does not know it
+        manifest["fixed_batch"] = compiler.fixed_batch
     card_file = card.directory / _card_file_name(card)
     build_bundle(
         out,

@@ -43,6 +43,7 @@ class CompileReport:
     seconds: float = 0.0
     task: str = "image-classification"
     reference: dict[str, Any] | None = None  # the task's reference figures (causal-lm: FP32 metric, perplexity)
+    notes: list[str] = field(default_factory=list)  # lines shown under the table (e.g. a fixed batch)
 
     @property
     def winner(self) -> Attempt | None:
@@ -61,6 +62,7 @@ class CompileReport:
             "seconds": round(self.seconds, 3),
             "task": self.task,
             "reference": self.reference,
+            "notes": list(self.notes),
         }
 
     def columns(self) -> list[str]:

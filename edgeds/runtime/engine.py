@@ -44,6 +44,7 @@ import numpy as np
 from ..backends.base import Backend, BackendOptions, IOSpec, TensorSpec
 from ..config import Batching
 from ..errors import EdgedsError, InferenceError, QueueFull, RequestError, ServiceUnavailable
+from ..manifest import fixed_batching
 from .batcher import DynamicBatcher, InlineBatcher, Pending, QueueTimeout
 from .buffers import BufferPool, OutputSlot, StagingBackend
 
@@ -244,7 +245,9 @@ class Engine:
         """An engine for a loaded bundle: backend, options, artifact and batching from its manifest.
 
         ``options`` are merged over the manifest's ``backend_options`` (e.g. thread counts);
-        ``batching`` replaces the manifest's batching. The engine is not started. Name, version,
+        ``batching`` replaces the manifest's batching; a bundle whose model has a fixed batch N
+        (``manifest.fixed_batch``) runs with at most N rows per execution, padded to N, whatever
+        batching is asked for. The engine is not started. Name, version,
         release and labels default to the manifest's model name, model card version
         (``manifest.model.version``: what clients address), bundle version (``manifest.version``,
         monotonic: which build serves it) and labels.
@@ -252,6 +255,9 @@ class Engine:
         manifest = bundle.manifest
         if batching is None:
             batching = Batching.from_manifest(manifest.batching)
+        if manifest.fixed_batch is not None:
+            # the artifact runs only at its fixed batch, whatever batching the caller asked for
+            batching = Batching.model_validate(fixed_batching(batching.model_dump(), manifest.fixed_batch))
         kwargs.setdefault("name", manifest.model.name)
         kwargs.setdefault("version", manifest.model.version)
         kwargs.setdefault("release", str(manifest.version))

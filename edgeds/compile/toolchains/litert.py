@@ -15,7 +15,8 @@ INT8 is full-integer post-training quantization (per-channel) calibrated on our 
 the ``xnnpack`` delegate the INT8 model keeps float32 input/output (quantize/dequantize at
 the edges), with NPU delegates (``qnn``, ``nnapi``) the input/output are int8 too and their
 scale/zero point are recorded. The layout becomes NHWC; the artifact metadata records it (the
-manifest's ``layout``) and the TFLite tensor names.
+manifest's ``layout``) and the TFLite tensor names. A model whose batch is fixed above 1 is
+refused with :class:`~edgeds.errors.ToolchainError` (the chain skips litert with the reason).
 """
 
 from __future__ import annotations
@@ -270,6 +271,19 @@ def _io_details(path: Path) -> dict[str, Any]:
     return {"inputs": [info(t) for t in spec.inputs], "outputs": [info(t) for t in spec.outputs]}
 
 
+def _check_batch(model: Path) -> None:
+    """:class:`ToolchainError` (the chain skips litert) for a model whose batch is fixed above 1:
+    onnx2tf's calibration and the converted model's input are made for batch 1."""
+    from ..onnxmodel import inspect_model
+
+    for spec in inspect_model(model).inputs:
+        if spec.shape and spec.shape[0] > 1:
+            raise ToolchainError(
+                f"litert converts batch-1 or dynamic-batch models; input {spec.name!r} has a fixed batch of "
+                f"{spec.shape[0]}: export the model with a dynamic batch (or batch 1) for litert"
+            )
+
+
 def compile(
     options: BackendOptions,
     model: Path,
@@ -285,6 +299,7 @@ def compile(
         raise UnsupportedPrecision(f"litert cannot compile {precision!r} (supported: {', '.join(PRECISIONS)})")
     if exclude_nodes:
         raise UnsupportedPrecision("the litert toolchain cannot keep single nodes in float (no mixed precision)")
+    _check_batch(model)
     calib = list(calib)
     if not calib:
         from ..data import batches as make_batches

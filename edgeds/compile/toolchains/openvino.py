@@ -3,10 +3,11 @@
 INT8: ``nncf.quantize`` (post-training, default preset, min/max activation ranges) over the
 calibration samples;
 ``exclude_nodes`` (ONNX node names) become an NNCF ``IgnoredScope`` of the matching OpenVINO
-operations (mixed precision). The batch dimension stays dynamic: the runtime reshapes per
-bucket. The device string (``CPU``, ``GPU``, ``NPU``, ``AUTO``, ``HETERO:GPU,CPU``) is not
-baked into the IR; it is recorded in the artifact metadata (and so in the manifest) for the
-runtime, together with whether to use the compiled-blob cache (``CACHE_DIR``).
+operations (mixed precision). The batch dimension stays as the model has it: a dynamic one
+is reshaped per bucket by the runtime, a fixed one is calibrated and run at its size. The
+device string (``CPU``, ``GPU``, ``NPU``, ``AUTO``, ``HETERO:GPU,CPU``) is not baked into the
+IR; it is recorded in the artifact metadata (and so in the manifest) for the runtime, together
+with whether to use the compiled-blob cache (``CACHE_DIR``).
 Artifacts: ``out/model.xml`` + ``out/model.bin``.
 """
 
@@ -115,8 +116,13 @@ def compile(
             ignored = nncf.IgnoredScope(names=names, validate=False)
             meta["excluded_nodes"] = list(exclude_nodes)
             meta["ignored_ov_ops"] = names
-        # NNCF collects statistics per item: one sample per item calibrates best.
-        items = [b[input_name][i : i + 1] for b in batches for i in range(len(b[input_name]))]
+        # NNCF collects statistics per item: one sample per item calibrates best; a model with a
+        # fixed batch takes only whole batches (the pipeline hands it batches of exactly that size)
+        batch_dim = ov_model.inputs[0].get_partial_shape()[0] if ov_model.inputs else None
+        if batch_dim is not None and batch_dim.is_static and batch_dim.get_length() != 1:
+            items = [b[input_name] for b in batches]
+        else:
+            items = [b[input_name][i : i + 1] for b in batches for i in range(len(b[input_name]))]
         samples = len(items)
         try:
             with contextlib.redirect_stdout(io.StringIO()):

@@ -185,7 +185,8 @@ def tool_versions() -> dict[str, str]:
 
 
 def shape_profiles(model: Path, max_batch: int, opt_batch: int) -> tuple[ShapeProfile, ...]:
-    """min/opt/max per input: batch 1 / ``opt_batch`` / ``max_batch`` for the dynamic batch dim."""
+    """min/opt/max per input: batch 1 / ``opt_batch`` / ``max_batch`` for a dynamic batch dim; a
+    fixed batch N is N for all three (the engine then runs at N only)."""
     from ..onnxmodel import inspect_model
 
     profiles = []
@@ -193,6 +194,10 @@ def shape_profiles(model: Path, max_batch: int, opt_batch: int) -> tuple[ShapePr
         if any(d < 0 for d in spec.shape[1:]):
             raise CompileError(f"input {spec.name!r} has dynamic non-batch dims {spec.shape}: give static shapes")
         rest = tuple(spec.shape[1:])
+        if spec.shape[0] >= 1:
+            fixed = (spec.shape[0], *rest)
+            profiles.append(ShapeProfile(name=spec.name, min=fixed, opt=fixed, max=fixed))
+            continue
         profiles.append(ShapeProfile(name=spec.name, min=(1, *rest), opt=(opt_batch, *rest), max=(max_batch, *rest)))
     return tuple(profiles)
 
@@ -239,11 +244,14 @@ def compile(
         np.save(out / "calibration.npy", np.ascontiguousarray(calibration_images, dtype=np.uint8))
         files.append(out / "calibration.npy")
         calibration = "calibration.npy"
+    shapes = shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2))
+    # a fixed batch N (min = max) calibrates in batches of N: the only shape the network takes
+    fixed = {"calibration_batch": shapes[0].opt[0]} if shapes and shapes[0].min == shapes[0].max else {}
     recipe = Recipe(
         onnx="model.onnx",
         onnx_sha256=sha256_file(model),
         precision=precision,
-        inputs=shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2)),
+        inputs=shapes,
         workspace_mb=int(getattr(options, "workspace_mb", 1024)),
         dla_core=dla,
         gpu_fallback=bool(getattr(options, "gpu_fallback", True)),
@@ -252,6 +260,7 @@ def compile(
         calibration=calibration,
         version_compatible=bool(getattr(options, "version_compatible", False)),
         hardware_compatibility=getattr(options, "hardware_compatibility", "none"),
+        **fixed,
     )
     (out / RECIPE_FILE).write_text(recipe.model_dump_json(indent=2))
     files.insert(0, out / RECIPE_FILE)

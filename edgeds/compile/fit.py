@@ -1,0 +1,119 @@
+"""Whether an ONNX model fits its model card and profile, checked before any expensive work.
+
+:func:`check_fit` compares the inspected model (:class:`~edgeds.compile.onnxmodel.ModelInfo`)
+with the card's input and output and the profile's batching, and raises one
+:class:`~edgeds.errors.InvalidModel` line naming what does not fit and what to do. What it
+returns, :class:`Fit`, says how the batch dimension is: symbolic (dynamic, ``batch`` None) or
+fixed at N, in which case every stage feeds and serves batches of exactly N. Pure: it reads
+nothing but its arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..backends.base import TensorSpec
+from ..errors import InvalidModel
+
+if TYPE_CHECKING:
+    from ..config import Profile
+    from ..modelcard import ModelCard
+    from .onnxmodel import ModelInfo
+
+_CHANNEL_AXIS = {"NCHW": 1, "NHWC": 3}
+_SPATIAL_AXES = {"NCHW": (2, 3), "NHWC": (1, 2)}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How the model is fed: ``batch`` is the fixed batch size N, or None for a dynamic batch.
+
+    ``notes`` are lines for the compile report (e.g. that the batch is fixed).
+    """
+
+    batch: int | None
+    notes: tuple[str, ...] = ()
+
+
+def _dims(spec: TensorSpec) -> str:
+    return "[" + ",".join(str(d) if d >= 0 else "N" for d in spec.shape) + "]"
+
+
+def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) -> Fit:
+    """The :class:`Fit` of ``info`` for ``card`` (and ``profile``'s batching, for the notes).
+
+    Raises :class:`InvalidModel` when an input/output the card names is missing, the input's
+    dtype is not the card's ``input.dtype``, its rank or non-batch dims disagree with the card's
+    layout, height and width (3 colour channels), the output is not one score per label for each
+    sample, or the batch dimension is fixed below 1 or differs between input and output.
+    """
+    where = f"{info.path}: "
+    inputs = {i.name: i for i in info.inputs}
+    outputs = {o.name: o for o in info.outputs}
+    if card.input.name not in inputs or card.output.name not in outputs:
+        raise InvalidModel(
+            f"{where}the model card names input {card.input.name!r} / output {card.output.name!r}, the model has "
+            f"inputs {sorted(inputs)} and outputs {sorted(outputs)}: fix input.name/output.name in the model card"
+        )
+    x = inputs[card.input.name]
+    want = card.input
+    if x.dtype != want.dtype:
+        raise InvalidModel(
+            f"{where}model input {x.name!r} takes {x.dtype} but the card says input.dtype {want.dtype}: "
+            "set input.dtype in the model card to the model's (float32, float16 or uint8)"
+        )
+    layout = want.layout
+    if len(x.shape) != 4:
+        raise InvalidModel(
+            f"{where}model input {x.name!r} is {_dims(x)} (rank {len(x.shape)}), but the card's {layout} layout "
+            f"describes rank-4 images [batch, ...]: give the model an image input or fix input.layout"
+        )
+    channel = x.shape[_CHANNEL_AXIS[layout]]
+    h, w = (x.shape[a] for a in _SPATIAL_AXES[layout])
+    if channel not in (-1, 3):
+        other = "NHWC" if layout == "NCHW" else "NCHW"
+        swapped = x.shape[_CHANNEL_AXIS[other]] == 3
+        hint = f"set input.layout: {other} in the model card" if swapped else "give the model 3 colour channels"
+        raise InvalidModel(
+            f"{where}model input {x.name!r} is {_dims(x)} but the card says {layout} with 3 colour channels: {hint}"
+        )
+    if (h not in (-1, want.height)) or (w not in (-1, want.width)):
+        raise InvalidModel(
+            f"{where}model input {x.name!r} is {_dims(x)} but the card says {want.height}x{want.width} {layout}: "
+            "fix input.height/width in the model card"
+        )
+    y = outputs[card.output.name]
+    if len(y.shape) < 2:
+        raise InvalidModel(
+            f"{where}model output {y.name!r} is {_dims(y)}, but an image classifier's output is "
+            f"[batch, classes] ({len(card.labels)} labels in the card): export the logits as the output"
+        )
+    classes = math.prod(y.shape[1:])  # [batch, classes, 1, 1] counts as [batch, classes]
+    if all(d >= 0 for d in y.shape[1:]) and classes != len(card.labels):
+        raise InvalidModel(
+            f"{where}model output {y.name!r} has {classes} classes but the card lists {len(card.labels)} "
+            "labels: fix labels in the model card"
+        )
+    batch = x.shape[0]
+    if batch < 0:
+        if y.shape[0] >= 0:
+            raise InvalidModel(
+                f"{where}model input {x.name!r} has a dynamic batch but output {y.name!r} is {_dims(y)}: "
+                "export the output with the same (dynamic) batch dimension"
+            )
+        return Fit(None)
+    if batch == 0:
+        raise InvalidModel(f"{where}model input {x.name!r} has batch dimension 0: export it with a batch of 1 or more")
+    if y.shape[0] not in (-1, batch):
+        raise InvalidModel(
+            f"{where}model input {x.name!r} has batch {batch} but output {y.name!r} is {_dims(y)}: "
+            "export the output with the same batch dimension"
+        )
+    note = f"the model's batch is fixed at {batch}: compiled, gated and served at batch {batch} only"
+    if profile is not None and profile.batching.max_batch_size != batch:
+        note += f" (the profile's max_batch_size {profile.batching.max_batch_size} is replaced)"
+    if batch == 1:
+        note += "; export with a dynamic batch dimension to batch requests"
+    return Fit(batch, (note,))
