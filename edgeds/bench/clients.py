@@ -9,6 +9,7 @@ flight. Both are thread-safe.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -145,7 +146,7 @@ def http_json(url: str, timeout: float = 10.0) -> Any:
         raise BenchError(f"{url}: the server answered HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
         raise BenchError(f"{url}: no server answers ({exc.reason}); start one with `edgeds serve BUNDLE`") from exc
-    except (OSError, ValueError) as exc:  # a reset connection, a timeout, a body that is not JSON
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, timeout, not HTTP, not JSON
         raise BenchError(f"{url}: no usable answer ({exc})") from exc
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import signal
 import subprocess
 import threading
 import time
@@ -89,8 +90,14 @@ class LocalConnection:
             if self._closed:
                 raise ConnectionFailed(f"{self.name}: connection is closed")
             try:
+                # a process group of its own: killing it ends what a shell script started too
+                # (`tail -F ... &`), and a terminal's Ctrl-C reaches edgeds, which reaps it, not it
                 proc = subprocess.Popen(
-                    list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                    list(argv),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
                 )
             except FileNotFoundError as exc:
                 raise DeviceError(
@@ -114,8 +121,10 @@ class LocalConnection:
         except subprocess.TimeoutExpired:
             code = None
         if code is None:
-            proc.kill()
+            _kill_group(proc)
             code = proc.wait()
+        else:
+            _kill_group(proc)  # what it left running in its group (a backgrounded reader)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -237,14 +246,19 @@ class LocalConnection:
             self._closed = True
             children = list(self._children)
         for proc in children:
-            with contextlib.suppress(OSError):  # already gone
-                proc.kill()
+            _kill_group(proc)
 
     def __enter__(self) -> LocalConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``'s process group (it leads one: ``start_new_session``); gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class LocalProcess:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import Target
 from ..errors import DeployError
 from .host import Progress
-from .setup import SetupResult, setup_host, stop_agent
+from .setup import SetupResult, setup_host
 from .targets import HostPlan
 
 # cwd is never on sys.path (as in the devices' wrapper); the directory this edgeds is imported
@@ -114,33 +114,45 @@ def _pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
+def _ours(pid: int | None, what: str) -> bool:
+    """Whether ``pid`` runs and its command line holds ``what``: a pid file outlives its process
+    (a reboot, a kill -9), and a reused pid must never be taken for the agent or signalled."""
     if pid is None:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:  # gone, or not readable: not a process of ours
         return False
-    except PermissionError:
-        return True
-    return True
+    return what.encode() in cmdline
 
 
 def stop_local_agent(plan: HostPlan, timeout: float = 15.0) -> bool:
     """Stop the local agent and its supervisor; True when both are gone within ``timeout`` seconds
-    (after which they are sent SIGKILL). Nothing to do when they do not run."""
-    run = Path(plan.install_dir) / "run"
-    supervisor, agent = _pid(run / "supervisor.pid"), _pid(run / "agent.pid")
-    if not (_alive(supervisor) or _alive(agent)):
+    (after which they are sent SIGKILL). Nothing to do when they do not run. Only processes whose
+    command line is this install's supervisor or agent are signalled."""
+    root = Path(plan.install_dir)
+    run = root / "run"
+    mine = {
+        "supervisor": (_pid(run / "supervisor.pid"), f"{root}/bin/edgeds-supervise"),
+        "agent": (_pid(run / "agent.pid"), f"edgeds agent --root {root}"),
+    }
+
+    def running() -> list[int]:
+        return [pid for pid, what in mine.values() if pid is not None and _ours(pid, what)]
+
+    if not running():
         return True
-    stop_agent(plan)
+    (run / "supervisor.stop").touch()  # the supervisor does not restart the agent after this
+    agent, what = mine["agent"]
+    if agent is not None and _ours(agent, what):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(agent, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not (_alive(supervisor) or _alive(agent)):
+        if not running():
             return True
         time.sleep(0.1)
-    for pid in (supervisor, agent):
-        if pid is not None and _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    for pid in running():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     return False

@@ -56,6 +56,11 @@ WRAPPER = """#!/bin/sh
 PYTHONSAFEPATH=1 exec {python} "$@"
 """
 
+# A pid file outlives its process (a reboot, a kill -9): a pid is only ours when its command line
+# names what we started, so a reused pid is never taken for the agent, let alone signalled.
+_IS_OURS = '[ -n "{pid}" ] && tr "\\0" " " < /proc/{pid}/cmdline 2>/dev/null | grep -qF {what}'
+_KILL_AGENT = "{{ " + _IS_OURS.format(pid="{pid}", what="'edgeds agent'") + ' && kill "{pid}" 2>/dev/null; }}'
+
 SUPERVISOR = """#!/bin/sh
 # edgeds agent supervisor (written by `edgeds device setup`): restarts the agent when it exits.
 D={root}
@@ -412,10 +417,12 @@ def install_service(session: Session, probe: dict[str, Any], restart: bool = Fal
     script = SUPERVISOR.format(root=_q(root))
     session.conn.write_file(f"{root}/bin/edgeds-supervise", script.encode())
     _sh(session, f"chmod 755 {_q(root)}/bin/edgeds-supervise")
-    running = f'p=$(cat {_q(root)}/run/supervisor.pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null'
+    running = (
+        f"p=$(cat {_q(root)}/run/supervisor.pid 2>/dev/null) && {_IS_OURS.format(pid='$p', what='edgeds-supervise')}"
+    )
     start = f"setsid -f {_q(root)}/bin/edgeds-supervise </dev/null >/dev/null 2>&1"
     if restart:
-        stop_agent = f'a=$(cat {_q(root)}/run/agent.pid 2>/dev/null) && kill "$a" 2>/dev/null; true'
+        stop_agent = f"a=$(cat {_q(root)}/run/agent.pid 2>/dev/null) && {_KILL_AGENT.format(pid='$a')}; true"
         _sh(session, f"if {running}; then {stop_agent}; else {start}; fi")
     else:
         _sh(session, f"if {running}; then true; else {start}; fi")
@@ -533,7 +540,7 @@ def stop_agent(plan: HostPlan) -> None:
         _sh(
             session,
             f"touch {root}/run/supervisor.stop; a=$(cat {root}/run/agent.pid 2>/dev/null) && "
-            f'kill "$a" 2>/dev/null; true',
+            f"{_KILL_AGENT.format(pid='$a')}; true",
         )
     finally:
         session.conn.close()

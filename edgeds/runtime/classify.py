@@ -68,6 +68,8 @@ def load_inputs(path: Path, card: ModelCard, layout: str, sample_shape: tuple[in
                 images = np.asarray(img.convert("RGB"))[None]
         except UnidentifiedImageError as exc:
             raise RequestError(f"{path}: not an image PIL can read (give a png/jpg/bmp/... file)") from exc
+        except Image.DecompressionBombError as exc:
+            raise RequestError(f"{path}: the image is too large to decode safely ({exc})") from exc
         except OSError as exc:  # truncated or corrupt image data, unreadable file
             raise RequestError(f"{path}: cannot read the image: {exc}") from exc
     elif suffix == ".npy":
@@ -75,6 +77,8 @@ def load_inputs(path: Path, card: ModelCard, layout: str, sample_shape: tuple[in
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:  # text, pickled objects, a cut file
             raise RequestError(f"{path}: not a numpy .npy array file ({str(exc).split('.')[0]})") from exc
+        if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+            raise RequestError(f"{path}: an .npz archive, not a .npy array: save one array with numpy.save")
         if array.shape[-len(sample_shape) :] == sample_shape and array.dtype != np.uint8:
             batch = array.reshape(-1, *sample_shape).astype(dtype, copy=False)
             return np.ascontiguousarray(batch)

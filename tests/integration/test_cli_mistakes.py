@@ -5,9 +5,11 @@ is asserted is what a terminal or a CI log shows."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,34 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("EDGEDS_CACHE_DIR", str(work / "cache"))
         model = write_tiny_model(work / "src", validation_count=16, calibration_count=8)
         return compile_model(model, "x86-cpu", precision="fp32", out=work / "bundle", use_cache=False).bundle
+
+
+@pytest.fixture(scope="module")
+def banner_url() -> Iterator[str]:
+    """A loopback port that answers every connection with an SSH banner, as a wrong port would."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def _edgeds(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -52,6 +82,8 @@ def _files(tmp: Path) -> dict[str, Path]:
     (tmp / "text.npy").write_text("1 2 3\n")
     np.save(tmp / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (tmp / "a-file").write_text("")
+    with open(tmp / "archive.npy", "wb") as fh:
+        np.savez(fh, x=np.zeros(3))
     return {p.name: p for p in tmp.iterdir()} | {"missing.png": tmp / "missing.png"}
 
 
@@ -61,6 +93,12 @@ CASES: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]] = [
     ("run a truncated png", lambda b, f: ["run", str(b), "-i", str(f["cut.png"])], "truncated"),
     ("run a text .npy", lambda b, f: ["run", str(b), "-i", str(f["text.npy"])], "not a numpy .npy array"),
     ("run a pickled .npy", lambda b, f: ["run", str(b), "-i", str(f["objects.npy"])], "not a numpy .npy array"),
+    ("run an .npz named .npy", lambda b, f: ["run", str(b), "-i", str(f["archive.npy"])], "an .npz archive"),
+    (
+        "bench --url of a server that is not HTTP",
+        lambda b, f: ["bench", "--url", f["not-http"].read_text()],
+        "no usable",
+    ),
     ("run a missing bundle", lambda b, f: ["run", str(f["missing.png"]), "-i", str(f["cut.png"])], "missing.png"),
     ("bench --url with nothing there", lambda b, f: ["bench", "--url", "http://127.0.0.1:1"], "no server answers"),
     ("bench --duration 0", lambda b, f: ["bench", str(b), "--duration", "0"], "--duration"),
@@ -82,13 +120,20 @@ CASES: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]] = [
 
 @pytest.mark.parametrize(("what", "argv", "says"), CASES, ids=[c[0] for c in CASES])
 def test_a_mistake_is_one_line_and_exit_2(
-    what: str, argv: Callable[[Path, dict[str, Path]], list[str]], says: str, bundle: Path, tmp_path: Path
+    what: str,
+    argv: Callable[[Path, dict[str, Path]], list[str]],
+    says: str,
+    bundle: Path,
+    banner_url: str,
+    tmp_path: Path,
 ) -> None:
-    args = argv(bundle, _files(tmp_path))
+    files = _files(tmp_path)
+    files["not-http"] = tmp_path / "not-http"
+    files["not-http"].write_text(banner_url)
+    args = argv(bundle, files)
     proc = _edgeds(*args, cwd=tmp_path)
     assert proc.returncode == 2, (what, proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert says in proc.stderr, proc.stderr
-    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    if error_lines:  # edgeds' own errors: one line; typer's usage errors draw their own box
-        assert len(error_lines) == 1 and says in error_lines[0], proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], proc.stderr
