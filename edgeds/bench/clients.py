@@ -146,8 +146,11 @@ def http_json(url: str, timeout: float = 10.0) -> Any:
         raise BenchError(f"{url}: the server answered HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
         raise BenchError(f"{url}: no server answers ({exc.reason}); start one with `edgeds serve BUNDLE`") from exc
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, timeout, not HTTP, not JSON
-        raise BenchError(f"{url}: no usable answer ({exc})") from exc
+    except http.client.HTTPException as exc:  # something answers there, not in HTTP (e.g. sshd's banner)
+        said = " ".join(str(exc).split())[:80]
+        raise BenchError(f"{url}: no usable answer: the server there does not speak HTTP ({said!r})") from exc
+    except (OSError, ValueError) as exc:  # a reset connection, a timeout, a body that is not JSON
+        raise BenchError(f"{url}: no usable answer ({' '.join(str(exc).split())})") from exc
 
 
 def stats_snapshot(url: str, model: str) -> Any:

@@ -11,6 +11,7 @@ at 1) when both levels ran. Every resource opened here is closed before they ret
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -105,7 +106,7 @@ def served_lm_models(url: str, headers: Mapping[str, str] | None = None) -> list
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             data = json.loads(response.read())
-    except (OSError, ValueError):  # 404 (no OpenAI API), refused, not JSON
+    except (OSError, ValueError, http.client.HTTPException):  # 404 (no OpenAI API), refused, not HTTP, not JSON
         return None
     if not isinstance(data, dict):
         return None
