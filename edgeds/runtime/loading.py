@@ -13,7 +13,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..config import Batching, ServerLimits
+from ..errors import ConfigError
 from .engine import Engine, thread_options
 
 
@@ -43,7 +46,8 @@ def batching_overrides(
     ``max_batch`` also drops the buckets and preferred batch sizes above it; ``preferred``
     (batch sizes) then replaces the preferred sizes. ``delay_us`` is ``max_queue_delay_us``,
     ``queue`` is ``max_queue_size``, ``instances`` the number of engine instances. Raises
-    pydantic's ValidationError when the result is not a valid Batching.
+    :class:`ConfigError` (one line per problem, naming the field) when the result is not a valid
+    Batching.
     """
     data = base.model_dump()
     if max_batch is not None:
@@ -58,7 +62,14 @@ def batching_overrides(
         data["preferred_batch_sizes"] = tuple(preferred)
     if instances is not None:
         data["instances"] = instances
-    return Batching.model_validate(data)
+    try:
+        return Batching.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[Path | None, int | None, str, str]] = [
+            (None, None, ".".join(["batching", *(str(p) for p in e["loc"])]), e["msg"].removeprefix("Value error, "))
+            for e in exc.errors()
+        ]
+        raise ConfigError(problems) from exc
 
 
 @dataclass(frozen=True)

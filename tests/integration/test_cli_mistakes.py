@@ -114,6 +114,8 @@ CASES: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]] = [
     ("verify a png as a bundle", lambda b, f: ["bundle", "verify", str(f["cut.png"])], "not a readable tar"),
     ("a png as the public key", lambda b, f: ["bundle", "verify", str(b), "-k", str(f["cut.png"])], "ed25519"),
     ("serve on port 99999", lambda b, f: ["serve", str(b), "--port", "99999"], "--port"),
+    ("serve --max-batch 0", lambda b, f: ["serve", str(b), "--port", "0", "--max-batch", "0"], "max_batch_size"),
+    ("serve --preferred 99", lambda b, f: ["serve", str(b), "--port", "0", "--preferred", "99"], "outside 1..max"),
     ("an image bundle asked a prompt", lambda b, f: ["run", str(b), "--prompt", "hi"], "not causal-lm"),
 ]
 
