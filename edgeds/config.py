@@ -167,11 +167,7 @@ class ServerLimits(Frozen):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems: list[Problem] = [
-                (None, None, dotted(("server", *(p for p in e["loc"] if isinstance(p, (str, int))))), _describe(e))
-                for e in exc.errors()
-            ]
-            raise ConfigError(problems) from exc
+            raise override_error(exc, "server") from exc
 
     @model_validator(mode="before")
     @classmethod
@@ -471,6 +467,16 @@ class Target(Frozen):
 # --------------------------------------------------------------------------- loading
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def override_error(exc: ValidationError, section: str) -> ConfigError:
+    """A settings object rebuilt from command-line overrides failed validation: one
+    ``section.field: message`` line per problem (no file: the values came from flags)."""
+    problems: list[Problem] = [
+        (None, None, dotted((section, *(p for p in e["loc"] if isinstance(p, (str, int))))), _describe(e))
+        for e in exc.errors()
+    ]
+    return ConfigError(problems)
 
 
 def _describe(error: Any) -> str:

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from ..config import InspectionStation, Target
+from ..config import InspectionStation, Target, override_error
 from ..errors import ConfigError
 from ..modelcard import ModelCard
 
@@ -52,7 +53,10 @@ def station_for_run(
     if alarm is not None:
         updates["alarm_consecutive_rejects"] = alarm
     if updates:
-        config = InspectionStation.model_validate({**config.model_dump(), **updates})
+        try:
+            config = InspectionStation.model_validate({**config.model_dump(), **updates})
+        except ValidationError as exc:
+            raise override_error(exc, "station") from exc
     return config
 
 

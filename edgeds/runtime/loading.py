@@ -15,8 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import Batching, ServerLimits
-from ..errors import ConfigError
+from ..config import Batching, ServerLimits, override_error
 from .engine import Engine, thread_options
 
 
@@ -65,11 +64,7 @@ def batching_overrides(
     try:
         return Batching.model_validate(data)
     except ValidationError as exc:
-        problems: list[tuple[Path | None, int | None, str, str]] = [
-            (None, None, ".".join(["batching", *(str(p) for p in e["loc"])]), e["msg"].removeprefix("Value error, "))
-            for e in exc.errors()
-        ]
-        raise ConfigError(problems) from exc
+        raise override_error(exc, "batching") from exc
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def test_a_target_station_with_overrides() -> None:
 def test_unknown_station_and_bad_override_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"target 'line' has no station 'cam-z' \['cam-a', 'cam-b'\]"):
         station_for_run(TARGET, "x", station="cam-z")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"^station\.uncertain_below: must be <= 1\.0, got 1\.5$"):
         station_for_run(TARGET, "x", uncertain_below=1.5)
 
 
