@@ -121,10 +121,10 @@ class LocalConnection:
         except subprocess.TimeoutExpired:
             code = None
         if code is None:
+            # only a child that has to be stopped loses its group: after a normal exit the group
+            # may still hold a process on its way out of it (`setsid -f` starting the agent)
             _kill_group(proc)
             code = proc.wait()
-        else:
-            _kill_group(proc)  # what it left running in its group (a backgrounded reader)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -159,6 +159,7 @@ class LocalConnection:
                 pass
             deadline = time.monotonic() + timeout
             while not pipes.eof:
+                self._check_open(argv)  # a relayed step keeps its pipes open after its child is killed
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ConnectionFailed(f"{self.name}: {list(argv[:3])} did not finish in {timeout:.0f}s")
@@ -289,6 +290,7 @@ class LocalProcess:
                     f"{name}: the device process ended without answering (exit {'?' if code is None else code}): "
                     f"{self._pipes.err.decode(errors='replace')[-300:]}"
                 )
+            self._conn._check_open(("request",))
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ConnectionFailed(f"{name}: no answer in {timeout:.0f}s")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -46,6 +49,22 @@ def test_close_from_another_thread_ends_a_running_command() -> None:
     with pytest.raises(ConnectionFailed, match="closed"):
         conn.run(["true"])
     assert not conn.is_active()
+
+
+def test_close_ends_a_command_whose_pipes_another_process_holds(tmp_path: Path) -> None:
+    """A step relayed through the local agent: the process edgeds started is killed on close, but
+    the pipes stay open in a process outside its group, so no end of output ever comes."""
+    pid_file = tmp_path / "holder.pid"
+    script = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 30' & sleep 30"
+    conn = LocalConnection("here")
+    threading.Timer(0.5, conn.close).start()
+    try:
+        with pytest.raises(ConnectionFailed, match="closed"):
+            conn.run(["sh", "-c", script], timeout=20)
+    finally:
+        if pid_file.is_file():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_a_process_answers_line_by_line_until_it_is_closed() -> None:
