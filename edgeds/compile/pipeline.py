@@ -430,7 +430,10 @@ def compile_model(
     if given.is_dir() or given.suffix in (".yaml", ".yml"):
         if card is not None:
             raise ConfigError.single(
-                None, None, "--card", f"{given} is a card or model directory already: pass an ONNX file with --card"
+                None,
+                None,
+                "--card",
+                f"{given} is a card or model directory already: pass the ONNX file with --card, or drop --card",
             )
         any_card = load_card(given)
         if isinstance(any_card, LMCard):
