@@ -5,7 +5,8 @@ its outputs mean, and where its calibration and evaluation data come from. The c
 selects its schema: ``image-classification`` (:class:`ModelCard`, an ONNX model) or
 ``causal-lm`` (:class:`LMCard`, a Hugging Face checkpoint directory, checked against its
 ``config.json``). Errors are :class:`~edgeds.errors.ConfigError` lines
-``file:line: field: message``, as for profiles.
+``file:line: field: message``, as for profiles. Which file is a model's card is
+:mod:`edgeds.card_lookup`'s job; a card found beside an ONNX file must name it in ``model:``.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ def load_card(path: str | Path, *, check_checkpoint: bool = True) -> AnyCard:
 
 def check_describes(card: AnyCard, file: Path, model: Path) -> None:
     """Refuse a card whose ``model:`` is not ``model``, in one line (an explicit ``--card`` skips this)."""
-    if card.model_path.resolve() != model.resolve():
+    if describes_other(card, model):
         raise ConfigError.single(
             None,
             None,
@@ -278,6 +279,8 @@ def model_card_for(model: str | Path, card: str | Path | None = None) -> tuple[M
         file = card_path(Path(model))
         loaded = _load_file(file, check_checkpoint=True)
         check_describes(loaded, file, Path(model))
+    elif Path(card).suffix == ".onnx":
+        raise ConfigError.single(None, None, "--card", f"{card} is a model: --card takes a model card YAML")
     else:
         file = card_path(Path(card))
         loaded = _load_file(file, check_checkpoint=True)

@@ -113,6 +113,9 @@ def test_an_explicit_card_wins_over_its_model_field(folder: Path) -> None:
     card, file = model_card_for(folder / "other.onnx", folder / "tiny.yaml")
     assert file == folder / "tiny.yaml" and card.name == "tiny"
     assert model_card_for(folder / "other.onnx", folder)[1] == folder / "tiny.yaml"  # or its directory
+    with pytest.raises(ConfigError) as exc:
+        model_card_for(folder / "other.onnx", folder / "model.onnx")
+    assert _one_line(exc).endswith("model.onnx is a model: --card takes a model card YAML")
 
 
 def test_a_directory_takes_its_one_card_and_ignores_other_yaml(folder: Path) -> None:
