@@ -38,9 +38,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ModelSource(_Frozen):
+    """The files a bundle was compiled from when an explicit card's ``model:`` names another file."""
+
+    onnx: str = Field(description="the ONNX file compiled (its name)")
+    card: str = Field(description="the model card file (its name)")
+    card_model: str = Field(description="the file the card's model: names")
+
+
 class ModelRef(_Frozen):
     name: str
     version: str
+    source: ModelSource | None = Field(
+        default=None,
+        # written only for a card naming another file, so other manifests stay readable by an older edgeds
+        exclude_if=lambda value: value is None,
+    )
 
 
 class FileEntry(_Frozen):

@@ -5,7 +5,8 @@ its outputs mean, and where its calibration and evaluation data come from. The c
 selects its schema: ``image-classification`` (:class:`ModelCard`, an ONNX model) or
 ``causal-lm`` (:class:`LMCard`, a Hugging Face checkpoint directory, checked against its
 ``config.json``). Errors are :class:`~edgeds.errors.ConfigError` lines
-``file:line: field: message``, as for profiles.
+``file:line: field: message``, as for profiles. Which file is a model's card is
+:mod:`edgeds.card_lookup`'s job; a card found beside an ONNX file must name it in ``model:``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from .card_lookup import card_path
 from .config import NAME_PATTERN, Frozen, validate_mapping
 from .errors import ConfigError
 from .yamlio import SourceMap, display_path, load_yaml
@@ -241,31 +243,58 @@ def _checkpoint_problems(card: LMCard, smap: SourceMap, shown: Path) -> list[tup
     return problems
 
 
-def card_path(path: Path) -> Path:
-    """The card file for ``path``: the YAML itself, the one ``*.yaml`` of a directory, or the
-    card beside an ONNX file."""
-    if path.is_dir():
-        cards = sorted(path.glob("*.yaml"))
-        if len(cards) != 1:
-            raise ConfigError.single(
-                display_path(path), None, "", f"expected one model card *.yaml, found {len(cards)}"
-            )
-        return cards[0]
-    if path.suffix == ".onnx":
-        candidates = [path.with_suffix(".yaml"), *sorted(path.parent.glob("*.yaml"))]
-        card_path = next((c for c in candidates if c.is_file()), None)
-        if card_path is None:
-            raise ConfigError.single(display_path(path), None, "", "no model card (*.yaml) beside the ONNX file")
-        return card_path
-    return path
-
-
 def load_card(path: str | Path, *, check_checkpoint: bool = True) -> AnyCard:
-    """Load a model card of any task. ``path`` may be the YAML, the ONNX file beside it, or its
-    directory. The ``task`` selects the schema; a causal-lm card is checked against its
-    checkpoint's ``config.json`` (architecture, context length, tokenizer, chat template) unless
+    """Load a model card of any task. ``path`` may be the YAML, an ONNX file (its card found by
+    :func:`~edgeds.card_lookup.card_path`, and it must name that file), or the card's directory.
+    The ``task`` selects the schema; a causal-lm card is checked against its checkpoint's
+    ``config.json`` (architecture, context length, tokenizer, chat template) unless
     ``check_checkpoint`` is False (a bundle's copy of the card has no checkpoint beside it)."""
-    path = card_path(Path(path))
+    given = Path(path)
+    file = card_path(given)
+    card = _load_file(file, check_checkpoint=check_checkpoint)
+    if given.suffix == ".onnx":
+        check_describes(card, file, given)
+    return card
+
+
+def check_describes(card: AnyCard, file: Path, model: Path) -> None:
+    """Refuse a card whose ``model:`` is not ``model``, in one line (an explicit ``--card`` skips this)."""
+    if describes_other(card, model):
+        raise ConfigError.single(
+            None,
+            None,
+            "",
+            f"card {display_path(file)} describes {card.model}, not {model.name}: pass the matching --card",
+        )
+
+
+def model_card_for(model: str | Path, card: str | Path | None = None) -> tuple[ModelCard, Path]:
+    """The image-classification card of the ONNX file ``model`` and the card's file.
+
+    Without ``card`` the card is found beside the model and must name it in ``model:``. With
+    ``card`` (a YAML or the directory holding one) that card is used as given: the ONNX file
+    ``model`` is what is compiled or run even when the card's ``model:`` names another file
+    (:func:`describes_other` tells the caller to record both)."""
+    if card is None:
+        file = card_path(Path(model))
+        loaded = _load_file(file, check_checkpoint=True)
+        check_describes(loaded, file, Path(model))
+    elif Path(card).suffix == ".onnx":
+        raise ConfigError.single(None, None, "--card", f"{card} is a model: --card takes a model card YAML")
+    else:
+        file = card_path(Path(card))
+        loaded = _load_file(file, check_checkpoint=True)
+    if not isinstance(loaded, ModelCard):
+        raise ConfigError.single(display_path(file), None, "task", f"{loaded.task} card, expected image-classification")
+    return loaded, file
+
+
+def describes_other(card: AnyCard, model: Path) -> bool:
+    """Whether ``card``'s ``model:`` names a file other than ``model``."""
+    return card.model_path.resolve() != Path(model).resolve()
+
+
+def _load_file(path: Path, *, check_checkpoint: bool) -> AnyCard:
     data, smap = load_yaml(path)
     shown = display_path(path)
     task = data.get("task") if isinstance(data, dict) else None

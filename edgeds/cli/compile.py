@@ -15,13 +15,21 @@ def compile_command(
     model: Annotated[
         Path,
         typer.Argument(
-            help="ONNX model file (its model card *.yaml beside it), or a model directory / card: "
+            help="ONNX model file (its card: --card, <model>.yaml or the one card naming it), "
+            "or a model directory / card: "
             "a causal-lm card compiles its checkpoint for the profile's LM runtimes."
         ),
     ],
     profile: Annotated[
         str, typer.Option("--profile", "-p", help="Profile name or path (shipped, ./profiles, $EDGEDS_PROFILES).")
     ],
+    card: Annotated[
+        Path | None,
+        typer.Option(
+            "--card",
+            help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
+        ),
+    ] = None,
     precision: Annotated[
         str | None,
         typer.Option("--precision", help="fp32, fp16, int8 (int4: causal-lm); overrides the profile."),
@@ -57,6 +65,7 @@ def compile_command(
                 progress=progress,
                 key=key,
                 valid_days=valid_days,
+                card=card,
             )
         except AccuracyGateFailed as exc:
             report = getattr(exc, "report", None)

@@ -55,9 +55,14 @@ def host_progress(hosts: list[str], enabled: bool) -> Iterator[Any]:
         yield update
 
 
-def _bundle_source(source: Path, target: str, key: Path | None, version: int | None) -> Path:
-    """``source`` itself for a bundle; for an ONNX model, the bundle compiled for the target's profile."""
+def _bundle_source(source: Path, target: str, key: Path | None, version: int | None, card: Path | None) -> Path:
+    """``source`` itself for a bundle; for an ONNX model, the bundle compiled for the target's profile
+    (with ``card`` as its model card when given)."""
     if source.is_dir() or source.suffix == ".tar":
+        if card is not None:
+            raise typer.BadParameter(
+                "a bundle carries its model card: --card goes with an ONNX model", param_hint="--card"
+            )
         return source
     if source.suffix == ".onnx":
         from ..compile import compile_model
@@ -65,7 +70,7 @@ def _bundle_source(source: Path, target: str, key: Path | None, version: int | N
 
         profile = resolve_target_profile(load_target(target))
         console_err.print(f"compiling {source} for profile {profile.name} ...")
-        return Path(compile_model(source, profile, key=key, version=version).bundle)
+        return Path(compile_model(source, profile, key=key, version=version, card=card).bundle)
     raise typer.BadParameter(f"{source} is neither a bundle (directory or .tar) nor an ONNX model")
 
 
@@ -74,6 +79,13 @@ def deploy(
     target: str = typer.Option(..., "--target", "-t", help="Target name or YAML path."),
     hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Signing key when compiling a model.")] = None,
+    card: Annotated[
+        Path | None,
+        typer.Option(
+            "--card",
+            help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
+        ),
+    ] = None,
     version: int | None = typer.Option(None, "--version", help="Bundle version when compiling a model."),
     requests: int = typer.Option(50, "--requests", min=1, help="Health check: requests for the p99 bound."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Accept a version not newer."),
@@ -114,7 +126,7 @@ def deploy(
             raise typer.BadParameter(f"cannot read {public_key}: {exc.strerror}", param_hint="--public-key") from exc
     elif loaded.local and key is not None and source.suffix == ".onnx":
         trusted = public_pem(key)  # a bundle signed here with --key: this machine trusts that key
-    bundle_path = _bundle_source(source, target, key, version)
+    bundle_path = _bundle_source(source, target, key, version, card)
     options = DeployOptions(allow_downgrade=allow_downgrade, health_requests=requests)
     with host_progress(names, console_err.is_terminal) as progress:
         result = deploy_bundle(bundle_path, target, hosts=hosts, options=options, progress=progress, public_key=trusted)

@@ -44,6 +44,13 @@ def inspect_command(
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="ONNX model (card beside it), run through ONNX Runtime FP32.")
     ] = None,
+    card: Annotated[
+        Path | None,
+        typer.Option(
+            "--card",
+            help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
+        ),
+    ] = None,
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Require the bundle's signature under this key.")
     ] = None,
@@ -94,7 +101,7 @@ def inspect_command(
         alarm=alarm,
     )
 
-    with open_engine(bundle=bundle, model=model, profile=profile, public_key=public_key) as loaded:
+    with open_engine(bundle=bundle, model=model, profile=profile, public_key=public_key, card=card) as loaded:
         labels = load_truth(truth, loaded.card)
         if not as_json:
             console_err.print(f"inspecting [bold]{source}[/] with {loaded.description} (profile {profile.name})")

@@ -43,18 +43,18 @@ from .. import backends
 from .._version import __version__
 from ..backends.base import Artifact, BackendOptions, Precision
 from ..bundle import build_bundle, load_private_key
+from ..card_lookup import card_path
 from ..config import Profile, load_profile
 from ..errors import (
     AccuracyGateFailed,
     BackendError,
-    BundleError,
     CompileError,
     ConfigError,
     ToolchainError,
     UnsupportedPrecision,
 )
 from ..manifest import fixed_batching
-from ..modelcard import LMCard, ModelCard, card_path, load_card, load_model_card
+from ..modelcard import LMCard, ModelCard, describes_other, load_card, model_card_for
 from . import data as data_mod
 from . import output, toolchains
 from .cache import CompileCache, cache_key
@@ -399,6 +399,7 @@ def compile_model(
     validation_limit: int | None = None,
     calibration_limit: int | None = None,
     cache_root: Path | None = None,
+    card: str | Path | None = None,
 ) -> CompileResult:
     """Compile ``model`` for ``profile`` and write a bundle to ``out``.
 
@@ -406,6 +407,11 @@ def compile_model(
     ``causal-lm`` card goes through :func:`edgeds.compile.lm_pipeline.compile_lm` (its LM runtime
     chain and quality gate; ``validation_limit`` limits its evaluation prompts, ``precision`` may
     also be int4), an image card's ONNX model through the steps below.
+
+    An ONNX file's card is ``<stem>.yaml`` beside it, else the one card whose ``model:`` names it
+    (:func:`edgeds.card_lookup.card_path`); a card that names another file is refused. ``card``
+    (a card YAML or its directory) names the card explicitly: then the ONNX ``model`` is compiled
+    even when the card's ``model:`` names another file, and the report and manifest record both.
 
     ``precision`` overrides the profile's (and every chain entry's). ``key`` signs the bundle
     (ed25519 private key file); devices refuse it ``valid_days`` after now when given.
@@ -422,6 +428,13 @@ def compile_model(
         output.check_out(Path(out))
     given = Path(model)
     if given.is_dir() or given.suffix in (".yaml", ".yml"):
+        if card is not None:
+            raise ConfigError.single(
+                None,
+                None,
+                "--card",
+                f"{given} is a card or model directory already: pass the ONNX file with --card, or drop --card",
+            )
         any_card = load_card(given)
         if isinstance(any_card, LMCard):
             from .lm_pipeline import compile_lm
@@ -444,8 +457,8 @@ def compile_model(
     if precision is not None and precision not in ("fp32", "fp16", "int8"):
         raise UnsupportedPrecision(f"an image model compiles to fp32, fp16 or int8, not {precision!r}")
     info = inspect_model(model)
-    card = load_model_card(info.path)
-    fit = check_fit(info, card, prof)  # before any data is loaded or any toolchain runs
+    image_card, card_file = model_card_for(info.path, card)
+    fit = check_fit(info, image_card, prof)  # before any data is loaded or any toolchain runs
     chain = prof.chain()
     hardware = prof.hardware.precisions
     if precision is not None and precision not in hardware:
@@ -466,11 +479,11 @@ def compile_model(
         settle = getattr(toolchains.module(name), "for_hardware", None)
         plan.append((name, want, settle(options, prof.hardware) if settle is not None else options))
     needs_int8 = any(p == "int8" for _, p, _ in plan)
-    validation = data_mod.load_images(card, "validation", validation_limit)
+    validation = data_mod.load_images(image_card, "validation", validation_limit)
     if calibration_images is not None:
         calibration = data_mod.custom_images(calibration_images)
     elif needs_int8:
-        calibration = data_mod.load_images(card, "calibration", calibration_limit)
+        calibration = data_mod.load_images(image_card, "calibration", calibration_limit)
     else:
         calibration = data_mod.ImageSet(validation.images[:0], validation.labels[:0], "none")
     if needs_int8 and len(calibration) == 0:
@@ -478,11 +491,15 @@ def compile_model(
     cache = CompileCache(cache_root, enabled=use_cache)
     report = CompileReport(str(info.path), info.sha256, prof.name, len(validation), len(calibration))
     report.notes.extend(fit.notes)
-    out_path = Path(out) if out is not None else output.default_out(card.name, card.version, prof.name)
+    report.card = str(card_file)
+    other = describes_other(image_card, info.path)
+    if other:
+        report.notes.append(f"card {card_file.name} describes {image_card.model}; compiled {info.path.name} (--card)")
+    out_path = Path(out) if out is not None else output.default_out(image_card.name, image_card.version, prof.name)
     private = load_private_key(key) if key is not None else None
 
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
-        compiler = _Compiler(info, card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
+        compiler = _Compiler(info, image_card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
         chosen: tuple[str, Precision, BackendOptions, _Candidate, ModuleType] | None = None
         for name, want, options in plan:
             tc = toolchains.module(name)
@@ -556,7 +573,7 @@ def compile_model(
                 break
         if report.attempts and compiler._reference is not None:
             report.reference_top1 = float(
-                (compiler._reference[card.output.name].argmax(axis=1) == validation.labels).mean()
+                (compiler._reference[image_card.output.name].argmax(axis=1) == validation.labels).mean()
             )
         report.seconds = time.perf_counter() - started
         if chosen is None:
@@ -571,7 +588,22 @@ def compile_model(
         output.prepare_out(out_path)
         expires_at = output.expires_at(valid_days)
         _write_bundle(
-            out_path, info, card, prof, name, prec, options, cand, tc, compiler, report, private, version, expires_at
+            out_path,
+            info,
+            image_card,
+            card_file,
+            prof,
+            name,
+            prec,
+            options,
+            cand,
+            tc,
+            compiler,
+            report,
+            private,
+            version,
+            expires_at,
+            source=other,
         )
     report.seconds = time.perf_counter() - started
     return CompileResult(out_path, report, name, prec, private is not None)
@@ -594,6 +626,7 @@ def _write_bundle(
     out: Path,
     info: ModelInfo,
     card: ModelCard,
+    card_file: Path,
     prof: Profile,
     name: str,
     precision: Precision,
@@ -605,7 +638,11 @@ def _write_bundle(
     private: Any,
     version: int | None,
     expires_at: str | None = None,
+    *,
+    source: bool = False,
 ) -> None:
+    """Write the bundle. ``source``: the card's ``model:`` names another file than the ONNX compiled
+    (an explicit ``--card``); the manifest's ``model.source`` then records both."""
     golden_inputs = compiler.inputs(cand.layout)[: compiler.golden_count]
     atol, rtol, min_cos = _golden_tolerance(precision, cand.golden_outputs)
     gate = cand.gate
@@ -627,7 +664,8 @@ def _write_bundle(
     if compiler.fixed_batch is not None:
         batching = fixed_batching(batching, compiler.fixed_batch)
     manifest: dict[str, Any] = {
-        "model": {"name": card.name, "version": card.version},
+        "model": {"name": card.name, "version": card.version}
+        | ({"source": {"onnx": info.path.name, "card": card_file.name, "card_model": card.model}} if source else {}),
         "version": version if version is not None else int(time.time()),
         "expires_at": expires_at,
         "task": "image-classification",
@@ -675,7 +713,6 @@ def _write_bundle(
     if compiler.fixed_batch is not None:
         # only then: a manifest without the key stays readable by an edgeds that does not know it
         manifest["fixed_batch"] = compiler.fixed_batch
-    card_file = card.directory / _card_file_name(card)
     build_bundle(
         out,
         manifest=manifest,
@@ -685,13 +722,3 @@ def _write_bundle(
         golden_outputs=cand.golden_outputs,
         private_key=private,
     )
-
-
-def _card_file_name(card: ModelCard) -> str:
-    for candidate in sorted(card.directory.glob("*.yaml")):
-        try:
-            if load_model_card(candidate).name == card.name:
-                return candidate.name
-        except ConfigError:  # other YAML beside the model that is not a card
-            continue
-    raise BundleError(f"cannot find the model card file of {card.name!r} in {card.directory}")

@@ -44,6 +44,7 @@ class CompileReport:
     task: str = "image-classification"
     reference: dict[str, Any] | None = None  # the task's reference figures (causal-lm: FP32 metric, perplexity)
     notes: list[str] = field(default_factory=list)  # lines shown under the table (e.g. a fixed batch)
+    card: str | None = None  # the model card file used
 
     @property
     def winner(self) -> Attempt | None:
@@ -63,6 +64,7 @@ class CompileReport:
             "task": self.task,
             "reference": self.reference,
             "notes": list(self.notes),
+            "card": self.card,
         }
 
     def columns(self) -> list[str]:

@@ -119,11 +119,14 @@ def open_engine(
     profile: Profile | None = None,
     public_key: PublicKeyLike | None = None,
     verify: bool = True,
+    card: str | Path | None = None,
 ) -> LoadedModel:
     """Start an engine for ``bundle`` (verified against ``public_key``) or ``model``.
 
     A model runs through ONNX Runtime FP32 with the profile's ONNX Runtime options and batching
     (the profile's batching is also used for a bundle when given; otherwise the manifest's).
+    ``model`` is an ONNX file (its card found beside it, or ``card`` when given: then that card
+    describes the given ONNX file whatever its ``model:`` says), a card or a card's directory.
     """
     from ..runtime.engine import Engine
 
@@ -142,22 +145,37 @@ def open_engine(
         m = loaded.manifest
         described = f"bundle {m.model.name} v{m.version} ({m.backend}:{m.precision}, {m.layout})"
         return LoadedModel(engine, loaded.card, m.layout, described, (loaded.close,))
-    from ..modelcard import load_model_card
+    from ..modelcard import load_model_card, model_card_for
 
-    card = load_model_card(Path(str(model)))
+    given = Path(str(model))
+    if given.suffix == ".onnx":
+        model_card, _ = model_card_for(given, card)
+        onnx = given
+    elif card is not None:
+        raise ConfigError.single(
+            None,
+            None,
+            "--card",
+            f"{given} is a card or model directory already: pass the ONNX file with --card, or drop --card",
+        )
+    else:
+        model_card = load_model_card(given)
+        onnx = model_card.model_path
     options: Any = None
     if profile is not None:
         options = next((opts for name, _, opts in profile.chain() if name == "onnxruntime"), None)
     engine = Engine(
         "onnxruntime",
-        card.model_path,
+        onnx,
         options=options,
         batching=batching,
-        name=card.name,
-        version=card.version,
-        labels=card.labels,
+        name=model_card.name,
+        version=model_card.version,
+        labels=model_card.labels,
     ).start()
-    return LoadedModel(engine, card, card.input.layout, f"model {card.name} {card.version} (onnxruntime:fp32)")
+    return LoadedModel(
+        engine, model_card, model_card.input.layout, f"model {model_card.name} {model_card.version} (onnxruntime:fp32)"
+    )
 
 
 def _truth_lookup(card: ModelCard, truth: Sequence[int] | np.ndarray | None) -> Callable[[Frame], int | None]:
