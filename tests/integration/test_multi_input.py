@@ -1,0 +1,160 @@
+"""Models with tensor inputs besides the image compile, serve and run.
+
+Two fixtures built with ``onnx.helper``: image + float32 ``aux`` vector, and image + int64
+token ids (embedding gather; integer inputs are never quantized). Each compiles at FP32 and
+INT8 on ONNX Runtime with calibration and evaluation fed every input per the card, keeps every
+input in its golden set, serves in-process over loopback and answers ``tritonclient.http``
+(binary and JSON) like ONNX Runtime run directly on the model; ``edgeds run`` reads an
+``.npz`` with one array per input name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeds.bundle import load_bundle
+from edgeds.compile import compile_model
+from edgeds.compile.gates.image import cosine_rows
+from edgeds.compile.tiny import SIZE
+from edgeds.errors import RequestError
+from edgeds.runtime import Engine, InferenceServer
+from edgeds.runtime.classify import classify_file
+from edgeds.runtime.engine import thread_options
+
+from ._multi_input_models import AUX, TOKENS, VOCAB, token_input, two_input
+
+ort = pytest.importorskip("onnxruntime")
+httpclient = pytest.importorskip("tritonclient.http")
+
+VALIDATION = 40
+CALIBRATION = 16
+PROFILE = """schema: 1
+name: multi-ort
+description: a multi-input test profile
+extends: x86-cpu
+backends:
+  - name: onnxruntime
+    options: {intra_op_num_threads: 1}
+batching: {max_batch_size: 8, preferred_batch_sizes: [4, 8], max_queue_delay_us: 20000, max_queue_size: 64}
+accuracy: {max_top1_drop: 100.0, min_top1_agreement: 0.0, min_cosine: 0.95}
+"""
+MODELS: dict[str, Callable[[Path, int, int], Path]] = {"aux": two_input, "ids": token_input}
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("edgeds-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEDS_CACHE_DIR", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:
+    return MODELS[request.param](tmp_path_factory.mktemp(request.param), VALIDATION, CALIBRATION)
+
+
+def extra_name(model: Path) -> str:
+    return "aux" if model.parent.name.startswith("aux") else "ids"
+
+
+def extra_values(name: str, rows: int) -> np.ndarray:
+    rng = np.random.default_rng(9)
+    if name == "aux":
+        return rng.standard_normal((rows, AUX)).astype(np.float32)
+    return rng.integers(0, VOCAB, (rows, TOKENS)).astype(np.int64)
+
+
+def reference(model: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    out: np.ndarray = session.run(["logits"], feeds)[0]
+    return out
+
+
+def infer(client: Any, feeds: dict[str, np.ndarray], binary: bool) -> np.ndarray:
+    tensors = []
+    for name, array in feeds.items():
+        datatype = {"float32": "FP32", "int64": "INT64"}[array.dtype.name]
+        tensor = httpclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        tensors.append(tensor)
+    outputs = [httpclient.InferRequestedOutput("logits", binary_data=binary)]
+    got: np.ndarray = client.infer("tiny", tensors, outputs=outputs).as_numpy("logits")
+    return got
+
+
+def close_enough(precision: str, got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    if precision == "fp32":
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    else:  # the random tiny model's margins are small: INT8 keeps the direction, not every value
+        cosine = cosine_rows(want, got)
+        assert float(cosine.min()) >= 0.9 and float(cosine.mean()) >= 0.98
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_multi_input_compiles_and_serves(model: Path, precision: str, tmp_path: Path) -> None:
+    profile = tmp_path / "multi-ort.yaml"
+    profile.write_text(PROFILE)
+    result = compile_model(model, profile, precision=precision, out=tmp_path / "bundle")
+    assert result.precision == precision
+    assert all(a.outcome == "passed" for a in result.report.attempts), result.report.as_dict()
+    name = extra_name(model)
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    assert sorted(i["name"] for i in manifest["io"]["inputs"]) == sorted(["input", name])
+    with load_bundle(result.bundle, verify=False) as bundle:
+        images, outputs = bundle.golden()
+        extra = bundle.golden_extra_inputs()
+        assert set(extra) == {name} and len(extra[name]) == len(images) == len(outputs["logits"])
+        # the golden outputs are the artifact's answers to every golden input
+        want = reference(model, {"input": images, name: extra[name]})
+        close_enough(precision, outputs["logits"], want)
+        engine = Engine.from_bundle(bundle, options=thread_options("onnxruntime", 1)).start()
+    server = InferenceServer(engine, port=0).start()
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}", concurrency=4)
+    try:
+        rng = np.random.default_rng(3)
+        x = rng.random((6, 3, SIZE, SIZE), dtype=np.float32)
+        feeds = {"input": x, name: extra_values(name, len(x))}
+        want = reference(model, feeds)
+        close_enough(precision, infer(client, feeds, binary=True), want)
+        one = {k: v[:1] for k, v in feeds.items()}
+        close_enough(precision, infer(client, one, binary=False), want[:1])
+        # concurrent single rows: the batcher stacks each input
+        handles = []
+        for i in range(len(x)):
+            tensors = []
+            for key, array in feeds.items():
+                row = array[i : i + 1]
+                tensor = httpclient.InferInput(key, list(row.shape), "FP32" if row.dtype == np.float32 else "INT64")
+                tensor.set_data_from_numpy(row, binary_data=True)
+                tensors.append(tensor)
+            handles.append(client.async_infer("tiny", tensors))
+        got = np.concatenate([h.get_result().as_numpy("logits") for h in handles])
+        close_enough(precision, got, want)
+        from tritonclient.utils import InferenceServerException
+
+        with pytest.raises(InferenceServerException, match=rf"missing input\(s\) \['{name}'\]"):
+            infer(client, {"input": x[:1]}, binary=True)
+    finally:
+        client.close()
+        server.stop(close_engines=True)
+
+    # edgeds run: an .npz with one array per input name (uint8 images are preprocessed)
+    images_u8 = np.random.default_rng(5).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    arrays: dict[str, Any] = {"input": images_u8, name: extra_values(name, 3)}
+    np.savez(tmp_path / "inputs.npz", **arrays)
+    ranked = classify_file(result.bundle, tmp_path / "inputs.npz", top=2, threads=1)
+    assert len(ranked.predictions) == 3 and all(len(p) == 2 for p in ranked.predictions)
+    np.savez(tmp_path / "short.npz", input=images_u8)
+    with pytest.raises(RequestError, match=rf"no array for input\(s\) \['{name}'\]"):
+        classify_file(result.bundle, tmp_path / "short.npz", threads=1)
+    np.save(tmp_path / "images.npy", images_u8)
+    with pytest.raises(RequestError, match=r"give an \.npz with one array per input name"):
+        classify_file(result.bundle, tmp_path / "images.npy", threads=1)
