@@ -2,10 +2,10 @@
 
 Two fixtures built with ``onnx.helper``: image + float32 ``aux`` vector, and image + int64
 token ids (embedding gather; integer inputs are never quantized). Each compiles at FP32 and
-INT8 on ONNX Runtime with calibration and evaluation fed every input per the card, keeps every
-input in its golden set, serves in-process over loopback and answers ``tritonclient.http``
-(binary and JSON) like ONNX Runtime run directly on the model; ``edgeds run`` reads an
-``.npz`` with one array per input name.
+INT8 on ONNX Runtime and OpenVINO (where installed) with calibration and evaluation fed every
+input per the card, keeps every input in its golden set, serves in-process over loopback and
+answers ``tritonclient.http`` (binary and JSON) like ONNX Runtime run directly on the model;
+``edgeds run`` reads an ``.npz`` with one array per input name.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeds import backends
 from edgeds.bundle import load_bundle
 from edgeds.compile import compile_model
 from edgeds.compile.gates.image import cosine_rows
@@ -35,15 +36,16 @@ httpclient = pytest.importorskip("tritonclient.http")
 VALIDATION = 40
 CALIBRATION = 16
 PROFILE = """schema: 1
-name: multi-ort
+name: multi-{backend}
 description: a multi-input test profile
 extends: x86-cpu
 backends:
-  - name: onnxruntime
-    options: {intra_op_num_threads: 1}
-batching: {max_batch_size: 8, preferred_batch_sizes: [4, 8], max_queue_delay_us: 20000, max_queue_size: 64}
-accuracy: {max_top1_drop: 100.0, min_top1_agreement: 0.0, min_cosine: 0.95}
+  - name: {backend}
+    options: {options}
+batching: {{max_batch_size: 8, preferred_batch_sizes: [4, 8], max_queue_delay_us: 20000, max_queue_size: 64}}
+accuracy: {{max_top1_drop: 100.0, min_top1_agreement: 0.0, min_cosine: 0.95}}
 """
+OPTIONS = {"onnxruntime": "{intra_op_num_threads: 1}", "openvino": "{device: CPU, performance_hint: LATENCY}"}
 MODELS: dict[str, Callable[[Path, int, int], Path]] = {"aux": two_input, "ids": token_input}
 
 
@@ -99,11 +101,15 @@ def close_enough(precision: str, got: np.ndarray, want: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_multi_input_compiles_and_serves(model: Path, precision: str, tmp_path: Path) -> None:
-    profile = tmp_path / "multi-ort.yaml"
-    profile.write_text(PROFILE)
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: str, tmp_path: Path) -> None:
+    availability = backends.probe(backend)
+    if not availability.available:
+        pytest.skip(f"{backend} runtime not available here: {availability.reason}")
+    profile = tmp_path / f"multi-{backend}.yaml"
+    profile.write_text(PROFILE.format(backend=backend, options=OPTIONS[backend]))
     result = compile_model(model, profile, precision=precision, out=tmp_path / "bundle")
-    assert result.precision == precision
+    assert result.backend == backend and result.precision == precision
     assert all(a.outcome == "passed" for a in result.report.attempts), result.report.as_dict()
     name = extra_name(model)
     manifest = json.loads((result.bundle / "manifest.json").read_text())
@@ -115,7 +121,7 @@ def test_multi_input_compiles_and_serves(model: Path, precision: str, tmp_path: 
         # the golden outputs are the artifact's answers to every golden input
         want = reference(model, {"input": images, name: extra[name]})
         close_enough(precision, outputs["logits"], want)
-        engine = Engine.from_bundle(bundle, options=thread_options("onnxruntime", 1)).start()
+        engine = Engine.from_bundle(bundle, options=thread_options(backend, 1)).start()
     server = InferenceServer(engine, port=0).start()
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}", concurrency=4)
     try:

@@ -119,7 +119,14 @@ def compile(
         # NNCF collects statistics per item: one sample per item calibrates best; a model with a
         # fixed batch takes only whole batches (the pipeline hands it batches of exactly that size)
         batch_dim = ov_model.inputs[0].get_partial_shape()[0] if ov_model.inputs else None
-        if batch_dim is not None and batch_dim.is_static and batch_dim.get_length() != 1:
+        whole = batch_dim is not None and batch_dim.is_static and batch_dim.get_length() != 1
+        items: list[Any]
+        if card.extra_inputs:  # a multi-input model: an item is every input by name
+            rows = [(b, slice(0, None)) for b in batches] if whole else []
+            if not whole:
+                rows = [(b, slice(i, i + 1)) for b in batches for i in range(len(b[input_name]))]
+            items = [{name: array[part] for name, array in b.items()} for b, part in rows]
+        elif whole:
             items = [b[input_name] for b in batches]
         else:
             items = [b[input_name][i : i + 1] for b in batches for i in range(len(b[input_name]))]
