@@ -11,6 +11,7 @@ answers ``tritonclient.http`` (binary and JSON) like ONNX Runtime run directly o
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from edgeds.bundle import load_bundle
 from edgeds.compile import compile_model
 from edgeds.compile.gates.image import cosine_rows
 from edgeds.compile.tiny import SIZE
+from edgeds.deploy.device.health import health_check
+from edgeds.deploy.device.store import Store
 from edgeds.errors import RequestError
 from edgeds.runtime import Engine, InferenceServer
 from edgeds.runtime.classify import classify_file
@@ -151,6 +154,12 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
     finally:
         client.close()
         server.stop(close_engines=True)
+
+    # the device's golden check (in-process: no agent runs) feeds every golden input
+    store = Store(tmp_path / "store")
+    store.ensure()
+    shutil.copytree(result.bundle, store.releases / "r1")
+    assert health_check(store, "r1", {}) == {"mode": "in_process", "golden": "ok"}
 
     # edgeds run: an .npz with one array per input name (uint8 images are preprocessed)
     images_u8 = np.random.default_rng(5).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
