@@ -11,7 +11,10 @@ answers ``tritonclient.http`` (binary and JSON) like ONNX Runtime run directly o
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from edgeds.runtime import Engine, InferenceServer
 from edgeds.runtime.classify import classify_file
 from edgeds.runtime.engine import thread_options
 
-from ._multi_input_models import AUX, TOKENS, VOCAB, token_input, two_input
+from ._multi_input_models import AUX, TOKENS, VOCAB, flag_input, token_input, two_input
 
 ort = pytest.importorskip("onnxruntime")
 httpclient = pytest.importorskip("tritonclient.http")
@@ -49,7 +52,8 @@ batching: {{max_batch_size: 8, preferred_batch_sizes: [4, 8], max_queue_delay_us
 accuracy: {{max_top1_drop: 100.0, min_top1_agreement: 0.0, min_cosine: 0.95}}
 """
 OPTIONS = {"onnxruntime": "{intra_op_num_threads: 1}", "openvino": "{device: CPU, performance_hint: LATENCY}"}
-MODELS: dict[str, Callable[[Path, int, int], Path]] = {"aux": two_input, "ids": token_input}
+MODELS: dict[str, Callable[[Path, int, int], Path]] = {"aux": two_input, "ids": token_input, "flags": flag_input}
+DATATYPES = {"float32": "FP32", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +69,23 @@ def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     return MODELS[request.param](tmp_path_factory.mktemp(request.param), VALIDATION, CALIBRATION)
 
 
-def extra_name(model: Path) -> str:
-    return "aux" if model.parent.name.startswith("aux") else "ids"
+def extra_names(model: Path) -> list[str]:
+    kind = next(k for k in MODELS if model.parent.name.startswith(k))
+    return {"aux": ["aux"], "ids": ["ids"], "flags": ["ids", "mask"]}[kind]
 
 
-def extra_values(name: str, rows: int) -> np.ndarray:
+def extra_values(model: Path, rows: int) -> dict[str, np.ndarray]:
+    """Request values of every extra input of ``model``."""
     rng = np.random.default_rng(9)
-    if name == "aux":
-        return rng.standard_normal((rows, AUX)).astype(np.float32)
-    return rng.integers(0, VOCAB, (rows, TOKENS)).astype(np.int64)
+    names = extra_names(model)
+    if names == ["aux"]:
+        return {"aux": rng.standard_normal((rows, AUX)).astype(np.float32)}
+    if names == ["ids"]:
+        return {"ids": rng.integers(0, VOCAB, (rows, TOKENS)).astype(np.int64)}
+    return {
+        "ids": rng.integers(0, VOCAB, (rows, TOKENS)).astype(np.int32),
+        "mask": rng.integers(0, 2, (rows, TOKENS)).astype(bool),
+    }
 
 
 def reference(model: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -85,7 +97,7 @@ def reference(model: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
 def infer(client: Any, feeds: dict[str, np.ndarray], binary: bool) -> np.ndarray:
     tensors = []
     for name, array in feeds.items():
-        datatype = {"float32": "FP32", "int64": "INT64"}[array.dtype.name]
+        datatype = DATATYPES[array.dtype.name]
         tensor = httpclient.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array, binary_data=binary)
         tensors.append(tensor)
@@ -114,15 +126,16 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
     result = compile_model(model, profile, precision=precision, out=tmp_path / "bundle")
     assert result.backend == backend and result.precision == precision
     assert all(a.outcome == "passed" for a in result.report.attempts), result.report.as_dict()
-    name = extra_name(model)
+    names = extra_names(model)
     manifest = json.loads((result.bundle / "manifest.json").read_text())
-    assert sorted(i["name"] for i in manifest["io"]["inputs"]) == sorted(["input", name])
+    assert sorted(i["name"] for i in manifest["io"]["inputs"]) == sorted(["input", *names])
     with load_bundle(result.bundle, verify=False) as bundle:
         images, outputs = bundle.golden()
         extra = bundle.golden_extra_inputs()
-        assert set(extra) == {name} and len(extra[name]) == len(images) == len(outputs["logits"])
+        assert set(extra) == set(names)
+        assert all(len(v) == len(images) == len(outputs["logits"]) for v in extra.values())
         # the golden outputs are the artifact's answers to every golden input
-        want = reference(model, {"input": images, name: extra[name]})
+        want = reference(model, {"input": images, **extra})
         close_enough(precision, outputs["logits"], want)
         engine = Engine.from_bundle(bundle, options=thread_options(backend, 1)).start()
     server = InferenceServer(engine, port=0).start()
@@ -130,7 +143,7 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
     try:
         rng = np.random.default_rng(3)
         x = rng.random((6, 3, SIZE, SIZE), dtype=np.float32)
-        feeds = {"input": x, name: extra_values(name, len(x))}
+        feeds = {"input": x, **extra_values(model, len(x))}
         want = reference(model, feeds)
         close_enough(precision, infer(client, feeds, binary=True), want)
         one = {k: v[:1] for k, v in feeds.items()}
@@ -141,7 +154,7 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
             tensors = []
             for key, array in feeds.items():
                 row = array[i : i + 1]
-                tensor = httpclient.InferInput(key, list(row.shape), "FP32" if row.dtype == np.float32 else "INT64")
+                tensor = httpclient.InferInput(key, list(row.shape), DATATYPES[row.dtype.name])
                 tensor.set_data_from_numpy(row, binary_data=True)
                 tensors.append(tensor)
             handles.append(client.async_infer("tiny", tensors))
@@ -149,7 +162,7 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
         close_enough(precision, got, want)
         from tritonclient.utils import InferenceServerException
 
-        with pytest.raises(InferenceServerException, match=rf"missing input\(s\) \['{name}'\]"):
+        with pytest.raises(InferenceServerException, match=rf"missing input\(s\) \['{names[0]}'"):
             infer(client, {"input": x[:1]}, binary=True)
     finally:
         client.close()
@@ -163,13 +176,33 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
 
     # edgeds run: an .npz with one array per input name (uint8 images are preprocessed)
     images_u8 = np.random.default_rng(5).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
-    arrays: dict[str, Any] = {"input": images_u8, name: extra_values(name, 3)}
+    arrays: dict[str, Any] = {"input": images_u8, **extra_values(model, 3)}
     np.savez(tmp_path / "inputs.npz", **arrays)
     ranked = classify_file(result.bundle, tmp_path / "inputs.npz", top=2, threads=1)
     assert len(ranked.predictions) == 3 and all(len(p) == 2 for p in ranked.predictions)
     np.savez(tmp_path / "short.npz", input=images_u8)
-    with pytest.raises(RequestError, match=rf"no array for input\(s\) \['{name}'\]"):
+    with pytest.raises(RequestError, match=rf"no array for input\(s\) \['{names[0]}'"):
         classify_file(result.bundle, tmp_path / "short.npz", threads=1)
     np.save(tmp_path / "images.npy", images_u8)
     with pytest.raises(RequestError, match=r"give an \.npz with one array per input name"):
         classify_file(result.bundle, tmp_path / "images.npy", threads=1)
+    if backend == "onnxruntime" and precision == "fp32":  # the CLI once per model
+        cli = subprocess.run(
+            [sys.executable, "-m", "edgeds", "run", str(result.bundle), "--input", str(tmp_path / "short.npz")],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "COLUMNS": "400"},
+            timeout=120,
+        )
+        assert cli.returncode == 2, cli.stderr
+        assert "Traceback" not in cli.stderr and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+        assert f"no array for input(s) ['{names[0]}'" in cli.stderr
+        ok = subprocess.run(
+            [sys.executable, "-m", "edgeds", "run", str(result.bundle), "--input", str(tmp_path / "inputs.npz")],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert ok.returncode == 0, ok.stderr
