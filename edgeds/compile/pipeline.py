@@ -503,6 +503,8 @@ def compile_model(
             tc = toolchains.module(name)
             device = getattr(options, "device", None)
             why = _unavailable(name, tc)
+            if why is None and card.extra_inputs and not getattr(tc, "MULTI_INPUT", False):
+                why = f"{name} takes the image input only, and this model has extra_inputs"
             if why is not None:
                 log.info("compile: %s skipped: %s", name, why)
                 report.attempts.append(Attempt(name, want, want, "skipped", why, device=device))
