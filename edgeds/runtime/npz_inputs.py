@@ -57,7 +57,7 @@ def load_npz_inputs(path: Path, card: ModelCard, layout: str, specs: Sequence[Te
             feeds[spec.name] = image_batch(array, source, card, layout, shape, spec.dtype)
             continue
         dtype = np.dtype(spec.dtype)
-        if array.shape[-len(shape) :] != shape if shape else False:
+        if shape and array.shape[-len(shape) :] != shape:
             raise RequestError(f"{source}: expected [N, {', '.join(map(str, shape))}], got {list(array.shape)}")
         if not np.can_cast(array.dtype, dtype, "same_kind") or (array.dtype.kind == "f") != (dtype.kind == "f"):
             raise RequestError(f"{source}: is {array.dtype}, the model takes {dtype} (save it as {dtype})")
