@@ -8,6 +8,7 @@ A bundle is a directory (or a ``.tar`` of one)::
     artifacts/...        one file or directory per runtime, in ``manifest.artifacts`` order
     golden/inputs.npy    image models: a preprocessed input batch (in the artifact's layout)
     golden/outputs.npz   image models: the outputs the primary artifact gives for it, keyed by output name
+    golden/extra_inputs.npz  image models with tensor inputs besides the image: their golden rows, by name
     golden/prompts.json  language models: the golden prompts with their greedy token ids
     tokenizer/ ...       language models: the checkpoint's tokenizer files and chat template
 
@@ -44,7 +45,16 @@ from pydantic import ValidationError
 
 from .errors import BundleError, BundleVerificationError, ConfigError
 from .hashing import sha256_file
-from .manifest import GOLDEN_INPUTS, GOLDEN_OUTPUTS, MANIFEST, FileEntry, Manifest, manifest_digest, parse_manifest
+from .manifest import (
+    GOLDEN_EXTRA_INPUTS,
+    GOLDEN_INPUTS,
+    GOLDEN_OUTPUTS,
+    MANIFEST,
+    FileEntry,
+    Manifest,
+    manifest_digest,
+    parse_manifest,
+)
 from .modelcard import AnyCard, LMCard, ModelCard, load_card
 from .paths import is_safe_relative
 
@@ -538,6 +548,15 @@ class Bundle:
         with np.load(self.root / golden.outputs, allow_pickle=False) as npz:
             outputs = {name: npz[name] for name in npz.files}
         return inputs, outputs
+
+    def golden_extra_inputs(self) -> dict[str, np.ndarray]:
+        """The golden rows of the model's tensor inputs besides the image (card ``extra_inputs``),
+        by input name; empty for a single-input model."""
+        path = self.root / GOLDEN_EXTRA_INPUTS
+        if not path.is_file():
+            return {}
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
 
     def close(self) -> None:
         """Remove the temporary extraction of a ``.tar`` (nothing for a directory). Idempotent."""

@@ -29,6 +29,8 @@ KNOWN_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
 GOLDEN_INPUTS = "golden/inputs.npy"
 GOLDEN_OUTPUTS = "golden/outputs.npz"
+GOLDEN_EXTRA_INPUTS = "golden/extra_inputs.npz"
+"""A multi-input image model's golden tensor inputs besides the image, keyed by input name."""
 GOLDEN_PROMPTS = "golden/prompts.json"
 Task = Literal["image-classification", "causal-lm"]
 ArtifactPrecision = Literal["fp32", "fp16", "int8", "int4"]

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .card_lookup import card_path
 from .config import NAME_PATTERN, Frozen, validate_mapping
@@ -46,6 +46,49 @@ class InputSpec(Frozen):
     def _nonzero_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(v == 0 for v in value):
             raise ValueError("std must not contain 0")
+        return value
+
+
+class TensorValues(Frozen):
+    """Where compile's calibration and validation values of a tensor input come from.
+
+    ``constant`` fills every element with one value; else ``low``/``high`` (integers) draw
+    uniformly from ``[low, high)``; else a normal draw of ``mean``/``std``. Draws are seeded with
+    ``seed`` and the split, so a split's values are the same on every compile.
+    """
+
+    constant: float | None = None
+    low: int | None = None
+    high: int | None = None
+    mean: float = 0.0
+    std: float = Field(default=1.0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _range(self) -> TensorValues:
+        if (self.low is None) != (self.high is None):
+            raise ValueError("give both low and high (an integer range [low, high))")
+        if self.low is not None and self.high is not None and self.high <= self.low:
+            raise ValueError(f"high {self.high} must be above low {self.low}")
+        return self
+
+
+class TensorInput(Frozen):
+    """A model input that is a plain tensor, not an image: fed as is (never preprocessed).
+
+    ``shape`` excludes the batch dimension. Integer and bool inputs are never quantized.
+    """
+
+    name: str
+    dtype: Literal["float32", "float16", "int64", "int32", "uint8", "bool"] = "float32"
+    shape: tuple[int, ...] = Field(description="without the batch dimension")
+    values: TensorValues = TensorValues()
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 1 for d in value):
+            raise ValueError("every dimension must be 1 or more")
         return value
 
 
@@ -84,6 +127,9 @@ class ModelCard(Frozen):
     description: str = ""
     model: str
     input: InputSpec
+    extra_inputs: tuple[TensorInput, ...] = Field(
+        default=(), description="tensor inputs besides the image input (name, dtype, shape, values)"
+    )
     output: OutputSpec
     labels: tuple[str, ...] = Field(min_length=2)
     data: DataSource | None = None
@@ -106,6 +152,19 @@ class ModelCard(Frozen):
     @property
     def samples_dir(self) -> Path | None:
         return self._directory / self.samples if self.samples else None
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Every input the model takes: the image input first, then the extra inputs."""
+        return (self.input.name, *(x.name for x in self.extra_inputs))
+
+    @model_validator(mode="after")
+    def _unique_inputs(self) -> ModelCard:
+        names = [self.input.name, *(x.name for x in self.extra_inputs)]
+        duplicate = sorted({n for n in names if names.count(n) > 1})
+        if duplicate:
+            raise ValueError(f"input name(s) {duplicate} given more than once")
+        return self
 
 
 class SpecialTokens(Frozen):

@@ -7,8 +7,10 @@ owned by the caller (copies, not the preprocessor's pooled buffers).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,15 +19,21 @@ from ..datasets import Split, load_split
 from ..errors import DatasetError
 from ..modelcard import ModelCard
 from ..preprocess import Preprocessor
+from . import tensor_inputs
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Raw images (uint8 [N,H,W,3] RGB), labels and a fingerprint that keys caches."""
+    """Raw images (uint8 [N,H,W,3] RGB), labels and a fingerprint that keys caches.
+
+    ``extra`` holds the card's tensor inputs (``extra_inputs``), one array ``[N, ...]`` per
+    input name, row ``i`` going with image ``i``; the fingerprint covers them.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     fingerprint: str
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,6 +72,15 @@ def custom_images(images: np.ndarray, labels: np.ndarray | None = None) -> Image
     return ImageSet(images, lab, images_fingerprint(images))
 
 
+def with_extra_inputs(card: ModelCard, images: ImageSet, split: str) -> ImageSet:
+    """``images`` with the card's tensor inputs' values for ``split`` (as is when it has none)."""
+    if not card.extra_inputs:
+        return images
+    extra = tensor_inputs.split_values(card, len(images), split)
+    fp = f"{images.fingerprint}+{tensor_inputs.fingerprint(extra)}"
+    return dataclasses.replace(images, extra=extra, fingerprint=fp)
+
+
 def preprocess_all(card: ModelCard, images: np.ndarray, layout: str = "NCHW") -> np.ndarray:
     """Every image preprocessed, one new array ``[N, ...]`` in ``layout``."""
     pre = Preprocessor(card.input, layout)
@@ -74,16 +91,26 @@ def preprocess_all(card: ModelCard, images: np.ndarray, layout: str = "NCHW") ->
 
 
 def batches(
-    card: ModelCard, images: np.ndarray, batch: int = 8, layout: str = "NCHW", *, exact: bool = False
+    card: ModelCard,
+    images: np.ndarray,
+    batch: int = 8,
+    layout: str = "NCHW",
+    *,
+    exact: bool = False,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> list[TensorDict]:
-    """Preprocessed ``{input name: [b, ...]}`` batches, caller-owned.
+    """Preprocessed ``{input name: [b, ...]}`` batches, caller-owned; ``extra`` are further
+    inputs (rows matching ``images``) sliced into the same batches.
 
     The last batch may be smaller, unless ``exact`` (a model with a fixed batch): then it is
     filled up with samples from the start of the set, repeated, so every batch has exactly
     ``batch`` real samples (calibration statistics see only real data, no zero rows).
     """
-    data = preprocess_all(card, images, layout)
-    if exact and len(data) and len(data) % batch:
-        fill = np.resize(data, (batch - len(data) % batch, *data.shape[1:]))
-        data = np.concatenate([data, fill])
-    return [{card.input.name: data[i : i + batch]} for i in range(0, len(data), batch)]
+    feeds = {card.input.name: preprocess_all(card, images, layout), **(extra or {})}
+    count = len(images)
+    if exact and count and count % batch:
+        for name, data in feeds.items():
+            fill = np.resize(data, (batch - count % batch, *data.shape[1:]))
+            feeds[name] = np.concatenate([data, fill])
+    total = len(feeds[card.input.name])
+    return [{name: data[i : i + batch] for name, data in feeds.items()} for i in range(0, total, batch)]

@@ -41,10 +41,54 @@ def _dims(spec: TensorSpec) -> str:
     return "[" + ",".join(str(d) if d >= 0 else "N" for d in spec.shape) + "]"
 
 
+def tensor_input_problems(info: ModelInfo, card: ModelCard) -> list[str]:
+    """One line per way the model's inputs disagree with the card's ``extra_inputs``: an input
+    the model takes that the card does not describe, an extra input the model lacks, or one whose
+    dtype, rank or non-batch dims differ from the card's."""
+    inputs = {i.name: i for i in info.inputs}
+    problems = []
+    named = set(card.input_names)
+    for name in sorted(set(inputs) - named):
+        x = inputs[name]
+        dims = "[" + ", ".join(str(d) if d >= 0 else "1" for d in x.shape[1:]) + "]"
+        problems.append(
+            f"model input {name!r} ({x.dtype} {_dims(x)}) is not in the model card: describe it under "
+            f"extra_inputs (e.g. {{name: {name}, dtype: {x.dtype}, shape: {dims}}})"
+        )
+    for spec in card.extra_inputs:
+        found = inputs.get(spec.name)
+        if found is None:
+            problems.append(
+                f"the model card's extra input {spec.name!r} is not a model input (the model takes "
+                f"{sorted(inputs)}): fix extra_inputs in the model card"
+            )
+            continue
+        x = found
+        want = "[N," + ",".join(str(d) for d in spec.shape) + "]"
+        if x.dtype != spec.dtype:
+            problems.append(
+                f"model input {x.name!r} takes {x.dtype} but the card says dtype {spec.dtype}: "
+                f"set its dtype in extra_inputs to {x.dtype}"
+            )
+        if len(x.shape) != len(spec.shape) + 1:
+            problems.append(
+                f"model input {x.name!r} is {_dims(x)} (rank {len(x.shape)}) but the card says {want} "
+                f"(rank {len(spec.shape) + 1}): fix its shape in extra_inputs (without the batch dimension)"
+            )
+        elif any(d >= 0 and d != w for d, w in zip(x.shape[1:], spec.shape, strict=True)):
+            problems.append(
+                f"model input {x.name!r} is {_dims(x)} but the card says {want}: fix its shape in extra_inputs"
+            )
+        elif x.shape[0] >= 0 and inputs.get(card.input.name, x).shape[0] not in (-1, x.shape[0]):
+            problems.append(f"model input {x.name!r} has another batch dimension than {card.input.name!r}")
+    return problems
+
+
 def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) -> Fit:
     """The :class:`Fit` of ``info`` for ``card`` (and ``profile``'s batching, for the notes).
 
-    Raises :class:`InvalidModel` when an input/output the card names is missing, the input's
+    Raises :class:`InvalidModel` when the model's inputs and the card's ``extra_inputs`` differ
+    (one line per problem, see :func:`tensor_input_problems`), an input/output the card names is missing, the input's
     dtype is not the card's ``input.dtype``, its rank or non-batch dims disagree with the card's
     layout, height and width (3 colour channels), the output is not one score per label for each
     sample, or the batch dimension is fixed below 1 or differs between input and output.
@@ -57,6 +101,9 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
             f"{where}the model card names input {card.input.name!r} / output {card.output.name!r}, the model has "
             f"inputs {sorted(inputs)} and outputs {sorted(outputs)}: fix input.name/output.name in the model card"
         )
+    problems = tensor_input_problems(info, card)
+    if problems:
+        raise InvalidModel("\n".join(where + p for p in problems))
     x = inputs[card.input.name]
     want = card.input
     if x.dtype != want.dtype:

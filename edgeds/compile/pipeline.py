@@ -27,6 +27,7 @@ tried. Any other exception is a bug and propagates.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import tempfile
@@ -53,7 +54,7 @@ from ..errors import (
     ToolchainError,
     UnsupportedPrecision,
 )
-from ..manifest import fixed_batching
+from ..manifest import GOLDEN_EXTRA_INPUTS, fixed_batching
 from ..modelcard import LMCard, ModelCard, describes_other, load_card, model_card_for
 from . import data as data_mod
 from . import output, toolchains
@@ -145,6 +146,10 @@ class _Compiler:
             self._inputs[layout] = data_mod.preprocess_all(self.card, self.validation.images, layout)
         return self._inputs[layout]
 
+    def feeds(self, layout: str) -> dict[str, np.ndarray]:
+        """Every validation input by name: the preprocessed images and the card's tensor inputs."""
+        return {self.card.input.name: self.inputs(layout), **self.validation.extra}
+
     def calib_batches(self, layout: str = "NCHW") -> list[dict[str, np.ndarray]]:
         """Preprocessed calibration batches (computed once per layout)."""
         if layout not in self._calib:
@@ -155,6 +160,7 @@ class _Compiler:
                 batch=self.fixed_batch or CALIB_BATCH,
                 layout=layout,
                 exact=self.fixed_batch is not None,
+                extra=self.calibration.extra,
             )
             self.progress("calibration data", len(self.calibration), len(self.calibration))
             self._calib[layout] = [dict(b) for b in batches]
@@ -184,13 +190,14 @@ class _Compiler:
         so.log_severity_level = 3
         session = ort.InferenceSession(str(self.info.path), so, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        x = self.inputs("NCHW")
+        feeds = self.feeds("NCHW")
+        x = feeds[self.card.input.name]
         step = self.eval_batch
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for start in range(0, len(x), step):
-            chunk = self.padded(x[start : start + step])
+            chunk = {k: self.padded(v[start : start + step]) for k, v in feeds.items()}
             real = min(step, len(x) - start)
-            for name, value in zip(names, session.run(names, {self.card.input.name: chunk}), strict=True):
+            for name, value in zip(names, session.run(names, chunk), strict=True):
                 parts[name].append(np.asarray(value[:real], dtype=np.float32))
             self.progress("FP32 reference", start + real, len(x))
         self._reference = {n: np.concatenate(p) for n, p in parts.items()}
@@ -234,7 +241,7 @@ class _Compiler:
         self.progress("per-node error scan", 1, 3)
         # one session run over the scan samples: a fixed-batch model takes exactly its batch
         scan_rows = self.fixed_batch or SCAN_SAMPLES
-        feeds = {self.card.input.name: self.padded(self.inputs("NCHW")[:scan_rows])}
+        feeds = {k: self.padded(v[:scan_rows]) for k, v in self.feeds("NCHW").items()}
         errors = sensitivity.scan(pre, quant, feeds)
         self.progress("per-node error scan", 2, 3)
         self._scan = [e.node for e in errors]
@@ -363,8 +370,13 @@ class _Compiler:
 
         with backends.create(name, options) as backend:
             spec = backend.open(artifact.path, buckets=(self.eval_batch,))
-            input_name = spec.inputs[0].name if spec.inputs else self.card.input.name
-            return self._align(run_batches(backend, x, input_name, self.eval_batch, advance))
+            if self.card.extra_inputs:
+                feeds: np.ndarray | dict[str, np.ndarray] = self.feeds(artifact.layout)
+                input_name = self.card.input.name
+            else:  # converters may rename a single input
+                feeds = x
+                input_name = spec.inputs[0].name if spec.inputs else self.card.input.name
+            return self._align(run_batches(backend, feeds, input_name, self.eval_batch, advance))
 
     def _align(self, outputs: Outputs) -> Outputs:
         """Key outputs by the ONNX model's output names (converters rename them; order is kept)."""
@@ -479,13 +491,16 @@ def compile_model(
         settle = getattr(toolchains.module(name), "for_hardware", None)
         plan.append((name, want, settle(options, prof.hardware) if settle is not None else options))
     needs_int8 = any(p == "int8" for _, p, _ in plan)
-    validation = data_mod.load_images(image_card, "validation", validation_limit)
+    validation = data_mod.with_extra_inputs(
+        image_card, data_mod.load_images(image_card, "validation", validation_limit), "validation"
+    )
     if calibration_images is not None:
         calibration = data_mod.custom_images(calibration_images)
     elif needs_int8:
         calibration = data_mod.load_images(image_card, "calibration", calibration_limit)
     else:
         calibration = data_mod.ImageSet(validation.images[:0], validation.labels[:0], "none")
+    calibration = data_mod.with_extra_inputs(image_card, calibration, "calibration")
     if needs_int8 and len(calibration) == 0:
         raise CompileError("INT8 needs calibration data")
     cache = CompileCache(cache_root, enabled=use_cache)
@@ -505,6 +520,8 @@ def compile_model(
             tc = toolchains.module(name)
             device = getattr(options, "device", None)
             why = _unavailable(name, tc)
+            if why is None and image_card.extra_inputs and not getattr(tc, "MULTI_INPUT", False):
+                why = f"{name} takes the image input only, and this model has extra_inputs"
             if why is not None:
                 log.info("compile: %s skipped: %s", name, why)
                 report.attempts.append(Attempt(name, want, want, "skipped", why, device=device))
@@ -644,6 +661,7 @@ def _write_bundle(
     """Write the bundle. ``source``: the card's ``model:`` names another file than the ONNX compiled
     (an explicit ``--card``); the manifest's ``model.source`` then records both."""
     golden_inputs = compiler.inputs(cand.layout)[: compiler.golden_count]
+    golden_extra = {k: v[: compiler.golden_count] for k, v in compiler.validation.extra.items()}
     atol, rtol, min_cos = _golden_tolerance(precision, cand.golden_outputs)
     gate = cand.gate
     io_meta = cand.metadata.get("io")
@@ -721,4 +739,12 @@ def _write_bundle(
         golden_inputs=golden_inputs,
         golden_outputs=cand.golden_outputs,
         private_key=private,
+        files={GOLDEN_EXTRA_INPUTS: _npz_bytes(golden_extra)} if golden_extra else None,
     )
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    named: dict[str, Any] = dict(arrays)
+    np.savez(buffer, **named)
+    return buffer.getvalue()

@@ -19,6 +19,7 @@ from ..evaluate import softmax
 from ..modelcard import ModelCard
 from ..preprocess import Preprocessor
 from .engine import Engine, thread_options
+from .npz_inputs import load_npz_inputs
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
 
@@ -79,17 +80,29 @@ def load_inputs(path: Path, card: ModelCard, layout: str, sample_shape: tuple[in
             raise RequestError(f"{path}: not a numpy .npy array file ({str(exc).split('.')[0]})") from exc
         if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
             raise RequestError(f"{path}: an .npz archive, not a .npy array: save one array with numpy.save")
-        if array.shape[-len(sample_shape) :] == sample_shape and array.dtype != np.uint8:
-            batch = array.reshape(-1, *sample_shape).astype(dtype, copy=False)
-            return np.ascontiguousarray(batch)
-        if array.dtype != np.uint8 or array.shape[-1] != 3 or array.ndim not in (3, 4):
-            raise RequestError(
-                f"{path}: expected a uint8 RGB image [H,W,3] / batch [N,H,W,3] or a tensor shaped "
-                f"{list(sample_shape)}, got {array.dtype} {list(array.shape)}"
-            )
-        images = array if array.ndim == 4 else array[None]
+        return image_batch(array, str(path), card, layout, sample_shape, dtype)
     else:
         raise RequestError(f"{path}: not an image or .npy file")
+    pre = Preprocessor(card.input, layout)
+    return np.array(pre.batch(list(images)))
+
+
+def image_batch(
+    array: np.ndarray, source: str, card: ModelCard, layout: str, sample_shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
+    """The image input batch (a new array) for ``array``: uint8 RGB images ``[H,W,3]`` /
+    ``[N,H,W,3]`` are preprocessed as ``card.input`` says; a non-uint8 array whose trailing
+    dimensions are ``sample_shape`` is taken as preprocessed (reshaped and cast). ``source``
+    names the array in the :class:`~edgeds.errors.RequestError` for anything else."""
+    if array.shape[-len(sample_shape) :] == sample_shape and array.dtype != np.uint8:
+        batch = array.reshape(-1, *sample_shape).astype(dtype, copy=False)
+        return np.ascontiguousarray(batch)
+    if array.dtype != np.uint8 or array.shape[-1] != 3 or array.ndim not in (3, 4):
+        raise RequestError(
+            f"{source}: expected a uint8 RGB image [H,W,3] / batch [N,H,W,3] or a tensor shaped "
+            f"{list(sample_shape)}, got {array.dtype} {list(array.shape)}"
+        )
+    images = array if array.ndim == 4 else array[None]
     pre = Preprocessor(card.input, layout)
     return np.array(pre.batch(list(images)))
 
@@ -131,7 +144,8 @@ def classify_file(
     The bundle is verified against the public ``key`` when one is given. The engine is opened
     without warm-up, with ``threads`` CPU threads (None = the backend's default), and closed
     before this returns. Raises :class:`~edgeds.errors.RequestError` when the input cannot be
-    read (see :func:`load_inputs`) or holds more samples than the bundle's ``max_batch_size``.
+    read (see :func:`load_inputs`; a model with ``extra_inputs`` takes an ``.npz``, see
+    :func:`~edgeds.runtime.npz_inputs.load_npz_inputs`) or holds more samples than the bundle's ``max_batch_size``.
     """
     from ..bundle import load_bundle
 
@@ -141,12 +155,17 @@ def classify_file(
         engine = Engine.from_bundle(loaded, options=thread_options(manifest.backend, threads), warmup=False)
         with engine:
             assert engine.io is not None
-            spec = engine.io.inputs[0]
-            batch = load_inputs(input_path, loaded.card, manifest.layout, tuple(spec.shape[1:]), spec.dtype)
+            if loaded.card.extra_inputs:
+                feeds = load_npz_inputs(input_path, loaded.card, manifest.layout, engine.io.inputs)
+            else:
+                spec = engine.io.inputs[0]
+                shape = tuple(spec.shape[1:])
+                feeds = {spec.name: load_inputs(input_path, loaded.card, manifest.layout, shape, spec.dtype)}
+            rows = len(next(iter(feeds.values())))
             limit = engine.batching.max_batch_size
-            if len(batch) > limit:
-                raise RequestError(f"{input_path} holds {len(batch)} samples; the bundle batches at most {limit}")
-            outputs: dict[str, Any] = engine.infer({spec.name: batch})
+            if rows > limit:
+                raise RequestError(f"{input_path} holds {rows} samples; the bundle batches at most {limit}")
+            outputs: dict[str, Any] = engine.infer(feeds)
         seconds = time.perf_counter() - started
         output_name = loaded.card.output.name if loaded.card.output.name in outputs else next(iter(outputs))
         probs = probabilities(outputs[output_name], loaded.card.output.kind)

@@ -136,28 +136,32 @@ class ImageGate:
 
 def run_batches(
     backend: Backend,
-    inputs: np.ndarray,
+    inputs: np.ndarray | Mapping[str, np.ndarray],
     input_name: str,
     batch: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> Outputs:
-    """Every output of an opened ``backend`` for ``inputs`` (preprocessed, [N, ...]).
+    """Every output of an opened ``backend`` for ``inputs`` (preprocessed, [N, ...]): one array
+    fed as ``input_name``, or every input by name (rows aligned).
 
     Feeds whole batches of size ``batch`` (the last padded with zeros) so backends that
     allocate per bucket work; returns caller-owned arrays with the padding cut off.
     """
-    buf = np.zeros((batch, *inputs.shape[1:]), dtype=inputs.dtype)
+    feeds = {input_name: inputs} if isinstance(inputs, np.ndarray) else dict(inputs)
+    bufs = {name: np.zeros((batch, *x.shape[1:]), dtype=x.dtype) for name, x in feeds.items()}
+    count = len(next(iter(feeds.values())))
     parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(inputs), batch):
-        chunk = inputs[start : start + batch]
-        buf[: len(chunk)] = chunk
-        buf[len(chunk) :] = 0
+    for start in range(0, count, batch):
+        rows = min(batch, count - start)
+        for name, x in feeds.items():
+            bufs[name][:rows] = x[start : start + rows]
+            bufs[name][rows:] = 0
         try:
-            outputs = backend.infer({input_name: buf})
+            outputs = backend.infer(bufs)
         except InferenceError:
             raise
         for name, value in outputs.items():
-            parts.setdefault(name, []).append(np.array(value[: len(chunk)], dtype=np.float32, copy=True))
+            parts.setdefault(name, []).append(np.array(value[:rows], dtype=np.float32, copy=True))
         if on_batch is not None:
-            on_batch(len(chunk))
+            on_batch(rows)
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 SUPPORTS_MIXED = False
 DEFERRED_GATE = False
+MULTI_INPUT = False  # takes the image input only (a card's extra_inputs are not fed)
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 ONNX2TF_VERSION = "1.29.24"
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 SUPPORTS_MIXED = True
 DEFERRED_GATE = False
+MULTI_INPUT = True  # calibrates with every input of a card with extra_inputs
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SUPPORTS_MIXED = True
 DEFERRED_GATE = False
+MULTI_INPUT = True  # calibrates with every input of a card with extra_inputs
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 _HINT = "pip install 'edgeds[openvino]'"
 
@@ -119,7 +120,14 @@ def compile(
         # NNCF collects statistics per item: one sample per item calibrates best; a model with a
         # fixed batch takes only whole batches (the pipeline hands it batches of exactly that size)
         batch_dim = ov_model.inputs[0].get_partial_shape()[0] if ov_model.inputs else None
-        if batch_dim is not None and batch_dim.is_static and batch_dim.get_length() != 1:
+        whole = batch_dim is not None and batch_dim.is_static and batch_dim.get_length() != 1
+        items: list[Any]
+        if card.extra_inputs:  # a multi-input model: an item is every input by name
+            rows = [(b, slice(0, None)) for b in batches] if whole else []
+            if not whole:
+                rows = [(b, slice(i, i + 1)) for b in batches for i in range(len(b[input_name]))]
+            items = [{name: array[part] for name, array in b.items()} for b, part in rows]
+        elif whole:
             items = [b[input_name] for b in batches]
         else:
             items = [b[input_name][i : i + 1] for b in batches for i in range(len(b[input_name]))]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 SUPPORTS_MIXED = False
 DEFERRED_GATE = True
+MULTI_INPUT = False  # takes the image input only (a card's extra_inputs are not fed)
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 RECIPE_FILE = "recipe.json"
 L4T_RELEASE = Path("/etc/nv_tegra_release")
