@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from edgeds.bundle import generate_keypair
 from edgeds.config import Batching
-from edgeds.errors import BundleVerificationError
+from edgeds.errors import BundleVerificationError, ConfigError
 from edgeds.runtime.loading import Execution, batching_overrides, load_served
 from edgeds.sim.bundles import make_bundle
 
@@ -36,7 +35,7 @@ def test_preferred_sizes_replace_the_base_ones() -> None:
 
 
 def test_an_invalid_result_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match=r"^batching\.instances: must be >= 1, got 0$"):
         batching_overrides(Batching(), instances=0)
 
 
