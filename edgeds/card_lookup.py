@@ -33,9 +33,10 @@ def _mapping(path: Path) -> dict[str, Any] | None:
 
 
 def is_card(path: Path) -> bool:
-    """Whether ``path`` is a YAML mapping with ``schema:`` and ``task:`` (what a model card has)."""
+    """Whether ``path`` is a YAML mapping with ``task:`` and ``model:`` (what every model card has;
+    ``schema:`` is optional in a card, so it does not count)."""
     data = _mapping(path)
-    return data is not None and "schema" in data and "task" in data
+    return data is not None and "task" in data and "model" in data
 
 
 def names_model(card: Path, model: Path) -> bool:

@@ -91,6 +91,16 @@ class TensorInput(Frozen):
             raise ValueError("every dimension must be 1 or more")
         return value
 
+    @model_validator(mode="after")
+    def _integer_values_given(self) -> TensorInput:
+        """A normal draw suits float inputs only: token ids or a mask need their own values."""
+        if self.dtype not in ("float32", "float16") and self.values.constant is None and self.values.low is None:
+            raise ValueError(
+                f"an input of dtype {self.dtype} needs values: {{low, high}} (e.g. token ids in "
+                "[0, vocabulary)) or {constant}"
+            )
+        return self
+
 
 class OutputSpec(Frozen):
     name: str

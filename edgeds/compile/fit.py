@@ -51,9 +51,10 @@ def tensor_input_problems(info: ModelInfo, card: ModelCard) -> list[str]:
     for name in sorted(set(inputs) - named):
         x = inputs[name]
         dims = "[" + ", ".join(str(d) if d >= 0 else "1" for d in x.shape[1:]) + "]"
+        values = "" if x.dtype in ("float32", "float16") else ", values: {low: 0, high: N}"
         problems.append(
             f"model input {name!r} ({x.dtype} {_dims(x)}) is not in the model card: describe it under "
-            f"extra_inputs (e.g. {{name: {name}, dtype: {x.dtype}, shape: {dims}}})"
+            f"extra_inputs (e.g. {{name: {name}, dtype: {x.dtype}, shape: {dims}{values}}})"
         )
     for spec in card.extra_inputs:
         found = inputs.get(spec.name)

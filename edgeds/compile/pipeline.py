@@ -135,6 +135,10 @@ class _Compiler:
         self.fixed_batch = fixed_batch
         self.eval_batch = fixed_batch or EVAL_BATCH
         self.golden_count = fixed_batch or GOLDEN_COUNT
+        # what of the card shapes results (preprocessing, the output read, the tensor inputs): one
+        # ONNX compiled with two cards (--card) must not share cached references or attempts
+        shaping = card.model_dump(mode="json", include={"input", "output", "extra_inputs", "labels"})
+        self.card_key = hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:16]
         self._inputs: dict[str, np.ndarray] = {}
         self._calib: dict[str, list[dict[str, np.ndarray]]] = {}
         self._reference: Outputs | None = None
@@ -176,6 +180,7 @@ class _Compiler:
                 "kind": "reference",
                 "f": CACHE_FORMAT,
                 "model": self.info.sha256,
+                "card": self.card_key,
                 "validation": self.validation.fingerprint,
                 "tools": versions,
             }
@@ -222,6 +227,7 @@ class _Compiler:
                 "kind": "scan",
                 "f": CACHE_FORMAT,
                 "model": self.info.sha256,
+                "card": self.card_key,
                 "calibration": self.calibration.fingerprint,
                 "validation": self.validation.fingerprint,
                 "tools": ort_tc.tool_versions(),
@@ -278,6 +284,7 @@ class _Compiler:
                 "kind": "attempt",
                 "f": CACHE_FORMAT,
                 "model": self.info.sha256,
+                "card": self.card_key,
                 "backend": name,
                 "options": opts,
                 "precision": precision,

@@ -86,6 +86,8 @@ def test_extra_inputs_schema(tmp_path: Path) -> None:
         ("  - {name: ids, dtype: int16, shape: [6]}\n", "dtype"),
         ("  - {name: ids, shape: [0]}\n", "1 or more"),
         ("  - {name: input, shape: [2]}\n", "more than once"),
+        ("  - {name: ids, dtype: int64, shape: [6]}\n", "an input of dtype int64 needs values"),
+        ("  - {name: mask, dtype: bool, shape: [6], values: {mean: 1}}\n", "an input of dtype bool needs values"),
     ],
 )
 def test_extra_inputs_schema_errors(tmp_path: Path, extra: str, expected: str) -> None:
@@ -113,7 +115,7 @@ def test_fit_with_extra_inputs(tmp_path: Path) -> None:
     from onnx import TensorProto
 
     info = inspect_model(_model(tmp_path / "model.onnx", [("ids", TensorProto.INT64, ["n", 6])]))
-    card = _card(tmp_path, "extra_inputs:\n  - {name: ids, dtype: int64, shape: [6]}\n")
+    card = _card(tmp_path, "extra_inputs:\n  - {name: ids, dtype: int64, shape: [6], values: {low: 0, high: 20}}\n")
     assert check_fit(info, card).batch is None
 
 
@@ -138,7 +140,7 @@ def test_fit_one_line_per_problem(tmp_path: Path) -> None:
     card = _card(
         tmp_path,
         "extra_inputs:\n  - {name: ids, dtype: float32, shape: [6]}\n  - {name: aux, shape: [8, 1]}\n"
-        "  - {name: m, dtype: bool, shape: [3]}\n  - {name: gone, shape: [1]}\n",
+        "  - {name: m, dtype: bool, shape: [3], values: {constant: 1}}\n  - {name: gone, shape: [1]}\n",
     )
     with pytest.raises(InvalidModel) as exc:
         check_fit(inspect_model(model), card)
