@@ -80,7 +80,7 @@ def tensor_input_problems(info: ModelInfo, card: ModelCard) -> list[str]:
             problems.append(
                 f"model input {x.name!r} is {_dims(x)} but the card says {want}: fix its shape in extra_inputs"
             )
-        elif x.shape[0] >= 0 and inputs.get(card.input.name, x).shape[0] not in (-1, x.shape[0]):
+        elif inputs.get(card.input.name, x).shape[0] != x.shape[0]:  # fixed against dynamic counts too
             problems.append(f"model input {x.name!r} has another batch dimension than {card.input.name!r}")
     return problems
 

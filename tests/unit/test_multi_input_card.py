@@ -167,3 +167,12 @@ def test_compile_checks_extra_inputs_before_loading_data(tmp_path: Path) -> None
     )
     with pytest.raises(InvalidModel, match=r"'ids' .* is not in the model card"):
         compile_model(tmp_path / "model.onnx", "x86-cpu", out=tmp_path / "out", use_cache=False)
+
+
+def test_fit_refuses_a_fixed_batch_extra_input_beside_a_dynamic_image(tmp_path: Path) -> None:
+    from onnx import TensorProto
+
+    info = inspect_model(_model(tmp_path / "model.onnx", [("aux", TensorProto.FLOAT, [1, 8])]))
+    card = _card(tmp_path, "extra_inputs:\n  - {name: aux, shape: [8]}\n")
+    with pytest.raises(InvalidModel, match="'aux' has another batch dimension than 'input'"):
+        check_fit(info, card)
