@@ -21,7 +21,7 @@ def card(tmp_path: Path) -> ModelCard:
     path.write_text(
         "schema: 1\nname: multi\nversion: 0.1.0\ntask: image-classification\nmodel: model.onnx\n"
         "input: {name: input, height: 8, width: 8}\noutput: {name: logits}\nlabels: [a, b]\n"
-        "extra_inputs:\n  - {name: ids, dtype: int64, shape: [6]}\n"
+        "extra_inputs:\n  - {name: ids, dtype: int64, shape: [6], values: {low: 0, high: 20}}\n"
     )
     return load_model_card(path)
 
