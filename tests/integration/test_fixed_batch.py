@@ -10,7 +10,6 @@ forms batches), compared with ONNX Runtime run directly on the original model.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +29,11 @@ ort = pytest.importorskip("onnxruntime")
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from ._loose_profile import private_cache, write_profile  # noqa: E402, F401
+
 VALIDATION = 42  # not a multiple of 4: the last evaluation batch is padded
 CALIBRATION = 10  # nor this: the last calibration batch is filled up with real samples
 # a lenient budget: the tiny model is random, and these tests are about shapes, not accuracy
-PROFILE = """schema: 1
-name: {name}
-description: a fixed-batch test profile
-extends: x86-cpu
-backends:
-  - name: {backend}
-    options: {options}
-batching: {{max_batch_size: 8, preferred_batch_sizes: [4, 8], max_queue_delay_us: 20000, max_queue_size: 64}}
-accuracy: {{max_top1_drop: 100.0, min_top1_agreement: 0.0, min_cosine: 0.95}}
-"""
-OPTIONS = {"onnxruntime": "{intra_op_num_threads: 1}", "openvino": "{device: CPU, performance_hint: LATENCY}"}
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("edgeds-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEDS_CACHE_DIR", str(root))
-        yield root
 
 
 def fix_batch(model: Path, batch: int) -> None:
@@ -74,9 +56,7 @@ def fixed_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 
 def profile_for(directory: Path, backend: str) -> Path:
-    path = directory / f"fixed-{backend}.yaml"
-    path.write_text(PROFILE.format(name=f"fixed-{backend}", backend=backend, options=OPTIONS[backend]))
-    return path
+    return write_profile(directory / f"fixed-{backend}.yaml", f"fixed-{backend}", "a fixed-batch test profile", backend)
 
 
 def need(backend: str) -> None:

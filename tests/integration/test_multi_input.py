@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from edgeds.runtime import Engine, InferenceServer
 from edgeds.runtime.classify import classify_file
 from edgeds.runtime.engine import thread_options
 
+from ._loose_profile import private_cache, write_profile  # noqa: F401 (the cache_env fixture)
 from ._multi_input_models import AUX, TOKENS, VOCAB, flag_input, token_input, two_input
 
 ort = pytest.importorskip("onnxruntime")
@@ -41,27 +42,8 @@ httpclient = pytest.importorskip("tritonclient.http")
 
 VALIDATION = 40
 CALIBRATION = 16
-PROFILE = """schema: 1
-name: multi-{backend}
-description: a multi-input test profile
-extends: x86-cpu
-backends:
-  - name: {backend}
-    options: {options}
-batching: {{max_batch_size: 8, preferred_batch_sizes: [4, 8], max_queue_delay_us: 20000, max_queue_size: 64}}
-accuracy: {{max_top1_drop: 100.0, min_top1_agreement: 0.0, min_cosine: 0.95}}
-"""
-OPTIONS = {"onnxruntime": "{intra_op_num_threads: 1}", "openvino": "{device: CPU, performance_hint: LATENCY}"}
 MODELS: dict[str, Callable[[Path, int, int], Path]] = {"aux": two_input, "ids": token_input, "flags": flag_input}
 DATATYPES = {"float32": "FP32", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("edgeds-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEDS_CACHE_DIR", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -121,8 +103,9 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
     availability = backends.probe(backend)
     if not availability.available:
         pytest.skip(f"{backend} runtime not available here: {availability.reason}")
-    profile = tmp_path / f"multi-{backend}.yaml"
-    profile.write_text(PROFILE.format(backend=backend, options=OPTIONS[backend]))
+    profile = write_profile(
+        tmp_path / f"multi-{backend}.yaml", f"multi-{backend}", "a multi-input test profile", backend
+    )
     result = compile_model(model, profile, precision=precision, out=tmp_path / "bundle")
     assert result.backend == backend and result.precision == precision
     assert all(a.outcome == "passed" for a in result.report.attempts), result.report.as_dict()
@@ -211,11 +194,12 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
 def test_a_toolchain_without_multi_input_support_is_skipped(tmp_path: Path, cache_env: Path) -> None:
     """LiteRT and TensorRT take the image input only: the chain skips them with the reason."""
     model = two_input(tmp_path / "aux", VALIDATION, CALIBRATION)
-    profile = tmp_path / "multi-chain.yaml"
-    profile.write_text(
-        PROFILE.format(backend="litert", options="{}")
-        .replace("name: multi-litert", "name: multi-chain")
-        .replace("    options: {}\n", "    options: {}\n  - name: onnxruntime\n")
+    profile = write_profile(
+        tmp_path / "multi-chain.yaml",
+        "multi-chain",
+        "a multi-input test profile",
+        "litert",
+        "{}\n  - name: onnxruntime",
     )
     result = compile_model(model, profile, precision="fp32", out=tmp_path / "bundle")
     skipped = result.report.attempts[0]
