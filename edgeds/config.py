@@ -70,6 +70,10 @@ class BackendEntry(Frozen):
     name: str
     precision: Precision | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    require: bool = Field(
+        default=False,
+        description="the device must open this entry's artifact: a fallback past it fails the deployment",
+    )
 
     @field_validator("name")
     @classmethod

@@ -129,6 +129,33 @@ class ArtifactEntry(_Frozen):
     recipe: dict[str, Any] | None = Field(default=None, description="built on the device from this (TensorRT)")
     gated: Gated | None = Field(default=None, description="None: not gated (a schema-1 bundle says nothing)")
     weights: dict[str, Any] = Field(default_factory=dict, description="weight format: group size, INT8 share, ...")
+    # The fields below are written only when set, so a manifest without them stays readable by an
+    # edgeds that does not know them.
+    require: bool = Field(
+        default=False,
+        description="the device must open this artifact: falling back past it fails the deployment",
+        exclude_if=lambda value: not value,
+    )
+    resolved_on_device: str | None = Field(
+        default=None,
+        description="what the device decides at load, e.g. 'OpenVINO device HETERO:GPU,CPU', 'TensorRT engine'",
+        exclude_if=lambda value: value is None,
+    )
+    layout: Literal["NCHW", "NHWC"] | None = Field(
+        default=None,
+        description="this artifact's input layout; None = the manifest's layout",
+        exclude_if=lambda value: value is None,
+    )
+    golden: GoldenInfo | None = Field(
+        default=None,
+        description="this artifact's own golden check; None = the manifest's golden",
+        exclude_if=lambda value: value is None,
+    )
+    io_quantization: dict[str, Any] | None = Field(
+        default=None,
+        description="integer I/O of a fully quantized artifact: {tensor name: {dtype, scale, zero_point}}",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class LMGolden(_Frozen):

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from ..errors import BackendUnavailable, ConfigError
-from .base import Availability, Backend, BackendOptions
+from .base import Availability, Backend, BackendOptions, Opened
 
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeds.backends.onnxruntime:OnnxRuntimeBackend",
@@ -57,4 +57,14 @@ def create(name: str, options: BackendOptions | dict[str, Any] | None = None) ->
     return cls(options)
 
 
-__all__ = ["Availability", "Backend", "BackendOptions", "backend_class", "create", "names", "options_schema", "probe"]
+__all__ = [
+    "Availability",
+    "Backend",
+    "BackendOptions",
+    "Opened",
+    "backend_class",
+    "create",
+    "names",
+    "options_schema",
+    "probe",
+]

@@ -115,6 +115,26 @@ class Availability:
     devices: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What an opened backend actually runs on this machine (reported in status and telemetry).
+
+    ``device``: the runtime's device string as opened (OpenVINO's ``CPU``; ``cuda:0``);
+    ``delegate``: the LiteRT delegate in use (``xnnpack``, ``qnn``, ``nnapi``, ``gpu``);
+    ``engine``: the TensorRT engine fingerprint (hex); ``fallback``: why what opened is not what the
+    options asked for (e.g. ``qnn delegate failed: ...; running on xnnpack``), None when it is.
+    """
+
+    device: str | None = None
+    delegate: str | None = None
+    engine: str | None = None
+    fallback: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The fields that are set, by name."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
 class Backend(abc.ABC):
     """One inference library. See the module docstring for the lifecycle and buffer contract."""
 
@@ -146,6 +166,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release everything ``open`` allocated. Idempotent."""
+
+    def opened(self) -> Opened:
+        """What the last :meth:`open` actually opened (device, delegate, engine, fallback reason).
+
+        Backends that resolve something on the device override this; the default says nothing."""
+        return Opened()
 
     def __enter__(self) -> Backend:
         return self

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -278,14 +278,36 @@ def compile(
 # --------------------------------------------------------------------------- build (on the device)
 
 
-def ensure_engine(recipe_path: Path, cache_root: Path, card: ModelCard, rebuild: bool = False) -> tuple[Path, bool]:
-    """The engine for ``recipe_path`` on this device: ``(path, built_now)``. Builds when not cached."""
+EngineBuilder = Callable[["Recipe", Path, "ModelCard", EnginePaths], bytes]
+"""Builds the plan bytes for a recipe (:func:`build_engine` on a device with TensorRT)."""
+
+
+def recipe_engine_paths(recipe_path: Path, cache_root: Path, facts: DeviceFacts) -> EnginePaths:
+    """Where the engine of the recipe at ``recipe_path`` lives on the device ``facts`` describe: the
+    one place both the device's build step and the runtime that opens the engine look."""
+    return engine_paths(cache_root, load_recipe(recipe_path), facts)
+
+
+def ensure_engine(
+    recipe_path: Path,
+    cache_root: Path,
+    card: ModelCard,
+    rebuild: bool = False,
+    *,
+    facts: DeviceFacts | None = None,
+    builder: EngineBuilder | None = None,
+) -> tuple[Path, bool]:
+    """The engine for ``recipe_path`` on this device: ``(path, built_now)``. Builds when not cached.
+
+    ``facts`` default to :meth:`DeviceFacts.detect` (needs TensorRT and a GPU) and ``builder`` to
+    :func:`build_engine`; the engine is written atomically to :func:`recipe_engine_paths`.
+    """
     recipe = load_recipe(recipe_path)
-    facts = DeviceFacts.detect()
+    facts = facts or DeviceFacts.detect()
     paths = engine_paths(cache_root, recipe, facts)
     if paths.engine.is_file() and not rebuild:
         return paths.engine, False
-    plan = build_engine(recipe, recipe_path.parent, card, paths)
+    plan = (builder or build_engine)(recipe, recipe_path.parent, card, paths)
     paths.engine.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.engine.with_suffix(".tmp")
     tmp.write_bytes(plan)
