@@ -39,7 +39,19 @@ that library and re-raised as one of these, with the original kept as ``__cause_
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_VENDOR_LOCATION = re.compile(r"^Exception from \S+:\d+:?$")
+
+
+def one_line(text: str) -> str:
+    """A library's error message whole, on one line: its lines joined with `` | ``, blank lines and
+    bare source locations (OpenVINO's ``Exception from src/inference/src/cpp/core.cpp:117:``)
+    dropped. Nothing else is cut: reports and ``--json`` keep the reason whole."""
+    lines = [line.strip() for line in text.splitlines()]
+    kept = [line for line in lines if line and not _VENDOR_LOCATION.match(line)]
+    return " | ".join(kept) or text.strip()
 
 
 class EdgedsError(Exception):

@@ -89,15 +89,14 @@ def bench_bundle(
     from .. import backends
     from ..bundle import load_bundle
     from ..config import Batching
-    from ..runtime.engine import Engine, thread_options
+    from ..runtime.engine import Engine
 
     with load_bundle(bundle, verify=False) as loaded:
         manifest = loaded.manifest
-        options = {**manifest.backend_options, **thread_options(manifest.backend, threads)}
         batching = Batching.from_manifest(manifest.batching)
         if instances is not None:
             batching = batching.model_copy(update={"instances": instances})
-        engine = Engine.from_bundle(loaded, batching=batching, options=options)
+        engine = Engine.from_bundle(loaded, batching=batching, threads=threads)
         with engine:
             assert engine.io is not None
             spec = engine.io.inputs[0]
@@ -108,8 +107,8 @@ def bench_bundle(
             try:
                 if "floor" in scenarios:  # the engine's instances, each with its share of the threads
                     for instance in engine.backends:
-                        floor_backends.append(backends.create(manifest.backend, instance.options))
-                        floor_backends[-1].open(loaded.artifact_path, list(range(1, max_batch + 1)))
+                        floor_backends.append(backends.create(instance.name, instance.options))
+                        floor_backends[-1].open(engine.artifact, list(range(1, max_batch + 1)))
                 report = lib.run_benchmark(
                     engine=engine,
                     sample=sample,
@@ -126,12 +125,15 @@ def bench_bundle(
                 for backend in floor_backends:
                     backend.close()
             report["first_inference_s"] = round(engine.first_inference_s or 0.0, 4)
+            assert engine.selection is not None
+            options = dict(engine.selection.options)
             report["config"] = {
                 "bundle": str(bundle),
-                "backend": manifest.backend,
-                "precision": manifest.precision,
+                "backend": engine.selection.runtime,
+                "precision": engine.selection.precision,
+                "opened": engine.selection.as_dict(),
                 "backend_options": options,
                 "batching": engine.batching.model_dump(mode="json"),
             }
-        report["environment"] = lib.environment(loaded.artifact_path, {"backend_options": options})
+        report["environment"] = lib.environment(engine.artifact, {"backend_options": options})
     return report

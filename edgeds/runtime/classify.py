@@ -18,7 +18,7 @@ from ..errors import RequestError
 from ..evaluate import softmax
 from ..modelcard import ModelCard
 from ..preprocess import Preprocessor
-from .engine import Engine, thread_options
+from .engine import Engine
 from .npz_inputs import load_npz_inputs
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
@@ -152,7 +152,7 @@ def classify_file(
     with load_bundle(bundle_path, key, verify=key is not None) as loaded:
         manifest = loaded.manifest
         started = time.perf_counter()
-        engine = Engine.from_bundle(loaded, options=thread_options(manifest.backend, threads), warmup=False)
+        engine = Engine.from_bundle(loaded, threads=threads, warmup=False)
         with engine:
             assert engine.io is not None
             if loaded.card.extra_inputs:

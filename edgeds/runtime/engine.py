@@ -34,8 +34,8 @@ import os
 import threading
 import time
 from _thread import allocate_lock as _allocate_lock
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,20 +47,23 @@ from ..errors import EdgedsError, InferenceError, QueueFull, RequestError, Servi
 from ..manifest import fixed_batching
 from .batcher import DynamicBatcher, InlineBatcher, Pending, QueueTimeout
 from .buffers import BufferPool, OutputSlot, StagingBackend
+from .selection import (
+    OPEN_ERRORS,
+    THREAD_OPTION,
+    ArtifactChoice,
+    RequiredArtifactFailed,
+    Selection,
+    Skipped,
+    choices_from_bundle,
+    no_artifact_opens,
+    thread_options,
+)
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
 
 
 log = logging.getLogger(__name__)
-
-_THREAD_OPTION = {"onnxruntime": "intra_op_num_threads", "openvino": "inference_num_threads", "litert": "num_threads"}
-
-
-def thread_options(backend: str, threads: int | None) -> dict[str, Any]:
-    """The backend option that sets its CPU thread count (empty when None or not applicable)."""
-    key = _THREAD_OPTION.get(backend)
-    return {key: threads} if key and threads else {}
 
 
 def instance_options(backend: Backend, instances: int) -> list[BackendOptions]:
@@ -70,7 +73,7 @@ def instance_options(backend: Backend, instances: int) -> list[BackendOptions]:
     without a CPU thread option (TensorRT) get the same options for every instance.
     """
     options = backend.options
-    key = _THREAD_OPTION.get(backend.name)
+    key = THREAD_OPTION.get(backend.name)
     if instances == 1 or key is None or not hasattr(options, key):
         return [options] * instances
     total = getattr(options, key) or len(os.sched_getaffinity(0)) or 1
@@ -190,8 +193,8 @@ class Engine:
 
     def __init__(
         self,
-        backend: str | Backend,
-        artifact: Path | str,
+        backend: str | Backend | None,
+        artifact: Path | str | None = None,
         *,
         options: BackendOptions | Mapping[str, Any] | None = None,
         batching: Batching | None = None,
@@ -200,13 +203,25 @@ class Engine:
         release: str = "",
         labels: tuple[str, ...] = (),
         warmup: bool = True,
+        choices: Sequence[ArtifactChoice] = (),
     ) -> None:
-        if isinstance(backend, str):
-            from .. import backends
+        """``backend`` (a name or a constructed backend) runs ``artifact``; or, with ``backend=None``,
+        ``choices`` lists artifacts in order and :meth:`start` opens the first that opens here
+        (:mod:`edgeds.runtime.selection`; :meth:`from_bundle` builds them from a manifest)."""
+        if backend is not None:
+            if isinstance(backend, str):
+                from .. import backends
 
-            backend = backends.create(backend, dict(options) if isinstance(options, Mapping) else options)
-        self.backend = backend
-        self.artifact = Path(artifact)
+                backend = backends.create(backend, dict(options) if isinstance(options, Mapping) else options)
+            if artifact is None:
+                raise EdgedsError("an engine built from a backend needs the artifact it opens")
+            choices = [ArtifactChoice(backend.name, Path(artifact), backend=backend)]
+            self.backend = backend
+        elif not choices:
+            raise EdgedsError("an engine needs a backend and artifact, or artifact choices")
+        self._choices = list(choices)
+        self.artifact = self._choices[0].path  # the file opened, once started
+        self.selection: Selection | None = None  # what start() opened and passed over
         self.batching = batching or Batching()
         self.name = name
         self.version = version  # what clients address (/versions/{v}, model_version): the card's
@@ -222,7 +237,7 @@ class Engine:
         self._ordered: dict[int, InferRequest] = {}
         self._next_seq = 0
         self.io: IOSpec | None = None
-        self.backends: list[Backend] = [backend]  # one per instance once started
+        self.backends: list[Backend] = [backend] if backend is not None else []  # one per instance once started
         self.pools: list[BufferPool] = []  # one per instance, parallel to backends
         self._batcher: DynamicBatcher[InferRequest] | InlineBatcher[InferRequest] | None = None
         # the batcher, when started inline; kept after close (unlike _batcher), so that run_ready keeps
@@ -240,11 +255,16 @@ class Engine:
         bundle: Bundle,
         batching: Batching | None = None,
         options: Mapping[str, Any] | None = None,
+        threads: int | None = None,
         **kwargs: Any,
     ) -> Engine:
-        """An engine for a loaded bundle: backend, options, artifact and batching from its manifest.
+        """An engine for a loaded bundle: its artifacts, options and batching from its manifest.
 
-        ``options`` are merged over the manifest's ``backend_options`` (e.g. thread counts);
+        :meth:`start` opens the first of the manifest's artifacts that opens on this device and
+        records the choice in :attr:`selection` (see :mod:`edgeds.runtime.selection`); the bundle's
+        files must stay in place until then. ``options`` are merged over each artifact's options
+        where its runtime takes them; ``threads`` (None = the runtime's default) sets each runtime's
+        CPU thread option;
         ``batching`` replaces the manifest's batching; a bundle whose model has a fixed batch N
         (``manifest.fixed_batch``) runs with at most N rows per execution, padded to N, whatever
         batching is asked for. The engine is not started. Name, version,
@@ -262,11 +282,7 @@ class Engine:
         kwargs.setdefault("version", manifest.model.version)
         kwargs.setdefault("release", str(manifest.version))
         kwargs.setdefault("labels", tuple(manifest.labels or ()))
-        merged = dict(manifest.backend_options or {})
-        if manifest.device and manifest.backend == "openvino":
-            merged.setdefault("device", manifest.device)
-        merged.update(options or {})
-        return cls(manifest.backend, bundle.artifact_path, options=merged, batching=batching, **kwargs)
+        return cls(None, batching=batching, choices=choices_from_bundle(bundle, options, threads=threads), **kwargs)
 
     @property
     def ready(self) -> bool:
@@ -293,15 +309,71 @@ class Engine:
         if inline and self.batching.preserve_ordering:
             raise EdgedsError("preserve_ordering needs the batcher's workers: start the engine without inline")
         buckets = self.batching.bucket_sizes()
+        started = time.perf_counter()
+        skipped: list[Skipped] = []
+        for choice in self._choices:
+            try:
+                template, artifact, resolved = choice.prepare()
+                backends, ios, pools = self._open_instances(template, artifact, buckets)
+            except OPEN_ERRORS as exc:
+                passed = choice.skipped(exc)
+                if choice.require:
+                    raise RequiredArtifactFailed(f"{passed.reason} (the profile requires it: require: true)") from exc
+                if len(self._choices) == 1:
+                    raise
+                log.warning("engine %s: artifact %d passed over: %s", self.name, choice.index, passed.reason)
+                skipped.append(passed)
+                continue
+            opened = backends[0].opened()
+            if resolved.engine and not opened.engine:
+                opened = replace(opened, engine=resolved.engine)
+            if choice.require and opened.fallback:
+                for backend in backends:
+                    backend.close()
+                raise RequiredArtifactFailed(f"{opened.fallback} (the profile requires {choice.runtime} as asked)")
+            self.artifact = artifact
+            self.selection = Selection(
+                choice.index,
+                choice.runtime,
+                choice.precision,
+                opened,
+                tuple(skipped),
+                template.options.model_dump(mode="json"),
+            )
+            if skipped or opened.fallback:
+                log.warning("engine %s serves %s", self.name, self.selection.summary())
+            break
+        else:
+            raise no_artifact_opens(skipped)
+        self.backends, self.backend, self.pools = backends, backends[0], pools
+        self.io = ios[0]
+        self._inputs = {spec.name: spec for spec in self.io.inputs}
+        self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
+        # open + the first inference of every bucket, for every instance (seconds)
+        self.first_inference_s = time.perf_counter() - started
+        if inline:
+            self._batcher = self._inline = InlineBatcher(
+                self.batching, self._execute, self._reject, self.batching.instances
+            )
+        else:
+            self._batcher = DynamicBatcher(
+                self.batching, self._execute, self._reject, name=f"engine-{self.name}", workers=self.batching.instances
+            )
+        self._state = "ready"
+        return self
+
+    def _open_instances(
+        self, template: Backend, artifact: Path, buckets: Sequence[int]
+    ) -> tuple[list[Backend], list[IOSpec], list[BufferPool]]:
+        """Open ``template`` (and one more backend per further instance) on ``artifact`` for every
+        bucket, allocate each instance's pool and warm every bucket; on failure close them all."""
         instances = self.batching.instances
-        template = self.backends[0]  # as constructed: the total thread count
         backends = [template]
         if instances > 1:
             backends = [type(template)(options) for options in instance_options(template, instances)]
-        started = time.perf_counter()
         pools: list[BufferPool] = []
         try:
-            ios = [backend.open(self.artifact, buckets) for backend in backends]
+            ios = [backend.open(artifact, buckets) for backend in backends]
             for backend, io in zip(backends, ios, strict=True):
                 staging = backend if isinstance(backend, StagingBackend) else None
                 pool = BufferPool(io.inputs, buckets, staging)
@@ -313,20 +385,7 @@ class Engine:
             for backend in backends:
                 backend.close()
             raise
-        self.backends, self.backend, self.pools = backends, backends[0], pools
-        self.io = ios[0]
-        self._inputs = {spec.name: spec for spec in self.io.inputs}
-        self._dtypes = {spec.name: np.dtype(spec.dtype) for spec in self.io.inputs}
-        # open + the first inference of every bucket, for every instance (seconds)
-        self.first_inference_s = time.perf_counter() - started
-        if inline:
-            self._batcher = self._inline = InlineBatcher(self.batching, self._execute, self._reject, instances)
-        else:
-            self._batcher = DynamicBatcher(
-                self.batching, self._execute, self._reject, name=f"engine-{self.name}", workers=instances
-            )
-        self._state = "ready"
-        return self
+        return backends, ios, pools
 
     def __enter__(self) -> Engine:
         if self._state == "new":

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Batching, ServerLimits, override_error
-from .engine import Engine, thread_options
+from .engine import Engine
 
 
 class Execution(str, Enum):
@@ -107,7 +107,7 @@ def load_served(
             Batching.from_manifest(bundle.manifest.batching), max_batch, delay_us, queue, preferred, instances
         )
         served_limits = ServerLimits.from_profile(bundle.manifest.profile, **dict(limits or {}))
-        engine = Engine.from_bundle(bundle, batching=batching, options=thread_options(bundle.manifest.backend, threads))
+        engine = Engine.from_bundle(bundle, batching=batching, threads=threads)
         if execution is Execution.auto:
             execution = Execution.workers if batching.preserve_ordering else Execution.inline
         return Served(engine.start(inline=execution is Execution.inline), served_limits)
