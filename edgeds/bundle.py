@@ -50,6 +50,7 @@ from .manifest import (
     GOLDEN_INPUTS,
     GOLDEN_OUTPUTS,
     MANIFEST,
+    ArtifactEntry,
     FileEntry,
     Manifest,
     manifest_digest,
@@ -538,12 +539,13 @@ class Bundle:
                 raise BundleVerificationError("missing_file", f"{local} (sha256 {sha[:12]}) is missing")
         return files
 
-    def golden(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def golden(self, artifact: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``(inputs, {output name: reference outputs})`` for the conformance check of a tensor
-        model; a causal-lm bundle raises :class:`BundleError` (its golden is ``llm.golden``)."""
-        golden = self.manifest.golden
-        if golden is None:
+        model's artifact ``artifact`` (the index the device opened: its own golden, in its layout,
+        when it has one); a causal-lm bundle raises :class:`BundleError` (its golden is ``llm.golden``)."""
+        if self.manifest.golden is None:
             raise BundleError(f"{self.root} is a bundle of task {self.manifest.task}: it has no tensor golden")
+        golden = self.manifest.golden_for(artifact)
         inputs = np.load(self.root / golden.inputs, allow_pickle=False)
         with np.load(self.root / golden.outputs, allow_pickle=False) as npz:
             outputs = {name: npz[name] for name in npz.files}
@@ -590,6 +592,23 @@ def load_bundle(path: str | Path, public_key: PublicKeyLike | None = None, verif
     return Bundle.open(path, public_key, verify=verify)
 
 
+def artifact_line(entry: ArtifactEntry) -> str:
+    """One artifact in words: runtime, precision, path, where it was gated and what the device
+    resolves (``openvino int8 artifacts/model.xml: gated on the compile host (OpenVINO CPU);
+    OpenVINO device HETERO:GPU,CPU resolved on the device``)."""
+    text = f"{entry.runtime} {entry.precision} {entry.path}"
+    if entry.gated is not None:
+        if entry.gated.where == "device":
+            text += ": gated on the device"
+        else:
+            text += ": gated on the compile host" + (f" ({entry.gated.device})" if entry.gated.device else "")
+    if entry.resolved_on_device:
+        text += f"; {entry.resolved_on_device} resolved on the device"
+    if entry.require:
+        text += "; required"
+    return text
+
+
 def describe(manifest: Manifest) -> dict[str, Any]:
     """A short summary of a manifest for ``edgeds bundle show``."""
     total = sum(f.size for f in manifest.files)
@@ -601,7 +620,7 @@ def describe(manifest: Manifest) -> dict[str, Any]:
         "task": manifest.task,
         "backend": manifest.backend,
         "precision": manifest.precision,
-        "artifacts": [f"{a.runtime} {a.precision} {a.path}" for a in manifest.artifacts],
+        "artifacts": [artifact_line(a) for a in manifest.artifacts],
         "device": manifest.device,
         "layout": manifest.layout,
         "artifact": manifest.artifact,

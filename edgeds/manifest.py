@@ -303,6 +303,15 @@ class Manifest(_Frozen):
             raise BundleError(f"a {self.task} bundle has no tensor golden")
         return self.golden
 
+    def golden_for(self, index: int) -> GoldenInfo:
+        """The golden check of artifact ``index``: its own, else the manifest's (tensor models)."""
+        own = self.artifacts[index].golden
+        return own if own is not None else self.tensor_golden
+
+    def layout_for(self, index: int) -> str:
+        """The input layout of artifact ``index``: its own, else the manifest's."""
+        return self.artifacts[index].layout or self.layout
+
     def unlisted_artifacts(self, listed: Iterable[str]) -> list[str]:
         """Artifact paths that are neither a listed file nor a directory holding one."""
         paths = set(listed)

@@ -18,6 +18,7 @@ from .base import (
     Backend,
     BackendOptions,
     IOSpec,
+    Opened,
     TensorDict,
     TensorSpec,
     copy_inputs,
@@ -116,6 +117,7 @@ class OnnxRuntimeBackend(Backend):
         self._run_options: Any = None
         self._bound: dict[int, _Bound | None] = {}
         self._direct: _Direct | None = None
+        self._providers: tuple[str, ...] = ()
 
     @classmethod
     def probe(cls) -> Availability:
@@ -151,6 +153,12 @@ class OnnxRuntimeBackend(Backend):
         spin = "1" if opts.allow_spinning else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        unknown = [p for p in opts.execution_providers if p not in ort.get_all_providers()]
+        if unknown:
+            raise BackendError(
+                f"onnxruntime has no execution provider {', '.join(unknown)} "
+                f"(it knows {', '.join(ort.get_all_providers())}): fix execution_providers in the profile"
+            )
         try:
             session = ort.InferenceSession(str(artifact), so, providers=list(opts.execution_providers))
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -163,6 +171,7 @@ class OnnxRuntimeBackend(Backend):
         inputs = tuple(spec(a) for a in session.get_inputs())
         outputs = tuple(spec(a) for a in session.get_outputs())
         self._session = session
+        self._providers = tuple(session.get_providers())
         self._output_names = [o.name for o in outputs]
         self._run_options = ort.RunOptions()
         if set(opts.execution_providers) == {"CPUExecutionProvider"}:
@@ -267,6 +276,18 @@ class OnnxRuntimeBackend(Backend):
                 else:
                     bound.binding.bind_input(name, "cpu", 0, target.dtype, list(target.shape), address)
                 bound.addresses[name] = address
+
+    def opened(self) -> Opened:
+        """The execution provider the session runs on first; a fallback when onnxruntime dropped an
+        asked provider it has no build for here (it then runs on the CPU provider)."""
+        if not self._providers:
+            return Opened()
+        asked = self.options.execution_providers  # type: ignore[attr-defined]
+        missing = [p for p in asked if p not in self._providers]
+        fallback = None
+        if missing:
+            fallback = f"onnxruntime {', '.join(missing)} unavailable here; running on {self._providers[0]}"
+        return Opened(device=self._providers[0], fallback=fallback)
 
     def close(self) -> None:
         self._bound = {}

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from .base import Availability, Backend, BackendOptions, IOSpec, TensorDict, TensorSpec, bucket_for, copy_inputs
+from .base import (
+    Availability,
+    Backend,
+    BackendOptions,
+    IOSpec,
+    Opened,
+    TensorDict,
+    TensorSpec,
+    bucket_for,
+    copy_inputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,7 @@ class OpenVinoBackend(Backend):
         self._buckets: dict[int, _OvBucket] = {}
         self._compiled: dict[int, Any] = {}
         self.optimal_requests = 1
+        self._execution_devices: tuple[str, ...] = ()
 
     @classmethod
     def probe(cls) -> Availability:
@@ -146,6 +157,12 @@ class OpenVinoBackend(Backend):
             self._buckets[bucket] = _OvBucket(arrays_in, arrays_out, requests)
         self._compiled = compiled
         self.optimal_requests = optimal
+        first = next(iter(compiled.values()))
+        try:
+            self._execution_devices = tuple(str(d) for d in first.get_property("EXECUTION_DEVICES"))
+        except RuntimeError:  # a plugin without the property: the device string is all there is to say
+            log.debug("openvino: EXECUTION_DEVICES not readable", exc_info=True)
+            self._execution_devices = ()
         return IOSpec(inputs=inputs, outputs=outputs, layout="NCHW", max_batch_size=max(buckets))
 
     def staging_inputs(self, batch: int) -> dict[str, Any]:
@@ -169,6 +186,15 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise InferenceError(f"openvino failed: {exc}") from exc
         return bucket.outputs
+
+    def opened(self) -> Opened:
+        """The device string compiled for, with the devices OpenVINO runs it on when they differ
+        (``HETERO:GPU,CPU (CPU)``)."""
+        if not self._compiled:
+            return Opened()
+        device = self.options.device  # type: ignore[attr-defined]
+        ran = ",".join(self._execution_devices)
+        return Opened(device=device if not ran or ran == device else f"{device} ({ran})")
 
     def close(self) -> None:
         self._buckets = {}

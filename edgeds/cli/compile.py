@@ -89,6 +89,14 @@ def compile_command(
         console.print(table(title, result.report.columns(), rows))
         for note in result.report.notes:
             console.print(f"note: {escape(note)}")
+        if len(result.report.shipped) > 1 or any(
+            result.report.attempts[i].resolved_on_device for i in result.report.shipped
+        ):
+            console.print("artifacts, in the order the device tries them:")
+            for line in result.report.shipped_lines():
+                console.print(f"  {escape(line)}")
+        if result.report.first_choice:
+            console.print(f"[yellow]warning:[/] {escape(result.report.first_choice)}")
         signed = "signed" if result.signed else "unsigned (pass --key to sign)"
         console.print(
             f"bundle: [bold]{result.bundle}[/] ({result.backend} {result.precision}, {signed}) "

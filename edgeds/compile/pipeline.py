@@ -1,12 +1,21 @@
 """``compile_model``: walk a profile's backend chain, gate every candidate, write a bundle.
 
-For each ``(backend, precision, options)`` of the chain, in order: skip the backend when its
+For each entry ``(backend, precision, options)`` of the chain, in order: skip the backend when its
 toolchain or runtime is not available here (the report says why); otherwise try the asked
 precision and, when it fails the accuracy gate, fall back: INT8 -> INT8 with the most
 sensitive nodes kept in float (per-node error scan, two rounds) -> FP16 (if the profile's
-hardware does FP16) -> FP32. The first candidate that passes wins and is written as a bundle.
-A backend whose artifact is built on the device (TensorRT) is not gated here: its attempt is
-``deferred`` and the device checks the golden outputs after building.
+hardware does FP16) -> FP32. The first candidate of an entry that passes is its artifact.
+
+What depends on the device is not tried here (:mod:`edgeds.compile.device_choices`): an OpenVINO
+IR is gated on the CPU plugin whatever device string the entry names, a ``.tflite`` on XNNPACK
+whatever delegate, and a TensorRT recipe is not gated at all (``deferred``: the device builds
+the engine and checks the golden outputs). The bundle carries the chain's artifacts in order,
+each saying where it was gated and what the device resolves, up to and including the first one
+gated here exactly as it runs (later entries could never be opened); the device opens the first
+that works there (:mod:`edgeds.runtime.selection`). Entries whose gate would be the same run
+(one IR for ``HETERO:GPU,CPU`` and ``CPU``) share one artifact. An entry marked ``require``
+that produces no artifact fails the compile. The report says in one line when the bundle's
+first artifact is not the profile's first choice, and why.
 
 Before any data is loaded or any toolchain runs, the model's fit to its card and the profile is
 checked (:func:`edgeds.compile.fit.check_fit`). A model whose batch is fixed at N is fed batches
@@ -19,8 +28,8 @@ toolchain and runs no inference. ``progress(task, done, total)`` is called while
 converting and evaluating.
 
 A candidate that cannot be compiled or run (:class:`CompileError`, :class:`BackendError`) does
-not stop the chain: the report records it (``skipped``/``error`` with the first line of the
-reason) and the module's logger records it at INFO with the traceback; the next candidate is
+not stop the chain: the report records it (``skipped``/``error`` with the reason whole, on one
+line) and the module's logger records it at INFO with the traceback; the next candidate is
 tried. Any other exception is a bug and propagates.
 """
 
@@ -33,7 +42,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
@@ -53,12 +62,14 @@ from ..errors import (
     ConfigError,
     ToolchainError,
     UnsupportedPrecision,
+    one_line,
 )
 from ..manifest import GOLDEN_EXTRA_INPUTS, fixed_batching
 from ..modelcard import LMCard, ModelCard, describes_other, load_card, model_card_for
 from . import data as data_mod
 from . import output, toolchains
 from .cache import CompileCache, cache_key
+from .device_choices import GatePlan, gate_device, plan_gate
 from .fit import check_fit
 from .gates.image import GateResult, Outputs, evaluate, judge, run_batches
 from .onnxmodel import ModelInfo, inspect_model
@@ -114,6 +125,164 @@ def _fallback_plan(precision: Precision, hardware: tuple[Precision, ...], tc: Mo
     elif precision == "fp16":
         plan.append("fp32")
     return plan
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One profile backend entry as compiled: ``index`` in the chain, runtime, precision asked,
+    options (settled for the hardware), how it is gated here, and whether the device must open it."""
+
+    index: int
+    name: str
+    precision: Precision
+    options: BackendOptions
+    plan: GatePlan
+    require: bool
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """An entry's artifact that goes into the bundle: the candidate that passed (or was deferred),
+    at ``precision``, with the entry's own options (the device's choices) and its gate plan."""
+
+    entry: _Entry
+    candidate: _Candidate
+    precision: Precision
+    options: BackendOptions
+
+    @property
+    def plan(self) -> GatePlan:
+        return self.entry.plan
+
+    @property
+    def plan_name(self) -> str:
+        return self.entry.name
+
+
+def _why(attempt: Attempt) -> str:
+    return f"{attempt.backend}/{attempt.variant}: {attempt.outcome} ({attempt.reason})"
+
+
+def first_choice_note(first: _Entry, shipped: _Shipped, report: CompileReport) -> str | None:
+    """One line when the bundle's first artifact is not what the profile's first entry asked for
+    (another runtime, or another precision), saying why; None when it is."""
+    if shipped.entry.index == first.index and shipped.precision == first.precision:
+        return None
+    why = "; ".join(_why(a) for a in report.attempts if a.entry == first.index and a.outcome != "passed")
+    return (
+        f"not the profile's first choice ({first.name} {first.precision}): the bundle serves "
+        f"{shipped.entry.name} {shipped.precision} first because {why or 'it did not pass'}"
+    )
+
+
+def _compile_entry(
+    entry: _Entry,
+    compiler: _Compiler,
+    report: CompileReport,
+    hardware: tuple[Precision, ...],
+    tried: dict[str, tuple[_Candidate, Attempt]],
+    card: ModelCard,
+) -> _Shipped | None:
+    """Try ``entry`` at its precision and the fallback precisions; record every attempt in ``report``.
+
+    Returns the first candidate that passes the gate (or is deferred to the device), else None.
+    A gate run with the same runtime, options and variant as an earlier entry's (an OpenVINO IR
+    gated on CPU for both ``HETERO:GPU,CPU`` and ``CPU``) is not run again: ``tried`` holds it."""
+    name, options = entry.name, entry.plan.gate_options
+    tc = toolchains.module(name)
+    device = gate_device(name, options) if name in ("openvino", "litert") else None
+    why = _unavailable(name, tc)
+    if why is None and card.extra_inputs and not getattr(tc, "MULTI_INPUT", False):
+        why = f"{name} takes the image input only, and this model has extra_inputs"
+    if why is not None:
+        log.info("compile: %s skipped: %s", name, why)
+        report.attempts.append(
+            Attempt(name, entry.precision, entry.precision, "skipped", why, device=device, entry=entry.index)
+        )
+        return None
+    int8_errored = False
+    for variant in _fallback_plan(entry.precision, hardware, tc):
+        prec: Precision = "int8" if variant.startswith("int8") else variant  # type: ignore[assignment]
+        shown = "int8-mixed" if variant.startswith("int8-mixed") else variant
+        if shown == "int8-mixed" and int8_errored:
+            continue  # mixed precision cannot help when INT8 itself did not compile or run
+        memo = cache_key({"name": name, "variant": variant, "options": options.model_dump(mode="json")})
+        if memo in tried:
+            cand, earlier = tried[memo]
+            attempt = replace(
+                earlier,
+                seconds=0.0,
+                cached=True,
+                entry=entry.index,
+                resolved_on_device=entry.plan.resolved_on_device,
+                reason=earlier.reason or f"the artifact of backend {earlier.entry + 1}, gated once",
+            )
+            report.attempts.append(attempt)
+            if attempt.outcome in ("passed", "deferred"):
+                report.shipped.append(len(report.attempts) - 1)
+                return _Shipped(entry, cand, prec, entry.options)
+            continue
+        t0 = time.perf_counter()
+        exclude: list[str] = []
+        try:
+            if variant.startswith("int8-mixed-"):
+                exclude = compiler.mixed_exclusions(int(variant.rsplit("-", 1)[1]))
+            vopts = getattr(tc, "runtime_options", lambda o, _p: o)(options, prec)
+            cand = compiler.attempt(name, vopts, prec, tc, exclude)
+        except (CompileError, BackendError) as exc:
+            # the report keeps the reason whole (one line); the traceback goes to the log
+            log.info("compile: %s/%s failed, trying the next candidate", name, shown, exc_info=True)
+            if isinstance(exc, ToolchainError):
+                report.attempts.append(
+                    Attempt(name, prec, shown, "skipped", one_line(str(exc)), device=device, entry=entry.index)
+                )
+                return None
+            int8_errored = int8_errored or variant == "int8"
+            report.attempts.append(
+                Attempt(
+                    name,
+                    prec,
+                    shown,
+                    "error",
+                    one_line(str(exc)),
+                    seconds=time.perf_counter() - t0,
+                    excluded_nodes=exclude,
+                    device=device,
+                    entry=entry.index,
+                )
+            )
+            continue
+        attempt = Attempt(
+            name,
+            prec,
+            shown,
+            "passed",
+            accuracy=cand.gate.as_dict() if cand.gate else None,
+            size_bytes=_size(cand.files),
+            seconds=time.perf_counter() - t0,
+            cached=cand.cached,
+            excluded_nodes=exclude,
+            device=device,
+            entry=entry.index,
+            resolved_on_device=entry.plan.resolved_on_device,
+        )
+        if cand.gate is None:
+            attempt.outcome = "deferred"
+            attempt.reason = "built and checked on the device (golden outputs = FP32 reference)"
+        elif not cand.gate.passed:
+            attempt.outcome = "failed"
+            attempt.reason = "; ".join(cand.gate.failures)
+        if exclude and attempt.outcome != "failed":
+            attempt.reason = f"{len(exclude)} most sensitive node(s) kept in float"
+        elif exclude:
+            attempt.reason = f"{len(exclude)} node(s) in float: {attempt.reason}"
+        report.attempts.append(attempt)
+        tried[memo] = (cand, attempt)
+        if attempt.outcome in ("passed", "deferred"):
+            report.shipped.append(len(report.attempts) - 1)
+            vopts_entry = getattr(tc, "runtime_options", lambda o, _p: o)(entry.options, prec)
+            return _Shipped(entry, cand, prec, vopts_entry)
+    return None
 
 
 class _Compiler:
@@ -484,8 +653,8 @@ def compile_model(
         raise UnsupportedPrecision(
             f"profile {prof.name!r} hardware does not do {precision} (it lists {', '.join(hardware)})"
         )
-    plan: list[tuple[str, Precision, BackendOptions]] = []
-    for name, entry_precision, options in chain:
+    plan: list[_Entry] = []
+    for index, ((name, entry_precision, options), link) in enumerate(zip(chain, prof.backends, strict=True)):
         want = cast("Precision", precision) or entry_precision
         supported = toolchains.module(name).PRECISIONS
         if want not in supported:
@@ -496,8 +665,9 @@ def compile_model(
         # choices a toolchain leaves to the target's hardware class are settled from the profile here,
         # so the cache key and the bundle record the value used
         settle = getattr(toolchains.module(name), "for_hardware", None)
-        plan.append((name, want, settle(options, prof.hardware) if settle is not None else options))
-    needs_int8 = any(p == "int8" for _, p, _ in plan)
+        settled = settle(options, prof.hardware) if settle is not None else options
+        plan.append(_Entry(index, name, want, settled, plan_gate(name, settled), link.require))
+    needs_int8 = any(e.precision == "int8" for e in plan)
     validation = data_mod.with_extra_inputs(
         image_card, data_mod.load_images(image_card, "validation", validation_limit), "validation"
     )
@@ -522,93 +692,35 @@ def compile_model(
 
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
         compiler = _Compiler(info, image_card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
-        chosen: tuple[str, Precision, BackendOptions, _Candidate, ModuleType] | None = None
-        for name, want, options in plan:
-            tc = toolchains.module(name)
-            device = getattr(options, "device", None)
-            why = _unavailable(name, tc)
-            if why is None and image_card.extra_inputs and not getattr(tc, "MULTI_INPUT", False):
-                why = f"{name} takes the image input only, and this model has extra_inputs"
-            if why is not None:
-                log.info("compile: %s skipped: %s", name, why)
-                report.attempts.append(Attempt(name, want, want, "skipped", why, device=device))
-                continue
-            int8_errored = False
-            for variant in _fallback_plan(want, hardware, tc):
-                prec: Precision = "int8" if variant.startswith("int8") else variant  # type: ignore[assignment]
-                shown = "int8-mixed" if variant.startswith("int8-mixed") else variant
-                if shown == "int8-mixed" and int8_errored:
-                    continue  # mixed precision cannot help when INT8 itself did not compile or run
-                t0 = time.perf_counter()
-                exclude: list[str] = []
-                try:
-                    if variant.startswith("int8-mixed-"):
-                        exclude = compiler.mixed_exclusions(int(variant.rsplit("-", 1)[1]))
-                    vopts = getattr(tc, "runtime_options", lambda o, _p: o)(options, prec)
-                    cand = compiler.attempt(name, vopts, prec, tc, exclude)
-                except (CompileError, BackendError) as exc:
-                    # the report keeps the first line; the traceback goes to the log
-                    log.info("compile: %s/%s failed, trying the next candidate", name, shown, exc_info=True)
-                    if isinstance(exc, ToolchainError):
-                        report.attempts.append(Attempt(name, prec, shown, "skipped", str(exc), device=device))
-                        break
-                    int8_errored = int8_errored or variant == "int8"
-                    report.attempts.append(
-                        Attempt(
-                            name,
-                            prec,
-                            shown,
-                            "error",
-                            str(exc).splitlines()[0][:300],
-                            seconds=time.perf_counter() - t0,
-                            excluded_nodes=exclude,
-                            device=device,
-                        )
-                    )
-                    continue
-                attempt = Attempt(
-                    name,
-                    prec,
-                    shown,
-                    "passed",
-                    accuracy=cand.gate.as_dict() if cand.gate else None,
-                    size_bytes=_size(cand.files),
-                    seconds=time.perf_counter() - t0,
-                    cached=cand.cached,
-                    excluded_nodes=exclude,
-                    device=device,
+        shipped: list[_Shipped] = []
+        tried: dict[str, tuple[_Candidate, Attempt]] = {}  # the same gate run twice is run once
+        for entry in plan:
+            found = _compile_entry(entry, compiler, report, hardware, tried, image_card)
+            if found is not None:
+                shipped.append(found)
+                if found.plan.resolved_on_device is None and found.candidate.gate is not None:
+                    break  # gated here exactly as it runs: later entries would never be opened
+            elif entry.require:
+                failed = AccuracyGateFailed(
+                    f"the profile requires {entry.name} (backend {entry.index + 1}, require: true) and it produced "
+                    "no artifact: " + "; ".join(_why(a) for a in report.attempts if a.backend == entry.name)
                 )
-                if cand.gate is None:
-                    attempt.outcome = "deferred"
-                    attempt.reason = "built and checked on the device (golden outputs = FP32 reference)"
-                elif not cand.gate.passed:
-                    attempt.outcome = "failed"
-                    attempt.reason = "; ".join(cand.gate.failures)
-                if exclude and attempt.outcome != "failed":
-                    attempt.reason = f"{len(exclude)} most sensitive node(s) kept in float"
-                elif exclude:
-                    attempt.reason = f"{len(exclude)} node(s) in float: {attempt.reason}"
-                report.attempts.append(attempt)
-                if attempt.outcome in ("passed", "deferred"):
-                    report.selected = len(report.attempts) - 1
-                    chosen = (name, prec, vopts, cand, tc)
-                    break
-            if chosen is not None:
-                break
+                failed.report = report  # type: ignore[attr-defined]
+                raise failed
         if report.attempts and compiler._reference is not None:
             report.reference_top1 = float(
                 (compiler._reference[image_card.output.name].argmax(axis=1) == validation.labels).mean()
             )
         report.seconds = time.perf_counter() - started
-        if chosen is None:
+        if not shipped:
             error = AccuracyGateFailed(
-                "no backend of profile "
-                f"{prof.name!r} produced an artifact that passes the accuracy budget: "
-                + "; ".join(f"{a.backend}/{a.variant}: {a.outcome} ({a.reason})" for a in report.attempts)
+                f"no backend of profile {prof.name!r} produced an artifact that passes the accuracy budget: "
+                + "; ".join(_why(a) for a in report.attempts)
             )
             error.report = report  # type: ignore[attr-defined]
             raise error
-        name, prec, options, cand, tc = chosen
+        report.selected = report.shipped[0]
+        report.first_choice = first_choice_note(plan[0], shipped[0], report)
         output.prepare_out(out_path)
         expires_at = output.expires_at(valid_days)
         _write_bundle(
@@ -617,11 +729,7 @@ def compile_model(
             image_card,
             card_file,
             prof,
-            name,
-            prec,
-            options,
-            cand,
-            tc,
+            shipped,
             compiler,
             report,
             private,
@@ -630,7 +738,8 @@ def compile_model(
             source=other,
         )
     report.seconds = time.perf_counter() - started
-    return CompileResult(out_path, report, name, prec, private is not None)
+    first = shipped[0]
+    return CompileResult(out_path, report, first.plan_name, first.precision, private is not None)
 
 
 def _unavailable(name: str, tc: ModuleType) -> str | None:
@@ -652,11 +761,7 @@ def _write_bundle(
     card: ModelCard,
     card_file: Path,
     prof: Profile,
-    name: str,
-    precision: Precision,
-    options: BackendOptions,
-    cand: _Candidate,
-    tc: ModuleType,
+    shipped: list[_Shipped],
     compiler: _Compiler,
     report: CompileReport,
     private: Any,
@@ -665,50 +770,95 @@ def _write_bundle(
     *,
     source: bool = False,
 ) -> None:
-    """Write the bundle. ``source``: the card's ``model:`` names another file than the ONNX compiled
-    (an explicit ``--card``); the manifest's ``model.source`` then records both."""
-    golden_inputs = compiler.inputs(cand.layout)[: compiler.golden_count]
+    """Write the bundle: one manifest artifact per shipped entry, in chain order. Entries that share
+    a candidate (one IR for two OpenVINO device strings) share its files; with more than one distinct
+    candidate each gets a directory ``artifacts/<n>-<runtime>-<precision>/`` and, after the first,
+    its own golden (``golden/<that directory>/``: its inputs in its layout, its outputs).
+    ``source``: the card's ``model:`` names another file than the ONNX compiled (an explicit
+    ``--card``); the manifest's ``model.source`` then records both."""
+    first = shipped[0]
+    distinct: list[_Candidate] = []
+    for item in shipped:
+        if all(item.candidate is not c for c in distinct):
+            distinct.append(item.candidate)
+    prefixes = {id(c): "" for c in distinct}
+    if len(distinct) > 1:
+        for n, item in enumerate(shipped):
+            if prefixes[id(item.candidate)] == "":
+                prefixes[id(item.candidate)] = f"{n + 1}-{item.entry.name}-{item.precision}/"
+    artifacts: dict[str, Path] = {}
+    for cand in distinct:
+        artifacts.update({prefixes[id(cand)] + str(f.relative_to(cand.root)): f for f in cand.files})
     golden_extra = {k: v[: compiler.golden_count] for k, v in compiler.validation.extra.items()}
-    atol, rtol, min_cos = _golden_tolerance(precision, cand.golden_outputs)
+    cand = first.candidate
+    atol, rtol, min_cos = _golden_tolerance(first.precision, cand.golden_outputs)
+    files: dict[str, Path | bytes] = {GOLDEN_EXTRA_INPUTS: _npz_bytes(golden_extra)} if golden_extra else {}
+    entries = []
+    for item in shipped:
+        c = item.candidate
+        gate = c.gate
+        entry: dict[str, Any] = {
+            "runtime": item.entry.name,
+            "precision": item.precision,
+            "path": prefixes[id(c)] + str(c.artifact.relative_to(c.root)),
+            "options": item.options.model_dump(mode="json"),
+            "device": getattr(item.options, "device", None)
+            if item.entry.name == "openvino"
+            else c.metadata.get("device"),
+            "recipe": c.metadata.get("recipe"),
+            "gated": (
+                {
+                    "where": "compile-host",
+                    "device": gate_device(item.entry.name, item.plan.gate_options),
+                    "figures": gate.as_dict(),
+                }
+                if gate
+                else {"where": "device", "figures": {}}
+            ),
+            "require": item.entry.require,
+            "resolved_on_device": item.plan.resolved_on_device,
+            "io_quantization": c.metadata.get("io_quantization"),
+        }
+        if c.layout != cand.layout:
+            entry["layout"] = c.layout
+        if c is not cand:
+            own = f"golden/{prefixes[id(c)]}"
+            files[own + "inputs.npy"] = _npy_bytes(compiler.inputs(c.layout)[: compiler.golden_count])
+            files[own + "outputs.npz"] = _npz_bytes(c.golden_outputs)
+            a_tol, r_tol, cos = _golden_tolerance(item.precision, c.golden_outputs)
+            entry["golden"] = {
+                "inputs": own + "inputs.npy",
+                "outputs": own + "outputs.npz",
+                "atol": a_tol,
+                "rtol": r_tol,
+                "min_cosine": cos,
+            }
+        entries.append(entry)
+    golden_inputs = compiler.inputs(cand.layout)[: compiler.golden_count]
     gate = cand.gate
     io_meta = cand.metadata.get("io")
     if io_meta is None:
-
-        def shape(spec_shape: tuple[int, ...]) -> list[int]:
-            return list(spec_shape)
-
         io_meta = {
-            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": shape(s.shape)} for s in info.inputs],
-            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": shape(s.shape)} for s in info.outputs],
+            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in info.inputs],
+            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in info.outputs],
         }
-    artifacts = {str(f.relative_to(cand.root)): f for f in cand.files}
-    tools = {**tc.tool_versions(), "edgeds": __version__}
-    total = sum(f.stat().st_size for f in cand.files)
+    tools: dict[str, str] = {}
+    for item in shipped:
+        tools.update(toolchains.module(item.entry.name).tool_versions())
+    tools["edgeds"] = __version__
+    total = sum(f.stat().st_size for c in distinct for f in c.files)
     batching = prof.batching.model_dump(mode="json")
     batching["buckets"] = list(prof.batching.bucket_sizes())
     if compiler.fixed_batch is not None:
         batching = fixed_batching(batching, compiler.fixed_batch)
+    runtimes = list(dict.fromkeys(item.entry.name for item in shipped))
     manifest: dict[str, Any] = {
         "model": {"name": card.name, "version": card.version}
         | ({"source": {"onnx": info.path.name, "card": card_file.name, "card_model": card.model}} if source else {}),
         "version": version if version is not None else int(time.time()),
         "expires_at": expires_at,
         "task": "image-classification",
-        "artifacts": [
-            {
-                "runtime": name,
-                "precision": precision,
-                "path": str(cand.artifact.relative_to(cand.root)),
-                "options": options.model_dump(mode="json"),
-                "device": cand.metadata.get("device"),
-                "recipe": cand.metadata.get("recipe"),
-                "gated": (
-                    {"where": "compile-host", "device": cand.metadata.get("device") or "CPU", "figures": gate.as_dict()}
-                    if gate
-                    else {"where": "device", "figures": {}}
-                ),
-            }
-        ],
+        "artifacts": entries,
         "layout": cand.layout,
         "profile": prof.model_dump(mode="json", by_alias=True),
         "batching": batching,
@@ -717,7 +867,7 @@ def _write_bundle(
         "tools": tools,
         "requirements": {
             "arch": prof.hardware.arch,
-            "backends": [name],
+            "backends": runtimes,
             "min_memory_mb": prof.memory.budget_mb,
             "min_disk_mb": max(1, math.ceil(3 * total / 2**20)),
         },
@@ -746,8 +896,14 @@ def _write_bundle(
         golden_inputs=golden_inputs,
         golden_outputs=cand.golden_outputs,
         private_key=private,
-        files={GOLDEN_EXTRA_INPUTS: _npz_bytes(golden_extra)} if golden_extra else None,
+        files=files or None,
     )
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -24,7 +24,9 @@ class Attempt:
     seconds: float = 0.0
     cached: bool = False
     excluded_nodes: list[str] = field(default_factory=list)
-    device: str | None = None
+    device: str | None = None  # where the gate ran, when it is not plainly the CPU (``OpenVINO CPU``)
+    entry: int = 0  # the profile backend entry (0-based) this attempt is for
+    resolved_on_device: str | None = None  # what the device decides at load (``OpenVINO device HETERO:GPU,CPU``)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,7 +41,9 @@ class CompileReport:
     calibration_samples: int
     reference_top1: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
-    selected: int | None = None  # index into attempts
+    selected: int | None = None  # index into attempts: the bundle's first artifact
+    shipped: list[int] = field(default_factory=list)  # indices into attempts: every artifact of the bundle, in order
+    first_choice: str | None = None  # one line when the first artifact is not the profile's first choice, and why
     seconds: float = 0.0
     task: str = "image-classification"
     reference: dict[str, Any] | None = None  # the task's reference figures (causal-lm: FP32 metric, perplexity)
@@ -60,12 +64,28 @@ class CompileReport:
             "reference_top1": self.reference_top1,
             "attempts": [a.as_dict() for a in self.attempts],
             "selected": self.winner.as_dict() if self.winner else None,
+            "shipped": [self.attempts[i].as_dict() for i in self.shipped],
+            "first_choice": self.first_choice,
             "seconds": round(self.seconds, 3),
             "task": self.task,
             "reference": self.reference,
             "notes": list(self.notes),
             "card": self.card,
         }
+
+    def shipped_lines(self) -> list[str]:
+        """One line per artifact of the bundle, in the order the device tries them: what it is, where
+        it was gated and what the device resolves (``2. openvino int8: gated here on OpenVINO CPU;
+        OpenVINO device HETERO:GPU,CPU resolved on the device``)."""
+        lines = []
+        for n, index in enumerate(self.shipped, start=1):
+            a = self.attempts[index]
+            where = "not gated here: built and checked on the device" if a.outcome == "deferred" else "gated here"
+            if a.outcome != "deferred" and a.device:
+                where += f" on {a.device}"
+            resolved = f"; {a.resolved_on_device} resolved on the device" if a.resolved_on_device else ""
+            lines.append(f"{n}. {a.backend} {a.precision}: {where}{resolved}")
+        return lines
 
     def columns(self) -> list[str]:
         """The report table's header for this report's task, each quantity with its unit."""
@@ -84,7 +104,7 @@ class CompileReport:
         rows = []
         for index, a in enumerate(self.attempts):
             cells = gate.cells(a.accuracy) if a.accuracy else {}
-            mark = " ✔" if index == self.selected else ""
+            mark = " ✔" if index == self.selected or index in self.shipped else ""
             rows.append(
                 [
                     a.backend + (f" ({a.device})" if a.device else ""),
@@ -93,10 +113,14 @@ class CompileReport:
                     *(bare(cells.get(column, ""), column) for column in figure_columns),
                     f"{a.size_bytes / 1e6:.2f}" if a.size_bytes else "",
                     ("cached" if a.cached else f"{a.seconds:.1f}"),
-                    a.reason or "",
+                    "; ".join(x for x in (a.reason, _resolved(a)) if x),
                 ]
             )
         return rows
+
+
+def _resolved(attempt: Attempt) -> str:
+    return f"{attempt.resolved_on_device} resolved on the device" if attempt.resolved_on_device else ""
 
 
 @dataclass

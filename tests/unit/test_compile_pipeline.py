@@ -121,20 +121,27 @@ def test_unavailable_backend_is_skipped_with_the_reason(
 
 
 def test_nothing_passing_raises_with_the_report(tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # this machine has no NPU: every candidate fails to open, the error carries the whole report
-    npu = profile(tmp_path, "npu", "x86-cpu", "backends:\n  - name: openvino\n    options: {device: NPU}\n")
+    # an execution provider onnxruntime does not know: every candidate fails to open, the error
+    # carries the whole report
+    bad = profile(
+        tmp_path,
+        "bad-ep",
+        "x86-cpu",
+        "backends:\n  - name: onnxruntime\n    options: {execution_providers: [NoSuchExecutionProvider]}\n",
+    )
     with (
         caplog.at_level(logging.INFO, logger="edgeds.compile.pipeline"),
-        pytest.raises(AccuracyGateFailed, match="openvino/int8: error") as info,
+        pytest.raises(AccuracyGateFailed, match="onnxruntime/int8: error") as info,
     ):
-        compile_model(tiny, npu, out=tmp_path / "b")
+        compile_model(tiny, bad, out=tmp_path / "b")
     report = info.value.report  # type: ignore[attr-defined]
     assert [a.variant for a in report.attempts] == ["int8", "fp32"]  # no mixed rounds after an INT8 error
     assert all(a.outcome == "error" and a.reason for a in report.attempts)
     assert not (tmp_path / "b").exists()
-    # each failed candidate is logged with its traceback (the report keeps only the first line)
+    # each failed candidate is logged with its traceback (the report keeps the reason whole, on one line)
     failed = [r for r in caplog.records if "failed, trying the next candidate" in r.getMessage()]
-    assert [r.getMessage().split()[1] for r in failed] == ["openvino/int8", "openvino/fp32"]
+    assert [r.getMessage().split()[1] for r in failed] == ["onnxruntime/int8", "onnxruntime/fp32"]
+    assert all("NoSuchExecutionProvider" in (a.reason or "") for a in report.attempts)
     assert all(r.exc_info is not None for r in failed)
 
 
@@ -175,8 +182,19 @@ def test_tensorrt_profile_writes_a_recipe_bundle(tiny: Path, tmp_path: Path) -> 
     manifest = verify_bundle(result.bundle, None)
     assert manifest.recipe is not None and manifest.recipe["precision"] == "int8"
     assert manifest.recipe["inputs"][0]["max"] == [16, 3, 160, 160]
-    assert manifest.recipe["workspace_mb"] == 2048 and manifest.artifact == "artifacts/recipe.json"
-    assert {"artifacts/model.onnx", "artifacts/calibration.npy"} <= {f.path for f in manifest.files}
+    assert manifest.recipe["workspace_mb"] == 2048 and manifest.artifact == "artifacts/1-tensorrt-int8/recipe.json"
+    assert {"artifacts/1-tensorrt-int8/model.onnx", "artifacts/1-tensorrt-int8/calibration.npy"} <= {
+        f.path for f in manifest.files
+    }
+    # the profile's ONNX Runtime fallback rides in the same bundle, gated here; the engine is the device's
+    trt, ort = manifest.artifacts
+    assert trt.gated is not None and trt.gated.where == "device" and trt.resolved_on_device
+    assert (ort.runtime, ort.precision) == ("onnxruntime", "fp32")
+    assert ort.gated is not None and ort.gated.where == "compile-host" and ort.gated.figures["passed"]
+    assert ort.golden is not None and ort.golden.outputs.startswith("golden/2-onnxruntime-fp32/")
+    assert manifest.requirements.backends == ("tensorrt", "onnxruntime")
+    assert [result.report.attempts[i].backend for i in result.report.shipped] == ["tensorrt", "onnxruntime"]
+    assert result.report.first_choice is None
 
 
 def test_litert_bundle_is_nhwc_and_reproduces_its_golden_outputs(tiny: Path, tmp_path: Path) -> None:
