@@ -1,4 +1,5 @@
-"""What this machine can do: Python, platform, and which backends, LM runtimes and toolchains work here."""
+"""What this machine can do: Python, platform, which backends, LM runtimes and toolchains work here,
+and which hardware paths this build was not verified on (and how to check them on the device)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,34 @@ from dataclasses import dataclass
 from . import backends, config
 from ._version import __version__
 from .backends.base import Availability
+
+
+@dataclass(frozen=True)
+class HardwareCheck:
+    """A hardware path and whether this build was verified on it; ``check`` says how to verify it."""
+
+    name: str
+    verified: bool
+    note: str
+    check: str
+
+
+UNVERIFIED: tuple[HardwareCheck, ...] = (
+    HardwareCheck(
+        "tensorrt",
+        False,
+        "TensorRT engine build and inference (10.x and 11.x builder APIs) not verified on hardware in this "
+        "build: it was built and tested without TensorRT or an NVIDIA GPU",
+        "hil/gpu-check.sh on a Jetson or any machine with TensorRT and a GPU installed",
+    ),
+    HardwareCheck(
+        "litert-delegates",
+        False,
+        "LiteRT NNAPI and QNN delegates not verified on hardware in this build: only XNNPACK (CPU) ran",
+        "compile for the profile and deploy to an Android / Snapdragon device; the device reports the delegate used",
+    ),
+)
+"""What no test of this build ran on real hardware; ``edgeds doctor`` lists each."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +53,8 @@ class DoctorReport:
     """The toolchains edgeds installs itself (``edgeds toolchain install NAME``): installed or not."""
     lm_runtimes: tuple[Availability, ...] = ()
     """The LM runtimes (``llm.runtimes`` in a profile); ``devices`` says how each batches here."""
+    hardware: tuple[HardwareCheck, ...] = ()
+    """Hardware paths and whether this build was verified on them (see :data:`UNVERIFIED`)."""
 
 
 def diagnose() -> DoctorReport:
@@ -43,4 +74,5 @@ def diagnose() -> DoctorReport:
         backends=tuple(backends.probe(name) for name in backends.names()),
         toolchains=tuple(toolchains.installable(name).available() for name in toolchains.INSTALLABLE),
         lm_runtimes=tuple(lm.lm_probe(name) for name in lm.lm_names()),
+        hardware=UNVERIFIED,
     )

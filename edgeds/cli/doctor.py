@@ -9,7 +9,8 @@ from ._output import JSON_OPTION, console, emit, table
 
 
 def doctor(as_json: bool = JSON_OPTION) -> None:
-    """Show Python, platform, each backend (available or not, why, how to install, version, devices) and toolchain."""
+    """Show Python, platform, each backend (available or not, why, how to install, version, devices) and
+    toolchain, and which hardware paths this build was not verified on."""
     from ..doctor import diagnose
 
     report = diagnose()
@@ -51,6 +52,11 @@ def doctor(as_json: bool = JSON_OPTION) -> None:
             for t in report.toolchains
         ]
         console.print(table("Toolchains", ["toolchain", "installed", "version", "reason / install"], tools))
+        hardware = [
+            [h.name, "[green]yes[/]" if h.verified else "[yellow]no[/]", escape(f"{h.note} → check: {h.check}")]
+            for h in report.hardware
+        ]
+        console.print(table("Verified on hardware", ["path", "verified", "note / how to check"], hardware))
 
     emit(report, as_json, human)
 

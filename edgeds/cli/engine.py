@@ -22,7 +22,7 @@ def build(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when a cached engine matches.")] = False,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Verify the bundle, then return the cached engine for this device's fingerprint or build it (TensorRT 10)."""
+    """Verify the bundle, then return this device's cached engine or build it (TensorRT 10 or 11)."""
     from ..compile.toolchains import tensorrt
 
     root = cache or tensorrt.default_cache_root()

@@ -33,6 +33,26 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
+def _tensorrt_plan(directory: Path) -> Path:
+    """An FP32 engine of the same network, built here with the installed TensorRT (10 or 11)."""
+    from edgeds.compile.toolchains import tensorrt as trt_tc
+    from edgeds.compile.toolchains.tensorrt_build import build_engine
+    from edgeds.hashing import sha256_file
+
+    model = tiny_classifier(directory / "m.onnx", size=SIZE)
+    recipe = trt_tc.Recipe(
+        onnx=model.name,
+        onnx_sha256=sha256_file(model),
+        precision="fp32",
+        inputs=trt_tc.shape_profiles(model, max_batch=max(BUCKETS), opt_batch=max(BUCKETS)),
+        workspace_mb=256,
+    )
+    paths = trt_tc.engine_paths(directory / "cache", recipe, trt_tc.DeviceFacts.detect())
+    plan = directory / "m.plan"
+    plan.write_bytes(build_engine(recipe, directory, None, paths))
+    return plan
+
+
 # name -> (artifact builder, options, input layout transform)
 CASES: dict[str, tuple[Callable[[Path], Path], dict[str, Any], Callable[[np.ndarray], np.ndarray]]] = {
     "onnxruntime": (
@@ -46,7 +66,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], dict[str, Any], Callable[[np.ndar
         _nchw,
     ),
     "litert": (lambda d: tiny_classifier_tflite(d / "m.tflite", size=SIZE), {"num_threads": 1}, _nhwc),
-    "tensorrt": (lambda d: d / "m.plan", {}, _nchw),
+    "tensorrt": (_tensorrt_plan, {}, _nchw),
 }
 
 
@@ -86,8 +106,6 @@ def _open(name: str, tmp_path: Path, batching: Batching, threads: int = 1) -> tu
     if not availability.available:
         pytest.skip(f"{name} not available here: {availability.reason}")
     build, options, layout = CASES[name]
-    if name == "tensorrt":  # needs an engine built on this GPU by the compile step
-        pytest.skip("tensorrt conformance needs a plan built on this GPU (edgeds compile --profile jetson-*)")
     options = {k: (threads if k.endswith("threads") else v) for k, v in options.items()}
     eng = Engine(name, build(tmp_path), options=options, batching=batching, name="m")
     eng.start()

@@ -126,14 +126,19 @@ def test_engine_build_without_tensorrt_says_how_to_install(model: Path, tmp_path
 
 
 @pytest.mark.tensorrt
-def test_builder_builds_and_caches_an_engine(tmp_path: Path) -> None:
-    """Needs TensorRT 10 + a CUDA GPU: builds the INT8 engine from a recipe, then hits the cache."""
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_builder_builds_and_caches_an_engine(tmp_path: Path, precision: str) -> None:
+    """Needs TensorRT 10 or 11 + a CUDA GPU: builds the engine from a recipe with the installed
+    TensorRT's builder API (10: flags + calibrator, 11: the typed ONNX), then hits the cache."""
     try:
-        trt_tc.DeviceFacts.detect()
+        facts = trt_tc.DeviceFacts.detect()
     except Exception as exc:  # noqa: BLE001 -- whatever stops the probe means no usable TensorRT here
-        pytest.skip(f"needs TensorRT 10 and a CUDA GPU: {exc}")
+        pytest.skip(f"needs TensorRT and a CUDA GPU: {exc}")
+    from edgeds.compile.toolchains.tensorrt_api import builder_api
+
+    builder_api(facts.tensorrt_version)  # a version this edgeds does not build with fails here, by name
     model = write_tiny_model(tmp_path / "m", validation_count=8, calibration_count=16)
-    _recipe(model, tmp_path / "r")
+    _recipe(model, tmp_path / "r", precision)
     card = load_model_card(model)
     engine, built = trt_tc.ensure_engine(tmp_path / "r" / "recipe.json", tmp_path / "cache", card)
     assert built and engine.stat().st_size > 0

@@ -1,15 +1,17 @@
-"""TensorRT: a build recipe compiled here, the engine built on the device (TensorRT 10 API).
+"""TensorRT: a build recipe compiled here, the engine built on the device (TensorRT 10 or 11).
 
 Engines are specific to a GPU and a TensorRT version, so :func:`compile` writes no engine: it
 writes a :class:`Recipe` (the ONNX model, precision, min/opt/max shape per dynamic input,
-workspace limit, DLA core + GPU fallback, INT8 calibrator and calibration images) into the
-bundle. On the device ``edgeds engine build`` calls :func:`ensure_engine`, which computes the
-device fingerprint (model sha256, TensorRT version, GPU compute capability, JetPack/L4T,
-precision, shape profile, DLA core), returns the cached engine for it or builds one with
-:func:`build_engine` and stores it, with a per-device timing cache and (INT8) calibration cache.
+workspace limit, DLA core + GPU fallback, INT8 calibrator and calibration images, and the typed
+ONNX a strongly typed build needs: FP16, or INT8 with explicit Q/DQ) into the bundle. On the device
+``edgeds engine build`` calls :func:`ensure_engine`, which computes the device fingerprint (model
+sha256, TensorRT version, GPU compute capability, JetPack/L4T, precision, shape profile, DLA core),
+returns the cached engine for it or builds one with :func:`build_engine` and stores it, with a
+per-device timing cache and (INT8 on TensorRT 10) calibration cache.
 
-Only :func:`build_engine` and :func:`DeviceFacts.detect` import ``tensorrt`` / ``cuda``; the
-recipe, fingerprint and cache layout are plain Python and tested everywhere.
+The builder API follows the installed TensorRT (:mod:`.tensorrt_api`; the builder is
+:mod:`.tensorrt_build`). Only the builder and :func:`DeviceFacts.detect` import ``tensorrt`` /
+``cuda``; the recipe, fingerprint and cache layout are plain Python and tested everywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,6 +73,8 @@ class Recipe(BaseModel):
     calibration_batch: int = Field(default=8, ge=1)
     version_compatible: bool = False
     hardware_compatibility: Literal["none", "ampere_plus"] = "none"
+    qdq_onnx: str | None = Field(default=None, description="INT8 with explicit Q/DQ: what TensorRT 11 builds")
+    fp16_onnx: str | None = Field(default=None, description="FP16 with FP32 I/O: what TensorRT 11 builds")
 
     def shape_key(self) -> str:
         return ";".join(f"{p.name}:{p.min}/{p.opt}/{p.max}" for p in self.inputs)
@@ -222,8 +226,11 @@ def compile(
     max_batch: int = 16,
     opt_batch: int | None = None,
 ) -> Artifact:
-    """Write ``out/recipe.json`` + ``out/model.onnx`` (+ ``out/calibration.npy`` for INT8)."""
+    """Write ``out/recipe.json`` + ``out/model.onnx``, and for INT8 ``out/calibration.npy`` (the
+    TensorRT 10 calibrator's images) + ``out/model.qdq.onnx`` (explicit Q/DQ calibrated here with the
+    same images, for TensorRT 11), for FP16 ``out/model.fp16.onnx`` (for TensorRT 11)."""
     from ...hashing import sha256_file
+    from . import tensorrt_onnx
 
     if precision not in PRECISIONS:
         raise UnsupportedPrecision(f"tensorrt cannot build {precision!r} (supported: {', '.join(PRECISIONS)})")
@@ -234,7 +241,11 @@ def compile(
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, out / "model.onnx")
     files = [out / "model.onnx"]
-    calibration = None
+    shapes = shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2))
+    fixed_batch = bool(shapes) and shapes[0].min == shapes[0].max
+    # a fixed batch N (min = max) calibrates in batches of N: the only shape the network takes
+    fixed = {"calibration_batch": shapes[0].opt[0]} if fixed_batch else {}
+    calibration = qdq = fp16 = None
     if precision == "int8":
         if calibration_images is None:
             from ..data import load_images
@@ -245,9 +256,16 @@ def compile(
         np.save(out / "calibration.npy", np.ascontiguousarray(calibration_images, dtype=np.uint8))
         files.append(out / "calibration.npy")
         calibration = "calibration.npy"
-    shapes = shape_profiles(model, max_batch, opt_batch or max(1, max_batch // 2))
-    # a fixed batch N (min = max) calibrates in batches of N: the only shape the network takes
-    fixed = {"calibration_batch": shapes[0].opt[0]} if shapes and shapes[0].min == shapes[0].max else {}
+        batch = fixed.get("calibration_batch", Recipe.model_fields["calibration_batch"].default)
+        tensorrt_onnx.write_qdq_onnx(
+            model, out / "model.qdq.onnx", card, calibration_images, shapes[0].name, batch, fixed_batch
+        )
+        files.append(out / "model.qdq.onnx")
+        qdq = "model.qdq.onnx"
+    elif precision == "fp16":
+        tensorrt_onnx.write_fp16_onnx(model, out / "model.fp16.onnx")
+        files.append(out / "model.fp16.onnx")
+        fp16 = "model.fp16.onnx"
     recipe = Recipe(
         onnx="model.onnx",
         onnx_sha256=sha256_file(model),
@@ -261,6 +279,8 @@ def compile(
         calibration=calibration,
         version_compatible=bool(getattr(options, "version_compatible", False)),
         hardware_compatibility=getattr(options, "hardware_compatibility", "none"),
+        qdq_onnx=qdq,
+        fp16_onnx=fp16,
         **fixed,
     )
     (out / RECIPE_FILE).write_text(recipe.model_dump_json(indent=2))
@@ -342,101 +362,8 @@ def ensure_bundle_engine(
 
 
 def build_engine(recipe: Recipe, recipe_dir: Path, card: ModelCard, paths: EnginePaths) -> bytes:
-    """Build and serialize the engine with the TensorRT 10 builder API; returns the plan bytes."""
-    import tensorrt as trt
+    """Build and serialize the engine with the installed TensorRT's builder API (10 or 11, see
+    :mod:`.tensorrt_build`); returns the plan bytes."""
+    from .tensorrt_build import build_engine as build
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(recipe_dir / recipe.onnx)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ToolchainError(f"TensorRT cannot parse {recipe.onnx}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.workspace_mb << 20)
-    config.builder_optimization_level = recipe.builder_optimization_level
-    if recipe.precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers without INT8 kernels
-    profile = builder.create_optimization_profile()
-    for shape in recipe.inputs:
-        profile.set_shape(shape.name, shape.min, shape.opt, shape.max)
-    config.add_optimization_profile(profile)
-    calibrator = None
-    if recipe.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.set_calibration_profile(profile)
-        calibrator = _make_calibrator(trt, recipe, recipe_dir, card, paths.calibration_cache)
-        config.int8_calibrator = calibrator
-    if recipe.dla_core is not None:
-        if builder.num_DLA_cores <= recipe.dla_core:
-            raise ToolchainError(f"DLA core {recipe.dla_core} requested, this device has {builder.num_DLA_cores}")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = recipe.dla_core
-        if recipe.gpu_fallback:
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    if recipe.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if recipe.hardware_compatibility == "ampere_plus":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    timing_bytes = paths.timing_cache.read_bytes() if paths.timing_cache.is_file() else b""
-    timing_cache = config.create_timing_cache(timing_bytes)
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ToolchainError("TensorRT failed to build the engine (see the TensorRT log above)")
-    paths.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    paths.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    if calibrator is not None:
-        calibrator.free()
-    return bytes(plan)
-
-
-def _make_calibrator(trt: Any, recipe: Recipe, recipe_dir: Path, card: ModelCard, cache_file: Path) -> Any:
-    """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``) over the recipe's images,
-    preprocessed with the model card, staged through one device buffer (cuda-python)."""
-    from cuda.bindings import runtime as cudart
-
-    from ..data import preprocess_all
-
-    images = np.load(recipe_dir / recipe.calibration) if recipe.calibration else np.empty((0,))
-    data = preprocess_all(card, images, "NCHW") if len(images) else np.empty((0,), np.float32)
-    base = trt.IInt8EntropyCalibrator2 if recipe.calibrator == "entropy2" else trt.IInt8MinMaxCalibrator
-    batch = recipe.calibration_batch
-    nbytes = int(np.prod((batch, *data.shape[1:]))) * 4 if len(data) else 4
-
-    class Calibrator(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.position = 0
-            err, self.device_ptr = cudart.cudaMalloc(nbytes)
-            if int(err) != 0:
-                raise ToolchainError(f"cudaMalloc({nbytes}) failed: {err}")
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.position + batch > len(data):
-                return None
-            chunk = np.ascontiguousarray(data[self.position : self.position + batch], dtype=np.float32)
-            self.position += batch
-            (err,) = cudart.cudaMemcpy(
-                self.device_ptr, chunk.ctypes.data, chunk.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            )
-            if int(err) != 0:
-                raise ToolchainError(f"cudaMemcpy failed: {err}")
-            return [int(self.device_ptr)]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_file.read_bytes() if cache_file.is_file() else None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_bytes(bytes(cache))
-
-        def free(self) -> None:
-            if self.device_ptr:
-                cudart.cudaFree(self.device_ptr)
-                self.device_ptr = 0
-
-    return Calibrator()
+    return build(recipe, recipe_dir, card, paths)
