@@ -91,6 +91,7 @@ class Agent:
         self._recorder: Any = None  # InferenceRecorder once telemetry runs
         self._model_version: str | None = None
         self._interface: tuple[Any, str] | None = None  # (card, layout) of the release being loaded
+        self._opened: dict[str, Any] | None = None  # what the served release opened (Selection.as_dict)
         self._stations_config: list[Any] = list(config.get("inspection") or [])
         self._inspection: Any = None  # StationService once a release serves
 
@@ -148,7 +149,10 @@ class Agent:
             started = engine.start()
             # only a release that loaded is described: a failed one must not relabel the served one
             self._model_version = bundle.manifest.model.version
-            self._interface = (bundle.card, bundle.manifest.layout)
+            selection = started.selection
+            index = selection.index if selection is not None else 0
+            self._interface = (bundle.card, bundle.manifest.layout_for(index))
+            self._opened = selection.as_dict() if selection is not None else None
             return started
         finally:
             bundle.close()
@@ -260,9 +264,15 @@ class Agent:
         if gap_started is not None:
             log.warning("unload-first swap: not serving for %.3fs", gap_s)
         self._write_status(
-            generation=generation, state="serving", release=release, error=None, load_s=load_s, gap_s=gap_s
+            generation=generation,
+            state="serving",
+            release=release,
+            error=None,
+            load_s=load_s,
+            gap_s=gap_s,
+            opened=self._opened,
         )
-        self._publish("deploy", {"event": "serving", "release": release, "load_s": load_s})
+        self._publish("deploy", {"event": "serving", "release": release, "load_s": load_s, "opened": self._opened})
         self._start_inspection()  # after the status: a deploy waiting on it never waits on the stations
 
     # -- inspection ----------------------------------------------------------------------------
@@ -318,7 +328,11 @@ class Agent:
 
     def _metrics(self) -> dict[str, Any]:
         """Extra sections of each periodic telemetry message (host metrics are the publisher's)."""
-        deploy = {"release": self._serving, "model_version": self._model_version if self._serving else None}
+        deploy = {
+            "release": self._serving,
+            "model_version": self._model_version if self._serving else None,
+            "opened": self._opened if self._serving else None,
+        }
         data: dict[str, Any] = {"agent": {"release": self._serving, "state": self._status["state"]}, "deploy": deploy}
         if self._recorder is not None:
             data["inference"] = self._recorder.snapshot()

@@ -42,16 +42,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_VENDOR_LOCATION = re.compile(r"^Exception from \S+:\d+:?$")
+_VENDOR_LOCATION = re.compile(r"Exception from \S+:\d+:?\s*")
 
 
 def one_line(text: str) -> str:
-    """A library's error message whole, on one line: its lines joined with `` | ``, blank lines and
-    bare source locations (OpenVINO's ``Exception from src/inference/src/cpp/core.cpp:117:``)
-    dropped. Nothing else is cut: reports and ``--json`` keep the reason whole."""
-    lines = [line.strip() for line in text.splitlines()]
-    kept = [line for line in lines if line and not _VENDOR_LOCATION.match(line)]
-    return " | ".join(kept) or text.strip()
+    """A library's error message whole, on one line: its lines joined with `` | `` (a line ending in
+    ``:`` runs on into the next), blank lines and bare source locations (OpenVINO's ``Exception
+    from src/inference/src/cpp/core.cpp:117:``) dropped. Nothing else is cut: reports and
+    ``--json`` keep the reason whole."""
+    kept = [line for line in (_VENDOR_LOCATION.sub("", raw).strip() for raw in text.splitlines()) if line]
+    out = ""
+    for line in kept:
+        out += line if not out else (" " if out.endswith(":") else " | ") + line
+    return out or text.strip()
 
 
 class EdgedsError(Exception):

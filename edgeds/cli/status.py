@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,25 +26,45 @@ def status(
         rows = []
         for host, st in data.items():
             if st.get("status") == "error":
-                rows.append([host, "-", "-", "-", "-", escape(st["error"])])
+                rows.append([host, "-", "-", "-", "-", "-", escape(st["error"])])
                 continue
             cur, prev, agent = st.get("current") or {}, st.get("previous") or {}, st.get("agent") or {}
             health = "ready" if agent.get("ready") else (agent.get("state") or "not running")
+            opened = cur.get("opened") or {}
+            notes = [] if st.get("consistent") else ["pending activation"]
+            if opened.get("fallback"):
+                notes.append(f"fallback: {opened['fallback']}")
+            if agent.get("state") == "failed" and agent.get("error"):
+                notes.append(f"load failed: {agent['error']}")
             rows.append(
                 [
                     host,
                     cur.get("id", "-"),
                     f"{cur.get('model', '-')} {cur.get('model_version', '')}",
+                    escape(_runs_on(opened) or "-"),
                     prev.get("id", "-"),
                     health,
-                    "" if st.get("consistent") else "pending activation",
+                    escape("; ".join(notes)),
                 ]
             )
-        console.print(table("Status", ["host", "current", "model", "previous", "agent", "note"], rows))
+        console.print(table("Status", ["host", "current", "model", "runs on", "previous", "agent", "note"], rows))
 
     emit(data, as_json, human)
     if any(st.get("status") == "error" for st in data.values()):
         raise typer.Exit(1)
+
+
+def _runs_on(opened: dict[str, Any]) -> str:
+    """``onnxruntime fp32 on CPUExecutionProvider`` from a device's ``opened`` record ('' when none)."""
+    if not opened:
+        return ""
+    where = opened.get("device") or opened.get("delegate")
+    engine = f" engine {opened['engine']}" if opened.get("engine") else ""
+    return (
+        f"{opened.get('runtime', '')} {opened.get('precision') or ''}".strip()
+        + (f" on {where}" if where else "")
+        + engine
+    )
 
 
 def rollback(

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def model_metadata(engine: Engine) -> dict[str, Any]:
-    """``GET /v2/models/{m}``: name, version, platform and the tensors (batch dim -1) of a started engine."""
+    """``GET /v2/models/{m}``: name, version, platform and the tensors (batch dim -1) of a started engine,
+    and ``opened`` (:meth:`edgeds.runtime.selection.Selection.as_dict`): the artifact this device opened."""
     io = engine.io
     assert io is not None
 
@@ -30,13 +31,16 @@ def model_metadata(engine: Engine) -> dict[str, Any]:
         shape = [-1, *[d if d >= 0 else -1 for d in spec.shape[1:]]]
         return {"name": spec.name, "datatype": oip_datatype(spec.dtype), "shape": shape}
 
-    return {
+    metadata: dict[str, Any] = {
         "name": engine.name,
         "versions": [engine.version],
         "platform": f"edgeds_{engine.backend.name}",
         "inputs": [tensor(s) for s in io.inputs],
         "outputs": [tensor(s) for s in io.outputs],
     }
+    if engine.selection is not None:  # an extension: what this device opened, and any fallback with its reason
+        metadata["opened"] = engine.selection.as_dict()
+    return metadata
 
 
 def model_config(engine: Engine) -> dict[str, Any]:

@@ -21,6 +21,8 @@ class DeviceRow:
     device: str
     state: str = "unknown"
     model_version: str | None = None
+    runs_on: str | None = None  # runtime, precision and device the agent opened
+    fallback: str | None = None  # why that is not the bundle's first choice as asked
     fps: float | None = None
     p99_ms: float | None = None
     cpu_percent: float | None = None
@@ -46,6 +48,17 @@ def _get(node: Any, *path: str) -> Any:
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _opened(row: DeviceRow, opened: Any) -> None:
+    """Take what a device reports it opened (``Selection.as_dict``) into its row."""
+    if not isinstance(opened, Mapping):
+        return
+    where = opened.get("device") or opened.get("delegate")
+    text = f"{opened.get('runtime', '')} {opened.get('precision') or ''}".strip()
+    row.runs_on = text + (f" on {where}" if where else "")
+    fallback = opened.get("fallback")
+    row.fallback = str(fallback) if fallback else None
 
 
 class FleetView:
@@ -77,8 +90,10 @@ class FleetView:
             row.last_seq = env.seq
         if env.kind == "telemetry" and not env.is_historical:
             self._telemetry(row, env)
-        elif env.kind == "deploy" and isinstance(env.payload.get("model_version"), str):
-            row.model_version = env.payload["model_version"]
+        elif env.kind == "deploy":
+            if isinstance(env.payload.get("model_version"), str):
+                row.model_version = env.payload["model_version"]
+            _opened(row, env.payload.get("opened"))
         return row
 
     @staticmethod
@@ -89,6 +104,7 @@ class FleetView:
         version = _get(p, "deploy", "model_version") or _get(p, "model", "version")
         if isinstance(version, str):
             row.model_version = version
+        _opened(row, _get(p, "deploy", "opened"))
         row.fps = _num(_get(p, "inference", "throughput_fps"))
         row.p99_ms = _num(_get(p, "inference", "p99_ms"))
         row.cpu_percent = _num(_get(p, "host", "cpu_percent"))
@@ -108,6 +124,7 @@ class FleetView:
                     row.device,
                     row.state,
                     row.model_version or "-",
+                    (row.runs_on or "-") + (f" (fallback: {row.fallback})" if row.fallback else ""),
                     _fmt(row.fps, 1),
                     _fmt(row.p99_ms, 2),
                     _fmt(row.cpu_percent, 0),
@@ -121,7 +138,20 @@ class FleetView:
         return out
 
 
-COLUMNS = ["device", "state", "model", "fps", "p99 ms", "CPU %", "mem %", "temp °C", "spool", "dropped", "seen s ago"]
+COLUMNS = [
+    "device",
+    "state",
+    "model",
+    "runs on",
+    "fps",
+    "p99 ms",
+    "CPU %",
+    "mem %",
+    "temp °C",
+    "spool",
+    "dropped",
+    "seen s ago",
+]
 
 
 def _fmt(value: float | None, digits: int) -> str:

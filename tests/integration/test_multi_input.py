@@ -155,7 +155,8 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
     store = Store(tmp_path / "store")
     store.ensure()
     shutil.copytree(result.bundle, store.releases / "r1")
-    assert health_check(store, "r1", {}) == {"mode": "in_process", "golden": "ok"}
+    checked = health_check(store, "r1", {})
+    assert (checked["mode"], checked["golden"], checked["opened"]["artifact"]) == ("in_process", "ok", 0)
 
     # edgeds run: an .npz with one array per input name (uint8 images are preprocessed)
     images_u8 = np.random.default_rng(5).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)

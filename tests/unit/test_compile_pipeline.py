@@ -118,6 +118,11 @@ def test_unavailable_backend_is_skipped_with_the_reason(
     assert (skipped.backend, skipped.outcome) == ("litert", "skipped")
     assert skipped.reason and "edgeds toolchain install litert" in skipped.reason
     assert result.backend == "onnxruntime"
+    # the summary says in one line that this is not the profile's first choice, and why
+    note = result.report.first_choice or ""
+    assert note.startswith("not the profile's first choice (litert fp32): the bundle serves onnxruntime fp32")
+    assert "edgeds toolchain install litert" in note and "\n" not in note
+    assert json.loads(json.dumps(result.as_dict()))["report"]["first_choice"] == note
 
 
 def test_nothing_passing_raises_with_the_report(tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

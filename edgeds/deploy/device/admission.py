@@ -92,8 +92,6 @@ def verify_candidate(store: Store, candidate: Candidate) -> Any:
     if not usable:
         shown = ", ".join(f"{r!r} ({BACKEND_MODULES.get(r, r)})" for r in runtimes)
         raise ReleaseRejected("incompatible_device", f"no runtime of the bundle is importable here: {shown}")
-    if manifest.recipe is not None and importlib.util.find_spec("tensorrt") is None:
-        raise ReleaseRejected("incompatible_device", "bundle carries a TensorRT recipe but tensorrt is missing")
     memory = memory_mb()
     if memory is not None and req.min_memory_mb > memory:
         raise ReleaseRejected("incompatible_device", f"needs {req.min_memory_mb} MiB memory, device has {memory}")

@@ -22,6 +22,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from ...errors import EdgedsError, StepFailed
@@ -124,6 +125,32 @@ def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol:
             raise StepFailed(f"golden check: cosine {cosine:.5f} < {min_cos}")
 
 
+def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Open the release as the agent would (the first artifact that opens here) and compare its
+    outputs on the golden inputs of that artifact with the golden outputs."""
+    import numpy as np
+
+    from ...bundle import load_bundle
+    from ...config import Batching
+    from ...runtime.engine import Engine
+
+    try:
+        with load_bundle(root, verify=False) as bundle:
+            rows = int(np.load(root / manifest.golden_for(0).inputs, mmap_mode="r").shape[0])
+            batching = Batching(max_batch_size=rows, buckets=(rows,))
+            with Engine.from_bundle(bundle, batching=batching, warmup=False) as engine:
+                assert engine.selection is not None
+                index = engine.selection.index
+                inputs, expected = bundle.golden(index)
+                outputs = engine.infer({image_input: inputs, **extra})
+                opened = engine.selection.as_dict()
+    except Exception as exc:  # any failure to open or run means the release is not healthy here
+        raise StepFailed(f"release does not load/run in-process: {exc}") from exc
+    golden = manifest.golden_for(index)
+    _compare(outputs, expected, golden.atol, golden.rtol, golden.min_cosine)
+    return {"mode": "in_process", "golden": "ok", "opened": opened}
+
+
 def health_check(store: Store, release_id: str, options: dict[str, Any], emit: Emit = quiet) -> dict[str, Any]:
     """Agent ready, golden outputs within tolerance, p99 under the bound over N requests.
 
@@ -138,7 +165,14 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     root = store.releases / release_id
     parsed = parse_manifest((root / "manifest.json").read_bytes())
     manifest = parsed.model_dump(mode="json")
-    golden = parsed.tensor_golden.model_dump()
+    url = agent_url(store)
+    # the golden of the artifact the agent opened (a fallback artifact may carry its own)
+    opened = store.agent_status().get("opened") if url is not None else None
+    index = int(opened.get("artifact", 0)) if isinstance(opened, dict) else 0
+    if not 0 <= index < len(parsed.artifacts):
+        index = 0
+    parsed.tensor_golden  # noqa: B018 - raises BundleError for a bundle without a tensor golden
+    golden = parsed.golden_for(index).model_dump()
     inputs = np.load(root / golden["inputs"], allow_pickle=False)
     extra: dict[str, Any] = {}  # a multi-input model's other golden inputs, by name
     if (root / GOLDEN_EXTRA_INPUTS).is_file():
@@ -151,20 +185,8 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     # (a model may list its image input after its tensor inputs)
     image_input = next(i["name"] for i in manifest["io"]["inputs"] if i["name"] not in extra)
     bound = options.get("p99_ms") or (manifest.get("profile", {}).get("latency", {}) or {}).get("p99_ms")
-    url = agent_url(store)
     if url is None:
-        from ... import backends
-
-        backend = backends.create(parsed.backend, parsed.backend_options)
-        try:
-            backend.open(root / parsed.artifact, buckets=(int(inputs.shape[0]),))
-            outputs = {k: np.array(v) for k, v in backend.infer({image_input: inputs, **extra}).items()}
-        except Exception as exc:  # any backend failure means the release is not healthy here
-            raise StepFailed(f"release does not load/run in-process: {exc}") from exc
-        finally:
-            backend.close()
-        _compare(outputs, expected, *tol)
-        return {"mode": "in_process", "golden": "ok"}
+        return _in_process(root, parsed, image_input, extra)
     model = manifest["model"]["name"]
     access = agent_access(store)
     code, _ = _http(f"{url}/v2/health/ready", access=access)

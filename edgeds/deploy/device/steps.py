@@ -140,7 +140,7 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str
             disk_precheck(store, manifest, [])
             ingest(store, manifest, emit)
             stage(store, candidate, manifest, release_id, emit)
-            if manifest.recipe is not None:
+            if any(a.runtime == "tensorrt" for a in manifest.artifacts):
                 build_engine(store, release_id, emit)
         except ReleaseRejected as exc:
             emit("rejected", {"reason": exc.reason, "message": exc.message})
@@ -262,8 +262,11 @@ def status(store: Store, request: dict[str, Any] | None = None, emit: Emit = qui
     ready = agent_ready(store)
     if ready is not None:
         agent["ready"] = ready
+    served = describe(current)
+    if served is not None and agent.get("release") == current and agent.get("opened"):
+        served["opened"] = agent["opened"]  # what the device opened: artifact, device, fallback and why
     return {
-        "current": describe(current),
+        "current": served,
         "committed": state.committed,
         "previous": describe(state.previous),
         "pending": state.pending,

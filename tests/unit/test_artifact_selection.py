@@ -1,0 +1,138 @@
+"""What the compile host gates vs what the device resolves, and which artifact the device opens.
+
+- ``intel-nuc-12`` compiles one OpenVINO INT8 IR, gated on the CPU plugin (no HETERO attempt at
+  compile time); the manifest says HETERO:GPU,CPU is resolved on the device; on this machine (no
+  Intel GPU) the engine falls back to the CPU entry and says why, whole and on one line.
+- The engine the device build writes for a TensorRT recipe is the one the runtime resolves (the
+  path logic, with fixed device facts: no GPU needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeds.bundle import load_bundle
+from edgeds.compile import compile_model
+from edgeds.compile.toolchains import tensorrt
+from edgeds.runtime.engine import Engine
+from edgeds.runtime.selection import RequiredArtifactFailed, choices_from_bundle, tensorrt_resolver
+from tests.unit._compile_fixtures import BUDGET, cache_env, profile, tiny
+
+__all__ = ["cache_env", "tiny"]  # fixtures used by this module
+
+FACTS = tensorrt.DeviceFacts("10.3.0", "8.7", "36.4.0", "Orin (simulated facts)")
+
+
+@pytest.fixture(scope="module")
+def nuc_bundle(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("nuc")
+    nuc = profile(root, "nuc", "intel-nuc-12", BUDGET)
+    return compile_model(tiny, nuc, out=root / "b").bundle
+
+
+def test_nuc_ships_one_int8_ir_gated_on_cpu_with_hetero_resolved_on_the_device(tiny: Path, tmp_path: Path) -> None:
+    nuc = profile(tmp_path, "nuc", "intel-nuc-12", BUDGET)
+    result = compile_model(tiny, nuc, out=tmp_path / "b", use_cache=False)
+    report = result.report
+    # no attempt ran on HETERO: both entries were gated on the CPU plugin, the second reusing the first
+    assert {a.device for a in report.attempts} == {"OpenVINO CPU"}
+    built = [a for a in report.attempts if not a.cached]
+    assert [(a.backend, a.variant, a.outcome) for a in built] == [("openvino", "int8", "passed")]
+    with load_bundle(result.bundle) as bundle:
+        hetero, cpu = bundle.manifest.artifacts
+        assert (hetero.device, cpu.device) == ("HETERO:GPU,CPU", "CPU")
+        assert hetero.path == cpu.path and hetero.precision == cpu.precision == "int8"
+        assert [f.path for f in bundle.manifest.files if f.path.endswith(".xml")] == [hetero.path]
+        assert hetero.resolved_on_device == "OpenVINO device HETERO:GPU,CPU" and cpu.resolved_on_device is None
+        for entry in (hetero, cpu):
+            assert entry.gated is not None and (entry.gated.where, entry.gated.device) == (
+                "compile-host",
+                "OpenVINO CPU",
+            )
+    assert report.shipped_lines() == [
+        "1. openvino int8: gated here on OpenVINO CPU; OpenVINO device HETERO:GPU,CPU resolved on the device",
+        "2. openvino int8: gated here on OpenVINO CPU",
+    ]
+    assert report.first_choice is None
+
+
+def test_without_an_intel_gpu_the_device_falls_back_to_cpu_and_says_so(nuc_bundle: Path) -> None:
+    from edgeds import backends
+
+    if any(d.startswith("GPU") for d in backends.probe("openvino").devices):
+        pytest.skip("this machine has an OpenVINO GPU device: HETERO:GPU,CPU opens here")
+    with load_bundle(nuc_bundle) as bundle, Engine.from_bundle(bundle) as engine:
+        selection = engine.selection
+        assert selection is not None
+        assert (selection.index, selection.runtime, selection.opened.device) == (1, "openvino", "CPU")
+        reason = selection.fallback or ""
+        assert reason.startswith("openvino HETERO:GPU,CPU failed: "), reason
+        assert "\n" not in reason and "Exception from src" not in reason  # whole, one line, no bare locations
+        assert len(reason) > len("openvino HETERO:GPU,CPU failed: ") + 10
+        inputs, golden = bundle.golden(selection.index)
+        outputs = engine.infer({bundle.manifest.io.inputs[0].name: inputs})
+        assert outputs.keys() == golden.keys()
+
+
+def test_a_required_entry_that_does_not_open_fails_the_load(tiny: Path, tmp_path: Path) -> None:
+    from edgeds import backends
+
+    if any(d.startswith("GPU") for d in backends.probe("openvino").devices):
+        pytest.skip("this machine has an OpenVINO GPU device: HETERO:GPU,CPU opens here")
+    body = BUDGET + (
+        "backends:\n  - name: openvino\n    require: true\n    options: {device: 'HETERO:GPU,CPU'}\n"
+        "  - name: openvino\n    options: {device: CPU}\n"
+    )
+    result = compile_model(tiny, profile(tmp_path, "nuc-required", "intel-nuc-12", body), out=tmp_path / "b")
+    with load_bundle(result.bundle) as bundle:
+        assert bundle.manifest.artifacts[0].require
+        engine = Engine.from_bundle(bundle)
+        with pytest.raises(RequiredArtifactFailed, match=r"openvino HETERO:GPU,CPU failed: .*require: true"):
+            engine.start()
+
+
+def test_the_engine_the_device_builds_is_the_engine_the_runtime_opens(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEDS_CACHE_DIR", str(tmp_path / "device-cache"))
+    result = compile_model(tiny, profile(tmp_path, "jetson", "jetson-orin-nx", BUDGET), out=tmp_path / "b")
+    built: list[Path] = []
+
+    def plan_bytes(recipe: tensorrt.Recipe, recipe_dir: Path, card: object, paths: tensorrt.EnginePaths) -> bytes:
+        # stands in for TensorRT's builder, which needs a GPU: the path logic is what is tested
+        built.append(paths.engine)
+        return b"serialized engine for " + recipe.onnx_sha256.encode()
+
+    with load_bundle(result.bundle) as bundle:
+        assert bundle.manifest.artifacts[0].runtime == "tensorrt"
+        # the device's deploy step: the recipe, the default cache root, this device's facts
+        engine, fresh = tensorrt.ensure_engine(
+            bundle.artifact_dir(0), tensorrt.default_cache_root(), bundle.card, facts=FACTS, builder=plan_bytes
+        )
+        assert fresh and built == [engine] and engine.is_relative_to(tmp_path / "device-cache")
+        # the runtime: the bundle's TensorRT choice resolves its recipe on the same device
+        choice = choices_from_bundle(bundle, engine_resolver=tensorrt_resolver(bundle.card, facts=FACTS))[0]
+        assert choice.engine_resolver is not None
+        opened, fingerprint = choice.engine_resolver(choice.path)
+        assert opened == engine and built == [engine]  # found in the cache, not built again
+        assert fingerprint == tensorrt.device_fingerprint(tensorrt.load_recipe(choice.path), FACTS)
+        # another GPU (compute capability) is another engine
+        other = tensorrt.DeviceFacts("10.3.0", "8.6", None, "another GPU")
+        assert tensorrt.recipe_engine_paths(choice.path, tensorrt.default_cache_root(), other).engine != engine
+
+
+def test_a_vendor_message_is_kept_whole_on_one_line() -> None:
+    from edgeds.errors import one_line
+
+    text = (
+        "openvino cannot compile m.xml for HETERO:GPU,CPU: Exception from src/inference/src/cpp/core.cpp:117:\n"
+        "Exception from src/inference/src/dev/plugin.cpp:54:\n"
+        'Cannot load library "libopenvino_intel_gpu_plugin.so": libOpenCL.so.1: cannot open shared object file\n\n'
+    )
+    assert one_line(text) == (
+        'openvino cannot compile m.xml for HETERO:GPU,CPU: Cannot load library "libopenvino_intel_gpu_plugin.so": '
+        "libOpenCL.so.1: cannot open shared object file"
+    )
+    assert one_line("first\nsecond") == "first | second"
