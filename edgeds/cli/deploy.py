@@ -153,7 +153,7 @@ def deploy(
                 "yes" if h.already_installed else "",
                 h.uploaded_bytes,
                 f"{h.seconds:.1f}",
-                escape(h.message),
+                escape(_message(h)),
             ]
             for h in result.hosts
         ]
@@ -170,6 +170,15 @@ def deploy(
     emit(data, as_json, human)
     if not result.succeeded:
         raise typer.Exit(1)
+
+
+def _message(host: Any) -> str:
+    """The host's message, and for a release that serves by falling back, what it runs and why."""
+    opened = host.details.get("opened") or {}
+    if not opened.get("fallback"):
+        return str(host.message)
+    runs = f"runs {opened.get('runtime')} {opened.get('precision') or ''}".strip()
+    return "; ".join(x for x in (host.message, f"{runs} (fallback: {opened['fallback']})") if x)
 
 
 def register(app: typer.Typer) -> None:

@@ -265,7 +265,7 @@ def deploy_host(
         result.reason = applied.get("reason")
         result.message = applied.get("message", "")
         result.already_installed = bool(applied.get("already_installed"))
-        result.details = {k: applied[k] for k in ("health", "reload") if k in applied}
+        result.details = {k: applied[k] for k in ("health", "reload", "opened") if k in applied}
         return result
     except HostKeyError as exc:
         result.status, result.reason, result.message = FAILED_NO_STATE_CHANGE, "host_key", str(exc)

@@ -172,9 +172,17 @@ def apply(store: Store, request: dict[str, Any], emit: Emit = quiet) -> dict[str
             state.history.append({"event": "rolled_back", "from": release_id, "to": previous, "ts": now()})
             store.save_state(state)
             return {"status": status, "message": str(exc), **details}
+        agent = store.agent_status()
+        if agent.get("release") == release_id and agent.get("opened"):
+            details["opened"] = agent["opened"]  # what the device runs: artifact, device, fallback and why
+        elif isinstance(details.get("health"), dict) and details["health"].get("opened"):
+            details["opened"] = details["health"]["opened"]
         state = store.load_state()
         state.previous, state.committed, state.pending = previous, release_id, None
-        state.history.append({"event": "committed", "id": release_id, "version": manifest.version, "ts": now()})
+        committed: dict[str, Any] = {"event": "committed", "id": release_id, "version": manifest.version, "ts": now()}
+        if details.get("opened"):
+            committed["opened"] = details["opened"]
+        state.history.append(committed)
         store.save_state(state)
         emit("committed", {"release": release_id})
         return {"status": SUCCEEDED, **details}

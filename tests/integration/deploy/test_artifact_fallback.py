@@ -90,6 +90,9 @@ def test_a_device_without_tensorrt_serves_the_fallback_and_says_why(
         assert "tensorrt" in opened["fallback"].removeprefix("tensorrt unavailable: ")  # the reason, whole
         assert [s["runtime"] for s in opened["skipped"]] == ["tensorrt"]
         assert _metadata(rig, manifest["model"]["name"])["opened"] == opened
+        assert result.details["opened"] == opened  # the deploy's own result says it, and the release history
+        state = json.loads((rig.devices[0].install_dir / "state.json").read_text())
+        assert state["history"][-1]["opened"] == opened
 
         def reported() -> list[dict[str, object]]:
             return [
