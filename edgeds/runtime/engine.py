@@ -315,6 +315,13 @@ class Engine:
             try:
                 template, artifact, resolved = choice.prepare()
                 backends, ios, pools = self._open_instances(template, artifact, buckets)
+                if choice.check is not None:
+                    try:
+                        choice.check(backends[0], ios[0], buckets)
+                    except BaseException:
+                        for backend in backends:
+                            backend.close()
+                        raise
             except OPEN_ERRORS as exc:
                 passed = choice.skipped(exc)
                 if choice.require:

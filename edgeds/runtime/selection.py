@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend, BackendOptions, Opened
+from ..backends.base import Backend, BackendOptions, IOSpec, Opened
 from ..errors import BackendError, BackendUnavailable, CompileError
 
 if TYPE_CHECKING:
@@ -48,6 +48,10 @@ def thread_options(backend: str, threads: int | None) -> dict[str, Any]:
     """The backend option that sets its CPU thread count (empty when None or not applicable)."""
     key = THREAD_OPTION.get(backend)
     return {key: threads} if key and threads else {}
+
+
+class GoldenMismatch(BackendError):
+    """An artifact gated on the device did not reproduce its golden outputs there."""
 
 
 class RequiredArtifactFailed(BackendError):
@@ -116,7 +120,8 @@ class ArtifactChoice:
 
     ``backend`` is a constructed backend to use as is (an :class:`~edgeds.runtime.engine.Engine`
     built from a backend object); otherwise :meth:`prepare` constructs one. ``engine_resolver``
-    turns a TensorRT recipe into the engine file to open (see :func:`tensorrt_resolver`).
+    turns a TensorRT recipe into the engine file to open (see :func:`tensorrt_resolver`). ``check``
+    gates an artifact that could only be gated on the device (:func:`golden_gate`).
     """
 
     runtime: str
@@ -127,6 +132,8 @@ class ArtifactChoice:
     index: int = 0
     backend: Backend | None = None
     engine_resolver: Callable[[Path], tuple[Path, str]] | None = None
+    check: Callable[[Backend, IOSpec, Sequence[int]], None] | None = None
+    """run on the opened backend before it serves (the on-device gate); raises GoldenMismatch"""
 
     @property
     def asked_device(self) -> str | None:
@@ -163,6 +170,8 @@ def fallback_reason(choice: ArtifactChoice, exc: BaseException) -> str:
     if isinstance(exc, BackendUnavailable):
         return f"{choice.runtime} unavailable: {one_line(exc.reason)}"
     device = choice.asked_device
+    if isinstance(exc, GoldenMismatch):
+        return f"{choice.runtime} {choice.precision or ''} {one_line(str(exc))}".replace("  ", " ")
     return f"{choice.runtime}{' ' + device if device else ''} failed: {one_line(str(exc))}"
 
 
@@ -185,6 +194,25 @@ def tensorrt_resolver(
     return resolve
 
 
+def golden_gate(bundle: Bundle, index: int) -> Callable[[Backend, IOSpec, Sequence[int]], None]:
+    """The on-device gate of artifact ``index``: its golden inputs through the opened backend must
+    give its golden outputs within the bundle's tolerance (:class:`GoldenMismatch` with why, else).
+    The golden files are read now, while the bundle is open."""
+    from .golden import golden_mismatch, run_golden
+
+    image, expected = bundle.golden(index)
+    extra = bundle.golden_extra_inputs()
+    info = bundle.manifest.golden_for(index)
+
+    def check(backend: Backend, io: IOSpec, buckets: Sequence[int]) -> None:
+        outputs = run_golden(backend, io, buckets, image, extra)
+        why = golden_mismatch(outputs, expected, info.atol, info.rtol, info.min_cosine)
+        if why is not None:
+            raise GoldenMismatch(f"failed the on-device golden check: {why}")
+
+    return check
+
+
 def choices_from_bundle(
     bundle: Bundle,
     options: Mapping[str, Any] | None = None,
@@ -197,7 +225,8 @@ def choices_from_bundle(
     ``options`` are merged over each artifact's options where that runtime's options schema has the
     key, and ``threads`` sets each runtime's thread option; an OpenVINO artifact's ``device`` comes
     from the entry when its options leave it out. TensorRT artifacts resolve their engine with ``engine_resolver``
-    (default :func:`tensorrt_resolver` with the bundle's card).
+    (default :func:`tensorrt_resolver` with the bundle's card). An artifact gated on the device
+    (``gated.where == "device"``) is checked against its golden outputs before it serves.
     """
     from .. import backends
 
@@ -212,6 +241,7 @@ def choices_from_bundle(
         resolver = None
         if entry.runtime == "tensorrt":
             resolver = engine_resolver or tensorrt_resolver(bundle.card)
+        gated_on_device = entry.gated is not None and entry.gated.where == "device"
         out.append(
             ArtifactChoice(
                 entry.runtime,
@@ -221,6 +251,7 @@ def choices_from_bundle(
                 require=entry.require,
                 index=index,
                 engine_resolver=resolver,
+                check=golden_gate(bundle, index) if gated_on_device and bundle.manifest.golden else None,
             )
         )
     return out

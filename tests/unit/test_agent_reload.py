@@ -97,7 +97,11 @@ def test_unload_first_failed_restore_serves_nothing_and_says_so(
     assert "r1 could not be restored" in status["error"] and "BundleError" in status["restore_error"]
     assert agent._serving is None and agent._engine is None and agent._server.models == {}
     metrics = agent._metrics()
-    assert metrics["agent"]["release"] is None and metrics["deploy"] == {"release": None, "model_version": None, "opened": None}
+    assert metrics["agent"]["release"] is None and metrics["deploy"] == {
+        "release": None,
+        "model_version": None,
+        "opened": None,
+    }
     assert (
         "deploy",
         {"event": "not_serving", "release": "r2", "restored": "r1", "error": status["error"].split(";")[0]},

@@ -136,3 +136,79 @@ def test_a_vendor_message_is_kept_whole_on_one_line() -> None:
         "libOpenCL.so.1: cannot open shared object file"
     )
     assert one_line("first\nsecond") == "first | second"
+
+
+def _chain_of_two(out: Path, tmp: Path, first_golden_off_by: float) -> Path:
+    """A bundle of the sim model twice: artifact 0 gated on the device (its own golden outputs,
+    shifted by ``first_golden_off_by``), artifact 1 gated on the compile host."""
+    import io
+    import json
+
+    import numpy as np
+
+    from edgeds.bundle import build_bundle
+    from edgeds.sim.bundles import make_bundle
+
+    base = make_bundle(tmp / "base", 1, None)
+    manifest = json.loads((base / "manifest.json").read_text())
+    inputs = np.load(base / "golden" / "inputs.npy")
+    with np.load(base / "golden" / "outputs.npz") as npz:
+        logits = npz["logits"]
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
+    def npz(**arrays: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        return buffer.getvalue()
+
+    device_gated = {
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "path": "first/model.onnx",
+        "gated": {"where": "device", "figures": {}},
+        "golden": {
+            "inputs": "golden/first/inputs.npy",
+            "outputs": "golden/first/outputs.npz",
+            "atol": 1e-4,
+            "rtol": 1e-3,
+            "min_cosine": 0.999,
+        },
+    }
+    host_gated = {"runtime": "onnxruntime", "precision": "fp32", "path": "second/model.onnx"}
+    for key in ("files", "created_at", "schema_version"):
+        manifest.pop(key, None)
+    manifest["artifacts"] = [device_gated, host_gated]
+    return build_bundle(
+        out,
+        manifest=manifest,
+        artifacts={
+            "first/model.onnx": base / "artifacts" / "model.onnx",
+            "second/model.onnx": base / "artifacts" / "model.onnx",
+        },
+        card_file=base / "model-card.yaml",
+        golden_inputs=inputs,
+        golden_outputs={"logits": logits},
+        files={
+            "golden/first/inputs.npy": npy(inputs),
+            "golden/first/outputs.npz": npz(logits=logits + first_golden_off_by),
+        },
+    )
+
+
+def test_an_artifact_gated_on_the_device_serves_only_if_it_reproduces_its_golden(tmp_path: Path) -> None:
+    good = _chain_of_two(tmp_path / "good", tmp_path / "g", 0.0)
+    with load_bundle(good) as bundle, Engine.from_bundle(bundle) as engine:
+        assert engine.selection is not None and (engine.selection.index, engine.selection.fallback) == (0, None)
+    # an engine that does not reproduce its golden outputs (as an INT8 TensorRT engine gone wrong
+    # would) is passed over for the next artifact, with the figures
+    off = _chain_of_two(tmp_path / "off", tmp_path / "o", 5.0)
+    with load_bundle(off) as bundle, Engine.from_bundle(bundle) as engine:
+        selection = engine.selection
+        assert selection is not None and selection.index == 1
+        assert (selection.fallback or "").startswith(
+            "onnxruntime fp32 failed the on-device golden check: logits differs"
+        )

@@ -108,21 +108,11 @@ def _http(
 
 
 def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol: float, min_cos: float) -> None:
-    import numpy as np
+    from ...runtime.golden import golden_mismatch
 
-    for name, ref in golden.items():
-        got = outputs.get(name)
-        if got is None:
-            raise StepFailed(f"golden check: output {name!r} missing")
-        got = np.asarray(got, dtype=np.float64).reshape(ref.shape)
-        ref64 = ref.astype(np.float64)
-        if not np.allclose(got, ref64, atol=atol, rtol=rtol):
-            worst = float(np.max(np.abs(got - ref64)))
-            raise StepFailed(f"golden check: {name} differs by up to {worst:.4g} (atol {atol}, rtol {rtol})")
-        denom = float(np.linalg.norm(got) * np.linalg.norm(ref64)) or 1.0
-        cosine = float(np.sum(got * ref64)) / denom
-        if cosine < min_cos:
-            raise StepFailed(f"golden check: cosine {cosine:.5f} < {min_cos}")
+    why = golden_mismatch(outputs, golden, atol, rtol, min_cos)
+    if why is not None:
+        raise StepFailed(f"golden check: {why}")
 
 
 def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, Any]) -> dict[str, Any]:
