@@ -152,8 +152,8 @@ def _chain_of_two(out: Path, tmp: Path, first_golden_off_by: float) -> Path:
     base = make_bundle(tmp / "base", 1, None)
     manifest = json.loads((base / "manifest.json").read_text())
     inputs = np.load(base / "golden" / "inputs.npy")
-    with np.load(base / "golden" / "outputs.npz") as npz:
-        logits = npz["logits"]
+    with np.load(base / "golden" / "outputs.npz") as saved:
+        logits = saved["logits"]
 
     def npy(array: np.ndarray) -> bytes:
         buffer = io.BytesIO()
