@@ -145,9 +145,10 @@ def logged_energy(lines: Iterable[str]) -> Energy | Unmeasured:
 class TegrastatsSource(PowerSource):
     """The board's input power from a running tegrastats (:mod:`.tegrastats`), integrated."""
 
-    def __init__(self, reader: TegrastatsReader) -> None:
+    def __init__(self, reader: TegrastatsReader, min_samples: int = 2) -> None:
         self.reader = reader
         self.name = "tegrastats"
+        self.min_samples = min_samples
 
     def mark(self) -> float:
         return time.monotonic()
@@ -155,7 +156,7 @@ class TegrastatsSource(PowerSource):
     def energy(self, since: Any) -> Energy | Unmeasured:
         end = time.monotonic()
         samples = self.reader.power_samples(float(since), end)
-        if len(samples) < 2:
+        if len(samples) < max(self.min_samples, 1):
             return Unmeasured(
                 f"{len(samples)} tegrastats power sample(s) in {end - since:.2f} s at "
                 f"{self.reader.interval_ms} ms: measure longer"
@@ -227,7 +228,8 @@ class EnergyWindow:
 class DeviceMeter:
     """What a device reports each telemetry interval: :meth:`sample` gives
     ``{"source", "unavailable_reason", "watts", "energy_j", "temperatures_c"}``: ``watts`` is the
-    average since the previous sample (None on the first and when unmeasured), ``energy_j`` the
+    average since the previous sample (None when unmeasured: with tegrastats, an interval in which
+    no line came; one line is enough, held over the interval), ``energy_j`` the
     sum since the meter was made, ``temperatures_c`` the source's sensors (thermal zones without
     a power source). The meter does not own a reader handed to it; :meth:`close` closes only a
     source it opened.
@@ -243,9 +245,11 @@ class DeviceMeter:
         self.thermal_root = thermal_root
         self.source: PowerSource | None
         self.reason: str | None
-        self.source, self.reason = open_source(
-            powercap_root=powercap_root, thermal_root=thermal_root, tegrastats=None, reader=reader
-        )
+        if reader is not None:  # one line per interval is enough: each is a measured reading
+            self.source, self.reason = TegrastatsSource(reader, min_samples=1), None
+        else:
+            opened = open_source(powercap_root=powercap_root, thermal_root=thermal_root, tegrastats=None)
+            self.source, self.reason = opened
         self._owned = reader is None
         self._mark: Any = self.source.mark() if self.source is not None else None
         self.energy_j = 0.0
