@@ -79,6 +79,7 @@ if str(ROOT) not in sys.path:  # this checkout's edgeds, run without installing 
     sys.path.insert(0, str(ROOT))
 
 from edgeds import bench as lib  # noqa: E402
+from edgeds.bench.energy import energy_entry, power_fields  # noqa: E402
 from edgeds.bench.loadgen import LoadGenerator, LoadgenUnavailable  # noqa: E402
 from edgeds.bench.placement import Placement, parse_cpus  # noqa: E402
 from edgeds.bench.reference import Reference  # noqa: E402
@@ -101,6 +102,7 @@ from edgeds.bench.sizing import (  # noqa: E402
 )
 from edgeds.config import Batching  # noqa: E402
 from edgeds.errors import BenchError, EdgedsError  # noqa: E402
+from edgeds.power import EnergyWindow, PowerSource, open_source  # noqa: E402
 from edgeds.runtime import Engine  # noqa: E402
 from edgeds.runtime.oip_requests import oip_binary_body, oip_json_body  # noqa: E402
 
@@ -113,6 +115,8 @@ CONCURRENCY = 8  # clients of every closed loop: in-process, and the HTTP load g
 PLACEMENT = Placement()  # main() sets it from the command line
 PYTHON_LOADGEN = LoadGenerator("python", CONCURRENCY)
 LOADGEN = PYTHON_LOADGEN  # main() sets it from the command line (native by default)
+# this machine's power source (main() opens it); every measured run is an energy window of it
+POWER: tuple[PowerSource | None, str] = (None, "no power source: not opened")
 
 
 def rss_tree(pid: int) -> int:
@@ -250,8 +254,12 @@ def in_process(artifact: Path, threads: int, batching: Batching, duration: float
     engine = Engine("onnxruntime", artifact, options={"intra_op_num_threads": threads}, batching=batching).start()
     try:
         before = engine.stats()
-        result = lib.summarize(lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, duration, warmup_s=1.0))
-        result.update(lib.batch_stats_delta(before, engine.stats()))
+        with EnergyWindow(*POWER) as window:
+            samples = lib.engine_closed_loop(engine, {"input": sample}, CONCURRENCY, duration, warmup_s=1.0)
+        after = engine.stats()
+        result = lib.summarize(samples)
+        result.update(lib.batch_stats_delta(before, after))
+        result["energy"] = energy_entry(window.result, after.inference_count - before.inference_count)
         # the same load from 8 client threads that block on their requests (thread wake-ups included)
         client = lib.EngineClient(engine, {"input": sample})
         result["client_threads"] = lib.summarize(lib.closed_loop(client, CONCURRENCY, duration, warmup_s=1.0))
@@ -299,11 +307,15 @@ def measure_http(
     client: lib.HttpClient, duration: float, pid: int, url: str | None = None, model: str | None = None
 ) -> dict[str, Any]:
     before = lib.stats_snapshot(url, model) if url and model else None
-    with lib.ResourceMonitor(pid) as monitor:
+    with lib.ResourceMonitor(pid) as monitor, EnergyWindow(*POWER) as window:
         result = lib.summarize(PLACEMENT.drive(client, duration, LOADGEN, warmup_s=1.0))
     result["resources"] = monitor.report()
+    inferences = int(result.get("ok", 0))  # a peer has no stats: its answered requests, one sample each
     if before is not None and url and model:
-        result.update(lib.batch_stats_delta(before, lib.stats_snapshot(url, model)))
+        after = lib.stats_snapshot(url, model)
+        result.update(lib.batch_stats_delta(before, after))
+        inferences = after.inference_count - before.inference_count
+    result["energy"] = energy_entry(window.result, inferences)
     client.close()
     return result
 
@@ -717,7 +729,7 @@ def main() -> int:
         help="the HTTP load generator: bench/loadgen/closed_loop.c (built with cc) or edgeds' Python one",
     )
     args = ap.parse_args()
-    global PLACEMENT, LOADGEN
+    global PLACEMENT, LOADGEN, POWER
     try:
         LOADGEN = LoadGenerator(args.loadgen, CONCURRENCY)
     except LoadgenUnavailable as exc:
@@ -743,7 +755,12 @@ def main() -> int:
     PLACEMENT.pin_server_side()
     args.out.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
-    with tempfile.TemporaryDirectory(prefix="edgeds-rtbench-") as tmp:
+    source, reason = open_source()
+    POWER = (source, reason or "")
+    log(f"energy: {source.name if source is not None else reason}")
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="edgeds-rtbench-") as tmp:
+        if source is not None:
+            stack.callback(source.close)
         work = Path(tmp)
         model, shipped = prepare_model(work)
         log(f"model {model} ({'shipped' if shipped else 'stand-in'})")
@@ -755,6 +772,7 @@ def main() -> int:
             "environment": lib.environment(model, {"intra_op_num_threads": args.threads}),
             "placement": PLACEMENT.describe(),
             "load_generator": LOADGEN.describe(),
+            **power_fields(source, reason),
             "results": {},
         }
         if reference is not None:

@@ -7,6 +7,7 @@ scripts and tests, beside what they import by module); each submodule holds one 
 - :mod:`.loops`: load patterns (closed loops, a Poisson open loop), each returning raw samples
 - :mod:`.stats`: raw per-request records, percentiles, the median's interval, batch-size deltas
 - :mod:`.monitor`: CPU% and RSS of the measured process during a run
+- :mod:`.energy`: each run's measured energy (:mod:`edgeds.power`), or why there is none
 - :mod:`.scenarios`: the LoadGen scenarios and :func:`run_benchmark`, which runs a set of them
 - :mod:`.environment`: the machine, versions and model a report was measured with
 - :mod:`.commands`: what ``edgeds bench`` runs (a served URL or a bundle; imported on use)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import bench as lib
+from ..power import PowerSource
 
 
 def _no_progress(name: str) -> None:
@@ -77,6 +78,7 @@ def bench_bundle(
     threads: int | None = None,
     instances: int | None = None,
     progress: Callable[[str], None] = _no_progress,
+    power: tuple[PowerSource | None, str | None] | None = None,
 ) -> dict[str, Any]:
     """Run ``scenarios`` in-process against an engine for ``bundle`` (not verified); the report.
 
@@ -85,6 +87,7 @@ def bench_bundle(
     instances. The sample is the first golden input. With ``floor`` among the scenarios, one bare
     backend per engine instance (its share of the threads, buckets 1..max_batch) measures the
     engine floor. The report adds ``first_inference_s``, ``config`` and ``environment``.
+    ``power`` is handed to :func:`~edgeds.bench.run_benchmark` (default: this machine's source).
     """
     from .. import backends
     from ..bundle import load_bundle
@@ -120,6 +123,7 @@ def bench_bundle(
                     floor_backends=floor_backends,
                     max_batch=max_batch,
                     progress=progress,
+                    power=power,
                 )
             finally:
                 for backend in floor_backends:

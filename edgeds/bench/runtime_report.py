@@ -9,6 +9,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
+from .energy import per_inference_text, unavailable_line, watts_text
 from .stats import median_interval
 
 
@@ -207,6 +208,8 @@ def markdown(report: dict[str, Any]) -> str:
         placement_line(report["placement"]),
         loadgen_line(report["load_generator"]),
         *reference_line(report.get("reference")),
+        f"- {unavailable_line(report) or 'energy: not recorded'} (J/inf: the run's measured joules over the "
+        "samples inferred in it; W: its average)",
         "",
     ]
     for precision, entry in report["results"].items():
@@ -254,8 +257,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"Longer runs ({report['duration_s']} s, c=8) side by side; 'x floor' is relative to the best floor scan "
             f"({max(sc['best_samples_per_s'] for sc in scans)} samples/s):",
             "",
-            "| system | protocol | samples/s | x floor | p50 ms | p99 ms | mean batch | errors | CPU % | RSS peak MB |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| system | protocol | samples/s | x floor | p50 ms | p99 ms | mean batch | errors | CPU % | RSS peak MB "
+            "| J/inf | W |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         best = max(sc["best_samples_per_s"] for sc in scans)
 
@@ -264,7 +268,8 @@ def markdown(report: dict[str, Any]) -> str:
             return (
                 f"| {name} | {proto} | {r.get('samples_per_s')} | {round(r.get('samples_per_s', 0) / best, 3)} | "
                 f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r.get('mean_batch_size', '-')} | {r.get('errors')} | "
-                f"{res.get('cpu_percent', '-')} | {res.get('rss_peak_mb', '-')} |"
+                f"{res.get('cpu_percent', '-')} | {res.get('rss_peak_mb', '-')} | "
+                f"{per_inference_text(r.get('energy'))} | {watts_text(r.get('energy'))} |"
             )
 
         lines.append(row("edgeds in-process batcher", "Engine.submit, callbacks", entry["in_process"]))
@@ -277,7 +282,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(row("edgeds serve, bundle batching", "binary OIP", entry["serve_bundle_batching"]["binary"]))
         for peer, r in entry.get("peers", {}).items():
             if "error" in r:
-                lines.append(f"| {peer} | - | not run: {r['error']} | | | | | | | |")
+                lines.append(f"| {peer} | - | not run: {r['error']} | | | | | | | | | |")
             else:
                 lines.append(row(f"{peer} {r.get('version', '')}", r["protocol"], r))
         mem = entry["serve"]["memory"]

@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BenchError
+from ..power import EnergyWindow, PowerSource
 from ..runtime.oip_requests import oip_binary_body
 from .clients import Client, EngineClient, HttpClient, stats_snapshot
+from .energy import energy_entry, open_bench_power, power_fields
 from .loops import closed_loop, poisson_open_loop
 from .monitor import ResourceMonitor
 from .stats import Samples, batch_stats_delta, summarize
@@ -176,6 +178,7 @@ def run_benchmark(
     max_batch: int = 8,
     server_pid: int | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    power: tuple[PowerSource | None, str | None] | None = None,
 ) -> dict[str, Any]:
     """Run ``scenarios`` against an in-process ``engine`` or a server at ``url``; a JSON-able report.
 
@@ -183,6 +186,11 @@ def run_benchmark(
     1..max_batch; one per engine instance) give the engine floor; it is skipped unless given.
     BenchError without an engine or a server's ``url`` and ``model``, or if the target does not
     answer a first valid query with 200.
+
+    Energy (:mod:`.energy`): each measured scenario gets ``energy`` over its window, divided by the
+    samples the engine inferred in it; the report gets ``power_source`` and
+    ``power_unavailable_reason``. ``power`` is an opened ``(source, reason)`` pair (the caller
+    closes it); by default this machine's source is opened here and closed before returning.
     """
     report: dict[str, Any] = {"transport": "in-process" if engine is not None else "http", "scenarios": {}}
     if engine is not None:
@@ -203,49 +211,59 @@ def run_benchmark(
             return stats_snapshot(url, model)
 
         pid = server_pid or os.getpid()
-    start = time.perf_counter()
-    status = client()
-    report["first_query_s"] = round(time.perf_counter() - start, 4)
-    if status != 200:
-        raise BenchError(f"the target answered {status} to a valid request")
-    out = report["scenarios"]
+    opened = power is None
+    source, reason = open_bench_power(url if engine is None else None) if power is None else power
+    report.update(power_fields(source, reason))
+    try:
+        start = time.perf_counter()
+        status = client()
+        report["first_query_s"] = round(time.perf_counter() - start, 4)
+        if status != 200:
+            raise BenchError(f"the target answered {status} to a valid request")
+        out = report["scenarios"]
 
-    def measured(name: str, fn: Callable[[], Any]) -> None:
-        progress(name)
-        before = snapshot()
-        with ResourceMonitor(pid) as monitor:
-            result = fn()
-        entry = result if isinstance(result, dict) else {"runs": result}
-        entry.update(batch_stats_delta(before, snapshot()))
-        entry["resources"] = monitor.report()
-        out[name] = entry
+        def measured(name: str, fn: Callable[[], Any]) -> None:
+            progress(name)
+            before = snapshot()
+            with ResourceMonitor(pid) as monitor, EnergyWindow(source, reason or "") as window:
+                result = fn()
+            after = snapshot()
+            entry = result if isinstance(result, dict) else {"runs": result}
+            entry.update(batch_stats_delta(before, after))
+            entry["resources"] = monitor.report()
+            entry["energy"] = energy_entry(window.result, after.inference_count - before.inference_count)
+            out[name] = entry
 
-    if "floor" in scenarios and floor_backends:
-        progress("floor")
+        if "floor" in scenarios and floor_backends:
+            progress("floor")
 
-        def feed(backend: Any, n: int) -> Mapping[str, np.ndarray]:
-            staged = getattr(backend, "staging_inputs", None)
-            arrays = dict(staged(n)) if staged is not None else {}
-            if not arrays:
-                arrays = {input_name: np.repeat(sample, n, axis=0)}
-            else:
-                arrays[input_name][...] = sample
-            return arrays
+            def feed(backend: Any, n: int) -> Mapping[str, np.ndarray]:
+                staged = getattr(backend, "staging_inputs", None)
+                arrays = dict(staged(n)) if staged is not None else {}
+                if not arrays:
+                    arrays = {input_name: np.repeat(sample, n, axis=0)}
+                else:
+                    arrays[input_name][...] = sample
+                return arrays
 
-        out["floor"] = engine_floor(floor_backends, feed, list(range(1, max_batch + 1)), duration_s=duration_s / 2)
-    if "single" in scenarios:
-        measured("single", lambda: single_stream(client, duration_s))
-    if "multi" in scenarios:
-        measured("multi", lambda: multi_stream(client, duration_s))
-    if "offline" in scenarios:
-        measured("offline", lambda: offline(client, max(16, 2 * max_batch), duration_s))
-    if "sweep" in scenarios:
-        measured("sweep", lambda: concurrency_sweep(client, concurrency, duration_s))
-    if "server" in scenarios:
-        start_qps = max(10.0, 0.5 * float(out.get("offline", {}).get("qps", 50.0)))
-        measured("server", lambda: server_scenario(client, p99_bound_ms, start_qps, duration_s))
-    if isinstance(client, HttpClient):
-        client.close()
+            batches = list(range(1, max_batch + 1))
+            out["floor"] = engine_floor(floor_backends, feed, batches, duration_s=duration_s / 2)
+        if "single" in scenarios:
+            measured("single", lambda: single_stream(client, duration_s))
+        if "multi" in scenarios:
+            measured("multi", lambda: multi_stream(client, duration_s))
+        if "offline" in scenarios:
+            measured("offline", lambda: offline(client, max(16, 2 * max_batch), duration_s))
+        if "sweep" in scenarios:
+            measured("sweep", lambda: concurrency_sweep(client, concurrency, duration_s))
+        if "server" in scenarios:
+            start_qps = max(10.0, 0.5 * float(out.get("offline", {}).get("qps", 50.0)))
+            measured("server", lambda: server_scenario(client, p99_bound_ms, start_qps, duration_s))
+    finally:
+        if opened and source is not None:
+            source.close()
+        if isinstance(client, HttpClient):
+            client.close()
     return report
 
 

@@ -45,8 +45,10 @@ def bench(
     """Engine floor (batch 1..N), SingleStream, MultiStream, Server (Poisson), Offline and a concurrency sweep.
 
     Raw per-request timestamps give p50..p99.9/max; warm-up is excluded; the report carries the
-    environment (CPU, versions, git sha, threads, model hash), batch-size histograms, CPU% and RSS.
-    The load generator shares the machine's cores with what it measures.
+    environment (CPU, versions, git sha, threads, model hash), batch-size histograms, CPU% and RSS,
+    and joules per inference and average watts where this machine measures power (RAPL, tegrastats;
+    "n/a" and the reason where not). The load generator shares the machine's cores with what it
+    measures.
 
     A language model (a causal-lm bundle, an LM runtime's model directory, or a server with the
     OpenAI API) gets instead: the same fixed prompts at each --concurrency level, --max-tokens
@@ -141,6 +143,8 @@ def _human_lm(report: dict[str, Any]) -> None:
 
 
 def _human(report: dict[str, Any]) -> None:
+    from ..bench.energy import per_inference_text, unavailable_line, watts_text
+
     scen = report["scenarios"]
     if "floor" in scen:
         floor = scen["floor"]
@@ -165,6 +169,8 @@ def _human(report: dict[str, Any]) -> None:
                     s.get("p99_ms"),
                     s.get("mean_batch_size"),
                     s.get("errors"),
+                    per_inference_text(s.get("energy")),
+                    watts_text(s.get("energy")),
                 ]
             )
     for s in scen.get("sweep", {}).get("runs", []):
@@ -178,19 +184,26 @@ def _human(report: dict[str, Any]) -> None:
                 s.get("p99_ms"),
                 "",
                 s.get("errors"),
+                "",
+                "",
             ]
         )
+    if "sweep" in scen:  # the sweep's energy is over all its levels
+        sweep = scen["sweep"].get("energy")
+        rows.append(["sweep (all)", "", "", "", "", "", "", "", per_inference_text(sweep), watts_text(sweep)])
     if rows:
-        console.print(
-            table(
-                f"Scenarios ({report['transport']})",
-                ["scenario", "queries/s", "samples/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "errors"],
-                rows,
-            )
-        )
+        header = ["scenario", "queries/s", "samples/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "errors"]
+        console.print(table(f"Scenarios ({report['transport']})", [*header, "J/inf", "W"], rows))
     if "server" in scen:
         s = scen["server"]
-        console.print(f"Server scenario: {s['max_qps_under_bound']} QPS with p99 <= {s['p99_bound_ms']} ms (Poisson)")
+        energy = s.get("energy")
+        console.print(
+            f"Server scenario: {s['max_qps_under_bound']} QPS with p99 <= {s['p99_bound_ms']} ms (Poisson); "
+            f"{per_inference_text(energy)} J/inf, {watts_text(energy)} W over its runs"
+        )
+    line = unavailable_line(report)
+    if line is not None:
+        console.print(line)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,9 @@
 Plots: ``latency-cdf.png`` (request latency CDF per device), ``throughput.png`` (completed
 requests/s per 0.25 s bin per device), ``temperature.png`` (hottest sensor per telemetry report;
 a placeholder text when no device reported a temperature). Every expectation is one row with its
-bound and the measured value; ``passed`` None means "not measured" and does not fail the run.
+bound and the measured value; ``passed`` None means "not measured" and does not fail the run. The
+performance table gives each device's joules per inference and watts from its telemetry's power
+section (:mod:`.power`), or "n/a" and the reason.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..bench.energy import NOT_AVAILABLE, per_inference_text, watts_text
 from .runner import RunResult
 
 PLOTS = ("latency-cdf.png", "throughput.png", "temperature.png")
@@ -41,13 +44,32 @@ def markdown(result: RunResult) -> str:
     for c in result.checks:
         measured = json.dumps(c.measured) if isinstance(c.measured, dict) else str(c.measured)
         lines.append(f"| {c.name} | {c.device} | {c.bound} | {measured} | {_verdict(c.passed)} | {c.note} |")
-    lines += ["", "## Performance", "", "| device | samples/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Performance",
+        "",
+        "| device | samples/s | p50 ms | p99 ms | errors | J/inf | W | power source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    reasons: list[str] = []
     for name, info in result.devices.items():
         perf = info.get("perf") or {}
+        energy = info.get("energy")
+        source = (energy or {}).get("source") or NOT_AVAILABLE
         lines.append(
             f"| {name} | {perf.get('samples_per_s', '-')} | {perf.get('p50_ms', '-')} | "
-            f"{perf.get('p99_ms', '-')} | {perf.get('errors', '-')} |"
+            f"{perf.get('p99_ms', '-')} | {perf.get('errors', '-')} | {per_inference_text(energy)} | "
+            f"{watts_text(energy)} | {source} |"
         )
+        if energy and energy.get("unavailable_reason"):
+            reasons.append(f"- {name}: energy {NOT_AVAILABLE} ({energy['unavailable_reason']})")
+    if reasons:
+        lines += ["", *reasons]
+    lines += [
+        "",
+        "J/inf: the device's average watts over the perf window (its own telemetry) divided by the "
+        "samples per second served; never estimated.",
+    ]
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(lines)
 

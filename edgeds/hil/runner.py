@@ -335,8 +335,10 @@ def _gate(
             if "perf" in suites or "soak" in suites:
                 progress(f"perf on {device.name}")
                 seconds = perf_s * (10 if "soak" in suites else 1)
+                started = time.time()
                 summary = _perf(result, device.name, base, sample, seconds)
                 info["perf"] = summary
+                info["perf_window"] = [round(started, 3), round(time.time(), 3)]
                 if expect.min_fps is not None:
                     fps = summary.get("samples_per_s", 0.0)
                     result.add("min_fps", device.name, f">= {expect.min_fps:g}", fps, fps >= expect.min_fps)
@@ -371,10 +373,17 @@ def _gate(
 def _collect_telemetry(
     result: RunResult, messages: list[tuple[str, bytes, bool]], prefix: str, max_temperature_c: float | None
 ) -> None:
+    """Sequence checks, temperatures and perf-window energy from the devices' telemetry.
+
+    Temperature and power come from each report's ``power`` section (the device's power module:
+    tegrastats or thermal zones); a report without one (an older agent, or no sensor there) falls
+    back to the hottest of its host and tegrastats sensors, as the monitor shows."""
     from ..telemetry.envelope import decode, split_topic
     from ..telemetry.view import FleetView
+    from .power import PowerLog, hottest_c
 
     view = FleetView(prefix=prefix)
+    power = PowerLog()
     seqs: dict[str, set[int]] = {}
     for topic, payload, retained in messages:
         row = view.update(topic, payload)
@@ -387,10 +396,19 @@ def _collect_telemetry(
             continue
         if env.kind != "status" and not retained:  # a retained copy predates the subscription
             seqs.setdefault(where[0], set()).add(env.seq)
-        if row.temperature_c is not None and env.kind == "telemetry":
-            result.temperature.setdefault(where[0], []).append(
-                (round(env.ts - result.started_at, 3), row.temperature_c)
-            )
+        if env.kind != "telemetry":
+            continue
+        power.add(where[0], env.ts, env.payload)
+        hottest = hottest_c(env.payload)
+        if hottest is None:
+            hottest = row.temperature_c
+        if hottest is not None:
+            result.temperature.setdefault(where[0], []).append((round(env.ts - result.started_at, 3), hottest))
+    for device_id, info in result.devices.items():
+        if "perf" in info:
+            window = info.get("perf_window")
+            fps = (info.get("perf") or {}).get("samples_per_s")
+            info["energy"] = power.energy(device_id, tuple(window) if window else None, fps)
     result.telemetry = {
         "messages": len(messages),
         "devices": {d: r.as_dict() for d, r in view.rows.items()},

@@ -37,6 +37,7 @@ from typing import Any
 from .._version import __version__
 from ..config import MqttConfig
 from ..errors import TelemetryError
+from ..power import DeviceMeter
 from . import envelope
 from .metrics import HostSampler, TegrastatsReader
 from .mqtt import BrokerSettings, MqttLink, Protocol, resolve_settings
@@ -56,7 +57,10 @@ class TelemetryPublisher:
     (e.g. ``{"inference": ..., "deploy": ...}``); ``host_metrics`` adds the ``host`` section and,
     where the ``tegrastats`` program (``tegrastats_binary``: a name on PATH or a path; None for
     none) runs, the ``jetson`` section: its latest line, read by a child process that
-    :meth:`start` starts and :meth:`stop` ends, at the telemetry interval (at most every second).
+    :meth:`start` starts and :meth:`stop` ends, at the telemetry interval (at most every second);
+    and the ``power`` section (:class:`edgeds.power.DeviceMeter`: the source, average watts over
+    the interval, joules since start, temperatures; tegrastats when it runs, else RAPL, else the
+    reason there is no source).
     ``url``/``protocol`` override the config's. ``interval_s`` overrides
     ``mqtt_config.telemetry_interval_s``; ``interval_s=0`` disables periodic samples.
     """
@@ -94,7 +98,10 @@ class TelemetryPublisher:
         self._host = HostSampler(disk_path=self.spool_path.parent) if host_metrics else None
         self._tegrastats: TegrastatsReader | None = None
         if host_metrics and tegrastats_binary and self.interval_s > 0:  # nothing samples it otherwise
-            self._tegrastats = TegrastatsReader(int(1000 * min(max(self.interval_s, 1.0), 60.0)), tegrastats_binary)
+            interval_ms = int(1000 * min(max(self.interval_s, 1.0), 60.0))
+            self._tegrastats = TegrastatsReader(interval_ms, tegrastats_binary, history=4096)
+        self._host_metrics = host_metrics
+        self._power: DeviceMeter | None = None
         self._spool: Spool | None = None
         self._link: MqttLink | None = None
         self._thread: threading.Thread | None = None
@@ -139,13 +146,17 @@ class TelemetryPublisher:
             self.spool_path,
             spool.depth,
         )
-        if self._tegrastats is not None and self._tegrastats.start():
+        tegrastats = self._tegrastats is not None and self._tegrastats.start()
+        if tegrastats:
+            assert self._tegrastats is not None
             log.info("telemetry: reading %s every %d ms", self._tegrastats.binary, self._tegrastats.interval_ms)
+        if self._host_metrics and self.interval_s > 0:
+            self._power = DeviceMeter(reader=self._tegrastats if tegrastats else None)
+            log.info("telemetry: power from %s", self._power.source.name if self._power.source else self._power.reason)
         try:
             self._link.start()
         except BaseException:
-            if self._tegrastats is not None:
-                self._tegrastats.stop()
+            self._stop_readers()
             raise
         self._thread = threading.Thread(target=self._run, name="edgeds-telemetry", daemon=True)
         self._thread.start()
@@ -182,6 +193,12 @@ class TelemetryPublisher:
         self._wake.set()
         thread.join(timeout if timeout is not None else self.drain_timeout_s + 10)
         self._thread = None
+        self._stop_readers()
+
+    def _stop_readers(self) -> None:
+        if self._power is not None:
+            self._power.close()
+            self._power = None
         if self._tegrastats is not None:
             self._tegrastats.stop()
 
@@ -276,6 +293,9 @@ class TelemetryPublisher:
         jetson = self._tegrastats.latest() if self._tegrastats is not None else None
         if jetson is not None:
             payload["jetson"] = jetson.as_dict()
+        power = self._power
+        if power is not None:
+            payload["power"] = power.sample()
         if self.metrics_source is not None:
             try:
                 payload.update(self.metrics_source())

@@ -198,3 +198,26 @@ def test_the_markdown_report_names_the_reference_build_and_gives_both_servers_pe
     assert "median difference -100.0 µs per request" in text
     report["reference"] = {**reference, "commit": None}
     assert "- reference build (`--reference`): `/tmp/ref-tree`, not a git checkout;" in markdown(report)
+
+
+def test_the_markdown_report_gives_energy_or_says_why_not() -> None:
+    entry = _entry([0.86, 0.9, 0.88], [0.9, 0.94, 0.93], rss_growth_mib=0.2)
+    entry["verdicts"] = verdicts(entry)
+    entry["serve"]["binary"]["energy"] = {"joules": 12.0, "watts_avg": 1.2, "joules_per_inference": 0.0012}
+    report: dict[str, Any] = {
+        "model": "models/surface-defect/model.onnx",
+        "shipped_model": True,
+        "threads": 2,
+        "duration_s": 10.0,
+        "environment": {"cpu": "Test CPU", "cores": 2},
+        "placement": {"server_cpus": "all", "loadgen_cpus": "the servers' own"},
+        "load_generator": {"kind": "native", "what": "bench/loadgen/closed_loop.c", "compiler": "cc 12"},
+        "power_source": None,
+        "power_unavailable_reason": "no power source: /sys/class/powercap absent; tegrastats not found",
+        "results": {"fp32": entry},
+    }
+    text = markdown(report)
+    assert "- energy: n/a (no power source: /sys/class/powercap absent; tegrastats not found)" in text
+    assert "| J/inf | W |" in text
+    assert "| 0.0012 | 1.2 |" in text  # the one run that carries figures
+    assert "| 180.0 | 90.0 | n/a | n/a |" in text  # the others: not measured, not made up

@@ -123,11 +123,17 @@ def test_reader_skips_foreign_lines_drops_stale_readings_and_ends_a_wrapper_and_
         assert len(running) == 1
     finally:
         reader.stop()
-    try:
-        gone = running[0].status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # reaped already
-        gone = True
-    assert gone
+
+    def gone() -> bool:  # SIGTERM was sent to its group; the kernel ends it a moment later
+        try:
+            return bool(running[0].status() == psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:  # reaped already
+            return True
+
+    deadline = time.monotonic() + 2
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone()
 
 
 def test_reader_without_the_program_stays_idle() -> None:

@@ -138,6 +138,17 @@ def test_jetson_section_comes_from_tegrastats_and_its_child_ends_with_the_publis
         assert "GPU" in section["absent_sensors"] and section["temperatures_c"]["tj"] == 42.468
         assert pub.last_payload is not None
         assert "edgeds_jetson_gpu_percent 12" in to_prometheus(pub.last_payload)
+
+        def power() -> dict[str, Any] | None:  # the same tegrastats lines, as board power
+            samples = [e for e in watcher.stream("dev-j") if e.kind == "telemetry" and "power" in e.payload]
+            measured = [e.payload["power"] for e in samples if e.payload["power"]["watts"] is not None]
+            return measured[-1] if measured else None
+
+        assert wait_until(lambda: power() is not None, 15)
+        board = power()
+        assert board is not None and board["source"] == "tegrastats" and board["unavailable_reason"] is None
+        assert board["watts"] == 5.994  # no VDD_IN on this module: the sum of its four connected rails
+        assert board["energy_j"] > 0 and board["temperatures_c"]["tj"] == 42.468
     finally:
         pub.stop()
     assert wait_until(lambda: not children(), 5)
@@ -152,3 +163,7 @@ def test_no_tegrastats_means_no_jetson_section_and_telemetry_goes_on(tmp_path: P
         assert wait_until(lambda: pub.last_payload is not None, 5)
     assert pub.last_payload is not None
     assert "jetson" not in pub.last_payload and pub.last_payload["host"]["memory"]["total_bytes"] > 0
+    power = pub.last_payload["power"]
+    if power["source"] is None:  # this machine: no RAPL, no tegrastats; the reason, no figure
+        assert power["unavailable_reason"].startswith("no power source: ")
+        assert power["watts"] is None and power["energy_j"] is None
