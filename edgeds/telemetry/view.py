@@ -28,6 +28,7 @@ class DeviceRow:
     cpu_percent: float | None = None
     memory_percent: float | None = None
     temperature_c: float | None = None
+    watts: float | None = None  # measured power (RAPL, tegrastats); None where the device has no source
     spool_depth: int | None = None
     dropped_total: int | None = None
     last_seq: int | None = None
@@ -112,7 +113,10 @@ class FleetView:
         temps = [v for v in (_get(p, "host", "temperatures_c") or {}).values() if _num(v) is not None]
         jetson = _get(p, "jetson", "temperatures_c") or {}
         temps += [v for v in jetson.values() if _num(v) is not None]
+        power_temps = _get(p, "power", "temperatures_c") or {}
+        temps += [v for v in power_temps.values() if _num(v) is not None]
         row.temperature_c = max(temps) if temps else None
+        row.watts = _num(_get(p, "power", "watts"))
 
     def table_rows(self, now: float | None = None) -> list[list[Any]]:
         now = time.time() if now is None else now
@@ -130,6 +134,7 @@ class FleetView:
                     _fmt(row.cpu_percent, 0),
                     _fmt(row.memory_percent, 0),
                     _fmt(row.temperature_c, 1),
+                    _fmt(row.watts, 1),
                     row.spool_depth if row.spool_depth is not None else "-",
                     row.dropped_total if row.dropped_total is not None else "-",
                     age,
@@ -148,6 +153,7 @@ COLUMNS = [
     "CPU %",
     "mem %",
     "temp °C",
+    "power W",
     "spool",
     "dropped",
     "seen s ago",

@@ -96,6 +96,30 @@ def test_fleet_view_rows_and_dedupe() -> None:
     assert dedupe.first(env) and not dedupe.first(env) and dedupe.duplicates == 1
 
 
+def test_fleet_view_shows_what_a_device_runs_its_fallback_and_power() -> None:
+    from edgeds.telemetry.view import COLUMNS
+
+    view = FleetView("edgeds")
+    opened = {
+        "artifact": 1,
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "device": "CPUExecutionProvider",
+        "fallback": "tensorrt unavailable: No module named 'tensorrt'",
+    }
+    telemetry = {"deploy": {"model_version": "1.2.0", "opened": opened}, "power": {"watts": 7.25, "temperatures_c": {}}}
+    row = view.update("edgeds/d1/telemetry", _msg("telemetry", 1, telemetry))
+    assert row is not None and row.runs_on == "onnxruntime fp32 on CPUExecutionProvider" and row.watts == 7.25
+    cells = dict(zip(COLUMNS, view.table_rows()[0], strict=True))
+    assert cells["runs on"] == (
+        "onnxruntime fp32 on CPUExecutionProvider (fallback: tensorrt unavailable: No module named 'tensorrt')"
+    )
+    assert cells["power W"] == "7.2" or cells["power W"] == "7.3"
+    # a deploy event says it too (the device's first word after a release serves)
+    view.update("edgeds/d2/deploy", _msg("deploy", 1, {"event": "serving", "opened": {**opened, "fallback": None}}))
+    assert (view.rows["d2"].runs_on, view.rows["d2"].fallback) == ("onnxruntime fp32 on CPUExecutionProvider", None)
+
+
 def test_csv_flattening() -> None:
     env = envelope.decode(_msg("telemetry", 3, {"host": {"cpu_percent": 1.0, "load_avg": [1, 2, 3]}}))
     rec = record("edgeds/d1/telemetry", env)
