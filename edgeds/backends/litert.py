@@ -33,12 +33,17 @@ class LiteRtOptions(BackendOptions):
     delegate_library: str | None = Field(default=None, description="shared library for load_delegate")
     delegate_fallback: bool = Field(default=True, description="fall back to XNNPACK when the delegate fails")
     num_threads: int | None = Field(default=None, ge=1)
-    qnn: QnnDelegateOptions | None = Field(default=None, description="QNN delegate options (delegate: qnn)")
-    nnapi: NnapiDelegateOptions | None = Field(default=None, description="NNAPI delegate options (delegate: nnapi)")
+    qnn: QnnDelegateOptions | None = Field(
+        default=None, description="QNN delegate options (delegate: qnn)", exclude_if=lambda v: v is None
+    )
+    nnapi: NnapiDelegateOptions | None = Field(
+        default=None, description="NNAPI delegate options (delegate: nnapi)", exclude_if=lambda v: v is None
+    )
     io_quantization: dict[str, TensorQuantization] | None = Field(
         default=None,
         description="the manifest's integer I/O parameters {tensor: {dtype, scale, zero_point}}; "
         "checked against the model at open",
+        exclude_if=lambda v: v is None,
     )
 
     @model_validator(mode="after")
