@@ -221,3 +221,24 @@ def test_litert_bundle_is_nhwc_and_reproduces_its_golden_outputs(tiny: Path, tmp
             got = np.array(next(iter(runner.infer({spec.inputs[0].name: inputs}).values())))
         golden = bundle.manifest.tensor_golden
         np.testing.assert_allclose(got, outputs["logits"], atol=golden.atol, rtol=golden.rtol)
+
+
+def test_snapdragon_int8_is_gated_on_xnnpack_when_the_qnn_delegate_is_missing(
+    tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The full-integer INT8 model is what the QNN entry ships; on a host without the delegate the
+    gate runs it on XNNPACK (the fallback is logged) instead of falling back to FP16."""
+    from edgeds import backends
+    from edgeds.compile.toolchains import litert
+
+    if not litert.installed() or not backends.probe("litert").available:
+        pytest.skip("litert toolchain or runtime not installed (make toolchains)")
+    body = "backends:\n  - name: litert\n    options: {delegate: qnn, qnn: {htp_precision: quantized}}\n"
+    snap = profile(tmp_path, "snap", "snapdragon-8gen3", body + fx.BUDGET)
+    with caplog.at_level(logging.WARNING, logger="edgeds.backends.litert"):
+        result = compile_model(tiny, snap, out=tmp_path / "b")
+    first = result.report.attempts[0]
+    assert (first.backend, first.variant, first.outcome) == ("litert", "int8", "passed"), first.reason
+    assert (result.backend, result.precision) == ("litert", "int8")
+    assert "qnn delegate failed: cannot load 'libQnnTFLiteDelegate.so'" in caplog.text
+    assert "running on xnnpack" in caplog.text

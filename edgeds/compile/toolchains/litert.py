@@ -10,13 +10,17 @@ directory from OUR calibration data, our calibration tensor is passed with ``-ci
 HTTP(S) proxies point to a closed loopback port so any download attempt fails at once.
 
 One onnx2tf run yields FP32, FP16 and INT8 files; the run is cached (model sha256 +
-calibration fingerprint + lock) so falling back from INT8 to FP16 converts nothing again.
-INT8 is full-integer post-training quantization (per-channel) calibrated on our data; with
-the ``xnnpack`` delegate the INT8 model keeps float32 input/output (quantize/dequantize at
-the edges), with NPU delegates (``qnn``, ``nnapi``) the input/output are int8 too and their
-scale/zero point are recorded. The layout becomes NHWC; the artifact metadata records it (the
-manifest's ``layout``) and the TFLite tensor names. A model whose batch is fixed above 1 is
-refused with :class:`~edgeds.errors.ToolchainError` (the chain skips litert with the reason).
+calibration fingerprint + lock + conversion arguments) so falling back from INT8 to FP16
+converts nothing again. INT8 is onnx2tf's full-integer post-training quantization
+(``model_full_integer_quant.tflite``: per-channel weights calibrated on our data, int8 inputs
+and outputs, ``-iqd int8 -oqd int8``), the same file for every delegate: XNNPACK runs it on a
+CPU and the NPU delegates (QNN, NNAPI) want integer I/O. Each integer input/output's
+``{dtype, scale, zero_point}`` is read back from the converted model as the LiteRT backend opens
+it and recorded in ``Artifact.metadata["io_quantization"]`` (keyed by the backend's tensor
+names); the backend keeps float32 at its interface and applies them. The layout becomes NHWC;
+the artifact metadata records it (the manifest's ``layout``) and the TFLite tensor names. A model
+whose batch is fixed above 1 is refused with :class:`~edgeds.errors.ToolchainError` (the chain
+skips litert with the reason).
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 ONNX2TF_VERSION = "1.29.24"
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 CONVERT_TIMEOUT_S = 1800
-_FILES = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite"}
+_FILES = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite", "int8": "model_full_integer_quant.tflite"}
+# onnx2tf arguments after the input/output/calibration ones; part of the conversion cache key.
+CONVERT_ARGS: tuple[str, ...] = ("-oiqt", "-qt", "per-channel", "-iqd", "int8", "-oqd", "int8")
 
 # Every package of the toolchain venv, resolved once for Python 3.10-3.12 on Linux (onnx2tf
 # 1.29.24 pins TensorFlow 2.19.0 and numpy 1.26.4). Installed with --no-deps.
@@ -209,9 +215,7 @@ def convert(model: Path, card: ModelCard, calib_nhwc: np.ndarray, work: Path) ->
         str(source),
         "-o",
         str(work / "out"),
-        "-oiqt",
-        "-qt",
-        "per-channel",
+        *CONVERT_ARGS,
         "-cind",
         card.input.name,
         str(work / "calib.npy"),
@@ -237,6 +241,7 @@ def _conversion(model: Path, card: ModelCard, calib: Iterable[TensorDict]) -> Pa
     digest = hashlib.sha256(model.read_bytes())
     digest.update(nhwc.tobytes())
     digest.update(lock_hash().encode())
+    digest.update("\0".join(CONVERT_ARGS).encode())
     key = digest.hexdigest()
     final = cache_dir() / "compile" / "litert-conversions" / key
     if (final / _FILES["fp32"]).is_file():
@@ -258,18 +263,25 @@ def _conversion(model: Path, card: ModelCard, calib: Iterable[TensorDict]) -> Pa
 
 
 def _io_details(path: Path) -> dict[str, Any]:
-    """Input/output names, dtypes and shapes as the LiteRT backend opens the file ({} without it)."""
+    """Input/output names, served dtypes and shapes as the LiteRT backend opens the file, and the
+    integer I/O parameters under ``"quantization"`` ({} without the LiteRT runtime)."""
     from ... import backends
+    from ...backends.litert import LiteRtBackend
 
     if not backends.probe("litert").available:
         return {}
     with backends.create("litert") as backend:
         spec = backend.open(path, buckets=(1,))
+        quantization = backend.quantization() if isinstance(backend, LiteRtBackend) else {}
 
     def info(t: Any) -> dict[str, Any]:
         return {"tflite_name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
 
-    return {"inputs": [info(t) for t in spec.inputs], "outputs": [info(t) for t in spec.outputs]}
+    return {
+        "inputs": [info(t) for t in spec.inputs],
+        "outputs": [info(t) for t in spec.outputs],
+        "quantization": quantization,
+    }
 
 
 def _check_batch(model: Path) -> None:
@@ -309,14 +321,12 @@ def compile(
         calib = list(make_batches(card, load_images(card, "calibration").images, layout="NCHW"))
     converted = _conversion(model, card, calib)
     delegate = str(getattr(options, "delegate", "xnnpack"))
-    if precision == "int8":
-        name = "model_full_integer_quant.tflite" if delegate in ("qnn", "nnapi") else "model_integer_quant.tflite"
-    else:
-        name = _FILES[precision]
+    name = _FILES[precision]
     out.mkdir(parents=True, exist_ok=True)
     target = out / "model.tflite"
     shutil.copyfile(converted / name, target)
     details = _io_details(target)
+    quantization = details.pop("quantization", {})
     io = {
         "inputs": [
             {"name": card.input.name, "dtype": d["dtype"], "shape": d["shape"]} for d in details.get("inputs", [])
@@ -334,8 +344,9 @@ def compile(
     }
     if details:
         meta["io"] = io
+    if quantization:
+        meta["io_quantization"] = quantization
     if precision == "int8":
-        meta.update(
-            quantization="full-integer-ptq", per_channel=True, io_dtype="int8" if "full_integer" in name else "float32"
-        )
+        dtypes = sorted({q["dtype"] for q in quantization.values()})
+        meta.update(quantization="full-integer-ptq", per_channel=True, io_dtype=",".join(dtypes) or "int8")
     return Artifact("litert", precision, target, (target,), layout="NHWC", metadata=meta)
