@@ -141,18 +141,19 @@ class Agent:
     def _load(self, release: str) -> Any:
         from .bundle import load_bundle
         from .runtime.engine import Engine
+        from .runtime.selection import tensorrt_resolver
 
         bundle = load_bundle(self.store.releases / release, verify=False)
         try:
-            engine = Engine.from_bundle(bundle)
+            # TensorRT engines: the ones the deploy step built into the store (never built at load)
+            resolver = tensorrt_resolver(bundle.card, cache_root=self.store.engines, build=False)
+            engine = Engine.from_bundle(bundle, engine_resolver=resolver)
             engine.recorder = self._recorder
             started = engine.start()
             # only a release that loaded is described: a failed one must not relabel the served one
             self._model_version = bundle.manifest.model.version
-            selection = started.selection
-            index = selection.index if selection is not None else 0
+            index = started.selection.index if started.selection is not None else 0
             self._interface = (bundle.card, bundle.manifest.layout_for(index))
-            self._opened = selection.as_dict() if selection is not None else None
             return started
         finally:
             bundle.close()
@@ -171,9 +172,9 @@ class Agent:
                 raise
         except Exception as exc:  # the agent keeps running: the next reload request may succeed
             log.exception("unload-first: restoring release %s failed; the device serves nothing", release)
-            self._engine, self._serving, self._model_version = None, None, None
+            self._engine, self._serving, self._model_version, self._opened = None, None, None, None
             return f"{type(exc).__name__}: {exc}"
-        self._engine = engine
+        self._engine, self._opened = engine, _opened(engine)
         log.warning("unload-first: release %s serves again after the failed load", release)
         return None
 
@@ -207,8 +208,10 @@ class Agent:
         if release is None:
             if self._engine is not None:
                 self._server.remove_model(self._engine.name)
-            self._engine, self._serving = None, None
-            self._write_status(generation=generation, attempted=None, state="idle", release=None, error=None)
+            self._engine, self._serving, self._opened = None, None, None
+            self._write_status(
+                generation=generation, attempted=None, state="idle", release=None, error=None, opened=None
+            )
             return
         self._write_status(state="loading", attempted=release)
         started = time.perf_counter()
@@ -227,12 +230,13 @@ class Agent:
             previous = self._serving if gap_started is not None else None
             restore_error = self._restore(previous) if previous is not None else None
             if restore_error is None:
-                self._write_status(generation=generation, state="failed", error=error)
+                self._write_status(generation=generation, state="failed", error=error, opened=self._opened)
                 return
             self._write_status(
                 generation=generation,
                 state="failed",
                 release=None,
+                opened=None,
                 error=f"{error}; the previous release {previous} could not be restored: {restore_error}",
                 restore_error=restore_error,
             )
@@ -257,7 +261,7 @@ class Agent:
             self._server.add_model(engine)
             if old is not None:
                 self._server.remove_model(old.name)
-        self._engine, self._serving = engine, release
+        self._engine, self._serving, self._opened = engine, release, _opened(engine)
         if self._recorder is not None:
             self._recorder.set_model_load_time(load_s)
         gap_s = round(time.perf_counter() - gap_started, 3) if gap_started is not None else 0.0
@@ -465,6 +469,12 @@ class Agent:
                 pid_path = self.store.run_dir / "agent.pid"
                 if pid_path.read_text().strip() == str(os.getpid()):
                     pid_path.unlink()
+
+
+def _opened(engine: Any) -> dict[str, Any] | None:
+    """What a started engine opened (``Selection.as_dict``), None for an engine without a selection."""
+    selection = getattr(engine, "selection", None)
+    return selection.as_dict() if selection is not None else None
 
 
 def run_agent(root: str | Path, http_host: str | None = None, http_port: int | None = None) -> None:

@@ -248,8 +248,9 @@ def build_bundle(
             raise BundleError(f"manifest artifact {path!r} is not among the bundle's files")
         entries.append(entry.model_copy(update={"path": path}))
     parsed = parsed.model_copy(
-        update={"artifacts": tuple(entries), "files": tuple(_file_entries(root)), "schema_version": 2}
+        update={"artifacts": tuple(entries), "files": tuple(_file_entries(root))}
     )
+    parsed = parsed.model_copy(update={"schema_version": parsed.needed_schema()})
     (root / MANIFEST).write_bytes(Manifest.model_validate(parsed.model_dump()).to_json_bytes())
     if private_key is not None:
         sign_bundle(root, private_key)

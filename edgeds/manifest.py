@@ -1,13 +1,17 @@
 """The bundle manifest (``manifest.json``): its schema, the versions this edgeds reads, parsing.
 
-Schema 2 (written by this edgeds) holds one ``task`` per bundle and an ordered list of
-``artifacts``, one per runtime: a device opens the first that works there. Each artifact says
-where it was gated (``compile-host`` or ``device``) and with what figures. Every file of the
-bundle is listed with its sha256, so the sha256 of the exact manifest bytes identifies the
-whole bundle (:func:`manifest_digest`, usable as an OCI reference).
+Schema 2 holds one ``task`` per bundle and an ordered list of ``artifacts`` (the profile's
+chain): a device opens the first that works there. Each artifact says where it was gated
+(``compile-host`` or ``device``) and with what figures. Every file of the bundle is listed with
+its sha256, so the sha256 of the exact manifest bytes identifies the whole bundle
+(:func:`manifest_digest`, usable as an OCI reference).
 
-Schema 1 (one backend, one artifact) is read as a schema-2 manifest with one artifact; a newer
-schema is refused with ``unsupported_schema`` and a line saying to upgrade edgeds. The
+Schema 3 adds, per artifact, what the device resolves at load, ``require``, its own layout and
+golden, and integer I/O parameters. A manifest is written with the lowest schema that holds it
+(:meth:`Manifest.needed_schema`), so a bundle without those fields stays readable by an edgeds
+that knows schema 2, and one with them is refused there as newer ("upgrade edgeds") instead of
+failing on an unknown field. Schema 1 (one backend, one artifact) is read as a schema-2 manifest
+with one artifact; a newer schema is refused with ``unsupported_schema``. The
 properties :attr:`Manifest.backend`, :attr:`~Manifest.precision`, :attr:`~Manifest.artifact`,
 :attr:`~Manifest.backend_options`, :attr:`~Manifest.device` and :attr:`~Manifest.recipe` are the
 primary (first) artifact's.
@@ -24,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import BundleError, BundleVerificationError
 
-SCHEMA_VERSION = 2
-KNOWN_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+KNOWN_SCHEMAS = (1, 2, 3)
 MANIFEST = "manifest.json"
 GOLDEN_INPUTS = "golden/inputs.npy"
 GOLDEN_OUTPUTS = "golden/outputs.npz"
@@ -208,7 +212,7 @@ def _schema_of(data: Any) -> Any:
         return None
     if "schema_version" in data:
         return data["schema_version"]
-    return 1 if "artifacts" not in data and "backend" in data else SCHEMA_VERSION
+    return 1 if "artifacts" not in data and "backend" in data else 2
 
 
 def newer_schema_message(schema: Any) -> str:
@@ -221,7 +225,7 @@ def newer_schema_message(schema: Any) -> str:
 class Manifest(_Frozen):
     """``manifest.json``, schema 2. ``version`` is monotonic per model name: devices refuse a lower one."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[2, 3] = 2
     task: Task = "image-classification"
     model: ModelRef
     version: int = Field(ge=0)
@@ -302,6 +306,13 @@ class Manifest(_Frozen):
         if self.golden is None:
             raise BundleError(f"a {self.task} bundle has no tensor golden")
         return self.golden
+
+    def needed_schema(self) -> Literal[2, 3]:
+        """The lowest schema that holds this manifest: 3 when an artifact uses a field schema 2 does
+        not know (``require``, ``resolved_on_device``, ``layout``, ``golden``, ``io_quantization``)."""
+        newer = ("require", "resolved_on_device", "layout", "golden", "io_quantization")
+        uses = any(key in a.model_dump(exclude_defaults=True) for a in self.artifacts for key in newer)
+        return 3 if uses else 2
 
     def golden_for(self, index: int) -> GoldenInfo:
         """The golden check of artifact ``index``: its own, else the manifest's (tensor models)."""

@@ -189,12 +189,18 @@ class OpenVinoBackend(Backend):
 
     def opened(self) -> Opened:
         """The device string compiled for, with the devices OpenVINO runs it on when they differ
-        (``HETERO:GPU,CPU (CPU)``)."""
+        (``HETERO:GPU,CPU (CPU)``); a fallback when the first device of a ``HETERO``/``AUTO``/``MULTI``
+        list runs none of it."""
         if not self._compiled:
             return Opened()
-        device = self.options.device  # type: ignore[attr-defined]
+        device: str = self.options.device  # type: ignore[attr-defined]
         ran = ",".join(self._execution_devices)
-        return Opened(device=device if not ran or ran == device else f"{device} ({ran})")
+        fallback = None
+        first = device.partition(":")[2].split(",")[0] if ":" in device else None
+        if first and self._execution_devices and not any(d.startswith(first) for d in self._execution_devices):
+            # HETERO:GPU,CPU compiled, but OpenVINO put every layer on the other devices
+            fallback = f"openvino {device} runs on {ran} only: {first} takes no part"
+        return Opened(device=device if not ran or ran == device else f"{device} ({ran})", fallback=fallback)
 
     def close(self) -> None:
         self._buckets = {}

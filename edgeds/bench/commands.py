@@ -101,9 +101,9 @@ def bench_bundle(
             batching = batching.model_copy(update={"instances": instances})
         engine = Engine.from_bundle(loaded, batching=batching, threads=threads)
         with engine:
-            assert engine.io is not None
+            assert engine.io is not None and engine.selection is not None
             spec = engine.io.inputs[0]
-            inputs, _ = loaded.golden()
+            inputs, _ = loaded.golden(engine.selection.index)  # in the opened artifact's layout
             sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
             max_batch = engine.batching.max_batch_size
             floor_backends: list[Any] = []

@@ -159,6 +159,12 @@ class _Shipped:
         return self.entry.name
 
 
+def _runtime_options(tc: ModuleType, options: BackendOptions, precision: Precision) -> BackendOptions:
+    """``options`` as the runtime must run an artifact of ``precision`` (e.g. OpenVINO FP32 held to f32)."""
+    settle: Callable[[BackendOptions, Precision], BackendOptions] | None = getattr(tc, "runtime_options", None)
+    return settle(options, precision) if settle is not None else options
+
+
 def _why(attempt: Attempt) -> str:
     return f"{attempt.backend}/{attempt.variant}: {attempt.outcome} ({attempt.reason})"
 
@@ -180,7 +186,7 @@ def _compile_entry(
     compiler: _Compiler,
     report: CompileReport,
     hardware: tuple[Precision, ...],
-    tried: dict[str, tuple[_Candidate, Attempt]],
+    tried: dict[str, tuple[_Candidate | None, Attempt]],
     card: ModelCard,
 ) -> _Shipped | None:
     """Try ``entry`` at its precision and the fallback precisions; record every attempt in ``report``.
@@ -208,7 +214,7 @@ def _compile_entry(
             continue  # mixed precision cannot help when INT8 itself did not compile or run
         memo = cache_key({"name": name, "variant": variant, "options": options.model_dump(mode="json")})
         if memo in tried:
-            cand, earlier = tried[memo]
+            cand_or_none, earlier = tried[memo]
             attempt = replace(
                 earlier,
                 seconds=0.0,
@@ -218,39 +224,42 @@ def _compile_entry(
                 reason=earlier.reason or f"the artifact of backend {earlier.entry + 1}, gated once",
             )
             report.attempts.append(attempt)
-            if attempt.outcome in ("passed", "deferred"):
+            if attempt.outcome in ("passed", "deferred") and cand_or_none is not None:
                 report.shipped.append(len(report.attempts) - 1)
-                return _Shipped(entry, cand, prec, entry.options)
+                return _Shipped(entry, cand_or_none, prec, _runtime_options(tc, entry.options, prec))
+            if attempt.outcome == "skipped":
+                return None  # the toolchain failed for the earlier entry: it fails the same way here
+            int8_errored = int8_errored or (attempt.outcome == "error" and variant == "int8")
             continue
         t0 = time.perf_counter()
         exclude: list[str] = []
         try:
             if variant.startswith("int8-mixed-"):
                 exclude = compiler.mixed_exclusions(int(variant.rsplit("-", 1)[1]))
-            vopts = getattr(tc, "runtime_options", lambda o, _p: o)(options, prec)
+            vopts = _runtime_options(tc, options, prec)
             cand = compiler.attempt(name, vopts, prec, tc, exclude)
         except (CompileError, BackendError) as exc:
             # the report keeps the reason whole (one line); the traceback goes to the log
             log.info("compile: %s/%s failed, trying the next candidate", name, shown, exc_info=True)
             if isinstance(exc, ToolchainError):
-                report.attempts.append(
-                    Attempt(name, prec, shown, "skipped", one_line(str(exc)), device=device, entry=entry.index)
-                )
+                skipped = Attempt(name, prec, shown, "skipped", one_line(str(exc)), device=device, entry=entry.index)
+                report.attempts.append(skipped)
+                tried[memo] = (None, skipped)
                 return None
             int8_errored = int8_errored or variant == "int8"
-            report.attempts.append(
-                Attempt(
-                    name,
-                    prec,
-                    shown,
-                    "error",
-                    one_line(str(exc)),
-                    seconds=time.perf_counter() - t0,
-                    excluded_nodes=exclude,
-                    device=device,
-                    entry=entry.index,
-                )
+            errored = Attempt(
+                name,
+                prec,
+                shown,
+                "error",
+                one_line(str(exc)),
+                seconds=time.perf_counter() - t0,
+                excluded_nodes=exclude,
+                device=device,
+                entry=entry.index,
             )
+            report.attempts.append(errored)
+            tried[memo] = (None, errored)
             continue
         attempt = Attempt(
             name,
@@ -280,8 +289,7 @@ def _compile_entry(
         tried[memo] = (cand, attempt)
         if attempt.outcome in ("passed", "deferred"):
             report.shipped.append(len(report.attempts) - 1)
-            vopts_entry = getattr(tc, "runtime_options", lambda o, _p: o)(entry.options, prec)
-            return _Shipped(entry, cand, prec, vopts_entry)
+            return _Shipped(entry, cand, prec, _runtime_options(tc, entry.options, prec))
     return None
 
 
@@ -693,17 +701,18 @@ def compile_model(
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
         compiler = _Compiler(info, image_card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
         shipped: list[_Shipped] = []
-        tried: dict[str, tuple[_Candidate, Attempt]] = {}  # the same gate run twice is run once
-        for entry in plan:
+        tried: dict[str, tuple[_Candidate | None, Attempt]] = {}  # the same gate run twice is run once
+        for position, entry in enumerate(plan):
             found = _compile_entry(entry, compiler, report, hardware, tried, image_card)
             if found is not None:
                 shipped.append(found)
-                if found.plan.resolved_on_device is None and found.candidate.gate is not None:
+                exact = found.plan.resolved_on_device is None and found.candidate.gate is not None
+                if exact and not any(later.require for later in plan[position + 1 :]):
                     break  # gated here exactly as it runs: later entries would never be opened
             elif entry.require:
                 failed = AccuracyGateFailed(
                     f"the profile requires {entry.name} (backend {entry.index + 1}, require: true) and it produced "
-                    "no artifact: " + "; ".join(_why(a) for a in report.attempts if a.backend == entry.name)
+                    "no artifact: " + "; ".join(_why(a) for a in report.attempts if a.entry == entry.index)
                 )
                 failed.report = report  # type: ignore[attr-defined]
                 raise failed

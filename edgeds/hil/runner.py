@@ -110,16 +110,22 @@ def _serves(base: str) -> bool:
 def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> None:
     from ..bundle import load_bundle
 
+    model = _model_name(base)
+    # the golden of the artifact the device opened (a fallback artifact may carry its own, in its layout)
+    opened = _http(f"{base}/v2/models/{model}").get("opened") or {}
     bundle = load_bundle(bundle_path, verify=False)
     try:
-        inputs, outputs = bundle.golden()
-        golden = bundle.manifest.tensor_golden
+        index = int(opened.get("artifact", 0))
+        if not 0 <= index < len(bundle.manifest.artifacts):
+            index = 0
+        inputs, outputs = bundle.golden(index)
+        golden = bundle.manifest.golden_for(index)
         in_name = bundle.manifest.io.inputs[0].name
     finally:
         bundle.close()
     x = np.asarray(inputs)
     body = {"inputs": [{"name": in_name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
-    reply = _http(f"{base}/v2/models/{_model_name(base)}/infer", json.dumps(body).encode(), timeout=30.0)
+    reply = _http(f"{base}/v2/models/{model}/infer", json.dumps(body).encode(), timeout=30.0)
     worst = 0.0
     ok = True
     for out in reply["outputs"]:

@@ -143,8 +143,12 @@ def open_engine(
             loaded.close()
             raise
         m = loaded.manifest
-        described = f"bundle {m.model.name} v{m.version} ({m.backend}:{m.precision}, {m.layout})"
-        return LoadedModel(engine, loaded.card, m.layout, described, (loaded.close,))
+        opened = engine.selection
+        index = opened.index if opened is not None else 0
+        layout = m.layout_for(index)  # the artifact the engine opened on this machine
+        runs = f"{opened.runtime}:{opened.precision}" if opened is not None else f"{m.backend}:{m.precision}"
+        described = f"bundle {m.model.name} v{m.version} ({runs}, {layout})"
+        return LoadedModel(engine, loaded.card, layout, described, (loaded.close,))
     from ..modelcard import load_model_card, model_card_for
 
     given = Path(str(model))

@@ -154,13 +154,15 @@ def classify_file(
         started = time.perf_counter()
         engine = Engine.from_bundle(loaded, threads=threads, warmup=False)
         with engine:
-            assert engine.io is not None
+            assert engine.io is not None and engine.selection is not None
+            opened = engine.selection
+            layout = manifest.layout_for(opened.index)  # the artifact the engine opened here
             if loaded.card.extra_inputs:
-                feeds = load_npz_inputs(input_path, loaded.card, manifest.layout, engine.io.inputs)
+                feeds = load_npz_inputs(input_path, loaded.card, layout, engine.io.inputs)
             else:
                 spec = engine.io.inputs[0]
                 shape = tuple(spec.shape[1:])
-                feeds = {spec.name: load_inputs(input_path, loaded.card, manifest.layout, shape, spec.dtype)}
+                feeds = {spec.name: load_inputs(input_path, loaded.card, layout, shape, spec.dtype)}
             rows = len(next(iter(feeds.values())))
             limit = engine.batching.max_batch_size
             if rows > limit:
@@ -172,8 +174,8 @@ def classify_file(
         labels = list(manifest.labels or loaded.card.labels)
     return Classification(
         model=manifest.model.name,
-        backend=manifest.backend,
-        precision=manifest.precision,
+        backend=opened.runtime,
+        precision=opened.precision or manifest.precision,
         seconds=seconds,
         predictions=top_k(probs, labels, top),
     )

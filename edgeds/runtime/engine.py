@@ -256,6 +256,7 @@ class Engine:
         batching: Batching | None = None,
         options: Mapping[str, Any] | None = None,
         threads: int | None = None,
+        engine_resolver: Callable[[Path], tuple[Path, str]] | None = None,
         **kwargs: Any,
     ) -> Engine:
         """An engine for a loaded bundle: its artifacts, options and batching from its manifest.
@@ -264,7 +265,9 @@ class Engine:
         records the choice in :attr:`selection` (see :mod:`edgeds.runtime.selection`); the bundle's
         files must stay in place until then. ``options`` are merged over each artifact's options
         where its runtime takes them; ``threads`` (None = the runtime's default) sets each runtime's
-        CPU thread option;
+        CPU thread option; ``engine_resolver`` finds a TensorRT artifact's engine (default: build it
+        into the default engine cache when missing, see
+        :func:`~edgeds.runtime.selection.tensorrt_resolver`);
         ``batching`` replaces the manifest's batching; a bundle whose model has a fixed batch N
         (``manifest.fixed_batch``) runs with at most N rows per execution, padded to N, whatever
         batching is asked for. The engine is not started. Name, version,
@@ -282,7 +285,12 @@ class Engine:
         kwargs.setdefault("version", manifest.model.version)
         kwargs.setdefault("release", str(manifest.version))
         kwargs.setdefault("labels", tuple(manifest.labels or ()))
-        return cls(None, batching=batching, choices=choices_from_bundle(bundle, options, threads=threads), **kwargs)
+        return cls(
+            None,
+            batching=batching,
+            choices=choices_from_bundle(bundle, options, engine_resolver, threads=threads),
+            **kwargs,
+        )
 
     @property
     def ready(self) -> bool:

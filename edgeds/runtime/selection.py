@@ -175,18 +175,35 @@ def fallback_reason(choice: ArtifactChoice, exc: BaseException) -> str:
     return f"{choice.runtime}{' ' + device if device else ''} failed: {one_line(str(exc))}"
 
 
+BUILD_FAILED = "build-failed.txt"
+"""Written beside where an engine would be when its build failed on the device: the reason, whole."""
+
+
 def tensorrt_resolver(
-    card: Any, cache_root: Path | None = None, facts: DeviceFacts | None = None
+    card: Any, cache_root: Path | None = None, facts: DeviceFacts | None = None, *, build: bool = True
 ) -> Callable[[Path], tuple[Path, str]]:
-    """Resolve a TensorRT recipe to ``(engine file, fingerprint)`` on this device: the cached engine
-    under ``cache_root`` (default: the cache the deploy step builds into), built now when missing.
+    """Resolve a TensorRT recipe to ``(engine file, fingerprint)`` on this device: the engine cached
+    under ``cache_root`` (default :func:`~edgeds.compile.toolchains.tensorrt.default_cache_root`).
+    ``build``: build it now when it is missing (``edgeds serve``); without, a missing engine is a
+    :class:`BackendError` naming why (the agent: the deploy step builds, and a build that failed
+    there left its reason in ``build-failed.txt``, so it is not run again at every load).
     ``facts`` default to this device's (needs TensorRT and a GPU; :class:`BackendUnavailable` else)."""
     from ..compile.toolchains import tensorrt
 
     def resolve(recipe: Path) -> tuple[Path, str]:
-        engine, built = tensorrt.ensure_engine(
-            recipe, cache_root or tensorrt.default_cache_root(), card, facts=facts or tensorrt.DeviceFacts.detect()
-        )
+        root = cache_root or tensorrt.default_cache_root()
+        device = facts or tensorrt.DeviceFacts.detect()
+        if not build:
+            paths = tensorrt.recipe_engine_paths(recipe, root, device)
+            if not paths.engine.is_file():
+                failed = paths.engine.parent / BUILD_FAILED
+                if failed.is_file():
+                    raise BackendError(f"the engine build failed on this device: {failed.read_text().strip()}")
+                raise BackendError(
+                    f"no engine built for this device in {root}: deploy again or run edgeds engine build"
+                )
+            return paths.engine, paths.engine.parent.name
+        engine, built = tensorrt.ensure_engine(recipe, root, card, facts=device)
         if built:
             log.warning("tensorrt: no cached engine for %s on this device: built %s", recipe, engine)
         return engine, engine.parent.name
@@ -238,6 +255,8 @@ def choices_from_bundle(
             merged.setdefault("device", entry.device)
         merged.update({k: v for k, v in (options or {}).items() if k in known})
         merged.update(thread_options(entry.runtime, threads))
+        if entry.io_quantization and "io_quantization" in known:
+            merged["io_quantization"] = entry.io_quantization  # the backend checks the model agrees
         resolver = None
         if entry.runtime == "tensorrt":
             resolver = engine_resolver or tensorrt_resolver(bundle.card)

@@ -51,9 +51,14 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _opened(row: DeviceRow, opened: Any) -> None:
-    """Take what a device reports it opened (``Selection.as_dict``) into its row."""
+def _opened(row: DeviceRow, section: Any) -> None:
+    """Take what a device reports it opened (``section["opened"]``: ``Selection.as_dict``, or None
+    when it serves nothing) into its row; a section without the key (an older agent) changes nothing."""
+    if not isinstance(section, Mapping) or "opened" not in section:
+        return
+    opened = section["opened"]
     if not isinstance(opened, Mapping):
+        row.runs_on = row.fallback = None
         return
     where = opened.get("device") or opened.get("delegate")
     text = f"{opened.get('runtime', '')} {opened.get('precision') or ''}".strip()
@@ -94,7 +99,7 @@ class FleetView:
         elif env.kind == "deploy":
             if isinstance(env.payload.get("model_version"), str):
                 row.model_version = env.payload["model_version"]
-            _opened(row, env.payload.get("opened"))
+            _opened(row, env.payload)
         return row
 
     @staticmethod
@@ -105,7 +110,7 @@ class FleetView:
         version = _get(p, "deploy", "model_version") or _get(p, "model", "version")
         if isinstance(version, str):
             row.model_version = version
-        _opened(row, _get(p, "deploy", "opened"))
+        _opened(row, _get(p, "deploy"))
         row.fps = _num(_get(p, "inference", "throughput_fps"))
         row.p99_ms = _num(_get(p, "inference", "p99_ms"))
         row.cpu_percent = _num(_get(p, "host", "cpu_percent"))

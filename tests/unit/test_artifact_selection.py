@@ -16,6 +16,7 @@ import pytest
 from edgeds.bundle import load_bundle
 from edgeds.compile import compile_model
 from edgeds.compile.toolchains import tensorrt
+from edgeds.errors import BackendError, ToolchainError
 from edgeds.runtime.engine import Engine
 from edgeds.runtime.selection import RequiredArtifactFailed, choices_from_bundle, tensorrt_resolver
 from tests.unit._compile_fixtures import BUDGET, cache_env, profile, tiny
@@ -93,11 +94,17 @@ def test_a_required_entry_that_does_not_open_fails_the_load(tiny: Path, tmp_path
             engine.start()
 
 
-def test_the_engine_the_device_builds_is_the_engine_the_runtime_opens(
-    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EDGEDS_CACHE_DIR", str(tmp_path / "device-cache"))
+def test_the_engine_the_device_builds_is_the_engine_the_runtime_opens(tiny: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from edgeds.deploy.device.build import build_engine
+    from edgeds.deploy.device.store import Store
+    from edgeds.runtime.selection import BUILD_FAILED
+
     result = compile_model(tiny, profile(tmp_path, "jetson", "jetson-orin-nx", BUDGET), out=tmp_path / "b")
+    store = Store(tmp_path / "device")
+    store.ensure()
+    shutil.copytree(result.bundle, store.releases / "r1")
     built: list[Path] = []
 
     def plan_bytes(recipe: tensorrt.Recipe, recipe_dir: Path, card: object, paths: tensorrt.EnginePaths) -> bytes:
@@ -105,37 +112,38 @@ def test_the_engine_the_device_builds_is_the_engine_the_runtime_opens(
         built.append(paths.engine)
         return b"serialized engine for " + recipe.onnx_sha256.encode()
 
-    with load_bundle(result.bundle) as bundle:
-        assert bundle.manifest.artifacts[0].runtime == "tensorrt"
-        # the device's deploy step: the recipe, the default cache root, this device's facts
-        engine, fresh = tensorrt.ensure_engine(
-            bundle.artifact_dir(0), tensorrt.default_cache_root(), bundle.card, facts=FACTS, builder=plan_bytes
-        )
-        assert fresh and built == [engine] and engine.is_relative_to(tmp_path / "device-cache")
-        # the runtime: the bundle's TensorRT choice resolves its recipe on the same device
-        choice = choices_from_bundle(bundle, engine_resolver=tensorrt_resolver(bundle.card, facts=FACTS))[0]
-        assert choice.engine_resolver is not None
+    # the device's deploy step, with this device's facts
+    step = build_engine(store, "r1", facts=FACTS, builder=plan_bytes)
+    (done,) = step["engines"]
+    engine = Path(done["engine"])
+    assert done["built"] and built == [engine] and engine.is_relative_to(store.engines)
+    with load_bundle(store.releases / "r1", verify=False) as bundle:
+        # the agent's resolver (never builds): the bundle's TensorRT choice finds that engine
+        resolver = tensorrt_resolver(bundle.card, cache_root=store.engines, facts=FACTS, build=False)
+        choice = choices_from_bundle(bundle, engine_resolver=resolver)[0]
+        assert choice.runtime == "tensorrt" and choice.engine_resolver is not None
         opened, fingerprint = choice.engine_resolver(choice.path)
-        assert opened == engine and built == [engine]  # found in the cache, not built again
+        assert opened == engine and built == [engine]
         assert fingerprint == tensorrt.device_fingerprint(tensorrt.load_recipe(choice.path), FACTS)
-        # another GPU (compute capability) is another engine
+        # another GPU (compute capability) has no engine yet: the agent says so and does not build
         other = tensorrt.DeviceFacts("10.3.0", "8.6", None, "another GPU")
-        assert tensorrt.recipe_engine_paths(choice.path, tensorrt.default_cache_root(), other).engine != engine
+        elsewhere = tensorrt_resolver(bundle.card, cache_root=store.engines, facts=other, build=False)
+        with pytest.raises(BackendError, match="no engine built for this device"):
+            elsewhere(choice.path)
 
+    # a build that fails leaves its reason where the agent looks, instead of a build at every load
+    def broken(*_: object) -> bytes:
+        raise ToolchainError("TensorRT failed to build the engine (out of memory)")
 
-def test_a_vendor_message_is_kept_whole_on_one_line() -> None:
-    from edgeds.errors import one_line
-
-    text = (
-        "openvino cannot compile m.xml for HETERO:GPU,CPU: Exception from src/inference/src/cpp/core.cpp:117:\n"
-        "Exception from src/inference/src/dev/plugin.cpp:54:\n"
-        'Cannot load library "libopenvino_intel_gpu_plugin.so": libOpenCL.so.1: cannot open shared object file\n\n'
-    )
-    assert one_line(text) == (
-        'openvino cannot compile m.xml for HETERO:GPU,CPU: Cannot load library "libopenvino_intel_gpu_plugin.so": '
-        "libOpenCL.so.1: cannot open shared object file"
-    )
-    assert one_line("first\nsecond") == "first | second"
+    failing = tensorrt.DeviceFacts("10.3.0", "7.2", "35.4.1", "Xavier (simulated facts)")
+    step = build_engine(store, "r1", facts=failing, builder=broken)
+    assert step["engines"][0]["skipped"].startswith("building the TensorRT engine failed: TensorRT failed")
+    marker = tensorrt.recipe_engine_paths(choice.path, store.engines, failing).engine.parent / BUILD_FAILED
+    assert marker.is_file()
+    with load_bundle(store.releases / "r1", verify=False) as bundle:
+        resolver = tensorrt_resolver(bundle.card, cache_root=store.engines, facts=failing, build=False)
+        with pytest.raises(BackendError, match=r"the engine build failed on this device: .*out of memory"):
+            resolver(choice.path)
 
 
 def _chain_of_two(out: Path, tmp: Path, first_golden_off_by: float) -> Path:
@@ -212,3 +220,18 @@ def test_an_artifact_gated_on_the_device_serves_only_if_it_reproduces_its_golden
         assert (selection.fallback or "").startswith(
             "onnxruntime fp32 failed the on-device golden check: logits differs"
         )
+
+
+def test_a_vendor_message_is_kept_whole_on_one_line() -> None:
+    from edgeds.errors import one_line
+
+    text = (
+        "openvino cannot compile m.xml for HETERO:GPU,CPU: Exception from src/inference/src/cpp/core.cpp:117:\n"
+        "Exception from src/inference/src/dev/plugin.cpp:54:\n"
+        'Cannot load library "libopenvino_intel_gpu_plugin.so": libOpenCL.so.1: cannot open shared object file\n\n'
+    )
+    assert one_line(text) == (
+        'openvino cannot compile m.xml for HETERO:GPU,CPU: Cannot load library "libopenvino_intel_gpu_plugin.so": '
+        "libOpenCL.so.1: cannot open shared object file"
+    )
+    assert one_line("first\nsecond") == "first | second"

@@ -240,5 +240,32 @@ def test_snapdragon_int8_is_gated_on_xnnpack_when_the_qnn_delegate_is_missing(
     first = result.report.attempts[0]
     assert (first.backend, first.variant, first.outcome) == ("litert", "int8", "passed"), first.reason
     assert (result.backend, result.precision) == ("litert", "int8")
-    assert "qnn delegate failed: cannot load 'libQnnTFLiteDelegate.so'" in caplog.text
-    assert "running on xnnpack" in caplog.text
+    # the compile host gates on XNNPACK without trying the delegate; the device loads QNN at load
+    assert "qnn delegate failed" not in caplog.text and first.device == "XNNPACK (CPU)"
+    with load_bundle(result.bundle) as bundle:
+        (entry,) = bundle.manifest.artifacts
+        assert entry.options["delegate"] == "qnn" and entry.resolved_on_device == "LiteRT delegate qnn"
+        assert entry.gated is not None and entry.gated.device == "XNNPACK (CPU)"
+        assert entry.io_quantization  # the full-integer model's input/output scale and zero point
+
+
+def test_a_litert_int8_bundle_serves_with_the_quantization_its_manifest_records(tiny: Path, tmp_path: Path) -> None:
+    from edgeds import backends
+    from edgeds.compile.toolchains import litert
+    from edgeds.runtime.engine import Engine
+
+    if not litert.installed() or not backends.probe("litert").available:
+        pytest.skip("litert toolchain or runtime not installed (make toolchains)")
+    lite = profile(tmp_path, "lite8", "raspberry-pi-5", "backends:\n  - name: litert\n" + fx.BUDGET)
+    result = compile_model(tiny, lite, out=tmp_path / "b")
+    with load_bundle(result.bundle) as bundle:
+        entry = bundle.manifest.artifacts[0]
+        assert entry.precision == "int8" and entry.io_quantization
+        assert bundle.manifest.schema_version == 3  # a field schema 2 readers do not know
+        with Engine.from_bundle(bundle) as engine:
+            assert engine.selection is not None and engine.selection.opened.delegate == "xnnpack"
+            assert engine.backend.options.io_quantization  # type: ignore[attr-defined]
+            inputs, golden = bundle.golden()
+            outputs = engine.infer({engine.io.inputs[0].name: inputs[:2]})  # type: ignore[union-attr]
+            (name,) = golden
+            assert np.allclose(next(iter(outputs.values())), golden[name][:2], atol=1e-5)

@@ -151,11 +151,11 @@ def test_an_unknown_schema_is_refused_with_the_reason(tmp_path: Path) -> None:
     private, public = generate_keypair(tmp_path / "keys")
     bundle = _image_bundle(tmp_path)
     data = json.loads((bundle / MANIFEST).read_text())
-    data["schema_version"] = 3
+    data["schema_version"] = 4
     data["something_new"] = {"x": 1}
     (bundle / MANIFEST).write_text(json.dumps(data))
     sign_bundle(bundle, private)
-    expected = "manifest schema 3 is newer than this edgeds (knows 1, 2): upgrade edgeds"
+    expected = "manifest schema 4 is newer than this edgeds (knows 1, 2, 3): upgrade edgeds"
     with pytest.raises(BundleVerificationError) as info:
         verify_bundle(bundle, public)
     assert info.value.reason == "unsupported_schema" and str(info.value) == f"unsupported_schema: {expected}"

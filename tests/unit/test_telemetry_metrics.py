@@ -118,6 +118,11 @@ def test_fleet_view_shows_what_a_device_runs_its_fallback_and_power() -> None:
     # a deploy event says it too (the device's first word after a release serves)
     view.update("edgeds/d2/deploy", _msg("deploy", 1, {"event": "serving", "opened": {**opened, "fallback": None}}))
     assert (view.rows["d2"].runs_on, view.rows["d2"].fallback) == ("onnxruntime fp32 on CPUExecutionProvider", None)
+    # serving nothing any more: the row says nothing runs; an older agent's section without the key changes nothing
+    view.update("edgeds/d1/telemetry", _msg("telemetry", 2, {"deploy": {"model_version": "1.2.0", "opened": None}}))
+    assert (view.rows["d1"].runs_on, view.rows["d1"].fallback) == (None, None)
+    view.update("edgeds/d2/telemetry", _msg("telemetry", 2, {"deploy": {"model_version": "1.2.0"}}))
+    assert view.rows["d2"].runs_on == "onnxruntime fp32 on CPUExecutionProvider"
 
 
 def test_csv_flattening() -> None:

@@ -115,7 +115,7 @@ def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol:
         raise StepFailed(f"golden check: {why}")
 
 
-def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, Any]) -> dict[str, Any]:
+def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, Any], engines: Path) -> dict[str, Any]:
     """Open the release as the agent would (the first artifact that opens here) and compare its
     outputs on the golden inputs of that artifact with the golden outputs."""
     import numpy as np
@@ -123,12 +123,14 @@ def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, An
     from ...bundle import load_bundle
     from ...config import Batching
     from ...runtime.engine import Engine
+    from ...runtime.selection import tensorrt_resolver
 
     try:
         with load_bundle(root, verify=False) as bundle:
             rows = int(np.load(root / manifest.golden_for(0).inputs, mmap_mode="r").shape[0])
             batching = Batching(max_batch_size=rows, buckets=(rows,))
-            with Engine.from_bundle(bundle, batching=batching, warmup=False) as engine:
+            resolver = tensorrt_resolver(bundle.card, cache_root=engines, build=False)
+            with Engine.from_bundle(bundle, batching=batching, warmup=False, engine_resolver=resolver) as engine:
                 assert engine.selection is not None
                 index = engine.selection.index
                 inputs, expected = bundle.golden(index)
@@ -157,11 +159,13 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     manifest = parsed.model_dump(mode="json")
     url = agent_url(store)
     # the golden of the artifact the agent opened (a fallback artifact may carry its own)
-    opened = store.agent_status().get("opened") if url is not None else None
+    agent = store.agent_status() if url is not None else {}
+    opened = agent.get("opened") if agent.get("release") == release_id else None
     index = int(opened.get("artifact", 0)) if isinstance(opened, dict) else 0
     if not 0 <= index < len(parsed.artifacts):
         index = 0
-    parsed.tensor_golden  # noqa: B018 - raises BundleError for a bundle without a tensor golden
+    if parsed.golden is None:
+        raise StepFailed(f"a {parsed.task} release has no tensor golden to check")
     golden = parsed.golden_for(index).model_dump()
     inputs = np.load(root / golden["inputs"], allow_pickle=False)
     extra: dict[str, Any] = {}  # a multi-input model's other golden inputs, by name
@@ -176,7 +180,7 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     image_input = next(i["name"] for i in manifest["io"]["inputs"] if i["name"] not in extra)
     bound = options.get("p99_ms") or (manifest.get("profile", {}).get("latency", {}) or {}).get("p99_ms")
     if url is None:
-        return _in_process(root, parsed, image_input, extra)
+        return _in_process(root, parsed, image_input, extra, store.engines)
     model = manifest["model"]["name"]
     access = agent_access(store)
     code, _ = _http(f"{url}/v2/health/ready", access=access)

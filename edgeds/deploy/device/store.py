@@ -7,6 +7,7 @@ Layout under the install dir ``D``::
     releases/<id>/          a staged, verified release (hard links into objects/ + manifest)
     current -> releases/<id>    flipped with a temp symlink + os.replace, never delete-then-create
     state.json              committed / previous release, pending activation, history
+    engines/                TensorRT engines built here (the deploy step writes, the agent opens)
     trust/*.pub             ed25519 public keys bundles must be signed with
     run/agent.pid, run/agent.json   the agent's pid and what it serves (written by the agent)
     lock                    flock held by every state-changing step
@@ -83,6 +84,7 @@ class Store:
         self.state_path = self.root / "state.json"
         self.trust = self.root / "trust"
         self.run_dir = self.root / "run"
+        self.engines = self.root / "engines"  # TensorRT engines built on this device, by device fingerprint
 
     def ensure(self) -> None:
         """Create the install dir and its subdirectories where missing."""
