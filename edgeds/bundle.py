@@ -247,9 +247,7 @@ def build_bundle(
         if not is_safe_relative(path) or not (root / path).exists():
             raise BundleError(f"manifest artifact {path!r} is not among the bundle's files")
         entries.append(entry.model_copy(update={"path": path}))
-    parsed = parsed.model_copy(
-        update={"artifacts": tuple(entries), "files": tuple(_file_entries(root))}
-    )
+    parsed = parsed.model_copy(update={"artifacts": tuple(entries), "files": tuple(_file_entries(root))})
     parsed = parsed.model_copy(update={"schema_version": parsed.needed_schema()})
     (root / MANIFEST).write_bytes(Manifest.model_validate(parsed.model_dump()).to_json_bytes())
     if private_key is not None:

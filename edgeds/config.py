@@ -217,6 +217,11 @@ class AccuracyBudget(Frozen):
     min_top1_agreement: float = Field(default=0.98, ge=0, le=1)
     min_cosine: float = Field(default=0.99, ge=0, le=1)
     max_abs_error: float | None = Field(default=None, gt=0)
+    # object-detection (edgeds.compile.gates.detection)
+    max_map_drop: float = Field(default=1.0, ge=0, le=100, description="mAP@0.5:0.95 percentage points")
+    min_box_agreement: float = Field(
+        default=0.9, ge=0, le=1, description="share of FP32 boxes matched (IoU >= 0.5, same class); unlabelled sets"
+    )
 
 
 class LatencyBudget(Frozen):

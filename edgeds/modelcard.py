@@ -2,8 +2,9 @@
 
 A card names what is compiled (the model file or checkpoint), how its inputs are made and what
 its outputs mean, and where its calibration and evaluation data come from. The card's ``task``
-selects its schema: ``image-classification`` (:class:`ModelCard`, an ONNX model) or
-``causal-lm`` (:class:`LMCard`, a Hugging Face checkpoint directory, checked against its
+selects its schema: ``image-classification`` (:class:`ModelCard`, an ONNX model),
+``object-detection`` (:class:`DetectionCard`, an ONNX model with an Ultralytics-style YOLO head)
+or ``causal-lm`` (:class:`LMCard`, a Hugging Face checkpoint directory, checked against its
 ``config.json``). Errors are :class:`~edgeds.errors.ConfigError` lines
 ``file:line: field: message``, as for profiles. Which file is a model's card is
 :mod:`edgeds.card_lookup`'s job; a card found beside an ONNX file must name it in ``model:``.
@@ -22,7 +23,7 @@ from .config import NAME_PATTERN, Frozen, validate_mapping
 from .errors import ConfigError
 from .yamlio import SourceMap, display_path, load_yaml
 
-TASKS = ("image-classification", "causal-lm")
+TASKS = ("image-classification", "object-detection", "causal-lm")
 ARCHITECTURES = ("qwen2", "llama", "phi3")
 """Decoder architectures (config.json ``model_type``) the LM exporters and runtimes handle."""
 
@@ -107,6 +108,46 @@ class OutputSpec(Frozen):
     kind: Literal["logits", "probabilities"] = "logits"
 
 
+class DetectionOutput(OutputSpec):
+    """A detection head and how its boxes are served (:mod:`edgeds.boxes`).
+
+    ``format: yolo`` is an Ultralytics YOLOv8/YOLO11 ONNX export's output ``[N, 4 + classes,
+    anchors]``: centre x, centre y, width, height in model-input pixels, then one score per class
+    (no objectness, no NMS in the graph). A served answer keeps boxes scoring at least
+    ``score_threshold`` after class-aware NMS at ``iou_threshold``, at most ``max_detections``
+    per image (Ultralytics' predict defaults); the mAP gate scores every box down to 0.001.
+    """
+
+    format: Literal["yolo"] = "yolo"
+    score_threshold: float = Field(default=0.25, gt=0, le=1)
+    iou_threshold: float = Field(default=0.7, gt=0, le=1)
+    max_detections: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _no_kind(self) -> DetectionOutput:
+        if "kind" in self.model_fields_set:
+            raise ValueError("kind is for classifier outputs: a detection head is described by format (yolo)")
+        return self
+
+
+class FilesSplit(Frozen):
+    """A split read from files: a directory of images and, for a labelled set, a COCO instances
+    JSON (``images`` entries name files under the directory; ``categories`` names are the card's
+    labels). Paths are relative to the card. ``fingerprint`` (sha256 of the JSON and of every image
+    file's name and size), when given, is checked on every load."""
+
+    images: str = Field(description="directory of the images")
+    annotations: str | None = Field(default=None, description="COCO instances JSON; none: unlabelled")
+    fingerprint: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class FilesData(Frozen):
+    """Calibration and validation data from files (``data_files:`` of a detection card)."""
+
+    validation: FilesSplit
+    calibration: FilesSplit
+
+
 class DataSplit(Frozen):
     """A split produced by the card's generator: ``seed``, ``count``, and its fingerprint."""
 
@@ -133,7 +174,7 @@ class ModelCard(Frozen):
     schema_version: Literal[1] = Field(default=1, alias="schema")
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    task: Literal["image-classification"]
+    task: Literal["image-classification", "object-detection"]
     description: str = ""
     model: str
     input: InputSpec
@@ -169,12 +210,40 @@ class ModelCard(Frozen):
         return (self.input.name, *(x.name for x in self.extra_inputs))
 
     @model_validator(mode="after")
+    def _task_output(self) -> ModelCard:
+        if self.task == "object-detection" and not isinstance(self.output, DetectionOutput):
+            raise ValueError("an object-detection card is a DetectionCard (its output is a detection head)")
+        return self
+
+    @model_validator(mode="after")
     def _unique_inputs(self) -> ModelCard:
         names = [self.input.name, *(x.name for x in self.extra_inputs)]
         duplicate = sorted({n for n in names if names.count(n) > 1})
         if duplicate:
             raise ValueError(f"input name(s) {duplicate} given more than once")
         return self
+
+
+class DetectionCard(ModelCard):
+    """An object detector (``task: object-detection``): an ONNX model whose output is a detection
+    head (:class:`DetectionOutput`); ``labels`` are the class names in the head's class order.
+    Its data is either ``data:`` (a generator returning images and boxes, see
+    :mod:`edgeds.datasets.detection`) or ``data_files:`` (images with COCO JSON)."""
+
+    task: Literal["object-detection"]
+    output: DetectionOutput
+    labels: tuple[str, ...] = Field(min_length=1)
+    data_files: FilesData | None = None
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> DetectionCard:
+        if self.data is not None and self.data_files is not None:
+            raise ValueError("give data (a generator) or data_files (images and COCO JSON), not both")
+        return self
+
+    @property
+    def has_data(self) -> bool:
+        return self.data is not None or self.data_files is not None
 
 
 class SpecialTokens(Frozen):
@@ -338,7 +407,7 @@ def check_describes(card: AnyCard, file: Path, model: Path) -> None:
 
 
 def model_card_for(model: str | Path, card: str | Path | None = None) -> tuple[ModelCard, Path]:
-    """The image-classification card of the ONNX file ``model`` and the card's file.
+    """The image card (image-classification or object-detection) of the ONNX file ``model`` and the card's file.
 
     Without ``card`` the card is found beside the model and must name it in ``model:``. With
     ``card`` (a YAML or the directory holding one) that card is used as given: the ONNX file
@@ -354,7 +423,9 @@ def model_card_for(model: str | Path, card: str | Path | None = None) -> tuple[M
         file = card_path(Path(card))
         loaded = _load_file(file, check_checkpoint=True)
     if not isinstance(loaded, ModelCard):
-        raise ConfigError.single(display_path(file), None, "task", f"{loaded.task} card, expected image-classification")
+        raise ConfigError.single(
+            display_path(file), None, "task", f"{loaded.task} card, expected image-classification or object-detection"
+        )
     return loaded, file
 
 
@@ -378,7 +449,8 @@ def _load_file(path: Path, *, check_checkpoint: bool) -> AnyCard:
     if isinstance(data, dict) and task is not None and task not in TASKS:
         line = smap.where(("task",))[1]
         raise ConfigError.single(shown, line, "task", f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    card = validate_mapping(ModelCard, data, smap, shown)
+    schema = DetectionCard if task == "object-detection" else ModelCard
+    card = validate_mapping(schema, data, smap, shown)
     card._directory = path.parent
     return card
 
@@ -392,10 +464,14 @@ def load_lm_card(path: str | Path) -> LMCard:
 
 
 def load_model_card(path: str | Path) -> ModelCard:
-    """Load an ``image-classification`` card (see :func:`load_card`); a causal-lm card is one clear error."""
+    """Load an image card (``image-classification`` or ``object-detection``, see :func:`load_card`);
+    a causal-lm card is one clear error."""
     card = load_card(path)
     if not isinstance(card, ModelCard):
         raise ConfigError.single(
-            display_path(Path(path)), None, "task", f"{card.task} card, expected image-classification"
+            display_path(Path(path)),
+            None,
+            "task",
+            f"{card.task} card, expected image-classification or object-detection",
         )
     return card

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .boxes import geometry
+
 if TYPE_CHECKING:
     from .modelcard import InputSpec
 
@@ -80,8 +82,9 @@ def resize(image: np.ndarray, height: int, width: int, letterbox: bool = False) 
     pil = Image.fromarray(np.ascontiguousarray(image))
     if not letterbox:
         return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
-    ratio = min(width / pil.width, height / pil.height)
-    new_w, new_h = max(1, round(pil.width * ratio)), max(1, round(pil.height * ratio))
+    # the fit's arithmetic is edgeds.boxes.geometry's: detection boxes are mapped back through it
+    fit = geometry(pil.height, pil.width, height, width, letterbox=True)
+    new_w, new_h = round(pil.width * fit.rx), round(pil.height * fit.ry)
     canvas = Image.new("RGB", (width, height), (114, 114, 114))
-    canvas.paste(pil.resize((new_w, new_h), Image.Resampling.BILINEAR), ((width - new_w) // 2, (height - new_h) // 2))
+    canvas.paste(pil.resize((new_w, new_h), Image.Resampling.BILINEAR), (int(fit.pad_x), int(fit.pad_y)))
     return np.asarray(canvas)

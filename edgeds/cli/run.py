@@ -1,5 +1,6 @@
 """``edgeds run BUNDLE``: one-off inference. ``--input FILE``: an image or a .npy through an image
-classifier (labels and scores); ``--prompt TEXT``: a language model's answer, streamed."""
+classifier (labels and scores) or an object detector (boxes in image pixels); ``--prompt TEXT``: a
+language model's answer, streamed."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def run(
     ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Run BUNDLE once: an image classifier on --input (labels and scores), or a language model on
-    --prompt (the answer streamed to the terminal; --json prints the OpenAI completion object)."""
+    """Run BUNDLE once: an image classifier on --input (labels and scores), an object detector on
+    --input (class, score and box x1 y1 x2 y2 in image pixels), or a language model on --prompt
+    (the answer streamed to the terminal; --json prints the OpenAI completion object)."""
     if (input_file is None) == (prompt is None):
         raise typer.BadParameter("give --input (an image classifier) or --prompt (a language model), one of them")
     if prompt is not None:
@@ -48,6 +50,11 @@ def run(
         return
     assert input_file is not None
     from ..runtime.classify import classify_file
+    from ..runtime.detect import bundle_task
+
+    if bundle_task(bundle) == "object-detection":
+        _detect(bundle, input_file, key, threads, as_json)
+        return
 
     result = classify_file(bundle, input_file, top=top, key=key, threads=threads)
     data = {
@@ -69,6 +76,32 @@ def run(
                 rows,
             )
         )
+
+    emit(data, as_json, human)
+
+
+def _detect(bundle: Path, input_file: Path, key: Path | None, threads: int | None, as_json: bool) -> None:
+    from ..runtime.detect import detect_file
+
+    result = detect_file(bundle, input_file, key=key, threads=threads)
+    data = {
+        "bundle": str(bundle),
+        "model": result.model,
+        "backend": result.backend,
+        "precision": result.precision,
+        "input": str(input_file),
+        "seconds": round(result.seconds, 4),
+        "detections": result.detections,
+    }
+
+    def human() -> None:
+        rows = [
+            [n, d.label, f"{d.score:.4f}", *(f"{v:.1f}" for v in d.box)]
+            for n, found in enumerate(result.detections)
+            for d in found
+        ]
+        title = f"{result.model} ({result.backend} {result.precision}) on {input_file.name}: {len(rows)} boxes"
+        console.print(table(title, ["sample", "label", "score", "x1 px", "y1 px", "x2 px", "y2 px"], rows))
 
     emit(data, as_json, human)
 

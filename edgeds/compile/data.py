@@ -1,6 +1,7 @@
 """Calibration and validation data for compiling, from the model card.
 
-Images come from :func:`edgeds.datasets.load_split` (fingerprint-checked) and go through
+Images come from :func:`edgeds.datasets.load_split` (fingerprint-checked; an object-detection
+card's from :func:`edgeds.datasets.detection.load_detection_split`, with their boxes) and go through
 :class:`edgeds.preprocess.Preprocessor` exactly as on the device. Batches returned here are
 owned by the caller (copies, not the preprocessor's pooled buffers).
 """
@@ -16,8 +17,9 @@ import numpy as np
 
 from ..backends.base import TensorDict
 from ..datasets import Split, load_split
+from ..datasets.detection import DetectionSet, load_detection_split
 from ..errors import DatasetError
-from ..modelcard import ModelCard
+from ..modelcard import DetectionCard, ModelCard
 from ..preprocess import Preprocessor
 from . import tensor_inputs
 
@@ -27,13 +29,15 @@ class ImageSet:
     """Raw images (uint8 [N,H,W,3] RGB), labels and a fingerprint that keys caches.
 
     ``extra`` holds the card's tensor inputs (``extra_inputs``), one array ``[N, ...]`` per
-    input name, row ``i`` going with image ``i``; the fingerprint covers them.
+    input name, row ``i`` going with image ``i``; the fingerprint covers them. ``truth`` is an
+    object-detection split's original sizes and boxes (``labels`` are then zeros).
     """
 
     images: np.ndarray
     labels: np.ndarray
     fingerprint: str
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    truth: DetectionSet | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -47,6 +51,9 @@ def images_fingerprint(images: np.ndarray) -> str:
 
 def load_images(card: ModelCard, split: Split, limit: int | None = None) -> ImageSet:
     """The card's ``split`` (first ``limit`` images). :class:`DatasetError` when the card has none."""
+    if isinstance(card, DetectionCard):
+        found = load_detection_split(card, split, limit)
+        return ImageSet(found.images, np.zeros(len(found), dtype=np.int64), found.fingerprint, truth=found)
     if card.data is None:
         raise DatasetError(
             f"model card {card.name!r} has no data: section, so there is no {split} data "

@@ -133,13 +133,15 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
             "fix input.height/width in the model card"
         )
     y = outputs[card.output.name]
-    if len(y.shape) < 2:
+    if card.task == "object-detection":
+        _check_detection_head(y, len(card.labels), where)
+    elif len(y.shape) < 2:
         raise InvalidModel(
             f"{where}model output {y.name!r} is {_dims(y)}, but an image classifier's output is "
             f"[batch, classes] ({len(card.labels)} labels in the card): export the logits as the output"
         )
     classes = math.prod(y.shape[1:])  # [batch, classes, 1, 1] counts as [batch, classes]
-    if all(d >= 0 for d in y.shape[1:]) and classes != len(card.labels):
+    if card.task != "object-detection" and all(d >= 0 for d in y.shape[1:]) and classes != len(card.labels):
         raise InvalidModel(
             f"{where}model output {y.name!r} has {classes} classes but the card lists {len(card.labels)} "
             "labels: fix labels in the model card"
@@ -165,3 +167,20 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
     if batch == 1:
         note += "; export with a dynamic batch dimension to batch requests"
     return Fit(batch, (note,))
+
+
+def _check_detection_head(y: TensorSpec, labels: int, where: str) -> None:
+    """A YOLO head is ``[batch, 4 + classes, anchors]`` (Ultralytics' export layout)."""
+    if len(y.shape) != 3:
+        raise InvalidModel(
+            f"{where}model output {y.name!r} is {_dims(y)}, but a YOLO detection head is [batch, 4 + classes, "
+            "anchors] (Ultralytics' ONNX export): export the raw head, without NMS"
+        )
+    rows = y.shape[1]
+    if rows >= 0 and rows != 4 + labels:
+        transposed = y.shape[2] == 4 + labels
+        hint = "transpose it to [batch, 4 + classes, anchors]" if transposed else "fix labels in the model card"
+        raise InvalidModel(
+            f"{where}model output {y.name!r} is {_dims(y)}: {rows} rows, but 4 box rows + {labels} labels "
+            f"in the card make {4 + labels}: {hint}"
+        )

@@ -69,9 +69,11 @@ from ..modelcard import LMCard, ModelCard, describes_other, load_card, model_car
 from . import data as data_mod
 from . import output, toolchains
 from .cache import CompileCache, cache_key
+from .detection_head import decode_tail
 from .device_choices import GatePlan, gate_device, plan_gate
 from .fit import check_fit
-from .gates.image import GateResult, Outputs, evaluate, judge, run_batches
+from .gates import Figures, tensor_gate_for
+from .gates.image import Outputs, run_batches
 from .onnxmodel import ModelInfo, inspect_model
 from .report import Attempt, CompileReport, CompileResult
 
@@ -99,7 +101,7 @@ class _Candidate:
     files: list[Path]
     layout: str
     metadata: dict[str, Any]
-    gate: GateResult | None
+    gate: Figures | None
     golden_outputs: Outputs
     cached: bool
 
@@ -320,6 +322,8 @@ class _Compiler:
         self._calib: dict[str, list[dict[str, np.ndarray]]] = {}
         self._reference: Outputs | None = None
         self._scan: list[str] | None = None
+        # a detection head's decode tail stays float in every INT8 variant (edgeds.compile.detection_head)
+        self.float_tail = decode_tail(info.path, card.output.name) if card.task == "object-detection" else []
 
     # ---------------------------------------------------------------- data
     def inputs(self, layout: str) -> np.ndarray:
@@ -455,6 +459,8 @@ class _Compiler:
     def attempt(
         self, name: str, options: BackendOptions, precision: Precision, tc: ModuleType, exclude: list[str]
     ) -> _Candidate:
+        if precision == "int8" and self.float_tail:
+            exclude = list(dict.fromkeys([*self.float_tail, *exclude]))
         opts = options.model_dump(mode="json")
         key = cache_key(
             {
@@ -477,7 +483,8 @@ class _Compiler:
         if hit is not None:
             entry, meta = hit
             root = entry / "artifacts"
-            cached_gate = judge(GateResult.from_dict(meta["gate"]), self.profile.accuracy) if meta.get("gate") else None
+            gate_of = tensor_gate_for(self.card.task)
+            cached_gate = gate_of.restore(meta["gate"], self.profile) if meta.get("gate") else None
             return _Candidate(
                 root,
                 root / meta["artifact"],
@@ -509,14 +516,14 @@ class _Compiler:
             self.progress(f"converting {name} {precision}", 0, 1)
             artifact = tc.compile(options, self.info.path, self.card, calib, out, precision, exclude_nodes=exclude)
             self.progress(f"converting {name} {precision}", 1, 1)
-        gate: GateResult | None
+        gate: Figures | None
         if tc.DEFERRED_GATE:
             gate = None
             golden = {k: v[: self.golden_count] for k, v in self.reference().items()}
         else:
             outputs = self.run_candidate(name, options, artifact, tc)
-            gate = evaluate(
-                self.reference(), outputs, self.validation.labels, self.profile.accuracy, self.card.output.name
+            gate = tensor_gate_for(self.card.task).evaluate(
+                self.reference(), outputs, self.validation, self.card, self.profile
             )
             golden = {k: v[: self.golden_count] for k, v in outputs.items()}
         rel_files = [str(p.relative_to(out)) for p in artifact.files]
@@ -690,6 +697,7 @@ def compile_model(
         raise CompileError("INT8 needs calibration data")
     cache = CompileCache(cache_root, enabled=use_cache)
     report = CompileReport(str(info.path), info.sha256, prof.name, len(validation), len(calibration))
+    report.task = image_card.task
     report.notes.extend(fit.notes)
     report.card = str(card_file)
     other = describes_other(image_card, info.path)
@@ -700,6 +708,8 @@ def compile_model(
 
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
         compiler = _Compiler(info, image_card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
+        if compiler.float_tail and needs_int8:
+            report.notes.append(f"INT8 keeps the detection head's decode in float ({len(compiler.float_tail)} nodes)")
         shipped: list[_Shipped] = []
         tried: dict[str, tuple[_Candidate | None, Attempt]] = {}  # the same gate run twice is run once
         for position, entry in enumerate(plan):
@@ -716,7 +726,7 @@ def compile_model(
                 )
                 failed.report = report  # type: ignore[attr-defined]
                 raise failed
-        if report.attempts and compiler._reference is not None:
+        if report.attempts and compiler._reference is not None and image_card.task == "image-classification":
             report.reference_top1 = float(
                 (compiler._reference[image_card.output.name].argmax(axis=1) == validation.labels).mean()
             )
@@ -866,7 +876,7 @@ def _write_bundle(
         | ({"source": {"onnx": info.path.name, "card": card_file.name, "card_model": card.model}} if source else {}),
         "version": version if version is not None else int(time.time()),
         "expires_at": expires_at,
-        "task": "image-classification",
+        "task": card.task,
         "artifacts": entries,
         "layout": cand.layout,
         "profile": prof.model_dump(mode="json", by_alias=True),
@@ -881,18 +891,7 @@ def _write_bundle(
             "min_disk_mb": max(1, math.ceil(3 * total / 2**20)),
         },
         "golden": {"atol": atol, "rtol": rtol, "min_cosine": min_cos},
-        "accuracy": (
-            {
-                "reference_top1": gate.reference_top1,
-                "top1": gate.top1,
-                "top1_drop": gate.top1_drop,
-                "agreement": gate.agreement,
-                "cosine": gate.min_cosine,
-                "max_abs_error": gate.max_abs_error,
-            }
-            if gate
-            else {"reference_top1": report.reference_top1}
-        ),
+        "accuracy": gate.manifest_accuracy() if gate else {"reference_top1": report.reference_top1},
     }
     if compiler.fixed_batch is not None:
         # only then: a manifest without the key stays readable by an edgeds that does not know it

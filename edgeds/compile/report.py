@@ -92,7 +92,7 @@ class CompileReport:
         return [header(column) for column in self._keys()]
 
     def _keys(self) -> list[str]:
-        return list(COLUMNS if self.task == "image-classification" else LM_COLUMNS)
+        return list(TASK_COLUMNS.get(self.task, LM_COLUMNS))
 
     def rows(self) -> list[list[str]]:
         """Table rows under :meth:`columns`: backend, precision, outcome, the task gate's figures,
@@ -143,7 +143,7 @@ class CompileResult:
         }
 
 
-UNITS = {"top-1": "%", "task metric": "%", "tokenizer": "%", "size": "MB", "time": "s"}
+UNITS = {"top-1": "%", "mAP": "%", "mAP50": "%", "task metric": "%", "tokenizer": "%", "size": "MB", "time": "s"}
 """The unit of each report column that holds a quantity; a gate's cells may end in it (``92.0%``)."""
 
 
@@ -173,3 +173,16 @@ LM_COLUMNS = [
     "time",
     "why",
 ]
+DETECTION_COLUMNS = [
+    "backend",
+    "precision",
+    "outcome",
+    "mAP",
+    "mAP50",
+    "drop pts",
+    "agreement",
+    "size",
+    "time",
+    "why",
+]
+TASK_COLUMNS = {"image-classification": COLUMNS, "object-detection": DETECTION_COLUMNS, "causal-lm": LM_COLUMNS}

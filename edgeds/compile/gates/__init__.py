@@ -6,17 +6,29 @@ violated bound; cached figures are re-judged this way, so a changed budget takes
 without recompiling) and renders its figures for the compile report. Gates:
 
 - :mod:`.image`: ``image-classification`` (top-1 drop and agreement, cosine, max abs error);
+- :mod:`.detection`: ``object-detection`` (COCO mAP drop on labelled data, else box agreement
+  with the FP32 model);
 - :mod:`.lm`: ``causal-lm`` (greedy token agreement, task-metric drop, perplexity ratio,
   tokenizer agreement).
+
+The gates of tasks whose model is an ONNX graph with an image input (compiled by
+:mod:`edgeds.compile.pipeline`) are also :class:`TensorGate` s (:func:`tensor_gate_for`): they
+compute the figures from the reference's and the candidate's outputs on the validation set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from ...config import Profile
 from ...errors import CompileError
+
+if TYPE_CHECKING:
+    from ...modelcard import ModelCard
+    from ..data import ImageSet
 
 
 class TaskGate(Protocol):
@@ -37,6 +49,43 @@ class TaskGate(Protocol):
         ...
 
 
+class Figures(Protocol):
+    """A candidate's gate figures, judged: what the pipeline records in the report and the manifest."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def failures(self) -> tuple[str, ...]: ...
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure (the cache, the report and the manifest's ``gated.figures`` keep this)."""
+        ...
+
+    def manifest_accuracy(self) -> dict[str, Any]:
+        """The manifest's ``accuracy`` block."""
+        ...
+
+
+class TensorGate(TaskGate, Protocol):
+    """The gate of a task whose candidates are judged on their output tensors."""
+
+    def evaluate(
+        self,
+        reference: Mapping[str, np.ndarray],
+        candidate: Mapping[str, np.ndarray],
+        validation: ImageSet,
+        card: ModelCard,
+        profile: Profile,
+    ) -> Figures:
+        """The candidate's figures on ``validation`` (rows aligned with both outputs), judged."""
+        ...
+
+    def restore(self, figures: Mapping[str, Any], profile: Profile) -> Figures:
+        """Cached figures (``as_dict``), judged again against ``profile``'s budget."""
+        ...
+
+
 _GATES: dict[str, TaskGate] = {}
 
 
@@ -47,9 +96,10 @@ def register(gate: TaskGate) -> None:
 
 def _builtin() -> None:
     if not _GATES:
-        from . import image, lm
+        from . import detection, image, lm
 
         register(image.ImageGate())
+        register(detection.DetectionGate())
         register(lm.LMGate())
 
 
@@ -66,3 +116,11 @@ def gate_for(task: str) -> TaskGate:
         return _GATES[task]
     except KeyError:
         raise CompileError(f"no quality gate for task {task!r} (gated tasks: {', '.join(_GATES)})") from None
+
+
+def tensor_gate_for(task: str) -> TensorGate:
+    """The gate of ``task`` where it judges output tensors; :class:`CompileError` otherwise."""
+    gate = gate_for(task)
+    if not hasattr(gate, "evaluate") or not hasattr(gate, "restore"):
+        raise CompileError(f"the gate of task {task!r} does not judge tensor outputs")
+    return gate  # type: ignore[return-value]

@@ -12,13 +12,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...backends.base import Backend
 from ...config import AccuracyBudget, Profile
 from ...errors import InferenceError
+
+if TYPE_CHECKING:
+    from ...modelcard import ModelCard
+    from ..data import ImageSet
 
 Outputs = dict[str, np.ndarray]
 
@@ -38,7 +42,7 @@ class GateResult:
     def min_cosine(self) -> float:
         return min(self.cosine.values()) if self.cosine else 1.0
 
-    def as_dict(self) -> dict[str, float | bool | list[str] | dict[str, float]]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "reference_top1": self.reference_top1,
             "top1": self.top1,
@@ -49,6 +53,17 @@ class GateResult:
             "max_abs_error": self.max_abs_error,
             "passed": self.passed,
             "failures": list(self.failures),
+        }
+
+    def manifest_accuracy(self) -> dict[str, Any]:
+        """The manifest's ``accuracy`` block."""
+        return {
+            "reference_top1": self.reference_top1,
+            "top1": self.top1,
+            "top1_drop": self.top1_drop,
+            "agreement": self.agreement,
+            "cosine": self.min_cosine,
+            "max_abs_error": self.max_abs_error,
         }
 
     @classmethod
@@ -132,6 +147,14 @@ class ImageGate:
             "agreement": f"{acc['agreement']:.4f}" if "agreement" in acc else "",
             "cosine": f"{acc['min_cosine']:.4f}" if "min_cosine" in acc else "",
         }
+
+    def evaluate(
+        self, reference: Outputs, candidate: Outputs, validation: ImageSet, card: ModelCard, profile: Profile
+    ) -> GateResult:
+        return evaluate(reference, candidate, validation.labels, profile.accuracy, card.output.name)
+
+    def restore(self, figures: Mapping[str, Any], profile: Profile) -> GateResult:
+        return judge(GateResult.from_dict(figures), profile.accuracy)
 
 
 def run_batches(
