@@ -92,6 +92,7 @@ class Agent:
         self._model_version: str | None = None
         self._interface: tuple[Any, str] | None = None  # (card, layout) of the release being loaded
         self._opened: dict[str, Any] | None = None  # what the served release opened (Selection.as_dict)
+        self._log_forward: Any = None  # the LogForwarder publishing the agent's log lines, with telemetry
         self._stations_config: list[Any] = list(config.get("inspection") or [])
         self._inspection: Any = None  # StationService once a release serves
 
@@ -322,6 +323,12 @@ class Agent:
                 metrics_source=self._metrics,
             ).start()
             log.info("telemetry to %s as %s", config.url, self.device_id)
+            if self._config().get("publish_logs", True):
+                from .telemetry.log_forward import LogForwarder
+
+                # the agent's log lines on <prefix>/<device>/log: `edgeds logs --mqtt` reads them
+                self._log_forward = LogForwarder(self._publisher).start()
+                logging.getLogger().addHandler(self._log_forward)
         except Exception as exc:  # telemetry must never stop the agent from serving
             log.warning("telemetry disabled: %s", exc, exc_info=True)
             self._publisher = None
@@ -460,6 +467,9 @@ class Agent:
             if self._step_server is not None:
                 self._step_server.terminate()
             self._server.stop(close_engines=True)
+            if self._log_forward is not None:
+                logging.getLogger().removeHandler(self._log_forward)
+                self._log_forward.close()  # its last lines go out with the publisher's drain
             if self._publisher is not None:
                 try:
                     self._publisher.stop()

@@ -411,6 +411,9 @@ class AgentConfig(Frozen):
         description="environment variable (on the machine that runs setup) holding API keys, comma-separated",
     )
     metrics_public: bool = Field(default=False, description="/metrics answers without a key")
+    publish_logs: bool = Field(
+        default=True, description="publish the agent's log lines (INFO and up) on <prefix>/<device>/log"
+    )
     tls: AgentTls | None = None
     user: str = Field(
         default="edgeds",

@@ -21,15 +21,25 @@ def logs(
     hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing lines as they come (Ctrl-C ends)."),
     lines: int = typer.Option(100, "--lines", "-n", min=0, help="How many of the last lines to show first."),
+    mqtt: bool = typer.Option(
+        False, "--mqtt", help="Read the lines the agents publish to the target's broker (from now on), not over SSH."
+    ),
+    wait: float | None = typer.Option(None, "--wait", min=0.1, help="With --mqtt: stop after this many seconds."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The agent's log (<install_dir>/logs/agent.log, or the journal of its systemd unit).
 
     Over SSH for remote devices, directly for the local target. Several hosts are shown one after
     another, each under a `==> host <==` line; --follow reads one host. Exit code 1 when a host
-    of several could not be read.
+    of several could not be read. --mqtt prints, as they arrive, the lines every agent (or the
+    --host ones) publishes on <prefix>/<device>/log, each after its host; --json one JSON object
+    a line.
     """
     from ..deploy.logs import follow_log, read_logs
+
+    if mqtt:
+        _from_broker(target, hosts or [], wait, as_json)
+        return
 
     if follow:
         if as_json:
@@ -64,6 +74,30 @@ def logs(
     emit(out, as_json, human)
     if errors:
         raise typer.Exit(1)
+
+
+def _from_broker(target: str, hosts: list[str], wait: float | None, as_json: bool) -> None:
+    import json
+    import threading
+
+    from ..telemetry.log_watch import LogWatch
+
+    done = threading.Event()
+
+    def on_line(host: str, line: str) -> None:
+        text = json.dumps({"host": host, "line": line}) if as_json else f"{host}: {line}"
+        try:
+            _write((text + "\n").encode())
+        except (BrokenPipeError, ValueError):  # the reader went away (| head)
+            done.set()
+
+    watch = LogWatch(target, on_line, hosts=hosts).start()
+    try:
+        done.wait(wait)
+    except KeyboardInterrupt:  # Ctrl-C is how it ends without --wait
+        pass
+    finally:
+        watch.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -334,6 +334,7 @@ def agent_config(target: Target, plan: HostPlan, secret_paths: dict[str, Any] | 
         "http_host": host.agent_host or target.agent.http_host,
         "http_port": target.agent.http_port,
         "swap_mode": target.agent.swap_mode,
+        "publish_logs": target.agent.publish_logs,
         "server": profile_server_limits(target, plan),
         "mqtt": target.mqtt.model_dump(mode="json") if target.mqtt.url else None,
         "inspection": [station.model_dump(mode="json") for station in target.inspection],

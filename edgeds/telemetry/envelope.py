@@ -19,7 +19,7 @@ Every message edgeds publishes is one JSON object::
 * ``spool_depth`` and ``dropped_total`` are the spool's figures when the message was sent.
 
 Topics (``<prefix>/<device>/...``): ``telemetry`` (QoS 1), ``status`` (retained), ``deploy/<id>``
-(retained), ``inspection`` (QoS 1).
+(retained), ``inspection`` (QoS 1), ``log`` (QoS 1: the agent's log lines, ``{"lines": [...]}``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import TelemetryError
 
 SCHEMA = "edgeds.telemetry/1"
-Kind = Literal["telemetry", "status", "deploy", "inspection"]
-KINDS: tuple[str, ...] = ("telemetry", "status", "deploy", "inspection")
+Kind = Literal["telemetry", "status", "deploy", "inspection", "log"]
+KINDS: tuple[str, ...] = ("telemetry", "status", "deploy", "inspection", "log")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
 

@@ -165,7 +165,7 @@ class TelemetryPublisher:
     def publish(self, kind: str, payload: Mapping[str, Any], *, deploy_id: str | None = None) -> int:
         """Spool one message and return its seq; never waits for the network.
 
-        ``kind``: ``telemetry`` (QoS 1), ``inspection`` (QoS 1) or ``deploy`` (retained, on
+        ``kind``: ``telemetry``, ``inspection``, ``log`` (QoS 1) or ``deploy`` (retained, on
         ``deploy/<deploy_id>``; ``deploy_id`` required).
         """
         spool = self._spool
@@ -175,10 +175,10 @@ class TelemetryPublisher:
             if deploy_id is None:
                 raise TelemetryError("a deploy result needs deploy_id")
             suffix, retain = f"deploy/{envelope.check_segment('deploy id', deploy_id)}", True
-        elif kind in ("telemetry", "inspection"):
+        elif kind in ("telemetry", "inspection", "log"):
             suffix, retain = kind, False
         else:
-            raise TelemetryError(f"unknown telemetry kind {kind!r} (telemetry, deploy, inspection)")
+            raise TelemetryError(f"unknown telemetry kind {kind!r} (telemetry, deploy, inspection, log)")
         seq = spool.append(kind, suffix, envelope.dumps_payload(dict(payload)), boot_id=self.boot_id, retain=retain)
         self._wake.set()
         return seq

@@ -99,3 +99,51 @@ def test_logs_errors_name_the_host_or_the_missing_log(idle_rig: Rig) -> None:
         follow_log(idle_rig.target_path, None, lambda data: None)
     result = runner.invoke(app, ["logs", "--target", str(idle_rig.target_path)])
     assert isinstance(result.exception, DeviceError)  # `edgeds` prints it as one line, exit 2
+
+
+@pytest.fixture
+def broker_rig(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
+    """One simulated device whose agent publishes telemetry (and its log lines) to a real mosquitto."""
+    from edgeds.sim.broker import Mosquitto, mosquitto_binary
+
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (make system-deps)")
+    with Mosquitto() as broker:
+        yield from _make_rig(1, keys, tmp_path, mqtt_url=broker.url)
+
+
+def test_logs_over_mqtt_show_the_lines_the_agent_publishes(broker_rig: Rig) -> None:
+    from edgeds.telemetry.log_watch import LogWatch
+
+    rig = broker_rig
+    rig.wait_agent()
+    seen: list[tuple[str, str]] = []
+    watch = LogWatch(rig.target_path, lambda host, line: seen.append((host, line))).start()
+    try:
+        first = rig.deploy(rig.bundle())
+        assert first.status == SUCCEEDED, first
+        second = rig.deploy(rig.bundle())
+        assert second.status == SUCCEEDED, second
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("swapped" in line for _, line in seen):
+            time.sleep(0.1)
+    finally:
+        watch.stop()
+    swapped = [line for host, line in seen if "swapped" in line]
+    assert swapped and all(host == "sim-1" for host, _ in seen), seen[-5:]
+    assert second.release is not None and second.release in swapped[-1]
+    assert not any("edgeds.telemetry" in line for _, line in seen)  # the forwarder never feeds on itself
+
+    # the CLI: lines as they arrive, one JSON object each, until --wait ends it
+    def redeploy() -> None:
+        time.sleep(1.5)
+        rig.deploy(rig.bundle())
+
+    worker = threading.Thread(target=redeploy)
+    worker.start()
+    result = runner.invoke(app, ["logs", "--target", str(rig.target_path), "--mqtt", "--wait", "8", "--json"])
+    worker.join()
+    assert result.exit_code == 0, result.stdout + result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines and {entry["host"] for entry in lines} == {"sim-1"}
+    assert any("swapped" in entry["line"] for entry in lines), lines[-5:]
