@@ -31,6 +31,19 @@ UNVERIFIED: tuple[HardwareCheck, ...] = (
         "hil/gpu-check.sh on a Jetson or any machine with TensorRT and a GPU installed",
     ),
     HardwareCheck(
+        "openvino-gpu",
+        False,
+        "OpenVINO on an Intel iGPU or NPU (HETERO:GPU,CPU, GPU, NPU device strings) not verified on hardware in "
+        "this build: only the CPU plugin ran; the device falls back to the bundle's CPU artifact and says so",
+        "deploy an intel-nuc-12 bundle to the NUC; edgeds status shows the device string it opened",
+    ),
+    HardwareCheck(
+        "energy",
+        False,
+        "RAPL and tegrastats energy readings not verified on hardware in this build: neither source exists here",
+        "edgeds bench BUNDLE on an x86 machine with readable /sys/class/powercap, or on a Jetson (tegrastats)",
+    ),
+    HardwareCheck(
         "litert-delegates",
         False,
         "LiteRT NNAPI and QNN delegates not verified on hardware in this build: only XNNPACK (CPU) ran",
@@ -55,6 +68,8 @@ class DoctorReport:
     """The LM runtimes (``llm.runtimes`` in a profile); ``devices`` says how each batches here."""
     hardware: tuple[HardwareCheck, ...] = ()
     """Hardware paths and whether this build was verified on them (see :data:`UNVERIFIED`)."""
+    power: str = ""
+    """The power source energy figures come from here (``rapl``, ``tegrastats``), or ``n/a (why)``."""
 
 
 def diagnose() -> DoctorReport:
@@ -75,4 +90,18 @@ def diagnose() -> DoctorReport:
         toolchains=tuple(toolchains.installable(name).available() for name in toolchains.INSTALLABLE),
         lm_runtimes=tuple(lm.lm_probe(name) for name in lm.lm_names()),
         hardware=UNVERIFIED,
+        power=_power_source(),
     )
+
+
+def _power_source() -> str:
+    """The power source this machine measures, by name, or ``n/a (<why>)``; closed again at once."""
+    from .power import open_source
+
+    source, why = open_source(tegrastats=None)  # doctor does not start tegrastats: RAPL or nothing
+    if source is None:
+        return f"n/a ({why})"
+    try:
+        return source.name
+    finally:
+        source.close()

@@ -57,6 +57,7 @@ def doctor(as_json: bool = JSON_OPTION) -> None:
             for h in report.hardware
         ]
         console.print(table("Verified on hardware", ["path", "verified", "note / how to check"], hardware))
+        console.print(f"power source (J/inf, W in bench and HIL): {escape(report.power)}")
 
     emit(report, as_json, human)
 
