@@ -39,8 +39,8 @@ def bench_url(
 ) -> dict[str, Any]:
     """Run ``scenarios`` against ``model`` on the server at ``url``; the JSON-able report.
 
-    The sample is one seeded random tensor shaped and typed like the model's first input (from
-    its OIP metadata); ``max_batch`` comes from the model's config (8 when it has none). The
+    The sample is one seeded random tensor per input, shaped and typed like it (from the model's
+    OIP metadata); ``max_batch`` comes from the model's config (8 when it has none). The
     report's ``config`` holds the URL, the model and the server's ``dynamic_batching``.
     ``progress(scenario)`` is called as each scenario starts. ``duration_s`` is per measured run.
     """
@@ -49,13 +49,18 @@ def bench_url(
     url = url.rstrip("/")
     meta = lib.http_json(f"{url}/v2/models/{model}")
     config = lib.http_json(f"{url}/v2/models/{model}/config")
-    spec = meta["inputs"][0]
-    sample = np.random.default_rng(0).random((1, *spec["shape"][1:])).astype(OIP_TO_NUMPY[spec["datatype"]])
+    rng = np.random.default_rng(0)
+    samples = {
+        spec["name"]: rng.random((1, *spec["shape"][1:])).astype(OIP_TO_NUMPY[spec["datatype"]])
+        for spec in meta["inputs"]
+    }
+    first = meta["inputs"][0]["name"]
     report = lib.run_benchmark(
         url=url,
         model=model,
-        sample=sample,
-        input_name=spec["name"],
+        sample=samples.pop(first),
+        input_name=first,
+        extra=samples,
         scenarios=scenarios,
         duration_s=duration_s,
         concurrency=concurrency,
@@ -102,9 +107,11 @@ def bench_bundle(
         engine = Engine.from_bundle(loaded, batching=batching, threads=threads)
         with engine:
             assert engine.io is not None and engine.selection is not None
-            spec = engine.io.inputs[0]
             inputs, _ = loaded.golden(engine.selection.index)  # in the opened artifact's layout
+            golden_extra = loaded.golden_extra_inputs()  # a multi-input model's other inputs
+            spec = next(s for s in engine.io.inputs if s.name not in golden_extra)
             sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
+            extra = {name: np.ascontiguousarray(rows[:1]) for name, rows in golden_extra.items()}
             max_batch = engine.batching.max_batch_size
             floor_backends: list[Any] = []
             try:
@@ -116,6 +123,7 @@ def bench_bundle(
                     engine=engine,
                     sample=sample,
                     input_name=spec.name,
+                    extra=extra,
                     scenarios=scenarios,
                     duration_s=duration_s,
                     concurrency=concurrency,

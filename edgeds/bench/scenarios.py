@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import BenchError
 from ..power import EnergyWindow, PowerSource
-from ..runtime.oip_requests import oip_binary_body
+from ..runtime.oip_requests import oip_binary_inputs
 from .clients import Client, EngineClient, HttpClient, stats_snapshot
 from .energy import energy_entry, open_bench_power, power_fields
 from .loops import closed_loop, poisson_open_loop
@@ -179,10 +179,12 @@ def run_benchmark(
     server_pid: int | None = None,
     progress: Callable[[str], None] = lambda _: None,
     power: tuple[PowerSource | None, str | None] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Run ``scenarios`` against an in-process ``engine`` or a server at ``url``; a JSON-able report.
 
-    ``sample`` is one sample with its batch dim (``[1, ...]``). ``floor_backends`` (opened with buckets
+    ``sample`` is one sample with its batch dim (``[1, ...]``) of the input ``input_name``;
+    ``extra`` one sample of each other input of a multi-input model, by name. ``floor_backends`` (opened with buckets
     1..max_batch; one per engine instance) give the engine floor; it is skipped unless given.
     BenchError without an engine or a server's ``url`` and ``model``, or if the target does not
     answer a first valid query with 200.
@@ -194,7 +196,8 @@ def run_benchmark(
     """
     report: dict[str, Any] = {"transport": "in-process" if engine is not None else "http", "scenarios": {}}
     if engine is not None:
-        client: Client = EngineClient(engine, {input_name: sample})
+        samples = {input_name: sample, **(extra or {})}
+        client: Client = EngineClient(engine, samples)
 
         def snapshot() -> Any:
             return engine.stats()
@@ -204,7 +207,8 @@ def run_benchmark(
         if url is None or model is None:
             raise BenchError("run_benchmark needs an engine, or a server's url and model name")
         host, _, port = url.removeprefix("http://").partition(":")
-        body, headers = oip_binary_body(input_name, sample)
+        samples = {input_name: sample, **(extra or {})}
+        body, headers = oip_binary_inputs(samples)
         client = HttpClient(host, int(port or 80), f"/v2/models/{model}/infer", body, headers)
 
         def snapshot() -> Any:
@@ -241,9 +245,9 @@ def run_benchmark(
                 staged = getattr(backend, "staging_inputs", None)
                 arrays = dict(staged(n)) if staged is not None else {}
                 if not arrays:
-                    arrays = {input_name: np.repeat(sample, n, axis=0)}
-                else:
-                    arrays[input_name][...] = sample
+                    return {name: np.repeat(one, n, axis=0) for name, one in samples.items()}
+                for name, one in samples.items():
+                    arrays[name][...] = one
                 return arrays
 
             batches = list(range(1, max_batch + 1))

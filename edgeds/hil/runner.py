@@ -109,6 +109,7 @@ def _serves(base: str) -> bool:
 
 def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> None:
     from ..bundle import load_bundle
+    from ..runtime.oip_requests import oip_binary_inputs
 
     model = _model_name(base)
     # the golden of the artifact the device opened (a fallback artifact may carry its own, in its layout)
@@ -120,12 +121,16 @@ def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> 
             index = 0
         inputs, outputs = bundle.golden(index)
         golden = bundle.manifest.golden_for(index)
-        in_name = bundle.manifest.io.inputs[0].name
+        extra = bundle.golden_extra_inputs()  # a multi-input model's other inputs, by name
+        in_name = next(i.name for i in bundle.manifest.io.inputs if i.name not in extra)
     finally:
         bundle.close()
-    x = np.asarray(inputs)
-    body = {"inputs": [{"name": in_name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
-    reply = _http(f"{base}/v2/models/{model}/infer", json.dumps(body).encode(), timeout=30.0)
+    feeds = {in_name: np.asarray(inputs, dtype=np.float32), **extra}
+    # binary inputs (a JSON body of the golden images would pass the server's body limit), JSON outputs
+    body, headers = oip_binary_inputs(feeds, binary_outputs=False)
+    request = urllib.request.Request(f"{base}/v2/models/{model}/infer", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=30.0) as response:
+        reply = json.loads(response.read())
     worst = 0.0
     ok = True
     for out in reply["outputs"]:

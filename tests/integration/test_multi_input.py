@@ -147,6 +147,13 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
 
         with pytest.raises(InferenceServerException, match=rf"missing input\(s\) \['{names[0]}'"):
             infer(client, {"input": x[:1]}, binary=True)
+        # the HIL conformance check sends every golden input (JSON) and compares the outputs
+        from edgeds.hil.runner import RunResult, _conformance
+
+        run = RunResult("local", ["conformance"], 0.0)
+        _conformance(run, "local", f"http://127.0.0.1:{server.port}", result.bundle)
+        (check,) = run.checks
+        assert (check.name, check.passed) == ("golden_outputs", True), check
     finally:
         client.close()
         server.stop(close_engines=True)
@@ -157,6 +164,13 @@ def test_multi_input_compiles_and_serves(model: Path, backend: str, precision: s
     shutil.copytree(result.bundle, store.releases / "r1")
     checked = health_check(store, "r1", {})
     assert (checked["mode"], checked["golden"], checked["opened"]["artifact"]) == ("in_process", "ok", 0)
+
+    # edgeds bench feeds every input (the golden rows of each)
+    from edgeds.bench.commands import bench_bundle
+
+    report = bench_bundle(result.bundle, scenarios=("single",), duration_s=0.3, threads=1)
+    single = report["scenarios"]["single"]
+    assert single["ok"] > 0 and single["errors"] == 0, single
 
     # edgeds run: an .npz with one array per input name (uint8 images are preprocessed)
     images_u8 = np.random.default_rng(5).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
