@@ -131,10 +131,12 @@ class DetectionOutput(OutputSpec):
 
 
 class FilesSplit(Frozen):
-    """A split read from files: a directory of images and, for a labelled set, a COCO instances
-    JSON (``images`` entries name files under the directory; ``categories`` names are the card's
-    labels). Paths are relative to the card. ``fingerprint`` (sha256 of the JSON and of every image
-    file's name and size), when given, is checked on every load."""
+    """A split read from files. For an object detector: a directory of images and, for a labelled
+    set, a COCO instances JSON (``images`` entries name files under the directory; ``categories``
+    names are the card's labels). For an image classifier: an ImageFolder directory
+    (``<images>/<label>/<image files>``, :mod:`edgeds.datasets.imagefolder`), no JSON. Paths are
+    relative to the card. ``fingerprint`` (the split's ``sha256:``), when given, is checked on
+    every load."""
 
     images: str = Field(description="directory of the images")
     annotations: str | None = Field(default=None, description="COCO instances JSON; none: unlabelled")
@@ -142,7 +144,8 @@ class FilesSplit(Frozen):
 
 
 class FilesData(Frozen):
-    """Calibration and validation data from files (``data_files:`` of a detection card)."""
+    """Calibration and validation data from files (a card's ``data_files:``; the two splits may
+    name the same directory)."""
 
     validation: FilesSplit
     calibration: FilesSplit
@@ -184,6 +187,7 @@ class ModelCard(Frozen):
     output: OutputSpec
     labels: tuple[str, ...] = Field(min_length=2)
     data: DataSource | None = None
+    data_files: FilesData | None = None
     samples: str | None = None
     reference: ReferenceFigures | None = None
 
@@ -216,6 +220,23 @@ class ModelCard(Frozen):
         return self
 
     @model_validator(mode="after")
+    def _one_data_source(self) -> ModelCard:
+        if self.data is not None and self.data_files is not None:
+            raise ValueError("give data (a generator) or data_files (files), not both")
+        if self.task == "image-classification" and self.data_files is not None:
+            for split in (self.data_files.validation, self.data_files.calibration):
+                if split.annotations is not None:
+                    raise ValueError(
+                        "a classifier's data_files split is an ImageFolder directory (images: <root> holding "
+                        "<label>/<image files>): drop annotations"
+                    )
+        return self
+
+    @property
+    def has_data(self) -> bool:
+        return self.data is not None or self.data_files is not None
+
+    @model_validator(mode="after")
     def _unique_inputs(self) -> ModelCard:
         names = [self.input.name, *(x.name for x in self.extra_inputs)]
         duplicate = sorted({n for n in names if names.count(n) > 1})
@@ -233,17 +254,6 @@ class DetectionCard(ModelCard):
     task: Literal["object-detection"]
     output: DetectionOutput
     labels: tuple[str, ...] = Field(min_length=1)
-    data_files: FilesData | None = None
-
-    @model_validator(mode="after")
-    def _one_data_source(self) -> DetectionCard:
-        if self.data is not None and self.data_files is not None:
-            raise ValueError("give data (a generator) or data_files (images and COCO JSON), not both")
-        return self
-
-    @property
-    def has_data(self) -> bool:
-        return self.data is not None or self.data_files is not None
 
 
 class SpecialTokens(Frozen):

@@ -1,7 +1,8 @@
 """Calibration and validation data for compiling, from the model card.
 
 Images come from :func:`edgeds.datasets.load_split` (fingerprint-checked; an object-detection
-card's from :func:`edgeds.datasets.detection.load_detection_split`, with their boxes) and go through
+card's from :func:`edgeds.datasets.detection.load_detection_split`, with their boxes; a
+classifier's ``data_files:`` from :func:`edgeds.datasets.imagefolder.read_folder`) and go through
 :class:`edgeds.preprocess.Preprocessor` exactly as on the device. Batches returned here are
 owned by the caller (copies, not the preprocessor's pooled buffers).
 """
@@ -18,6 +19,7 @@ import numpy as np
 from ..backends.base import TensorDict
 from ..datasets import Split, load_split
 from ..datasets.detection import DetectionSet, load_detection_split
+from ..datasets.imagefolder import read_folder
 from ..errors import DatasetError
 from ..modelcard import DetectionCard, ModelCard
 from ..preprocess import Preprocessor
@@ -54,9 +56,11 @@ def load_images(card: ModelCard, split: Split, limit: int | None = None) -> Imag
     if isinstance(card, DetectionCard):
         found = load_detection_split(card, split, limit)
         return ImageSet(found.images, np.zeros(len(found), dtype=np.int64), found.fingerprint, truth=found)
+    if card.data_files is not None:
+        return _from_folder(card, split, limit)
     if card.data is None:
         raise DatasetError(
-            f"model card {card.name!r} has no data: section, so there is no {split} data "
+            f"model card {card.name!r} has no data: or data_files: section, so there is no {split} data "
             "(INT8 calibration and the accuracy gate need it)"
         )
     images, labels = load_split(card, split)
@@ -67,6 +71,29 @@ def load_images(card: ModelCard, split: Split, limit: int | None = None) -> Imag
     spec = getattr(card.data, split)
     fp = spec.fingerprint if limit is None or limit >= spec.count else images_fingerprint(images)
     return ImageSet(images, labels, fp)
+
+
+def _from_folder(card: ModelCard, split: Split, limit: int | None) -> ImageSet:
+    """A classifier's ``split`` from its ImageFolder directory (:mod:`edgeds.datasets.imagefolder`)."""
+    assert card.data_files is not None
+    spec = getattr(card.data_files, split)
+    spec_input = card.input
+    found = read_folder(
+        card.directory / spec.images,
+        card.labels,
+        spec_input.height,
+        spec_input.width,
+        letterbox=spec_input.resize == "letterbox",
+        limit=limit,
+    )
+    if spec.fingerprint is not None and limit is None and found.fingerprint != spec.fingerprint:
+        raise DatasetError(
+            f"{split} data of {card.name!r} changed: {spec.images} hashes to {found.fingerprint}, the model card "
+            f"records {spec.fingerprint[:19]}...: record the new fingerprint if the change is intended"
+        )
+    if len(found.images) == 0:
+        raise DatasetError(f"the {split} split of {card.name!r} is empty")
+    return ImageSet(found.images, found.labels, found.fingerprint)
 
 
 def custom_images(images: np.ndarray, labels: np.ndarray | None = None) -> ImageSet:
