@@ -20,8 +20,9 @@ from ..backends.base import TensorDict
 from ..datasets import Split, load_split
 from ..datasets.detection import DetectionSet, load_detection_split
 from ..datasets.imagefolder import read_folder
+from ..datasets.tensors import read_npz
 from ..errors import DatasetError
-from ..modelcard import DetectionCard, ModelCard
+from ..modelcard import DetectionCard, GenericCard, ModelCard
 from ..preprocess import Preprocessor
 from . import tensor_inputs
 
@@ -32,7 +33,9 @@ class ImageSet:
 
     ``extra`` holds the card's tensor inputs (``extra_inputs``), one array ``[N, ...]`` per
     input name, row ``i`` going with image ``i``; the fingerprint covers them. ``truth`` is an
-    object-detection split's original sizes and boxes (``labels`` are then zeros).
+    object-detection split's original sizes and boxes (``labels`` are then zeros). A generic
+    card's set has no images: ``images`` is ``[N, 0, 0, 3]`` (it counts the rows) and every
+    input is in ``extra``.
     """
 
     images: np.ndarray
@@ -53,6 +56,8 @@ def images_fingerprint(images: np.ndarray) -> str:
 
 def load_images(card: ModelCard, split: Split, limit: int | None = None) -> ImageSet:
     """The card's ``split`` (first ``limit`` images). :class:`DatasetError` when the card has none."""
+    if isinstance(card, GenericCard):
+        return _tensor_set(card, split, limit)
     if isinstance(card, DetectionCard):
         found = load_detection_split(card, split, limit)
         return ImageSet(found.images, np.zeros(len(found), dtype=np.int64), found.fingerprint, truth=found)
@@ -60,7 +65,7 @@ def load_images(card: ModelCard, split: Split, limit: int | None = None) -> Imag
         return _from_folder(card, split, limit)
     if card.data is None:
         raise DatasetError(
-            f"model card {card.name!r} has no data: or data_files: section, so there is no {split} data "
+            f"model card {card.name!r} has no data: section (nor data_files:), so there is no {split} data "
             "(INT8 calibration and the accuracy gate need it)"
         )
     images, labels = load_split(card, split)
@@ -71,6 +76,23 @@ def load_images(card: ModelCard, split: Split, limit: int | None = None) -> Imag
     spec = getattr(card.data, split)
     fp = spec.fingerprint if limit is None or limit >= spec.count else images_fingerprint(images)
     return ImageSet(images, labels, fp)
+
+
+def _tensor_set(card: GenericCard, split: Split, limit: int | None) -> ImageSet:
+    """A generic card's ``split``: its ``.npz`` (``data_files:``) or rows generated from the
+    inputs' ``values:``. Every input is in ``extra``; ``images`` is ``[N, 0, 0, 3]`` (no image)."""
+    if card.data_files is not None:
+        extra, fp = read_npz(card.directory / getattr(card.data_files, split), card.extra_inputs)
+        if limit is not None and limit < len(next(iter(extra.values()))):
+            extra = {k: v[:limit] for k, v in extra.items()}
+            fp = tensor_inputs.fingerprint(extra)
+    else:
+        count = getattr(card.samples_per_split, split)
+        count = min(count, limit) if limit is not None else count
+        extra = tensor_inputs.split_values(card, count, split)
+        fp = tensor_inputs.fingerprint(extra)
+    rows = len(next(iter(extra.values())))
+    return ImageSet(np.zeros((rows, 0, 0, 3), np.uint8), np.zeros(rows, np.int64), fp, extra=extra)
 
 
 def _from_folder(card: ModelCard, split: Split, limit: int | None) -> ImageSet:
@@ -108,8 +130,8 @@ def custom_images(images: np.ndarray, labels: np.ndarray | None = None) -> Image
 
 def with_extra_inputs(card: ModelCard, images: ImageSet, split: str) -> ImageSet:
     """``images`` with the card's tensor inputs' values for ``split`` (as is when it has none)."""
-    if not card.extra_inputs:
-        return images
+    if not card.extra_inputs or isinstance(card, GenericCard):
+        return images  # a generic set holds its inputs already
     extra = tensor_inputs.split_values(card, len(images), split)
     fp = f"{images.fingerprint}+{tensor_inputs.fingerprint(extra)}"
     return dataclasses.replace(images, extra=extra, fingerprint=fp)
@@ -140,11 +162,13 @@ def batches(
     filled up with samples from the start of the set, repeated, so every batch has exactly
     ``batch`` real samples (calibration statistics see only real data, no zero rows).
     """
-    feeds = {card.input.name: preprocess_all(card, images, layout), **(extra or {})}
+    feeds = dict(extra or {})
+    if not isinstance(card, GenericCard):  # a generic card's inputs are all in ``extra``
+        feeds[card.input.name] = preprocess_all(card, images, layout)
     count = len(images)
     if exact and count and count % batch:
         for name, data in feeds.items():
             fill = np.resize(data, (batch - count % batch, *data.shape[1:]))
             feeds[name] = np.concatenate([data, fill])
-    total = len(feeds[card.input.name])
+    total = len(next(iter(feeds.values())))
     return [{name: data[i : i + batch] for name, data in feeds.items()} for i in range(0, total, batch)]
