@@ -106,3 +106,23 @@ def test_annotations_are_refused_for_a_classifier(tmp_path: Path) -> None:
     card.write_text(card.read_text().replace("{images: val}", "{images: val, annotations: a.json}"))
     with pytest.raises(ConfigError, match="ImageFolder directory"):
         load_model_card(model)
+
+
+def test_the_cli_says_an_unknown_class_folder_in_one_line(tmp_path: Path, cache_env: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    model = folder_card(tmp_path / "m")
+    (tmp_path / "m" / "val" / "wrinkle").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeds", "compile", str(model), "-p", "x86-cpu", "-o", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "400"},
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "class folder 'wrinkle' is not among the card's labels" in lines[0], proc.stderr
