@@ -36,7 +36,7 @@ GOLDEN_OUTPUTS = "golden/outputs.npz"
 GOLDEN_EXTRA_INPUTS = "golden/extra_inputs.npz"
 """A multi-input image model's golden tensor inputs besides the image, keyed by input name."""
 GOLDEN_PROMPTS = "golden/prompts.json"
-Task = Literal["image-classification", "object-detection", "causal-lm"]
+Task = Literal["image-classification", "object-detection", "generic", "causal-lm"]
 ArtifactPrecision = Literal["fp32", "fp16", "int8", "int4"]
 
 
@@ -263,7 +263,7 @@ class Manifest(_Frozen):
 
     @model_validator(mode="after")
     def _task_parts(self) -> Manifest:
-        if self.task in ("image-classification", "object-detection") and self.golden is None:
+        if self.task in ("image-classification", "object-detection", "generic") and self.golden is None:
             raise ValueError(f"an {self.task} bundle needs golden (tensor outputs)")
         if self.task == "causal-lm" and self.llm is None:
             raise ValueError("a causal-lm bundle needs llm (tokenizer, template, KV plan, golden prompts)")

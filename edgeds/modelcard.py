@@ -23,7 +23,7 @@ from .config import NAME_PATTERN, Frozen, validate_mapping
 from .errors import ConfigError
 from .yamlio import SourceMap, display_path, load_yaml
 
-TASKS = ("image-classification", "object-detection", "causal-lm")
+TASKS = ("image-classification", "object-detection", "generic", "causal-lm")
 ARCHITECTURES = ("qwen2", "llama", "phi3")
 """Decoder architectures (config.json ``model_type``) the LM exporters and runtimes handle."""
 
@@ -131,10 +131,12 @@ class DetectionOutput(OutputSpec):
 
 
 class FilesSplit(Frozen):
-    """A split read from files: a directory of images and, for a labelled set, a COCO instances
-    JSON (``images`` entries name files under the directory; ``categories`` names are the card's
-    labels). Paths are relative to the card. ``fingerprint`` (sha256 of the JSON and of every image
-    file's name and size), when given, is checked on every load."""
+    """A split read from files. For an object detector: a directory of images and, for a labelled
+    set, a COCO instances JSON (``images`` entries name files under the directory; ``categories``
+    names are the card's labels). For an image classifier: an ImageFolder directory
+    (``<images>/<label>/<image files>``, :mod:`edgeds.datasets.imagefolder`), no JSON. Paths are
+    relative to the card. ``fingerprint`` (the split's ``sha256:``), when given, is checked on
+    every load."""
 
     images: str = Field(description="directory of the images")
     annotations: str | None = Field(default=None, description="COCO instances JSON; none: unlabelled")
@@ -142,7 +144,8 @@ class FilesSplit(Frozen):
 
 
 class FilesData(Frozen):
-    """Calibration and validation data from files (``data_files:`` of a detection card)."""
+    """Calibration and validation data from files (a card's ``data_files:``; the two splits may
+    name the same directory)."""
 
     validation: FilesSplit
     calibration: FilesSplit
@@ -174,7 +177,7 @@ class ModelCard(Frozen):
     schema_version: Literal[1] = Field(default=1, alias="schema")
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    task: Literal["image-classification", "object-detection"]
+    task: Literal["image-classification", "object-detection", "generic"]
     description: str = ""
     model: str
     input: InputSpec
@@ -184,6 +187,7 @@ class ModelCard(Frozen):
     output: OutputSpec
     labels: tuple[str, ...] = Field(min_length=2)
     data: DataSource | None = None
+    data_files: FilesData | None = None
     samples: str | None = None
     reference: ReferenceFigures | None = None
 
@@ -213,7 +217,26 @@ class ModelCard(Frozen):
     def _task_output(self) -> ModelCard:
         if self.task == "object-detection" and not isinstance(self.output, DetectionOutput):
             raise ValueError("an object-detection card is a DetectionCard (its output is a detection head)")
+        if self.task == "generic" and not isinstance(self, GenericCard):
+            raise ValueError("a generic card is a GenericCard (inputs: and outputs:, no image input)")
         return self
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> ModelCard:
+        if self.data is not None and self.data_files is not None:
+            raise ValueError("give data (a generator) or data_files (files), not both")
+        if self.task == "image-classification" and self.data_files is not None:
+            for split in (self.data_files.validation, self.data_files.calibration):
+                if split.annotations is not None:
+                    raise ValueError(
+                        "a classifier's data_files split is an ImageFolder directory (images: <root> holding "
+                        "<label>/<image files>): drop annotations"
+                    )
+        return self
+
+    @property
+    def has_data(self) -> bool:
+        return self.data is not None or self.data_files is not None
 
     @model_validator(mode="after")
     def _unique_inputs(self) -> ModelCard:
@@ -233,17 +256,66 @@ class DetectionCard(ModelCard):
     task: Literal["object-detection"]
     output: DetectionOutput
     labels: tuple[str, ...] = Field(min_length=1)
-    data_files: FilesData | None = None
 
-    @model_validator(mode="after")
-    def _one_data_source(self) -> DetectionCard:
-        if self.data is not None and self.data_files is not None:
-            raise ValueError("give data (a generator) or data_files (images and COCO JSON), not both")
-        return self
+
+class TensorOutput(Frozen):
+    """An output of a generic model: its name and what its values are. ``kind: logits`` on an
+    output whose last dimension is above 1 adds argmax agreement to the gate."""
+
+    name: str
+    kind: Literal["logits", "values"] = "values"
+
+
+class SampleCounts(Frozen):
+    """How many samples each split has when generated from the inputs' ``values:``."""
+
+    validation: int = Field(default=64, ge=1)
+    calibration: int = Field(default=32, ge=1)
+
+
+class NpzFiles(Frozen):
+    """A generic model's splits from files: one ``.npz`` per split, one array ``[N, *shape]`` per
+    input name (paths relative to the card)."""
+
+    validation: str
+    calibration: str
+
+
+class GenericCard(ModelCard):
+    """Any ONNX model with tensor inputs and outputs (``task: generic``), no image input.
+
+    ``inputs`` (:class:`TensorInput`: name, dtype, shape without batch, ``values:``) are every
+    input of the model, fed as an image card's ``extra_inputs`` are (the attribute
+    :attr:`extra_inputs` holds them, so every stage that feeds tensor inputs feeds these);
+    ``input`` and ``output`` are None. Data: ``data_files:`` (an ``.npz`` per split, keyed by
+    input name) or else ``samples_per_split`` rows generated from each input's ``values:``
+    (seeded). The gate is :mod:`edgeds.compile.gates.generic`.
+    """
+
+    task: Literal["generic"]
+    input: InputSpec | None = None  # type: ignore[assignment]
+    output: OutputSpec | None = None  # type: ignore[assignment]
+    extra_inputs: tuple[TensorInput, ...] = Field(alias="inputs", min_length=1, description="every model input")
+    outputs: tuple[TensorOutput, ...] = Field(min_length=1)
+    labels: tuple[str, ...] = ()
+    data: None = None
+    data_files: NpzFiles | None = None  # type: ignore[assignment]
+    samples_per_split: SampleCounts = SampleCounts()
 
     @property
-    def has_data(self) -> bool:
-        return self.data is not None or self.data_files is not None
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(x.name for x in self.extra_inputs)
+
+    @model_validator(mode="after")
+    def _unique_inputs(self) -> GenericCard:
+        names = list(self.input_names)
+        duplicate = sorted({n for n in names if names.count(n) > 1})
+        if duplicate:
+            raise ValueError(f"input name(s) {duplicate} given more than once")
+        outs = [o.name for o in self.outputs]
+        if len(set(outs)) != len(outs):
+            raise ValueError("an output name is given more than once")
+        return self
 
 
 class SpecialTokens(Frozen):
@@ -449,7 +521,11 @@ def _load_file(path: Path, *, check_checkpoint: bool) -> AnyCard:
     if isinstance(data, dict) and task is not None and task not in TASKS:
         line = smap.where(("task",))[1]
         raise ConfigError.single(shown, line, "task", f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    schema = DetectionCard if task == "object-detection" else ModelCard
+    schema: type[ModelCard] = ModelCard
+    if task == "object-detection":
+        schema = DetectionCard
+    elif task == "generic":
+        schema = GenericCard
     card = validate_mapping(schema, data, smap, shown)
     card._directory = path.parent
     return card

@@ -1,6 +1,7 @@
 """``edgeds run BUNDLE``: one-off inference. ``--input FILE``: an image or a .npy through an image
-classifier (labels and scores) or an object detector (boxes in image pixels); ``--prompt TEXT``: a
-language model's answer, streamed."""
+classifier (labels and scores) or an object detector (boxes in image pixels), an .npz of input
+tensors through a generic model (output shapes and first values; --json: the arrays); ``--prompt
+TEXT``: a language model's answer, streamed."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def run(
         Path, typer.Argument(help="Bundle directory or .tar (a language model: also a runtime's model dir).")
     ],
     input_file: Annotated[
-        Path | None, typer.Option("--input", "-i", help="Image (png/jpg/...) or .npy (image classifiers).")
+        Path | None,
+        typer.Option("--input", "-i", help="Image (png/jpg/...) or .npy; .npz of every input (multi-input, generic)."),
     ] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Text to answer (language models).")] = None,
     top: Annotated[int, typer.Option(help="How many labels to show per sample.")] = 3,
@@ -42,7 +44,8 @@ def run(
 ) -> None:
     """Run BUNDLE once: an image classifier on --input (labels and scores), an object detector on
     --input (class, score and box x1 y1 x2 y2 in image pixels), or a language model on --prompt
-    (the answer streamed to the terminal; --json prints the OpenAI completion object)."""
+    (the answer streamed to the terminal; --json prints the OpenAI completion object), or a generic
+    model on an .npz of its inputs (each output's shape and first values; --json: the arrays)."""
     if (input_file is None) == (prompt is None):
         raise typer.BadParameter("give --input (an image classifier) or --prompt (a language model), one of them")
     if prompt is not None:
@@ -52,8 +55,12 @@ def run(
     from ..runtime.classify import classify_file
     from ..runtime.detect import bundle_task
 
-    if bundle_task(bundle) == "object-detection":
+    task = bundle_task(bundle)
+    if task == "object-detection":
         _detect(bundle, input_file, key, threads, as_json)
+        return
+    if task == "generic":
+        _tensors(bundle, input_file, key, threads, as_json)
         return
 
     result = classify_file(bundle, input_file, top=top, key=key, threads=threads)
@@ -104,6 +111,42 @@ def _detect(bundle: Path, input_file: Path, key: Path | None, threads: int | Non
         console.print(table(title, ["sample", "label", "score", "x1 px", "y1 px", "x2 px", "y2 px"], rows))
 
     emit(data, as_json, human)
+
+
+def _tensors(bundle: Path, input_file: Path, key: Path | None, threads: int | None, as_json: bool) -> None:
+    from ..runtime.tensors import run_tensors
+
+    result = run_tensors(bundle, input_file, key=key, threads=threads)
+    data = {
+        "bundle": str(bundle),
+        "model": result.model,
+        "backend": result.backend,
+        "precision": result.precision,
+        "input": str(input_file),
+        "seconds": round(result.seconds, 4),
+        "outputs": {
+            name: {"shape": list(v.shape), "dtype": str(v.dtype), "data": v.tolist()}
+            for name, v in result.outputs.items()
+        },
+    }
+
+    def human() -> None:
+        rows = [
+            [name, str(v.dtype), "[" + ", ".join(map(str, v.shape)) + "]", _first_values(v)]
+            for name, v in result.outputs.items()
+        ]
+        title = f"{result.model} ({result.backend} {result.precision}) on {input_file.name}"
+        console.print(table(title, ["output", "dtype", "shape", "first values"], rows))
+
+    emit(data, as_json, human)
+
+
+def _first_values(array: object, count: int = 6) -> str:
+    import numpy as np
+
+    flat = np.asarray(array).reshape(-1)
+    shown = ", ".join(f"{v:.4g}" if flat.dtype.kind == "f" else str(v) for v in flat[:count].tolist())
+    return shown + (", ..." if flat.size > count else "")
 
 
 def _answer(

@@ -48,20 +48,22 @@ def tensor_input_problems(info: ModelInfo, card: ModelCard) -> list[str]:
     inputs = {i.name: i for i in info.inputs}
     problems = []
     named = set(card.input_names)
+    first = card.input_names[0]  # the image input, or a generic model's first input
+    section = "inputs" if card.task == "generic" else "extra_inputs"
     for name in sorted(set(inputs) - named):
         x = inputs[name]
         dims = "[" + ", ".join(str(d) if d >= 0 else "1" for d in x.shape[1:]) + "]"
         values = "" if x.dtype in ("float32", "float16") else ", values: {low: 0, high: N}"
         problems.append(
             f"model input {name!r} ({x.dtype} {_dims(x)}) is not in the model card: describe it under "
-            f"extra_inputs (e.g. {{name: {name}, dtype: {x.dtype}, shape: {dims}{values}}})"
+            f"{section} (e.g. {{name: {name}, dtype: {x.dtype}, shape: {dims}{values}}})"
         )
     for spec in card.extra_inputs:
         found = inputs.get(spec.name)
         if found is None:
             problems.append(
-                f"the model card's extra input {spec.name!r} is not a model input (the model takes "
-                f"{sorted(inputs)}): fix extra_inputs in the model card"
+                f"the model card's input {spec.name!r} is not a model input (the model takes "
+                f"{sorted(inputs)}): fix {section} in the model card"
             )
             continue
         x = found
@@ -69,19 +71,19 @@ def tensor_input_problems(info: ModelInfo, card: ModelCard) -> list[str]:
         if x.dtype != spec.dtype:
             problems.append(
                 f"model input {x.name!r} takes {x.dtype} but the card says dtype {spec.dtype}: "
-                f"set its dtype in extra_inputs to {x.dtype}"
+                f"set its dtype in {section} to {x.dtype}"
             )
         if len(x.shape) != len(spec.shape) + 1:
             problems.append(
                 f"model input {x.name!r} is {_dims(x)} (rank {len(x.shape)}) but the card says {want} "
-                f"(rank {len(spec.shape) + 1}): fix its shape in extra_inputs (without the batch dimension)"
+                f"(rank {len(spec.shape) + 1}): fix its shape in {section} (without the batch dimension)"
             )
         elif any(d >= 0 and d != w for d, w in zip(x.shape[1:], spec.shape, strict=True)):
             problems.append(
-                f"model input {x.name!r} is {_dims(x)} but the card says {want}: fix its shape in extra_inputs"
+                f"model input {x.name!r} is {_dims(x)} but the card says {want}: fix its shape in {section}"
             )
-        elif inputs.get(card.input.name, x).shape[0] != x.shape[0]:  # fixed against dynamic counts too
-            problems.append(f"model input {x.name!r} has another batch dimension than {card.input.name!r}")
+        elif inputs.get(first, x).shape[0] != x.shape[0]:  # fixed against dynamic counts too
+            problems.append(f"model input {x.name!r} has another batch dimension than {first!r}")
     return problems
 
 
@@ -95,6 +97,8 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
     sample, or the batch dimension is fixed below 1 or differs between input and output.
     """
     where = f"{info.path}: "
+    if card.task == "generic":
+        return _check_generic(info, card, profile, where)
     inputs = {i.name: i for i in info.inputs}
     outputs = {o.name: o for o in info.outputs}
     if card.input.name not in inputs or card.output.name not in outputs:
@@ -146,6 +150,28 @@ def check_fit(info: ModelInfo, card: ModelCard, profile: Profile | None = None) 
             f"{where}model output {y.name!r} has {classes} classes but the card lists {len(card.labels)} "
             "labels: fix labels in the model card"
         )
+    return _batch_fit(x, y, profile, where)
+
+
+def _check_generic(info: ModelInfo, card: ModelCard, profile: Profile | None, where: str) -> Fit:
+    """A generic card: every model input described in ``inputs:``, every ``outputs:`` name an output."""
+    problems = tensor_input_problems(info, card)
+    outputs = {o.name: o for o in info.outputs}
+    names = [o.name for o in getattr(card, "outputs", ())]
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        problems.append(
+            f"the model card's output(s) {missing} are not model outputs (the model has {sorted(outputs)}): "
+            "fix outputs in the model card"
+        )
+    if problems:
+        raise InvalidModel("\n".join(where + p for p in problems))
+    x = next(i for i in info.inputs if i.name == card.input_names[0])
+    return _batch_fit(x, outputs[names[0]], profile, where)
+
+
+def _batch_fit(x: TensorSpec, y: TensorSpec, profile: Profile | None, where: str) -> Fit:
+    """Whether input ``x``'s and output ``y``'s batch dimensions agree, and which batch that is."""
     batch = x.shape[0]
     if batch < 0:
         if y.shape[0] >= 0:

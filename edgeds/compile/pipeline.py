@@ -316,7 +316,7 @@ class _Compiler:
         self.golden_count = fixed_batch or GOLDEN_COUNT
         # what of the card shapes results (preprocessing, the output read, the tensor inputs): one
         # ONNX compiled with two cards (--card) must not share cached references or attempts
-        shaping = card.model_dump(mode="json", include={"input", "output", "extra_inputs", "labels"})
+        shaping = card.model_dump(mode="json", include={"input", "output", "extra_inputs", "labels", "outputs"})
         self.card_key = hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:16]
         self._inputs: dict[str, np.ndarray] = {}
         self._calib: dict[str, list[dict[str, np.ndarray]]] = {}
@@ -327,12 +327,17 @@ class _Compiler:
 
     # ---------------------------------------------------------------- data
     def inputs(self, layout: str) -> np.ndarray:
+        """The preprocessed validation images in ``layout``; ``[N, 0]`` for a generic card (no image)."""
+        if self.card.task == "generic":
+            return np.zeros((len(self.validation), 0), dtype=np.float32)
         if layout not in self._inputs:
             self._inputs[layout] = data_mod.preprocess_all(self.card, self.validation.images, layout)
         return self._inputs[layout]
 
     def feeds(self, layout: str) -> dict[str, np.ndarray]:
         """Every validation input by name: the preprocessed images and the card's tensor inputs."""
+        if self.card.task == "generic":
+            return dict(self.validation.extra)
         return {self.card.input.name: self.inputs(layout), **self.validation.extra}
 
     def calib_batches(self, layout: str = "NCHW") -> list[dict[str, np.ndarray]]:
@@ -377,15 +382,15 @@ class _Compiler:
         session = ort.InferenceSession(str(self.info.path), so, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         feeds = self.feeds("NCHW")
-        x = feeds[self.card.input.name]
+        count = len(self.validation)
         step = self.eval_batch
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for start in range(0, len(x), step):
+        for start in range(0, count, step):
             chunk = {k: self.padded(v[start : start + step]) for k, v in feeds.items()}
-            real = min(step, len(x) - start)
+            real = min(step, count - start)
             for name, value in zip(names, session.run(names, chunk), strict=True):
                 parts[name].append(np.asarray(value[:real], dtype=np.float32))
-            self.progress("FP32 reference", start + real, len(x))
+            self.progress("FP32 reference", start + real, count)
         self._reference = {n: np.concatenate(p) for n, p in parts.items()}
         self.cache.put(key, self._empty(), {"kind": "reference"}, {"reference": self._reference})
         return self._reference
@@ -563,7 +568,7 @@ class _Compiler:
             spec = backend.open(artifact.path, buckets=(self.eval_batch,))
             if self.card.extra_inputs:
                 feeds: np.ndarray | dict[str, np.ndarray] = self.feeds(artifact.layout)
-                input_name = self.card.input.name
+                input_name = self.card.input_names[0]
             else:  # converters may rename a single input
                 feeds = x
                 input_name = spec.inputs[0].name if spec.inputs else self.card.input.name

@@ -1,6 +1,7 @@
 """The inputs of a multi-input model from one ``.npz`` file: one array per input name.
 
-What ``edgeds run`` reads for a model whose card has ``extra_inputs``. The image input's array
+What ``edgeds run`` reads for a model whose card has ``extra_inputs`` or is ``task: generic``
+(every input a tensor). The image input's array
 is an image batch or a preprocessed tensor (as a ``.npy`` for a single-input model); every
 other input's array is its tensor ``[N, *shape]`` (or one sample ``shape``), cast to the
 model's dtype when that loses no kind (int to int, float to float). Errors are one-line
@@ -53,7 +54,7 @@ def load_npz_inputs(path: Path, card: ModelCard, layout: str, specs: Sequence[Te
         array = arrays[spec.name]
         shape = tuple(spec.shape[1:])
         source = f"{path}[{spec.name}]"
-        if spec.name == card.input.name:
+        if card.task != "generic" and spec.name == card.input.name:  # a generic card has no image input
             feeds[spec.name] = image_batch(array, source, card, layout, shape, spec.dtype)
             continue
         dtype = np.dtype(spec.dtype)

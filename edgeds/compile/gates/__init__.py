@@ -8,6 +8,8 @@ without recompiling) and renders its figures for the compile report. Gates:
 - :mod:`.image`: ``image-classification`` (top-1 drop and agreement, cosine, max abs error);
 - :mod:`.detection`: ``object-detection`` (COCO mAP drop on labelled data, else box agreement
   with the FP32 model);
+- :mod:`.generic`: ``generic`` (per-output cosine, max abs error, argmax agreement of logits
+  outputs);
 - :mod:`.lm`: ``causal-lm`` (greedy token agreement, task-metric drop, perplexity ratio,
   tokenizer agreement).
 
@@ -96,10 +98,11 @@ def register(gate: TaskGate) -> None:
 
 def _builtin() -> None:
     if not _GATES:
-        from . import detection, image, lm
+        from . import detection, generic, image, lm
 
         register(image.ImageGate())
         register(detection.DetectionGate())
+        register(generic.GenericGate())
         register(lm.LMGate())
 
 

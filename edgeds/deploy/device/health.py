@@ -115,7 +115,9 @@ def _compare(outputs: dict[str, Any], golden: dict[str, Any], atol: float, rtol:
         raise StepFailed(f"golden check: {why}")
 
 
-def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, Any], engines: Path) -> dict[str, Any]:
+def _in_process(
+    root: Path, manifest: Any, image_input: str | None, extra: dict[str, Any], engines: Path
+) -> dict[str, Any]:
     """Open the release as the agent would (the first artifact that opens here) and compare its
     outputs on the golden inputs of that artifact with the golden outputs."""
     import numpy as np
@@ -134,7 +136,7 @@ def _in_process(root: Path, manifest: Any, image_input: str, extra: dict[str, An
                 assert engine.selection is not None
                 index = engine.selection.index
                 inputs, expected = bundle.golden(index)
-                outputs = engine.infer({image_input: inputs, **extra})
+                outputs = engine.infer({image_input: inputs, **extra} if image_input is not None else extra)
                 opened = engine.selection.as_dict()
     except Exception as exc:  # any failure to open or run means the release is not healthy here
         raise StepFailed(f"release does not load/run in-process: {exc}") from exc
@@ -176,8 +178,9 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
         expected = {k: npz[k] for k in npz.files}
     tol = (float(golden["atol"]), float(golden["rtol"]), float(golden["min_cosine"]))
     # the golden inputs file holds the image input: the one input the extra file does not name
-    # (a model may list its image input after its tensor inputs)
-    image_input = next(i["name"] for i in manifest["io"]["inputs"] if i["name"] not in extra)
+    # (a model may list its image input after its tensor inputs); a generic model has none: every
+    # input is in the extra file and golden/inputs.npy is [rows, 0]
+    image_input = next((i["name"] for i in manifest["io"]["inputs"] if i["name"] not in extra), None)
     bound = options.get("p99_ms") or (manifest.get("profile", {}).get("latency", {}) or {}).get("p99_ms")
     if url is None:
         return _in_process(root, parsed, image_input, extra, store.engines)
@@ -201,7 +204,7 @@ def health_check(store: Store, release_id: str, options: dict[str, Any], emit: E
     def infer(rows: int) -> dict[str, Any]:
         """One OIP request of the first ``rows`` golden samples (every input) with the binary tensor
         extension (JSON outputs), on a kept-alive connection."""
-        feeds = {in_name: np.ascontiguousarray(inputs[:rows], dtype=np.float32)}
+        feeds = {in_name: np.ascontiguousarray(inputs[:rows], dtype=np.float32)} if in_name is not None else {}
         feeds.update((k, v[:rows]) for k, v in extra.items())
         body, headers = oip_binary_inputs(feeds, binary_outputs=False)
         conn.request("POST", f"/v2/models/{model}/infer", body=body, headers={**headers, **auth})
