@@ -109,9 +109,14 @@ def bench_bundle(
             assert engine.io is not None and engine.selection is not None
             inputs, _ = loaded.golden(engine.selection.index)  # in the opened artifact's layout
             golden_extra = loaded.golden_extra_inputs()  # a multi-input model's other inputs
-            spec = next(s for s in engine.io.inputs if s.name not in golden_extra)
-            sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
             extra = {name: np.ascontiguousarray(rows[:1]) for name, rows in golden_extra.items()}
+            spec = next((s for s in engine.io.inputs if s.name not in golden_extra), None)
+            if spec is not None:
+                sample = np.ascontiguousarray(inputs[:1].astype(spec.dtype))
+                input_name = spec.name
+            else:  # a generic model: every input is a tensor input
+                input_name = next(iter(extra))
+                sample = extra.pop(input_name)
             max_batch = engine.batching.max_batch_size
             floor_backends: list[Any] = []
             try:
@@ -122,7 +127,7 @@ def bench_bundle(
                 report = lib.run_benchmark(
                     engine=engine,
                     sample=sample,
-                    input_name=spec.name,
+                    input_name=input_name,
                     extra=extra,
                     scenarios=scenarios,
                     duration_s=duration_s,

@@ -122,10 +122,10 @@ def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> 
         inputs, outputs = bundle.golden(index)
         golden = bundle.manifest.golden_for(index)
         extra = bundle.golden_extra_inputs()  # a multi-input model's other inputs, by name
-        in_name = next(i.name for i in bundle.manifest.io.inputs if i.name not in extra)
+        in_name = next((i.name for i in bundle.manifest.io.inputs if i.name not in extra), None)
     finally:
         bundle.close()
-    feeds = {in_name: np.asarray(inputs, dtype=np.float32), **extra}
+    feeds = {**({in_name: np.asarray(inputs, dtype=np.float32)} if in_name is not None else {}), **extra}
     # binary inputs (a JSON body of the golden images would pass the server's body limit), JSON outputs
     body, headers = oip_binary_inputs(feeds, binary_outputs=False)
     request = urllib.request.Request(f"{base}/v2/models/{model}/infer", data=body, headers=headers)

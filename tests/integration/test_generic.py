@@ -91,9 +91,20 @@ def test_generic_compiles_at_int8_and_serves(tmp_path: Path, cache_env: Path) ->
             close(answer.as_numpy("scores"), want["scores"])
             close(answer.as_numpy("feat"), want["feat"])
             assert answer.as_numpy("scores").shape == (5, CLASSES)
+        # the HIL conformance check feeds the golden tensors (no image input here)
+        from edgeds.hil.runner import RunResult, _conformance
+
+        run = RunResult("local", ["conformance"], 0.0)
+        _conformance(run, "local", f"http://127.0.0.1:{server.port}", result.bundle)
+        assert [(c.name, c.passed) for c in run.checks] == [("golden_outputs", True)], run.checks
     finally:
         client.close()
         server.stop(close_engines=True)
+
+    from edgeds.bench.commands import bench_bundle  # edgeds bench feeds every tensor input
+
+    single = bench_bundle(result.bundle, scenarios=("single",), duration_s=0.3, threads=1)["scenarios"]["single"]
+    assert single["ok"] > 0 and single["errors"] == 0, single
 
     store = Store(tmp_path / "store")  # the device's golden check, in-process (no agent runs)
     store.ensure()
@@ -146,3 +157,13 @@ def test_a_card_that_does_not_fit_is_one_line(tmp_path: Path, cache_env: Path) -
     assert len(lines) == 2
     assert "takes int64 but the card says dtype int32: set its dtype in inputs to int64" in lines[0]
     assert "output(s) ['feats'] are not model outputs" in lines[1]
+
+
+def test_generic_compiles_at_int8_on_openvino(tmp_path: Path, cache_env: Path) -> None:
+    pytest.importorskip("openvino")
+    model = generic_model(tmp_path / "m")
+    profile = write_profile(tmp_path / "p.yaml", "gen-ov", "generic test profile", "openvino")
+    result = compile_model(model, profile, precision="int8", out=tmp_path / "bundle")
+    first = result.report.attempts[0]
+    assert (first.backend, first.variant) == ("openvino", "int8") and first.outcome in ("passed", "failed"), first
+    assert first.accuracy is not None and set(first.accuracy["cosine"]) == {"scores", "feat"}

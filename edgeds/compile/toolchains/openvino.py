@@ -106,7 +106,8 @@ def compile(
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         logging.getLogger("nncf").setLevel(logging.ERROR)
-        input_name = card.input.name
+        # the image input; a generic card has none: any input counts the rows of a batch
+        input_name = card.input.name if card.input is not None else next(iter(batches[0]))
         ignored = None
         if exclude_nodes:
             import onnx
