@@ -469,7 +469,10 @@ class Agent:
             self._server.stop(close_engines=True)
             if self._log_forward is not None:
                 logging.getLogger().removeHandler(self._log_forward)
-                self._log_forward.close()  # its last lines go out with the publisher's drain
+                try:
+                    self._log_forward.close()  # its last lines go out with the publisher's drain
+                except Exception:  # the publisher and pid file must still be released
+                    log.exception("telemetry: stopping the log forwarder failed")
             if self._publisher is not None:
                 try:
                     self._publisher.stop()

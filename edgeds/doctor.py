@@ -96,9 +96,13 @@ def diagnose() -> DoctorReport:
 
 def _power_source() -> str:
     """The power source this machine measures, by name, or ``n/a (<why>)``; closed again at once."""
+    import shutil
+
     from .power import open_source
 
-    source, why = open_source(tegrastats=None)  # doctor does not start tegrastats: RAPL or nothing
+    if shutil.which("tegrastats") is not None:  # a Jetson: bench and HIL start it; doctor does not
+        return "tegrastats (on PATH; not started by doctor)"
+    source, why = open_source(tegrastats=None)
     if source is None:
         return f"n/a ({why})"
     try:

@@ -6,15 +6,15 @@ chain): a device opens the first that works there. Each artifact says where it w
 its sha256, so the sha256 of the exact manifest bytes identifies the whole bundle
 (:func:`manifest_digest`, usable as an OCI reference).
 
-Schema 3 adds, per artifact, what the device resolves at load, ``require``, its own layout and
-golden, and integer I/O parameters. A manifest is written with the lowest schema that holds it
-(:meth:`Manifest.needed_schema`), so a bundle without those fields stays readable by an edgeds
-that knows schema 2, and one with them is refused there as newer ("upgrade edgeds") instead of
-failing on an unknown field. Schema 1 (one backend, one artifact) is read as a schema-2 manifest
-with one artifact; a newer schema is refused with ``unsupported_schema``. The
-properties :attr:`Manifest.backend`, :attr:`~Manifest.precision`, :attr:`~Manifest.artifact`,
-:attr:`~Manifest.backend_options`, :attr:`~Manifest.device` and :attr:`~Manifest.recipe` are the
-primary (first) artifact's.
+Schema 3 adds the ``object-detection`` and ``generic`` tasks and, per artifact, what the device
+resolves at load, ``require``, its own layout and golden, and integer I/O parameters. A manifest
+is written with the lowest schema that holds it (:meth:`Manifest.needed_schema`), so a bundle
+without those stays readable by an edgeds that knows schema 2, and one with them is refused there
+as newer ("upgrade edgeds") instead of failing on an unknown field or task. Schema 1 (one
+backend, one artifact) is read as a schema-2 manifest with one artifact; a newer schema is
+refused with ``unsupported_schema``. The properties :attr:`Manifest.backend`,
+:attr:`~Manifest.precision`, :attr:`~Manifest.artifact`, :attr:`~Manifest.backend_options`,
+:attr:`~Manifest.device` and :attr:`~Manifest.recipe` are the primary (first) artifact's.
 """
 
 from __future__ import annotations
@@ -309,10 +309,11 @@ class Manifest(_Frozen):
 
     def needed_schema(self) -> Literal[2, 3]:
         """The lowest schema that holds this manifest: 3 when an artifact uses a field schema 2 does
-        not know (``require``, ``resolved_on_device``, ``layout``, ``golden``, ``io_quantization``)."""
+        not know (``require``, ``resolved_on_device``, ``layout``, ``golden``, ``io_quantization``) or
+        the task is one schema 2 does not know (``object-detection``, ``generic``)."""
         newer = ("require", "resolved_on_device", "layout", "golden", "io_quantization")
         uses = any(key in a.model_dump(exclude_defaults=True) for a in self.artifacts for key in newer)
-        return 3 if uses else 2
+        return 3 if uses or self.task in ("object-detection", "generic") else 2
 
     def golden_for(self, index: int) -> GoldenInfo:
         """The golden check of artifact ``index``: its own, else the manifest's (tensor models)."""

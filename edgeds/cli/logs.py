@@ -38,8 +38,12 @@ def logs(
     from ..deploy.logs import follow_log, read_logs
 
     if mqtt:
+        if follow:
+            raise typer.BadParameter("--mqtt already prints lines as they come; drop --follow", param_hint="--follow")
         _from_broker(target, hosts or [], wait, as_json)
         return
+    if wait is not None:
+        raise typer.BadParameter("--wait goes with --mqtt", param_hint="--wait")
 
     if follow:
         if as_json:
@@ -91,6 +95,14 @@ def _from_broker(target: str, hosts: list[str], wait: float | None, as_json: boo
         except (BrokenPipeError, ValueError):  # the reader went away (| head)
             done.set()
 
+    if hosts:
+        from ..deploy.targets import resolve_target
+
+        loaded, _ = resolve_target(target)
+        known = [h.name for h in loaded.hosts]
+        unknown = [h for h in hosts if h not in known]
+        if unknown:
+            raise typer.BadParameter(f"no host {unknown[0]!r} in the target (it has {', '.join(known)})")
     watch = LogWatch(target, on_line, hosts=hosts).start()
     try:
         done.wait(wait)

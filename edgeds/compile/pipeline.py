@@ -201,7 +201,11 @@ def _compile_entry(
     device = gate_device(name, options) if name in ("openvino", "litert") else None
     why = _unavailable(name, tc)
     if why is None and card.extra_inputs and not getattr(tc, "MULTI_INPUT", False):
-        why = f"{name} takes the image input only, and this model has extra_inputs"
+        why = (
+            f"{name} takes one image input, and a generic model's tensor inputs are not fed to it"
+            if card.task == "generic"
+            else f"{name} takes the image input only, and this model has extra_inputs"
+        )
     if why is not None:
         log.info("compile: %s skipped: %s", name, why)
         report.attempts.append(
@@ -464,7 +468,8 @@ class _Compiler:
     def attempt(
         self, name: str, options: BackendOptions, precision: Precision, tc: ModuleType, exclude: list[str]
     ) -> _Candidate:
-        if precision == "int8" and self.float_tail:
+        if precision == "int8" and self.float_tail and tc.SUPPORTS_MIXED:
+            # toolchains that cannot keep nodes in float quantize the tail too; the gate judges that
             exclude = list(dict.fromkeys([*self.float_tail, *exclude]))
         opts = options.model_dump(mode="json")
         key = cache_key(
@@ -714,7 +719,10 @@ def compile_model(
     with tempfile.TemporaryDirectory(prefix="edgeds-compile-") as tmp:
         compiler = _Compiler(info, image_card, prof, cache, progress, validation, calibration, Path(tmp), fit.batch)
         if compiler.float_tail and needs_int8:
-            report.notes.append(f"INT8 keeps the detection head's decode in float ({len(compiler.float_tail)} nodes)")
+            report.notes.append(
+                f"INT8 keeps the detection head's decode in float ({len(compiler.float_tail)} nodes) where the "
+                "toolchain can keep nodes in float (onnxruntime, openvino); litert and tensorrt quantize it too"
+            )
         shipped: list[_Shipped] = []
         tried: dict[str, tuple[_Candidate | None, Attempt]] = {}  # the same gate run twice is run once
         for position, entry in enumerate(plan):

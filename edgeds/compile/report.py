@@ -92,7 +92,7 @@ class CompileReport:
         return [header(column) for column in self._keys()]
 
     def _keys(self) -> list[str]:
-        return list(TASK_COLUMNS.get(self.task, LM_COLUMNS))
+        return list(TASK_COLUMNS[self.task])
 
     def rows(self) -> list[list[str]]:
         """Table rows under :meth:`columns`: backend, precision, outcome, the task gate's figures,
@@ -185,4 +185,10 @@ DETECTION_COLUMNS = [
     "time",
     "why",
 ]
-TASK_COLUMNS = {"image-classification": COLUMNS, "object-detection": DETECTION_COLUMNS, "causal-lm": LM_COLUMNS}
+GENERIC_COLUMNS = ["backend", "precision", "outcome", "agreement", "cosine", "max abs err", "size", "time", "why"]
+TASK_COLUMNS = {
+    "image-classification": COLUMNS,
+    "object-detection": DETECTION_COLUMNS,
+    "generic": GENERIC_COLUMNS,
+    "causal-lm": LM_COLUMNS,
+}

@@ -55,6 +55,24 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _listed(images: Path, annotations: Path, data: dict[str, Any]) -> tuple[list[Path], dict[Any, int]]:
+    """The image files the JSON's ``images`` list names, in its order, and each image id's row."""
+    files: list[Path] = []
+    rows_of: dict[Any, int] = {}
+    for entry in data["images"]:
+        try:
+            if not isinstance(entry["id"], (int, str)):
+                raise TypeError("the id is not a number or a string")
+            rows_of[entry["id"]] = len(files)
+            files.append(images / str(entry["file_name"]))
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{annotations}: an images entry lacks id or file_name ({entry!r:.80})") from exc
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DatasetError(f"{annotations}: {len(missing)} image file(s) not in {images}, e.g. {missing[0]}")
+    return files, rows_of
+
+
 def read_files(images: Path, annotations: Path | None, labels: tuple[str, ...]) -> FileSet:
     """The split's image files and boxes (class indices into ``labels``); :class:`DatasetError`
     (one line) for a missing file, a category that is not a label, or a malformed entry."""
@@ -63,51 +81,55 @@ def read_files(images: Path, annotations: Path | None, labels: tuple[str, ...]) 
     data = _load_json(annotations)
     index = {name: i for i, name in enumerate(labels)}
     classes: dict[Any, int] = {}
+    for key in ("categories", "annotations"):
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise DatasetError(f"{annotations}: '{key}' must be a list, got {type(data[key]).__name__}")
     for category in data.get("categories") or []:
         name = category.get("name") if isinstance(category, dict) else None
+        if isinstance(category, dict) and not isinstance(category.get("id"), (int, str)):
+            raise DatasetError(f"{annotations}: category {name!r} has no id (a number or a string)")
         if name not in index:
             raise DatasetError(
                 f"{annotations}: category {name!r} is not among the card's labels {list(labels)}: "
                 "add it to labels or drop its annotations"
             )
         classes[category.get("id")] = index[name]
-    files: list[Path] = []
-    rows_of: dict[Any, int] = {}
-    for entry in data["images"]:
-        try:
-            rows_of[entry["id"]] = len(files)
-            files.append(images / str(entry["file_name"]))
-        except (KeyError, TypeError) as exc:
-            raise DatasetError(f"{annotations}: an images entry lacks id or file_name ({entry!r:.80})") from exc
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise DatasetError(f"{annotations}: {len(missing)} image file(s) not in {images}, e.g. {missing[0]}")
-    if "annotations" not in data:
+    files, rows_of = _listed(images, annotations, data)
+    if data.get("annotations") is None:
         return FileSet(files, None)
     rows = []
-    for ann in data["annotations"]:
+    for n, ann in enumerate(data["annotations"]):
+        where = ann.get("id", f"#{n + 1}") if isinstance(ann, dict) else f"#{n + 1}"
         try:
+            if not isinstance(ann, dict):
+                raise TypeError("not an object")
             x, y, w, h = (float(v) for v in ann["bbox"])
             row, cls = rows_of[ann["image_id"]], classes[ann["category_id"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(
-                f"{annotations}: annotation {ann.get('id') if isinstance(ann, dict) else ann!r} has an unknown "
-                f"image_id/category_id or a bbox that is not [x, y, width, height] ({exc})"
+                f"{annotations}: annotation {where} has an unknown image_id/category_id or a bbox that is not "
+                f"[x, y, width, height] ({exc})"
             ) from exc
         rows.append((row, cls, x, y, x + w, y + h, 1.0 if ann.get("iscrowd") else 0.0))
     return FileSet(files, np.asarray(rows, dtype=np.float64).reshape(-1, COLUMNS))
 
 
 def files_fingerprint(images: Path, annotations: Path | None) -> str:
-    """``sha256:<hex>`` of the JSON's bytes (if any) and each image file's name and size, in name order."""
+    """``sha256:<hex>`` of the JSON's bytes (if any) and of each image the split reads: its path
+    relative to ``images`` and its content (an edit that keeps a file's size changes it too)."""
     digest = hashlib.sha256()
     if annotations is not None:
         try:
             digest.update(annotations.read_bytes())
         except OSError as exc:
             raise DatasetError(f"{annotations}: cannot read the COCO annotations: {exc}") from exc
-    for path in _image_files(images):
-        digest.update(f"{path.name}\0{path.stat().st_size}\n".encode())
+    listed = _image_files(images) if annotations is None else _listed(images, annotations, _load_json(annotations))[0]
+    for path in listed:
+        try:
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read the image: {exc}") from exc
+        digest.update(f"{path.relative_to(images).as_posix()}\0{content}\n".encode())
     return "sha256:" + digest.hexdigest()
 
 

@@ -107,11 +107,11 @@ def _serves(base: str) -> bool:
         return False
 
 
-def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> None:
+def _golden_feeds(base: str, model: str, bundle_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    """Every golden input of the artifact the device at ``base`` opened (by input name, the image in
+    that artifact's layout), its golden outputs and its golden tolerances."""
     from ..bundle import load_bundle
-    from ..runtime.oip_requests import oip_binary_inputs
 
-    model = _model_name(base)
     # the golden of the artifact the device opened (a fallback artifact may carry its own, in its layout)
     opened = _http(f"{base}/v2/models/{model}").get("opened") or {}
     bundle = load_bundle(bundle_path, verify=False)
@@ -126,6 +126,14 @@ def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> 
     finally:
         bundle.close()
     feeds = {**({in_name: np.asarray(inputs, dtype=np.float32)} if in_name is not None else {}), **extra}
+    return feeds, outputs, golden
+
+
+def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> None:
+    from ..runtime.oip_requests import oip_binary_inputs
+
+    model = _model_name(base)
+    feeds, outputs, golden = _golden_feeds(base, model, bundle_path)
     # binary inputs (a JSON body of the golden images would pass the server's body limit), JSON outputs
     body, headers = oip_binary_inputs(feeds, binary_outputs=False)
     request = urllib.request.Request(f"{base}/v2/models/{model}/infer", data=body, headers=headers)
@@ -141,18 +149,34 @@ def _conformance(result: RunResult, name: str, base: str, bundle_path: Path) -> 
     result.add("golden_outputs", name, f"atol {golden.atol:g}, rtol {golden.rtol:g}", round(worst, 8), ok)
 
 
-def _perf(result: RunResult, name: str, base: str, sample: np.ndarray, duration_s: float) -> dict[str, Any]:
+def _accuracy_drop(manifest: Any) -> float | None:
+    """The bundle's measured accuracy drop in points: top-1 for a classifier, mAP for a detector
+    (from its first artifact's gate figures); None when it records none."""
+    if manifest.accuracy is not None and manifest.accuracy.top1_drop is not None:
+        return float(manifest.accuracy.top1_drop)
+    for entry in manifest.artifacts:
+        figures = entry.gated.figures if entry.gated is not None else {}
+        if figures.get("map_drop") is not None:
+            return float(figures["map_drop"])
+    return None
+
+
+def _perf(result: RunResult, name: str, base: str, bundle_path: Path, duration_s: float) -> dict[str, Any]:
+    """Closed-loop requests of one sample (the first golden row of every input) for ``duration_s``."""
     from ..bench import HttpClient, closed_loop, summarize
-    from ..runtime.oip_requests import oip_binary_body
+    from ..runtime.oip_requests import oip_binary_inputs
 
     host, _, port = base.removeprefix("http://").partition(":")
-    body, headers = oip_binary_body("input", sample)
-    client = HttpClient(host, int(port), f"/v2/models/{_model_name(base)}/infer", body, headers)
+    model = _model_name(base)
+    feeds, _, _ = _golden_feeds(base, model, bundle_path)
+    sample = {k: np.ascontiguousarray(v[:1]) for k, v in feeds.items()}
+    body, headers = oip_binary_inputs(sample)
+    client = HttpClient(host, int(port), f"/v2/models/{model}/infer", body, headers)
     try:
         samples = closed_loop(client, concurrency=2, duration_s=duration_s, warmup_s=0.2)
     finally:
         client.close()
-    summary = summarize(samples, samples_per_query=int(sample.shape[0]))
+    summary = summarize(samples, samples_per_query=1)
     starts, ends = np.asarray(samples.starts), np.asarray(samples.ends)
     ok = np.asarray(samples.status) == 200
     result.latencies_ms[name] = [round(float(v), 4) for v in ((ends - starts)[ok] * 1000.0)]
@@ -325,7 +349,6 @@ def _gate(
             result.devices.setdefault(host.host, {})["release"] = host.release
         if not rollout.succeeded:
             return result
-        sample = np.zeros((1, *[int(d) for d in manifest.io.inputs[0].shape[1:]]), dtype=np.float32)
         for device in devices:
             info = result.devices.setdefault(device.name, {})
             release = info.get("release")
@@ -337,7 +360,7 @@ def _gate(
             info["load_s"] = agent.get("load_s")
             base = device.base_url
             _at_most(result, "max_model_load_s", device.name, expect.max_model_load_s, "s", agent.get("load_s"))
-            drop = manifest.accuracy.top1_drop if manifest.accuracy else None
+            drop = _accuracy_drop(manifest)
             missing = "the bundle records no accuracy (not measured)"
             _at_most(result, "max_accuracy_drop", device.name, expect.max_accuracy_drop, "points", drop, missing)
             if "conformance" in suites:
@@ -347,7 +370,7 @@ def _gate(
                 progress(f"perf on {device.name}")
                 seconds = perf_s * (10 if "soak" in suites else 1)
                 started = time.time()
-                summary = _perf(result, device.name, base, sample, seconds)
+                summary = _perf(result, device.name, base, bundle, seconds)
                 info["perf"] = summary
                 info["perf_window"] = [round(started, 3), round(time.time(), 3)]
                 if expect.min_fps is not None:

@@ -536,6 +536,17 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(values.max())}
 
 
+def require_classifier(card: ModelCard) -> None:
+    """Inspection decides on class scores: :class:`~edgeds.errors.ConfigError` (one line) for a card
+    of another task (object detection, generic tensors)."""
+    from ..errors import ConfigError
+
+    if card.task != "image-classification":
+        raise ConfigError.single(
+            None, None, "model", f"inspection needs an image-classification model; {card.name} is {card.task}"
+        )
+
+
 class InspectionPipeline:
     """Stations sharing one engine, plus a thread that publishes their stats periodically.
 
@@ -561,6 +572,7 @@ class InspectionPipeline:
     ) -> None:
         from .sources import open_source
 
+        require_classifier(card)
         names = [s.name for s in stations]
         if len(set(names)) != len(names):
             raise EdgedsError(f"station names must be unique, got {names}")

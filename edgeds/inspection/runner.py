@@ -23,7 +23,7 @@ import numpy as np
 from ..config import InspectionStation, Profile
 from ..errors import ConfigError
 from ..modelcard import ModelCard
-from .pipeline import InspectionPipeline, Publisher, QueuePolicy
+from .pipeline import InspectionPipeline, Publisher, QueuePolicy, require_classifier
 from .sources import Frame, FrameSource, open_source
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def open_engine(
 
         loaded = load_bundle(bundle, public_key, verify=verify)
         try:
+            require_classifier(loaded.card)
             engine = Engine.from_bundle(loaded, batching=batching).start()
         except BaseException:
             loaded.close()
@@ -165,6 +166,7 @@ def open_engine(
     else:
         model_card = load_model_card(given)
         onnx = model_card.model_path
+    require_classifier(model_card)
     options: Any = None
     if profile is not None:
         options = next((opts for name, _, opts in profile.chain() if name == "onnxruntime"), None)

@@ -7,7 +7,7 @@ Every message edgeds publishes is one JSON object::
      "is_historical": false, "agent_version": "0.1.0", "spool_depth": 0, "dropped_total": 0,
      "payload": {...}}
 
-* ``seq`` numbers the spooled stream of one device (telemetry, deploy, inspection); it is
+* ``seq`` numbers the spooled stream of one device (telemetry, deploy, inspection, log); it is
   persisted, so it keeps growing across restarts. Consumers dedupe on ``(device_id, boot_id,
   seq)``. ``boot_id`` is the one of the publisher start that *created* the message (a message
   spooled before a restart keeps its old boot_id).

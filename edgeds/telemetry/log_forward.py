@@ -6,7 +6,9 @@ at most every ``interval_s`` seconds, as one ``log`` message ``{"lines": [...], 
 through the publisher, so they are spooled like telemetry and a broker outage loses none of them
 (within the spool's cap). Records of the telemetry and MQTT code itself are not forwarded: the
 forwarder must never feed on its own traffic. Between flushes at most ``max_lines`` lines are
-kept; older ones are counted in ``dropped`` instead.
+kept and at most ``max_bytes`` of them published (the oldest first); the rest are counted in
+``dropped``, so a storm of warnings cannot crowd deploy and inspection messages out of the spool.
+A failing spool never reaches the agent: the lines stay in its log file and count as dropped.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ class LogForwarder(logging.Handler):
     flushes what is left and stops the thread (idempotent)."""
 
     def __init__(
-        self, publisher: _Publisher, level: int = logging.INFO, interval_s: float = 1.0, max_lines: int = 1000
+        self,
+        publisher: _Publisher,
+        level: int = logging.INFO,
+        interval_s: float = 1.0,
+        max_lines: int = 200,
+        max_bytes: int = 32 * 1024,
     ) -> None:
         super().__init__(level)
         self.setFormatter(logging.Formatter(FORMAT))
         self._publisher = publisher
         self._interval_s = interval_s
+        self._max_bytes = max_bytes
         self._lines: deque[str] = deque(maxlen=max_lines)
         self._dropped = 0
         self._lock = threading.Lock()
@@ -70,12 +78,19 @@ class LogForwarder(logging.Handler):
             self._dropped = 0
         if not lines and not dropped:
             return
-        from ..errors import TelemetryError
-
+        kept: list[str] = []
+        size = 0
+        for line in lines:  # a storm of long lines must not fill the telemetry spool
+            size += len(line)
+            if size > self._max_bytes:
+                break
+            kept.append(line)
+        dropped += len(lines) - len(kept)
         try:
-            self._publisher.publish("log", {"lines": lines, "dropped": dropped})
-        except TelemetryError:  # the publisher stopped: these lines are in the log file still
-            return
+            self._publisher.publish("log", {"lines": kept, "dropped": dropped})
+        except Exception:  # noqa: BLE001 - the spool or publisher failed: the lines are in the log file still
+            with self._lock:
+                self._dropped += len(kept)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):

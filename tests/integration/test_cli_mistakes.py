@@ -117,6 +117,9 @@ CASES: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]] = [
     ("serve --max-batch 0", lambda b, f: ["serve", str(b), "--port", "0", "--max-batch", "0"], "max_batch_size"),
     ("serve --preferred 99", lambda b, f: ["serve", str(b), "--port", "0", "--preferred", "99"], "outside 1..max"),
     ("an image bundle asked a prompt", lambda b, f: ["run", str(b), "--prompt", "hi"], "not causal-lm"),
+    ("logs --wait without --mqtt", lambda b, f: ["logs", "--target", "local", "--wait", "1"], "--wait"),
+    ("logs --mqtt --follow", lambda b, f: ["logs", "--target", "local", "--mqtt", "--follow"], "--follow"),
+    ("logs --mqtt of an unknown host", lambda b, f: ["logs", "-t", "local", "--mqtt", "--host", "nope"], "'nope'"),
 ]
 
 

@@ -69,8 +69,14 @@ def test_generic_compiles_at_int8_and_serves(tmp_path: Path, cache_env: Path) ->
     assert attempt.outcome == "passed" and attempt.accuracy is not None
     assert set(attempt.accuracy["cosine"]) == {"scores", "feat"} and set(attempt.accuracy["agreement"]) == {"scores"}
     assert result.report.validation_samples == 48 and result.report.calibration_samples == 16
+    # the report table shows the generic gate's figures under their own columns
+    columns = result.report.columns()
+    assert columns[3:6] == ["agreement", "cosine", "max abs err"]
+    cells = dict(zip(columns, result.report.rows()[0], strict=True))
+    assert cells["cosine"] and cells["agreement"] and cells["max abs err"]
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     assert manifest["task"] == "generic" and manifest["accuracy"]["cosine"] >= 0.95
+    assert manifest["schema_version"] == 3  # an edgeds that knows schema 2 says "upgrade", not "unknown task"
     with load_bundle(result.bundle, verify=False) as bundle:
         extra = bundle.golden_extra_inputs()
         assert sorted(extra) == ["ids", "x"] and extra["ids"].dtype == np.int64
@@ -126,6 +132,12 @@ def test_generic_compiles_at_int8_and_serves(tmp_path: Path, cache_env: Path) ->
     assert cli.returncode == 0, cli.stderr
     outputs = json.loads(cli.stdout)["outputs"]
     assert outputs["scores"]["shape"] == [3, CLASSES] and len(outputs["feat"]["data"]) == 3
+
+    from edgeds.errors import ConfigError
+    from edgeds.inspection.runner import open_engine
+
+    with pytest.raises(ConfigError, match="inspection needs an image-classification model; gen is generic"):
+        open_engine(bundle=result.bundle, verify=False)  # inspection decides on class scores only
 
     again = compile_model(model, profile, precision="int8", out=tmp_path / "again")
     assert again.report.attempts[0].cached

@@ -155,6 +155,28 @@ def test_coco_folder_round_trip_fingerprint_and_errors(tmp_path: Path) -> None:
         read_files(tmp_path / "images", json_path, LABELS)
     with pytest.raises(DatasetError, match="no such images directory"):
         read_files(tmp_path / "nowhere", None, LABELS)
+    # an image edited in place, same size: another fingerprint (the compile cache must miss)
+    first = sorted((tmp_path / "images").iterdir())[0]
+    data = bytearray(first.read_bytes())
+    data[-5] ^= 0xFF
+    current = files_fingerprint(tmp_path / "images", json_path)
+    first.write_bytes(bytes(data))
+    assert files_fingerprint(tmp_path / "images", json_path) != current
+    # malformed instances files are one DatasetError line, not a traceback
+    import json
+
+    for broken, match in (
+        ({"images": [], "annotations": None, "categories": None}, None),
+        ({"images": [], "annotations": 3, "categories": []}, "'annotations' must be a list"),
+        ({"images": [], "annotations": [], "categories": [{"id": [1], "name": "red"}]}, "has no id"),
+        ({"images": [], "annotations": ["x"], "categories": []}, "annotation #1 has an unknown"),
+    ):
+        json_path.write_text(json.dumps(broken))
+        if match is None:
+            assert read_files(tmp_path / "images", json_path, LABELS).annotations is None
+        else:
+            with pytest.raises(DatasetError, match=match):
+                read_files(tmp_path / "images", json_path, LABELS)
 
 
 def test_files_split_is_fitted_and_its_fingerprint_checked(tmp_path: Path) -> None:
