@@ -73,7 +73,7 @@ def test_an_unknown_task_is_one_line_with_the_known_tasks(tmp_path: Path) -> Non
     path = _card(tmp_path, CARD.replace("task: causal-lm", "task: speech"))
     with pytest.raises(ConfigError) as info:
         modelcard.load_card(path)
-    known = "image-classification, object-detection, causal-lm"
+    known = "image-classification, object-detection, generic, causal-lm"
     assert str(info.value).endswith(f":4: task: unknown task 'speech' (known: {known})")
     assert str(info.value).count("\n") == 0
 
