@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -65,12 +65,7 @@ def run(
 
     result = classify_file(bundle, input_file, top=top, key=key, threads=threads)
     data = {
-        "bundle": str(bundle),
-        "model": result.model,
-        "backend": result.backend,
-        "precision": result.precision,
-        "input": str(input_file),
-        "seconds": round(result.seconds, 4),
+        **_about(bundle, input_file, result),
         "predictions": result.predictions,
     }
 
@@ -87,17 +82,25 @@ def run(
     emit(data, as_json, human)
 
 
-def _detect(bundle: Path, input_file: Path, key: Path | None, threads: int | None, as_json: bool) -> None:
-    from ..runtime.detect import detect_file
-
-    result = detect_file(bundle, input_file, key=key, threads=threads)
-    data = {
+def _about(bundle: Path, input_file: Path, result: Any) -> dict[str, Any]:
+    """What every one-off run's JSON starts with: the bundle, model, runtime and precision that ran,
+    the input and the seconds it took."""
+    return {
         "bundle": str(bundle),
         "model": result.model,
         "backend": result.backend,
         "precision": result.precision,
         "input": str(input_file),
         "seconds": round(result.seconds, 4),
+    }
+
+
+def _detect(bundle: Path, input_file: Path, key: Path | None, threads: int | None, as_json: bool) -> None:
+    from ..runtime.detect import detect_file
+
+    result = detect_file(bundle, input_file, key=key, threads=threads)
+    data = {
+        **_about(bundle, input_file, result),
         "detections": result.detections,
     }
 
@@ -118,12 +121,7 @@ def _tensors(bundle: Path, input_file: Path, key: Path | None, threads: int | No
 
     result = run_tensors(bundle, input_file, key=key, threads=threads)
     data = {
-        "bundle": str(bundle),
-        "model": result.model,
-        "backend": result.backend,
-        "precision": result.precision,
-        "input": str(input_file),
-        "seconds": round(result.seconds, 4),
+        **_about(bundle, input_file, result),
         "outputs": {
             name: {"shape": list(v.shape), "dtype": str(v.dtype), "data": v.tolist()}
             for name, v in result.outputs.items()

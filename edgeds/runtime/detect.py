@@ -89,9 +89,11 @@ def detect_file(
             raise RequestError(f"{bundle_path} is a {manifest.task} bundle, not an object detector")
         started = time.perf_counter()
         with Engine.from_bundle(loaded, threads=threads, warmup=False) as engine:
-            assert engine.io is not None
+            assert engine.io is not None and engine.selection is not None
+            opened = engine.selection  # the artifact this machine opened: its layout and runtime
             spec = engine.io.inputs[0]
-            batch = load_inputs(input_path, card, manifest.layout, tuple(spec.shape[1:]), spec.dtype)
+            layout = manifest.layout_for(opened.index)
+            batch = load_inputs(input_path, card, layout, tuple(spec.shape[1:]), spec.dtype)
             limit = engine.batching.max_batch_size
             if len(batch) > limit:
                 raise RequestError(f"{input_path} holds {len(batch)} samples; the bundle batches at most {limit}")
@@ -114,4 +116,6 @@ def detect_file(
         ]
         for d in found
     ]
-    return DetectionRun(manifest.model.name, manifest.backend, manifest.precision, seconds, detections)
+    return DetectionRun(
+        manifest.model.name, opened.runtime, opened.precision or manifest.precision, seconds, detections
+    )
