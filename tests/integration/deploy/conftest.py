@@ -25,6 +25,7 @@ from edgeds.config import Target
 from edgeds.deploy.host import HostResult, deploy_host, host_command
 from edgeds.deploy.setup import setup_host
 from edgeds.deploy.targets import HostPlan, host_plans, resolve_target
+from edgeds.sim.broker import Mosquitto, mosquitto_binary
 from edgeds.sim.bundles import make_bundle
 from edgeds.sim.certs import make_certificates
 from edgeds.sim.devices import SSHD, SimDevice, SimFleet
@@ -169,6 +170,21 @@ def _make_rig(
 def rig(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
     """One simulated device with its agent running and nothing deployed."""
     yield from _make_rig(1, keys, tmp_path)
+
+
+@pytest.fixture
+def broker() -> Iterator[Mosquitto]:
+    """A real mosquitto on loopback (skips when it is not installed)."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (make system-deps)")
+    with Mosquitto() as running:
+        yield running
+
+
+@pytest.fixture
+def telemetry_rig(keys: Keys, tmp_path: Path, broker: Mosquitto) -> Iterator[Rig]:
+    """One simulated device whose agent publishes telemetry (and its log lines) to ``broker``."""
+    yield from _make_rig(1, keys, tmp_path, mqtt_url=broker.url)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from edgeds.datasets.surface import generate
-from edgeds.sim.broker import Mosquitto, mosquitto_binary
+from edgeds.sim.broker import Mosquitto
 from edgeds.sim.bundles import LABELS
 from tests.integration.telemetry.conftest import Consumer, wait_until
 
@@ -26,14 +26,6 @@ from .conftest import Keys, Rig, _make_rig
 pytestmark = pytest.mark.integration
 
 FRAMES = 12
-
-
-@pytest.fixture
-def broker() -> Iterator[Mosquitto]:
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed (make system-deps)")
-    with Mosquitto() as running:
-        yield running
 
 
 @pytest.fixture

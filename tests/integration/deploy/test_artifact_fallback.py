@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgeds.compile import compile_model
 from edgeds.deploy.device.protocol import FAILED_ROLLBACK_COMPLETE, SUCCEEDED
-from edgeds.sim.broker import Mosquitto, mosquitto_binary
+from edgeds.sim.broker import Mosquitto
 from tests.integration.telemetry.conftest import Consumer, wait_until
 from tests.unit._compile_fixtures import BUDGET, cache_env, profile, tiny
 
-from .conftest import Keys, Rig, _make_rig
+from .conftest import Keys, Rig
 
 pytestmark = pytest.mark.integration
 __all__ = ["cache_env", "tiny"]  # fixtures used by this module
@@ -51,19 +50,6 @@ def chain_bundles(tiny: Path, keys: Keys, tmp_path_factory: pytest.TempPathFacto
         result = compile_model(tiny, path, out=root / f"b{version}", key=keys.private, version=version)
         out.append(result.bundle)
     return out[0], out[1]
-
-
-@pytest.fixture
-def broker() -> Iterator[Mosquitto]:
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed (make system-deps)")
-    with Mosquitto() as running:
-        yield running
-
-
-@pytest.fixture
-def telemetry_rig(keys: Keys, tmp_path: Path, broker: Mosquitto) -> Iterator[Rig]:
-    yield from _make_rig(1, keys, tmp_path, mqtt_url=broker.url)
 
 
 def _metadata(rig: Rig, model: str) -> dict[str, object]:

@@ -101,21 +101,10 @@ def test_logs_errors_name_the_host_or_the_missing_log(idle_rig: Rig) -> None:
     assert isinstance(result.exception, DeviceError)  # `edgeds` prints it as one line, exit 2
 
 
-@pytest.fixture
-def broker_rig(keys: Keys, tmp_path: Path) -> Iterator[Rig]:
-    """One simulated device whose agent publishes telemetry (and its log lines) to a real mosquitto."""
-    from edgeds.sim.broker import Mosquitto, mosquitto_binary
-
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed (make system-deps)")
-    with Mosquitto() as broker:
-        yield from _make_rig(1, keys, tmp_path, mqtt_url=broker.url)
-
-
-def test_logs_over_mqtt_show_the_lines_the_agent_publishes(broker_rig: Rig) -> None:
+def test_logs_over_mqtt_show_the_lines_the_agent_publishes(telemetry_rig: Rig) -> None:
     from edgeds.telemetry.log_watch import LogWatch
 
-    rig = broker_rig
+    rig = telemetry_rig
     rig.wait_agent()
     seen: list[tuple[str, str]] = []
     watch = LogWatch(rig.target_path, lambda host, line: seen.append((host, line))).start()
