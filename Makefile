@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeds-installed
 EXTRAS := dev,openvino,litert,llm
-SYSTEM_PACKAGES := openssh-server mosquitto systemd
+SYSTEM_PACKAGES := openssh-server mosquitto docker-registry systemd
 
 .PHONY: demo test test-fast lint typecheck layers checks system-deps venv clean bench toolchains
 
@@ -18,18 +18,20 @@ $(STAMP): pyproject.toml
 	@set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
 
-# sshd and mosquitto back the simulated devices and the broker in tests; systemd-analyze checks the
-# agent's unit file (Debian packages; nothing here starts systemd).
+# sshd and mosquitto back the simulated devices and the broker in tests, docker-registry (CNCF
+# distribution) the OCI registry; systemd-analyze checks the agent's unit file (Debian packages;
+# nothing here starts systemd, and the packages' own services are disabled).
 system-deps:
 	@missing=""; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
+	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  $$SUDO systemctl disable --now ssh mosquitto >/dev/null 2>&1 || true; \
+	  $$SUDO systemctl disable --now ssh mosquitto docker-registry >/dev/null 2>&1 || true; \
 	fi
 
 lint: venv
