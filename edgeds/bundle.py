@@ -339,8 +339,7 @@ def extract_bundle(tar_path: str | Path, dest: str | Path) -> Path:
 # --------------------------------------------------------------------------- verify / load
 
 
-def _read_signature(path: Path) -> bytes:
-    raw = path.read_bytes()
+def _parse_signature(raw: bytes) -> bytes:
     if len(raw) == 64:
         return raw
     try:
@@ -350,6 +349,17 @@ def _read_signature(path: Path) -> bytes:
     if len(sig) != 64:
         raise BundleVerificationError("bad_signature", f"{SIGNATURE} holds {len(sig)} bytes, expected 64")
     return sig
+
+
+def verify_signature(manifest_raw: bytes, signature_raw: bytes, public_key: PublicKeyLike) -> None:
+    """Check ``manifest.sig``'s bytes against ``manifest.json``'s bytes under ``public_key``
+    (``bad_signature`` when they do not match); the files themselves are not checked."""
+    try:
+        load_public_key(public_key).verify(_parse_signature(signature_raw), manifest_raw)
+    except InvalidSignature as exc:
+        raise BundleVerificationError(
+            "bad_signature", f"{SIGNATURE} does not match {MANIFEST} under the given public key"
+        ) from exc
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -370,12 +380,7 @@ def _verify_dir(root: Path, public_key: PublicKeyLike | None) -> Manifest:
         sig_path = root / SIGNATURE
         if not sig_path.is_file():
             raise BundleVerificationError("unsigned", f"{root} has no {SIGNATURE}")
-        try:
-            key.verify(_read_signature(sig_path), manifest_path.read_bytes())
-        except InvalidSignature as exc:
-            raise BundleVerificationError(
-                "bad_signature", f"{SIGNATURE} does not match {MANIFEST} under the given public key"
-            ) from exc
+        verify_signature(manifest_path.read_bytes(), sig_path.read_bytes(), key)
     manifest = read_manifest(root)
     listed: set[str] = set()
     for entry in manifest.files:
@@ -646,4 +651,5 @@ __all__ = [
     "sha256_file",
     "sign_bundle",
     "verify_bundle",
+    "verify_signature",
 ]

@@ -31,6 +31,7 @@ that library and re-raised as one of these, with the original kept as ``__cause_
     │   ├── DeviceError              a step failed on the device
     │   │   └── StepFailed           (raised on the device) I/O, agent reload or health check failed
     │   └── ReleaseRejected          (raised on the device) the bundle must not be installed there
+    ├── FleetError                   an OCI registry is unreachable, refuses, or names no such artifact
     ├── TelemetryError               broker URL, TLS files, credentials
     ├── InspectionError              a frame source cannot be opened, a ledger cannot be written
     ├── HilError                     a rig is misconfigured or a lease is held
@@ -217,6 +218,12 @@ class ReleaseRejected(DeployError):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+
+
+class FleetError(EdgedsError):
+    """Publishing to or pulling from an OCI registry failed: a registry URL that is not allowed, a
+    registry that cannot be reached or refuses, a reference that names no edgeds bundle. A blob or
+    bundle that fails its check is a :class:`BundleVerificationError` instead."""
 
 
 class TelemetryError(EdgedsError):
