@@ -23,7 +23,6 @@ run the example production configuration of docs/mosquitto/ in a test).
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import shutil
 import signal
@@ -32,9 +31,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from ..errors import HilError
+from .process import ServerProcess
 
 
 def mosquitto_binary() -> str | None:
@@ -63,7 +62,7 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-class Mosquitto:
+class Mosquitto(ServerProcess):
     """One mosquitto process on loopback with a generated configuration (see the module docstring)."""
 
     def __init__(
@@ -85,17 +84,15 @@ class Mosquitto:
         self.host = host
         self.port = port or free_port(host)
         self.persistence = persistence
-        self._own_dir = directory is None
-        self.directory = Path(tempfile.mkdtemp(prefix="edgeds-mosquitto-")) if directory is None else Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="edgeds-mosquitto-")) if directory is None else Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root, directory is None, root / "mosquitto.log")
         self.config_path = self.directory / "mosquitto.conf"
-        self.log_path = self.directory / "mosquitto.log"
         if base_config is not None:  # the caller's own listeners / security; it must listen on host:port
             text = f"user {getpass.getuser()}\n{base_config}\nlog_dest file {self.log_path}\n{extra_config}"
         else:
             text = self._config(extra_config)
         self.config_path.write_text(text)
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def _config(self, extra: str) -> str:
         lines = [
@@ -128,10 +125,6 @@ class Mosquitto:
         return f"mqtt://{self.host}:{self.port}"
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -159,51 +152,6 @@ class Mosquitto:
                 raise HilError(f"mosquitto exited with {self._proc.returncode}: {err.strip()} (log: {self.log_path})")
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM and wait: mosquitto saves its persistence file (when enabled) and exits."""
-        self._signal(signal.SIGTERM, timeout)
-
     def kill(self) -> None:
         """SIGKILL: an abrupt broker crash, nothing saved."""
         self._signal(signal.SIGKILL, 10.0)
-
-    def _signal(self, sig: signal.Signals, timeout: float) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        self._proc = None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        """Stop and remove the generated directory (when this object created it)."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # AttributeError: __init__ did not finish; OSError: the process is gone already
-        with contextlib.suppress(AttributeError, OSError):
-            if self.running and self._proc is not None:
-                self._proc.kill()

@@ -18,17 +18,15 @@ Lifecycle::
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from ..errors import HilError
 from .broker import free_port, port_open
+from .process import ServerProcess
 
 
 def registry_binary() -> str | None:
@@ -38,7 +36,7 @@ def registry_binary() -> str | None:
     )
 
 
-class DockerRegistry:
+class DockerRegistry(ServerProcess):
     """One ``docker-registry serve`` process on loopback with a generated configuration."""
 
     def __init__(
@@ -52,14 +50,12 @@ class DockerRegistry:
         self.binary = binary
         self.host = host
         self.port = port or free_port(host)
-        self._own_dir = directory is None
-        self.directory = Path(tempfile.mkdtemp(prefix="edgeds-registry-")) if directory is None else Path(directory)
+        root = Path(tempfile.mkdtemp(prefix="edgeds-registry-")) if directory is None else Path(directory)
+        super().__init__(root, directory is None, root / "registry.log")
         self.storage = self.directory / "storage"
         self.storage.mkdir(parents=True, exist_ok=True)
         self.config_path = self.directory / "config.yml"
-        self.log_path = self.directory / "registry.log"
         self.config_path.write_text(self._config())
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def _config(self) -> str:
         return (
@@ -83,10 +79,6 @@ class DockerRegistry:
     def url(self) -> str:
         """``http://127.0.0.1:<port>``: what ``edgeds publish --registry`` takes."""
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def blob_path(self, digest: str) -> Path:
         """Where the registry's filesystem driver keeps the bytes of blob ``digest`` (``sha256:<hex>``)."""
@@ -114,43 +106,3 @@ class DockerRegistry:
         raise HilError(
             f"docker-registry did not open {self.url} within {timeout:g} s (exit {code}); log: {self.log_path}"
         )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM and wait (SIGKILL after ``timeout`` seconds)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._proc = None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        """Stop and remove the generated directory (when this object created it)."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> DockerRegistry:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # AttributeError: __init__ did not finish; OSError: the process is gone already
-        with contextlib.suppress(AttributeError, OSError):
-            if self.running and self._proc is not None:
-                self._proc.kill()
