@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -40,6 +40,14 @@ console = _stdout_console()
 console_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+CardOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--card",
+        help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
+    ),
+]
+"""``--card`` of the commands that take an ONNX model (compile, deploy, inspect)."""
 
 
 def to_jsonable(value: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ._output import JSON_OPTION, console, console_err, emit, table
+from ._output import JSON_OPTION, CardOption, console, console_err, emit, table
 
 
 def compile_command(
@@ -23,13 +23,7 @@ def compile_command(
     profile: Annotated[
         str, typer.Option("--profile", "-p", help="Profile name or path (shipped, ./profiles, $EDGEDS_PROFILES).")
     ],
-    card: Annotated[
-        Path | None,
-        typer.Option(
-            "--card",
-            help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
-        ),
-    ] = None,
+    card: CardOption = None,
     precision: Annotated[
         str | None,
         typer.Option("--precision", help="fp32, fp16, int8 (int4: causal-lm); overrides the profile."),

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ._output import JSON_OPTION, console, console_err, emit, table
+from ._output import JSON_OPTION, CardOption, console, console_err, emit, table
 
 STATUS_STYLE = {
     "SUCCEEDED": "green",
@@ -79,13 +79,7 @@ def deploy(
     target: str = typer.Option(..., "--target", "-t", help="Target name or YAML path."),
     hosts: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Signing key when compiling a model.")] = None,
-    card: Annotated[
-        Path | None,
-        typer.Option(
-            "--card",
-            help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
-        ),
-    ] = None,
+    card: CardOption = None,
     version: int | None = typer.Option(None, "--version", help="Bundle version when compiling a model."),
     requests: int = typer.Option(50, "--requests", min=1, help="Health check: requests for the p99 bound."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Accept a version not newer."),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from ._output import JSON_OPTION, console, console_err, emit
+from ._output import JSON_OPTION, CardOption, console, console_err, emit
 
 if TYPE_CHECKING:
     from ..inspection.pipeline import QueuePolicy
@@ -44,13 +44,7 @@ def inspect_command(
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="ONNX model (card beside it), run through ONNX Runtime FP32.")
     ] = None,
-    card: Annotated[
-        Path | None,
-        typer.Option(
-            "--card",
-            help="Model card of the ONNX model (default: <model>.yaml beside it, else the one card naming it).",
-        ),
-    ] = None,
+    card: CardOption = None,
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Require the bundle's signature under this key.")
     ] = None,
