@@ -200,7 +200,8 @@ def tensorrt_resolver(
                 if failed.is_file():
                     raise BackendError(f"the engine build failed on this device: {failed.read_text().strip()}")
                 raise BackendError(
-                    f"no engine built for this device in {root}: deploy again or run edgeds engine build"
+                    f"no engine built for this device in {root}: deploy again, or run "
+                    f"edgeds engine build BUNDLE --cache-dir {root}"
                 )
             return paths.engine, paths.engine.parent.name
         engine, built = tensorrt.ensure_engine(recipe, root, card, facts=device)
